@@ -1,0 +1,78 @@
+"""``authority demo``: the single-device scenario, run against a running authority.
+
+Each step prints what it did, what came back, and whether that is what the
+single-device rule promises. Tokens are never printed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import grpc
+from authority_client.v1 import authority_pb2 as pb
+from authority_client.v1 import authority_pb2_grpc
+
+
+async def run_demo(target: str, say: Callable[[str], object]) -> bool:
+    """Runs the scenario against the authority at ``target``; True when every step held."""
+    subject = f"demo-user-{secrets.token_hex(4)}"
+    held = True
+
+    def step(text: str, outcome: str, expected: bool) -> None:
+        nonlocal held
+        held = held and expected
+        say(f"{'ok ' if expected else 'BAD'}  {text:<58} {outcome}")
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = authority_pb2_grpc.TokenAuthorityStub(channel)
+
+        async def validate(token: str) -> pb.ValidateTokenResponse:
+            return await stub.ValidateToken(pb.ValidateTokenRequest(token=token), timeout=5)
+
+        try:
+            say(f"subject {subject}, authority at {target}")
+            laptop = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="laptop"), timeout=5)
+            step("sign in on the laptop", f"session {laptop.session_id}", True)
+            checked = await validate(laptop.access_token)
+            step("use the laptop's token", "valid" if checked.valid else "invalid", checked.valid)
+
+            phone = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="phone"), timeout=5)
+            replaced = list(phone.replaced_session_ids)
+            step("sign in on the phone", f"replaced {replaced}", replaced == [laptop.session_id])
+            checked = await validate(laptop.access_token)
+            step(
+                "use the laptop's token again",
+                pb.InvalidReason.Name(checked.reason) if not checked.valid else "valid",
+                not checked.valid and checked.reason == pb.INVALID_REASON_REVOKED,
+            )
+
+            logout = await stub.RevokeToken(pb.RevokeTokenRequest(token=phone.access_token), timeout=5)
+            step("log out on the phone", f"revoked {logout.revoked_sessions} session", logout.revoked_sessions == 1)
+            checked = await validate(phone.access_token)
+            step(
+                "use the phone's token after logout",
+                pb.InvalidReason.Name(checked.reason) if not checked.valid else "valid",
+                not checked.valid and checked.reason == pb.INVALID_REASON_REVOKED,
+            )
+
+            tablet = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="tablet"), timeout=5)
+            step("sign in on the tablet", f"session {tablet.session_id}", True)
+            try:
+                await stub.IssueToken(
+                    pb.IssueTokenRequest(subject=subject, device_id="laptop", policy=pb.SESSION_POLICY_REJECT),
+                    timeout=5,
+                )
+                step("sign in on the laptop with policy REJECT", "issued", False)
+            except grpc.aio.AioRpcError as error:
+                step(
+                    "sign in on the laptop with policy REJECT",
+                    error.code().name,
+                    error.code() is grpc.StatusCode.FAILED_PRECONDITION,
+                )
+            await stub.RevokeToken(pb.RevokeTokenRequest(subject=subject, reason="demo finished"), timeout=5)
+        except grpc.aio.AioRpcError as error:
+            say(f"BAD  the authority at {target} answered {error.code().name}: {error.details()}")
+            return False
+    say("the single-device rule held" if held else "the single-device rule did NOT hold")
+    return held

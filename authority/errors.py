@@ -1,0 +1,66 @@
+"""The authority's domain errors.
+
+    AuthorityError
+    ├── ConfigError            an option has an invalid value
+    ├── SchemaError            the database schema is not one this version can run on
+    ├── InvalidArgument        a request field is invalid
+    ├── SessionLimitReached    REJECT policy: the subject already has its sessions
+    ├── RefreshTokenRejected   a refresh token that cannot be traded
+    │   └── RefreshTokenReused an already-rotated refresh token: the session is revoked
+    ├── TokenRejected          a token that cannot be revoked by (not this authority's)
+    ├── StoreUnavailable       the database cannot be reached or did not commit
+    └── WatcherTooSlow         a revocation watcher fell too far behind and must resume
+
+Only :mod:`authority.status` turns these into gRPC status codes. Messages may reach
+callers, so they never contain a token, a refresh token or key material.
+"""
+
+from __future__ import annotations
+
+
+class AuthorityError(Exception):
+    """Root of every error the authority raises on purpose."""
+
+
+class ConfigError(AuthorityError):
+    """An option has an invalid value."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"{option}: {problem}")
+        self.option = option
+
+
+class SchemaError(AuthorityError):
+    """The database schema is not one this version of the authority can run on."""
+
+
+class InvalidArgument(AuthorityError):
+    """A request field is invalid; the message names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class SessionLimitReached(AuthorityError):
+    """The subject already has as many live sessions as allowed and the policy is REJECT."""
+
+
+class RefreshTokenRejected(AuthorityError):
+    """The refresh token is unknown, expired, or its session has ended."""
+
+
+class RefreshTokenReused(RefreshTokenRejected):
+    """An already-rotated refresh token was presented; its session has been revoked."""
+
+
+class TokenRejected(AuthorityError):
+    """A token given to revoke is not one this authority signed."""
+
+
+class StoreUnavailable(AuthorityError):
+    """The database cannot be reached, or the change did not commit."""
+
+
+class WatcherTooSlow(AuthorityError):
+    """A revocation watcher fell so far behind that events were dropped; it must resume."""

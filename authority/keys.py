@@ -1,0 +1,113 @@
+"""Signing keys: generate them, serialise them for the store, publish them as a JWK Set.
+
+A key's ``kid`` is its RFC 7638 thumbprint, so the same key has the same id on every
+replica and a consumer can check that a published key is the one it names. A key
+carries its algorithm: verification takes the algorithm from the key, never from a
+token's header.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any, Union
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from authority.config import Algorithm
+
+PrivateKey = Union[ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PublicKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
+
+# Members of each key type that RFC 7638 hashes into the thumbprint.
+_THUMBPRINT_MEMBERS = {"OKP": ("crv", "kty", "x"), "EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}
+
+
+@dataclasses.dataclass(frozen=True)
+class SigningKey:
+    """One key pair; ``private_key`` is kept only in the process, never published."""
+
+    kid: str
+    algorithm: Algorithm
+    private_key: PrivateKey
+    created_at: float
+
+    @property
+    def public_key(self) -> PublicKey:
+        """The half that verifies, safe to publish."""
+        return self.private_key.public_key()
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The public key as an RFC 7517 JWK with ``kid``, ``alg`` and ``use``."""
+        jwk = _public_jwk(self.algorithm, self.public_key)
+        return {**jwk, "kid": self.kid, "alg": self.algorithm.value, "use": "sig"}
+
+    def private_pem(self) -> bytes:
+        """The private key as unencrypted PKCS#8 PEM, for the store only."""
+        return self.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+
+    def __repr__(self) -> str:  # never print key material
+        return f"SigningKey(kid={self.kid!r}, algorithm={self.algorithm.value})"
+
+
+def _public_jwk(algorithm: Algorithm, public_key: PublicKey) -> dict[str, Any]:
+    if algorithm is Algorithm.EDDSA:
+        jwk: dict[str, Any] = OKPAlgorithm.to_jwk(public_key, as_dict=True)
+    elif algorithm is Algorithm.ES256:
+        jwk = ECAlgorithm.to_jwk(public_key, as_dict=True)
+    else:
+        jwk = RSAAlgorithm.to_jwk(public_key, as_dict=True)
+    return {name: value for name, value in jwk.items() if name not in ("key_ops", "alg", "kid")}
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a public JWK, base64url without padding."""
+    members = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+
+
+def generate_key(algorithm: Algorithm, now: float) -> SigningKey:
+    """A fresh key pair for ``algorithm``."""
+    private_key: PrivateKey
+    if algorithm is Algorithm.EDDSA:
+        private_key = ed25519.Ed25519PrivateKey.generate()
+    elif algorithm is Algorithm.ES256:
+        private_key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = thumbprint(_public_jwk(algorithm, private_key.public_key()))
+    return SigningKey(kid=kid, algorithm=algorithm, private_key=private_key, created_at=now)
+
+
+def load_key(kid: str, algorithm: str, private_pem: bytes, created_at: float) -> SigningKey:
+    """A key as the store keeps it."""
+    private_key = serialization.load_pem_private_key(private_pem, password=None)
+    if not isinstance(private_key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise ValueError(f"key {kid} is not an Ed25519, EC or RSA key")
+    return SigningKey(kid=kid, algorithm=Algorithm(algorithm), private_key=private_key, created_at=created_at)
+
+
+class KeyRing:
+    """The keys this process verifies with, and the one it signs with: the newest of the
+    configured algorithm."""
+
+    def __init__(self, keys: Iterable[SigningKey], signing_algorithm: Algorithm) -> None:
+        ordered = sorted(keys, key=lambda k: (k.created_at, k.kid))
+        signing = [key for key in ordered if key.algorithm is signing_algorithm]
+        if not signing:
+            raise ValueError(f"a key ring needs a {signing_algorithm.value} key to sign with")
+        self._by_kid = {key.kid: key for key in ordered}
+        self.signing_key = signing[-1]
+        self.jwks_json = json.dumps({"keys": [key.public_jwk() for key in ordered]}, separators=(",", ":"))
+
+    def get(self, kid: str) -> SigningKey | None:
+        """The key named ``kid``, or None when this authority has no such key."""
+        return self._by_kid.get(kid)

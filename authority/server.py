@@ -1,0 +1,105 @@
+"""The grpc.aio server: :func:`create_server` builds and starts one, :func:`serve` runs it
+until SIGTERM or SIGINT.
+
+Besides ``authority.v1.TokenAuthority`` the server carries the standard health service
+(``grpc.health.v1``) and server reflection, so generic gRPC tools can talk to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+import grpc
+from authority_client.v1 import authority_pb2, authority_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authority.app import Authority
+from authority.config import Settings
+from authority.errors import ConfigError
+from authority.service import TokenAuthorityService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = authority_pb2.DESCRIPTOR.services_by_name["TokenAuthority"].full_name
+# In-flight calls get this long to finish on a graceful stop.
+STOP_GRACE_SECONDS = 5.0
+
+
+@dataclasses.dataclass
+class AuthorityServer:
+    """A started server and the authority behind it; :meth:`stop` releases both."""
+
+    server: grpc.aio.Server
+    port: int
+    authority: Authority
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float | None = STOP_GRACE_SECONDS) -> None:
+        """Reports NOT_SERVING, lets in-flight calls finish within ``grace``, then closes."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.authority.close()
+
+
+async def create_server(settings: Settings, clock: Callable[[], float] = time.time) -> AuthorityServer:
+    """Opens the authority and serves it on ``settings.listen`` (port 0 picks a free port).
+
+    The grpc.aio server alone cannot release the authority's database pool and
+    background purge, so this returns a handle whose ``stop()`` does both.
+    """
+    authority = await Authority.open(settings, clock)
+    # SO_REUSEPORT off: a second server on a taken port must fail, not share it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    try:
+        authority_pb2_grpc.add_TokenAuthorityServicer_to_server(TokenAuthorityService(authority), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            port = server.add_insecure_port(settings.listen)
+        except RuntimeError as error:
+            raise ConfigError("listen", f"cannot listen on {settings.listen}") from error
+        await server.start()
+        for service in ("", SERVICE_NAME):
+            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        authority.start()
+    except BaseException:
+        await server.stop(None)
+        await authority.close()
+        raise
+    return AuthorityServer(server, port, authority, health_servicer)
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the authority until SIGTERM or SIGINT, then stops gracefully."""
+    running = await create_server(settings)
+    host = settings.listen.rpartition(":")[0]
+    log.info("token authority listening on %s:%d (store: %s)", host, running.port, _redacted(settings.database_url))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+        log.info("stopping: finishing in-flight calls")
+    finally:
+        await running.stop()
+    log.info("stopped")
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, fit for a log line."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at:
+        return url
+    user = credentials.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{location}"

@@ -1,0 +1,150 @@
+"""The gRPC servicer: protobuf in, one domain call, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from authority_client.v1 import authority_pb2 as pb
+from authority_client.v1 import authority_pb2_grpc
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from authority.app import Authority
+from authority.config import Policy
+from authority.errors import InvalidArgument
+from authority.sessions import SignIn
+from authority.status import streaming, unary
+from authority.tokens import AccessClaims, InvalidToken
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_POLICIES = {
+    pb.SESSION_POLICY_UNSPECIFIED: None,
+    pb.SESSION_POLICY_REPLACE: Policy.REPLACE,
+    pb.SESSION_POLICY_REJECT: Policy.REJECT,
+}
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    whole = int(seconds)
+    return Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
+
+
+def _issue_response(sign_in: SignIn) -> pb.IssueTokenResponse:
+    return pb.IssueTokenResponse(
+        access_token=sign_in.access_token,
+        refresh_token=sign_in.refresh_token,
+        session_id=sign_in.session_id,
+        expires_at=_timestamp(sign_in.expires_at),
+        refresh_expires_at=_timestamp(sign_in.refresh_expires_at),
+        replaced_session_ids=sign_in.replaced_session_ids,
+    )
+
+
+def _claims(claims: AccessClaims) -> pb.Claims:
+    message = pb.Claims(
+        subject=claims.subject,
+        device_id=claims.device_id,
+        session_id=claims.session_id,
+        token_id=claims.token_id,
+        issuer=claims.issuer,
+        audience=claims.audience,
+        issued_at=Timestamp(seconds=claims.issued_at),
+        expires_at=Timestamp(seconds=claims.expires_at),
+    )
+    if claims.extra:
+        message.extra.update(claims.extra)
+    return message
+
+
+def _ttl(request: pb.IssueTokenRequest) -> float | None:
+    if not request.HasField("ttl"):
+        return None
+    try:
+        return request.ttl.ToTimedelta().total_seconds()
+    except (ValueError, OverflowError):
+        raise InvalidArgument("ttl", "is not a valid duration") from None
+
+
+class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
+    """``authority.v1.TokenAuthority`` on top of one :class:`Authority`."""
+
+    def __init__(self, authority: Authority) -> None:
+        self._authority = authority
+        self._sessions = authority.sessions
+        self._validator = authority.validator
+
+    @unary
+    async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
+        if request.policy not in _POLICIES:
+            raise InvalidArgument("policy", f"{request.policy} is not a SessionPolicy")
+        sign_in = await self._sessions.sign_in(
+            request.subject,
+            request.device_id,
+            policy=_POLICIES[request.policy],
+            audience=request.audience,
+            claims=json_format.MessageToDict(request.claims) if request.HasField("claims") else None,
+            ttl=_ttl(request),
+        )
+        return _issue_response(sign_in)
+
+    @unary
+    async def ValidateToken(self, request: pb.ValidateTokenRequest, context: Context) -> pb.ValidateTokenResponse:
+        if not request.token:
+            raise InvalidArgument("token", "must not be empty")
+        try:
+            claims = self._validator.validate(request.token, request.audience)
+        except InvalidToken as invalid:
+            return pb.ValidateTokenResponse(valid=False, reason=invalid.reason.value)  # type: ignore[arg-type]
+        return pb.ValidateTokenResponse(valid=True, claims=_claims(claims))
+
+    @unary
+    async def RevokeToken(self, request: pb.RevokeTokenRequest, context: Context) -> pb.RevokeTokenResponse:
+        target = request.WhichOneof("target")
+        if target == "token":
+            revoked = await self._sessions.revoke_token(request.token, request.reason)
+        elif target == "session_id":
+            revoked = await self._sessions.revoke_session(request.session_id, request.reason)
+        elif target == "subject":
+            revoked = await self._sessions.revoke_subject(request.subject, request.reason)
+        else:
+            raise InvalidArgument("target", "name a token, a session_id or a subject")
+        return pb.RevokeTokenResponse(revoked_sessions=revoked)
+
+    @unary
+    async def RefreshToken(self, request: pb.RefreshTokenRequest, context: Context) -> pb.IssueTokenResponse:
+        return _issue_response(await self._sessions.refresh(request.refresh_token))
+
+    @unary
+    async def ListSessions(self, request: pb.ListSessionsRequest, context: Context) -> pb.ListSessionsResponse:
+        sessions = await self._sessions.list_sessions(request.subject)
+        return pb.ListSessionsResponse(
+            sessions=[
+                pb.Session(
+                    session_id=s.session_id,
+                    subject=s.subject,
+                    device_id=s.device_id,
+                    created_at=_timestamp(s.created_at),
+                    expires_at=_timestamp(s.expires_at),
+                )
+                for s in sessions
+            ]
+        )
+
+    @unary
+    async def GetSigningKeys(self, request: pb.GetSigningKeysRequest, context: Context) -> pb.GetSigningKeysResponse:
+        return pb.GetSigningKeysResponse(jwks_json=self._authority.codec.keyring.jwks_json)
+
+    @streaming
+    async def WatchRevocations(
+        self, request: pb.WatchRevocationsRequest, context: Context
+    ) -> AsyncIterator[pb.RevocationEvent]:
+        async for entry in self._authority.mirror.follow(self._authority.store, request.after_sequence):
+            yield pb.RevocationEvent(
+                sequence=entry.sequence,
+                token_id=entry.token_id or "",
+                session_id=entry.session_id or "",
+                expires_at=_timestamp(entry.expires_at),
+            )

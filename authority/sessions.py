@@ -1,0 +1,297 @@
+"""The single-device policy: who is signed in, who gets signed out, and refresh.
+
+A session is one subject on one device. A sign-in counts the subject's live sessions
+inside one transaction that holds the subject's lock, so concurrent sign-ins of one
+subject (from any number of replicas) are decided one after another:
+
+- a live session on the same device is always replaced;
+- if the others would still exceed ``max_sessions_per_subject``, REPLACE revokes the
+  oldest of them and REJECT refuses the sign-in, changing nothing.
+
+Every revocation committed here is applied to the in-memory mirror before the call
+returns, so this process rejects the revoked tokens from then on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from authority.config import Policy, Settings
+from authority.errors import (
+    InvalidArgument,
+    RefreshTokenRejected,
+    RefreshTokenReused,
+    SessionLimitReached,
+    TokenRejected,
+)
+from authority.revocations import RevocationMirror
+from authority.store import Revocation, SessionRecord, Store
+from authority.tokens import RESERVED_CLAIMS, AccessClaims, InvalidReason, InvalidToken, TokenCodec
+
+MAX_IDENTIFIER_BYTES = 256
+MAX_CLAIMS_BYTES = 4096
+# Refresh tokens are 256 random bits, base64url: 43 characters.
+_REFRESH_TOKEN_CHARS = 43
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SignIn:
+    """What a sign-in or refresh hands back; the tokens are shown only here."""
+
+    access_token: str
+    refresh_token: str
+    session_id: str
+    expires_at: int
+    refresh_expires_at: float
+    replaced_session_ids: tuple[str, ...] = ()
+
+
+def check_identifier(field: str, value: str) -> None:
+    """Raises :class:`InvalidArgument` unless ``value`` is 1 to 256 bytes of UTF-8 without NUL."""
+    if not value:
+        raise InvalidArgument(field, "must not be empty")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise InvalidArgument(field, "must be valid UTF-8") from None
+    if size > MAX_IDENTIFIER_BYTES:
+        raise InvalidArgument(field, f"must be at most {MAX_IDENTIFIER_BYTES} bytes")
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL characters")
+
+
+def _claims_json(claims: Mapping[str, Any]) -> str:
+    reserved = sorted(RESERVED_CLAIMS & claims.keys())
+    if reserved:
+        raise InvalidArgument("claims", f"{', '.join(reserved)} are set by the authority and may not be given")
+    try:
+        text = json.dumps(claims, allow_nan=False, separators=(",", ":"), sort_keys=True)
+    except ValueError:
+        raise InvalidArgument("claims", "numbers must be finite") from None
+    if len(text.encode(errors="surrogatepass")) > MAX_CLAIMS_BYTES:
+        raise InvalidArgument("claims", f"must be at most {MAX_CLAIMS_BYTES} bytes as JSON")
+    if any("\x00" in name for name in claims):
+        raise InvalidArgument("claims", "names must not contain NUL characters")
+    return text
+
+
+def _hash(refresh_token: str) -> str:
+    return hashlib.sha256(refresh_token.encode()).hexdigest()
+
+
+class Sessions:
+    """Signs subjects in and out, and trades refresh tokens."""
+
+    def __init__(
+        self,
+        store: Store,
+        codec: TokenCodec,
+        mirror: RevocationMirror,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._codec = codec
+        self._mirror = mirror
+        self._settings = settings
+        self._clock = clock
+
+    def _idle_cutoff(self, now: float) -> float | None:
+        return now - self._settings.idle_timeout if self._settings.idle_timeout else None
+
+    def _is_live(self, session: SessionRecord, now: float) -> bool:
+        idle_cutoff = self._idle_cutoff(now)
+        return (
+            session.revoked_at is None
+            and session.expires_at > now
+            and (idle_cutoff is None or session.last_used_at > idle_cutoff)
+        )
+
+    async def sign_in(
+        self,
+        subject: str,
+        device_id: str,
+        *,
+        policy: Policy | None = None,
+        audience: str = "",
+        claims: Mapping[str, Any] | None = None,
+        ttl: float | None = None,
+    ) -> SignIn:
+        """Signs ``subject`` in on ``device_id`` under the single-device policy.
+
+        Raises :class:`InvalidArgument` for a bad request and :class:`SessionLimitReached`
+        when the policy is REJECT and the subject already has its sessions.
+        """
+        check_identifier("subject", subject)
+        check_identifier("device_id", device_id)
+        audience = audience or self._settings.default_audience
+        if audience not in self._settings.audiences:
+            raise InvalidArgument("audience", "is not an audience this authority issues tokens for")
+        claims_json = _claims_json(claims or {})
+        access_ttl = self._access_ttl(ttl)
+        policy = policy or self._settings.default_policy
+        refresh_token = secrets.token_urlsafe(32)
+        session_id = secrets.token_urlsafe(16)
+        async with self._store.transaction() as tx:
+            await tx.lock_subject(subject)
+            now = self._clock()
+            live = await tx.live_sessions(subject, now, self._idle_cutoff(now))
+            others = [s for s in live if s.device_id != device_id]
+            excess = len(others) + 1 - self._settings.max_sessions_per_subject
+            if excess > 0 and policy is Policy.REJECT:
+                raise SessionLimitReached(
+                    f"the subject is already signed in on {len(others)} other device(s), the most allowed"
+                )
+            ended = [s for s in live if s.device_id == device_id] + others[: max(excess, 0)]
+            entries = await tx.revoke(ended, now, "replaced by a sign-in on another device")
+            session = self._new_session(session_id, subject, device_id, audience, claims_json, access_ttl, now)
+            await tx.insert_session(session, _hash(refresh_token))
+        self._mirror.apply(entries)
+        replaced = tuple(entry.session_id for entry in entries if entry.session_id)
+        return self._tokens(session, refresh_token, now, replaced)
+
+    def _access_ttl(self, ttl: float | None) -> int:
+        if ttl is None:
+            return self._settings.access_token_ttl
+        if not ttl > 0:
+            raise InvalidArgument("ttl", "must be positive")
+        return min(math.ceil(ttl), self._settings.max_access_token_ttl)
+
+    def _new_session(
+        self, session_id: str, subject: str, device_id: str, audience: str, claims: str, access_ttl: int, now: float
+    ) -> SessionRecord:
+        expires_at = now + self._settings.refresh_token_ttl
+        return SessionRecord(
+            session_id=session_id,
+            subject=subject,
+            device_id=device_id,
+            audience=audience,
+            claims=claims,
+            access_ttl=access_ttl,
+            created_at=now,
+            expires_at=expires_at,
+            last_used_at=now,
+            access_expires_at=_access_expiry(now, access_ttl, expires_at),
+            revoked_at=None,
+        )
+
+    def _tokens(
+        self, session: SessionRecord, refresh_token: str, now: float, replaced: tuple[str, ...] = ()
+    ) -> SignIn:
+        claims = AccessClaims(
+            subject=session.subject,
+            device_id=session.device_id,
+            session_id=session.session_id,
+            token_id=secrets.token_urlsafe(16),
+            issuer=self._settings.issuer,
+            audience=session.audience,
+            issued_at=int(now),
+            expires_at=_access_expiry(now, session.access_ttl, session.expires_at),
+            extra=json.loads(session.claims),
+        )
+        return SignIn(
+            access_token=self._codec.sign(claims),
+            refresh_token=refresh_token,
+            session_id=session.session_id,
+            expires_at=claims.expires_at,
+            refresh_expires_at=session.expires_at,
+            replaced_session_ids=replaced,
+        )
+
+    async def refresh(self, refresh_token: str) -> SignIn:
+        """A new token pair on the refresh token's session; the presented one dies.
+
+        Raises :class:`RefreshTokenRejected` for an unknown token or an ended session,
+        and :class:`RefreshTokenReused` (after revoking the session) for a token that was
+        already traded: someone else holds a copy of it.
+        """
+        if not refresh_token:
+            raise InvalidArgument("refresh_token", "must not be empty")
+        if len(refresh_token) != _REFRESH_TOKEN_CHARS:
+            raise RefreshTokenRejected("the refresh token is not valid")
+        token_hash = _hash(refresh_token)
+        new_token = secrets.token_urlsafe(32)
+        reused: list[Revocation] | None = None
+        async with self._store.transaction() as tx:
+            found = await tx.refresh_token(token_hash)
+            if found is not None:
+                await tx.lock_subject(found.session.subject)
+                found = await tx.refresh_token(token_hash)  # as it is now that we hold the lock
+            if found is None:
+                raise RefreshTokenRejected("the refresh token is not valid")
+            now = self._clock()
+            session = found.session
+            if found.used_at is not None:
+                reused = await tx.revoke([session], now, "refresh token reused")
+            elif not self._is_live(session, now):
+                raise RefreshTokenRejected("the session has ended")
+            else:
+                await tx.use_refresh_token(token_hash, now)
+                await tx.insert_refresh_token(_hash(new_token), session.session_id, now)
+                access_expires_at = max(
+                    session.access_expires_at, _access_expiry(now, session.access_ttl, session.expires_at)
+                )
+                await tx.touch_session(session.session_id, now, access_expires_at)
+        if reused is not None:
+            self._mirror.apply(reused)
+            raise RefreshTokenReused("the refresh token was already used; the session has been revoked")
+        return self._tokens(session, new_token, now)
+
+    async def revoke_token(self, token: str, reason: str = "") -> int:
+        """Logout: ends the session of a token this authority signed, even an expired one."""
+        if not token:
+            raise InvalidArgument("token", "must not be empty")
+        try:
+            claims = self._codec.verify(token, None, verify_expiry=False)
+        except InvalidToken as invalid:
+            if invalid.reason is InvalidReason.UNKNOWN_KEY:
+                return 0  # signed with a key long retired: nothing it names is alive
+            raise TokenRejected("the token is not one this authority issued") from None
+        return await self._revoke(claims.subject, reason or "logout", claims.session_id, claims.token_id)
+
+    async def revoke_session(self, session_id: str, reason: str = "") -> int:
+        """Ends one session; 0 when it is unknown or already ended."""
+        check_identifier("session_id", session_id)
+        async with self._store.transaction() as tx:
+            session = await tx.session(session_id)
+        if session is None:
+            return 0
+        return await self._revoke(session.subject, reason or "session revoked", session_id)
+
+    async def revoke_subject(self, subject: str, reason: str = "") -> int:
+        """Signs ``subject`` out everywhere; returns how many live sessions ended."""
+        check_identifier("subject", subject)
+        return await self._revoke(subject, reason or "signed out everywhere")
+
+    async def _revoke(
+        self, subject: str, reason: str, session_id: str | None = None, token_id: str | None = None
+    ) -> int:
+        """Revokes the subject's live sessions (only ``session_id`` when given)."""
+        if len(reason.encode(errors="surrogatepass")) > MAX_IDENTIFIER_BYTES:
+            raise InvalidArgument("reason", f"must be at most {MAX_IDENTIFIER_BYTES} bytes")
+        async with self._store.transaction() as tx:
+            await tx.lock_subject(subject)
+            now = self._clock()
+            live = await tx.live_sessions(subject, now, self._idle_cutoff(now))
+            ended = [s for s in live if session_id is None or s.session_id == session_id]
+            entries = await tx.revoke(ended, now, reason, token_id)
+        self._mirror.apply(entries)
+        return len(entries)
+
+    async def list_sessions(self, subject: str) -> list[SessionRecord]:
+        """The subject's live sessions, oldest first."""
+        check_identifier("subject", subject)
+        now = self._clock()
+        return await self._store.live_sessions(subject, now, self._idle_cutoff(now))
+
+
+def _access_expiry(now: float, access_ttl: int, session_expires_at: float) -> int:
+    # An access token never outlives its session.
+    return min(int(now) + access_ttl, int(session_expires_at))

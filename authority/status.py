@@ -1,0 +1,98 @@
+"""The one map from domain errors to gRPC status codes, applied to every RPC handler.
+
+A domain error becomes its status with the error's own message, which never holds a
+secret. Anything else is a bug: the traceback is logged here, on the server, and the
+caller gets INTERNAL with a fixed message.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from authority.errors import (
+    AuthorityError,
+    InvalidArgument,
+    RefreshTokenRejected,
+    SessionLimitReached,
+    StoreUnavailable,
+    TokenRejected,
+    WatcherTooSlow,
+)
+
+log = logging.getLogger(__name__)
+
+CODES: dict[type[AuthorityError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    TokenRejected: grpc.StatusCode.INVALID_ARGUMENT,
+    SessionLimitReached: grpc.StatusCode.FAILED_PRECONDITION,
+    RefreshTokenRejected: grpc.StatusCode.UNAUTHENTICATED,
+    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
+    WatcherTooSlow: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+INTERNAL_MESSAGE = "internal error"
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Servicer = TypeVar("Servicer")
+
+
+def status_of(error: AuthorityError) -> grpc.StatusCode:
+    """The status code for a domain error (its nearest mapped class)."""
+    for kind in type(error).__mro__:
+        if kind in CODES:
+            return CODES[kind]
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, method: str) -> None:
+    if isinstance(error, AuthorityError):
+        code = status_of(error)
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("%s: unmapped domain error %s", method, type(error).__name__)
+            await context.abort(code, INTERNAL_MESSAGE)
+        await context.abort(code, str(error))
+    log.error("%s failed", method, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+def unary(
+    handler: Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]],
+) -> Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]:
+    """Maps what a unary handler raises to a status."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]) -> Response:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error, handler.__name__)
+            raise AssertionError("unreachable: abort raises") from error
+
+    return wrapper
+
+
+def streaming(
+    handler: Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]],
+) -> Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Response]]:
+    """Maps what a server-streaming handler raises to a status."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Response]:
+        try:
+            async for response in handler(self, request, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error, handler.__name__)
+
+    return wrapper

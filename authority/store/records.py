@@ -1,0 +1,50 @@
+"""The rows that cross from the store to the domain, as plain frozen dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One subject signed in on one device."""
+
+    session_id: str
+    subject: str
+    device_id: str
+    audience: str
+    claims: str
+    access_ttl: int
+    created_at: float
+    expires_at: float
+    last_used_at: float
+    access_expires_at: float
+    revoked_at: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Revocation:
+    """One entry of the revocation log: a session (and, on logout, the token named)."""
+
+    sequence: int
+    session_id: str | None
+    token_id: str | None
+    expires_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A signing key as stored: the private half is PEM."""
+
+    kid: str
+    algorithm: str
+    private_key: bytes
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RefreshRecord:
+    """A refresh token's hash, its session, and whether it was already traded."""
+
+    session: SessionRecord
+    used_at: float | None

@@ -1,0 +1,75 @@
+"""The tables, as SQLAlchemy Core metadata. Migrations create them; queries use them.
+
+Times are seconds since the epoch as double precision: the same on SQLite and
+PostgreSQL, precise to the microsecond, and directly comparable with JWT times.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("algorithm", sa.String(16), nullable=False),
+    sa.Column("private_key", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.String(256), nullable=False),
+    sa.Column("device_id", sa.String(256), nullable=False),
+    sa.Column("audience", sa.String(256), nullable=False),
+    # Extra claims as JSON text, carried into every access token the session issues.
+    sa.Column("claims", sa.Text, nullable=False),
+    sa.Column("access_ttl", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    # When the refresh token, and so the session, expires.
+    sa.Column("expires_at", sa.Double, nullable=False),
+    # The last sign-in or refresh, for the idle timeout.
+    sa.Column("last_used_at", sa.Double, nullable=False),
+    # The expiry of the newest access token the session issued.
+    sa.Column("access_expires_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double, nullable=True),
+    sa.Index("ix_sessions_subject", "subject"),
+    sa.Index("ix_sessions_expires_at", "expires_at"),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    # SHA-256 of the token, hex: the token itself is never stored.
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("session_id", sa.String(64), sa.ForeignKey("sessions.session_id", ondelete="CASCADE"), nullable=False),
+    sa.Column("issued_at", sa.Double, nullable=False),
+    # Set when the token is traded; presenting it again is theft.
+    sa.Column("used_at", sa.Double, nullable=True),
+    sa.Index("ix_refresh_tokens_session_id", "session_id"),
+)
+
+revocations = sa.Table(
+    "revocations",
+    metadata,
+    # The log's order: strictly increasing, never reused.
+    sa.Column(
+        "sequence",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("session_id", sa.String(64), nullable=True),
+    sa.Column("token_id", sa.String(64), nullable=True),
+    sa.Column("subject", sa.String(256), nullable=False),
+    sa.Column("reason", sa.String(256), nullable=False),
+    sa.Column("revoked_at", sa.Double, nullable=False),
+    # When everything the entry revokes has expired; the purge drops it after that.
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Index("ix_revocations_expires_at", "expires_at"),
+    sqlite_autoincrement=True,
+)

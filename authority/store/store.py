@@ -1,0 +1,303 @@
+"""Every query the authority runs.
+
+:class:`Store` owns the engine, runs short reads, and opens units of work; a
+:class:`Tx` is one transaction. Database and driver exceptions stop here: anything
+that means the database cannot be reached, or that a change did not commit, leaves as
+:class:`~authority.errors.StoreUnavailable`.
+
+Writers to one subject are serialised: on PostgreSQL by a transaction-scoped advisory
+lock keyed by the subject, on SQLite because every transaction begins IMMEDIATE and
+SQLite admits one writer at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from authority.errors import StoreUnavailable
+from authority.store.records import KeyRecord, RefreshRecord, Revocation, SessionRecord
+from authority.store.schema import refresh_tokens, revocations, sessions, signing_keys
+
+# Errors that mean "the database is not there", as opposed to a bug in a query.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    OSError,
+)
+_KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
+MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
+
+
+def _lock_id(subject: str) -> int:
+    digest = hashlib.blake2b(subject.encode(), digest_size=8, person=b"subject").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """One engine per process, tuned for the store it points at."""
+    if url.startswith("sqlite"):
+        # One connection: SQLite has one writer anyway, and queueing here is cheaper
+        # than busy-waiting inside SQLite.
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30)
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=5,
+        pool_pre_ping=True,
+        connect_args={"timeout": 5, "command_timeout": 10},
+    )
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let the begin hook, not the driver, start transactions (SQLAlchemy's recipe).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "busy_timeout=10000", "foreign_keys=ON", "synchronous=NORMAL"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE takes the write lock at once, so a read-then-write transaction can
+    # never be overtaken by another writer between its read and its write.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _session(row: Any) -> SessionRecord:
+    return SessionRecord(**{column: row._mapping[column] for column in SessionRecord.__slots__})
+
+
+def _revocation(row: Any) -> Revocation:
+    return Revocation(row.sequence, row.session_id, row.token_id, row.expires_at)
+
+
+def _live(now: float, idle_cutoff: float | None) -> sa.ColumnElement[bool]:
+    condition = sa.and_(sessions.c.revoked_at.is_(None), sessions.c.expires_at > now)
+    if idle_cutoff is not None:
+        condition = sa.and_(condition, sessions.c.last_used_at > idle_cutoff)
+    return condition
+
+
+class Store:
+    """The database behind the authority."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """A store on ``url``; nothing is connected until first use."""
+        return cls(create_engine(url))
+
+    async def close(self) -> None:
+        """Closes every pooled connection."""
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """One unit of work: commits when the block ends, rolls back if it raises."""
+        try:
+            async with self.engine.begin() as conn:
+                yield Tx(conn, self.is_postgres)
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("the database is unavailable") from error
+        except exc.DBAPIError as error:
+            if error.connection_invalidated:
+                raise StoreUnavailable("the database connection was lost") from error
+            raise
+
+    async def keys(self) -> list[KeyRecord]:
+        """Every stored signing key."""
+        async with self.transaction() as tx:
+            return await tx.keys()
+
+    async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
+        """The subject's live sessions, oldest first."""
+        async with self.transaction() as tx:
+            return await tx.live_sessions(subject, now, idle_cutoff)
+
+    async def live_revocations(self, expires_after: float, batch_size: int = 10_000) -> AsyncIterator[list[Revocation]]:
+        """Every revocation that has not expired, in batches in log order."""
+        after = 0
+        while True:
+            async with self.transaction() as tx:
+                query = (
+                    sa.select(revocations)
+                    .where(revocations.c.sequence > after, revocations.c.expires_at > expires_after)
+                    .order_by(revocations.c.sequence)
+                    .limit(batch_size)
+                )
+                batch = [_revocation(row) for row in await tx.conn.execute(query)]
+            if not batch:
+                return
+            yield batch
+            after = batch[-1].sequence
+
+    async def revocations_after(self, sequence: int, limit: int) -> list[Revocation]:
+        """Up to ``limit`` log entries after ``sequence``, in order."""
+        async with self.transaction() as tx:
+            query = (
+                sa.select(revocations)
+                .where(revocations.c.sequence > sequence)
+                .order_by(revocations.c.sequence)
+                .limit(limit)
+            )
+            return [_revocation(row) for row in await tx.conn.execute(query)]
+
+    async def last_sequence(self) -> int:
+        """The newest sequence in the log, or 0 when it is empty."""
+        async with self.transaction() as tx:
+            query = sa.select(sa.func.coalesce(sa.func.max(revocations.c.sequence), 0))
+            return int((await tx.conn.execute(query)).scalar_one())
+
+    async def purge_revocations(self, expired_before: float, batch_size: int) -> int:
+        """Deletes one batch of expired revocations; returns how many."""
+        async with self.transaction() as tx:
+            batch = sa.select(revocations.c.sequence).where(revocations.c.expires_at < expired_before).limit(batch_size)
+            result = await tx.conn.execute(sa.delete(revocations).where(revocations.c.sequence.in_(batch)))
+            return int(result.rowcount)
+
+    async def purge_sessions(self, ended_before: float, idle_cutoff: float | None, batch_size: int) -> int:
+        """Deletes one batch of ended sessions, and their refresh tokens, whose access tokens have
+        all expired; returns how many sessions."""
+        ended = sa.or_(sessions.c.expires_at < ended_before, sessions.c.revoked_at.is_not(None))
+        if idle_cutoff is not None:
+            ended = sa.or_(ended, sessions.c.last_used_at < idle_cutoff)
+        async with self.transaction() as tx:
+            query = (
+                sa.select(sessions.c.session_id)
+                .where(ended, sessions.c.access_expires_at < ended_before)
+                .limit(batch_size)
+            )
+            ids = list((await tx.conn.execute(query)).scalars())
+            if ids:
+                await tx.conn.execute(sa.delete(refresh_tokens).where(refresh_tokens.c.session_id.in_(ids)))
+                await tx.conn.execute(sa.delete(sessions).where(sessions.c.session_id.in_(ids)))
+            return len(ids)
+
+
+class Tx:
+    """One open transaction; every method runs inside it."""
+
+    def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
+        self.conn = conn
+        self.is_postgres = is_postgres
+
+    async def lock_subject(self, subject: str) -> None:
+        """Holds every other writer to ``subject`` off until this transaction ends."""
+        if self.is_postgres:
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(subject))))
+
+    async def lock_keys(self) -> None:
+        """Holds every other key writer off until this transaction ends."""
+        if self.is_postgres:
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_KEYS_LOCK)))
+
+    async def keys(self) -> list[KeyRecord]:
+        """Every stored signing key."""
+        rows = await self.conn.execute(sa.select(signing_keys))
+        return [KeyRecord(r.kid, r.algorithm, r.private_key, r.created_at) for r in rows]
+
+    async def insert_key(self, key: KeyRecord) -> None:
+        """Stores a new signing key."""
+        await self.conn.execute(
+            sa.insert(signing_keys).values(
+                kid=key.kid, algorithm=key.algorithm, private_key=key.private_key, created_at=key.created_at
+            )
+        )
+
+    async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
+        """The subject's live sessions, oldest first."""
+        query = (
+            sa.select(sessions)
+            .where(sessions.c.subject == subject, _live(now, idle_cutoff))
+            .order_by(sessions.c.created_at, sessions.c.session_id)
+        )
+        return [_session(row) for row in await self.conn.execute(query)]
+
+    async def session(self, session_id: str) -> SessionRecord | None:
+        """One session, live or not."""
+        row = (await self.conn.execute(sa.select(sessions).where(sessions.c.session_id == session_id))).first()
+        return None if row is None else _session(row)
+
+    async def insert_session(self, session: SessionRecord, refresh_hash: str) -> None:
+        """Stores a new session with its first refresh token."""
+        values = {column: getattr(session, column) for column in SessionRecord.__slots__}
+        await self.conn.execute(sa.insert(sessions).values(**values))
+        await self.insert_refresh_token(refresh_hash, session.session_id, session.created_at)
+
+    async def insert_refresh_token(self, token_hash: str, session_id: str, now: float) -> None:
+        """Stores the hash of a newly issued refresh token."""
+        await self.conn.execute(
+            sa.insert(refresh_tokens).values(token_hash=token_hash, session_id=session_id, issued_at=now)
+        )
+
+    async def refresh_token(self, token_hash: str) -> RefreshRecord | None:
+        """The refresh token with this hash and its session, or None."""
+        query = (
+            sa.select(sessions, refresh_tokens.c.used_at)
+            .join(refresh_tokens, refresh_tokens.c.session_id == sessions.c.session_id)
+            .where(refresh_tokens.c.token_hash == token_hash)
+        )
+        row = (await self.conn.execute(query)).first()
+        return None if row is None else RefreshRecord(_session(row), row.used_at)
+
+    async def use_refresh_token(self, token_hash: str, now: float) -> bool:
+        """Marks a refresh token traded; False when it already was."""
+        result = await self.conn.execute(
+            sa.update(refresh_tokens)
+            .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used_at.is_(None))
+            .values(used_at=now)
+        )
+        return bool(result.rowcount == 1)
+
+    async def touch_session(self, session_id: str, now: float, access_expires_at: float) -> None:
+        """Records a refresh: the session was used now, and its newest access token expires then."""
+        await self.conn.execute(
+            sa.update(sessions)
+            .where(sessions.c.session_id == session_id)
+            .values(last_used_at=now, access_expires_at=access_expires_at)
+        )
+
+    async def revoke(
+        self, ended: Sequence[SessionRecord], now: float, reason: str, token_id: str | None = None
+    ) -> list[Revocation]:
+        """Revokes sessions not yet revoked and appends them to the log; returns the entries."""
+        entries = []
+        for session in ended:
+            result = await self.conn.execute(
+                sa.update(sessions)
+                .where(sessions.c.session_id == session.session_id, sessions.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            if result.rowcount != 1:
+                continue
+            sequence = (
+                await self.conn.execute(
+                    sa.insert(revocations)
+                    .values(
+                        session_id=session.session_id,
+                        token_id=token_id,
+                        subject=session.subject,
+                        reason=reason,
+                        revoked_at=now,
+                        expires_at=session.access_expires_at,
+                    )
+                    .returning(revocations.c.sequence)
+                )
+            ).scalar_one()
+            entries.append(Revocation(sequence, session.session_id, token_id, session.access_expires_at))
+        return entries

@@ -1,0 +1,26 @@
+"""Validate an access token: the verification in tokens.py, then the revocation mirror.
+
+This is the hot path of the authority. It touches no database and no file: the keys
+and the live revocations are in memory.
+"""
+
+from __future__ import annotations
+
+from authority.revocations import RevocationMirror
+from authority.tokens import AccessClaims, InvalidReason, InvalidToken, TokenCodec
+
+
+class Validator:
+    """Answers whether a token is valid for an audience, and why not."""
+
+    def __init__(self, codec: TokenCodec, mirror: RevocationMirror, default_audience: str) -> None:
+        self._codec = codec
+        self._mirror = mirror
+        self._default_audience = default_audience
+
+    def validate(self, token: str, audience: str = "") -> AccessClaims:
+        """The token's claims, or :class:`InvalidToken` with the first failed step's reason."""
+        claims = self._codec.verify(token, audience or self._default_audience)
+        if self._mirror.is_revoked(claims.session_id, claims.token_id):
+            raise InvalidToken(InvalidReason.REVOKED)
+        return claims

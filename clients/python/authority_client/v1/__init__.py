@@ -1,0 +1,1 @@
+"""Generated stubs for ``authority.v1``; regenerate with ``scripts/gen-protos``."""

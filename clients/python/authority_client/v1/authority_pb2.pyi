@@ -1,0 +1,193 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SessionPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_POLICY_UNSPECIFIED: _ClassVar[SessionPolicy]
+    SESSION_POLICY_REPLACE: _ClassVar[SessionPolicy]
+    SESSION_POLICY_REJECT: _ClassVar[SessionPolicy]
+
+class InvalidReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INVALID_REASON_UNSPECIFIED: _ClassVar[InvalidReason]
+    INVALID_REASON_MALFORMED: _ClassVar[InvalidReason]
+    INVALID_REASON_BAD_SIGNATURE: _ClassVar[InvalidReason]
+    INVALID_REASON_UNKNOWN_KEY: _ClassVar[InvalidReason]
+    INVALID_REASON_EXPIRED: _ClassVar[InvalidReason]
+    INVALID_REASON_NOT_YET_VALID: _ClassVar[InvalidReason]
+    INVALID_REASON_WRONG_AUDIENCE: _ClassVar[InvalidReason]
+    INVALID_REASON_WRONG_ISSUER: _ClassVar[InvalidReason]
+    INVALID_REASON_REVOKED: _ClassVar[InvalidReason]
+SESSION_POLICY_UNSPECIFIED: SessionPolicy
+SESSION_POLICY_REPLACE: SessionPolicy
+SESSION_POLICY_REJECT: SessionPolicy
+INVALID_REASON_UNSPECIFIED: InvalidReason
+INVALID_REASON_MALFORMED: InvalidReason
+INVALID_REASON_BAD_SIGNATURE: InvalidReason
+INVALID_REASON_UNKNOWN_KEY: InvalidReason
+INVALID_REASON_EXPIRED: InvalidReason
+INVALID_REASON_NOT_YET_VALID: InvalidReason
+INVALID_REASON_WRONG_AUDIENCE: InvalidReason
+INVALID_REASON_WRONG_ISSUER: InvalidReason
+INVALID_REASON_REVOKED: InvalidReason
+
+class IssueTokenRequest(_message.Message):
+    __slots__ = ("subject", "device_id", "policy", "audience", "claims", "ttl")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    device_id: str
+    policy: SessionPolicy
+    audience: str
+    claims: _struct_pb2.Struct
+    ttl: _duration_pb2.Duration
+    def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., policy: _Optional[_Union[SessionPolicy, str]] = ..., audience: _Optional[str] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class IssueTokenResponse(_message.Message):
+    __slots__ = ("access_token", "refresh_token", "session_id", "expires_at", "replaced_session_ids", "refresh_expires_at")
+    ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    access_token: str
+    refresh_token: str
+    session_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    replaced_session_ids: _containers.RepeatedScalarFieldContainer[str]
+    refresh_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, access_token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaced_session_ids: _Optional[_Iterable[str]] = ..., refresh_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ValidateTokenRequest(_message.Message):
+    __slots__ = ("token", "audience")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    audience: str
+    def __init__(self, token: _Optional[str] = ..., audience: _Optional[str] = ...) -> None: ...
+
+class ValidateTokenResponse(_message.Message):
+    __slots__ = ("valid", "reason", "claims")
+    VALID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    valid: bool
+    reason: InvalidReason
+    claims: Claims
+    def __init__(self, valid: _Optional[bool] = ..., reason: _Optional[_Union[InvalidReason, str]] = ..., claims: _Optional[_Union[Claims, _Mapping]] = ...) -> None: ...
+
+class Claims(_message.Message):
+    __slots__ = ("subject", "device_id", "session_id", "token_id", "issuer", "audience", "issued_at", "expires_at", "extra")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    device_id: str
+    session_id: str
+    token_id: str
+    issuer: str
+    audience: str
+    issued_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    extra: _struct_pb2.Struct
+    def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., session_id: _Optional[str] = ..., token_id: _Optional[str] = ..., issuer: _Optional[str] = ..., audience: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("token", "session_id", "subject", "reason")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    session_id: str
+    subject: str
+    reason: str
+    def __init__(self, token: _Optional[str] = ..., session_id: _Optional[str] = ..., subject: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ("revoked_sessions",)
+    REVOKED_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    revoked_sessions: int
+    def __init__(self, revoked_sessions: _Optional[int] = ...) -> None: ...
+
+class RefreshTokenRequest(_message.Message):
+    __slots__ = ("refresh_token",)
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    refresh_token: str
+    def __init__(self, refresh_token: _Optional[str] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ("subject",)
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    def __init__(self, subject: _Optional[str] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[Session]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
+
+class Session(_message.Message):
+    __slots__ = ("session_id", "subject", "device_id", "created_at", "expires_at")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    subject: str
+    device_id: str
+    created_at: _timestamp_pb2.Timestamp
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., subject: _Optional[str] = ..., device_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetSigningKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetSigningKeysResponse(_message.Message):
+    __slots__ = ("jwks_json",)
+    JWKS_JSON_FIELD_NUMBER: _ClassVar[int]
+    jwks_json: str
+    def __init__(self, jwks_json: _Optional[str] = ...) -> None: ...
+
+class WatchRevocationsRequest(_message.Message):
+    __slots__ = ("after_sequence",)
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+
+class RevocationEvent(_message.Message):
+    __slots__ = ("sequence", "token_id", "session_id", "expires_at")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    token_id: str
+    session_id: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, sequence: _Optional[int] = ..., token_id: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
