@@ -23,6 +23,7 @@ from authority.app import Authority
 from authority.config import Settings
 from authority.errors import ConfigError
 from authority.service import TokenAuthorityService
+from authority.status import RejectUndecodableRequests
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
     """
     authority = await Authority.open(settings, clock)
     # SO_REUSEPORT off: a second server on a taken port must fail, not share it.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=[RejectUndecodableRequests()], options=[("grpc.so_reuseport", 0)])
     try:
         authority_pb2_grpc.add_TokenAuthorityServicer_to_server(TokenAuthorityService(authority), server)
         health_servicer = health.aio.HealthServicer()

@@ -59,6 +59,15 @@ def _claims(claims: AccessClaims) -> pb.Claims:
     return message
 
 
+def _extra_claims(request: pb.IssueTokenRequest) -> dict[str, Any] | None:
+    if not request.HasField("claims"):
+        return None
+    try:
+        return json_format.MessageToDict(request.claims)
+    except ValueError:  # NaN and infinities have no JSON form
+        raise InvalidArgument("claims", "numbers must be finite") from None
+
+
 def _ttl(request: pb.IssueTokenRequest) -> float | None:
     if not request.HasField("ttl"):
         return None
@@ -85,7 +94,7 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
             request.device_id,
             policy=_POLICIES[request.policy],
             audience=request.audience,
-            claims=json_format.MessageToDict(request.claims) if request.HasField("claims") else None,
+            claims=_extra_claims(request),
             ttl=_ttl(request),
         )
         return _issue_response(sign_in)

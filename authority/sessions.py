@@ -67,6 +67,11 @@ def check_identifier(field: str, value: str) -> None:
         raise InvalidArgument(field, "must not contain NUL characters")
 
 
+def _check_reason(reason: str) -> None:
+    if len(reason.encode(errors="surrogatepass")) > MAX_IDENTIFIER_BYTES:
+        raise InvalidArgument("reason", f"must be at most {MAX_IDENTIFIER_BYTES} bytes")
+
+
 def _claims_json(claims: Mapping[str, Any]) -> str:
     reserved = sorted(RESERVED_CLAIMS & claims.keys())
     if reserved:
@@ -246,6 +251,7 @@ class Sessions:
 
     async def revoke_token(self, token: str, reason: str = "") -> int:
         """Logout: ends the session of a token this authority signed, even an expired one."""
+        _check_reason(reason)
         if not token:
             raise InvalidArgument("token", "must not be empty")
         try:
@@ -258,6 +264,7 @@ class Sessions:
 
     async def revoke_session(self, session_id: str, reason: str = "") -> int:
         """Ends one session; 0 when it is unknown or already ended."""
+        _check_reason(reason)
         check_identifier("session_id", session_id)
         async with self._store.transaction() as tx:
             session = await tx.session(session_id)
@@ -267,6 +274,7 @@ class Sessions:
 
     async def revoke_subject(self, subject: str, reason: str = "") -> int:
         """Signs ``subject`` out everywhere; returns how many live sessions ended."""
+        _check_reason(reason)
         check_identifier("subject", subject)
         return await self._revoke(subject, reason or "signed out everywhere")
 
@@ -274,8 +282,6 @@ class Sessions:
         self, subject: str, reason: str, session_id: str | None = None, token_id: str | None = None
     ) -> int:
         """Revokes the subject's live sessions (only ``session_id`` when given)."""
-        if len(reason.encode(errors="surrogatepass")) > MAX_IDENTIFIER_BYTES:
-            raise InvalidArgument("reason", f"must be at most {MAX_IDENTIFIER_BYTES} bytes")
         async with self._store.transaction() as tx:
             await tx.lock_subject(subject)
             now = self._clock()

@@ -8,6 +8,7 @@ caller gets INTERNAL with a fixed message.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ CODES: dict[type[AuthorityError], grpc.StatusCode] = {
     WatcherTooSlow: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 INTERNAL_MESSAGE = "internal error"
+UNDECODABLE_MESSAGE = "the request is not a valid protobuf message for this method"
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -96,3 +98,53 @@ def streaming(
             await _abort(context, error, handler.__name__)
 
     return wrapper
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
+    """Answers INVALID_ARGUMENT to a request that is not valid protobuf (for example a
+    string field that is not UTF-8), where grpc itself would answer UNKNOWN with the
+    parser's error text."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None or handler.request_streaming:
+            return handler
+        deserialize = handler.request_deserializer
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return deserialize(data)
+            except Exception:
+                return _UNDECODABLE
+
+        kind = "unary_stream" if handler.response_streaming else "unary_unary"
+        behavior = getattr(handler, kind)
+        if inspect.isasyncgenfunction(behavior):
+
+            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                if request is _UNDECODABLE:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
+                async for response in behavior(request, context):
+                    yield response
+
+            guarded: Any = guarded_stream
+        else:
+
+            async def guarded_call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                if request is _UNDECODABLE:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
+                return await behavior(request, context)
+
+            guarded = guarded_call
+        return handler._replace(request_deserializer=tolerant, **{kind: guarded})  # type: ignore[attr-defined, no-any-return]

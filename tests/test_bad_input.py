@@ -1,0 +1,94 @@
+"""Bad input gets INVALID_ARGUMENT naming the field, and changes nothing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import grpc
+import pytest
+from authority_client.v1 import authority_pb2 as pb
+from google.protobuf import duration_pb2, struct_pb2
+
+from tests.support.calls import Stub, live_sessions, new_subject, reason, rpc_error, sign_in
+
+
+def _claims(values: dict[str, Any]) -> struct_pb2.Struct:
+    claims = struct_pb2.Struct()
+    claims.update(values)
+    return claims
+
+
+BAD_SIGN_INS: list[tuple[str, dict[str, Any], str]] = [
+    ("empty subject", {"subject": ""}, "subject"),
+    ("subject over 256 bytes", {"subject": "é" * 129}, "subject"),
+    ("NUL in subject", {"subject": "ali\x00ce"}, "subject"),
+    ("empty device", {"device_id": ""}, "device_id"),
+    ("device over 256 bytes", {"device_id": "d" * 257}, "device_id"),
+    ("NUL in device", {"device_id": "pho\x00ne"}, "device_id"),
+    ("unknown policy", {"policy": 7}, "policy"),
+    ("reserved claim iss", {"claims": _claims({"iss": "evil"})}, "claims"),
+    ("reserved claim sub", {"claims": _claims({"sub": "someone-else"})}, "claims"),
+    ("reserved claim exp", {"claims": _claims({"exp": 9999999999})}, "claims"),
+    ("reserved claim sid", {"claims": _claims({"sid": "x"})}, "claims"),
+    ("non-finite claim", {"claims": _claims({"score": math.inf})}, "claims"),
+    ("oversized claims", {"claims": _claims({"blob": "x" * 5000})}, "claims"),
+    ("zero ttl", {"ttl": duration_pb2.Duration(seconds=0)}, "ttl"),
+    ("negative ttl", {"ttl": duration_pb2.Duration(seconds=-60)}, "ttl"),
+    ("unknown audience", {"audience": "someone-elses-api"}, "audience"),
+]
+
+
+@pytest.mark.parametrize(("fields", "field"), [(f, n) for _, f, n in BAD_SIGN_INS], ids=[c for c, _, _ in BAD_SIGN_INS])
+async def test_bad_sign_in_is_invalid_argument_naming_the_field_and_changes_nothing(
+    stub: Stub, fields: dict[str, Any], field: str
+) -> None:
+    subject = new_subject()
+    existing = await sign_in(stub, subject, "laptop")
+    request = {"subject": subject, "device_id": "phone", **fields}
+
+    error = await rpc_error(stub.IssueToken(pb.IssueTokenRequest(**request)))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith(f"{field}:")
+    assert await reason(stub, existing.access_token) == "VALID"
+    assert await live_sessions(stub, subject) == [existing.session_id]
+
+
+async def test_subject_of_exactly_256_bytes_is_accepted(stub: Stub) -> None:
+    signed_in = await sign_in(stub, "s" * 256, "d" * 256)
+
+    assert await reason(stub, signed_in.access_token) == "VALID"
+
+
+async def test_validate_with_an_empty_token_is_invalid_argument(stub: Stub) -> None:
+    error = await rpc_error(stub.ValidateToken(pb.ValidateTokenRequest(token="")))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "token" in (error.details() or "")
+
+
+@pytest.mark.parametrize("token", ["x", "a.b", "a.b.c", "a.b.c.d", "ey.ey.ey", "x" * 100_000, "\u00e9.\u00e9.\u00e9"])
+async def test_validate_with_garbage_is_ok_and_malformed(stub: Stub, token: str) -> None:
+    assert await reason(stub, token) == "MALFORMED"
+
+
+async def test_list_sessions_with_an_empty_subject_is_invalid_argument(stub: Stub) -> None:
+    error = await rpc_error(stub.ListSessions(pb.ListSessionsRequest(subject="")))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "subject" in (error.details() or "")
+
+
+async def test_a_request_that_is_not_valid_protobuf_is_invalid_argument(stub: Stub, authority: Any) -> None:
+    # A string field holding bytes that are not UTF-8: the request cannot even be decoded.
+    raw = pb.IssueTokenRequest(device_id="phone").SerializeToString() + b"\x0a\x02\xff\xfe"
+    call = authority.channel.unary_unary(
+        "/authority.v1.TokenAuthority/IssueToken",
+        request_serializer=lambda body: body,
+        response_deserializer=pb.IssueTokenResponse.FromString,
+    )
+
+    error = await rpc_error(call(raw))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -1,0 +1,105 @@
+"""Refresh tokens: opaque, stored as hashes, rotated on every use, reuse revokes the session."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+import sqlalchemy as sa
+from authority_client.v1 import authority_pb2 as pb
+
+from tests.conftest import Running
+from tests.support.calls import Stub, live_sessions, new_subject, reason, rpc_error, sign_in
+
+
+async def _refresh(stub: Stub, refresh_token: str) -> pb.IssueTokenResponse:
+    return await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=refresh_token))
+
+
+async def test_refresh_issues_a_new_pair_on_the_same_session(stub: Stub) -> None:
+    subject = new_subject()
+    signed_in = await sign_in(stub, subject, "laptop")
+
+    refreshed = await _refresh(stub, signed_in.refresh_token)
+
+    assert refreshed.session_id == signed_in.session_id
+    assert refreshed.access_token != signed_in.access_token
+    assert refreshed.refresh_token != signed_in.refresh_token
+    assert refreshed.refresh_expires_at == signed_in.refresh_expires_at
+    assert await reason(stub, refreshed.access_token) == "VALID"
+    assert await live_sessions(stub, subject) == [signed_in.session_id]
+
+
+async def test_refresh_tokens_are_opaque_and_carry_256_random_bits(stub: Stub) -> None:
+    signed_in = await sign_in(stub, new_subject(), "laptop")
+
+    token = signed_in.refresh_token
+
+    assert token.count(".") == 0  # not a JWT
+    assert len(token) >= 43  # 256 bits in base64url
+
+
+async def test_refresh_keeps_the_audience_and_claims_of_the_sign_in(stub: Stub) -> None:
+    request = pb.IssueTokenRequest(subject=new_subject(), device_id="laptop")
+    request.claims.update({"role": "admin"})
+    signed_in = await stub.IssueToken(request)
+
+    refreshed = await _refresh(stub, signed_in.refresh_token)
+
+    answer = await stub.ValidateToken(pb.ValidateTokenRequest(token=refreshed.access_token))
+    assert answer.valid
+    assert dict(answer.claims.extra) == {"role": "admin"}
+
+
+async def test_a_rotated_refresh_token_presented_again_revokes_the_whole_session(stub: Stub) -> None:
+    subject = new_subject()
+    signed_in = await sign_in(stub, subject, "laptop")
+    refreshed = await _refresh(stub, signed_in.refresh_token)
+
+    stolen = await rpc_error(_refresh(stub, signed_in.refresh_token))
+
+    assert stolen.code() is grpc.StatusCode.UNAUTHENTICATED
+    # Every token the session ever issued dies, including those minted before the refresh.
+    assert await reason(stub, signed_in.access_token) == "REVOKED"
+    assert await reason(stub, refreshed.access_token) == "REVOKED"
+    legitimate = await rpc_error(_refresh(stub, refreshed.refresh_token))
+    assert legitimate.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert await live_sessions(stub, subject) == []
+
+
+async def test_revoking_a_session_kills_access_tokens_minted_before_a_refresh(stub: Stub) -> None:
+    signed_in = await sign_in(stub, new_subject(), "laptop")
+    refreshed = await _refresh(stub, signed_in.refresh_token)
+
+    await stub.RevokeToken(pb.RevokeTokenRequest(session_id=signed_in.session_id))
+
+    assert await reason(stub, signed_in.access_token) == "REVOKED"
+    assert await reason(stub, refreshed.access_token) == "REVOKED"
+
+
+async def test_unknown_and_malformed_refresh_tokens_are_unauthenticated(stub: Stub) -> None:
+    for token in ("x" * 43, "not-a-refresh-token", "a.b.c"):
+        error = await rpc_error(_refresh(stub, token))
+        assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert token not in (error.details() or "")
+
+
+async def test_empty_refresh_token_is_invalid_argument(stub: Stub) -> None:
+    error = await rpc_error(_refresh(stub, ""))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "refresh_token" in (error.details() or "")
+
+
+async def test_refresh_tokens_are_stored_only_as_hashes(authority: Running) -> None:
+    signed_in = await sign_in(authority.stub, new_subject(), "laptop")
+    refreshed = await _refresh(authority.stub, signed_in.refresh_token)
+
+    async with authority.server.authority.store.engine.connect() as conn:
+        rows = (await conn.execute(sa.text("SELECT token_hash FROM refresh_tokens"))).scalars().all()
+        dump = " ".join(str(v) for r in (await conn.execute(sa.text("SELECT * FROM sessions"))) for v in r)
+
+    for token in (signed_in.refresh_token, refreshed.refresh_token):
+        assert hashlib.sha256(token.encode()).hexdigest() in rows
+        assert token not in rows
+        assert token not in dump
