@@ -81,13 +81,13 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
 
 async def serve(settings: Settings) -> None:
     """Runs the authority until SIGTERM or SIGINT, then stops gracefully."""
-    running = await create_server(settings)
-    host = settings.listen.rpartition(":")[0]
-    log.info("token authority listening on %s:%d (store: %s)", host, running.port, _redacted(settings.database_url))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    running = await create_server(settings)
+    host = settings.listen.rpartition(":")[0]
+    log.info("token authority listening on %s:%d (store: %s)", host, running.port, _redacted(settings.database_url))
     try:
         await stopping.wait()
         log.info("stopping: finishing in-flight calls")

@@ -64,7 +64,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let the begin hook, not the driver, start transactions (SQLAlchemy's recipe).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "busy_timeout=10000", "foreign_keys=ON", "synchronous=NORMAL"):
+    for pragma in ("busy_timeout=10000", "journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 

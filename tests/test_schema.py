@@ -1,0 +1,53 @@
+"""Migrations: Alembic revisions, idempotent, safe to run from several replicas at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from authority.errors import SchemaError
+from authority.store.migrate import migrate
+from tests.conftest import StartServer
+
+
+async def _revision(url: str) -> str:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return str((await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def test_migrate_creates_the_schema_once_and_then_does_nothing(database_url: str) -> None:
+    assert await migrate(database_url) == "empty"
+    assert await migrate(database_url) is None
+    assert await _revision(database_url) == "0001"
+
+
+async def test_migrations_started_together_apply_once(database_url: str) -> None:
+    results = await asyncio.gather(*(migrate(database_url) for _ in range(3)))
+
+    assert results.count("empty") == 1
+    assert results.count(None) == 2
+    assert await _revision(database_url) == "0001"
+
+
+async def test_serve_creates_the_schema_on_an_empty_database(start_server: StartServer, database_url: str) -> None:
+    await start_server()
+
+    assert await _revision(database_url) == "0001"
+
+
+async def test_serve_refuses_a_schema_newer_than_it_knows(start_server: StartServer, database_url: str) -> None:
+    await migrate(database_url)
+    engine = create_async_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff'"))
+    await engine.dispose()
+
+    with pytest.raises(SchemaError, match="newer than this authority knows"):
+        await start_server()
