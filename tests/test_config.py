@@ -1,0 +1,80 @@
+"""Settings: AUTHORITY_* variables and flags through one checked object."""
+
+from __future__ import annotations
+
+import pytest
+
+from authority.config import Algorithm, Policy, Settings, load_settings
+from authority.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_store_on_loopback() -> None:
+    settings = load_settings({})
+
+    assert settings.listen == "127.0.0.1:50051"
+    assert settings.database_url == "sqlite+aiosqlite:///authority.db"
+    assert settings.access_token_ttl == 15 * 60
+    assert settings.refresh_token_ttl == 30 * 24 * 3600
+    assert settings.max_sessions_per_subject == 1
+    assert settings.default_policy is Policy.REPLACE
+    assert settings.signing_algorithm is Algorithm.EDDSA
+
+
+def test_environment_variables_are_parsed_by_type() -> None:
+    settings = load_settings(
+        {
+            "AUTHORITY_ACCESS_TOKEN_TTL": "5m",
+            "AUTHORITY_REFRESH_TOKEN_TTL": "7d",
+            "AUTHORITY_IDLE_TIMEOUT": "2h",
+            "AUTHORITY_MAX_SESSIONS_PER_SUBJECT": "3",
+            "AUTHORITY_DEFAULT_POLICY": "REJECT",
+            "AUTHORITY_SIGNING_ALGORITHM": "es256",
+            "AUTHORITY_AUDIENCES": "api, admin",
+            "AUTHORITY_LEEWAY": "10",
+        }
+    )
+
+    assert settings.access_token_ttl == 300
+    assert settings.refresh_token_ttl == 7 * 86400
+    assert settings.idle_timeout == 7200
+    assert settings.max_sessions_per_subject == 3
+    assert settings.default_policy is Policy.REJECT
+    assert settings.signing_algorithm is Algorithm.ES256
+    assert settings.audiences == ("api", "admin")
+    assert settings.default_audience == "api"
+    assert settings.leeway == 10
+
+
+def test_a_flag_wins_over_its_variable() -> None:
+    settings = load_settings({"AUTHORITY_LISTEN": "127.0.0.1:1"}, listen="127.0.0.1:2")
+
+    assert settings.listen == "127.0.0.1:2"
+
+
+@pytest.mark.parametrize(
+    ("environ", "option"),
+    [
+        ({"AUTHORITY_ACCESS_TOKEN_TTL": "15 minutes"}, "access_token_ttl"),
+        ({"AUTHORITY_ACCESS_TOKEN_TTL": "2h"}, "access_token_ttl"),  # over the maximum
+        ({"AUTHORITY_MAX_SESSIONS_PER_SUBJECT": "-1"}, "max_sessions_per_subject"),
+        ({"AUTHORITY_SIGNING_ALGORITHM": "HS256"}, "signing_algorithm"),
+        ({"AUTHORITY_IDLE_TIMEOUT": "1m"}, "idle_timeout"),  # shorter than an access token lives
+        ({"AUTHORITY_LEEWAY": "1h"}, "leeway"),
+        ({"AUTHORITY_AUDIENCES": " , "}, "audiences"),
+        ({"AUTHORITY_LOG_LEVEL": "chatty"}, "log_level"),
+        ({"AUTHORITY_LISTEN": "127.0.0.1:99999"}, "listen"),
+    ],
+)
+def test_an_invalid_value_is_refused_naming_the_option(environ: dict[str, str], option: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ)
+
+    assert caught.value.option == option
+    assert str(caught.value).startswith(f"{option}:")
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+
+    with pytest.raises(AttributeError):
+        settings.listen = "0.0.0.0:1"  # type: ignore[misc]
