@@ -28,7 +28,8 @@ async def run_demo(target: str, say: Callable[[str], object]) -> bool:
         stub = authority_pb2_grpc.TokenAuthorityStub(channel)
 
         async def validate(token: str) -> pb.ValidateTokenResponse:
-            return await stub.ValidateToken(pb.ValidateTokenRequest(token=token), timeout=5)
+            answer: pb.ValidateTokenResponse = await stub.ValidateToken(pb.ValidateTokenRequest(token=token), timeout=5)
+            return answer
 
         try:
             say(f"subject {subject}, authority at {target}")

@@ -44,7 +44,7 @@ class SigningKey:
 
     def public_jwk(self) -> dict[str, Any]:
         """The public key as an RFC 7517 JWK with ``kid``, ``alg`` and ``use``."""
-        jwk = _public_jwk(self.algorithm, self.public_key)
+        jwk = _public_jwk(self.public_key)
         return {**jwk, "kid": self.kid, "alg": self.algorithm.value, "use": "sig"}
 
     def private_pem(self) -> bytes:
@@ -57,10 +57,11 @@ class SigningKey:
         return f"SigningKey(kid={self.kid!r}, algorithm={self.algorithm.value})"
 
 
-def _public_jwk(algorithm: Algorithm, public_key: PublicKey) -> dict[str, Any]:
-    if algorithm is Algorithm.EDDSA:
-        jwk: dict[str, Any] = OKPAlgorithm.to_jwk(public_key, as_dict=True)
-    elif algorithm is Algorithm.ES256:
+def _public_jwk(public_key: PublicKey) -> dict[str, Any]:
+    jwk: dict[str, Any]
+    if isinstance(public_key, ed25519.Ed25519PublicKey):
+        jwk = OKPAlgorithm.to_jwk(public_key, as_dict=True)
+    elif isinstance(public_key, ec.EllipticCurvePublicKey):
         jwk = ECAlgorithm.to_jwk(public_key, as_dict=True)
     else:
         jwk = RSAAlgorithm.to_jwk(public_key, as_dict=True)
@@ -83,7 +84,7 @@ def generate_key(algorithm: Algorithm, now: float) -> SigningKey:
         private_key = ec.generate_private_key(ec.SECP256R1())
     else:
         private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    kid = thumbprint(_public_jwk(algorithm, private_key.public_key()))
+    kid = thumbprint(_public_jwk(private_key.public_key()))
     return SigningKey(kid=kid, algorithm=algorithm, private_key=private_key, created_at=now)
 
 
