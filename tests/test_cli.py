@@ -60,11 +60,14 @@ async def test_demo_runs_the_seed_scenario_against_a_served_authority(
     assert "eyJ" not in out  # no token is printed
 
 
-async def test_serve_stops_gracefully_on_sigterm(served: tuple[asyncio.subprocess.Process, str]) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_serve_stops_gracefully_on_a_signal(
+    served: tuple[asyncio.subprocess.Process, str], signum: signal.Signals
+) -> None:
     process, _ = served
     assert process.stderr is not None
 
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     code = await asyncio.wait_for(process.wait(), timeout=15)
     rest = (await process.stderr.read()).decode()
 

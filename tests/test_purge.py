@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlalchemy as sa
 from authority_client.v1 import authority_pb2 as pb
 
@@ -64,3 +66,21 @@ async def test_purge_works_through_more_than_one_batch(start_server: StartServer
     assert purged == (5, 5)
     assert await _count(running, "revocations") == 0
     assert await _count(running, "sessions") == 1
+
+
+async def test_the_background_purge_runs_on_its_interval(start_server: StartServer) -> None:
+    clock = Clock()
+    clock.advance(-7200)
+    running = await start_server(clock=clock, purge_interval=1)
+    subject = new_subject()
+    await sign_in(running.stub, subject, "laptop")
+    await sign_in(running.stub, subject, "phone")
+    clock.advance(3600)
+
+    for _ in range(50):
+        if len(running.server.authority.mirror) == 0 and await _count(running, "revocations") == 0:
+            break
+        await asyncio.sleep(0.1)
+
+    assert len(running.server.authority.mirror) == 0
+    assert await _count(running, "revocations") == 0
