@@ -33,7 +33,9 @@ RESERVED_CLAIMS = frozenset(
 _REQUIRED_CLAIMS = ["exp", "iat", "nbf", "jti", "sub", "iss", "aud", SESSION_CLAIM, DEVICE_CLAIM]
 # Headers that would let a token choose its own verification key.
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"})
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+# Three segments of unpadded base64url: one spelling per token, so a token cannot be
+# replayed under a second string (PyJWT itself tolerates padding on the signature).
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 class InvalidReason(enum.IntEnum):
@@ -158,10 +160,10 @@ class TokenCodec:
 
 
 def _read_header(token: str) -> dict[str, Any]:
-    if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+    if len(token) > MAX_TOKEN_BYTES or not _COMPACT_JWS.fullmatch(token):
         raise InvalidToken(InvalidReason.MALFORMED)
     segment = token[: token.index(".")]
-    if len(segment) % 4 == 1 or not _BASE64URL.fullmatch(segment):
+    if len(segment) % 4 == 1:
         raise InvalidToken(InvalidReason.MALFORMED)
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
