@@ -1,0 +1,226 @@
+"""PostgreSQL outages: the authority answers UNAVAILABLE, keeps validating, and recovers alone.
+
+The authority reaches its database through a :class:`TcpProxy`; cutting the proxy resets
+every connection and refuses new ones, as a database that went away would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import grpc
+import pytest
+from authority_client.v1 import authority_pb2 as pb
+from sqlalchemy.engine import make_url
+
+from tests.conftest import Running, StartServer
+from tests.support.calls import Stub, live_sessions, new_subject, reason, sign_in
+from tests.support.proxy import TcpProxy
+
+CALL_TIMEOUT = 15.0  # a hang fails the call, not the test run
+ANSWER_WITHIN = 12.0  # an outage must be reported within this long
+RECOVER_WITHIN = 10.0
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """PostgreSQL only: an outage is a network failure, which SQLite cannot have."""
+    return postgres_url
+
+
+@pytest.fixture
+async def proxy(postgres_url: str) -> AsyncIterator[TcpProxy]:
+    url = make_url(postgres_url)
+    proxy = await TcpProxy.start(url.host or "127.0.0.1", url.port or 5432)
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+def proxied_url(postgres_url: str, proxy: TcpProxy) -> str:
+    """The test database, reached through the proxy."""
+    url = make_url(postgres_url).set(host="127.0.0.1", port=proxy.port)
+    return url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+async def running(start_server: StartServer, proxied_url: str) -> Running:
+    """An authority whose every database connection goes through the proxy."""
+    return await start_server(database_url=proxied_url)
+
+
+async def unavailable(call: Callable[[], Awaitable[Any]], *secrets: str) -> tuple[str, str, float]:
+    """(status name, details, seconds) of a call made while the store is down.
+
+    The details are checked here for leaked secrets; the caller asserts on the status.
+    """
+    started = time.monotonic()
+    try:
+        await call()
+    except grpc.aio.AioRpcError as error:
+        elapsed = time.monotonic() - started
+        details = error.details() or ""
+        leaked = [s for s in (*secrets, "postgresql", "asyncpg", "127.0.0.1:") if s and s in details]
+        assert not leaked, f"{error.code().name} details leak {leaked}: {details!r}"
+        return error.code().name, details, elapsed
+    return "OK", "", time.monotonic() - started
+
+
+async def eventually(call: Callable[[], Awaitable[T]], within: float = RECOVER_WITHIN) -> T:
+    """The call's answer once the store is back, retrying UNAVAILABLE for up to ``within``."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await asyncio.wait_for(call(), CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
+def issue(stub: Stub, subject: str, device_id: str) -> Callable[[], Awaitable[pb.IssueTokenResponse]]:
+    return lambda: stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id=device_id), timeout=CALL_TIMEOUT)
+
+
+def revoke(stub: Stub, **target: str) -> Callable[[], Awaitable[pb.RevokeTokenResponse]]:
+    return lambda: stub.RevokeToken(pb.RevokeTokenRequest(**target), timeout=CALL_TIMEOUT)
+
+
+async def test_every_call_that_needs_the_store_answers_unavailable_promptly(
+    running: Running, proxy: TcpProxy, postgres_url: str, proxied_url: str
+) -> None:
+    stub, subject = running.stub, new_subject()
+    laptop = await sign_in(stub, subject, "laptop")
+    database = make_url(postgres_url).database or ""
+    secrets = (postgres_url, proxied_url, database, laptop.access_token, laptop.refresh_token)
+    proxy.cut()
+
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        "IssueToken": issue(stub, subject, "phone"),
+        "RefreshToken": lambda: stub.RefreshToken(
+            pb.RefreshTokenRequest(refresh_token=laptop.refresh_token), timeout=CALL_TIMEOUT
+        ),
+        "RevokeToken(token)": revoke(stub, token=laptop.access_token),
+        "RevokeToken(session_id)": revoke(stub, session_id=laptop.session_id),
+        "RevokeToken(subject)": revoke(stub, subject=subject),
+        "ListSessions": lambda: stub.ListSessions(pb.ListSessionsRequest(subject=subject), timeout=CALL_TIMEOUT),
+    }
+    answers = {name: await unavailable(call, *secrets) for name, call in calls.items()}
+
+    assert {name: code for name, (code, _, _) in answers.items()} == dict.fromkeys(calls, "UNAVAILABLE"), answers
+    slow = {name: round(seconds, 2) for name, (_, _, seconds) in answers.items() if seconds >= ANSWER_WITHIN}
+    assert not slow, f"answered too slowly: {slow}"
+
+
+async def test_validation_answers_from_memory_while_the_store_is_cut(running: Running, proxy: TcpProxy) -> None:
+    stub = running.stub
+    live = await sign_in(stub, new_subject(), "laptop")
+    revoked = await sign_in(stub, new_subject(), "laptop")
+    await stub.RevokeToken(pb.RevokeTokenRequest(token=revoked.access_token))
+    proxy.cut()
+
+    cut_off = await unavailable(issue(stub, new_subject(), "phone"))
+    reasons = [await asyncio.wait_for(reason(stub, t.access_token), CALL_TIMEOUT) for t in (live, revoked)]
+
+    assert cut_off[0] == "UNAVAILABLE", cut_off  # the store really is out of reach
+    assert reasons == ["VALID", "REVOKED"]
+
+
+async def test_the_same_server_recovers_when_the_store_comes_back(running: Running, proxy: TcpProxy) -> None:
+    stub, subject = running.stub, new_subject()
+    laptop = await sign_in(stub, subject, "laptop")
+    proxy.cut()
+    during = await unavailable(issue(stub, subject, "phone"))
+    proxy.resume()
+
+    phone = await eventually(issue(stub, subject, "phone"))
+    tablet = await sign_in(stub, subject, "tablet")
+
+    assert during[0] == "UNAVAILABLE", during
+    assert list(phone.replaced_session_ids) == [laptop.session_id]
+    assert list(tablet.replaced_session_ids) == [phone.session_id]
+    assert [await reason(stub, t.access_token) for t in (laptop, phone, tablet)] == ["REVOKED", "REVOKED", "VALID"]
+    assert await live_sessions(stub, subject) == [tablet.session_id]
+
+
+async def test_a_revocation_acknowledged_before_the_cut_survives_a_restart(
+    start_server: StartServer, running: Running, proxy: TcpProxy, proxied_url: str
+) -> None:
+    subject = new_subject()
+    revoked = await sign_in(running.stub, subject, "laptop")
+    kept = await sign_in(running.stub, new_subject(), "laptop")
+    await running.stub.RevokeToken(pb.RevokeTokenRequest(token=revoked.access_token))
+    proxy.cut()
+    during = await unavailable(issue(running.stub, subject, "phone"))
+    proxy.resume()
+    await eventually(lambda: live_sessions(running.stub, subject))
+    await running.server.stop(None)
+
+    restarted = await start_server(database_url=proxied_url)
+
+    assert during[0] == "UNAVAILABLE", during
+    assert await reason(restarted.stub, revoked.access_token) == "REVOKED"
+    assert await reason(restarted.stub, kept.access_token) == "VALID"
+    assert await live_sessions(restarted.stub, subject) == []
+
+
+async def test_a_sign_in_refused_during_a_cut_leaves_no_session(running: Running, proxy: TcpProxy) -> None:
+    stub, subject = running.stub, new_subject()
+    laptop = await sign_in(stub, subject, "laptop")
+    proxy.cut()
+
+    during = await unavailable(issue(stub, subject, "phone"))
+    proxy.resume()
+
+    assert during[0] == "UNAVAILABLE", during
+    assert await eventually(lambda: live_sessions(stub, subject)) == [laptop.session_id]
+    assert await reason(stub, laptop.access_token) == "VALID"
+
+
+async def test_a_sign_in_cut_off_just_before_commit_is_rolled_back_whole(
+    running: Running, proxy: TcpProxy, postgres_url: str
+) -> None:
+    """The cut lands after the sign-in has revoked the laptop's session and written the
+    phone's, and before its COMMIT can reach the database: none of it may stick."""
+    stub, subject = running.stub, new_subject()
+    laptop = await sign_in(stub, subject, "laptop")
+    observer = await asyncpg.connect(make_url(postgres_url).set(drivername="postgresql").render_as_string(False))
+    try:
+        proxy.delay(0.1)  # COMMIT now reaches the database at least 0.2 s after the last insert
+        started = time.monotonic()
+        call = asyncio.ensure_future(unavailable(issue(stub, subject, "phone")))
+        while not await _about_to_commit(observer):
+            assert not call.done(), "no open transaction reached the sign-in's last insert"
+            assert time.monotonic() - started < CALL_TIMEOUT, "the sign-in hung"
+            await asyncio.sleep(0.01)
+        proxy.cut()
+        during = await call
+        proxy.delay(0)
+        proxy.resume()
+        listed = await eventually(lambda: live_sessions(stub, subject))
+        stored = await observer.fetch("SELECT device_id, revoked_at FROM sessions WHERE subject = $1", subject)
+        logged = await observer.fetchval("SELECT count(*) FROM revocations WHERE subject = $1", subject)
+    finally:
+        await observer.close()
+
+    assert during[0] == "UNAVAILABLE", during
+    assert listed == [laptop.session_id]
+    assert [tuple(row) for row in stored] == [("laptop", None)]
+    assert logged == 0
+    assert await reason(stub, laptop.access_token) == "VALID"
+
+
+async def _about_to_commit(observer: asyncpg.Connection) -> bool:
+    """Whether a transaction in the test database has reached its last insert of a sign-in."""
+    query = """
+        SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+          AND state IN ('active', 'idle in transaction') AND query ILIKE 'INSERT INTO refresh_tokens%'
+    """
+    return bool(await observer.fetchval(query))
