@@ -36,11 +36,11 @@ class SigningKey:
     algorithm: Algorithm
     private_key: PrivateKey
     created_at: float
+    # The half that verifies, safe to publish; derived once, as verification is the hot path.
+    public_key: PublicKey = dataclasses.field(init=False)
 
-    @property
-    def public_key(self) -> PublicKey:
-        """The half that verifies, safe to publish."""
-        return self.private_key.public_key()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "public_key", self.private_key.public_key())
 
     def public_jwk(self) -> dict[str, Any]:
         """The public key as an RFC 7517 JWK with ``kid``, ``alg`` and ``use``."""

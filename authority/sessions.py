@@ -111,14 +111,6 @@ class Sessions:
     def _idle_cutoff(self, now: float) -> float | None:
         return now - self._settings.idle_timeout if self._settings.idle_timeout else None
 
-    def _is_live(self, session: SessionRecord, now: float) -> bool:
-        idle_cutoff = self._idle_cutoff(now)
-        return (
-            session.revoked_at is None
-            and session.expires_at > now
-            and (idle_cutoff is None or session.last_used_at > idle_cutoff)
-        )
-
     async def sign_in(
         self,
         subject: str,
@@ -235,7 +227,10 @@ class Sessions:
             session = found.session
             if found.used_at is not None:
                 reused = await tx.revoke([session], now, "refresh token reused")
-            elif not self._is_live(session, now):
+            elif not any(
+                live.session_id == session.session_id
+                for live in await tx.live_sessions(session.subject, now, self._idle_cutoff(now))
+            ):
                 raise RefreshTokenRejected("the session has ended")
             else:
                 await tx.use_refresh_token(token_hash, now)
@@ -255,7 +250,7 @@ class Sessions:
         if not token:
             raise InvalidArgument("token", "must not be empty")
         try:
-            claims = self._codec.verify(token, None, verify_expiry=False)
+            claims = self._codec.identify(token)
         except InvalidToken as invalid:
             if invalid.reason is InvalidReason.UNKNOWN_KEY:
                 return 0  # signed with a key long retired: nothing it names is alive

@@ -74,6 +74,10 @@ class AccessClaims:
     extra: dict[str, Any]
 
 
+_OPTIONS: dict[str, Any] = {"require": _REQUIRED_CLAIMS, "strict_aud": True}
+_IDENTIFY_OPTIONS: dict[str, Any] = {**_OPTIONS, "strict_aud": False, "verify_aud": False, "verify_exp": False}
+
+
 # The first matching class decides the reason, so subclasses come before their bases.
 _PYJWT_REASONS: tuple[tuple[type[Exception], InvalidReason], ...] = (
     (jwt.InvalidSignatureError, InvalidReason.BAD_SIGNATURE),
@@ -113,19 +117,19 @@ class TokenCodec:
         headers = {"kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
         return self._jwt.encode(payload, key.private_key, algorithm=key.algorithm.value, headers=headers)
 
-    def verify(self, token: str, audience: str | None, *, verify_expiry: bool = True) -> AccessClaims:
-        """The claims of a token this authority signed, or :class:`InvalidToken`.
+    def verify(self, token: str, audience: str) -> AccessClaims:
+        """The claims of a valid token for ``audience``, or :class:`InvalidToken`."""
+        return self._decode(token, audience, _OPTIONS)
 
-        ``audience`` None skips the audience check, and ``verify_expiry`` False accepts an
-        expired token: both only for logout, where a token is named, not trusted.
+    def identify(self, token: str) -> AccessClaims:
+        """The claims of a token this authority signed, expired or not, for any audience.
+
+        Only for logout, where a token names the session to end and is not trusted.
         """
+        return self._decode(token, None, _IDENTIFY_OPTIONS)
+
+    def _decode(self, token: str, audience: str | None, options: dict[str, Any]) -> AccessClaims:
         key = self._key_for(token)
-        options: dict[str, Any] = {
-            "require": _REQUIRED_CLAIMS,
-            "strict_aud": audience is not None,
-            "verify_aud": audience is not None,
-            "verify_exp": verify_expiry,
-        }
         try:
             payload = self._jwt.decode(
                 token,
