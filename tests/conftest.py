@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from sqlalchemy.engine import make_url
 from authority_client.v1 import authority_pb2_grpc
 
 from authority.config import Settings
@@ -53,7 +54,8 @@ async def _require_postgres() -> None:
             await (await _admin()).close()
             _reachable = ""
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as error:
-            _reachable = f"PostgreSQL at {POSTGRES_URL} is unreachable ({error!r}); set AUTHORITY_TEST_POSTGRES_URL"
+            shown = make_url(POSTGRES_URL).render_as_string(hide_password=True)
+            _reachable = f"PostgreSQL at {shown} is unreachable ({error!r}); set AUTHORITY_TEST_POSTGRES_URL"
     if _reachable:
         if os.environ.get("CI"):
             pytest.fail(_reachable)
