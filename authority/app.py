@@ -69,7 +69,6 @@ class Authority:
             mirror = RevocationMirror()
             async for batch in store.live_revocations(clock() - settings.leeway):
                 mirror.apply(batch)
-            mirror.last_sequence = max(mirror.last_sequence, await store.last_sequence())
         except BaseException:
             await store.close()
             raise
@@ -97,7 +96,7 @@ class Authority:
         """
         now = self._clock()
         cutoff = now - self.settings.leeway
-        idle_cutoff = now - self.settings.idle_timeout if self.settings.idle_timeout else None
+        idle_cutoff = self.settings.idle_cutoff(now)
         batch = self.settings.purge_batch_size
         self.mirror.purge(cutoff)
         revocations = sessions = 0

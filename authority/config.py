@@ -66,6 +66,10 @@ class Settings:
         """The audience of a token whose sign-in named none."""
         return self.audiences[0]
 
+    def idle_cutoff(self, now: float) -> float | None:
+        """Sessions last used before this have ended idle; None when there is no idle timeout."""
+        return now - self.idle_timeout if self.idle_timeout else None
+
     @property
     def is_sqlite(self) -> bool:
         """Whether the store is the embedded SQLite database."""
@@ -149,10 +153,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("access_token_ttl", "must not exceed max_access_token_ttl")
     if s.max_access_token_ttl > s.refresh_token_ttl:
         raise ConfigError("max_access_token_ttl", "must not exceed refresh_token_ttl")
-    if s.idle_timeout and s.idle_timeout < s.max_access_token_ttl:
-        # An idle-ended session must hold no live access token, or ending it would
-        # leave a token that nothing revokes.
-        raise ConfigError("idle_timeout", "must be 0 or at least max_access_token_ttl")
+    if s.idle_timeout and s.idle_timeout < s.max_access_token_ttl + s.leeway:
+        # An idle-ended session must hold no access token that still validates, or
+        # ending it would leave a token that nothing revokes.
+        raise ConfigError("idle_timeout", "must be 0 or at least max_access_token_ttl + leeway")
     if not s.issuer:
         raise ConfigError("issuer", "must not be empty")
     if not s.audiences or any(not a for a in s.audiences):

@@ -35,42 +35,36 @@ class _Watcher:
 
 
 class RevocationMirror:
-    """Live revocations by session id and token id, each with the time it stops mattering."""
+    """Revoked sessions that can still matter, each with the time its last token expires.
+
+    Every log entry revokes a session (a logout names its token too): a revoked session
+    rejects every token it ever issued, so sessions are all the mirror has to hold.
+    """
 
     def __init__(self) -> None:
         self._sessions: dict[str, float] = {}
-        self._tokens: dict[str, float] = {}
         self._watchers: set[_Watcher] = set()
-        self.last_sequence = 0
 
     def __len__(self) -> int:
-        return len(self._sessions) + len(self._tokens)
+        return len(self._sessions)
 
-    def is_revoked(self, session_id: str, token_id: str) -> bool:
-        """Whether the token, or the session that issued it, has been revoked."""
-        return session_id in self._sessions or token_id in self._tokens
+    def is_revoked(self, session_id: str) -> bool:
+        """Whether the session that issued a token has been revoked."""
+        return session_id in self._sessions
 
     def apply(self, entries: Iterable[Revocation]) -> None:
         """Adds committed log entries and passes them on to every watcher."""
         for entry in entries:
-            if entry.session_id:
-                self._sessions[entry.session_id] = entry.expires_at
-            elif entry.token_id:
-                self._tokens[entry.token_id] = entry.expires_at
-            if entry.sequence > self.last_sequence:
-                self.last_sequence = entry.sequence
+            self._sessions[entry.session_id] = entry.expires_at
             for watcher in self._watchers:
                 watcher.offer(entry)
 
     def purge(self, expired_before: float) -> int:
         """Drops entries whose revoked tokens all expired before ``expired_before``."""
-        dropped = 0
-        for entries in (self._sessions, self._tokens):
-            expired = [key for key, expires_at in entries.items() if expires_at < expired_before]
-            for key in expired:
-                del entries[key]
-            dropped += len(expired)
-        return dropped
+        expired = [key for key, expires_at in self._sessions.items() if expires_at < expired_before]
+        for key in expired:
+            del self._sessions[key]
+        return len(expired)
 
     @contextlib.contextmanager
     def _watch(self) -> Iterator[_Watcher]:

@@ -154,6 +154,6 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
             yield pb.RevocationEvent(
                 sequence=entry.sequence,
                 token_id=entry.token_id or "",
-                session_id=entry.session_id or "",
+                session_id=entry.session_id,
                 expires_at=_timestamp(entry.expires_at),
             )

@@ -9,19 +9,22 @@ subject (from any number of replicas) are decided one after another:
   oldest of them and REJECT refuses the sign-in, changing nothing.
 
 Every revocation committed here is applied to the in-memory mirror before the call
-returns, so this process rejects the revoked tokens from then on.
+returns, so this process rejects the revoked tokens from then on. A unit of work runs to
+its end even when the RPC that started it is cancelled, so a commit is never left
+without its mirror update.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, TypeVar
 
 from authority.config import Policy, Settings
 from authority.errors import (
@@ -33,7 +36,7 @@ from authority.errors import (
 )
 from authority.revocations import RevocationMirror
 from authority.store import Revocation, SessionRecord, Store
-from authority.tokens import RESERVED_CLAIMS, AccessClaims, InvalidReason, InvalidToken, TokenCodec
+from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, InvalidToken, TokenCodec
 
 MAX_IDENTIFIER_BYTES = 256
 MAX_CLAIMS_BYTES = 4096
@@ -68,8 +71,8 @@ def check_identifier(field: str, value: str) -> None:
 
 
 def _check_reason(reason: str) -> None:
-    if len(reason.encode(errors="surrogatepass")) > MAX_IDENTIFIER_BYTES:
-        raise InvalidArgument("reason", f"must be at most {MAX_IDENTIFIER_BYTES} bytes")
+    if reason:
+        check_identifier("reason", reason)
 
 
 def _claims_json(claims: Mapping[str, Any]) -> str:
@@ -91,6 +94,18 @@ def _hash(refresh_token: str) -> str:
     return hashlib.sha256(refresh_token.encode()).hexdigest()
 
 
+T = TypeVar("T")
+
+
+async def _to_the_end(work: Coroutine[Any, Any, T]) -> T:
+    """Awaits ``work``, which goes on to completion even if the caller is cancelled."""
+    task = asyncio.ensure_future(work)
+    # A caller that was cancelled never reads the outcome; read it here instead, so an
+    # error is not reported as "never retrieved".
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return await asyncio.shield(task)
+
+
 class Sessions:
     """Signs subjects in and out, and trades refresh tokens."""
 
@@ -107,9 +122,6 @@ class Sessions:
         self._mirror = mirror
         self._settings = settings
         self._clock = clock
-
-    def _idle_cutoff(self, now: float) -> float | None:
-        return now - self._settings.idle_timeout if self._settings.idle_timeout else None
 
     async def sign_in(
         self,
@@ -134,25 +146,29 @@ class Sessions:
         claims_json = _claims_json(claims or {})
         access_ttl = self._access_ttl(ttl)
         policy = policy or self._settings.default_policy
+        return await _to_the_end(self._sign_in(subject, device_id, policy, audience, claims_json, access_ttl))
+
+    async def _sign_in(
+        self, subject: str, device_id: str, policy: Policy, audience: str, claims_json: str, access_ttl: int
+    ) -> SignIn:
         refresh_token = secrets.token_urlsafe(32)
-        session_id = secrets.token_urlsafe(16)
         async with self._store.transaction() as tx:
             await tx.lock_subject(subject)
             now = self._clock()
-            live = await tx.live_sessions(subject, now, self._idle_cutoff(now))
+            live = await tx.live_sessions(subject, now, self._settings.idle_cutoff(now))
             others = [s for s in live if s.device_id != device_id]
             excess = len(others) + 1 - self._settings.max_sessions_per_subject
             if excess > 0 and policy is Policy.REJECT:
                 raise SessionLimitReached(
                     f"the subject is already signed in on {len(others)} other device(s), the most allowed"
                 )
-            ended = [s for s in live if s.device_id == device_id] + others[: max(excess, 0)]
-            entries = await tx.revoke(ended, now, "replaced by a sign-in on another device")
-            session = self._new_session(session_id, subject, device_id, audience, claims_json, access_ttl, now)
+            session = self._new_session(subject, device_id, audience, claims_json, access_ttl, now)
             await tx.insert_session(session, _hash(refresh_token))
+            signed_in = self._tokens(session, refresh_token, now)
+            ended = [s for s in live if s.device_id == device_id] + others[: max(excess, 0)]
+            entries = await tx.revoke(ended, now, "replaced by a new sign-in")
         self._mirror.apply(entries)
-        replaced = tuple(entry.session_id for entry in entries if entry.session_id)
-        return self._tokens(session, refresh_token, now, replaced)
+        return dataclasses.replace(signed_in, replaced_session_ids=tuple(entry.session_id for entry in entries))
 
     def _access_ttl(self, ttl: float | None) -> int:
         if ttl is None:
@@ -162,11 +178,11 @@ class Sessions:
         return min(math.ceil(ttl), self._settings.max_access_token_ttl)
 
     def _new_session(
-        self, session_id: str, subject: str, device_id: str, audience: str, claims: str, access_ttl: int, now: float
+        self, subject: str, device_id: str, audience: str, claims: str, access_ttl: int, now: float
     ) -> SessionRecord:
         expires_at = now + self._settings.refresh_token_ttl
         return SessionRecord(
-            session_id=session_id,
+            session_id=secrets.token_urlsafe(16),
             subject=subject,
             device_id=device_id,
             audience=audience,
@@ -179,9 +195,9 @@ class Sessions:
             revoked_at=None,
         )
 
-    def _tokens(
-        self, session: SessionRecord, refresh_token: str, now: float, replaced: tuple[str, ...] = ()
-    ) -> SignIn:
+    def _tokens(self, session: SessionRecord, refresh_token: str, now: float) -> SignIn:
+        """Signs the session's access token; called before commit, so a token that cannot
+        be issued rolls the sign-in back."""
         claims = AccessClaims(
             subject=session.subject,
             device_id=session.device_id,
@@ -193,13 +209,17 @@ class Sessions:
             expires_at=_access_expiry(now, session.access_ttl, session.expires_at),
             extra=json.loads(session.claims),
         )
+        access_token = self._codec.sign(claims)
+        if len(access_token) > MAX_TOKEN_BYTES:
+            raise InvalidArgument(
+                "claims", f"with this subject and device_id the token would exceed {MAX_TOKEN_BYTES} bytes"
+            )
         return SignIn(
-            access_token=self._codec.sign(claims),
+            access_token=access_token,
             refresh_token=refresh_token,
             session_id=session.session_id,
             expires_at=claims.expires_at,
             refresh_expires_at=session.expires_at,
-            replaced_session_ids=replaced,
         )
 
     async def refresh(self, refresh_token: str) -> SignIn:
@@ -213,36 +233,35 @@ class Sessions:
             raise InvalidArgument("refresh_token", "must not be empty")
         if len(refresh_token) != _REFRESH_TOKEN_CHARS:
             raise RefreshTokenRejected("the refresh token is not valid")
-        token_hash = _hash(refresh_token)
+        return await _to_the_end(self._refresh(_hash(refresh_token)))
+
+    async def _refresh(self, token_hash: str) -> SignIn:
         new_token = secrets.token_urlsafe(32)
         reused: list[Revocation] | None = None
         async with self._store.transaction() as tx:
             found = await tx.refresh_token(token_hash)
             if found is not None:
                 await tx.lock_subject(found.session.subject)
-                found = await tx.refresh_token(token_hash)  # as it is now that we hold the lock
+                # As it is now that we hold the lock, and locked against the purge.
+                found = await tx.refresh_token(token_hash, for_update=True)
             if found is None:
                 raise RefreshTokenRejected("the refresh token is not valid")
             now = self._clock()
             session = found.session
+            live = await tx.live_sessions(session.subject, now, self._settings.idle_cutoff(now))
             if found.used_at is not None:
                 reused = await tx.revoke([session], now, "refresh token reused")
-            elif not any(
-                live.session_id == session.session_id
-                for live in await tx.live_sessions(session.subject, now, self._idle_cutoff(now))
-            ):
+            elif all(s.session_id != session.session_id for s in live):
                 raise RefreshTokenRejected("the session has ended")
             else:
                 await tx.use_refresh_token(token_hash, now)
                 await tx.insert_refresh_token(_hash(new_token), session.session_id, now)
-                access_expires_at = max(
-                    session.access_expires_at, _access_expiry(now, session.access_ttl, session.expires_at)
-                )
-                await tx.touch_session(session.session_id, now, access_expires_at)
+                signed_in = self._tokens(session, new_token, now)
+                await tx.touch_session(session.session_id, now, max(session.access_expires_at, signed_in.expires_at))
         if reused is not None:
             self._mirror.apply(reused)
             raise RefreshTokenReused("the refresh token was already used; the session has been revoked")
-        return self._tokens(session, new_token, now)
+        return signed_in
 
     async def revoke_token(self, token: str, reason: str = "") -> int:
         """Logout: ends the session of a token this authority signed, even an expired one."""
@@ -251,9 +270,7 @@ class Sessions:
             raise InvalidArgument("token", "must not be empty")
         try:
             claims = self._codec.identify(token)
-        except InvalidToken as invalid:
-            if invalid.reason is InvalidReason.UNKNOWN_KEY:
-                return 0  # signed with a key long retired: nothing it names is alive
+        except InvalidToken:
             raise TokenRejected("the token is not one this authority issued") from None
         return await self._revoke(claims.subject, reason or "logout", claims.session_id, claims.token_id)
 
@@ -277,20 +294,24 @@ class Sessions:
         self, subject: str, reason: str, session_id: str | None = None, token_id: str | None = None
     ) -> int:
         """Revokes the subject's live sessions (only ``session_id`` when given)."""
-        async with self._store.transaction() as tx:
-            await tx.lock_subject(subject)
-            now = self._clock()
-            live = await tx.live_sessions(subject, now, self._idle_cutoff(now))
-            ended = [s for s in live if session_id is None or s.session_id == session_id]
-            entries = await tx.revoke(ended, now, reason, token_id)
-        self._mirror.apply(entries)
-        return len(entries)
+
+        async def work() -> int:
+            async with self._store.transaction() as tx:
+                await tx.lock_subject(subject)
+                now = self._clock()
+                live = await tx.live_sessions(subject, now, self._settings.idle_cutoff(now))
+                ended = [s for s in live if session_id is None or s.session_id == session_id]
+                entries = await tx.revoke(ended, now, reason, token_id)
+            self._mirror.apply(entries)
+            return len(entries)
+
+        return await _to_the_end(work())
 
     async def list_sessions(self, subject: str) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""
         check_identifier("subject", subject)
         now = self._clock()
-        return await self._store.live_sessions(subject, now, self._idle_cutoff(now))
+        return await self._store.live_sessions(subject, now, self._settings.idle_cutoff(now))
 
 
 def _access_expiry(now: float, access_ttl: int, session_expires_at: float) -> int:

@@ -2,7 +2,7 @@
 
 Verification runs in the order the design asks for and stops at the first failure:
 size and structure → the key named by ``kid`` (its algorithm, never the header's) →
-signature → exp/nbf with leeway → iss/aud → required claims. Revocation is checked
+signature → required claims → exp/nbf with leeway → iss/aud. Revocation is checked
 after this, by the caller. Every failure is an :class:`InvalidToken` carrying an
 :class:`InvalidReason`; PyJWT's own exceptions stop here.
 """

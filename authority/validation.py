@@ -21,6 +21,6 @@ class Validator:
     def validate(self, token: str, audience: str = "") -> AccessClaims:
         """The token's claims, or :class:`InvalidToken` with the first failed step's reason."""
         claims = self._codec.verify(token, audience or self._default_audience)
-        if self._mirror.is_revoked(claims.session_id, claims.token_id):
+        if self._mirror.is_revoked(claims.session_id):
             raise InvalidToken(InvalidReason.REVOKED)
         return claims

@@ -10,6 +10,8 @@ import pytest
 from authority_client.v1 import authority_pb2 as pb
 from google.protobuf import duration_pb2, struct_pb2
 
+from authority.config import Algorithm
+from tests.conftest import StartServer
 from tests.support.calls import Stub, live_sessions, new_subject, reason, rpc_error, sign_in
 
 
@@ -92,3 +94,20 @@ async def test_a_request_that_is_not_valid_protobuf_is_invalid_argument(stub: St
     error = await rpc_error(call(raw))
 
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_sign_in_whose_token_would_exceed_8_kib_is_invalid_argument_and_changes_nothing(
+    start_server: StartServer,
+) -> None:
+    stub = (await start_server(signing_algorithm=Algorithm.RS256)).stub
+    subject = "\x01" * 256  # each escapes to six characters in the token's JSON
+    existing = await sign_in(stub, subject, "laptop")
+    claims = struct_pb2.Struct()
+    claims.update({"note": "\x02" * 600})
+
+    error = await rpc_error(stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="\x03" * 256, claims=claims)))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("claims:")
+    assert await reason(stub, existing.access_token) == "VALID"
+    assert await live_sessions(stub, subject) == [existing.session_id]

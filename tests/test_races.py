@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import asyncpg
 import grpc
+import pytest
 from authority_client.v1 import authority_pb2 as pb
 
+from authority.store.store import _lock_id
+from tests.conftest import Running, StartServer
 from tests.support.calls import Stub, live_sessions, new_subject, reason, sign_in
 
 DEVICES = 50
@@ -46,3 +51,80 @@ async def test_fifty_concurrent_sign_ins_admit_exactly_one_under_reject(stub: St
     assert {error.code() for error in refused} == {grpc.StatusCode.FAILED_PRECONDITION}
     assert await reason(stub, issued[0].access_token) == "VALID"
     assert await live_sessions(stub, subject) == [issued[0].session_id]
+
+
+async def test_concurrent_sign_ins_spread_over_two_servers_leave_one_live_session(
+    start_server: StartServer,
+) -> None:
+    # Two processes' worth of authority on one database: the store decides, not memory.
+    first, second = await start_server(), await start_server()
+    subject = new_subject()
+    calls = [
+        sign_in((first if n % 2 else second).stub, subject, f"device-{n}", policy=pb.SESSION_POLICY_REPLACE)
+        for n in range(DEVICES)
+    ]
+
+    issued = await asyncio.gather(*calls)
+
+    live = await live_sessions(first.stub, subject)
+    assert len(live) == 1
+    refreshed = []
+    for signed_in in issued:
+        try:
+            await first.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=signed_in.refresh_token))
+            refreshed.append(signed_in.session_id)
+        except grpc.aio.AioRpcError as error:
+            assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert refreshed == live
+
+
+async def test_revocation_log_entries_become_visible_in_sequence_order(authority: Running) -> None:
+    store = authority.server.authority.store
+    subject_a, subject_b = new_subject(), new_subject()
+    a = await sign_in(authority.stub, subject_a, "laptop")
+    b = await sign_in(authority.stub, subject_b, "laptop")
+    sessions = {s.session_id: s for s in await store.live_sessions(subject_a, time.time(), None)}
+    sessions.update({s.session_id: s for s in await store.live_sessions(subject_b, time.time(), None)})
+    second_done = asyncio.Event()
+
+    async def revoke_second() -> int:
+        async with store.transaction() as tx:
+            [entry] = await tx.revoke([sessions[b.session_id]], time.time(), "test")
+        second_done.set()
+        return entry.sequence
+
+    async with store.transaction() as tx:
+        [first] = await tx.revoke([sessions[a.session_id]], time.time(), "test")
+        second = asyncio.create_task(revoke_second())
+        await asyncio.sleep(0.3)
+        # The later entry cannot commit while the earlier one is still open.
+        assert not second_done.is_set()
+    second_sequence = await second
+
+    assert second_sequence > first.sequence
+    assert [e.sequence for e in await store.revocations_after(0, 10)] == [first.sequence, second_sequence]
+
+
+@pytest.mark.parametrize("store", ["postgres"])  # the sign-in is held on PostgreSQL's subject lock
+async def test_a_sign_in_whose_caller_gave_up_still_completes_with_its_revocations(
+    authority: Running, database_url: str
+) -> None:
+    running = authority
+    subject = new_subject()
+    laptop = await sign_in(running.stub, subject, "laptop")
+    blocker = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    await blocker.execute("SELECT pg_advisory_lock($1)", _lock_id(subject))  # the sign-in waits here
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await running.stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="phone"), timeout=0.5)
+    await blocker.execute("SELECT pg_advisory_unlock($1)", _lock_id(subject))
+    await blocker.close()
+
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(50):
+        live = await live_sessions(running.stub, subject)
+        if live != [laptop.session_id]:
+            break
+        await asyncio.sleep(0.1)
+    assert len(live) == 1 and live != [laptop.session_id]
+    assert await reason(running.stub, laptop.access_token) == "REVOKED"

@@ -67,12 +67,13 @@ async def test_sign_out_everywhere_revokes_every_session_of_the_subject(start_se
 
 
 async def test_revoking_what_is_already_revoked_or_unknown_succeeds_with_zero(stub: Stub) -> None:
-    signed_in = await sign_in(stub, new_subject(), "laptop")
+    subject = new_subject()
+    signed_in = await sign_in(stub, subject, "laptop")
     assert await _revoke(stub, session_id=signed_in.session_id) == 1
 
     assert await _revoke(stub, session_id=signed_in.session_id) == 0
     assert await _revoke(stub, token=signed_in.access_token) == 0
-    assert await _revoke(stub, subject=signed_in.session_id) == 0
+    assert await _revoke(stub, subject=subject) == 0
     assert await _revoke(stub, session_id="no-such-session") == 0
     assert await _revoke(stub, subject="nobody-signed-in") == 0
 
@@ -103,4 +104,27 @@ async def test_overlong_reason_is_invalid_argument_and_revokes_nothing(stub: Stu
 
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "reason" in (error.details() or "")
+    assert await reason(stub, signed_in.access_token) == "VALID"
+
+
+async def test_logout_with_a_token_signed_by_a_key_this_authority_lacks_is_invalid_argument(
+    stub: Stub, start_server: StartServer, tmp_path: object
+) -> None:
+    other = await start_server(database_url=f"sqlite+aiosqlite:///{tmp_path}/other.db")
+    foreign = await sign_in(other.stub, new_subject(), "laptop")
+
+    error = await rpc_error(stub.RevokeToken(pb.RevokeTokenRequest(token=foreign.access_token)))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert await reason(other.stub, foreign.access_token) == "VALID"
+
+
+async def test_nul_in_the_reason_is_invalid_argument_and_revokes_nothing(stub: Stub) -> None:
+    subject = new_subject()
+    signed_in = await sign_in(stub, subject, "laptop")
+
+    error = await rpc_error(stub.RevokeToken(pb.RevokeTokenRequest(subject=subject, reason="lost\x00phone")))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert (error.details() or "").startswith("reason:")
     assert await reason(stub, signed_in.access_token) == "VALID"

@@ -27,7 +27,7 @@ class Revocation:
     """One entry of the revocation log: a session (and, on logout, the token named)."""
 
     sequence: int
-    session_id: str | None
+    session_id: str
     token_id: str | None
     expires_at: float
 

@@ -63,7 +63,7 @@ revocations = sa.Table(
         primary_key=True,
         autoincrement=True,
     ),
-    sa.Column("session_id", sa.String(64), nullable=True),
+    sa.Column("session_id", sa.String(64), nullable=False),
     sa.Column("token_id", sa.String(64), nullable=True),
     sa.Column("subject", sa.String(256), nullable=False),
     sa.Column("reason", sa.String(256), nullable=False),

@@ -33,6 +33,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 _KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
+_LOG_LOCK = 0x61757468_6C6F6773  # "auth" "logs"
 MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
 
 
@@ -46,7 +47,7 @@ def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer anyway, and queueing here is cheaper
         # than busy-waiting inside SQLite.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30)
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
@@ -56,6 +57,8 @@ def create_engine(url: str) -> AsyncEngine:
         max_overflow=10,
         pool_timeout=5,
         pool_pre_ping=True,
+        # Parameters hold subjects and claims; keep them out of error messages and logs.
+        hide_parameters=True,
         connect_args={"timeout": 5, "command_timeout": 10},
     )
 
@@ -157,12 +160,6 @@ class Store:
             )
             return [_revocation(row) for row in await tx.conn.execute(query)]
 
-    async def last_sequence(self) -> int:
-        """The newest sequence in the log, or 0 when it is empty."""
-        async with self.transaction() as tx:
-            query = sa.select(sa.func.coalesce(sa.func.max(revocations.c.sequence), 0))
-            return int((await tx.conn.execute(query)).scalar_one())
-
     async def purge_revocations(self, expired_before: float, batch_size: int) -> int:
         """Deletes one batch of expired revocations; returns how many."""
         async with self.transaction() as tx:
@@ -176,17 +173,26 @@ class Store:
         ended = sa.or_(sessions.c.expires_at < ended_before, sessions.c.revoked_at.is_not(None))
         if idle_cutoff is not None:
             ended = sa.or_(ended, sessions.c.last_used_at < idle_cutoff)
+        ended = sa.and_(ended, sessions.c.access_expires_at < ended_before)
         async with self.transaction() as tx:
-            query = (
-                sa.select(sessions.c.session_id)
-                .where(ended, sessions.c.access_expires_at < ended_before)
-                .limit(batch_size)
+            query = sa.select(sessions.c.session_id).where(ended).limit(batch_size)
+            batch = list((await tx.conn.execute(query)).scalars())
+            if not batch:
+                return 0
+            # The condition is checked again as rows are deleted: a session refreshed since
+            # the select (the refresh holds its row) is no longer ended and stays.
+            purged = list(
+                (
+                    await tx.conn.execute(
+                        sa.delete(sessions)
+                        .where(sessions.c.session_id.in_(batch), ended)
+                        .returning(sessions.c.session_id)
+                    )
+                ).scalars()
             )
-            ids = list((await tx.conn.execute(query)).scalars())
-            if ids:
-                await tx.conn.execute(sa.delete(refresh_tokens).where(refresh_tokens.c.session_id.in_(ids)))
-                await tx.conn.execute(sa.delete(sessions).where(sessions.c.session_id.in_(ids)))
-            return len(ids)
+            if purged:
+                await tx.conn.execute(sa.delete(refresh_tokens).where(refresh_tokens.c.session_id.in_(purged)))
+            return len(purged)
 
 
 class Tx:
@@ -245,24 +251,24 @@ class Tx:
             sa.insert(refresh_tokens).values(token_hash=token_hash, session_id=session_id, issued_at=now)
         )
 
-    async def refresh_token(self, token_hash: str) -> RefreshRecord | None:
-        """The refresh token with this hash and its session, or None."""
+    async def refresh_token(self, token_hash: str, *, for_update: bool = False) -> RefreshRecord | None:
+        """The refresh token with this hash and its session, or None; ``for_update`` locks
+        the session's row (on PostgreSQL) until the transaction ends."""
         query = (
             sa.select(sessions, refresh_tokens.c.used_at)
             .join(refresh_tokens, refresh_tokens.c.session_id == sessions.c.session_id)
             .where(refresh_tokens.c.token_hash == token_hash)
         )
+        if for_update:
+            query = query.with_for_update(of=sessions)
         row = (await self.conn.execute(query)).first()
         return None if row is None else RefreshRecord(_session(row), row.used_at)
 
-    async def use_refresh_token(self, token_hash: str, now: float) -> bool:
-        """Marks a refresh token traded; False when it already was."""
-        result = await self.conn.execute(
-            sa.update(refresh_tokens)
-            .where(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used_at.is_(None))
-            .values(used_at=now)
+    async def use_refresh_token(self, token_hash: str, now: float) -> None:
+        """Marks a refresh token traded."""
+        await self.conn.execute(
+            sa.update(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash).values(used_at=now)
         )
-        return bool(result.rowcount == 1)
 
     async def touch_session(self, session_id: str, now: float, access_expires_at: float) -> None:
         """Records a refresh: the session was used now, and its newest access token expires then."""
@@ -275,8 +281,13 @@ class Tx:
     async def revoke(
         self, ended: Sequence[SessionRecord], now: float, reason: str, token_id: str | None = None
     ) -> list[Revocation]:
-        """Revokes sessions not yet revoked and appends them to the log; returns the entries."""
-        entries = []
+        """Revokes sessions not yet revoked and appends them to the log; returns the entries.
+
+        Call it last in a transaction: on PostgreSQL it takes the log's lock, held until
+        commit, so that entries become visible in sequence order and a reader that
+        resumes after a sequence never skips an entry that commits later.
+        """
+        entries: list[Revocation] = []
         for session in ended:
             result = await self.conn.execute(
                 sa.update(sessions)
@@ -285,6 +296,8 @@ class Tx:
             )
             if result.rowcount != 1:
                 continue
+            if self.is_postgres and not entries:
+                await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK)))
             sequence = (
                 await self.conn.execute(
                     sa.insert(revocations)
