@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import grpc
 import jwt
-
+import pytest
 from authority_client.v1 import authority_pb2 as pb
 
+from authority import revocations
+from authority.errors import WatcherTooSlow
+from authority.status import status_of
+from authority.store import Revocation
+from tests.conftest import Running
 from tests.support.calls import Stub, new_subject, sign_in
 
 
@@ -75,3 +82,22 @@ async def test_every_revocation_reaches_every_watcher_once(stub: Stub) -> None:
 
     expected = [signed_in.session_id for signed_in in issued[:5]]
     assert received == [expected] * 3
+
+
+async def test_a_watcher_that_falls_too_far_behind_is_told_to_resume(
+    authority: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(revocations, "WATCHER_QUEUE_SIZE", 3)
+    mirror, store = authority.server.authority.mirror, authority.server.authority.store
+    feed = mirror.follow(store, 0)
+    first = asyncio.create_task(anext(feed))  # reaches the live phase and waits there
+    await asyncio.sleep(0.1)
+    mirror.apply([Revocation(1, "s-1", None, time.time() + 60)])
+    assert (await first).sequence == 1
+
+    mirror.apply([Revocation(n, f"s-{n}", None, time.time() + 60) for n in range(2, 7)])
+
+    with pytest.raises(WatcherTooSlow):
+        for _ in range(6):
+            await asyncio.wait_for(anext(feed), timeout=2)
+    assert status_of(WatcherTooSlow()) is grpc.StatusCode.RESOURCE_EXHAUSTED
