@@ -15,31 +15,15 @@ from collections.abc import Callable
 
 from authority.config import Settings
 from authority.errors import StoreUnavailable
-from authority.keys import KeyRing, generate_key, load_key
+from authority.keys import KeyRing, load_keyring
 from authority.revocations import RevocationMirror
 from authority.sessions import Sessions
-from authority.store import KeyRecord, Store
+from authority.store import Store
 from authority.store.migrate import prepare_schema
 from authority.tokens import TokenCodec
 from authority.validation import Validator
 
 log = logging.getLogger(__name__)
-
-
-async def _load_keys(store: Store, settings: Settings, now: float) -> KeyRing:
-    """The stored keys, with a new one of the configured algorithm if there is none yet."""
-    records = await store.keys()
-    if not any(r.algorithm == settings.signing_algorithm.value for r in records):
-        async with store.transaction() as tx:
-            await tx.lock_keys()  # replicas starting together create one key, not several
-            records = await tx.keys()
-            if not any(r.algorithm == settings.signing_algorithm.value for r in records):
-                key = generate_key(settings.signing_algorithm, now)
-                await tx.insert_key(KeyRecord(key.kid, key.algorithm.value, key.private_pem(), key.created_at))
-                log.info("generated signing key %s (%s)", key.kid, key.algorithm.value)
-                records = await tx.keys()
-    keys = [load_key(r.kid, r.algorithm, r.private_key, r.created_at) for r in records]
-    return KeyRing(keys, settings.signing_algorithm)
 
 
 class Authority:
@@ -65,7 +49,7 @@ class Authority:
             migrated_from = await prepare_schema(store, upgrade=False)
             if migrated_from:
                 log.info("created the database schema")
-            keyring = await _load_keys(store, settings, clock())
+            keyring = await load_keyring(store, settings.signing_algorithm, clock())
             mirror = RevocationMirror()
             async for batch in store.live_revocations(clock() - settings.leeway):
                 mirror.apply(batch)

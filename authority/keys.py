@@ -1,4 +1,4 @@
-"""Signing keys: generate them, serialise them for the store, publish them as a JWK Set.
+"""Signing keys: generate them, keep them in the store, publish them as a JWK Set.
 
 A key's ``kid`` is its RFC 7638 thumbprint, so the same key has the same id on every
 replica and a consumer can check that a published key is the one it names. A key
@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any, Union
 
@@ -20,6 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authority.config import Algorithm
+from authority.store import KeyRecord, Store
+
+log = logging.getLogger(__name__)
 
 PrivateKey = Union[ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 PublicKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
@@ -112,3 +116,19 @@ class KeyRing:
     def get(self, kid: str) -> SigningKey | None:
         """The key named ``kid``, or None when this authority has no such key."""
         return self._by_kid.get(kid)
+
+
+async def load_keyring(store: Store, algorithm: Algorithm, now: float) -> KeyRing:
+    """The stored keys, with a new one of the configured algorithm if there is none yet."""
+    records = await store.keys()
+    if not any(r.algorithm == algorithm.value for r in records):
+        async with store.transaction() as tx:
+            await tx.lock_keys()  # replicas starting together create one key, not several
+            records = await tx.keys()
+            if not any(r.algorithm == algorithm.value for r in records):
+                key = generate_key(algorithm, now)
+                await tx.insert_key(KeyRecord(key.kid, key.algorithm.value, key.private_pem(), key.created_at))
+                log.info("generated signing key %s (%s)", key.kid, key.algorithm.value)
+                records = await tx.keys()
+    keys = [load_key(r.kid, r.algorithm, r.private_key, r.created_at) for r in records]
+    return KeyRing(keys, algorithm)

@@ -10,7 +10,7 @@ import grpc
 import pytest
 from authority_client.v1 import authority_pb2 as pb
 
-from authority.store.store import _lock_id
+from authority.store.store import subject_lock_id
 from tests.conftest import Running, StartServer
 from tests.support.calls import Stub, live_sessions, new_subject, reason, sign_in
 
@@ -113,11 +113,11 @@ async def test_a_sign_in_whose_caller_gave_up_still_completes_with_its_revocatio
     subject = new_subject()
     laptop = await sign_in(running.stub, subject, "laptop")
     blocker = await asyncpg.connect(database_url.replace("+asyncpg", ""))
-    await blocker.execute("SELECT pg_advisory_lock($1)", _lock_id(subject))  # the sign-in waits here
+    await blocker.execute("SELECT pg_advisory_lock($1)", subject_lock_id(subject))  # the sign-in waits here
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await running.stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="phone"), timeout=0.5)
-    await blocker.execute("SELECT pg_advisory_unlock($1)", _lock_id(subject))
+    await blocker.execute("SELECT pg_advisory_unlock($1)", subject_lock_id(subject))
     await blocker.close()
 
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED

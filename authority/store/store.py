@@ -37,7 +37,8 @@ _LOG_LOCK = 0x61757468_6C6F6773  # "auth" "logs"
 MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
 
 
-def _lock_id(subject: str) -> int:
+def subject_lock_id(subject: str) -> int:
+    """The PostgreSQL advisory lock that serialises writers to ``subject``."""
     digest = hashlib.blake2b(subject.encode(), digest_size=8, person=b"subject").digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -67,7 +68,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let the begin hook, not the driver, start transactions (SQLAlchemy's recipe).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in ("busy_timeout=10000", "journal_mode=WAL", "foreign_keys=ON", "synchronous=NORMAL"):
+    # FULL: an acknowledged revocation survives a power cut, not only a crash.
+    for pragma in ("busy_timeout=10000", "journal_mode=WAL", "foreign_keys=ON", "synchronous=FULL"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
@@ -205,7 +207,7 @@ class Tx:
     async def lock_subject(self, subject: str) -> None:
         """Holds every other writer to ``subject`` off until this transaction ends."""
         if self.is_postgres:
-            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(subject))))
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(subject_lock_id(subject))))
 
     async def lock_keys(self) -> None:
         """Holds every other key writer off until this transaction ends."""
