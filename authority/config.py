@@ -70,11 +70,6 @@ class Settings:
         """Sessions last used before this have ended idle; None when there is no idle timeout."""
         return now - self.idle_timeout if self.idle_timeout else None
 
-    @property
-    def is_sqlite(self) -> bool:
-        """Whether the store is the embedded SQLite database."""
-        return self.database_url.startswith("sqlite")
-
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
