@@ -29,6 +29,14 @@ class InvalidReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_REASON_WRONG_AUDIENCE: _ClassVar[InvalidReason]
     INVALID_REASON_WRONG_ISSUER: _ClassVar[InvalidReason]
     INVALID_REASON_REVOKED: _ClassVar[InvalidReason]
+
+class RevocationEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVOCATION_EVENT_KIND_UNSPECIFIED: _ClassVar[RevocationEventKind]
+    REVOCATION_EVENT_KIND_REVOCATION: _ClassVar[RevocationEventKind]
+    REVOCATION_EVENT_KIND_CAUGHT_UP: _ClassVar[RevocationEventKind]
+    REVOCATION_EVENT_KIND_HEARTBEAT: _ClassVar[RevocationEventKind]
+    REVOCATION_EVENT_KIND_SIGNING_KEYS: _ClassVar[RevocationEventKind]
 SESSION_POLICY_UNSPECIFIED: SessionPolicy
 SESSION_POLICY_REPLACE: SessionPolicy
 SESSION_POLICY_REJECT: SessionPolicy
@@ -41,6 +49,11 @@ INVALID_REASON_NOT_YET_VALID: InvalidReason
 INVALID_REASON_WRONG_AUDIENCE: InvalidReason
 INVALID_REASON_WRONG_ISSUER: InvalidReason
 INVALID_REASON_REVOKED: InvalidReason
+REVOCATION_EVENT_KIND_UNSPECIFIED: RevocationEventKind
+REVOCATION_EVENT_KIND_REVOCATION: RevocationEventKind
+REVOCATION_EVENT_KIND_CAUGHT_UP: RevocationEventKind
+REVOCATION_EVENT_KIND_HEARTBEAT: RevocationEventKind
+REVOCATION_EVENT_KIND_SIGNING_KEYS: RevocationEventKind
 
 class IssueTokenRequest(_message.Message):
     __slots__ = ("subject", "device_id", "policy", "audience", "claims", "ttl")
@@ -175,19 +188,27 @@ class GetSigningKeysResponse(_message.Message):
     def __init__(self, jwks_json: _Optional[str] = ...) -> None: ...
 
 class WatchRevocationsRequest(_message.Message):
-    __slots__ = ("after_sequence",)
+    __slots__ = ("after_sequence", "heartbeat_interval")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
-    def __init__(self, after_sequence: _Optional[int] = ...) -> None: ...
+    heartbeat_interval: _duration_pb2.Duration
+    def __init__(self, after_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class RevocationEvent(_message.Message):
-    __slots__ = ("sequence", "token_id", "session_id", "expires_at")
+    __slots__ = ("sequence", "token_id", "session_id", "expires_at", "kind", "sent_at", "jwks_json")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    JWKS_JSON_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     token_id: str
     session_id: str
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, sequence: _Optional[int] = ..., token_id: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    kind: RevocationEventKind
+    sent_at: _timestamp_pb2.Timestamp
+    jwks_json: str
+    def __init__(self, sequence: _Optional[int] = ..., token_id: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RevocationEventKind, str]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jwks_json: _Optional[str] = ...) -> None: ...

@@ -124,7 +124,9 @@ class TokenAuthorityServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchRevocations(self, request, context):
-        """Every revocation after the given sequence, then new ones as they happen.
+        """Keeps a consumer's copy of the revocation list and the signing keys current:
+        the signing keys, every live revocation after the given sequence, a CAUGHT_UP
+        marker, then new revocations, key changes and heartbeats as they happen.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
