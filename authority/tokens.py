@@ -99,9 +99,13 @@ class TokenCodec:
         self.leeway = leeway
         self._jwt = jwt.PyJWT()
 
+    def use(self, keyring: KeyRing) -> None:
+        """Signs and verifies with ``keyring`` from now on (after a rotation)."""
+        self.keyring = keyring
+
     def sign(self, claims: AccessClaims) -> str:
         """The compact JWT for ``claims``, signed with the current signing key."""
-        key = self.keyring.signing_key
+        key = self.keyring.signing_key_at(claims.issued_at)
         payload = {
             **claims.extra,
             "iss": claims.issuer,
