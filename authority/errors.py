@@ -9,6 +9,8 @@
     │   └── RefreshTokenReused an already-rotated refresh token: the session is revoked
     ├── TokenRejected          a token that cannot be revoked by (not this authority's)
     ├── StoreUnavailable       the database cannot be reached or did not commit
+    ├── CallerUnauthenticated  a call came with no valid caller credentials
+    ├── CallerNotPermitted     the caller's roles do not allow this call
     └── WatcherTooSlow         a revocation watcher fell too far behind and must resume
 
 Only :mod:`authority.status` turns these into gRPC status codes. Messages may reach
@@ -64,3 +66,11 @@ class StoreUnavailable(AuthorityError):
 
 class WatcherTooSlow(AuthorityError):
     """A revocation watcher fell so far behind that events were dropped; it must resume."""
+
+
+class CallerUnauthenticated(AuthorityError):
+    """A call came with no caller credentials, or with credentials that are not valid."""
+
+
+class CallerNotPermitted(AuthorityError):
+    """The calling service is known, but its roles do not allow this call."""
