@@ -4,6 +4,11 @@ A key's ``kid`` is its RFC 7638 thumbprint, so the same key has the same id on e
 replica and a consumer can check that a published key is the one it names. A key
 carries its algorithm: verification takes the algorithm from the key, never from a
 token's header.
+
+Private keys are stored sealed when a key-encryption key (KEK) is configured: AES-256-GCM
+under the KEK with a random nonce and the kid as associated data, behind a version
+prefix, in the same column that holds plain PEM otherwise. Keys stored in plaintext
+before a KEK was configured keep loading.
 """
 
 from __future__ import annotations
@@ -13,14 +18,18 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterable
 from typing import Any, Union
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authority.config import Algorithm
+from authority.errors import ConfigError
 from authority.store import KeyRecord, Store
 
 log = logging.getLogger(__name__)
@@ -118,8 +127,76 @@ class KeyRing:
         return self._by_kid.get(kid)
 
 
-async def load_keyring(store: Store, algorithm: Algorithm, now: float) -> KeyRing:
-    """The stored keys, with a new one of the configured algorithm if there is none yet."""
+# A sealed key starts with this; PEM starts with "-----", so the two never mix up.
+_SEALED_V1 = b"authority-kek-v1:"
+_NONCE_BYTES = 12
+
+
+def is_sealed(stored: bytes) -> bool:
+    """Whether a stored private key is encrypted under a KEK."""
+    return stored.startswith(_SEALED_V1)
+
+
+def seal_private_key(pem: bytes, kid: str, kek: bytes) -> bytes:
+    """The stored form of a private key under ``kek``: prefix, nonce, AES-256-GCM ciphertext.
+
+    The kid is the associated data, so a sealed key copied into another key's row does
+    not open. A random 96-bit nonce is safe here: a KEK seals a handful of keys, far
+    from the 2**32 messages after which random nonces risk repeating.
+    """
+    nonce = os.urandom(_NONCE_BYTES)
+    return _SEALED_V1 + nonce + AESGCM(kek).encrypt(nonce, pem, kid.encode())
+
+
+def open_private_key(stored: bytes, kid: str, kek: bytes | None) -> bytes:
+    """The PEM of a stored private key: opened with ``kek`` when sealed, as is when not.
+
+    Raises ConfigError when the key is sealed and ``kek`` is missing or not the one that
+    sealed it, so a server with the wrong KEK stops at start with a clear line.
+    """
+    if not is_sealed(stored):
+        return stored
+    if kek is None:
+        raise ConfigError("key_encryption_key", f"signing key {kid} is stored encrypted: configure the "
+                          "key-encryption key (AUTHORITY_KEY_ENCRYPTION_KEY or AUTHORITY_KEY_ENCRYPTION_KEY_FILE)")
+    body = stored[len(_SEALED_V1):]
+    try:
+        return AESGCM(kek).decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:], kid.encode())
+    except (InvalidTag, ValueError):
+        raise ConfigError("key_encryption_key", f"does not open signing key {kid}: it is not the "
+                          "key-encryption key the signing keys were stored with") from None
+
+
+def stored_private_key(key: SigningKey, kek: bytes | None) -> bytes:
+    """What the store keeps for ``key``: sealed under ``kek``, or PEM when there is none."""
+    pem = key.private_pem()
+    return pem if kek is None else seal_private_key(pem, key.kid, kek)
+
+
+def check_key_protection(store: Store, kek: bytes | None, allow_plaintext: bool) -> None:
+    """Refuses plaintext keys on PostgreSQL unless allowed; warns whenever they are used.
+
+    A PostgreSQL database is shared, backed up and replicated, so its rows travel
+    further than the server; the embedded SQLite file of a newcomer does not.
+    """
+    if kek is not None:
+        return
+    if store.is_postgres and not allow_plaintext:
+        raise ConfigError("key_encryption_key", "on PostgreSQL, private signing keys are stored encrypted: "
+                          "configure AUTHORITY_KEY_ENCRYPTION_KEY or AUTHORITY_KEY_ENCRYPTION_KEY_FILE, or set "
+                          "allow_plaintext_keys (--allow-plaintext-keys) to store them in plaintext")
+    log.warning("private signing keys are stored unencrypted: configure AUTHORITY_KEY_ENCRYPTION_KEY")
+
+
+async def load_keyring(
+    store: Store, algorithm: Algorithm, now: float, kek: bytes | None = None, *, allow_plaintext: bool = False
+) -> KeyRing:
+    """The stored keys, with a new one of the configured algorithm if there is none yet.
+
+    With ``kek`` a new key is stored sealed and sealed keys are opened; without it, on
+    PostgreSQL, ``allow_plaintext`` must say that keys may be stored in plaintext.
+    """
+    check_key_protection(store, kek, allow_plaintext)
     records = await store.keys()
     if not any(r.algorithm == algorithm.value for r in records):
         async with store.transaction() as tx:
@@ -127,8 +204,14 @@ async def load_keyring(store: Store, algorithm: Algorithm, now: float) -> KeyRin
             records = await tx.keys()
             if not any(r.algorithm == algorithm.value for r in records):
                 key = generate_key(algorithm, now)
-                await tx.insert_key(KeyRecord(key.kid, key.algorithm.value, key.private_pem(), key.created_at))
+                stored = stored_private_key(key, kek)
+                await tx.insert_key(KeyRecord(key.kid, key.algorithm.value, stored, key.created_at))
                 log.info("generated signing key %s (%s)", key.kid, key.algorithm.value)
                 records = await tx.keys()
-    keys = [load_key(r.kid, r.algorithm, r.private_key, r.created_at) for r in records]
+    keys = [load_key(r.kid, r.algorithm, open_private_key(r.private_key, r.kid, kek), r.created_at) for r in records]
+    if kek is not None:
+        for record in records:
+            if not is_sealed(record.private_key):
+                log.warning("signing key %s is stored unencrypted (it predates the key-encryption key): "
+                            "rotate it out, see SECURITY.md", record.kid)
     return KeyRing(keys, algorithm)
