@@ -49,7 +49,10 @@ class Authority:
             migrated_from = await prepare_schema(store, upgrade=False)
             if migrated_from:
                 log.info("created the database schema")
-            keyring = await load_keyring(store, settings.signing_algorithm, clock())
+            keyring = await load_keyring(
+                store, settings.signing_algorithm, clock(), settings.key_encryption_key_bytes(),
+                allow_plaintext=settings.allow_plaintext_keys,
+            )
             mirror = RevocationMirror()
             async for batch in store.live_revocations(clock() - settings.leeway):
                 mirror.apply(batch)
