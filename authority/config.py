@@ -273,7 +273,7 @@ def _check_security(s: Settings) -> None:
             raise ConfigError(option, f"the name {name!r} has two keys; rotate by giving the new key another name")
         names.add(name)
     if s.tls_client_ca_file and not s.authenticates_callers:
-        raise ConfigError("client_roles", "must give at least one client identity a role when tls_client_ca_file is set")
+        raise ConfigError("client_roles", "must give a client identity a role when tls_client_ca_file is set")
     host = s.listen.rpartition(":")[0]
     if not s.authenticates_callers and not s.allow_unauthenticated_callers and not is_loopback(host):
         raise ConfigError(

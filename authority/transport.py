@@ -76,7 +76,9 @@ def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError):
         raise ConfigError("tls_key_file", "is not an unencrypted PEM private key") from None
-    client_ca = _certificates("tls_client_ca_file", settings.tls_client_ca_file) if settings.tls_client_ca_file else None
+    client_ca = None
+    if settings.tls_client_ca_file:
+        client_ca = _certificates("tls_client_ca_file", settings.tls_client_ca_file)
     # With a client CA every connection must present a certificate it signed: one
     # without is refused during the handshake, before any request is read.
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=bool(client_ca))
@@ -117,13 +119,15 @@ class AuthenticateCallers(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not method.startswith(_SERVICE_PREFIX) or handler.request_streaming:
+        if handler is None or not method.startswith(_SERVICE_PREFIX):
             return handler
         rpc = method.removeprefix(_SERVICE_PREFIX)
         metadata = handler_call_details.invocation_metadata or ()
         keys = [str(value) for key, value in metadata if key == callers.API_KEY_HEADER]
         admit = self._admit
-        kind = "unary_stream" if handler.response_streaming else "unary_unary"
+        # Every kind of method is guarded, so one added to the service later is too.
+        kind = "_".join("stream" if streaming else "unary"
+                        for streaming in (handler.request_streaming, handler.response_streaming))
         behavior = getattr(handler, kind)
         if inspect.isasyncgenfunction(behavior):
 

@@ -128,7 +128,8 @@ async def scenario(stub: Stub, issuer: str, verifier: str, seen: Seen) -> None:
     # Callers with a wrong key, a key of the wrong role, and no key at all.
     guessed = callers.new_api_key()
     seen.secrets.add(guessed)
-    wrong_key = stub.ListSessions(pb.ListSessionsRequest(subject=subject), metadata=((callers.API_KEY_HEADER, guessed),))
+    wrong_key = stub.ListSessions(pb.ListSessionsRequest(subject=subject),
+                                  metadata=((callers.API_KEY_HEADER, guessed),))
     assert await seen.refused(wrong_key) is grpc.StatusCode.UNAUTHENTICATED
     wrong_role = stub.ListSessions(pb.ListSessionsRequest(subject=subject), metadata=as_verifier)
     assert await seen.refused(wrong_role) is grpc.StatusCode.PERMISSION_DENIED
