@@ -7,8 +7,12 @@ with real certificates; the outcomes are compared with one table.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import os
+import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -502,3 +506,43 @@ def test_api_key_entries_round_trip() -> None:
     assert entry.startswith("billing:issuer+verifier:sha256:") and key not in entry
     assert registry.identify([key], []) == callers.Caller("billing", BOTH)
 
+
+
+# --- command line ----------------------------------------------------------------------
+
+
+async def _authority(*args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHORITY_")}
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("authority")), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_api_key_new_prints_the_key_once_and_an_entry_holding_only_its_hash() -> None:
+    code, out, _ = await _authority("api-key", "new", "--name", "billing", "--role", "verifier", "--role", "issuer")
+    keys = re.findall(r"^\s+(tak_\S+)$", out, re.MULTILINE)
+    entries = re.findall(r"^\s+(billing:\S+)$", out, re.MULTILINE)
+
+    assert code == 0
+    assert len(keys) == 1 and len(entries) == 1 and out.count(keys[0]) == 1
+    assert callers.CallerRegistry([callers.parse_api_key(entries[0])], {}).identify(keys, []).roles == BOTH
+
+
+async def test_api_key_new_refuses_a_bad_name_or_role() -> None:
+    bad_name = await _authority("api-key", "new", "--name", "no spaces", "--role", "verifier")
+    bad_role = await _authority("api-key", "new", "--name", "billing", "--role", "admin")
+
+    assert bad_name[0] == 2 and "name:" in bad_name[2]
+    assert bad_role[0] == 2 and "invalid choice" in bad_role[2]
+
+
+async def test_serve_on_an_open_address_without_callers_exits_naming_listen() -> None:
+    code, _, err = await _authority("serve", "--listen", "0.0.0.0:0")
+
+    assert code == 2
+    assert err.startswith("authority serve: listen: 0.0.0.0 is not a loopback address")
+    assert "--allow-unauthenticated-callers" in err

@@ -213,3 +213,24 @@ async def test_serve_on_postgres_without_a_kek_exits_naming_the_option(database_
     assert process.returncode == 2
     assert "authority serve: key_encryption_key:" in err.decode()
     assert "Traceback" not in err.decode()
+
+
+@pytest.mark.parametrize("store", ["postgres"])
+async def test_serve_on_postgres_with_the_flag_starts_and_warns(database_url: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHORITY_")}
+    process = await asyncio.create_subprocess_exec(
+        AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--database-url", database_url, "--allow-plaintext-keys",
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=tmp_path,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        while not any("listening on" in line for line in lines):
+            line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
+            assert line, "authority serve exited: " + "".join(lines)
+            lines.append(line)
+    finally:
+        process.terminate()
+        await process.wait()
+
+    assert any("private signing keys are stored unencrypted" in line for line in lines)
