@@ -263,12 +263,17 @@ def _check_security(s: Settings) -> None:
         except ValueError as problem:
             raise ConfigError("client_roles", f"entry {index}: {problem}") from None
     names: set[str] = set()
-    for index, entry in enumerate(s.api_key_entries(), 1):
-        option = "api_keys" if index <= len(s.api_keys) else "api_keys_file"
+    entries = s.api_key_entries()
+    if s.api_keys_file and len(entries) == len(s.api_keys):
+        raise ConfigError("api_keys_file", f"{s.api_keys_file} holds no entries")
+    for index, entry in enumerate(entries):
+        in_file = index >= len(s.api_keys)
+        option = "api_keys_file" if in_file else "api_keys"
+        number = index + 1 - (len(s.api_keys) if in_file else 0)
         try:
             name = callers.parse_api_key(entry).name
         except ValueError as problem:
-            raise ConfigError(option, f"entry {index}: {problem}") from None
+            raise ConfigError(option, f"entry {number}: {problem}") from None
         if name in names:
             raise ConfigError(option, f"the name {name!r} has two keys; rotate by giving the new key another name")
         names.add(name)

@@ -471,6 +471,7 @@ def test_caller_settings_are_checked_naming_the_option(tmp_path: Path, pki: Pki)
         ({"api_keys": (callers.api_key_entry("billing", VERIFIER, key),) * 2}, "api_keys"),
         ({"api_keys_file": _write(tmp_path, "keys", f"billing:verifier:{key}\n".encode())}, "api_keys_file"),
         ({"api_keys_file": str(tmp_path / "no-such-file")}, "api_keys_file"),
+        ({"api_keys_file": _write(tmp_path, "empty", b"# nobody yet\n")}, "api_keys_file"),
         ({"allow_unauthenticated_callers": "maybe"}, "allow_unauthenticated_callers"),
     ]
     for options, option in cases:
