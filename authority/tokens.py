@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 from authority_client.verify import (
+    ACCESS_TOKEN_TYPE,
     MAX_JSON_DEPTH,
     MAX_TOKEN_BYTES,
     RESERVED_CLAIMS,
@@ -40,7 +41,6 @@ __all__ = [
     "TokenCodec",
 ]
 
-ACCESS_TOKEN_TYPE = "at+jwt"
 DEVICE_CLAIM = "device_id"
 SESSION_CLAIM = "sid"
 
