@@ -99,7 +99,7 @@ class Authority:
             self._kek,
             allow_plaintext=self.settings.allow_plaintext_keys,
         )
-        self.codec.use(keyring)
+        self.codec.keyring = keyring
         self.mirror.announce_keys()
         log.info("signing keys changed: %d keys, signing with %s", len(keyring.kids), keyring.signing_key_at(self.clock()).kid)
 
