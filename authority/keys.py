@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authority.config import Algorithm
-from authority.errors import ConfigError
+from authority.errors import ConfigError, InvalidArgument
 from authority.store import KeyRecord, Store
 
 log = logging.getLogger(__name__)
@@ -288,6 +288,23 @@ async def rotate_if_due(
         await tx.insert_key(_record(key, kek))
     log.info("scheduled rotation: new signing key %s signs in %.0f s", key.kid, publish_ahead)
     return key
+
+
+async def retire_key(store: Store, kid: str, now: float) -> None:
+    """Deletes a key at once, so that every token it signed stops validating everywhere
+    (for a compromised key). Refused for a key that is the only active one of its
+    algorithm: rotate first, with no publish-ahead if need be."""
+    async with store.transaction() as tx:
+        await tx.lock_keys()
+        records = await tx.keys()
+        target = next((r for r in records if r.kid == kid), None)
+        if target is None:
+            raise InvalidArgument("kid", "names no stored signing key")
+        others = [r for r in records if r.algorithm == target.algorithm and r.kid != kid and r.activates_at <= now]
+        if not others:
+            raise InvalidArgument("kid", "is the only active key of its algorithm: rotate first (--publish-ahead 0s)")
+        await tx.delete_keys([kid])
+    log.warning("retired signing key %s at once: tokens it signed no longer validate", kid)
 
 
 @dataclasses.dataclass(frozen=True)

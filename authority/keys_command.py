@@ -1,4 +1,5 @@
-"""``authority keys list|rotate``: the signing keys in the database, and rotating them.
+"""``authority keys list|rotate|retire``: the signing keys in the database, rotating them,
+and deleting a compromised one at once.
 
 Keys live in the store every replica shares, so these commands talk to the database
 (like ``authority migrate``), not to one server: a rotation reaches every replica
@@ -14,7 +15,7 @@ import time
 from datetime import datetime, timezone
 
 from authority.config import Settings, parse_duration
-from authority.keys import KeyStatus, check_key_protection, key_statuses, rotate_key
+from authority.keys import KeyStatus, check_key_protection, key_statuses, retire_key, rotate_key
 from authority.store import Store
 from authority.store.migrate import prepare_schema
 
@@ -24,8 +25,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     keys = commands.add_parser("keys", help="list or rotate the signing keys (talks to the database)")
     actions = keys.add_subparsers(dest="keys_command", required=True)
     for name, help_text in (("list", "every stored key and where it is in its life"),
-                            ("rotate", "store a new signing key, published now, signing after --publish-ahead")):
+                            ("rotate", "store a new signing key, published now, signing after --publish-ahead"),
+                            ("retire", "delete a key at once (a compromised key): its tokens stop validating")):
         action = actions.add_parser(name, help=help_text)
+        if name == "retire":
+            action.add_argument("kid", help="the key to delete, as `authority keys list` names it")
         action.add_argument("--database-url", help="store URL (AUTHORITY_DATABASE_URL)")
         action.add_argument("--json", action="store_true", help="print JSON instead of a table")
         if name == "rotate":
@@ -58,6 +62,10 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(f"new signing key {key.kid} ({key.algorithm.value}), published now, signs from "
                       f"{_when(key.activates_at)}")
+            return 0
+        if args.keys_command == "retire":
+            await retire_key(store, args.kid, now)
+            print(f"retired signing key {args.kid}: every replica drops it within a poll interval")
             return 0
         verify_for = settings.max_access_token_ttl + settings.leeway
         statuses = key_statuses(await store.keys(), settings.signing_algorithm, now, verify_for)

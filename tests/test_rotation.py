@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import jwt
+import pytest
 from authority_client.v1 import authority_pb2 as pb
 
-from authority.keys import KeyRecord, key_statuses, retired_keys, rotate_key
+from authority.config import Algorithm
+from authority.errors import InvalidArgument
+from authority.keys import KeyRecord, key_statuses, retire_key, retired_keys, rotate_key
 from tests.conftest import TEST_KEY_ENCRYPTION_KEY, Clock, Running, StartServer
 from tests.support.calls import new_subject, reason, sign_in
 
-AUTHORITY = str(Path(os.environ.get("VIRTUAL_ENV", ".venv")) / "bin" / "authority")
+AUTHORITY = str(Path(sys.executable).with_name("authority"))
 
 
 def _kid(token: str) -> str:
@@ -111,7 +115,7 @@ def test_key_states_follow_a_keys_life() -> None:
         KeyRecord("es", "ES256", b"", 5, 5),
     ]
 
-    states = {s.kid: (s.state, s.deletable_after) for s in key_statuses(records, _eddsa(), now, 3630)}
+    states = {s.kid: (s.state, s.deletable_after) for s in key_statuses(records, Algorithm.EDDSA, now, 3630)}
     retired = [r.kid for r in retired_keys(records, now, 3630)]
     retired_later = [r.kid for r in retired_keys(records, 9_000 + 3631, 3630)]
 
@@ -123,12 +127,6 @@ def test_key_states_follow_a_keys_life() -> None:
     }
     assert retired == []
     assert retired_later == ["old"]
-
-
-def _eddsa():  # type: ignore[no-untyped-def]
-    from authority.config import Algorithm
-
-    return Algorithm.EDDSA
 
 
 async def test_keys_rotate_and_list_from_the_command_line(database_url: str, start_server: StartServer) -> None:
@@ -145,6 +143,26 @@ async def test_keys_rotate_and_list_from_the_command_line(database_url: str, sta
     assert states[new_kid] == "published"
     assert sorted(states.values()) == ["published", "signing"]
     assert new_kid in table and "published" in table
+
+
+async def test_a_retired_key_stops_validating_its_tokens_at_once(start_server: StartServer) -> None:
+    running = await start_server(revocation_poll_interval=0.2)
+    authority = running.server.authority
+    old = await sign_in(running.stub, new_subject(), "laptop")
+    old_kid = _kid(old.access_token)
+
+    with pytest.raises(InvalidArgument, match="only active key"):
+        await retire_key(authority.store, old_kid, time.time())
+    await rotate_key(authority.store, authority.settings.signing_algorithm, time.time(), 0,
+                     authority.settings.key_encryption_key_bytes())
+    await retire_key(authority.store, old_kid, time.time())
+    await _until(lambda: _lacks(running, old_kid))
+    new = await sign_in(running.stub, new_subject(), "laptop")
+
+    assert await reason(running.stub, old.access_token) == "UNKNOWN_KEY"
+    assert await reason(running.stub, new.access_token) == "VALID"
+    with pytest.raises(InvalidArgument, match="names no stored"):
+        await retire_key(authority.store, old_kid, time.time())
 
 
 async def _run(env: dict[str, str], *args: str) -> str:
