@@ -53,10 +53,14 @@ class AccessRules:
     @classmethod
     def of(
         cls, audience: str = "token-authority", *, audiences: Mapping[str, str] | None = None,
-        public: Iterable[str] = DEFAULT_PUBLIC,
+        public: Iterable[str] = (),
     ) -> AccessRules:
-        """Rules from plain collections."""
-        return cls(audience, dict(audiences or {}), frozenset(public))
+        """Rules from plain collections; ``public`` adds to health and reflection.
+
+        (To require tokens on health and reflection too, build :class:`AccessRules`
+        directly with the ``public`` set you want.)
+        """
+        return cls(audience, dict(audiences or {}), DEFAULT_PUBLIC | frozenset(public))
 
     def is_public(self, method: str) -> bool:
         """Whether ``method`` answers without a token."""
