@@ -44,17 +44,24 @@ class _Backoff:
     def reset(self) -> None:
         self._next = self._settings.min_backoff
 
+    @property
+    def fresh(self) -> bool:
+        """Whether no retry has happened since the last reset."""
+        return self._next == self._settings.min_backoff
+
     def next(self) -> float:
         delay = self._next
         self._next = min(self._next * 2, self._settings.max_backoff)
         return delay * random.uniform(0.5, 1.0)
 
 
-def _log_stream_end(error: BaseException | None) -> None:
+def _log_stream_end(error: BaseException | None, first: bool) -> None:
+    # Loud once per outage, quiet for every retry after it.
+    level = logging.WARNING if first else logging.DEBUG
     if isinstance(error, AuthorityError):
-        log.warning("revocation stream lost (%s); reconnecting", error.code.name)
+        log.log(level, "revocation stream lost (%s); reconnecting", error.code.name)
     elif error is not None:
-        log.warning("revocation stream failed (%s); reconnecting", type(error).__name__)
+        log.log(level, "revocation stream failed (%s); reconnecting", type(error).__name__)
 
 
 class MirrorFollower:
@@ -120,7 +127,7 @@ class MirrorFollower:
                 with self._stream_lock:
                     self._stream = None
             if not self._stopping.is_set():
-                _log_stream_end(error)
+                _log_stream_end(error, backoff.fresh)
                 self._stopping.wait(backoff.next())
 
     def _watch_idle(self) -> None:
@@ -184,5 +191,5 @@ class AsyncMirrorFollower:
                 error = failure
             finally:
                 await events.aclose()
-            _log_stream_end(error)
+            _log_stream_end(error, backoff.fresh)
             await asyncio.sleep(backoff.next())
