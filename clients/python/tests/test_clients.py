@@ -182,3 +182,10 @@ async def test_the_async_client_is_the_twin_of_the_blocking_one() -> None:
                     break
             await events.aclose()
             assert kinds[0] is RevocationEventKind.SIGNING_KEYS and kinds.count(RevocationEventKind.REVOCATION) == 1
+
+
+def test_a_dns_target_balances_over_what_the_name_resolves_to(authority: InProcessAuthority) -> None:
+    port = authority.target.rpartition(":")[2]
+    with AuthorityClient(f"dns:///localhost:{port}") as client:
+        issued = client.issue_token("ivy", "laptop")
+        assert client.validate_token(issued.access_token).valid
