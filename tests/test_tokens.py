@@ -27,6 +27,7 @@ from authority.config import Algorithm, Settings
 from authority.keys import KeyRing, SigningKey, generate_key
 from authority.tokens import AccessClaims, InvalidReason, InvalidToken, TokenCodec
 from tests.conftest import StartServer
+from tests.support import forge
 from tests.support.calls import Stub, new_subject, reason, rpc_error, sign_in, validate
 
 ISSUER = "token-authority"
@@ -79,9 +80,8 @@ def _payload(without: str = "", **changes: Any) -> dict[str, Any]:
 
 
 def _sign(key: SigningKey, payload: dict[str, Any], kid: str | None = None, **headers: Any) -> str:
-    """Signed for real with ``key`` by PyJWT, under ``kid`` (ours by default)."""
-    all_headers = {"kid": kid or key.kid, "typ": "at+jwt", **headers}
-    return jwt.encode(payload, key.private_key, algorithm=key.algorithm.value, headers=all_headers)
+    """Signed for real with ``key`` by PyJWT, under ``kid`` (ours by default); ES256 low-S."""
+    return forge.sign(key, payload, kid, **headers)
 
 
 def _b64(data: bytes) -> str:
@@ -251,9 +251,7 @@ def test_structurally_broken_token_is_malformed(codec: TokenCodec, break_token: 
 def test_properly_signed_payload_that_is_not_a_json_object_is_malformed(
     codec: TokenCodec, key: SigningKey, payload: bytes
 ) -> None:
-    headers = {"kid": key.kid, "typ": "at+jwt"}
-    token = jwt.PyJWS().encode(payload, key.private_key, algorithm=key.algorithm.value, headers=headers)
-    assert _reason(codec, token) is InvalidReason.MALFORMED
+    assert _reason(codec, forge.sign_bytes(key, payload)) is InvalidReason.MALFORMED
 
 
 def test_properly_signed_token_over_8_kib_is_malformed(codec: TokenCodec) -> None:
