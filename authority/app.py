@@ -1,8 +1,12 @@
-"""One authority process, wired together: store, keys, revocation mirror, sessions, purge.
+"""One authority process, wired together: store, keys, revocation mirror and its follower,
+sessions, and the maintenance that keeps the store small.
 
 :meth:`Authority.open` prepares everything a server needs before it takes its first
 call: the schema is checked (an empty database is migrated), a signing key exists, and
-the mirror holds every live revocation.
+the mirror holds every live revocation. :meth:`Authority.start` starts the background
+work: the follower that keeps the mirror and the keys current with what other replicas
+commit, and the maintenance (purge, key retirement, scheduled rotation) that one
+replica at a time runs.
 """
 
 from __future__ import annotations
@@ -15,15 +19,19 @@ from collections.abc import Callable
 
 from authority.config import Settings
 from authority.errors import StoreUnavailable
-from authority.keys import KeyRing, load_keyring
-from authority.revocations import RevocationMirror
+from authority.keys import KeyRing, load_keyring, purge_keys, rotate_if_due
+from authority.revocations import LogFollower, RevocationMirror
 from authority.sessions import Sessions
 from authority.store import Store
 from authority.store.migrate import prepare_schema
+from authority.store.store import MAINTENANCE_LOCK
 from authority.tokens import TokenCodec
 from authority.validation import Validator
 
 log = logging.getLogger(__name__)
+
+# How long a stop waits for the background work to reach a safe point before cancelling it.
+STOP_BACKGROUND_SECONDS = 5.0
 
 
 class Authority:
@@ -37,9 +45,13 @@ class Authority:
         self.mirror = mirror
         self.codec = TokenCodec(keyring, settings.issuer, settings.leeway)
         self.sessions = Sessions(store, self.codec, mirror, settings, clock)
-        self.validator = Validator(self.codec, mirror, settings.default_audience)
-        self._clock = clock
-        self._purge_task: asyncio.Task[None] | None = None
+        self.validator = Validator(self.codec, mirror, settings.default_audience, settings.max_staleness)
+        self.follower = LogFollower(store, mirror, settings.revocation_poll_interval, self.refresh_keys)
+        # A feed heartbeats only while the follower's last reads succeeded.
+        self.heartbeat_freshness = min(settings.max_staleness, 2 * settings.revocation_poll_interval)
+        self.clock = clock
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     @classmethod
     async def open(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Authority:
@@ -51,53 +63,101 @@ class Authority:
                 log.info("created the database schema")
             keyring = await load_keyring(store, settings.signing_algorithm, clock())
             mirror = RevocationMirror()
+            started = time.monotonic()
             async for batch in store.live_revocations(clock() - settings.leeway):
-                mirror.apply(batch)
+                mirror.advance(batch)
+            mirror.confirm(started)
         except BaseException:
             await store.close()
             raise
         log.info("loaded %d live revocations", len(mirror))
         return cls(settings, store, keyring, mirror, clock)
 
+    def is_current(self) -> bool:
+        """Whether this process's view of the revocation log can vouch for a token."""
+        return self.mirror.age() <= self.settings.max_staleness
+
+    async def refresh_keys(self) -> None:
+        """Reloads the signing keys when the stored set changed (a rotation, a retirement)."""
+        if await self.store.key_ids() == self.codec.keyring.kids:
+            return
+        keyring = await load_keyring(self.store, self.settings.signing_algorithm, self.clock())
+        self.codec.use(keyring)
+        self.mirror.announce_keys()
+        log.info("signing keys changed: %d keys, signing with %s", len(keyring.kids), keyring.signing_key_at(self.clock()).kid)
+
     def start(self) -> None:
-        """Starts the background purge."""
-        if self._purge_task is None:
-            self._purge_task = asyncio.create_task(self._purge_forever(), name="purge")
+        """Starts the log follower and the periodic maintenance."""
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self.follower.run(self._stopping), name="log-follower"),
+                asyncio.create_task(self._maintain_forever(), name="maintenance"),
+            ]
 
     async def close(self) -> None:
-        """Stops the background work and closes the store."""
-        if self._purge_task is not None:
-            self._purge_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purge_task
-            self._purge_task = None
+        """Stops the background work (letting a database round trip in progress finish,
+        so no connection is left mid-transaction) and closes the store."""
+        self._stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_BACKGROUND_SECONDS)
+            for task in late:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._tasks = []
         await self.store.close()
 
     async def purge(self) -> tuple[int, int]:
-        """Drops expired revocations (store and mirror) and ended sessions, in batches.
+        """Drops expired revocations (store and mirror) and ended sessions, in short batches.
 
-        Returns how many revocations and sessions the store dropped.
+        Returns how many revocations and sessions the store dropped. The store part runs
+        on one replica at a time (an advisory lock on PostgreSQL): others skip it.
         """
-        now = self._clock()
+        now = self.clock()
         cutoff = now - self.settings.leeway
+        revocations = sessions = 0
+        try:
+            async with self.store.exclusive(MAINTENANCE_LOCK) as mine:
+                if mine:
+                    revocations, sessions = await self._maintain_store(now, cutoff)
+        finally:
+            # After the store's purge, so that the follower cannot read an entry back in.
+            self.mirror.purge(cutoff)
+        return revocations, sessions
+
+    async def _maintain_store(self, now: float, cutoff: float) -> tuple[int, int]:
+        """The maintenance only one replica runs at a time."""
         idle_cutoff = self.settings.idle_cutoff(now)
         batch = self.settings.purge_batch_size
-        self.mirror.purge(cutoff)
         revocations = sessions = 0
+        # One short transaction per batch: sign-ins never wait behind the purge for long.
         while (dropped := await self.store.purge_revocations(cutoff, batch)) > 0:
             revocations += dropped
         while (dropped := await self.store.purge_sessions(cutoff, idle_cutoff, batch)) > 0:
             sessions += dropped
+        await purge_keys(self.store, now, self.settings.max_access_token_ttl + self.settings.leeway)
+        if self.settings.key_rotation_interval:
+            await rotate_if_due(
+                self.store,
+                self.settings.signing_algorithm,
+                now,
+                self.settings.key_rotation_interval,
+                self.settings.key_publish_ahead,
+            )
         return revocations, sessions
 
-    async def _purge_forever(self) -> None:
+    async def _maintain_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.purge_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.purge_interval)
+            if self._stopping.is_set():
+                return
             try:
                 revocations, sessions = await self.purge()
                 if revocations or sessions:
                     log.info("purged %d expired revocations and %d ended sessions", revocations, sessions)
             except StoreUnavailable:
-                log.warning("purge skipped: the database is unavailable")
+                log.warning("maintenance skipped: the database is unavailable")
             except Exception:
-                log.exception("purge failed")
+                log.exception("maintenance failed")

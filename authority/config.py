@@ -57,6 +57,15 @@ class Settings:
     purge_interval: int = 60
     purge_batch_size: int = 1000
     log_level: str = "INFO"
+    # A replica whose view of the revocation log has not been confirmed for this long
+    # answers ValidateToken with UNAVAILABLE rather than vouch for a token.
+    max_staleness: float = 5.0
+    # How often each replica reads the revocation log when no notification woke it.
+    revocation_poll_interval: float = 1.0
+    # A new signing key is published this long before it signs.
+    key_publish_ahead: int = 60
+    # 0: keys rotate only with `authority keys rotate`; otherwise this often, automatically.
+    key_rotation_interval: int = 0
 
     def __post_init__(self) -> None:
         _check(self)
@@ -83,8 +92,19 @@ def parse_duration(option: str, text: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def parse_seconds(option: str, text: str) -> float:
+    """Seconds, fractions allowed, from ``250ms``, ``1.5s``, ``5`` or ``2m``."""
+    match = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", text)
+    if match is None:
+        raise ConfigError(option, f"{text!r} is not a duration such as 250ms, 5s or 2m")
+    unit = match.group(2)
+    return float(match.group(1)) * (0.001 if unit == "ms" else _UNIT_SECONDS[unit])
+
+
 def _parse(field: dataclasses.Field[Any], text: str) -> Any:
     option = field.name
+    if field.type == "float":
+        return parse_seconds(option, text)
     if field.type == "int":
         if option in _DURATIONS:
             return parse_duration(option, text)
@@ -108,7 +128,16 @@ def _parse(field: dataclasses.Field[Any], text: str) -> Any:
 
 
 _DURATIONS = frozenset(
-    {"access_token_ttl", "max_access_token_ttl", "refresh_token_ttl", "idle_timeout", "leeway", "purge_interval"}
+    {
+        "access_token_ttl",
+        "max_access_token_ttl",
+        "refresh_token_ttl",
+        "idle_timeout",
+        "leeway",
+        "purge_interval",
+        "key_publish_ahead",
+        "key_rotation_interval",
+    }
 )
 
 
@@ -152,6 +181,16 @@ def _check(s: Settings) -> None:
         # An idle-ended session must hold no access token that still validates, or
         # ending it would leave a token that nothing revokes.
         raise ConfigError("idle_timeout", "must be 0 or at least max_access_token_ttl + leeway")
+    if s.max_staleness <= 0:
+        raise ConfigError("max_staleness", "must be greater than zero")
+    if not 0 < s.revocation_poll_interval < s.max_staleness:
+        raise ConfigError("revocation_poll_interval", "must be greater than zero and less than max_staleness")
+    if s.key_publish_ahead < 0:
+        raise ConfigError("key_publish_ahead", "must not be negative")
+    if s.key_rotation_interval < 0:
+        raise ConfigError("key_rotation_interval", "must not be negative (0 disables it)")
+    if s.key_rotation_interval and s.key_rotation_interval <= s.key_publish_ahead:
+        raise ConfigError("key_rotation_interval", "must be 0 or longer than key_publish_ahead")
     if not s.issuer:
         raise ConfigError("issuer", "must not be empty")
     if not s.audiences or any(not a for a in s.audiences):

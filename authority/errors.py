@@ -9,6 +9,7 @@
     │   └── RefreshTokenReused an already-rotated refresh token: the session is revoked
     ├── TokenRejected          a token that cannot be revoked by (not this authority's)
     ├── StoreUnavailable       the database cannot be reached or did not commit
+    │   └── StaleView          the revocation view is too old to vouch for a token
     └── WatcherTooSlow         a revocation watcher fell too far behind and must resume
 
 Only :mod:`authority.status` turns these into gRPC status codes. Messages may reach
@@ -60,6 +61,13 @@ class TokenRejected(AuthorityError):
 
 class StoreUnavailable(AuthorityError):
     """The database cannot be reached, or the change did not commit."""
+
+
+class StaleView(StoreUnavailable):
+    """The revocation view has not been confirmed current for longer than max_staleness."""
+
+    def __init__(self) -> None:
+        super().__init__("the revocation list cannot be confirmed current (the database is unreachable); try again")
 
 
 class WatcherTooSlow(AuthorityError):

@@ -4,6 +4,11 @@ A key's ``kid`` is its RFC 7638 thumbprint, so the same key has the same id on e
 replica and a consumer can check that a published key is the one it names. A key
 carries its algorithm: verification takes the algorithm from the key, never from a
 token's header.
+
+Rotation publishes ahead: a new key is stored with an activation time in the future,
+so every replica and consumer learns it (it is in the JWK Set at once) before the
+first token it signs exists. The key it replaces keeps verifying until every token it
+signed has expired; then the purge deletes it.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Union
 
 from cryptography.hazmat.primitives import serialization
@@ -40,6 +45,8 @@ class SigningKey:
     algorithm: Algorithm
     private_key: PrivateKey
     created_at: float
+    # When it starts signing; until then it is only published.
+    activates_at: float
     # The half that verifies, safe to publish; derived once, as verification is the hot path.
     public_key: PublicKey = dataclasses.field(init=False)
 
@@ -79,8 +86,8 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
 
 
-def generate_key(algorithm: Algorithm, now: float) -> SigningKey:
-    """A fresh key pair for ``algorithm``."""
+def generate_key(algorithm: Algorithm, now: float, activates_at: float | None = None) -> SigningKey:
+    """A fresh key pair for ``algorithm`` that signs from ``activates_at`` (default: now)."""
     private_key: PrivateKey
     if algorithm is Algorithm.EDDSA:
         private_key = ed25519.Ed25519PrivateKey.generate()
@@ -89,33 +96,60 @@ def generate_key(algorithm: Algorithm, now: float) -> SigningKey:
     else:
         private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     kid = thumbprint(_public_jwk(private_key.public_key()))
-    return SigningKey(kid=kid, algorithm=algorithm, private_key=private_key, created_at=now)
+    return SigningKey(
+        kid=kid,
+        algorithm=algorithm,
+        private_key=private_key,
+        created_at=now,
+        activates_at=now if activates_at is None else activates_at,
+    )
 
 
-def load_key(kid: str, algorithm: str, private_pem: bytes, created_at: float) -> SigningKey:
+def load_key(record: KeyRecord) -> SigningKey:
     """A key as the store keeps it."""
-    private_key = serialization.load_pem_private_key(private_pem, password=None)
+    private_key = serialization.load_pem_private_key(record.private_key, password=None)
     if not isinstance(private_key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise ValueError(f"key {kid} is not an Ed25519, EC or RSA key")
-    return SigningKey(kid=kid, algorithm=Algorithm(algorithm), private_key=private_key, created_at=created_at)
+        raise ValueError(f"key {record.kid} is not an Ed25519, EC or RSA key")
+    return SigningKey(
+        kid=record.kid,
+        algorithm=Algorithm(record.algorithm),
+        private_key=private_key,
+        created_at=record.created_at,
+        activates_at=record.activates_at,
+    )
+
+
+def _record(key: SigningKey) -> KeyRecord:
+    return KeyRecord(key.kid, key.algorithm.value, key.private_pem(), key.created_at, key.activates_at)
 
 
 class KeyRing:
-    """The keys this process verifies with, and the one it signs with: the newest of the
-    configured algorithm."""
+    """The keys this process verifies with (every stored key, published or retiring), and
+    the one it signs with at a given time: the newest active key of the configured algorithm."""
 
     def __init__(self, keys: Iterable[SigningKey], signing_algorithm: Algorithm) -> None:
-        ordered = sorted(keys, key=lambda k: (k.created_at, k.kid))
-        signing = [key for key in ordered if key.algorithm is signing_algorithm]
-        if not signing:
+        ordered = sorted(keys, key=lambda k: (k.activates_at, k.kid))
+        self._signing = [key for key in ordered if key.algorithm is signing_algorithm]
+        if not self._signing:
             raise ValueError(f"a key ring needs a {signing_algorithm.value} key to sign with")
+        self.signing_algorithm = signing_algorithm
         self._by_kid = {key.kid: key for key in ordered}
-        self.signing_key = signing[-1]
+        self.kids = frozenset(self._by_kid)
         self.jwks_json = json.dumps({"keys": [key.public_jwk() for key in ordered]}, separators=(",", ":"))
+
+    def signing_key_at(self, now: float) -> SigningKey:
+        """The key that signs at ``now``: the newest already active (the oldest if none is)."""
+        for key in reversed(self._signing):
+            if key.activates_at <= now:
+                return key
+        return self._signing[0]
 
     def get(self, kid: str) -> SigningKey | None:
         """The key named ``kid``, or None when this authority has no such key."""
         return self._by_kid.get(kid)
+
+    def __iter__(self) -> Iterator[SigningKey]:
+        return iter(self._by_kid.values())
 
 
 async def load_keyring(store: Store, algorithm: Algorithm, now: float) -> KeyRing:
@@ -127,8 +161,60 @@ async def load_keyring(store: Store, algorithm: Algorithm, now: float) -> KeyRin
             records = await tx.keys()
             if not any(r.algorithm == algorithm.value for r in records):
                 key = generate_key(algorithm, now)
-                await tx.insert_key(KeyRecord(key.kid, key.algorithm.value, key.private_pem(), key.created_at))
+                await tx.insert_key(_record(key))
                 log.info("generated signing key %s (%s)", key.kid, key.algorithm.value)
                 records = await tx.keys()
-    keys = [load_key(r.kid, r.algorithm, r.private_key, r.created_at) for r in records]
-    return KeyRing(keys, algorithm)
+    return KeyRing([load_key(r) for r in records], algorithm)
+
+
+async def rotate_key(store: Store, algorithm: Algorithm, now: float, publish_ahead: float) -> SigningKey:
+    """Stores a new key that is published at once and signs from ``now + publish_ahead``."""
+    key = generate_key(algorithm, now, activates_at=now + publish_ahead)
+    async with store.transaction() as tx:
+        await tx.lock_keys()
+        await tx.insert_key(_record(key))
+    log.info("rotated: new signing key %s (%s) signs from %.0f", key.kid, algorithm.value, key.activates_at)
+    return key
+
+
+async def rotate_if_due(
+    store: Store, algorithm: Algorithm, now: float, interval: float, publish_ahead: float
+) -> SigningKey | None:
+    """Rotates when the newest key of ``algorithm`` will have signed for ``interval`` by the
+    time a key stored now activates; returns the new key, if any."""
+    async with store.transaction() as tx:
+        await tx.lock_keys()
+        newest = max((r.activates_at for r in await tx.keys() if r.algorithm == algorithm.value), default=None)
+        if newest is not None and newest + interval > now + publish_ahead:
+            return None
+        key = generate_key(algorithm, now, activates_at=now + publish_ahead)
+        await tx.insert_key(_record(key))
+    log.info("scheduled rotation: new signing key %s signs from %.0f", key.kid, key.activates_at)
+    return key
+
+
+def retired_keys(keys: Iterable[SigningKey], now: float, verify_for: float) -> list[SigningKey]:
+    """Keys no token can still need: replaced by a newer active key of their algorithm
+    longer than ``verify_for`` (the longest access-token lifetime plus leeway) ago."""
+    by_algorithm: dict[Algorithm, list[SigningKey]] = {}
+    for key in sorted(keys, key=lambda k: (k.activates_at, k.kid)):
+        by_algorithm.setdefault(key.algorithm, []).append(key)
+    retired = []
+    for ordered in by_algorithm.values():
+        for key, successor in zip(ordered, ordered[1:]):
+            if successor.activates_at + verify_for < now:
+                retired.append(key)
+    return retired
+
+
+async def purge_keys(store: Store, now: float, verify_for: float) -> list[str]:
+    """Deletes retired keys (see :func:`retired_keys`); returns their kids."""
+    async with store.transaction() as tx:
+        await tx.lock_keys()
+        keys = [load_key(r) for r in await tx.keys()]
+        kids = [key.kid for key in retired_keys(keys, now, verify_for)]
+        if kids:
+            await tx.delete_keys(kids)
+    for kid in kids:
+        log.info("deleted retired signing key %s", kid)
+    return kids

@@ -1,35 +1,70 @@
-"""The in-memory mirror of live revocations, and the feed that follows the revocation log.
+"""The in-memory mirror of live revocations, the follower that keeps it current with the
+revocation log, and the feed that passes the log on to consumers.
 
-Validation asks the mirror, never the database: the mirror is loaded from the log at
-start and every revocation this process commits is applied to it before the RPC that
-made it returns. Entries carry the expiry of what they revoke and are purged after it,
-so the mirror holds only revocations that can still matter.
+Validation asks the mirror, never the database. The mirror is loaded from the log at
+start; every revocation this process commits is added to it before the RPC that made it
+returns; and a :class:`LogFollower` reads the log after the mirror's position, woken by
+PostgreSQL notifications, by this process's own commits, and by a poll that also works
+where notifications are lost. Entries carry the expiry of what they revoke and are
+purged after it, so the mirror holds only revocations that can still matter.
+
+The mirror also knows when it was last confirmed complete (the start of the last read
+of the log that succeeded): a view older than ``max_staleness`` cannot vouch for a
+token, and validation refuses rather than answer on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
-from authority.errors import WatcherTooSlow
+from authority.errors import StoreUnavailable, WatcherTooSlow
 from authority.store import Revocation, Store
+from authority.store.store import KEYS_CHANNEL, REVOCATIONS_CHANNEL
+
+log = logging.getLogger(__name__)
 
 # A watcher this far behind is cut off; it resumes from its last sequence.
 WATCHER_QUEUE_SIZE = 10_000
-_BACKLOG_PAGE = 1_000
-_DEDUPE_WINDOW = 10_000
+_PAGE = 1_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CaughtUp:
+    """Every entry up to ``sequence`` has been sent: the backlog is over."""
+
+    sequence: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Nothing new; the receiver is still complete up to ``sequence``."""
+
+    sequence: int
+
+
+class KeysChanged:
+    """The signing keys changed; send the new set."""
+
+
+KEYS_CHANGED = KeysChanged()
+FeedEvent = Revocation | CaughtUp | Heartbeat | KeysChanged
 
 
 class _Watcher:
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Revocation] = asyncio.Queue(WATCHER_QUEUE_SIZE)
+        self.queue: asyncio.Queue[Revocation | KeysChanged] = asyncio.Queue(WATCHER_QUEUE_SIZE)
         # Only ever set while the queue is full, so a reader never waits on it.
         self.overflowed = False
 
-    def offer(self, entry: Revocation) -> None:
+    def offer(self, item: Revocation | KeysChanged) -> None:
         try:
-            self.queue.put_nowait(entry)
+            self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.overflowed = True
 
@@ -41,9 +76,15 @@ class RevocationMirror:
     rejects every token it ever issued, so sessions are all the mirror has to hold.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._sessions: dict[str, float] = {}
         self._watchers: set[_Watcher] = set()
+        self._monotonic = monotonic
+        # The log position up to which every entry has been applied and passed on.
+        self.sequence = 0
+        self._confirmed_at = -math.inf
+        # Set when the log is known to have moved past ``sequence``: the follower reads it.
+        self.log_moved = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -52,12 +93,37 @@ class RevocationMirror:
         """Whether the session that issued a token has been revoked."""
         return session_id in self._sessions
 
-    def apply(self, entries: Iterable[Revocation]) -> None:
-        """Adds committed log entries and passes them on to every watcher."""
+    def add(self, entries: Iterable[Revocation]) -> None:
+        """Adds entries this process just committed, so its next answer already knows them.
+
+        They reach watchers when the follower reads them from the log, in log order.
+        """
         for entry in entries:
             self._sessions[entry.session_id] = entry.expires_at
+        self.log_moved.set()
+
+    def advance(self, entries: Iterable[Revocation]) -> None:
+        """Applies log entries read in order after :attr:`sequence` and passes them on."""
+        for entry in entries:
+            if entry.sequence <= self.sequence:
+                continue
+            self._sessions[entry.session_id] = entry.expires_at
+            self.sequence = entry.sequence
             for watcher in self._watchers:
                 watcher.offer(entry)
+
+    def confirm(self, at: float) -> None:
+        """Records that the mirror was complete as of ``at`` (a monotonic time)."""
+        self._confirmed_at = max(self._confirmed_at, at)
+
+    def age(self) -> float:
+        """Seconds since the mirror was last confirmed complete."""
+        return self._monotonic() - self._confirmed_at
+
+    def announce_keys(self) -> None:
+        """Tells every watcher that the signing keys changed."""
+        for watcher in self._watchers:
+            watcher.offer(KEYS_CHANGED)
 
     def purge(self, expired_before: float) -> int:
         """Drops entries whose revoked tokens all expired before ``expired_before``."""
@@ -75,29 +141,147 @@ class RevocationMirror:
         finally:
             self._watchers.discard(watcher)
 
-    async def follow(self, store: Store, after_sequence: int) -> AsyncIterator[Revocation]:
-        """Every log entry after ``after_sequence`` still in the store, then each new one.
+    async def follow(
+        self, store: Store, after_sequence: int, heartbeat_interval: float, fresh_within: float
+    ) -> AsyncIterator[FeedEvent]:
+        """The feed of one consumer: every log entry after ``after_sequence`` still in the
+        store, :class:`CaughtUp`, then new entries and key changes as they happen, with a
+        :class:`Heartbeat` after ``heartbeat_interval`` of silence, but only while the
+        mirror was confirmed within ``fresh_within`` seconds.
 
-        Raises :class:`WatcherTooSlow` when the caller falls too far behind.
+        Raises :class:`WatcherTooSlow` when the consumer falls too far behind.
         """
+        # Registered before the backlog is read: an entry the follower passes on from now
+        # is queued, and every earlier one is committed and so in the backlog.
         with self._watch() as watcher:
-            recent: dict[int, None] = {}  # insertion-ordered set of backlog sequences
-            last = after_sequence
+            position = after_sequence
             while True:
-                page = await store.revocations_after(last, _BACKLOG_PAGE)
+                page = await store.revocations_after(position, _PAGE)
                 for entry in page:
-                    recent[entry.sequence] = None
-                    if len(recent) > _DEDUPE_WINDOW:
-                        del recent[next(iter(recent))]
                     yield entry
-                if len(page) < _BACKLOG_PAGE:
+                if page:
+                    position = page[-1].sequence
+                if len(page) < _PAGE:
                     break
-                last = page[-1].sequence
+            # The store is read as a prefix of the log (entries become visible in
+            # sequence order), so everything up to here has been sent.
+            yield CaughtUp(position)
             while True:
                 if watcher.overflowed:
                     raise WatcherTooSlow()
-                entry = await watcher.queue.get()
-                if entry.sequence in recent or entry.sequence <= after_sequence:
+                try:
+                    item = await asyncio.wait_for(watcher.queue.get(), heartbeat_interval)
+                except TimeoutError:
+                    if self.age() <= fresh_within:
+                        # The queue is empty: every entry the follower passed on was sent.
+                        position = max(position, self.sequence)
+                        yield Heartbeat(position)
                     continue
-                yield entry
+                if isinstance(item, KeysChanged):
+                    yield item
+                elif item.sequence > position:
+                    position = item.sequence
+                    yield item
 
+
+class LogFollower:
+    """Keeps a mirror current with the store's revocation log, and notices key changes.
+
+    Woken by PostgreSQL notifications (a listening connection kept open, reconnected
+    when lost), by this process's own commits (:attr:`RevocationMirror.log_moved`), and
+    every ``poll_interval`` in any case. Each read starts after the mirror's position, so after an outage the
+    follower resynchronises from where it stopped and misses nothing.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        mirror: RevocationMirror,
+        poll_interval: float,
+        keys_changed: Callable[[], Awaitable[None]],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._mirror = mirror
+        self._poll_interval = poll_interval
+        self._keys_changed = keys_changed
+        self._monotonic = monotonic
+        self._check_keys = True
+        self._keys_checked_at = -math.inf
+        self._listener: asyncio.Task[None] | None = None
+        self._down_since: float | None = None
+
+    def _notified(self, channel: str) -> None:
+        if channel == KEYS_CHANNEL:
+            self._check_keys = True
+        self._mirror.log_moved.set()
+
+    async def catch_up(self) -> None:
+        """Reads every new log entry into the mirror, then confirms it complete."""
+        started = self._monotonic()
+        while True:
+            page = await self._store.revocations_after(self._mirror.sequence, _PAGE)
+            self._mirror.advance(page)
+            if len(page) < _PAGE:
+                break
+        if self._check_keys or started - self._keys_checked_at >= self._poll_interval:
+            self._check_keys = False
+            await self._keys_changed()
+            self._keys_checked_at = started
+        self._mirror.confirm(started)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Follows the log until ``stopping`` is set (between reads, never in the middle of one)."""
+        try:
+            while not stopping.is_set():
+                if self._listener is None or self._listener.done():
+                    self._listener = asyncio.create_task(self._listen(), name="revocation-listener")
+                try:
+                    await self.catch_up()
+                    self._recovered()
+                except StoreUnavailable:
+                    self._failed()
+                await _first_of(self._mirror.log_moved, stopping, timeout=self._poll_interval)
+                self._mirror.log_moved.clear()
+        finally:
+            if self._listener is not None:
+                self._listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._listener
+
+    async def _listen(self) -> None:
+        # One listening connection; when it is lost, the poll carries on alone until
+        # run() starts a new listener after the next read that succeeds or fails.
+        with contextlib.suppress(StoreUnavailable):
+            async with self._store.notifications([REVOCATIONS_CHANNEL, KEYS_CHANNEL], self._notified) as lost:
+                # Whatever committed while nobody listened is read now.
+                self._notified(KEYS_CHANNEL)
+                await lost.wait()
+        await asyncio.sleep(self._poll_interval)
+
+    def _failed(self) -> None:
+        if self._down_since is None:
+            self._down_since = self._monotonic()
+            log.warning("cannot read the revocation log: the database is unavailable")
+        if self._listener is not None and not self._listener.done():
+            # A connection cut without a reset can hang unnoticed: start over once back.
+            self._listener.cancel()
+
+    def _recovered(self) -> None:
+        if self._down_since is not None:
+            log.info(
+                "revocation log readable again after %.1f s; caught up to sequence %d",
+                self._monotonic() - self._down_since,
+                self._mirror.sequence,
+            )
+            self._down_since = None
+
+
+async def _first_of(*events: asyncio.Event, timeout: float) -> None:
+    """Waits until one of ``events`` is set, or ``timeout`` seconds."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

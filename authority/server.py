@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = authority_pb2.DESCRIPTOR.services_by_name["TokenAuthority"].full_name
 # In-flight calls get this long to finish on a graceful stop.
 STOP_GRACE_SECONDS = 5.0
+# How often the health status is brought in line with the revocation view's freshness.
+HEALTH_CHECK_INTERVAL = 0.2
 
 
 @dataclasses.dataclass
@@ -40,12 +42,33 @@ class AuthorityServer:
     port: int
     authority: Authority
     health: health.aio.HealthServicer
+    health_reporter: asyncio.Task[None]
 
     async def stop(self, grace: float | None = STOP_GRACE_SECONDS) -> None:
         """Reports NOT_SERVING, lets in-flight calls finish within ``grace``, then closes."""
+        self.health_reporter.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.authority.close()
+
+
+async def _report_health(authority: Authority, servicer: health.aio.HealthServicer) -> None:
+    """SERVING while the revocation view is current, NOT_SERVING while it is stale, so a
+    load balancer sends validations elsewhere; logged on every change."""
+    serving = True
+    while True:
+        await asyncio.sleep(HEALTH_CHECK_INTERVAL)
+        current = authority.is_current()
+        if current == serving:
+            continue
+        serving = current
+        status = health_pb2.HealthCheckResponse.SERVING if current else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await servicer.set(service, status)
+        if current:
+            log.info("revocation view current again: serving")
+        else:
+            log.warning("revocation view stale for over %.1f s: not serving", authority.settings.max_staleness)
 
 
 async def create_server(settings: Settings, clock: Callable[[], float] = time.time) -> AuthorityServer:
@@ -76,7 +99,8 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
         await server.stop(None)
         await authority.close()
         raise
-    return AuthorityServer(server, port, authority, health_servicer)
+    reporter = asyncio.create_task(_report_health(authority, health_servicer), name="health")
+    return AuthorityServer(server, port, authority, health_servicer, reporter)
 
 
 async def serve(settings: Settings) -> None:

@@ -14,7 +14,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from authority.app import Authority
 from authority.config import Policy
 from authority.errors import InvalidArgument
+from authority.revocations import CaughtUp, Heartbeat
 from authority.sessions import SignIn
+from authority.store import Revocation
 from authority.status import streaming, unary
 from authority.tokens import AccessClaims, InvalidToken
 
@@ -25,6 +27,22 @@ _POLICIES = {
     pb.SESSION_POLICY_REPLACE: Policy.REPLACE,
     pb.SESSION_POLICY_REJECT: Policy.REJECT,
 }
+
+
+# WatchRevocations heartbeats: the default, and the bounds a request is clamped to.
+HEARTBEAT_INTERVAL = 1.0
+MIN_HEARTBEAT_INTERVAL = 0.1
+MAX_HEARTBEAT_INTERVAL = 30.0
+
+
+def _heartbeat_interval(request: pb.WatchRevocationsRequest) -> float:
+    if not request.HasField("heartbeat_interval"):
+        return HEARTBEAT_INTERVAL
+    asked = request.heartbeat_interval
+    if asked.seconds < 0 or not 0 <= asked.nanos < 1_000_000_000:
+        raise InvalidArgument("heartbeat_interval", "must be a positive duration")
+    seconds = asked.seconds + asked.nanos / 1e9
+    return min(max(seconds, MIN_HEARTBEAT_INTERVAL), MAX_HEARTBEAT_INTERVAL)
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -84,6 +102,7 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
         self._authority = authority
         self._sessions = authority.sessions
         self._validator = authority.validator
+        self._clock = authority.clock
 
     @unary
     async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
@@ -150,10 +169,35 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
     async def WatchRevocations(
         self, request: pb.WatchRevocationsRequest, context: Context
     ) -> AsyncIterator[pb.RevocationEvent]:
-        async for entry in self._authority.mirror.follow(self._authority.store, request.after_sequence):
-            yield pb.RevocationEvent(
-                sequence=entry.sequence,
-                token_id=entry.token_id or "",
-                session_id=entry.session_id,
-                expires_at=_timestamp(entry.expires_at),
-            )
+        authority = self._authority
+        heartbeat_interval = _heartbeat_interval(request)
+        yield self._signing_keys_event()
+        feed = authority.mirror.follow(
+            authority.store, request.after_sequence, heartbeat_interval, authority.heartbeat_freshness
+        )
+        async for event in feed:
+            if isinstance(event, Revocation):
+                yield pb.RevocationEvent(
+                    kind=pb.REVOCATION_EVENT_KIND_REVOCATION,
+                    sequence=event.sequence,
+                    token_id=event.token_id or "",
+                    session_id=event.session_id,
+                    expires_at=_timestamp(event.expires_at),
+                    sent_at=_timestamp(self._clock()),
+                )
+            elif isinstance(event, CaughtUp):
+                yield self._position_event(pb.REVOCATION_EVENT_KIND_CAUGHT_UP, event.sequence)
+            elif isinstance(event, Heartbeat):
+                yield self._position_event(pb.REVOCATION_EVENT_KIND_HEARTBEAT, event.sequence)
+            else:
+                yield self._signing_keys_event()
+
+    def _signing_keys_event(self) -> pb.RevocationEvent:
+        return pb.RevocationEvent(
+            kind=pb.REVOCATION_EVENT_KIND_SIGNING_KEYS,
+            jwks_json=self._authority.codec.keyring.jwks_json,
+            sent_at=_timestamp(self._clock()),
+        )
+
+    def _position_event(self, kind: pb.RevocationEventKind, sequence: int) -> pb.RevocationEvent:
+        return pb.RevocationEvent(kind=kind, sequence=sequence, sent_at=_timestamp(self._clock()))

@@ -167,7 +167,7 @@ class Sessions:
             signed_in = self._tokens(session, refresh_token, now)
             ended = [s for s in live if s.device_id == device_id] + others[: max(excess, 0)]
             entries = await tx.revoke(ended, now, "replaced by a new sign-in")
-        self._mirror.apply(entries)
+        self._mirror.add(entries)
         return dataclasses.replace(signed_in, replaced_session_ids=tuple(entry.session_id for entry in entries))
 
     def _access_ttl(self, ttl: float | None) -> int:
@@ -259,7 +259,7 @@ class Sessions:
                 signed_in = self._tokens(session, new_token, now)
                 await tx.touch_session(session.session_id, now, max(session.access_expires_at, signed_in.expires_at))
         if reused is not None:
-            self._mirror.apply(reused)
+            self._mirror.add(reused)
             raise RefreshTokenReused("the refresh token was already used; the session has been revoked")
         return signed_in
 
@@ -302,7 +302,7 @@ class Sessions:
                 live = await tx.live_sessions(subject, now, self._settings.idle_cutoff(now))
                 ended = [s for s in live if session_id is None or s.session_id == session_id]
                 entries = await tx.revoke(ended, now, reason, token_id)
-            self._mirror.apply(entries)
+            self._mirror.add(entries)
             return len(entries)
 
         return await _to_the_end(work())

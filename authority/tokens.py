@@ -64,9 +64,13 @@ class TokenCodec:
         self._verifier.keys = _published(keyring)
         self._keyring = keyring
 
+    def use(self, keyring: KeyRing) -> None:
+        """Signs and verifies with ``keyring`` from now on (after a rotation)."""
+        self.keyring = keyring
+
     def sign(self, claims: AccessClaims) -> str:
         """The compact JWT for ``claims``, signed with the current signing key."""
-        key = self.keyring.signing_key
+        key = self.keyring.signing_key_at(claims.issued_at)
         payload = {
             **claims.extra,
             "iss": claims.issuer,

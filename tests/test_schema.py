@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +12,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from authority.errors import SchemaError
 from authority.store.migrate import migrate
 from tests.conftest import StartServer
+
+HEAD = "0002"
 
 
 async def _revision(url: str) -> str:
@@ -25,7 +28,7 @@ async def _revision(url: str) -> str:
 async def test_migrate_creates_the_schema_once_and_then_does_nothing(database_url: str) -> None:
     assert await migrate(database_url) == "empty"
     assert await migrate(database_url) is None
-    assert await _revision(database_url) == "0001"
+    assert await _revision(database_url) == HEAD
 
 
 async def test_migrations_started_together_apply_once(database_url: str) -> None:
@@ -33,13 +36,13 @@ async def test_migrations_started_together_apply_once(database_url: str) -> None
 
     assert results.count("empty") == 1
     assert results.count(None) == 2
-    assert await _revision(database_url) == "0001"
+    assert await _revision(database_url) == HEAD
 
 
 async def test_serve_creates_the_schema_on_an_empty_database(start_server: StartServer, database_url: str) -> None:
     await start_server()
 
-    assert await _revision(database_url) == "0001"
+    assert await _revision(database_url) == HEAD
 
 
 async def test_serve_refuses_a_schema_newer_than_it_knows(start_server: StartServer, database_url: str) -> None:
@@ -51,3 +54,31 @@ async def test_serve_refuses_a_schema_newer_than_it_knows(start_server: StartSer
 
     with pytest.raises(SchemaError, match="newer than this authority knows"):
         await start_server()
+
+
+async def test_an_older_schema_is_refused_until_migrated_and_keeps_its_keys(
+    start_server: StartServer, database_url: str
+) -> None:
+    first = await start_server()
+    kid = first.server.authority.codec.keyring.signing_key_at(time.time()).kid
+    await first.server.stop(None)
+    engine = create_async_engine(database_url)
+    async with engine.begin() as conn:  # back to how revision 0001 left the table
+        await conn.run_sync(lambda sync: _downgrade_to_0001(sync))
+    await engine.dispose()
+
+    with pytest.raises(SchemaError, match="run `authority migrate` first"):
+        await start_server()
+    assert await migrate(database_url) == "0001"
+    second = await start_server()
+
+    assert second.server.authority.codec.keyring.signing_key_at(time.time()).kid == kid
+    assert await _revision(database_url) == HEAD
+
+
+def _downgrade_to_0001(connection: sa.Connection) -> None:
+    from alembic import command
+
+    from authority.store.migrate import _config
+
+    command.downgrade(_config(connection), "0001")

@@ -1,34 +1,74 @@
-"""WatchRevocations: the revocation log after a sequence, then new entries as they happen."""
+"""WatchRevocations: the signing keys, the log after a sequence, a CAUGHT_UP marker, then
+new entries, key changes and heartbeats as they happen."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from typing import Any
 
 import grpc
 import jwt
 import pytest
 from authority_client.v1 import authority_pb2 as pb
+from google.protobuf.duration_pb2 import Duration
 
 from authority import revocations
 from authority.errors import WatcherTooSlow
+from authority.keys import rotate_key
 from authority.status import status_of
 from authority.store import Revocation
-from tests.conftest import Running
-from tests.support.calls import Stub, new_subject, sign_in
+from tests.conftest import Running, StartServer
+from tests.support.calls import Stub, new_subject, rpc_error, sign_in
+
+REVOCATION = pb.REVOCATION_EVENT_KIND_REVOCATION
+CAUGHT_UP = pb.REVOCATION_EVENT_KIND_CAUGHT_UP
+HEARTBEAT = pb.REVOCATION_EVENT_KIND_HEARTBEAT
+SIGNING_KEYS = pb.REVOCATION_EVENT_KIND_SIGNING_KEYS
 
 
-async def _next(stream: object) -> pb.RevocationEvent:
-    return await asyncio.wait_for(stream.read(), timeout=5)  # type: ignore[attr-defined, no-any-return]
+async def _next(stream: Any, kind: int = REVOCATION, timeout: float = 5) -> pb.RevocationEvent:
+    """The next event of ``kind``, skipping heartbeats and the opening key set."""
+    while True:
+        event: pb.RevocationEvent = await asyncio.wait_for(stream.read(), timeout=timeout)
+        if event.kind == kind:
+            return event
+        assert event.kind in (HEARTBEAT, SIGNING_KEYS, CAUGHT_UP), event
+
+
+def _watch(stub: Stub, after: int = 0, heartbeat: float | None = None) -> Any:
+    request = pb.WatchRevocationsRequest(after_sequence=after)
+    if heartbeat is not None:
+        request.heartbeat_interval.CopyFrom(Duration(nanos=int(heartbeat * 1e9)))
+    return stub.WatchRevocations(request)
+
+
+async def test_stream_opens_with_the_signing_keys_then_the_backlog_then_caught_up(stub: Stub) -> None:
+    subject = new_subject()
+    laptop = await sign_in(stub, subject, "laptop")
+    await sign_in(stub, subject, "phone")
+    jwks = (await stub.GetSigningKeys(pb.GetSigningKeysRequest())).jwks_json
+    stream = _watch(stub)
+
+    first = await asyncio.wait_for(stream.read(), 5)
+    replayed = await asyncio.wait_for(stream.read(), 5)
+    caught_up = await asyncio.wait_for(stream.read(), 5)
+    stream.cancel()
+
+    assert first.kind == SIGNING_KEYS and json.loads(first.jwks_json) == json.loads(jwks)
+    assert replayed.kind == REVOCATION and replayed.session_id == laptop.session_id
+    assert caught_up.kind == CAUGHT_UP and caught_up.sequence == replayed.sequence
 
 
 async def test_stream_replays_the_log_then_follows_new_revocations(stub: Stub) -> None:
     subject = new_subject()
     laptop = await sign_in(stub, subject, "laptop")
     phone = await sign_in(stub, subject, "phone")
-    stream = stub.WatchRevocations(pb.WatchRevocationsRequest(after_sequence=0))
+    stream = _watch(stub)
 
     replayed = await _next(stream)
+    await _next(stream, CAUGHT_UP)
     await sign_in(stub, subject, "tablet")
     followed = await _next(stream)
     stream.cancel()
@@ -44,11 +84,11 @@ async def test_stream_starts_after_the_given_sequence(stub: Stub) -> None:
     await sign_in(stub, subject, "laptop")
     phone = await sign_in(stub, subject, "phone")
     tablet = await sign_in(stub, subject, "tablet")
-    first = stub.WatchRevocations(pb.WatchRevocationsRequest())
+    first = _watch(stub)
     seen = await _next(first)
     first.cancel()
 
-    resumed = stub.WatchRevocations(pb.WatchRevocationsRequest(after_sequence=seen.sequence))
+    resumed = _watch(stub, after=seen.sequence)
     event = await _next(resumed)
     resumed.cancel()
 
@@ -57,9 +97,53 @@ async def test_stream_starts_after_the_given_sequence(stub: Stub) -> None:
     assert tablet.session_id not in (seen.session_id, event.session_id)
 
 
+async def test_heartbeats_carry_the_position_to_resume_from(stub: Stub) -> None:
+    subject = new_subject()
+    await sign_in(stub, subject, "laptop")
+    await sign_in(stub, subject, "phone")
+    stream = _watch(stub, heartbeat=0.1)
+    last = await _next(stream)
+    started = time.monotonic()
+
+    heartbeat = await _next(stream, HEARTBEAT, timeout=2)
+    elapsed = time.monotonic() - started
+    stream.cancel()
+
+    assert heartbeat.sequence == last.sequence
+    assert heartbeat.sent_at.seconds > 0
+    assert elapsed < 1.5  # asked for every 100 ms; loose, the machine is shared
+
+
+async def test_a_rotation_is_announced_on_the_stream_before_the_new_key_signs(start_server: StartServer) -> None:
+    running = await start_server(key_publish_ahead=3600)
+    stream = _watch(running.stub)
+    opening = await _next(stream, SIGNING_KEYS)
+
+    new_key = await rotate_key(running.server.authority.store, running.server.authority.settings.signing_algorithm,
+                               time.time(), publish_ahead=3600)
+    announced = await _next(stream, SIGNING_KEYS)
+    stream.cancel()
+    signed_in = await sign_in(running.stub, new_subject(), "laptop")
+
+    assert new_key.kid not in opening.jwks_json
+    assert new_key.kid in {key["kid"] for key in json.loads(announced.jwks_json)["keys"]}
+    assert jwt.get_unverified_header(signed_in.access_token)["kid"] != new_key.kid
+
+
+async def test_an_invalid_heartbeat_interval_is_invalid_argument(stub: Stub) -> None:
+    request = pb.WatchRevocationsRequest(heartbeat_interval=Duration(seconds=-1))
+    stream = stub.WatchRevocations(request)
+
+    error = await rpc_error(stream.read())
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "heartbeat_interval" in (error.details() or "")
+
+
 async def test_logout_event_names_the_token_and_its_session(stub: Stub) -> None:
     signed_in = await sign_in(stub, new_subject(), "laptop")
-    stream = stub.WatchRevocations(pb.WatchRevocationsRequest())
+    stream = _watch(stub)
+    await _next(stream, CAUGHT_UP)
 
     await stub.RevokeToken(pb.RevokeTokenRequest(token=signed_in.access_token))
     event = await _next(stream)
@@ -71,17 +155,21 @@ async def test_logout_event_names_the_token_and_its_session(stub: Stub) -> None:
     assert validated.reason == pb.INVALID_REASON_REVOKED
 
 
-async def test_every_revocation_reaches_every_watcher_once(stub: Stub) -> None:
-    watchers = [stub.WatchRevocations(pb.WatchRevocationsRequest()) for _ in range(3)]
+async def test_every_revocation_reaches_every_watcher_once_in_order(stub: Stub) -> None:
+    watchers = [_watch(stub) for _ in range(3)]
+    for watcher in watchers:
+        await _next(watcher, CAUGHT_UP)
     subject = new_subject()
     issued = [await sign_in(stub, subject, f"device-{n}") for n in range(6)]
 
-    received = [[(await _next(w)).session_id for _ in range(5)] for w in watchers]
+    received = [[await _next(w) for _ in range(5)] for w in watchers]
     for watcher in watchers:
         watcher.cancel()
 
     expected = [signed_in.session_id for signed_in in issued[:5]]
-    assert received == [expected] * 3
+    assert [[event.session_id for event in events] for events in received] == [expected] * 3
+    for events in received:
+        assert [e.sequence for e in events] == sorted({e.sequence for e in events})
 
 
 async def test_a_watcher_that_falls_too_far_behind_is_told_to_resume(
@@ -89,13 +177,15 @@ async def test_a_watcher_that_falls_too_far_behind_is_told_to_resume(
 ) -> None:
     monkeypatch.setattr(revocations, "WATCHER_QUEUE_SIZE", 3)
     mirror, store = authority.server.authority.mirror, authority.server.authority.store
-    feed = mirror.follow(store, 0)
+    base = mirror.sequence
+    feed = mirror.follow(store, base, heartbeat_interval=30, fresh_within=30)
+    assert isinstance(await anext(feed), revocations.CaughtUp)
     first = asyncio.create_task(anext(feed))  # reaches the live phase and waits there
     await asyncio.sleep(0.1)
-    mirror.apply([Revocation(1, "s-1", None, time.time() + 60)])
-    assert (await first).sequence == 1
+    mirror.advance([Revocation(base + 1, "s-1", None, time.time() + 60)])
+    assert (await first).sequence == base + 1  # type: ignore[union-attr]
 
-    mirror.apply([Revocation(n, f"s-{n}", None, time.time() + 60) for n in range(2, 7)])
+    mirror.advance([Revocation(base + n, f"s-{n}", None, time.time() + 60) for n in range(2, 7)])
 
     with pytest.raises(WatcherTooSlow):
         for _ in range(6):

@@ -40,6 +40,7 @@ class KeyRecord:
     algorithm: str
     private_key: bytes
     created_at: float
+    activates_at: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,6 +17,9 @@ signing_keys = sa.Table(
     sa.Column("algorithm", sa.String(16), nullable=False),
     sa.Column("private_key", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
+    # From then on the key signs; until then it is only published, so that every
+    # replica and consumer knows it before the first token it signs arrives.
+    sa.Column("activates_at", sa.Double, nullable=False),
 )
 
 sessions = sa.Table(
@@ -39,6 +42,7 @@ sessions = sa.Table(
     sa.Column("revoked_at", sa.Double, nullable=True),
     sa.Index("ix_sessions_subject", "subject"),
     sa.Index("ix_sessions_expires_at", "expires_at"),
+    sa.Index("ix_sessions_access_expires_at", "access_expires_at"),
 )
 
 refresh_tokens = sa.Table(

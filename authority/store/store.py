@@ -12,8 +12,10 @@ SQLite admits one writer at a time.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,9 +34,14 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     exc.TimeoutError,
     OSError,
 )
+_READ_ONLY = "authority_read_only"
 _KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
 _LOG_LOCK = 0x61757468_6C6F6773  # "auth" "logs"
 MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
+MAINTENANCE_LOCK = 0x61757468_6D61696E  # "auth" "main"
+# PostgreSQL NOTIFY channels: a revocation committed, the signing keys changed.
+REVOCATIONS_CHANNEL = "authority_revocations"
+KEYS_CHANNEL = "authority_keys"
 
 
 def subject_lock_id(subject: str) -> int:
@@ -76,8 +83,12 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     # IMMEDIATE takes the write lock at once, so a read-then-write transaction can
-    # never be overtaken by another writer between its read and its write.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # never be overtaken by another writer between its read and its write. Reads
+    # begin deferred: in WAL mode they neither wait for writers nor hold them up.
+    if connection.get_execution_options().get(_READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _session(row: Any) -> SessionRecord:
@@ -112,11 +123,17 @@ class Store:
         await self.engine.dispose()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        """One unit of work: commits when the block ends, rolls back if it raises."""
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Tx]:
+        """One unit of work: commits when the block ends, rolls back if it raises.
+
+        ``read_only`` transactions take no write lock on SQLite.
+        """
         try:
-            async with self.engine.begin() as conn:
-                yield Tx(conn, self.is_postgres)
+            async with self.engine.connect() as conn:
+                if read_only:
+                    await conn.execution_options(**{_READ_ONLY: True})
+                async with conn.begin():
+                    yield Tx(conn, self.is_postgres)
         except _UNAVAILABLE as error:
             raise StoreUnavailable("the database is unavailable") from error
         except exc.DBAPIError as error:
@@ -126,19 +143,87 @@ class Store:
 
     async def keys(self) -> list[KeyRecord]:
         """Every stored signing key."""
-        async with self.transaction() as tx:
+        async with self.transaction(read_only=True) as tx:
             return await tx.keys()
+
+    async def key_ids(self) -> frozenset[str]:
+        """The kids of the stored signing keys: a cheap way to notice a rotation."""
+        async with self.transaction(read_only=True) as tx:
+            return frozenset((await tx.conn.execute(sa.select(signing_keys.c.kid))).scalars())
+
+    @asynccontextmanager
+    async def notifications(
+        self, channels: Sequence[str], notified: Callable[[str], None]
+    ) -> AsyncIterator[asyncio.Event]:
+        """Calls ``notified(channel)`` whenever a transaction that notified ``channel`` commits.
+
+        Yields an event that is set when the listening connection is lost. PostgreSQL
+        only: on SQLite nothing is ever notified, and the event is never set.
+        """
+        lost = asyncio.Event()
+        if not self.is_postgres:
+            yield lost
+            return
+
+        def on_notification(_connection: object, _pid: int, channel: str, _payload: str) -> None:
+            notified(channel)
+
+        def on_lost(*_: object) -> None:
+            lost.set()
+
+        try:
+            async with self.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver: Any = raw.driver_connection
+                driver.add_termination_listener(on_lost)
+                for channel in channels:
+                    await driver.add_listener(channel, on_notification)
+                try:
+                    yield lost
+                finally:
+                    driver.remove_termination_listener(on_lost)
+                    # Closed, never returned to the pool still listening (or hung on a cut link).
+                    await conn.invalidate()
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("the database is unavailable") from error
+        except exc.DBAPIError as error:
+            raise StoreUnavailable("the database connection was lost") from error
+
+    @asynccontextmanager
+    async def exclusive(self, lock_id: int) -> AsyncIterator[bool]:
+        """Yields whether this process holds ``lock_id`` across all replicas for the block
+        (PostgreSQL session-level advisory lock, not waited for); always True on SQLite."""
+        if not self.is_postgres:
+            yield True
+            return
+        try:
+            async with self.engine.connect() as conn:
+                held = bool((await conn.execute(sa.select(sa.func.pg_try_advisory_lock(lock_id)))).scalar_one())
+                await conn.commit()
+                try:
+                    yield held
+                finally:
+                    if held:
+                        with contextlib.suppress(*_UNAVAILABLE, exc.DBAPIError):
+                            await conn.execute(sa.select(sa.func.pg_advisory_unlock(lock_id)))
+                            await conn.commit()
+        except _UNAVAILABLE as error:
+            raise StoreUnavailable("the database is unavailable") from error
+        except exc.DBAPIError as error:
+            if error.connection_invalidated:
+                raise StoreUnavailable("the database connection was lost") from error
+            raise
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""
-        async with self.transaction() as tx:
+        async with self.transaction(read_only=True) as tx:
             return await tx.live_sessions(subject, now, idle_cutoff)
 
     async def live_revocations(self, expires_after: float, batch_size: int = 10_000) -> AsyncIterator[list[Revocation]]:
         """Every revocation that has not expired, in batches in log order."""
         after = 0
         while True:
-            async with self.transaction() as tx:
+            async with self.transaction(read_only=True) as tx:
                 query = (
                     sa.select(revocations)
                     .where(revocations.c.sequence > after, revocations.c.expires_at > expires_after)
@@ -152,8 +237,15 @@ class Store:
             after = batch[-1].sequence
 
     async def revocations_after(self, sequence: int, limit: int) -> list[Revocation]:
-        """Up to ``limit`` log entries after ``sequence``, in order."""
-        async with self.transaction() as tx:
+        """Up to ``limit`` log entries after ``sequence``, in order.
+
+        Runs to the end even when the caller is cancelled (a consumer hanging up, a
+        server stopping): a query cut off midway can leave a connection unusable.
+        """
+        return await asyncio.shield(self._revocations_after(sequence, limit))
+
+    async def _revocations_after(self, sequence: int, limit: int) -> list[Revocation]:
+        async with self.transaction(read_only=True) as tx:
             query = (
                 sa.select(revocations)
                 .where(revocations.c.sequence > sequence)
@@ -217,15 +309,30 @@ class Tx:
     async def keys(self) -> list[KeyRecord]:
         """Every stored signing key."""
         rows = await self.conn.execute(sa.select(signing_keys))
-        return [KeyRecord(r.kid, r.algorithm, r.private_key, r.created_at) for r in rows]
+        return [KeyRecord(r.kid, r.algorithm, r.private_key, r.created_at, r.activates_at) for r in rows]
 
     async def insert_key(self, key: KeyRecord) -> None:
-        """Stores a new signing key."""
+        """Stores a new signing key and tells every replica (at commit)."""
         await self.conn.execute(
             sa.insert(signing_keys).values(
-                kid=key.kid, algorithm=key.algorithm, private_key=key.private_key, created_at=key.created_at
+                kid=key.kid,
+                algorithm=key.algorithm,
+                private_key=key.private_key,
+                created_at=key.created_at,
+                activates_at=key.activates_at,
             )
         )
+        await self._notify(KEYS_CHANNEL)
+
+    async def delete_keys(self, kids: Sequence[str]) -> None:
+        """Deletes signing keys and tells every replica (at commit)."""
+        await self.conn.execute(sa.delete(signing_keys).where(signing_keys.c.kid.in_(kids)))
+        await self._notify(KEYS_CHANNEL)
+
+    async def _notify(self, channel: str) -> None:
+        # NOTIFY is transactional: listeners hear it when, and only if, this commits.
+        if self.is_postgres:
+            await self.conn.execute(sa.select(sa.func.pg_notify(channel, "")))
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""
@@ -315,4 +422,6 @@ class Tx:
                 )
             ).scalar_one()
             entries.append(Revocation(sequence, session.session_id, token_id, session.access_expires_at))
+        if entries:
+            await self._notify(REVOCATIONS_CHANNEL)
         return entries
