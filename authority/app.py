@@ -38,7 +38,13 @@ class Authority:
     """The domain objects of one process and the background work that keeps them tidy."""
 
     def __init__(
-        self, settings: Settings, store: Store, keyring: KeyRing, mirror: RevocationMirror, clock: Callable[[], float]
+        self,
+        settings: Settings,
+        store: Store,
+        keyring: KeyRing,
+        mirror: RevocationMirror,
+        clock: Callable[[], float],
+        kek: bytes | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -50,6 +56,8 @@ class Authority:
         # A feed heartbeats only while the follower's last reads succeeded.
         self.heartbeat_freshness = min(settings.max_staleness, 2 * settings.revocation_poll_interval)
         self.clock = clock
+        # The key-encryption key, read once: new and rotated keys are stored sealed with it.
+        self._kek = kek
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -61,7 +69,10 @@ class Authority:
             migrated_from = await prepare_schema(store, upgrade=False)
             if migrated_from:
                 log.info("created the database schema")
-            keyring = await load_keyring(store, settings.signing_algorithm, clock())
+            kek = settings.key_encryption_key_bytes()
+            keyring = await load_keyring(
+                store, settings.signing_algorithm, clock(), kek, allow_plaintext=settings.allow_plaintext_keys
+            )
             mirror = RevocationMirror()
             started = time.monotonic()
             async for batch in store.live_revocations(clock() - settings.leeway):
@@ -71,7 +82,7 @@ class Authority:
             await store.close()
             raise
         log.info("loaded %d live revocations", len(mirror))
-        return cls(settings, store, keyring, mirror, clock)
+        return cls(settings, store, keyring, mirror, clock, kek)
 
     def is_current(self) -> bool:
         """Whether this process's view of the revocation log can vouch for a token."""
@@ -81,7 +92,13 @@ class Authority:
         """Reloads the signing keys when the stored set changed (a rotation, a retirement)."""
         if await self.store.key_ids() == self.codec.keyring.kids:
             return
-        keyring = await load_keyring(self.store, self.settings.signing_algorithm, self.clock())
+        keyring = await load_keyring(
+            self.store,
+            self.settings.signing_algorithm,
+            self.clock(),
+            self._kek,
+            allow_plaintext=self.settings.allow_plaintext_keys,
+        )
         self.codec.use(keyring)
         self.mirror.announce_keys()
         log.info("signing keys changed: %d keys, signing with %s", len(keyring.kids), keyring.signing_key_at(self.clock()).kid)
@@ -144,6 +161,7 @@ class Authority:
                 now,
                 self.settings.key_rotation_interval,
                 self.settings.key_publish_ahead,
+                self._kek,
             )
         return revocations, sessions
 

@@ -8,13 +8,17 @@ start rather than misbehaving later.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import enum
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from authority import callers
 from authority.errors import ConfigError
 
 ENV_PREFIX = "AUTHORITY_"
@@ -66,9 +70,25 @@ class Settings:
     key_publish_ahead: int = 60
     # 0: keys rotate only with `authority keys rotate`; otherwise this often, automatically.
     key_rotation_interval: int = 0
+    # Caller authentication (authority/callers.py); certificates and keys are PEM files.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Clients must present a certificate from this CA (mutual TLS).
+    tls_client_ca_file: str = ""
+    # IDENTITY=ROLE[+ROLE]: a client certificate's subject CN or SAN and its roles.
+    client_roles: tuple[str, ...] = ()
+    # NAME:ROLE[+ROLE]:sha256:HEX, one per calling service: hashes only, never keys.
+    api_keys: tuple[str, ...] = ()
+    api_keys_file: str = ""
+    allow_unauthenticated_callers: bool = False
+    # Encrypts private signing keys at rest: base64 of 32 random bytes, or a file of it.
+    key_encryption_key: str = dataclasses.field(default="", repr=False)
+    key_encryption_key_file: str = ""
+    allow_plaintext_keys: bool = False
 
     def __post_init__(self) -> None:
         _check(self)
+        _check_security(self)
 
     @property
     def default_audience(self) -> str:
@@ -78,6 +98,36 @@ class Settings:
     def idle_cutoff(self, now: float) -> float | None:
         """Sessions last used before this have ended idle; None when there is no idle timeout."""
         return now - self.idle_timeout if self.idle_timeout else None
+
+    @property
+    def authenticates_callers(self) -> bool:
+        """Whether callers must prove who they are (API keys or client certificates)."""
+        return bool(self.api_keys or self.api_keys_file or self.client_roles)
+
+    def api_key_entries(self) -> list[str]:
+        """Every configured API key entry: ``api_keys``, then the lines of ``api_keys_file``."""
+        entries = list(self.api_keys)
+        if self.api_keys_file:
+            entries += callers.parse_api_keys_file(read_option_file("api_keys_file", self.api_keys_file).decode())
+        return entries
+
+    def key_encryption_key_bytes(self) -> bytes | None:
+        """The key-encryption key (32 bytes), or None when none is configured."""
+        text = self.key_encryption_key
+        option = "key_encryption_key"
+        if self.key_encryption_key_file:
+            option = "key_encryption_key_file"
+            text = read_option_file(option, self.key_encryption_key_file).decode(errors="replace").strip()
+        if not text:
+            return None
+        try:
+            kek = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            kek = b""
+        if len(kek) != 32:
+            # Never echo the value: it is the secret that guards every signing key.
+            raise ConfigError(option, "must be 32 random bytes, base64-encoded (openssl rand -base64 32)")
+        return kek
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
@@ -112,6 +162,12 @@ def _parse(field: dataclasses.Field[Any], text: str) -> Any:
             return int(text)
         except ValueError:
             raise ConfigError(option, f"{text!r} is not a whole number") from None
+    if field.type == "bool":
+        if text.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.strip().lower() in ("", "0", "false", "no", "off"):
+            return False
+        raise ConfigError(option, f"{text!r} is not true or false")
     if field.type == "tuple[str, ...]":
         return tuple(part.strip() for part in text.split(",") if part.strip())
     if field.type == "Policy":
@@ -202,3 +258,74 @@ def _check(s: Settings) -> None:
     host, sep, port = s.listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ConfigError("listen", f"{s.listen!r} is not HOST:PORT")
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (from HOST:PORT) names only this machine: a loopback address or
+    ``localhost``. Any other name might resolve anywhere, so it does not count."""
+    host = host.strip("[]")
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_option_file(option: str, path: str) -> bytes:
+    """The bytes of a file an option names; ConfigError naming the option if unreadable."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise ConfigError(option, f"cannot read {path}: {error.strerror}") from None
+
+
+def _check_security(s: Settings) -> None:
+    """Caller authentication, TLS and key encryption: consistent, and files readable."""
+    for option in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+        if getattr(s, option):
+            read_option_file(option, getattr(s, option))
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
+        raise ConfigError("tls_key_file" if s.tls_cert_file else "tls_cert_file",
+                          "tls_cert_file and tls_key_file go together")
+    if s.tls_client_ca_file and not s.tls_cert_file:
+        raise ConfigError("tls_client_ca_file", "mutual TLS needs tls_cert_file and tls_key_file too")
+    if s.client_roles and not s.tls_client_ca_file:
+        raise ConfigError("client_roles", "needs tls_client_ca_file: only a verified certificate has an identity")
+    for index, entry in enumerate(s.client_roles, 1):
+        try:
+            callers.parse_client_role(entry)
+        except ValueError as problem:
+            raise ConfigError("client_roles", f"entry {index}: {problem}") from None
+    names: set[str] = set()
+    entries = s.api_key_entries()
+    if s.api_keys_file and len(entries) == len(s.api_keys):
+        raise ConfigError("api_keys_file", f"{s.api_keys_file} holds no entries")
+    for index, entry in enumerate(entries):
+        in_file = index >= len(s.api_keys)
+        option = "api_keys_file" if in_file else "api_keys"
+        number = index + 1 - (len(s.api_keys) if in_file else 0)
+        try:
+            name = callers.parse_api_key(entry).name
+        except ValueError as problem:
+            raise ConfigError(option, f"entry {number}: {problem}") from None
+        if name in names:
+            raise ConfigError(option, f"the name {name!r} has two keys; rotate by giving the new key another name")
+        names.add(name)
+    if s.tls_client_ca_file and not s.authenticates_callers:
+        raise ConfigError("client_roles", "must give a client identity a role when tls_client_ca_file is set")
+    host = s.listen.rpartition(":")[0]
+    if not s.authenticates_callers and not s.allow_unauthenticated_callers and not is_loopback(host):
+        raise ConfigError(
+            "listen",
+            f"{host} is not a loopback address, and no caller authentication is configured (api_keys, "
+            "api_keys_file or client_roles): anyone who reaches it could issue and revoke tokens. Configure "
+            "callers, or set allow_unauthenticated_callers (--allow-unauthenticated-callers) to serve it anyway",
+        )
+    if s.key_encryption_key and s.key_encryption_key_file:
+        raise ConfigError("key_encryption_key_file", "set key_encryption_key or key_encryption_key_file, not both")
+    s.key_encryption_key_bytes()

@@ -10,6 +10,8 @@
     ├── TokenRejected          a token that cannot be revoked by (not this authority's)
     ├── StoreUnavailable       the database cannot be reached or did not commit
     │   └── StaleView          the revocation view is too old to vouch for a token
+    ├── CallerUnauthenticated  a call came with no valid caller credentials
+    ├── CallerNotPermitted     the caller's roles do not allow this call
     └── WatcherTooSlow         a revocation watcher fell too far behind and must resume
 
 Only :mod:`authority.status` turns these into gRPC status codes. Messages may reach
@@ -72,3 +74,11 @@ class StaleView(StoreUnavailable):
 
 class WatcherTooSlow(AuthorityError):
     """A revocation watcher fell so far behind that events were dropped; it must resume."""
+
+
+class CallerUnauthenticated(AuthorityError):
+    """A call came with no caller credentials, or with credentials that are not valid."""
+
+
+class CallerNotPermitted(AuthorityError):
+    """The calling service is known, but its roles do not allow this call."""

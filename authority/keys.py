@@ -9,6 +9,11 @@ Rotation publishes ahead: a new key is stored with an activation time in the fut
 so every replica and consumer learns it (it is in the JWK Set at once) before the
 first token it signs exists. The key it replaces keeps verifying until every token it
 signed has expired; then the purge deletes it.
+
+Private keys are stored sealed when a key-encryption key (KEK) is configured: AES-256-GCM
+under the KEK with a random nonce and the kid as associated data, behind a version
+prefix, in the same column that holds plain PEM otherwise. Keys stored in plaintext
+before a KEK was configured keep loading.
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any, Union
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authority.config import Algorithm
+from authority.errors import ConfigError
 from authority.store import KeyRecord, Store
 
 log = logging.getLogger(__name__)
@@ -105,9 +114,10 @@ def generate_key(algorithm: Algorithm, now: float, activates_at: float | None = 
     )
 
 
-def load_key(record: KeyRecord) -> SigningKey:
-    """A key as the store keeps it."""
-    private_key = serialization.load_pem_private_key(record.private_key, password=None)
+def load_key(record: KeyRecord, kek: bytes | None = None) -> SigningKey:
+    """A key as the store keeps it (opened with ``kek`` when it is stored sealed)."""
+    pem = open_private_key(record.private_key, record.kid, kek)
+    private_key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(private_key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise ValueError(f"key {record.kid} is not an Ed25519, EC or RSA key")
     return SigningKey(
@@ -119,8 +129,8 @@ def load_key(record: KeyRecord) -> SigningKey:
     )
 
 
-def _record(key: SigningKey) -> KeyRecord:
-    return KeyRecord(key.kid, key.algorithm.value, key.private_pem(), key.created_at, key.activates_at)
+def _record(key: SigningKey, kek: bytes | None) -> KeyRecord:
+    return KeyRecord(key.kid, key.algorithm.value, stored_private_key(key, kek), key.created_at, key.activates_at)
 
 
 class KeyRing:
@@ -152,8 +162,76 @@ class KeyRing:
         return iter(self._by_kid.values())
 
 
-async def load_keyring(store: Store, algorithm: Algorithm, now: float) -> KeyRing:
-    """The stored keys, with a new one of the configured algorithm if there is none yet."""
+# A sealed key starts with this; PEM starts with "-----", so the two never mix up.
+_SEALED_V1 = b"authority-kek-v1:"
+_NONCE_BYTES = 12
+
+
+def is_sealed(stored: bytes) -> bool:
+    """Whether a stored private key is encrypted under a KEK."""
+    return stored.startswith(_SEALED_V1)
+
+
+def seal_private_key(pem: bytes, kid: str, kek: bytes) -> bytes:
+    """The stored form of a private key under ``kek``: prefix, nonce, AES-256-GCM ciphertext.
+
+    The kid is the associated data, so a sealed key copied into another key's row does
+    not open. A random 96-bit nonce is safe here: a KEK seals a handful of keys, far
+    from the 2**32 messages after which random nonces risk repeating.
+    """
+    nonce = os.urandom(_NONCE_BYTES)
+    return _SEALED_V1 + nonce + AESGCM(kek).encrypt(nonce, pem, kid.encode())
+
+
+def open_private_key(stored: bytes, kid: str, kek: bytes | None) -> bytes:
+    """The PEM of a stored private key: opened with ``kek`` when sealed, as is when not.
+
+    Raises ConfigError when the key is sealed and ``kek`` is missing or not the one that
+    sealed it, so a server with the wrong KEK stops at start with a clear line.
+    """
+    if not is_sealed(stored):
+        return stored
+    if kek is None:
+        raise ConfigError("key_encryption_key", f"signing key {kid} is stored encrypted: configure the "
+                          "key-encryption key (AUTHORITY_KEY_ENCRYPTION_KEY or AUTHORITY_KEY_ENCRYPTION_KEY_FILE)")
+    body = stored[len(_SEALED_V1):]
+    try:
+        return AESGCM(kek).decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:], kid.encode())
+    except (InvalidTag, ValueError):
+        raise ConfigError("key_encryption_key", f"does not open signing key {kid}: it is not the "
+                          "key-encryption key the signing keys were stored with") from None
+
+
+def stored_private_key(key: SigningKey, kek: bytes | None) -> bytes:
+    """What the store keeps for ``key``: sealed under ``kek``, or PEM when there is none."""
+    pem = key.private_pem()
+    return pem if kek is None else seal_private_key(pem, key.kid, kek)
+
+
+def check_key_protection(store: Store, kek: bytes | None, allow_plaintext: bool) -> None:
+    """Refuses plaintext keys on PostgreSQL unless allowed; warns whenever they are used.
+
+    A PostgreSQL database is shared, backed up and replicated, so its rows travel
+    further than the server; the embedded SQLite file of a newcomer does not.
+    """
+    if kek is not None:
+        return
+    if store.is_postgres and not allow_plaintext:
+        raise ConfigError("key_encryption_key", "on PostgreSQL, private signing keys are stored encrypted: "
+                          "configure AUTHORITY_KEY_ENCRYPTION_KEY or AUTHORITY_KEY_ENCRYPTION_KEY_FILE, or set "
+                          "allow_plaintext_keys (--allow-plaintext-keys) to store them in plaintext")
+    log.warning("private signing keys are stored unencrypted: configure AUTHORITY_KEY_ENCRYPTION_KEY")
+
+
+async def load_keyring(
+    store: Store, algorithm: Algorithm, now: float, kek: bytes | None = None, *, allow_plaintext: bool = False
+) -> KeyRing:
+    """The stored keys, with a new one of the configured algorithm if there is none yet.
+
+    With ``kek`` a new key is stored sealed and sealed keys are opened; without it, on
+    PostgreSQL, ``allow_plaintext`` must say that keys may be stored in plaintext.
+    """
+    check_key_protection(store, kek, allow_plaintext)
     records = await store.keys()
     if not any(r.algorithm == algorithm.value for r in records):
         async with store.transaction() as tx:
@@ -161,24 +239,31 @@ async def load_keyring(store: Store, algorithm: Algorithm, now: float) -> KeyRin
             records = await tx.keys()
             if not any(r.algorithm == algorithm.value for r in records):
                 key = generate_key(algorithm, now)
-                await tx.insert_key(_record(key))
+                await tx.insert_key(_record(key, kek))
                 log.info("generated signing key %s (%s)", key.kid, key.algorithm.value)
                 records = await tx.keys()
-    return KeyRing([load_key(r) for r in records], algorithm)
+    if kek is not None:
+        for record in records:
+            if not is_sealed(record.private_key):
+                log.warning("signing key %s is stored unencrypted (it predates the key-encryption key): "
+                            "rotate it out, see SECURITY.md", record.kid)
+    return KeyRing([load_key(r, kek) for r in records], algorithm)
 
 
-async def rotate_key(store: Store, algorithm: Algorithm, now: float, publish_ahead: float) -> SigningKey:
+async def rotate_key(
+    store: Store, algorithm: Algorithm, now: float, publish_ahead: float, kek: bytes | None = None
+) -> SigningKey:
     """Stores a new key that is published at once and signs from ``now + publish_ahead``."""
     key = generate_key(algorithm, now, activates_at=now + publish_ahead)
     async with store.transaction() as tx:
         await tx.lock_keys()
-        await tx.insert_key(_record(key))
+        await tx.insert_key(_record(key, kek))
     log.info("rotated: new signing key %s (%s) signs from %.0f", key.kid, algorithm.value, key.activates_at)
     return key
 
 
 async def rotate_if_due(
-    store: Store, algorithm: Algorithm, now: float, interval: float, publish_ahead: float
+    store: Store, algorithm: Algorithm, now: float, interval: float, publish_ahead: float, kek: bytes | None = None
 ) -> SigningKey | None:
     """Rotates when the newest key of ``algorithm`` will have signed for ``interval`` by the
     time a key stored now activates; returns the new key, if any."""
@@ -188,15 +273,15 @@ async def rotate_if_due(
         if newest is not None and newest + interval > now + publish_ahead:
             return None
         key = generate_key(algorithm, now, activates_at=now + publish_ahead)
-        await tx.insert_key(_record(key))
+        await tx.insert_key(_record(key, kek))
     log.info("scheduled rotation: new signing key %s signs from %.0f", key.kid, key.activates_at)
     return key
 
 
-def retired_keys(keys: Iterable[SigningKey], now: float, verify_for: float) -> list[SigningKey]:
+def retired_keys(keys: Iterable[KeyRecord], now: float, verify_for: float) -> list[KeyRecord]:
     """Keys no token can still need: replaced by a newer active key of their algorithm
     longer than ``verify_for`` (the longest access-token lifetime plus leeway) ago."""
-    by_algorithm: dict[Algorithm, list[SigningKey]] = {}
+    by_algorithm: dict[str, list[KeyRecord]] = {}
     for key in sorted(keys, key=lambda k: (k.activates_at, k.kid)):
         by_algorithm.setdefault(key.algorithm, []).append(key)
     retired = []
@@ -211,8 +296,7 @@ async def purge_keys(store: Store, now: float, verify_for: float) -> list[str]:
     """Deletes retired keys (see :func:`retired_keys`); returns their kids."""
     async with store.transaction() as tx:
         await tx.lock_keys()
-        keys = [load_key(r) for r in await tx.keys()]
-        kids = [key.kid for key in retired_keys(keys, now, verify_for)]
+        kids = [key.kid for key in retired_keys(await tx.keys(), now, verify_for)]
         if kids:
             await tx.delete_keys(kids)
     for kid in kids:

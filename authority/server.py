@@ -24,6 +24,7 @@ from authority.config import Settings
 from authority.errors import ConfigError
 from authority.service import TokenAuthorityService
 from authority.status import RejectUndecodableRequests
+from authority.transport import prepare_transport
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,13 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
     The grpc.aio server alone cannot release the authority's database pool and
     background purge, so this returns a handle whose ``stop()`` does both.
     """
+    transport = prepare_transport(settings)  # before the database: a bad TLS file stops us first
     authority = await Authority.open(settings, clock)
     # SO_REUSEPORT off: a second server on a taken port must fail, not share it.
-    server = grpc.aio.server(interceptors=[RejectUndecodableRequests()], options=[("grpc.so_reuseport", 0)])
+    # Caller authentication goes first: a refused call reaches no other check and no handler.
+    server = grpc.aio.server(
+        interceptors=[*transport.interceptors, RejectUndecodableRequests()], options=[("grpc.so_reuseport", 0)]
+    )
     try:
         authority_pb2_grpc.add_TokenAuthorityServicer_to_server(TokenAuthorityService(authority), server)
         health_servicer = health.aio.HealthServicer()
@@ -88,7 +93,7 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            port = server.add_insecure_port(settings.listen)
+            port = transport.add_port(server, settings.listen)
         except RuntimeError as error:
             raise ConfigError("listen", f"cannot listen on {settings.listen}") from error
         await server.start()

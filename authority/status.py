@@ -17,6 +17,8 @@ import grpc
 
 from authority.errors import (
     AuthorityError,
+    CallerNotPermitted,
+    CallerUnauthenticated,
     InvalidArgument,
     RefreshTokenRejected,
     SessionLimitReached,
@@ -34,6 +36,8 @@ CODES: dict[type[AuthorityError], grpc.StatusCode] = {
     RefreshTokenRejected: grpc.StatusCode.UNAUTHENTICATED,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     WatcherTooSlow: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    CallerUnauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    CallerNotPermitted: grpc.StatusCode.PERMISSION_DENIED,
 }
 INTERNAL_MESSAGE = "internal error"
 UNDECODABLE_MESSAGE = "the request is not a valid protobuf message for this method"

@@ -9,6 +9,7 @@ tests fail under CI and are skipped, loudly, elsewhere.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import os
 import secrets
@@ -29,6 +30,8 @@ POSTGRES_URL = os.environ.get(
     "AUTHORITY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
 STORES = ["sqlite", "postgres"]
+# Test servers store their signing keys encrypted, as production on PostgreSQL must.
+TEST_KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _driver_url(url: str) -> str:
@@ -101,8 +104,10 @@ async def database_url(store: str, tmp_path: Any) -> AsyncIterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    """Settings for a test server: port 0, the test's database, no leeway."""
-    return Settings(listen="127.0.0.1:0", database_url=database_url, leeway=0)
+    """Settings for a test server: port 0, the test's database, no leeway, keys encrypted."""
+    return Settings(
+        listen="127.0.0.1:0", database_url=database_url, leeway=0, key_encryption_key=TEST_KEY_ENCRYPTION_KEY
+    )
 
 
 class Clock:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_KEY_ENCRYPTION_KEY
+
 AUTHORITY = str(Path(sys.executable).with_name("authority"))
 
 
@@ -31,6 +33,7 @@ async def served(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[async
     process = await asyncio.create_subprocess_exec(
         AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--database-url", database_url,
         stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+        env={**os.environ, "AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY},
     )
     assert process.stderr is not None
     target = None

@@ -119,8 +119,10 @@ async def test_a_rotation_is_announced_on_the_stream_before_the_new_key_signs(st
     stream = _watch(running.stub)
     opening = await _next(stream, SIGNING_KEYS)
 
-    new_key = await rotate_key(running.server.authority.store, running.server.authority.settings.signing_algorithm,
-                               time.time(), publish_ahead=3600)
+    settings = running.server.authority.settings
+    new_key = await rotate_key(
+        running.server.authority.store, settings.signing_algorithm, time.time(), 3600, settings.key_encryption_key_bytes()
+    )
     announced = await _next(stream, SIGNING_KEYS)
     stream.cancel()
     signed_in = await sign_in(running.stub, new_subject(), "laptop")
