@@ -18,7 +18,7 @@ For asyncio code, :class:`AsyncInProcessAuthority` runs it in the running loop::
 Both keep their port and their SQLite file across :meth:`stop` and :meth:`start`, so a
 test can take the authority away and bring it back. :meth:`mint` signs a token with the
 authority's key without a sign-in (for expired or not-yet-valid tokens, odd audiences,
-extra claims).
+extra claims); :meth:`rotate_keys` rotates the signing key while it runs.
 """
 
 from __future__ import annotations
@@ -94,6 +94,18 @@ class _Core:
         )
         return authority.codec.sign(token_claims)
 
+    async def rotate_keys(self, publish_ahead: float) -> str:
+        from authority.keys import rotate_key
+
+        if self.server is None:
+            raise RuntimeError("the authority is not running")
+        authority = self.server.authority
+        # As `authority keys rotate` does, sealed with the server's key-encryption key if any.
+        kek = getattr(authority, "_kek", None)
+        key = await rotate_key(authority.store, authority.settings.signing_algorithm, time.time(), publish_ahead, kek)
+        await authority.refresh_keys()  # now, not at the next poll
+        return key.kid
+
     def cleanup(self) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -168,6 +180,10 @@ class InProcessAuthority:
         ``ttl`` and ``not_before`` are seconds from now (negative ``ttl``: already expired).
         """
         return self._run(_call(self._core.mint, subject, audience, ttl, not_before, claims))
+
+    def rotate_keys(self, publish_ahead: float = 0) -> str:
+        """Adds a signing key that is published at once and signs after ``publish_ahead``; its kid."""
+        return self._run(self._core.rotate_keys(publish_ahead))
 
     def close(self) -> None:
         """Stops the authority and its thread and removes a temporary store."""
@@ -251,6 +267,10 @@ class AsyncInProcessAuthority:
     ) -> str:
         """A token signed with the authority's current key, for no session (see :class:`InProcessAuthority`)."""
         return self._core.mint(subject, audience, ttl, not_before, claims)
+
+    async def rotate_keys(self, publish_ahead: float = 0) -> str:
+        """Adds a signing key that is published at once and signs after ``publish_ahead``; its kid."""
+        return await self._core.rotate_keys(publish_ahead)
 
     async def close(self) -> None:
         """Stops the authority and removes a temporary store."""
