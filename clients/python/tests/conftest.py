@@ -73,18 +73,20 @@ class _Loop:
 class Consumer:
     """A running greeter and a channel to it; the same face for both flavours."""
 
-    def __init__(self, flavour: str, authority_target: str, settings: ValidationSettings) -> None:
+    def __init__(
+        self, flavour: str, authority_target: str, settings: ValidationSettings, api_key: str | None = None
+    ) -> None:
         self.flavour = flavour
         self._loop: _Loop | None = None
         if flavour == "grpc":
-            self._client = AuthorityClient(authority_target)
+            self._client = AuthorityClient(authority_target, api_key=api_key)
             self.validator: Validator | AsyncValidator = Validator(self._client, settings).start()
             self._server, port = greeter.create_server(self.validator)
         else:
             self._loop = _Loop()
 
             async def start() -> tuple[AsyncAuthorityClient, AsyncValidator, grpc.aio.Server, int]:
-                client = AsyncAuthorityClient(authority_target)
+                client = AsyncAuthorityClient(authority_target, api_key=api_key)
                 validator = await AsyncValidator(client, settings).start()
                 server, port = await greeter.create_aio_server(validator)
                 return client, validator, server, port
@@ -107,6 +109,14 @@ class Consumer:
 
     def say_hello(self, token: str | None, name: str = "world") -> str:
         return greeter.say_hello(self.channel, name, token)
+
+    def accepts(self, token: str) -> bool:
+        """Whether SayHello with ``token`` goes through."""
+        try:
+            self.say_hello(token)
+        except grpc.RpcError:
+            return False
+        return True
 
     def refusal(self, token: str | None) -> tuple[grpc.StatusCode, str]:
         """The status and reason of a SayHello that must fail."""
