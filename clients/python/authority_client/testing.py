@@ -62,8 +62,13 @@ class _Core:
         return str(self._overrides.get("issuer", "token-authority"))
 
     async def start(self) -> None:
-        from authority.config import Settings
-        from authority.server import create_server
+        try:
+            from authority.config import Settings
+            from authority.server import create_server
+        except ImportError as missing:
+            raise ImportError(
+                "authority_client.testing runs the authority itself: pip install 'token-authority-client[testing]'"
+            ) from missing
 
         settings = Settings(listen=f"127.0.0.1:{self.port}", database_url=self.database_url, **self._overrides)
         self.server = await create_server(settings)
@@ -115,12 +120,16 @@ class InProcessAuthority:
     """A token authority in a background thread; every method is blocking.
 
     ``database_url`` defaults to a temporary SQLite file removed on :meth:`close`;
-    ``port`` 0 picks a free one at first start and keeps it; other keywords are
+    ``port`` 0 picks a free one at first start and keeps it; ``api_key`` is what
+    :attr:`client` sends (when ``api_keys`` are configured); other keywords are
     ``authority.config.Settings`` fields (leeway defaults to 0).
     """
 
-    def __init__(self, *, database_url: str | None = None, port: int = 0, **settings: Any) -> None:
+    def __init__(
+        self, *, database_url: str | None = None, port: int = 0, api_key: str | None = None, **settings: Any
+    ) -> None:
         self._core = _Core(database_url, port, settings)
+        self._api_key = api_key
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="in-process-authority", daemon=True)
         self._thread.start()
@@ -145,7 +154,7 @@ class InProcessAuthority:
     def client(self) -> AuthorityClient:
         """A client connected to it."""
         if self._client is None:
-            self._client = AuthorityClient(self.target)
+            self._client = AuthorityClient(self.target, api_key=self._api_key)
         return self._client
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -215,8 +224,11 @@ async def _call(function: Callable[..., T], *args: Any) -> T:
 class AsyncInProcessAuthority:
     """A token authority in the running event loop; the asyncio twin of :class:`InProcessAuthority`."""
 
-    def __init__(self, *, database_url: str | None = None, port: int = 0, **settings: Any) -> None:
+    def __init__(
+        self, *, database_url: str | None = None, port: int = 0, api_key: str | None = None, **settings: Any
+    ) -> None:
         self._core = _Core(database_url, port, settings)
+        self._api_key = api_key
         self._client: AsyncAuthorityClient | None = None
 
     @property
@@ -238,7 +250,7 @@ class AsyncInProcessAuthority:
     def client(self) -> AsyncAuthorityClient:
         """A client connected to it (created in the running loop)."""
         if self._client is None:
-            self._client = AsyncAuthorityClient(self.target)
+            self._client = AsyncAuthorityClient(self.target, api_key=self._api_key)
         return self._client
 
     async def start(self) -> AsyncInProcessAuthority:

@@ -22,7 +22,7 @@ GREETER_KEY = new_api_key()
 @pytest.fixture
 def guarded_authority() -> Iterator[InProcessAuthority]:
     entries = (api_key_entry("login", [Role.ISSUER], LOGIN_KEY), api_key_entry("greeter", [Role.VERIFIER], GREETER_KEY))
-    with InProcessAuthority(audiences=("token-authority", "greeter"), api_keys=entries) as authority:
+    with InProcessAuthority(audiences=("token-authority", "greeter"), api_keys=entries, api_key=LOGIN_KEY) as authority:
         yield authority
 
 
@@ -33,10 +33,9 @@ def test_a_local_consumer_with_a_verifier_key_follows_the_stream(
     consumer = Consumer(flavour, guarded_authority.target, validation_settings("local"), api_key=GREETER_KEY)
     try:
         assert consumer.wait_until_fresh()
-        with AuthorityClient(guarded_authority.target, api_key=LOGIN_KEY) as login:
-            laptop = login.issue_token("alice", "laptop", audience="greeter")
-            assert consumer.say_hello(laptop.access_token) == "hello world, you are alice on laptop"
-            login.issue_token("alice", "phone", audience="greeter")
+        laptop = guarded_authority.sign_in("alice", "laptop", audience="greeter")
+        assert consumer.say_hello(laptop.access_token) == "hello world, you are alice on laptop"
+        guarded_authority.sign_in("alice", "phone", audience="greeter")
         # Seen through the stream, well within a second.
         deadline = time.monotonic() + 1.0
         while consumer.accepts(laptop.access_token) and time.monotonic() < deadline:
