@@ -1,4 +1,4 @@
-"""The ``authority`` command line: serve, migrate, demo, api-key new.
+"""The ``authority`` command line: serve, migrate, keys, demo, api-key new.
 
 Every option of ``serve`` and ``migrate`` is also an ``AUTHORITY_*`` environment
 variable; a flag wins over its variable. Errors print one line and exit non-zero.
@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from authority import keys_command
 from authority.callers import API_KEY_HEADER, Role, api_key_entry, new_api_key, parse_roles
 from authority.config import Settings, load_settings
 from authority.errors import AuthorityError, ConfigError
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the single-device scenario against a running authority")
     demo.add_argument("--target", default="127.0.0.1:50051", help="the authority's HOST:PORT")
+
+    keys_command.add_parser(commands)
 
     api_key = commands.add_parser("api-key", help="API keys for calling services")
     api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
@@ -86,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError("name", str(problem)) from None
         settings = _settings(args)
         logging.getLogger().setLevel(settings.log_level.upper())
+        if args.command == "keys":
+            return keys_command.run(args, settings)
         if args.command == "migrate":
             from authority.store.migrate import migrate
 

@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any, Union
@@ -95,6 +96,12 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
 
 
+def activation_time(now: float, publish_ahead: float) -> float:
+    """When a key stored at ``now`` starts signing: a whole second, as token times are, and
+    at least ``publish_ahead`` later (at once when it is 0)."""
+    return float(math.ceil(now + publish_ahead) if publish_ahead > 0 else math.floor(now))
+
+
 def generate_key(algorithm: Algorithm, now: float, activates_at: float | None = None) -> SigningKey:
     """A fresh key pair for ``algorithm`` that signs from ``activates_at`` (default: now)."""
     private_key: PrivateKey
@@ -110,7 +117,7 @@ def generate_key(algorithm: Algorithm, now: float, activates_at: float | None = 
         algorithm=algorithm,
         private_key=private_key,
         created_at=now,
-        activates_at=now if activates_at is None else activates_at,
+        activates_at=activation_time(now, 0) if activates_at is None else activates_at,
     )
 
 
@@ -133,12 +140,17 @@ def _record(key: SigningKey, kek: bytes | None) -> KeyRecord:
     return KeyRecord(key.kid, key.algorithm.value, stored_private_key(key, kek), key.created_at, key.activates_at)
 
 
+def _age_order(key: SigningKey | KeyRecord) -> tuple[float, float, str]:
+    # Activation first; a key made later in the same second is the newer one.
+    return (key.activates_at, key.created_at, key.kid)
+
+
 class KeyRing:
     """The keys this process verifies with (every stored key, published or retiring), and
     the one it signs with at a given time: the newest active key of the configured algorithm."""
 
     def __init__(self, keys: Iterable[SigningKey], signing_algorithm: Algorithm) -> None:
-        ordered = sorted(keys, key=lambda k: (k.activates_at, k.kid))
+        ordered = sorted(keys, key=_age_order)
         self._signing = [key for key in ordered if key.algorithm is signing_algorithm]
         if not self._signing:
             raise ValueError(f"a key ring needs a {signing_algorithm.value} key to sign with")
@@ -254,11 +266,11 @@ async def rotate_key(
     store: Store, algorithm: Algorithm, now: float, publish_ahead: float, kek: bytes | None = None
 ) -> SigningKey:
     """Stores a new key that is published at once and signs from ``now + publish_ahead``."""
-    key = generate_key(algorithm, now, activates_at=now + publish_ahead)
+    key = generate_key(algorithm, now, activates_at=activation_time(now, publish_ahead))
     async with store.transaction() as tx:
         await tx.lock_keys()
         await tx.insert_key(_record(key, kek))
-    log.info("rotated: new signing key %s (%s) signs from %.0f", key.kid, algorithm.value, key.activates_at)
+    log.info("rotated: new signing key %s (%s) signs in %.0f s", key.kid, algorithm.value, publish_ahead)
     return key
 
 
@@ -272,17 +284,56 @@ async def rotate_if_due(
         newest = max((r.activates_at for r in await tx.keys() if r.algorithm == algorithm.value), default=None)
         if newest is not None and newest + interval > now + publish_ahead:
             return None
-        key = generate_key(algorithm, now, activates_at=now + publish_ahead)
+        key = generate_key(algorithm, now, activates_at=activation_time(now, publish_ahead))
         await tx.insert_key(_record(key, kek))
-    log.info("scheduled rotation: new signing key %s signs from %.0f", key.kid, key.activates_at)
+    log.info("scheduled rotation: new signing key %s signs in %.0f s", key.kid, publish_ahead)
     return key
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyStatus:
+    """Where one stored key is in its life, for ``authority keys list``."""
+
+    kid: str
+    algorithm: str
+    # published (not signing yet), signing, verifying (replaced; its tokens still live),
+    # or idle (of an algorithm the authority does not sign with now).
+    state: str
+    created_at: float
+    activates_at: float
+    # When the purge may delete it: its last token has expired; None while it signs.
+    deletable_after: float | None
+
+
+def key_statuses(
+    records: Iterable[KeyRecord], signing_algorithm: Algorithm, now: float, verify_for: float
+) -> list[KeyStatus]:
+    """The life stage of every stored key, oldest activation first."""
+    ordered = sorted(records, key=_age_order)
+    statuses = []
+    for index, record in enumerate(ordered):
+        successors = [r for r in ordered[index + 1 :] if r.algorithm == record.algorithm]
+        active_successors = [r for r in successors if r.activates_at <= now]
+        deletable_after = successors[0].activates_at + verify_for if successors else None
+        if record.activates_at > now:
+            state = "published"
+        elif active_successors:
+            state = "verifying"
+        elif record.algorithm == signing_algorithm.value:
+            state = "signing"
+        else:
+            state = "idle"
+        statuses.append(
+            KeyStatus(record.kid, record.algorithm, state, record.created_at, record.activates_at, deletable_after)
+        )
+    return statuses
 
 
 def retired_keys(keys: Iterable[KeyRecord], now: float, verify_for: float) -> list[KeyRecord]:
     """Keys no token can still need: replaced by a newer active key of their algorithm
     longer than ``verify_for`` (the longest access-token lifetime plus leeway) ago."""
     by_algorithm: dict[str, list[KeyRecord]] = {}
-    for key in sorted(keys, key=lambda k: (k.activates_at, k.kid)):
+    for key in sorted(keys, key=_age_order):
         by_algorithm.setdefault(key.algorithm, []).append(key)
     retired = []
     for ordered in by_algorithm.values():
