@@ -5,9 +5,9 @@ Two modes, chosen by :class:`ValidationSettings`:
 ``Mode.REMOTE``
     Every token is checked with ValidateToken. With ``cache_size`` > 0, valid answers are
     cached (see :mod:`authority_client.cache`); the cache then follows the revocation
-    stream, which evicts revoked entries at once, and is consulted only while that stream
-    is fresh, so a cached answer is never older than ``max_staleness`` in what it knows
-    of revocations.
+    stream, which evicts a revoked session's entries as soon as the revocation arrives,
+    and is consulted only while that stream is fresh, so a cached answer is never older
+    than ``max_staleness`` in what it knows of revocations.
 
 ``Mode.LOCAL``
     Signatures and claims are checked in-process (:mod:`authority_client.verify`) with the
