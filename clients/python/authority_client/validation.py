@@ -146,9 +146,17 @@ class _Decisions:
         """The authority's verdict, remembered when there is a cache."""
         if not validation.valid or validation.claims is None:
             raise InvalidToken(validation.reason or InvalidReason.MALFORMED)
+        claims = validation.claims
         if self.cache is not None:
-            self.cache.put(token, audience, validation.claims)
-        return validation.claims
+            self.cache.put(token, audience, claims)
+        # Checked after the put: a revocation that arrived while the call was in flight
+        # either shows here or evicts the entry just put, never neither. A revocation is
+        # final, so one the mirror knows of wins over a replica that has not seen it yet.
+        if self.mirror is not None and self.mirror.is_revoked(claims.session_id, claims.token_id):
+            if self.cache is not None:
+                self.cache.evict(claims.session_id, claims.token_id)
+            raise InvalidToken(InvalidReason.REVOKED)
+        return claims
 
     def _vouch(self, claims: AccessClaims) -> AccessClaims | _Step:
         if not self._mirror_fresh():

@@ -159,3 +159,20 @@ def test_access_rules_by_service_and_method() -> None:
 )
 def test_bearer_token_parsing(metadata: object, token: str | None) -> None:
     assert bearer_token(metadata) == token  # type: ignore[arg-type]
+
+
+def test_a_remote_answer_that_raced_a_revocation_is_not_cached() -> None:
+    from authority_client import Mode, Validation, ValidationSettings
+    from authority_client.validation import _Decisions
+    from authority_client.verify import InvalidToken
+
+    decisions = _Decisions(ValidationSettings(mode=Mode.REMOTE, cache_size=10), Clock())
+    assert decisions.mirror is not None and decisions.cache is not None
+    decisions.mirror.stream_started()
+    decisions.mirror.apply(event(RevocationEventKind.CAUGHT_UP, 1))
+    # The revocation arrives while ValidateToken is in flight, before its answer is cached.
+    decisions.mirror.apply(event(RevocationEventKind.REVOCATION, 2, session_id="s1", expires_at=9e9))
+    with pytest.raises(InvalidToken) as refused:
+        decisions.answer("token", "aud", Validation(valid=True, claims=claims("s1")))
+    assert refused.value.reason.name == "REVOKED"
+    assert decisions.cache.get("token", "aud") is None
