@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -189,3 +190,45 @@ def test_a_dns_target_balances_over_what_the_name_resolves_to(authority: InProce
     with AuthorityClient(f"dns:///localhost:{port}") as client:
         issued = client.issue_token("ivy", "laptop")
         assert client.validate_token(issued.access_token).valid
+
+
+def test_unavailable_is_retried_for_idempotent_calls_only() -> None:
+    from concurrent import futures
+
+    from authority_client.v1 import authority_pb2 as pb
+
+    attempts: dict[str, int] = {"GetSigningKeys": 0, "IssueToken": 0}
+
+    def flaky(method: str, response: Any) -> Any:
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            attempts[method] += 1
+            if attempts[method] < 3:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+            return response
+
+        return behavior
+
+    handlers = {
+        "GetSigningKeys": grpc.unary_unary_rpc_method_handler(
+            flaky("GetSigningKeys", pb.GetSigningKeysResponse(jwks_json='{"keys":[]}')),
+            request_deserializer=pb.GetSigningKeysRequest.FromString,
+            response_serializer=pb.GetSigningKeysResponse.SerializeToString,
+        ),
+        "IssueToken": grpc.unary_unary_rpc_method_handler(
+            flaky("IssueToken", pb.IssueTokenResponse()),
+            request_deserializer=pb.IssueTokenRequest.FromString,
+            response_serializer=pb.IssueTokenResponse.SerializeToString,
+        ),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("authority.v1.TokenAuthority", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with AuthorityClient(f"127.0.0.1:{port}") as client:
+            assert client.get_signing_keys() == '{"keys":[]}'  # third attempt
+            with pytest.raises(Unavailable):
+                client.issue_token("alice", "laptop")  # a sign-in is tried once
+    finally:
+        server.stop(None)
+    assert attempts == {"GetSigningKeys": 3, "IssueToken": 1}
