@@ -88,6 +88,10 @@ class Authority:
         """Whether this process's view of the revocation log can vouch for a token."""
         return self.mirror.age() <= self.settings.max_staleness
 
+    def is_serving(self) -> bool:
+        """Whether the store answers and the revocation view is current: what health reports."""
+        return self.follower.reading and self.is_current()
+
     async def refresh_keys(self) -> None:
         """Reloads the signing keys when the stored set changed (a rotation, a retirement)."""
         if await self.store.key_ids() == self.codec.keyring.kids:
@@ -99,7 +103,7 @@ class Authority:
             self._kek,
             allow_plaintext=self.settings.allow_plaintext_keys,
         )
-        self.codec.use(keyring)
+        self.codec.keyring = keyring
         self.mirror.announce_keys()
         log.info("signing keys changed: %d keys, signing with %s", len(keyring.kids), keyring.signing_key_at(self.clock()).kid)
 

@@ -220,6 +220,11 @@ class LogFollower:
         self._listener: asyncio.Task[None] | None = None
         self._down_since: float | None = None
 
+    @property
+    def reading(self) -> bool:
+        """Whether the last read of the log succeeded."""
+        return self._down_since is None
+
     def _notified(self, channel: str) -> None:
         if channel == KEYS_CHANNEL:
             self._check_keys = True

@@ -54,12 +54,13 @@ class AuthorityServer:
 
 
 async def _report_health(authority: Authority, servicer: health.aio.HealthServicer) -> None:
-    """SERVING while the revocation view is current, NOT_SERVING while it is stale, so a
-    load balancer sends validations elsewhere; logged on every change."""
+    """SERVING while the store answers and the revocation view is current; NOT_SERVING
+    while the store is unreachable or the view stale, so a load balancer sends calls
+    elsewhere. Logged on every change."""
     serving = True
     while True:
         await asyncio.sleep(HEALTH_CHECK_INTERVAL)
-        current = authority.is_current()
+        current = authority.is_serving()
         if current == serving:
             continue
         serving = current
@@ -67,9 +68,9 @@ async def _report_health(authority: Authority, servicer: health.aio.HealthServic
         for service in ("", SERVICE_NAME):
             await servicer.set(service, status)
         if current:
-            log.info("revocation view current again: serving")
+            log.info("the store answers and the revocation view is current: serving")
         else:
-            log.warning("revocation view stale for over %.1f s: not serving", authority.settings.max_staleness)
+            log.warning("the store is unreachable or the revocation view stale: not serving")
 
 
 async def create_server(settings: Settings, clock: Callable[[], float] = time.time) -> AuthorityServer:

@@ -10,9 +10,12 @@ as the verifier accepts no other.
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import jwt
 from authority_client.verify import (
+    ACCESS_TOKEN_TYPE,
+    MAX_JSON_DEPTH,
     MAX_TOKEN_BYTES,
     RESERVED_CLAIMS,
     AccessClaims,
@@ -23,6 +26,7 @@ from authority_client.verify import (
 )
 
 from authority.config import Algorithm
+from authority.errors import InvalidArgument
 from authority.keys import KeyRing
 
 __all__ = [
@@ -37,7 +41,6 @@ __all__ = [
     "TokenCodec",
 ]
 
-ACCESS_TOKEN_TYPE = "at+jwt"
 DEVICE_CLAIM = "device_id"
 SESSION_CLAIM = "sid"
 
@@ -64,12 +67,13 @@ class TokenCodec:
         self._verifier.keys = _published(keyring)
         self._keyring = keyring
 
-    def use(self, keyring: KeyRing) -> None:
-        """Signs and verifies with ``keyring`` from now on (after a rotation)."""
-        self.keyring = keyring
-
     def sign(self, claims: AccessClaims) -> str:
-        """The compact JWT for ``claims``, signed with the current signing key."""
+        """The compact JWT for ``claims``, signed with the current signing key.
+
+        Raises :class:`InvalidArgument` for claims nested deeper than a token may be:
+        the authority never issues a token its verifier would refuse."""
+        if _depth(claims.extra) > MAX_JSON_DEPTH:
+            raise InvalidArgument("claims", f"must not nest more than {MAX_JSON_DEPTH - 1} levels deep")
         key = self.keyring.signing_key_at(claims.issued_at)
         payload = {
             **claims.extra,
@@ -99,6 +103,15 @@ class TokenCodec:
         Only for logout, where a token names the session to end and is not trusted.
         """
         return self._verifier.identify(token)
+
+
+def _depth(value: Any) -> int:
+    """How deep objects and lists nest in ``value`` (a scalar is 0)."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
 
 
 def _published(keyring: KeyRing) -> KeySet:

@@ -81,6 +81,7 @@ async def test_a_replaced_key_verifies_until_its_tokens_expired_then_the_purge_d
     old = await sign_in(running.stub, new_subject(), "laptop")
     authority = running.server.authority
     old_kid = _kid(old.access_token)
+    clock.advance(1)  # the test clock stands still otherwise: the new key is a second younger
     new_key = await rotate_key(
         authority.store, authority.settings.signing_algorithm, clock(), 0, authority.settings.key_encryption_key_bytes()
     )

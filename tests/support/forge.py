@@ -61,3 +61,12 @@ def sign_bytes(key: SigningKey, payload: bytes, **headers: Any) -> str:
     all_headers = {"kid": key.kid, "typ": "at+jwt", **headers}
     token = jwt.PyJWS().encode(payload, key.private_key, algorithm=key.algorithm.value, headers=all_headers)
     return low_s(token) if key.algorithm.value == "ES256" else token
+
+
+def sign_input(key: SigningKey, signing_input: str) -> str:
+    """A token whose first two segments are ``signing_input`` exactly (canonical or not),
+    with a real signature of ``key`` over them; ES256 low-S."""
+    algorithm = jwt.get_algorithm_by_name(key.algorithm.value)
+    signature = algorithm.sign(signing_input.encode(), key.private_key)
+    token = f"{signing_input}.{b64(signature)}"
+    return low_s(token) if key.algorithm.value == "ES256" else token

@@ -17,18 +17,20 @@ A token is checked in this order, and the first failed step gives the reason:
 4. **Algorithm** (``BAD_SIGNATURE``): ``alg`` is the algorithm of that key. The key
    decides, never the header, so ``none`` and HMAC keyed with a public key cannot verify.
 5. **Claims** (``MALFORMED``): ``sub``, ``sid``, ``device_id``, ``jti`` and ``iss`` are
-   strings without NUL; ``exp``, ``iat`` and ``nbf`` are integers (not booleans, not
-   floats) that fit a protobuf Timestamp; ``aud`` is present; no string anywhere holds
-   a lone surrogate (it has no UTF-8 form, so it could not be passed on).
+   strings; ``exp``, ``iat`` and ``nbf`` are integers (not booleans, not floats) that
+   fit a protobuf Timestamp; ``aud`` is a string or a list. No NUL in those strings, in ``aud`` or
+   in a claim's name (the authority issues none; the values of application claims may
+   hold one). No string anywhere holds a lone surrogate: it has no UTF-8 form, so it
+   could not be passed on.
 6. **Signature** (``BAD_SIGNATURE``), over the bytes of the first two segments; an
    ES256 signature must be low-S (``s <= n/2``), so ``(r, n - s)`` is not a second
    spelling of a valid signature.
 7. **Time** (``EXPIRED``, ``NOT_YET_VALID``), with the leeway: expired when
    ``exp <= now - leeway``; not yet valid when ``nbf`` or ``iat`` is after ``now + leeway``.
 8. **Issuer** (``WRONG_ISSUER``): ``iss`` equals the issuer exactly.
-9. **Audience** (``WRONG_AUDIENCE``): ``aud`` equals the expected audience exactly.
-   ``aud`` is compared, not typed: a list is refused even when it holds the audience,
-   like any value that is not exactly that one string.
+9. **Audience** (``WRONG_AUDIENCE``): ``aud`` is the expected audience, exactly. The
+   authority always issues one string; a list is refused even when it holds the
+   audience, as the token then serves several services at once.
 
 Steps 1 to 5 read only the token and the key set; nothing reaches the network, a file or
 a database before the signature has passed. Revocation is not checked here: the
@@ -59,10 +61,11 @@ PublicKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPu
 
 # Tokens are small; anything near this size is an attack, refused before decoding.
 MAX_TOKEN_BYTES = 8 * 1024
-# Deeper than any claims the authority can issue (a protobuf Struct nests about 48
-# levels before gRPC refuses it), far below the depth at which the parser would recurse
-# out of stack.
-MAX_JSON_DEPTH = 64
+# The payload object and 32 levels of claims in it: as deep as a protobuf Struct can
+# carry any claim (an object costs it three message levels, and protobuf stops at 100),
+# so every valid token's claims can be passed on. Far below the depth at which the JSON
+# parser would recurse out of stack.
+MAX_JSON_DEPTH = 33
 ACCESS_TOKEN_TYPE = "at+jwt"
 # Claims with a meaning of their own (RFC 7519, 9068, 8693, 9449): never application claims.
 RESERVED_CLAIMS = frozenset(
@@ -483,14 +486,16 @@ def _check_claims(payload: dict[str, Any], payload_json: bytes) -> None:
         # type(), not isinstance: True is an int to Python but not a time.
         if type(value) is not int or not 0 <= value <= _MAX_TIME:
             raise InvalidToken(_MALFORMED)
-    if "aud" not in payload:
+    # RFC 7519 lets aud be a string or a list; anything else is no audience at all.
+    aud_type = type(payload.get("aud"))
+    if aud_type is not str and aud_type is not list:
         raise InvalidToken(_MALFORMED)
     # NUL and surrogates can only be written as \u escapes, so most tokens skip this.
     if b"\\u" in payload_json:
-        aud = payload["aud"]
         if (
             any("\x00" in payload[name] for name in _STRING_CLAIMS)
-            or (type(aud) is str and "\x00" in aud)
+            or (aud_type is str and "\x00" in payload["aud"])
+            or any("\x00" in name for name in payload)
             or _lone_surrogate(payload)
         ):
             raise InvalidToken(_MALFORMED)
