@@ -181,8 +181,9 @@ class RevocationMirror:
                 try:
                     item = await asyncio.wait_for(watcher.queue.get(), heartbeat_interval)
                 except TimeoutError:
-                    if self.age() <= fresh_within:
-                        # The queue is empty: every entry the follower passed on was sent.
+                    # Only with the queue empty has every entry the follower passed on
+                    # been sent (an entry may have arrived while the wait was cancelled).
+                    if watcher.queue.empty() and self.age() <= fresh_within:
                         position = max(position, self.sequence)
                         yield Heartbeat(position)
                     continue
