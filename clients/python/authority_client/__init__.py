@@ -1,4 +1,59 @@
 """What consumer services of the token authority install.
 
+- :class:`AuthorityClient` / :class:`AsyncAuthorityClient`: every RPC with Python types
+  and the errors of :mod:`authority_client.errors`.
+- :class:`AuthInterceptor` / :class:`AsyncAuthInterceptor`: server interceptors that
+  admit only calls with a valid bearer token, checked by a :class:`Validator` /
+  :class:`AsyncValidator` in remote or local mode; handlers read the caller with
+  :func:`current_claims`.
+- :class:`BearerToken` / :class:`AsyncBearerToken`: client interceptors that send one.
+- :mod:`authority_client.testing`: an in-process authority for a consumer's own tests
+  (needs the ``testing`` extra).
+
 The generated gRPC stubs for ``authority.v1`` live in :mod:`authority_client.v1`.
 """
+
+from authority_client.access import AccessRules
+from authority_client.async_client import AsyncAuthorityClient
+from authority_client.bearer import AsyncBearerToken, BearerToken
+from authority_client.channel import ChannelSettings
+from authority_client.client import AuthorityClient
+from authority_client.context import current_claims
+from authority_client.follow import FollowSettings
+from authority_client.interceptors import AsyncAuthInterceptor, AuthInterceptor
+from authority_client.types import (
+    AccessClaims,
+    InvalidReason,
+    IssuedToken,
+    RevocationEvent,
+    RevocationEventKind,
+    Session,
+    SessionPolicy,
+    Validation,
+)
+from authority_client.validation import AsyncValidator, Mode, ValidationSettings, Validator
+
+__all__ = [
+    "AccessClaims",
+    "AccessRules",
+    "AsyncAuthInterceptor",
+    "AsyncAuthorityClient",
+    "AsyncBearerToken",
+    "AsyncValidator",
+    "AuthInterceptor",
+    "AuthorityClient",
+    "BearerToken",
+    "ChannelSettings",
+    "FollowSettings",
+    "InvalidReason",
+    "IssuedToken",
+    "Mode",
+    "RevocationEvent",
+    "RevocationEventKind",
+    "Session",
+    "SessionPolicy",
+    "Validation",
+    "ValidationSettings",
+    "Validator",
+    "current_claims",
+]

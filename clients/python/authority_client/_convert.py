@@ -1,0 +1,134 @@
+"""Protobuf messages to and from the client's dataclasses; shared by both clients."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from authority_client.types import (
+    AccessClaims,
+    InvalidReason,
+    IssuedToken,
+    RevocationEvent,
+    RevocationEventKind,
+    Session,
+    SessionPolicy,
+    Validation,
+)
+from authority_client.v1 import authority_pb2 as pb
+
+
+def seconds(timestamp: Timestamp) -> float:
+    """Unix seconds of a Timestamp."""
+    return timestamp.seconds + timestamp.nanos / 1e9
+
+
+def duration(value: float) -> Duration:
+    """A Duration of ``value`` seconds."""
+    message = Duration()
+    message.FromNanoseconds(int(value * 1e9))
+    return message
+
+
+def issue_request(
+    subject: str,
+    device_id: str,
+    policy: SessionPolicy,
+    audience: str,
+    claims: Mapping[str, Any] | None,
+    ttl: float | None,
+) -> pb.IssueTokenRequest:
+    """The IssueToken request for a sign-in."""
+    request = pb.IssueTokenRequest(subject=subject, device_id=device_id, policy=int(policy), audience=audience)  # type: ignore[arg-type]
+    if claims is not None:
+        request.claims.update(dict(claims))
+    if ttl is not None:
+        request.ttl.CopyFrom(duration(ttl))
+    return request
+
+
+def revoke_request(token: str | None, session_id: str | None, subject: str | None, reason: str) -> pb.RevokeTokenRequest:
+    """The RevokeToken request for exactly one target."""
+    targets = {"token": token, "session_id": session_id, "subject": subject}
+    named = {key: value for key, value in targets.items() if value is not None}
+    if len(named) != 1:
+        raise ValueError("name exactly one of token, session_id or subject")
+    return pb.RevokeTokenRequest(reason=reason, **named)
+
+
+def issued(response: pb.IssueTokenResponse) -> IssuedToken:
+    """An IssueToken or RefreshToken answer."""
+    return IssuedToken(
+        access_token=response.access_token,
+        refresh_token=response.refresh_token,
+        session_id=response.session_id,
+        expires_at=seconds(response.expires_at),
+        refresh_expires_at=seconds(response.refresh_expires_at),
+        replaced_session_ids=tuple(response.replaced_session_ids),
+    )
+
+
+def claims(message: pb.Claims) -> AccessClaims:
+    """Claims as the authority reports them."""
+    return AccessClaims(
+        subject=message.subject,
+        device_id=message.device_id,
+        session_id=message.session_id,
+        token_id=message.token_id,
+        issuer=message.issuer,
+        audience=message.audience,
+        issued_at=message.issued_at.seconds,
+        expires_at=message.expires_at.seconds,
+        extra=json_format.MessageToDict(message.extra) if message.HasField("extra") else {},
+    )
+
+
+def validation(response: pb.ValidateTokenResponse) -> Validation:
+    """A ValidateToken answer."""
+    if response.valid:
+        return Validation(valid=True, claims=claims(response.claims))
+    try:
+        reason = InvalidReason(response.reason)
+    except ValueError:  # a reason newer than this client: still not valid
+        reason = InvalidReason.MALFORMED
+    return Validation(valid=False, reason=reason)
+
+
+def sessions(response: pb.ListSessionsResponse) -> list[Session]:
+    """A ListSessions answer."""
+    return [
+        Session(s.session_id, s.subject, s.device_id, seconds(s.created_at), seconds(s.expires_at))
+        for s in response.sessions
+    ]
+
+
+def revocation_event(message: pb.RevocationEvent) -> RevocationEvent:
+    """One WatchRevocations event."""
+    try:
+        kind = RevocationEventKind(message.kind)
+    except ValueError:
+        kind = RevocationEventKind.UNSPECIFIED
+    # Servers older than the kinds send revocations with the kind unset.
+    if kind is RevocationEventKind.UNSPECIFIED and message.session_id:
+        kind = RevocationEventKind.REVOCATION
+    return RevocationEvent(
+        kind=kind,
+        sequence=message.sequence,
+        token_id=message.token_id,
+        session_id=message.session_id,
+        expires_at=seconds(message.expires_at),
+        sent_at=seconds(message.sent_at),
+        jwks_json=message.jwks_json,
+    )
+
+
+def watch_request(after_sequence: int, heartbeat_interval: float | None) -> pb.WatchRevocationsRequest:
+    """The WatchRevocations request resuming after ``after_sequence``."""
+    request = pb.WatchRevocationsRequest(after_sequence=after_sequence)
+    if heartbeat_interval is not None:
+        request.heartbeat_interval.CopyFrom(duration(heartbeat_interval))
+    return request

@@ -1,0 +1,135 @@
+"""``AsyncAuthorityClient``: every RPC of the token authority over a grpc.aio channel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from authority_client import _convert
+from authority_client.channel import ChannelSettings, call_metadata
+from authority_client.errors import from_rpc_error
+from authority_client.types import IssuedToken, RevocationEvent, Session, SessionPolicy, Validation
+from authority_client.v1 import authority_pb2 as pb
+from authority_client.v1 import authority_pb2_grpc
+
+
+class AsyncAuthorityClient:
+    """An asyncio client of the token authority; the twin of :class:`AuthorityClient`.
+
+    Create it inside the event loop it will be used from (grpc.aio channels belong to one
+    loop).
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
+        channel: grpc.aio.Channel | None = None,
+        settings: ChannelSettings = ChannelSettings(),
+    ) -> None:
+        if (target is None) == (channel is None):
+            raise ValueError("give a target or a channel, not both")
+        self.settings = settings
+        self._owns_channel = channel is None
+        if channel is None:
+            assert target is not None
+            options = settings.options()
+            if credentials is None:
+                channel = grpc.aio.insecure_channel(target, options=options)
+            else:
+                channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self.channel = channel
+        self._stub = authority_pb2_grpc.TokenAuthorityStub(channel)
+        self._metadata = call_metadata(api_key)
+
+    async def _call(self, method: str, request: Any, timeout: float | None, refreshing: bool = False) -> Any:
+        try:
+            return await getattr(self._stub, method)(
+                request, timeout=self.settings.timeout if timeout is None else timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, refreshing=refreshing) from None
+
+    async def issue_token(
+        self,
+        subject: str,
+        device_id: str,
+        *,
+        policy: SessionPolicy = SessionPolicy.DEFAULT,
+        audience: str = "",
+        claims: Mapping[str, Any] | None = None,
+        ttl: float | None = None,
+        timeout: float | None = None,
+    ) -> IssuedToken:
+        """Signs ``subject`` in on ``device_id``; never retried (a sign-in is not idempotent)."""
+        request = _convert.issue_request(subject, device_id, policy, audience, claims, ttl)
+        return _convert.issued(await self._call("IssueToken", request, timeout))
+
+    async def validate_token(self, token: str, audience: str = "", *, timeout: float | None = None) -> Validation:
+        """The authority's verdict on ``token`` for ``audience`` (empty: its default)."""
+        request = pb.ValidateTokenRequest(token=token, audience=audience)
+        return _convert.validation(await self._call("ValidateToken", request, timeout))
+
+    async def revoke_token(
+        self,
+        *,
+        token: str | None = None,
+        session_id: str | None = None,
+        subject: str | None = None,
+        reason: str = "",
+        timeout: float | None = None,
+    ) -> int:
+        """Logout by token, end one session, or sign a subject out; returns sessions ended."""
+        request = _convert.revoke_request(token, session_id, subject, reason)
+        response: pb.RevokeTokenResponse = await self._call("RevokeToken", request, timeout)
+        return response.revoked_sessions
+
+    async def refresh_token(self, refresh_token: str, *, timeout: float | None = None) -> IssuedToken:
+        """A new token pair on the same session; raises :class:`RefreshRejected`."""
+        request = pb.RefreshTokenRequest(refresh_token=refresh_token)
+        return _convert.issued(await self._call("RefreshToken", request, timeout, refreshing=True))
+
+    async def list_sessions(self, subject: str, *, timeout: float | None = None) -> list[Session]:
+        """The subject's live sessions, oldest first."""
+        request = pb.ListSessionsRequest(subject=subject)
+        return _convert.sessions(await self._call("ListSessions", request, timeout))
+
+    async def get_signing_keys(self, *, timeout: float | None = None) -> str:
+        """The authority's public keys as a JWK Set (JSON text)."""
+        response: pb.GetSigningKeysResponse = await self._call("GetSigningKeys", pb.GetSigningKeysRequest(), timeout)
+        return response.jwks_json
+
+    async def watch_revocations(
+        self, after_sequence: int = 0, *, heartbeat_interval: float | None = None
+    ) -> AsyncGenerator[RevocationEvent, None]:
+        """The revocation stream after ``after_sequence``; it has no deadline.
+
+        Closing the iterator (or cancelling its task) cancels the call.
+        """
+        request = _convert.watch_request(after_sequence, heartbeat_interval)
+        call = self._stub.WatchRevocations(request, metadata=self._metadata)
+        try:
+            async for message in call:
+                yield _convert.revocation_event(message)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        """Closes the channel, unless it was given."""
+        if self._owns_channel:
+            await self.channel.close()
+
+    async def __aenter__(self) -> AsyncAuthorityClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

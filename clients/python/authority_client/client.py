@@ -1,0 +1,145 @@
+"""``AuthorityClient``: every RPC of the token authority over a blocking grpc channel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from authority_client import _convert
+from authority_client.channel import ChannelSettings, call_metadata
+from authority_client.errors import from_rpc_error
+from authority_client.types import IssuedToken, RevocationEvent, Session, SessionPolicy, Validation
+from authority_client.v1 import authority_pb2 as pb
+from authority_client.v1 import authority_pb2_grpc
+
+
+class AuthorityClient:
+    """A blocking client of the token authority; raises :mod:`authority_client.errors`.
+
+    Give a ``target`` (``host:port``, or ``dns:///host:port`` to balance over every
+    replica the name resolves to) with optional TLS ``credentials``, or an existing
+    ``channel`` (which the client then does not close). ``api_key`` is sent as
+    ``x-api-key`` on every call.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        api_key: str | None = None,
+        channel: grpc.Channel | None = None,
+        settings: ChannelSettings = ChannelSettings(),
+    ) -> None:
+        if (target is None) == (channel is None):
+            raise ValueError("give a target or a channel, not both")
+        self.settings = settings
+        self._owns_channel = channel is None
+        if channel is None:
+            assert target is not None
+            options = settings.options()
+            if credentials is None:
+                channel = grpc.insecure_channel(target, options=options)
+            else:
+                channel = grpc.secure_channel(target, credentials, options=options)
+        self.channel = channel
+        self._stub = authority_pb2_grpc.TokenAuthorityStub(channel)
+        self._metadata = call_metadata(api_key)
+
+    def _call(self, method: str, request: Any, timeout: float | None, refreshing: bool = False) -> Any:
+        try:
+            return getattr(self._stub, method)(
+                request, timeout=self.settings.timeout if timeout is None else timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, refreshing=refreshing) from None
+
+    def issue_token(
+        self,
+        subject: str,
+        device_id: str,
+        *,
+        policy: SessionPolicy = SessionPolicy.DEFAULT,
+        audience: str = "",
+        claims: Mapping[str, Any] | None = None,
+        ttl: float | None = None,
+        timeout: float | None = None,
+    ) -> IssuedToken:
+        """Signs ``subject`` in on ``device_id``; never retried (a sign-in is not idempotent)."""
+        request = _convert.issue_request(subject, device_id, policy, audience, claims, ttl)
+        return _convert.issued(self._call("IssueToken", request, timeout))
+
+    def validate_token(self, token: str, audience: str = "", *, timeout: float | None = None) -> Validation:
+        """The authority's verdict on ``token`` for ``audience`` (empty: its default)."""
+        request = pb.ValidateTokenRequest(token=token, audience=audience)
+        return _convert.validation(self._call("ValidateToken", request, timeout))
+
+    def revoke_token(
+        self,
+        *,
+        token: str | None = None,
+        session_id: str | None = None,
+        subject: str | None = None,
+        reason: str = "",
+        timeout: float | None = None,
+    ) -> int:
+        """Logout by token, end one session, or sign a subject out; returns sessions ended."""
+        request = _convert.revoke_request(token, session_id, subject, reason)
+        response: pb.RevokeTokenResponse = self._call("RevokeToken", request, timeout)
+        return response.revoked_sessions
+
+    def refresh_token(self, refresh_token: str, *, timeout: float | None = None) -> IssuedToken:
+        """A new token pair on the same session; raises :class:`RefreshRejected`."""
+        request = pb.RefreshTokenRequest(refresh_token=refresh_token)
+        return _convert.issued(self._call("RefreshToken", request, timeout, refreshing=True))
+
+    def list_sessions(self, subject: str, *, timeout: float | None = None) -> list[Session]:
+        """The subject's live sessions, oldest first."""
+        return _convert.sessions(self._call("ListSessions", pb.ListSessionsRequest(subject=subject), timeout))
+
+    def get_signing_keys(self, *, timeout: float | None = None) -> str:
+        """The authority's public keys as a JWK Set (JSON text)."""
+        response: pb.GetSigningKeysResponse = self._call("GetSigningKeys", pb.GetSigningKeysRequest(), timeout)
+        return response.jwks_json
+
+    def watch_revocations(
+        self, after_sequence: int = 0, *, heartbeat_interval: float | None = None
+    ) -> RevocationStream:
+        """The revocation stream after ``after_sequence``; it has no deadline."""
+        request = _convert.watch_request(after_sequence, heartbeat_interval)
+        call = self._stub.WatchRevocations(request, metadata=self._metadata)
+        return RevocationStream(call)
+
+    def close(self) -> None:
+        """Closes the channel, unless it was given."""
+        if self._owns_channel:
+            self.channel.close()
+
+    def __enter__(self) -> AuthorityClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RevocationStream:
+    """An open WatchRevocations call: iterate for events, :meth:`cancel` from any thread."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __iter__(self) -> Iterator[RevocationEvent]:
+        try:
+            for message in self._call:
+                yield _convert.revocation_event(message)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def cancel(self) -> None:
+        """Ends the stream; the iterating thread sees it end."""
+        self._call.cancel()

@@ -1,0 +1,89 @@
+"""The Python shapes of the authority's messages: what the clients take and return.
+
+Claims and reasons are the verifier's own (:class:`AccessClaims`,
+:class:`InvalidReason`), so a token checked remotely and one checked in-process look alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from authority_client.verify import AccessClaims, InvalidReason
+
+__all__ = [
+    "AccessClaims",
+    "InvalidReason",
+    "IssuedToken",
+    "RevocationEvent",
+    "RevocationEventKind",
+    "Session",
+    "SessionPolicy",
+    "Validation",
+]
+
+
+class SessionPolicy(enum.IntEnum):
+    """What a sign-in does when the subject is already signed in elsewhere."""
+
+    DEFAULT = 0  # the authority's configured default
+    REPLACE = 1  # the oldest sessions are signed out
+    REJECT = 2  # the sign-in fails with SessionLimitReached
+
+
+class RevocationEventKind(enum.IntEnum):
+    """What a :class:`RevocationEvent` carries; the numbers are the proto's."""
+
+    UNSPECIFIED = 0
+    REVOCATION = 1
+    CAUGHT_UP = 2
+    HEARTBEAT = 3
+    SIGNING_KEYS = 4
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A token pair from a sign-in or a refresh; times are Unix seconds."""
+
+    access_token: str
+    refresh_token: str
+    session_id: str
+    expires_at: float
+    refresh_expires_at: float
+    replaced_session_ids: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # the tokens are secrets: keep them out of logs
+        return f"IssuedToken(session_id={self.session_id!r}, expires_at={self.expires_at})"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Session:
+    """One subject signed in on one device."""
+
+    session_id: str
+    subject: str
+    device_id: str
+    created_at: float
+    expires_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Validation:
+    """The authority's verdict on a token: ``claims`` when valid, else ``reason``."""
+
+    valid: bool
+    reason: InvalidReason | None = None
+    claims: AccessClaims | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevocationEvent:
+    """One event of the WatchRevocations stream (see the proto for each kind's fields)."""
+
+    kind: RevocationEventKind
+    sequence: int
+    token_id: str = ""
+    session_id: str = ""
+    expires_at: float = 0.0
+    sent_at: float = 0.0
+    jwks_json: str = ""

@@ -1,0 +1,321 @@
+"""Deciding whether a bearer token is good: remotely, or in-process with a revocation mirror.
+
+Two modes, chosen by :class:`ValidationSettings`:
+
+``Mode.REMOTE``
+    Every token is checked with ValidateToken. With ``cache_size`` > 0, valid answers are
+    cached (see :mod:`authority_client.cache`); the cache then follows the revocation
+    stream, which evicts a revoked session's entries as soon as the revocation arrives,
+    and is consulted only while that stream is fresh, so a cached answer is never older
+    than ``max_staleness`` in what it knows of revocations.
+
+``Mode.LOCAL``
+    Signatures and claims are checked in-process (:mod:`authority_client.verify`) with the
+    keys of GetSigningKeys and the stream, and revocations against the
+    :class:`~authority_client.mirror.RevocationMirror`. A token whose signature or claims
+    are bad is refused on the spot. A good one is accepted only while the mirror is fresh;
+    otherwise ValidateToken decides, and when the authority cannot be reached either, the
+    call is refused with :class:`~authority_client.errors.Unavailable`. Nothing is ever
+    accepted on a view that cannot vouch for it.
+
+:class:`Validator` (blocking, for grpc) and :class:`AsyncValidator` (for grpc.aio) share
+the decisions in :class:`_Decisions` and differ only in how they call the authority.
+Both raise :class:`InvalidToken` for a bad token and :class:`Unavailable` when they cannot
+tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import logging
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Final
+
+from authority_client.async_client import AsyncAuthorityClient
+from authority_client.cache import ClaimsCache
+from authority_client.client import AuthorityClient
+from authority_client.errors import AuthorityError, Unavailable
+from authority_client.follow import AsyncMirrorFollower, FollowSettings, MirrorFollower
+from authority_client.keys import SigningKeys
+from authority_client.mirror import RevocationMirror
+from authority_client.types import AccessClaims, InvalidReason, Validation
+from authority_client.verify import InvalidToken
+
+log = logging.getLogger(__name__)
+
+
+class Mode(enum.Enum):
+    """Where tokens are checked."""
+
+    REMOTE = "remote"
+    LOCAL = "local"
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationSettings:
+    """How a consumer validates tokens; durations in seconds."""
+
+    mode: Mode = Mode.LOCAL
+    # The authority's ``iss``; local mode checks it.
+    issuer: str = "token-authority"
+    # How long the revocation mirror may go unheard before it stops vouching.
+    max_staleness: float = 5.0
+    # Clock skew allowed on exp/nbf in local mode (the authority's default).
+    leeway: float = 30.0
+    # Remote mode: cached valid answers (0: no cache) and how long each may live.
+    cache_size: int = 0
+    cache_ttl: float = 30.0
+    # Local mode: the least time between two key fetches for an unknown kid.
+    key_refetch_interval: float = 1.0
+    follow: FollowSettings = FollowSettings()
+
+    def __post_init__(self) -> None:
+        if self.max_staleness <= 0 or self.cache_ttl <= 0 or self.cache_size < 0 or self.leeway < 0:
+            raise ValueError("durations must be positive and cache_size not negative")
+
+    @property
+    def follows_stream(self) -> bool:
+        """Whether this configuration keeps a revocation mirror."""
+        return self.mode is Mode.LOCAL or self.cache_size > 0
+
+
+class _Step(enum.Enum):
+    REFETCH_KEYS = "refetch keys"
+    ASK_AUTHORITY = "ask the authority"
+
+
+_UNAVAILABLE_MESSAGE: Final = "the token authority cannot be reached to check the token"
+
+
+class _Decisions:
+    """Everything a validator decides without I/O; the I/O is the caller's."""
+
+    def __init__(self, settings: ValidationSettings, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.mirror: RevocationMirror | None = None
+        self.keys: SigningKeys | None = None
+        self.cache: ClaimsCache | None = None
+        if settings.follows_stream:
+            self.mirror = RevocationMirror(max_staleness=settings.max_staleness, leeway=settings.leeway, clock=clock)
+        if settings.mode is Mode.LOCAL:
+            self.keys = SigningKeys(
+                issuer=settings.issuer,
+                leeway=settings.leeway,
+                refetch_interval=settings.key_refetch_interval,
+                clock=clock,
+            )
+            assert self.mirror is not None
+            self.mirror.on_signing_keys(self.keys.replace)
+        elif settings.cache_size > 0:
+            self.cache = ClaimsCache(settings.cache_size, settings.cache_ttl, clock)
+            assert self.mirror is not None
+            self.mirror.on_revocation(self.cache.evict)
+
+    def first(self, token: str, audience: str) -> AccessClaims | _Step:
+        """The verdict, or what must happen before there can be one."""
+        if self.keys is None:
+            if self.cache is not None and self._mirror_fresh():
+                cached = self.cache.get(token, audience)
+                if cached is not None:
+                    return cached
+            return _Step.ASK_AUTHORITY
+        verifier = self.keys.verifier
+        if verifier is None:
+            return _Step.REFETCH_KEYS if self.keys.claim_refetch() else _Step.ASK_AUTHORITY
+        try:
+            claims = verifier.verify(token, audience)
+        except InvalidToken as invalid:
+            # A kid newer than our set: its key may be on its way.
+            if invalid.reason is InvalidReason.UNKNOWN_KEY and self.keys.claim_refetch():
+                return _Step.REFETCH_KEYS
+            raise
+        return self._vouch(claims)
+
+    def after_refetch(self, token: str, audience: str) -> AccessClaims | _Step:
+        """The verdict once the keys were fetched again (or could not be)."""
+        assert self.keys is not None
+        if self.keys.verifier is None:
+            return _Step.ASK_AUTHORITY
+        return self._vouch(self.keys.verifier.verify(token, audience))
+
+    def answer(self, token: str, audience: str, validation: Validation) -> AccessClaims:
+        """The authority's verdict, remembered when there is a cache."""
+        if not validation.valid or validation.claims is None:
+            raise InvalidToken(validation.reason or InvalidReason.MALFORMED)
+        claims = validation.claims
+        if self.cache is not None:
+            self.cache.put(token, audience, claims)
+        # Checked after the put: a revocation that arrived while the call was in flight
+        # either shows here or evicts the entry just put, never neither. A revocation is
+        # final, so one the mirror knows of wins over a replica that has not seen it yet.
+        if self.mirror is not None and self.mirror.is_revoked(claims.session_id, claims.token_id):
+            if self.cache is not None:
+                self.cache.evict(claims.session_id, claims.token_id)
+            raise InvalidToken(InvalidReason.REVOKED)
+        return claims
+
+    def _vouch(self, claims: AccessClaims) -> AccessClaims | _Step:
+        if not self._mirror_fresh():
+            return _Step.ASK_AUTHORITY
+        assert self.mirror is not None
+        if self.mirror.is_revoked(claims.session_id, claims.token_id):
+            raise InvalidToken(InvalidReason.REVOKED)
+        return claims
+
+    def _mirror_fresh(self) -> bool:
+        return self.mirror is not None and self.mirror.is_fresh()
+
+
+def _unavailable(error: AuthorityError) -> Unavailable:
+    log.warning("could not check a token with the authority: %s", error.code.name)
+    return Unavailable(_UNAVAILABLE_MESSAGE)
+
+
+class Validator:
+    """Validates tokens for a grpc (threaded) server; see the module docstring.
+
+    :meth:`start` starts the revocation follower thread, when the mode needs one; use it
+    as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        client: AuthorityClient,
+        settings: ValidationSettings = ValidationSettings(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self._decisions = _Decisions(settings, clock)
+        self.mirror = self._decisions.mirror
+        self._follower = (
+            MirrorFollower(client, self.mirror, settings.follow) if self.mirror is not None else None
+        )
+
+    def start(self) -> Validator:
+        """Fetches the signing keys (local mode; a failure is retried later) and starts following."""
+        if self._decisions.keys is not None:
+            try:
+                self._decisions.keys.replace(self.client.get_signing_keys())
+            except AuthorityError as error:
+                log.warning("could not fetch the signing keys at start: %s", error.code.name)
+        if self._follower is not None:
+            self._follower.start()
+        return self
+
+    def wait_until_fresh(self, timeout: float) -> bool:
+        """Blocks until the mirror can vouch (at once when there is none); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.mirror is not None and not self.mirror.is_fresh():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def validate(self, token: str, audience: str) -> AccessClaims:
+        """The token's claims; raises :class:`InvalidToken` or :class:`Unavailable`."""
+        step = self._decisions.first(token, audience)
+        if step is _Step.REFETCH_KEYS:
+            assert self._decisions.keys is not None
+            try:
+                self._decisions.keys.replace(self.client.get_signing_keys())
+            except AuthorityError as error:
+                raise _unavailable(error) from None
+            step = self._decisions.after_refetch(token, audience)
+        if step is _Step.ASK_AUTHORITY:
+            try:
+                validation = self.client.validate_token(token, audience)
+            except AuthorityError as error:
+                raise _unavailable(error) from None
+            return self._decisions.answer(token, audience, validation)
+        assert isinstance(step, AccessClaims)
+        return step
+
+    def close(self) -> None:
+        """Stops following the stream (the client stays open)."""
+        if self._follower is not None:
+            self._follower.stop()
+
+    def __enter__(self) -> Validator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncValidator:
+    """Validates tokens for a grpc.aio server; the asyncio twin of :class:`Validator`."""
+
+    def __init__(
+        self,
+        client: AsyncAuthorityClient,
+        settings: ValidationSettings = ValidationSettings(),
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self._decisions = _Decisions(settings, clock)
+        self.mirror = self._decisions.mirror
+        self._follower = (
+            AsyncMirrorFollower(client, self.mirror, settings.follow) if self.mirror is not None else None
+        )
+
+    async def start(self) -> AsyncValidator:
+        """Fetches the signing keys (local mode; a failure is retried later) and starts following."""
+        if self._decisions.keys is not None:
+            try:
+                self._decisions.keys.replace(await self.client.get_signing_keys())
+            except AuthorityError as error:
+                log.warning("could not fetch the signing keys at start: %s", error.code.name)
+        if self._follower is not None:
+            self._follower.start()
+        return self
+
+    async def wait_until_fresh(self, timeout: float) -> bool:
+        """Waits until the mirror can vouch (at once when there is none); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.mirror is not None and not self.mirror.is_fresh():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def validate(self, token: str, audience: str) -> AccessClaims:
+        """The token's claims; raises :class:`InvalidToken` or :class:`Unavailable`."""
+        step = self._decisions.first(token, audience)
+        if step is _Step.REFETCH_KEYS:
+            assert self._decisions.keys is not None
+            try:
+                self._decisions.keys.replace(await self.client.get_signing_keys())
+            except AuthorityError as error:
+                raise _unavailable(error) from None
+            step = self._decisions.after_refetch(token, audience)
+        if step is _Step.ASK_AUTHORITY:
+            try:
+                validation = await self.client.validate_token(token, audience)
+            except AuthorityError as error:
+                raise _unavailable(error) from None
+            return self._decisions.answer(token, audience, validation)
+        assert isinstance(step, AccessClaims)
+        return step
+
+    async def close(self) -> None:
+        """Stops following the stream (the client stays open)."""
+        if self._follower is not None:
+            await self._follower.stop()
+
+    async def __aenter__(self) -> AsyncValidator:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,234 @@
+"""AuthorityClient and AsyncAuthorityClient against a real authority: types in, types out,
+errors from authority_client.errors, never a raw grpc.RpcError."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import grpc
+import pytest
+
+from authority_client import (
+    AsyncAuthorityClient,
+    AuthorityClient,
+    ChannelSettings,
+    InvalidReason,
+    RevocationEventKind,
+    SessionPolicy,
+)
+from authority_client.channel import IDEMPOTENT_METHODS
+from authority_client.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    RefreshRejected,
+    SessionLimitReached,
+    Unavailable,
+)
+from authority_client.testing import AsyncInProcessAuthority, InProcessAuthority
+
+
+def test_every_rpc_speaks_python_types(authority: InProcessAuthority) -> None:
+    client = authority.client
+    issued = client.issue_token("alice", "laptop", claims={"role": "admin"}, ttl=120)
+    assert issued.access_token and issued.refresh_token and issued.session_id
+    assert 100 < issued.expires_at - time.time() <= 121
+    assert issued.refresh_expires_at > issued.expires_at
+    assert "access_token" not in repr(issued) and issued.access_token not in repr(issued)
+
+    validation = client.validate_token(issued.access_token)
+    assert validation.valid and validation.reason is None and validation.claims is not None
+    assert (validation.claims.subject, validation.claims.device_id) == ("alice", "laptop")
+    assert validation.claims.session_id == issued.session_id
+    assert validation.claims.extra == {"role": "admin"}
+
+    [session] = client.list_sessions("alice")
+    assert (session.session_id, session.subject, session.device_id) == (issued.session_id, "alice", "laptop")
+
+    refreshed = client.refresh_token(issued.refresh_token)
+    assert refreshed.session_id == issued.session_id and refreshed.access_token != issued.access_token
+
+    keys = json.loads(client.get_signing_keys())
+    assert keys["keys"] and all("kid" in key for key in keys["keys"])
+
+    assert client.revoke_token(session_id=issued.session_id, reason="test") == 1
+    assert client.revoke_token(session_id=issued.session_id) == 0
+    rejected = client.validate_token(refreshed.access_token)
+    assert (rejected.valid, rejected.reason, rejected.claims) == (False, InvalidReason.REVOKED, None)
+
+
+def test_failures_raise_the_client_errors(authority: InProcessAuthority) -> None:
+    client = authority.client
+    issued = client.issue_token("bob", "laptop")
+    with pytest.raises(SessionLimitReached) as limit:
+        client.issue_token("bob", "phone", policy=SessionPolicy.REJECT)
+    assert limit.value.code is grpc.StatusCode.FAILED_PRECONDITION
+
+    client.refresh_token(issued.refresh_token)
+    with pytest.raises(RefreshRejected) as reused:
+        client.refresh_token(issued.refresh_token)  # already used: the session dies too
+    assert reused.value.code is grpc.StatusCode.UNAUTHENTICATED
+
+    with pytest.raises(InvalidArgument) as bad:
+        client.issue_token("", "laptop")
+    assert "subject" in bad.value.details
+    with pytest.raises(InvalidArgument):
+        client.validate_token("")
+    with pytest.raises(ValueError):
+        client.revoke_token(token="x", subject="y")
+
+
+def test_calls_to_a_stopped_authority_fail_unavailable_within_the_deadline(authority: InProcessAuthority) -> None:
+    authority.stop()
+    with AuthorityClient(authority.target, settings=ChannelSettings(timeout=1.0)) as client:
+        started = time.monotonic()
+        with pytest.raises((Unavailable, DeadlineExceeded)):
+            client.validate_token("x")  # retried on UNAVAILABLE, all within the deadline
+        assert time.monotonic() - started < 3.0
+        with pytest.raises((Unavailable, DeadlineExceeded)):
+            client.issue_token("carol", "laptop")
+
+
+def test_only_idempotent_calls_are_retried() -> None:
+    config = ChannelSettings().service_config()
+    [method_config] = config["methodConfig"]
+    assert {name["method"] for name in method_config["name"]} == set(IDEMPOTENT_METHODS)
+    assert set(IDEMPOTENT_METHODS) == {"ValidateToken", "GetSigningKeys", "RevokeToken"}
+    assert method_config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert config["loadBalancingConfig"] == [{"round_robin": {}}]
+
+
+def test_api_key_is_sent_on_every_call() -> None:
+    seen: list[str | None] = []
+
+    def record(request: bytes, context: grpc.ServicerContext) -> bytes:
+        seen.append(dict(context.invocation_metadata()).get("x-api-key"))  # type: ignore[arg-type]
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
+
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    handler = grpc.unary_unary_rpc_method_handler(record)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("authority.v1.TokenAuthority", {"GetSigningKeys": handler}),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with AuthorityClient(f"127.0.0.1:{port}", api_key="k3y") as client:
+            from authority_client.errors import PermissionDenied
+
+            with pytest.raises(PermissionDenied):
+                client.get_signing_keys()
+    finally:
+        server.stop(None)
+    assert seen == ["k3y"]
+
+
+def test_a_given_channel_is_used_and_left_open(authority: InProcessAuthority) -> None:
+    channel = grpc.insecure_channel(authority.target)
+    with AuthorityClient(channel=channel) as client:
+        assert client.issue_token("dave", "laptop").session_id
+    # Still open: the client did not own it.
+    assert AuthorityClient(channel=channel).list_sessions("dave")
+    channel.close()
+
+
+@pytest.mark.timeout(20)
+def test_the_stream_sends_keys_backlog_caught_up_then_live_revocations(authority: InProcessAuthority) -> None:
+    client = authority.client
+    first = client.issue_token("erin", "laptop")
+    client.revoke_token(session_id=first.session_id)
+    stream = client.watch_revocations(0, heartbeat_interval=0.1)
+    events = iter(stream)
+    kinds = []
+    for event in events:
+        kinds.append(event.kind)
+        if event.kind is RevocationEventKind.CAUGHT_UP:
+            break
+    assert kinds[0] is RevocationEventKind.SIGNING_KEYS
+    assert RevocationEventKind.REVOCATION in kinds
+    second = client.issue_token("frank", "laptop")
+    client.revoke_token(token=second.access_token)
+    for event in events:
+        if event.kind is RevocationEventKind.REVOCATION:
+            assert event.session_id == second.session_id
+            break
+        assert event.kind is RevocationEventKind.HEARTBEAT
+    stream.cancel()
+
+
+@pytest.mark.timeout(20)
+async def test_the_async_client_is_the_twin_of_the_blocking_one() -> None:
+    async with AsyncInProcessAuthority() as authority:
+        async with AsyncAuthorityClient(authority.target) as client:
+            issued = await client.issue_token("alice", "laptop")
+            validation = await client.validate_token(issued.access_token)
+            assert validation.valid and validation.claims is not None
+            assert validation.claims.subject == "alice"
+            assert [s.session_id for s in await client.list_sessions("alice")] == [issued.session_id]
+            assert json.loads(await client.get_signing_keys())["keys"]
+            with pytest.raises(SessionLimitReached):
+                await client.issue_token("alice", "phone", policy=SessionPolicy.REJECT)
+            refreshed = await client.refresh_token(issued.refresh_token)
+            with pytest.raises(RefreshRejected):
+                await client.refresh_token(issued.refresh_token)
+            assert await client.revoke_token(token=refreshed.access_token) == 0  # reuse already ended it
+            events = client.watch_revocations(0)
+            kinds = []
+            async for event in events:
+                kinds.append(event.kind)
+                if event.kind is RevocationEventKind.CAUGHT_UP:
+                    break
+            await events.aclose()
+            assert kinds[0] is RevocationEventKind.SIGNING_KEYS and kinds.count(RevocationEventKind.REVOCATION) == 1
+
+
+def test_a_dns_target_balances_over_what_the_name_resolves_to(authority: InProcessAuthority) -> None:
+    port = authority.target.rpartition(":")[2]
+    with AuthorityClient(f"dns:///localhost:{port}") as client:
+        issued = client.issue_token("ivy", "laptop")
+        assert client.validate_token(issued.access_token).valid
+
+
+def test_unavailable_is_retried_for_idempotent_calls_only() -> None:
+    from concurrent import futures
+
+    from authority_client.v1 import authority_pb2 as pb
+
+    attempts: dict[str, int] = {"GetSigningKeys": 0, "IssueToken": 0}
+
+    def flaky(method: str, response: Any) -> Any:
+        def behavior(request: Any, context: grpc.ServicerContext) -> Any:
+            attempts[method] += 1
+            if attempts[method] < 3:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+            return response
+
+        return behavior
+
+    handlers = {
+        "GetSigningKeys": grpc.unary_unary_rpc_method_handler(
+            flaky("GetSigningKeys", pb.GetSigningKeysResponse(jwks_json='{"keys":[]}')),
+            request_deserializer=pb.GetSigningKeysRequest.FromString,
+            response_serializer=pb.GetSigningKeysResponse.SerializeToString,
+        ),
+        "IssueToken": grpc.unary_unary_rpc_method_handler(
+            flaky("IssueToken", pb.IssueTokenResponse()),
+            request_deserializer=pb.IssueTokenRequest.FromString,
+            response_serializer=pb.IssueTokenResponse.SerializeToString,
+        ),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("authority.v1.TokenAuthority", handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with AuthorityClient(f"127.0.0.1:{port}") as client:
+            assert client.get_signing_keys() == '{"keys":[]}'  # third attempt
+            with pytest.raises(Unavailable):
+                client.issue_token("alice", "laptop")  # a sign-in is tried once
+    finally:
+        server.stop(None)
+    assert attempts == {"GetSigningKeys": 3, "IssueToken": 1}

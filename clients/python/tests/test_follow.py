@@ -1,0 +1,98 @@
+"""The followers against a stream that goes silent: one fake, at the stream's seam, since
+a real authority never stops talking while it is up."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+
+from authority_client import AsyncAuthorityClient, AuthorityClient, FollowSettings
+from authority_client.follow import AsyncMirrorFollower, MirrorFollower
+from authority_client.mirror import RevocationMirror
+from authority_client.v1 import authority_pb2 as pb
+
+SETTINGS = FollowSettings(heartbeat_interval=0.1, idle_timeout=0.5, min_backoff=0.01, max_backoff=0.05)
+
+
+class SilentAfterCatchingUp:
+    """A WatchRevocations that sends one revocation (first call only), CAUGHT_UP, then nothing."""
+
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+        self.ended = threading.Event()
+
+    def watch(self, request: pb.WatchRevocationsRequest, context: grpc.ServicerContext) -> Iterator[pb.RevocationEvent]:
+        self.requests.append(request.after_sequence)
+        if request.after_sequence < 7:
+            yield pb.RevocationEvent(
+                kind=pb.REVOCATION_EVENT_KIND_REVOCATION, sequence=7, session_id="s7",
+                expires_at={"seconds": int(time.time()) + 600},
+            )
+        yield pb.RevocationEvent(kind=pb.REVOCATION_EVENT_KIND_CAUGHT_UP, sequence=7)
+        while context.is_active():
+            time.sleep(0.02)
+
+    def serve(self) -> tuple[grpc.Server, str]:
+        server = grpc.server(futures.ThreadPoolExecutor(4))
+        handler = grpc.unary_stream_rpc_method_handler(
+            self.watch,
+            request_deserializer=pb.WatchRevocationsRequest.FromString,
+            response_serializer=pb.RevocationEvent.SerializeToString,
+        )
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("authority.v1.TokenAuthority", {"WatchRevocations": handler}),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        return server, f"127.0.0.1:{port}"
+
+
+def _wait(condition: Any, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {within}s")
+        time.sleep(0.01)
+
+
+def test_a_silent_stream_is_reopened_after_the_last_sequence() -> None:
+    fake = SilentAfterCatchingUp()
+    server, target = fake.serve()
+    mirror = RevocationMirror(max_staleness=0.3)
+    with AuthorityClient(target) as client:
+        follower = MirrorFollower(client, mirror, SETTINGS)
+        follower.start()
+        try:
+            _wait(lambda: len(fake.requests) >= 2, within=3.0)
+            assert fake.requests[:2] == [0, 7]
+            assert mirror.is_revoked("s7", "")
+            time.sleep(0.4)
+            assert not mirror.is_fresh()  # silence makes it stale, even with the stream open
+        finally:
+            follower.stop()
+            server.stop(None)
+
+
+async def test_a_silent_stream_is_reopened_after_the_last_sequence_in_asyncio() -> None:
+    fake = SilentAfterCatchingUp()
+    server, target = fake.serve()
+    mirror = RevocationMirror(max_staleness=0.3)
+    async with AsyncAuthorityClient(target) as client:
+        follower = AsyncMirrorFollower(client, mirror, SETTINGS)
+        follower.start()
+        try:
+            deadline = time.monotonic() + 3.0
+            while len(fake.requests) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert fake.requests[:2] == [0, 7]
+            assert mirror.is_revoked("s7", "")
+        finally:
+            await follower.stop()
+            server.stop(None)
