@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from authority.config import Settings
 from authority.errors import StoreUnavailable
-from authority.keys import KeyRing, load_keyring, purge_keys, rotate_if_due
+from authority.keys import KeyRing, load_keyring, purge_keys, rotate_if_due, rotate_key
 from authority.revocations import LogFollower, RevocationMirror
 from authority.sessions import Sessions
 from authority.store import Store
@@ -106,6 +106,15 @@ class Authority:
         self.codec.keyring = keyring
         self.mirror.announce_keys()
         log.info("signing keys changed: %d keys, signing with %s", len(keyring.kids), keyring.signing_key_at(self.clock()).kid)
+
+    async def rotate_key(self, publish_ahead: float) -> str:
+        """Stores a new signing key (sealed like the others), published now and signing
+        after ``publish_ahead``; this process uses it at once. Returns its kid."""
+        key = await rotate_key(
+            self.store, self.settings.signing_algorithm, self.clock(), publish_ahead, self._kek
+        )
+        await self.refresh_keys()
+        return key.kid
 
     def start(self) -> None:
         """Starts the log follower and the periodic maintenance."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the single-device scenario against a running authority")
     demo.add_argument("--target", default="127.0.0.1:50051", help="the authority's HOST:PORT")
+    demo.add_argument("--api-key", default=os.environ.get("AUTHORITY_API_KEY"),
+                      help="an API key with the issuer and verifier roles, when the authority authenticates "
+                           "callers (AUTHORITY_API_KEY)")
 
     keys_command.add_parser(commands)
 
@@ -81,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from authority.demo import run_demo
 
-            return 0 if asyncio.run(run_demo(args.target, print)) else 1
+            return 0 if asyncio.run(run_demo(args.target, print, args.api_key)) else 1
         if args.command == "api-key":
             try:
                 return _new_api_key(args.name, args.role)

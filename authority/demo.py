@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 
+from authority.callers import API_KEY_HEADER
 
-async def run_demo(target: str, say: Callable[[str], object]) -> bool:
-    """Runs the scenario against the authority at ``target``; True when every step held."""
+
+async def run_demo(target: str, say: Callable[[str], object], api_key: str | None = None) -> bool:
+    """Runs the scenario against the authority at ``target`` (with an API key holding both
+    roles when callers must authenticate); True when every step held."""
     subject = f"demo-user-{secrets.token_hex(4)}"
+    call: dict[str, Any] = {"timeout": 5, "metadata": ((API_KEY_HEADER, api_key),) if api_key else ()}
     held = True
 
     def step(text: str, outcome: str, expected: bool) -> None:
@@ -28,17 +33,17 @@ async def run_demo(target: str, say: Callable[[str], object]) -> bool:
         stub = authority_pb2_grpc.TokenAuthorityStub(channel)
 
         async def validate(token: str) -> pb.ValidateTokenResponse:
-            answer: pb.ValidateTokenResponse = await stub.ValidateToken(pb.ValidateTokenRequest(token=token), timeout=5)
+            answer: pb.ValidateTokenResponse = await stub.ValidateToken(pb.ValidateTokenRequest(token=token), **call)
             return answer
 
         try:
             say(f"subject {subject}, authority at {target}")
-            laptop = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="laptop"), timeout=5)
+            laptop = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="laptop"), **call)
             step("sign in on the laptop", f"session {laptop.session_id}", True)
             checked = await validate(laptop.access_token)
             step("use the laptop's token", "valid" if checked.valid else "invalid", checked.valid)
 
-            phone = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="phone"), timeout=5)
+            phone = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="phone"), **call)
             replaced = list(phone.replaced_session_ids)
             step("sign in on the phone", f"replaced {replaced}", replaced == [laptop.session_id])
             checked = await validate(laptop.access_token)
@@ -48,7 +53,7 @@ async def run_demo(target: str, say: Callable[[str], object]) -> bool:
                 not checked.valid and checked.reason == pb.INVALID_REASON_REVOKED,
             )
 
-            logout = await stub.RevokeToken(pb.RevokeTokenRequest(token=phone.access_token), timeout=5)
+            logout = await stub.RevokeToken(pb.RevokeTokenRequest(token=phone.access_token), **call)
             step("log out on the phone", f"revoked {logout.revoked_sessions} session", logout.revoked_sessions == 1)
             checked = await validate(phone.access_token)
             step(
@@ -57,12 +62,12 @@ async def run_demo(target: str, say: Callable[[str], object]) -> bool:
                 not checked.valid and checked.reason == pb.INVALID_REASON_REVOKED,
             )
 
-            tablet = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="tablet"), timeout=5)
+            tablet = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="tablet"), **call)
             step("sign in on the tablet", f"session {tablet.session_id}", True)
             try:
                 await stub.IssueToken(
                     pb.IssueTokenRequest(subject=subject, device_id="laptop", policy=pb.SESSION_POLICY_REJECT),
-                    timeout=5,
+                    **call,
                 )
                 step("sign in on the laptop with policy REJECT", "issued", False)
             except grpc.aio.AioRpcError as error:
@@ -71,7 +76,7 @@ async def run_demo(target: str, say: Callable[[str], object]) -> bool:
                     error.code().name,
                     error.code() is grpc.StatusCode.FAILED_PRECONDITION,
                 )
-            await stub.RevokeToken(pb.RevokeTokenRequest(subject=subject, reason="demo finished"), timeout=5)
+            await stub.RevokeToken(pb.RevokeTokenRequest(subject=subject, reason="demo finished"), **call)
         except grpc.aio.AioRpcError as error:
             say(f"BAD  the authority at {target} answered {error.code().name}: {error.details()}")
             return False

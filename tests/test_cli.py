@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from authority.callers import api_key_entry, new_api_key, parse_roles
 from tests.conftest import TEST_KEY_ENCRYPTION_KEY
 
 AUTHORITY = str(Path(sys.executable).with_name("authority"))
@@ -61,6 +62,34 @@ async def test_demo_runs_the_seed_scenario_against_a_served_authority(
     assert re.search(r"use the laptop's token again\s+INVALID_REASON_REVOKED", out)
     assert re.search(r"sign in on the laptop with policy REJECT\s+FAILED_PRECONDITION", out)
     assert "eyJ" not in out  # no token is printed
+
+
+async def test_demo_authenticates_with_an_api_key_when_callers_must(database_url: str, tmp_path: Path) -> None:
+    key = new_api_key()
+    entry = api_key_entry("demo", parse_roles("issuer+verifier"), key)
+    process = await asyncio.create_subprocess_exec(
+        AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--database-url", database_url,
+        stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+        env={**os.environ, "AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY, "AUTHORITY_API_KEYS": entry},
+    )
+    try:
+        assert process.stderr is not None
+        target = None
+        while target is None:
+            line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
+            assert line, "authority serve exited before listening"
+            if match := re.search(r"listening on (\S+:\d+)", line):
+                target = match.group(1)
+
+        refused = await _run("demo", "--target", target)
+        admitted = await _run("demo", "--target", target, env={"AUTHORITY_API_KEY": key})
+    finally:
+        process.kill()
+        await process.wait()
+
+    assert refused[0] == 1 and "UNAUTHENTICATED" in refused[1]
+    assert admitted[0] == 0 and "the single-device rule held" in admitted[1]
+    assert key not in refused[1] + refused[2] + admitted[1] + admitted[2]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

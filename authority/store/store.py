@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -76,8 +77,22 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # FULL: an acknowledged revocation survives a power cut, not only a crash.
-    for pragma in ("busy_timeout=10000", "journal_mode=WAL", "foreign_keys=ON", "synchronous=FULL"):
+    for pragma in ("busy_timeout=10000", "foreign_keys=ON", "synchronous=FULL"):
         cursor.execute(f"PRAGMA {pragma}")
+    # WAL is a property of the file, set once. Switching to it needs the file to itself,
+    # and SQLite answers "database is locked" at once (no busy wait) while another
+    # process works on a new file: so it is set only when not set yet, retrying briefly.
+    for attempt in range(50):
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            break
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except Exception as error:
+            if "locked" not in str(error) or attempt == 49:
+                raise
+            time.sleep(0.02)  # at connect only, and only on a brand-new file
     cursor.close()
 
 

@@ -100,16 +100,9 @@ class _Core:
         return authority.codec.sign(token_claims)
 
     async def rotate_keys(self, publish_ahead: float) -> str:
-        from authority.keys import rotate_key
-
         if self.server is None:
             raise RuntimeError("the authority is not running")
-        authority = self.server.authority
-        # As `authority keys rotate` does, sealed with the server's key-encryption key if any.
-        kek = getattr(authority, "_kek", None)
-        key = await rotate_key(authority.store, authority.settings.signing_algorithm, time.time(), publish_ahead, kek)
-        await authority.refresh_keys()  # now, not at the next poll
-        return key.kid
+        return await self.server.authority.rotate_key(publish_ahead)
 
     def cleanup(self) -> None:
         if self._tmp is not None:
