@@ -57,6 +57,10 @@ class Settings:
     purge_interval: int = 60
     purge_batch_size: int = 1000
     log_level: str = "INFO"
+    # json, text, or auto: text when stderr is a terminal, JSON lines otherwise.
+    log_format: str = "auto"
+    # HOST:PORT (or a bare PORT, on loopback) for the Prometheus metrics; empty is off.
+    metrics_listen: str = ""
 
     def __post_init__(self) -> None:
         _check(self)
@@ -160,6 +164,19 @@ def _check(s: Settings) -> None:
         raise ConfigError("database_url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level", "must be one of DEBUG, INFO, WARNING, ERROR")
-    host, sep, port = s.listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not _is_host_port(s.listen):
         raise ConfigError("listen", f"{s.listen!r} is not HOST:PORT")
+    if s.log_format not in ("json", "text", "auto"):
+        raise ConfigError("log_format", "must be one of json, text, auto")
+    if s.metrics_listen and not _is_host_port(metrics_address(s.metrics_listen)):
+        raise ConfigError("metrics_listen", f"{s.metrics_listen!r} is not HOST:PORT or PORT")
+
+
+def _is_host_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) <= 65535)
+
+
+def metrics_address(metrics_listen: str) -> str:
+    """``metrics_listen`` as HOST:PORT: a bare port means loopback, never every interface."""
+    return f"127.0.0.1:{metrics_listen}" if metrics_listen.isdigit() else metrics_listen
