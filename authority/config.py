@@ -180,3 +180,56 @@ def _is_host_port(address: str) -> bool:
 def metrics_address(metrics_listen: str) -> str:
     """``metrics_listen`` as HOST:PORT: a bare port means loopback, never every interface."""
     return f"127.0.0.1:{metrics_listen}" if metrics_listen.isdigit() else metrics_listen
+
+
+# Options whose value is a secret, by the words in their name; `authority config` masks them.
+_SECRET_WORDS = ("key", "secret", "password")
+MASK = "***"
+
+
+def _duration_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.partition(':')[0]}:{MASK}@{location}"
+
+
+def describe(settings: Settings) -> dict[str, str]:
+    """Every option's effective value as text, in declaration order, secrets masked."""
+    shown: dict[str, str] = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.name in _DURATIONS:
+            text = _duration_text(value)
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        elif isinstance(value, enum.Enum):
+            text = str(value.value)
+        else:
+            text = str(value)
+        if field.name == "database_url":
+            text = mask_url(text)
+        elif text and any(word in field.name for word in _SECRET_WORDS):
+            text = MASK
+        shown[field.name] = text
+    return shown
+
+
+def sources(environ: Mapping[str, str] | None = None, **overrides: str | None) -> dict[str, str]:
+    """Where each option's value comes from: ``flag``, ``env`` or ``default``."""
+    environ = os.environ if environ is None else environ
+    return {
+        field.name: "flag" if overrides.get(field.name) is not None
+        else "env" if ENV_PREFIX + field.name.upper() in environ
+        else "default"
+        for field in dataclasses.fields(Settings)
+    }
