@@ -1,0 +1,308 @@
+"""The benchmark run: every measurement side by side, then the report.
+
+Order: the authority on PostgreSQL (health floor, ValidateToken warm and cold, a bare
+PyJWT decode), the baseline on the same database, sign-ins on PostgreSQL and SQLite,
+then growth with 0 and more live revocations on a database of its own. Each server
+runs in its own process, and load comes from ``workers`` more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+from authority_client.v1 import authority_pb2 as pb
+from authority_client.v1 import authority_pb2_grpc
+from cryptography.hazmat.primitives import serialization
+
+from authority.config import Settings
+from authority.keys import load_keyring
+from authority.store import Store
+from authority.tokens import AccessClaims, TokenCodec
+from bench.baseline import BaselineServer, create_revoked_table
+from bench.load import Outcome, Phase, run_phase, stderr_progress
+from bench.memory import mirror_bytes
+from bench.report import Goal, at_least, at_most, environment, not_measured, render
+from bench.servers import Databases, ServedAuthority, add_revocations, driver_url, start_authority
+
+DEFAULT_POSTGRES = os.environ.get(
+    "AUTHORITY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """How big a run is."""
+
+    seconds: float
+    workers: int
+    concurrency: int
+    min_cold_tokens: int
+    sign_in_subjects: int
+    growth: tuple[int, ...]
+    baseline_revoked: int
+    decode_samples: int
+
+
+FULL = Size(seconds=5.0, workers=2, concurrency=16, min_cold_tokens=5_000, sign_in_subjects=400,
+            growth=(0, 100_000, 1_000_000), baseline_revoked=100_000, decode_samples=3_000)
+TINY = Size(seconds=0.4, workers=2, concurrency=4, min_cold_tokens=200, sign_in_subjects=20,
+            growth=(0, 1_000, 10_000), baseline_revoked=1_000, decode_samples=200)
+
+
+class Run:
+    """One benchmark run's state: the size, the progress output, the results so far."""
+
+    def __init__(self, size: Size, workdir: Path, server_log_level: str, say: Callable[[str], None]) -> None:
+        self.size = size
+        self.workdir = workdir
+        self.server_log_level = server_log_level
+        self.say = say
+        self.throughput: dict[str, dict[str, Any]] = {}
+        self.facts: dict[str, str] = {}
+        self.raw: dict[str, Any] = {}
+
+    def load(self, name: str, target: str, rpc: str, items: list[str], once: bool = False,
+             seconds: float | None = None) -> Outcome:
+        self.say(f"{name} ...")
+        size = self.size
+        phase = Phase(name, target, rpc, items, size.workers, size.concurrency, seconds or size.seconds, once)
+        outcome = run_phase(phase, self.say)
+        self.throughput[name] = outcome.summary()
+        self.say(f"  {name}: {outcome.rate:,.0f}/s, p50 {outcome.percentile(50) * 1000:.3f} ms, "
+                 f"p99 {outcome.percentile(99) * 1000:.3f} ms, {outcome.errors} errors")
+        return outcome
+
+    def start(self, url: str, name: str) -> ServedAuthority:
+        self.say(f"starting authority ({name}) ...")
+        return start_authority(url, self.workdir, name, self.server_log_level)
+
+
+async def _stub_call(target: str, method: str, request: Any) -> Any:
+    async with grpc.aio.insecure_channel(target) as channel:
+        return await getattr(authority_pb2_grpc.TokenAuthorityStub(channel), method)(request, timeout=30)
+
+
+async def _sign_in_all(target: str, pairs: list[tuple[str, str]]) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = authority_pb2_grpc.TokenAuthorityStub(channel)
+        for start in range(0, len(pairs), 32):
+            await asyncio.gather(*(
+                stub.IssueToken(pb.IssueTokenRequest(subject=s, device_id=d), timeout=30)
+                for s, d in pairs[start : start + 32]
+            ))
+
+
+async def _codec(database_url: str, settings: Settings) -> TokenCodec:
+    store = Store.open(database_url)
+    try:
+        keyring = await load_keyring(store, settings.signing_algorithm, time.time())
+    finally:
+        await store.close()
+    return TokenCodec(keyring, settings.issuer, settings.leeway)
+
+
+def _mint(codec: TokenCodec, settings: Settings, count: int) -> list[str]:
+    """Tokens the authority would accept, each new: signed with its key, for sessions it
+    never revoked (validation reads no session table, so none need exist)."""
+    now = int(time.time())
+    tokens = []
+    for n in range(count):
+        claims = AccessClaims(
+            subject=f"bench-user-{n}", device_id="bench-device", session_id=secrets.token_urlsafe(16),
+            token_id=secrets.token_urlsafe(16), issuer=settings.issuer, audience=settings.default_audience,
+            issued_at=now, expires_at=now + 3600, extra={},
+        )
+        tokens.append(codec.sign(claims))
+    return tokens
+
+
+def _decode_seconds(codec: TokenCodec, settings: Settings, tokens: list[str]) -> float:
+    """Mean seconds of a bare PyJWT decode (signature and standard claims) of these tokens."""
+    key = codec.keyring.signing_key
+    algorithm = key.algorithm.value
+    decode = jwt.decode
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for token in tokens:
+            decode(token, key.public_key, algorithms=[algorithm], audience=settings.default_audience,
+                   issuer=settings.issuer)
+        runs.append((time.perf_counter() - started) / len(tokens))
+    return statistics.median(runs)
+
+
+async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
+    size, settings = run.size, Settings()
+    databases = Databases(postgres_url)
+    run.raw["postgresql"] = await databases.server_version()
+    goals: list[Goal] = []
+    try:
+        main_url = await databases.create("main")
+        authority = run.start(main_url, "postgresql")
+        baseline: BaselineServer | None = None
+        try:
+            codec = await _codec(main_url, settings)
+            issued = await _stub_call(authority.target, "IssueToken",
+                                      pb.IssueTokenRequest(subject="bench-warm", device_id="bench"))
+            warm_token = issued.access_token
+
+            floor = run.load("grpc.health Check (empty-RPC floor)", authority.target, "health", ["-"])
+            warm = run.load("ValidateToken warm (same token)", authority.target, "validate", [warm_token])
+            run.say("minting tokens for the cold runs and timing a bare PyJWT decode ...")
+            cold_count = max(size.min_cold_tokens, int(warm.rate * size.seconds * 1.3))
+            cold_tokens = _mint(codec, settings, cold_count)
+            t_decode = _decode_seconds(codec, settings, cold_tokens[: size.decode_samples])
+            run.facts["t_decode (bare PyJWT decode, EdDSA)"] = f"{t_decode * 1e6:.1f} us"
+            cold = run.load("ValidateToken cold (every token new)", authority.target, "validate", cold_tokens, once=True)
+            model_floor = 1 / (1 / floor.rate + t_decode)
+            run.facts["cold model floor 1/(1/health + t_decode)"] = f"{model_floor:,.0f}/s"
+
+            run.say("starting the baseline (PyJWT + a revoked-token lookup on PostgreSQL) ...")
+            await create_revoked_table(driver_url(main_url), size.baseline_revoked)
+            public_pem = codec.keyring.signing_key.public_key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            baseline = BaselineServer(driver_url(main_url), public_pem, codec.keyring.signing_key.algorithm.value,
+                                      settings.issuer, settings.default_audience)
+            base_warm = run.load("baseline ValidateToken warm", baseline.target, "validate", [warm_token])
+            base_cold = run.load("baseline ValidateToken cold", baseline.target, "validate",
+                                 _mint(codec, settings, cold_count), once=True)
+            baseline.stop()
+            baseline = None
+
+            goals += [
+                at_least("ValidateToken warm / health floor", warm.rate / floor.rate, 0.85),
+                at_least("ValidateToken cold / model floor", cold.rate / model_floor, 0.9),
+                at_least("ValidateToken warm / baseline warm", warm.rate / base_warm.rate, 3),
+                at_least("ValidateToken cold / baseline cold", cold.rate / base_cold.rate, 1.8),
+            ]
+            pg_sign_ins = await _sign_ins(run, authority, "PostgreSQL")
+        finally:
+            if baseline is not None:
+                baseline.stop()
+            authority.stop()
+        sqlite = run.start(f"sqlite+aiosqlite:///{run.workdir / 'bench.db'}", "sqlite")
+        try:
+            await _sign_ins(run, sqlite, "SQLite")
+        finally:
+            sqlite.stop()
+        goals.append(at_least("IssueToken (replacing a device) on PostgreSQL", pg_sign_ins.rate, 1000, "/s"))
+        goals += await _growth(run, databases)
+    finally:
+        await databases.drop_all()
+    goals += [
+        not_measured("consumer local verifier, warm", ">= 100,000/s",
+                     "the client package's local verifier (consumer issue), in-process against bare PyJWT"),
+        not_measured("consumer local verifier, cold / bare PyJWT decode", ">= 0.9x",
+                     "the client package's local verifier (consumer issue)"),
+        not_measured("revocation visible on another replica, p99", "<= 50 ms",
+                     "replicas that follow the revocation log (scale-out issue)"),
+        not_measured("revocation visible to a local-mode consumer, p99", "<= 100 ms",
+                     "the consumer package's local mode with WatchRevocations (consumer issue)"),
+    ]
+    return {"goals": [dataclasses.asdict(goal) for goal in goals]}
+
+
+async def _sign_ins(run: Run, authority: ServedAuthority, store: str) -> Outcome:
+    """Sign-ins that each replace the subject's other device, from the workers."""
+    subjects = [f"bench-{store.lower()}-{secrets.token_hex(3)}-{n}" for n in range(run.size.sign_in_subjects)]
+    run.say(f"signing {len(subjects)} subjects in on a first device ({store}) ...")
+    await _sign_in_all(authority.target, [(s, "device-b") for s in subjects])
+    # Each subject alternates between two devices, so every call signs the other out.
+    items = [f"{s} device-a" for s in subjects] + [f"{s} device-b" for s in subjects]
+    return run.load(f"IssueToken replacing a device, {store}", authority.target, "issue", items)
+
+
+async def _growth(run: Run, databases: Databases) -> list[Goal]:
+    url = await databases.create("growth")
+    expires_at = time.time() + 3 * 3600
+    present = 0
+    p50s: dict[int, float] = {}
+    rss: dict[int, int] = {}
+    startup: dict[int, float] = {}
+    for count in run.size.growth:
+        if count > present:
+            if present == 0 and not p50s:
+                # The schema must exist first: one start on the empty database makes it.
+                run.start(url, "growth-schema").stop()
+            run.say(f"inserting {count - present:,} live revocations ...")
+            seconds = await add_revocations(url, count - present, expires_at)
+            run.say(f"  inserted in {seconds:.1f} s")
+            present = count
+        served = run.start(url, f"growth-{count}")
+        try:
+            startup[count] = served.startup_seconds
+            issued = await _stub_call(served.target, "IssueToken",
+                                      pb.IssueTokenRequest(subject="bench-growth", device_id=f"d{count}"))
+            outcome = run.load(f"ValidateToken warm, {count:,} live revocations", served.target, "validate",
+                               [issued.access_token])
+            p50s[count] = outcome.percentile(50)
+            rss[count] = served.rss_bytes()
+        finally:
+            served.stop()
+    largest, smallest = max(run.size.growth), min(run.size.growth)
+    run.say(f"measuring the mirror's memory with {largest:,} live revocations ...")
+    entries, held = mirror_bytes(url)
+    per_entry = held / entries if entries else 0.0
+    rss_per_entry = (rss[largest] - rss[smallest]) / (largest - smallest) if largest > smallest else 0.0
+    run.facts["mirror memory per live revocation (tracemalloc)"] = f"{per_entry:.0f} bytes ({entries:,} entries)"
+    run.facts["server RSS growth per live revocation"] = f"{rss_per_entry:.0f} bytes"
+    for count in run.size.growth:
+        run.facts[f"start-up with {count:,} live revocations"] = f"{startup[count]:.2f} s"
+    goals = [
+        at_most(f"ValidateToken p50 with {count:,} / with {smallest:,} live revocations",
+                p50s[count] / p50s[smallest], 1.1, "×")
+        for count in run.size.growth if count != smallest
+    ]
+    goals.append(at_most("memory per live revocation (mirror, tracemalloc)", per_entry, 150, " B"))
+    goals.append(at_most(f"start-up with {largest:,} live revocations", startup[largest], 5, " s"))
+    run.raw["growth"] = {"p50_seconds": p50s, "rss_bytes": rss, "startup_seconds": startup,
+                         "mirror_entries": entries, "mirror_bytes": held}
+    return goals
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench``: runs the benchmark, prints the table, writes the JSON report."""
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long run that only checks the benchmark works")
+    parser.add_argument("--out", default="bench-report.json", help="where to write the JSON report")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES,
+                        help="a PostgreSQL the benchmark may create and drop databases on")
+    parser.add_argument("--server-log-level", default="INFO",
+                        help="the authority's log level during the run (INFO writes one line per RPC)")
+    args = parser.parse_args(argv)
+    size = TINY if args.tiny else FULL
+    command = ["scripts/bench", *(argv if argv is not None else sys.argv[1:])]
+    with tempfile.TemporaryDirectory(prefix="authority-bench-") as workdir:
+        run = Run(size, Path(workdir), args.server_log_level.upper(), stderr_progress)
+        try:
+            outcome = asyncio.run(measure(run, args.postgres_url))
+        except (OSError, RuntimeError) as error:
+            print(f"scripts/bench: {error}", file=sys.stderr)
+            return 1
+    report = {
+        "environment": environment(command, run.raw.get("postgresql", "unknown")),
+        "size": {**dataclasses.asdict(size), "server_log_level": run.server_log_level},
+        "throughput": run.throughput,
+        "facts": run.facts,
+        **outcome,
+        "raw": run.raw,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(render(report))
+    print(f"\nJSON report: {args.out}", file=sys.stderr)
+    return 0

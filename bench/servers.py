@@ -1,0 +1,132 @@
+"""The servers a benchmark runs against, each in a process of its own: the authority
+(``authority serve``, exactly as an operator starts it) and databases to put under it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+
+LISTENING = re.compile(r"listening on (\S+?):(\d+)")
+
+
+@dataclasses.dataclass
+class ServedAuthority:
+    """A running ``authority serve`` process."""
+
+    process: subprocess.Popen[bytes]
+    target: str
+    # From starting the process to its "listening" line: imports, schema check, keys,
+    # and loading every live revocation.
+    startup_seconds: float
+    log_path: Path
+
+    def rss_bytes(self) -> int:
+        """The process's resident memory now."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        """SIGTERM, then a graceful stop within 15 s (SIGKILL after that)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_authority(database_url: str, workdir: Path, name: str, log_level: str = "INFO") -> ServedAuthority:
+    """Starts ``authority serve`` on a free loopback port and waits until it listens."""
+    log_path = workdir / f"{name}.log"
+    env = {**os.environ, "AUTHORITY_LOG_LEVEL": log_level, "AUTHORITY_LOG_FORMAT": "json"}
+    started = time.perf_counter()
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "authority.cli", "serve", "--listen", "127.0.0.1:0", "--database-url", database_url],
+            stdout=subprocess.DEVNULL, stderr=log_file, cwd=workdir, env=env,
+        )
+    deadline = started + 180
+    while True:
+        match = LISTENING.search(log_path.read_text(errors="replace"))
+        if match:
+            return ServedAuthority(process, f"127.0.0.1:{match.group(2)}", time.perf_counter() - started, log_path)
+        if process.poll() is not None or time.perf_counter() > deadline:
+            process.kill()
+            raise RuntimeError(f"authority serve ({name}) did not start:\n{log_path.read_text()[-2000:]}")
+        time.sleep(0.01)
+
+
+def driver_url(url: str) -> str:
+    """A SQLAlchemy asyncpg URL as asyncpg itself takes it."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+class Databases:
+    """Fresh PostgreSQL databases for one benchmark run, all dropped at the end."""
+
+    def __init__(self, admin_url: str) -> None:
+        self._admin_url = admin_url
+        self._created: list[str] = []
+
+    async def _admin(self, statement: str) -> None:
+        connection = await asyncpg.connect(driver_url(self._admin_url), timeout=10)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    async def create(self, purpose: str) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        name = f"authority_bench_{purpose}_{secrets.token_hex(4)}"
+        await self._admin(f'CREATE DATABASE "{name}"')
+        self._created.append(name)
+        return self._admin_url.rsplit("/", 1)[0] + "/" + name
+
+    async def drop_all(self) -> None:
+        """Drops every database this run created."""
+        for name in self._created:
+            await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._created.clear()
+
+    async def server_version(self) -> str:
+        """The PostgreSQL server's version string."""
+        connection = await asyncpg.connect(driver_url(self._admin_url), timeout=10)
+        try:
+            return str(await connection.fetchval("SHOW server_version"))
+        finally:
+            await connection.close()
+
+
+async def add_revocations(database_url: str, count: int, expires_at: float) -> float:
+    """Appends ``count`` live revocations straight into the store's log table, in one
+    server-side batch insert; returns the seconds it took. Session ids have the length
+    of real ones (22 characters), so the mirror holds what it would in production."""
+    if count <= 0:
+        return 0.0
+    connection = await asyncpg.connect(driver_url(database_url), timeout=10)
+    started = time.perf_counter()
+    try:
+        await connection.execute(
+            """
+            INSERT INTO revocations (session_id, token_id, subject, reason, revoked_at, expires_at)
+            SELECT substr(md5(random()::text || g::text), 1, 22), NULL, 'bench-' || g, 'bench', $1, $2
+            FROM generate_series(1, $3::int) AS g
+            """,
+            time.time(), expires_at, count,
+        )
+    finally:
+        await connection.close()
+    return time.perf_counter() - started
+
