@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
-
-LISTENING = re.compile(r"listening on (\S+?):(\d+)")
-
 
 @dataclasses.dataclass
 class ServedAuthority:
@@ -47,25 +44,45 @@ class ServedAuthority:
                 self.process.wait()
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serving(target: str) -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(), timeout=0.5
+            )
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def start_authority(database_url: str, workdir: Path, name: str, log_level: str = "INFO") -> ServedAuthority:
-    """Starts ``authority serve`` on a free loopback port and waits until it listens."""
+    """Starts ``authority serve`` on a free loopback port and waits until its health
+    service answers SERVING (whatever the log level, which may hide the start-up lines)."""
     log_path = workdir / f"{name}.log"
     env = {**os.environ, "AUTHORITY_LOG_LEVEL": log_level, "AUTHORITY_LOG_FORMAT": "json"}
+    target = f"127.0.0.1:{_free_port()}"
     started = time.perf_counter()
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "authority.cli", "serve", "--listen", "127.0.0.1:0", "--database-url", database_url],
+            [sys.executable, "-m", "authority.cli", "serve", "--listen", target, "--database-url", database_url],
             stdout=subprocess.DEVNULL, stderr=log_file, cwd=workdir, env=env,
         )
     deadline = started + 180
-    while True:
-        match = LISTENING.search(log_path.read_text(errors="replace"))
-        if match:
-            return ServedAuthority(process, f"127.0.0.1:{match.group(2)}", time.perf_counter() - started, log_path)
+    while not _serving(target):
         if process.poll() is not None or time.perf_counter() > deadline:
             process.kill()
             raise RuntimeError(f"authority serve ({name}) did not start:\n{log_path.read_text()[-2000:]}")
         time.sleep(0.01)
+    return ServedAuthority(process, target, time.perf_counter() - started, log_path)
 
 
 def driver_url(url: str) -> str:
