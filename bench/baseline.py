@@ -94,6 +94,11 @@ class BaselineServer:
         self._process.start()
         self.target = f"127.0.0.1:{ports.get(timeout=60)}"
 
+    @property
+    def pid(self) -> int:
+        """The baseline server's process id."""
+        return int(self._process.pid or 0)
+
     def stop(self) -> None:
         """Ends the process."""
         self._process.terminate()

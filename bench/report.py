@@ -126,11 +126,13 @@ def render(report: dict[str, Any]) -> str:
         f"{report['size']['seconds']:g} s per phase, loopback; server log level {report['size']['server_log_level']}",
         "",
     ]
-    rows: list[tuple[str, ...]] = [("measurement", "per second", "p50 ms", "p99 ms", "calls", "errors")]
+    rows: list[tuple[str, ...]] = [
+        ("measurement", "per second", "p50 ms", "p99 ms", "server CPU us/call", "calls", "errors")
+    ]
     for name, result in report["throughput"].items():
         rows.append((name, f"{result['per_second']:,.0f}", f"{result['p50_ms']:.3f}", f"{result['p99_ms']:.3f}",
-                     f"{result['calls']:,}", str(result["errors"])))
-    out.append(_table(rows, {1, 2, 3, 4, 5}))
+                     f"{result['server_cpu_us_per_call']:,.0f}", f"{result['calls']:,}", str(result["errors"])))
+    out.append(_table(rows, {1, 2, 3, 4, 5, 6}))
     out.append("")
     facts = report["facts"]
     out.append(_table([("fact", "value")] + [(name, value) for name, value in facts.items()], set()))

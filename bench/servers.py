@@ -33,6 +33,10 @@ class ServedAuthority:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the process has used so far."""
+        return cpu_seconds(self.process.pid)
+
     def stop(self) -> None:
         """SIGTERM, then a graceful stop within 15 s (SIGKILL after that)."""
         if self.process.poll() is None:
@@ -42,6 +46,12 @@ class ServedAuthority:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) process ``pid`` has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
