@@ -73,6 +73,17 @@ class Outcome:
         }
 
 
+def merge(name: str, outcomes: Sequence[Outcome]) -> Outcome:
+    """One outcome from several runs of the same phase (rounds run one after another)."""
+    return Outcome(
+        name=name,
+        calls=sum(o.calls for o in outcomes),
+        errors=sum(o.errors for o in outcomes),
+        seconds=sum(o.seconds for o in outcomes),
+        latencies=sorted(latency for o in outcomes for latency in o.latencies),
+    )
+
+
 def _requests(rpc: str, items: Sequence[str]) -> tuple[list[Any], Callable[[Any], Any]]:
     import grpc  # noqa: F401  (imported in the worker, after spawn)
     from authority_client.v1 import authority_pb2 as pb

@@ -33,7 +33,7 @@ from authority.keys import load_keyring
 from authority.store import Store
 from authority.tokens import AccessClaims, TokenCodec
 from bench.baseline import BaselineServer, create_revoked_table
-from bench.load import Outcome, Phase, run_phase, stderr_progress
+from bench.load import Outcome, Phase, merge, run_phase, stderr_progress
 from bench.memory import mirror_bytes
 from bench.report import Goal, at_least, at_most, environment, not_measured, render
 from bench.servers import Databases, ServedAuthority, add_revocations, cpu_seconds, driver_url, start_authority
@@ -48,6 +48,7 @@ WARM = "ValidateToken warm (same token)"
 COLD = "ValidateToken cold (every token new)"
 BASE_WARM = "baseline ValidateToken warm"
 BASE_COLD = "baseline ValidateToken cold"
+COLD_RATE_CEILING = 3_000  # calls per second a cold phase is given tokens for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +65,27 @@ class Size:
     decode_samples: int
 
 
-FULL = Size(seconds=5.0, workers=2, concurrency=16, min_cold_tokens=5_000, sign_in_subjects=400,
-            growth=(0, 100_000, 1_000_000), baseline_revoked=100_000, decode_samples=3_000)
+    # Phases compared with each other run in this many interleaved rounds, so that a
+    # burst of other work on the machine lands on all of them alike.
+    rounds: int
+
+
+FULL = Size(seconds=4.0, workers=2, concurrency=16, min_cold_tokens=4_000, sign_in_subjects=400,
+            growth=(0, 100_000, 1_000_000), baseline_revoked=100_000, decode_samples=3_000, rounds=3)
 TINY = Size(seconds=0.4, workers=2, concurrency=4, min_cold_tokens=200, sign_in_subjects=20,
-            growth=(0, 1_000, 10_000), baseline_revoked=1_000, decode_samples=200)
+            growth=(0, 1_000, 10_000), baseline_revoked=1_000, decode_samples=200, rounds=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A phase to compare: its requests for each round, and the server process to charge."""
+
+    name: str
+    target: str
+    rpc: str
+    items: Callable[[int], list[str]]  # round -> requests
+    server_pid: int
+    once: bool = False
 
 
 class Run:
@@ -97,6 +115,31 @@ class Run:
                  f"p99 {outcome.percentile(99) * 1000:.3f} ms, {outcome.errors} errors")
         return outcome
 
+    def interleaved(self, specs: list[Spec]) -> dict[str, Outcome]:
+        """Runs every spec once per round, round after round, and merges each one's rounds."""
+        runs: dict[str, list[Outcome]] = {spec.name: [] for spec in specs}
+        cpu: dict[str, float] = dict.fromkeys(runs, 0.0)
+        for number in range(self.size.rounds):
+            for spec in specs:
+                self.say(f"{spec.name} (round {number + 1} of {self.size.rounds}) ...")
+                size = self.size
+                phase = Phase(spec.name, spec.target, spec.rpc, spec.items(number), size.workers,
+                              size.concurrency, size.seconds, spec.once)
+                before = cpu_seconds(spec.server_pid)
+                runs[spec.name].append(run_phase(phase, self.say))
+                # Includes the workers' warm-up calls (a few dozen): negligible in a full run.
+                cpu[spec.name] += cpu_seconds(spec.server_pid) - before
+        merged = {}
+        for name, outcomes in runs.items():
+            outcome = merge(name, outcomes)
+            self.throughput[name] = {
+                **outcome.summary(), "server_cpu_us_per_call": round(cpu[name] / max(outcome.calls, 1) * 1e6, 1)
+            }
+            self.say(f"  {name}: {outcome.rate:,.0f}/s, p50 {outcome.percentile(50) * 1000:.3f} ms, "
+                     f"p99 {outcome.percentile(99) * 1000:.3f} ms, {outcome.errors} errors")
+            merged[name] = outcome
+        return merged
+
     def cpu_per_call(self, name: str) -> float:
         """Server CPU seconds per call in phase ``name``."""
         return float(self.throughput[name]["server_cpu_us_per_call"]) / 1e6
@@ -104,6 +147,10 @@ class Run:
     def start(self, url: str, name: str) -> ServedAuthority:
         self.say(f"starting authority ({name}) ...")
         return start_authority(url, self.workdir, name, self.server_log_level)
+
+
+def _always(token: str) -> Callable[[int], list[str]]:
+    return lambda _: [token]
 
 
 async def _stub_call(target: str, method: str, request: Any) -> Any:
@@ -175,18 +222,6 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
                                       pb.IssueTokenRequest(subject="bench-warm", device_id="bench"))
             warm_token = issued.access_token
 
-            pid = authority.process.pid
-            floor = run.load(FLOOR, authority.target, "health", ["-"], pid)
-            warm = run.load(WARM, authority.target, "validate", [warm_token], pid)
-            run.say("minting tokens for the cold runs and timing a bare PyJWT decode ...")
-            cold_count = max(size.min_cold_tokens, int(warm.rate * size.seconds * 1.3))
-            cold_tokens = _mint(codec, settings, cold_count)
-            t_decode = _decode_seconds(codec, settings, cold_tokens[: size.decode_samples])
-            run.facts["t_decode (bare PyJWT decode, EdDSA)"] = f"{t_decode * 1e6:.1f} us"
-            cold = run.load(COLD, authority.target, "validate", cold_tokens, pid, once=True)
-            model_floor = 1 / (1 / floor.rate + t_decode)
-            run.facts["cold model floor 1/(1/health + t_decode)"] = f"{model_floor:,.0f}/s"
-
             run.say("starting the baseline (PyJWT + a revoked-token lookup on PostgreSQL) ...")
             await create_revoked_table(driver_url(main_url), size.baseline_revoked)
             public_pem = codec.keyring.signing_key.public_key.public_bytes(
@@ -194,11 +229,31 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             )
             baseline = BaselineServer(driver_url(main_url), public_pem, codec.keyring.signing_key.algorithm.value,
                                       settings.issuer, settings.default_audience)
-            base_warm = run.load(BASE_WARM, baseline.target, "validate", [warm_token], baseline.pid)
-            base_cold = run.load(BASE_COLD, baseline.target, "validate", _mint(codec, settings, cold_count),
-                                 baseline.pid, once=True)
+
+            # Enough that a cold phase never runs out at the rates this machine reaches; if
+            # one does, it ends early and its rate is still calls over time.
+            cold_count = max(size.min_cold_tokens, int(COLD_RATE_CEILING * size.seconds))
+            run.say(f"minting {2 * size.rounds * cold_count:,} tokens for the cold runs ...")
+            cold_tokens = [_mint(codec, settings, cold_count) for _ in range(size.rounds)]
+            base_cold_tokens = [_mint(codec, settings, cold_count) for _ in range(size.rounds)]
+            run.say("timing a bare PyJWT decode ...")
+            t_decode = _decode_seconds(codec, settings, cold_tokens[0][: size.decode_samples])
+            run.facts["t_decode (bare PyJWT decode, EdDSA)"] = f"{t_decode * 1e6:.1f} us"
+
+            pid, target = authority.process.pid, authority.target
+            results = run.interleaved([
+                Spec(FLOOR, target, "health", lambda _: ["-"], pid),
+                Spec(WARM, target, "validate", lambda _: [warm_token], pid),
+                Spec(COLD, target, "validate", lambda r: cold_tokens[r], pid, once=True),
+                Spec(BASE_WARM, baseline.target, "validate", lambda _: [warm_token], baseline.pid),
+                Spec(BASE_COLD, baseline.target, "validate", lambda r: base_cold_tokens[r], baseline.pid, once=True),
+            ])
             baseline.stop()
             baseline = None
+            floor, warm, cold = results[FLOOR], results[WARM], results[COLD]
+            base_warm, base_cold = results[BASE_WARM], results[BASE_COLD]
+            model_floor = 1 / (1 / floor.rate + t_decode)
+            run.facts["cold model floor 1/(1/health + t_decode)"] = f"{model_floor:,.0f}/s"
 
             # The same ratios by server CPU per call: what the server can do when the load
             # generators do not share its two cores (the baseline's PostgreSQL CPU is not
@@ -253,48 +308,50 @@ async def _sign_ins(run: Run, authority: ServedAuthority, store: str) -> Outcome
 
 
 async def _growth(run: Run, databases: Databases) -> list[Goal]:
-    url = await databases.create("growth")
+    """Servers on databases holding 0 and more live revocations, measured side by side."""
+    sizes = run.size.growth
     expires_at = time.time() + 3 * 3600
-    present = 0
-    p50s: dict[int, float] = {}
-    rss: dict[int, int] = {}
-    startup: dict[int, float] = {}
-    cpus: dict[int, float] = {}
-    for count in run.size.growth:
-        if count > present:
-            if present == 0 and not p50s:
-                # The schema must exist first: one start on the empty database makes it.
-                run.start(url, "growth-schema").stop()
-            run.say(f"inserting {count - present:,} live revocations ...")
-            seconds = await add_revocations(url, count - present, expires_at)
-            run.say(f"  inserted in {seconds:.1f} s")
-            present = count
-        served = run.start(url, f"growth-{count}")
-        try:
-            startup[count] = served.startup_seconds
-            issued = await _stub_call(served.target, "IssueToken",
-                                      pb.IssueTokenRequest(subject="bench-growth", device_id=f"d{count}"))
-            outcome = run.load(f"ValidateToken warm, {count:,} live revocations", served.target, "validate",
-                               [issued.access_token], served.process.pid)
-            p50s[count] = outcome.percentile(50)
-            cpus[count] = run.cpu_per_call(f"ValidateToken warm, {count:,} live revocations")
-            rss[count] = served.rss_bytes()
-        finally:
-            served.stop()
-    largest, smallest = max(run.size.growth), min(run.size.growth)
+    urls: dict[int, str] = {}
+    for count in sizes:
+        urls[count] = await databases.create(f"growth{count}")
+        run.start(urls[count], f"growth-schema-{count}").stop()  # creates the schema and a key
+        run.say(f"inserting {count:,} live revocations ...")
+        seconds = await add_revocations(urls[count], count, expires_at)
+        run.say(f"  inserted in {seconds:.1f} s")
+    served: dict[int, ServedAuthority] = {}
+    try:
+        tokens: dict[int, str] = {}
+        for count in sizes:  # one at a time, so each start-up has the machine to itself
+            served[count] = run.start(urls[count], f"growth-{count}")
+            issued = await _stub_call(served[count].target, "IssueToken",
+                                      pb.IssueTokenRequest(subject="bench-growth", device_id="laptop"))
+            tokens[count] = issued.access_token
+        names = {count: f"ValidateToken warm, {count:,} live revocations" for count in sizes}
+        results = run.interleaved([
+            Spec(names[count], served[count].target, "validate", _always(tokens[count]), served[count].process.pid)
+            for count in sizes
+        ])
+        rss = {count: served[count].rss_bytes() for count in sizes}
+        startup = {count: served[count].startup_seconds for count in sizes}
+    finally:
+        for server in served.values():
+            server.stop()
+    p50s = {count: results[names[count]].percentile(50) for count in sizes}
+    cpus = {count: run.cpu_per_call(names[count]) for count in sizes}
+    largest, smallest = max(sizes), min(sizes)
     run.say(f"measuring the mirror's memory with {largest:,} live revocations ...")
-    entries, held = mirror_bytes(url)
+    entries, held = mirror_bytes(urls[largest])
     per_entry = held / entries if entries else 0.0
     rss_per_entry = (rss[largest] - rss[smallest]) / (largest - smallest) if largest > smallest else 0.0
     run.facts["mirror memory per live revocation (tracemalloc)"] = f"{per_entry:.0f} bytes ({entries:,} entries)"
     run.facts["server RSS growth per live revocation"] = f"{rss_per_entry:.0f} bytes"
-    for count in run.size.growth:
+    for count in sizes:
         run.facts[f"start-up with {count:,} live revocations"] = f"{startup[count]:.2f} s"
     goals = [
         at_most(f"ValidateToken p50 with {count:,} / with {smallest:,} live revocations",
                 p50s[count] / p50s[smallest], 1.1, "×",
                 note=f"by server CPU per call: {cpus[count] / cpus[smallest]:.2f}x")
-        for count in run.size.growth if count != smallest
+        for count in sizes if count != smallest
     ]
     goals.append(at_most("memory per live revocation (mirror, tracemalloc)", per_entry, 150, " B"))
     goals.append(at_most(f"start-up with {largest:,} live revocations", startup[largest], 5, " s"))
