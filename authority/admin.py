@@ -90,9 +90,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, stdin: TextIO = sys.
 
 
 async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    show: Callable[[Any, Callable[[Any], str]], None] = lambda value, table: print(  # noqa: E731
-        json.dumps(_plain(value), indent=2, sort_keys=True) if args.json else table(value), file=out
-    )
+    def show(value: Any, table: Callable[[Any], str]) -> None:
+        print(json.dumps(_plain(value), indent=2, sort_keys=True) if args.json else table(value), file=out)
+
     async with AdminClient(args.target, api_key=args.api_key, timeout=args.timeout) as client:
         if args.command == "sessions":
             show(await client.sessions(args.subject), _sessions_table)

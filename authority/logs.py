@@ -40,11 +40,23 @@ def log_rpc(method: str, code: str, duration_ms: float, peer: str, subject: str)
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and an RPC's fields."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Every RPC writes a line: the date and time up to the second are formatted once
+        # per second, not once per line.
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._stamp = datetime.datetime.fromtimestamp(second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._stamp}.{int((created - second) * 1000):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat(
-                timespec="milliseconds"
-            ),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

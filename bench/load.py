@@ -85,7 +85,7 @@ def merge(name: str, outcomes: Sequence[Outcome]) -> Outcome:
 
 
 def _requests(rpc: str, items: Sequence[str]) -> tuple[list[Any], Callable[[Any], Any]]:
-    import grpc  # noqa: F401  (imported in the worker, after spawn)
+    # Imported here, in the worker after spawn, like everything grpc.
     from authority_client.v1 import authority_pb2 as pb
     from grpc_health.v1 import health_pb2
 
