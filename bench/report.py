@@ -78,6 +78,14 @@ def _commit() -> str:
         return "unknown"
 
 
+def load_average() -> str:
+    """The machine's 1, 5 and 15-minute load averages: other work competes for the cores."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def environment(command: list[str], postgres_version: str) -> dict[str, Any]:
     """The machine, the versions and the command line of this run."""
     versions = {"python": platform.python_version(), "postgresql": postgres_version, "commit": _commit()}
@@ -123,7 +131,9 @@ def render(report: dict[str, Any]) -> str:
         "versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()),
         f"command: {env['command']}",
         f"load: {report['size']['workers']} client processes x {report['size']['concurrency']} calls in flight, "
-        f"{report['size']['seconds']:g} s per phase, loopback; server log level {report['size']['server_log_level']}",
+        f"{report['size']['seconds']:g} s per phase, {report['size']['rounds']} interleaved round(s), loopback; "
+        f"server log level {report['size']['server_log_level']}",
+        f"load average before / after the run: {report['load_average']['before']} / {report['load_average']['after']}",
         "",
     ]
     rows: list[tuple[str, ...]] = [

@@ -35,7 +35,7 @@ from authority.tokens import AccessClaims, TokenCodec
 from bench.baseline import BaselineServer, create_revoked_table
 from bench.load import Outcome, Phase, merge, run_phase, stderr_progress
 from bench.memory import mirror_bytes
-from bench.report import Goal, at_least, at_most, environment, not_measured, render
+from bench.report import Goal, at_least, at_most, environment, load_average, not_measured, render
 from bench.servers import Databases, ServedAuthority, add_revocations, cpu_seconds, driver_url, start_authority
 
 DEFAULT_POSTGRES = os.environ.get(
@@ -372,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     size = TINY if args.tiny else FULL
     command = ["scripts/bench", *(argv if argv is not None else sys.argv[1:])]
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="authority-bench-") as workdir:
         run = Run(size, Path(workdir), args.server_log_level.upper(), stderr_progress)
         try:
@@ -384,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "size": {**dataclasses.asdict(size), "server_log_level": run.server_log_level},
         "throughput": run.throughput,
         "facts": run.facts,
+        "load_average": {"before": load_before, "after": load_average()},
         **outcome,
         "raw": run.raw,
     }

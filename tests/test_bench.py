@@ -28,6 +28,7 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["environment"]["command"].startswith("scripts/bench --tiny")
+    assert set(report["load_average"]) == {"before", "after"}
     assert {"cpu", "cores", "memory", "os"} <= set(report["environment"]["machine"])
     assert {"python", "grpcio", "PyJWT", "postgresql", "commit"} <= set(report["environment"]["versions"])
     names = set(report["throughput"])
