@@ -89,7 +89,18 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, stdin: TextIO = sys.
         return 2
 
 
+def _check_target(target: str) -> None:
+    # grpc takes a port above 65535 modulo 65536 and calls someone else; a name-resolver
+    # target (dns:///host:port) is grpc's to check.
+    if ":/" in target:
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError("--target", f"{target!r} is not HOST:PORT")
+
+
 async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    _check_target(args.target)
     def show(value: Any, table: Callable[[Any], str]) -> None:
         print(json.dumps(_plain(value), indent=2, sort_keys=True) if args.json else table(value), file=out)
 

@@ -107,6 +107,14 @@ async def test_a_refused_call_prints_one_clear_line_and_exits_non_zero(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("target", ["127.0.0.1:99999", "127.0.0.1", "127.0.0.1:http"])
+async def test_a_target_that_is_not_host_port_is_refused_before_any_call(target: str) -> None:
+    code, _, err = await cli("sessions", "list", "someone", "--target", target)
+
+    assert code == 2
+    assert err.strip() == f"authority sessions list: --target: {target!r} is not HOST:PORT"
+
+
 async def test_an_unreachable_authority_is_one_line_unavailable() -> None:
     code, _, err = await cli("sessions", "list", "someone", env={"AUTHORITY_TARGET": "127.0.0.1:1"})
 
