@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import event
@@ -61,6 +61,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
+        # CPU, resident memory and open files of the process (process_*).
+        ProcessCollector(registry=registry)
         self.rpcs = Counter(
             "authority_rpcs", "RPCs handled, by method and status code.", ["method", "code"], registry=registry
         )

@@ -137,6 +137,7 @@ async def test_gauges_show_live_revocations_keys_pool_and_feed_lag(served: Runni
     assert value(samples, "authority_store_pool_checked_out") == 0
     assert value(samples, "authority_revocation_feed_lag_seconds") == 0.25
     assert value(samples, "authority_revocation_feed_lag_sequences") == 3
+    assert value(samples, "process_resident_memory_bytes") > 0
 
 
 async def test_live_sessions_are_counted_in_the_store(served: Running) -> None:
