@@ -1,40 +1,53 @@
-"""The ``authority`` command line: serve, migrate, keys, demo, api-key new.
+"""The ``authority`` command line: serve, migrate, config, keys, demo, api-key new, and the
+admin commands (``token``, ``sessions``; see :mod:`authority.admin`).
 
-Every option of ``serve`` and ``migrate`` is also an ``AUTHORITY_*`` environment
-variable; a flag wins over its variable. Errors print one line and exit non-zero.
+Every option of ``serve``, ``migrate`` and ``config`` is also an ``AUTHORITY_*``
+environment variable; a flag wins over its variable. Errors print one line and exit
+non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import json
 import os
 import sys
 from collections.abc import Sequence
 
-from authority import keys_command
+from authority import admin, keys_command, logs
 from authority.callers import API_KEY_HEADER, Role, api_key_entry, new_api_key, parse_roles
-from authority.config import Settings, load_settings
+from authority.config import Settings, describe, load_settings, sources
 from authority.errors import AuthorityError, ConfigError
-
-log = logging.getLogger("authority")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authority", description="A gRPC token authority.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the authority")
-    serve.add_argument("--listen", help="HOST:PORT to listen on (AUTHORITY_LISTEN, default 127.0.0.1:50051)")
-    serve.add_argument("--database-url", help="store URL (AUTHORITY_DATABASE_URL, default sqlite+aiosqlite:///authority.db)")
-    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (AUTHORITY_LOG_LEVEL)")
-    serve.add_argument("--allow-unauthenticated-callers", action="store_const", const="true",
-                       help="serve a non-loopback address with no caller authentication: anyone who reaches it "
-                            "may issue and revoke tokens (AUTHORITY_ALLOW_UNAUTHENTICATED_CALLERS)")
-    serve.add_argument("--allow-plaintext-keys", action="store_const", const="true",
-                       help="on PostgreSQL, store private signing keys unencrypted when no key-encryption key "
-                            "is configured (AUTHORITY_ALLOW_PLAINTEXT_KEYS)")
+    for name, text in (("serve", "run the authority"), ("config", "print the effective configuration, secrets masked")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--listen", help="HOST:PORT to listen on (AUTHORITY_LISTEN, default 127.0.0.1:50051)")
+        command.add_argument(
+            "--database-url", help="store URL (AUTHORITY_DATABASE_URL, default sqlite+aiosqlite:///authority.db)"
+        )
+        command.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (AUTHORITY_LOG_LEVEL)")
+        command.add_argument("--log-format", help="json, text or auto (AUTHORITY_LOG_FORMAT, default auto)")
+        command.add_argument(
+            "--metrics-listen", help="HOST:PORT or PORT for /metrics (AUTHORITY_METRICS_LISTEN, default off)"
+        )
+        command.add_argument(
+            "--allow-unauthenticated-callers", action="store_const", const="true",
+            help="serve a non-loopback address with no caller authentication: anyone who reaches it "
+                 "may issue and revoke tokens (AUTHORITY_ALLOW_UNAUTHENTICATED_CALLERS)",
+        )
+        command.add_argument(
+            "--allow-plaintext-keys", action="store_const", const="true",
+            help="on PostgreSQL, store private signing keys unencrypted when no key-encryption key "
+                 "is configured (AUTHORITY_ALLOW_PLAINTEXT_KEYS)",
+        )
+    config = commands.choices["config"]
+    config.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date (safe to repeat)")
     migrate.add_argument("--database-url", help="store URL (AUTHORITY_DATABASE_URL)")
@@ -53,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     new_key.add_argument("--name", required=True, help="the calling service, as logs will name it")
     new_key.add_argument("--role", required=True, action="append", choices=[r.value for r in Role],
                          help="issuer or verifier; repeat for both")
+
+    admin.add_commands(commands)
     return parser
 
 
@@ -66,22 +81,42 @@ def _new_api_key(name: str, roles: list[str]) -> int:
     return 0
 
 
+_FLAGS = (
+    "listen",
+    "database_url",
+    "log_level",
+    "log_format",
+    "metrics_listen",
+    "allow_unauthenticated_callers",
+    "allow_plaintext_keys",
+)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str | None]:
+    return {flag: getattr(args, flag, None) for flag in _FLAGS}
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(
-        listen=getattr(args, "listen", None),
-        database_url=getattr(args, "database_url", None),
-        log_level=getattr(args, "log_level", None),
-        allow_unauthenticated_callers=getattr(args, "allow_unauthenticated_callers", None),
-        allow_plaintext_keys=getattr(args, "allow_plaintext_keys", None),
-    )
+    return load_settings(None, **_overrides(args))
+
+
+def _show_config(args: argparse.Namespace) -> None:
+    shown, origin = describe(_settings(args)), sources(None, **_overrides(args))
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return
+    width = max(len(name) for name in shown)
+    for name, value in shown.items():
+        print(f"{name:<{width}}  {value or '-':<40}  {origin[name]}".rstrip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logs.install("INFO", "auto")
     try:
+        if args.command in admin.COMMANDS:
+            return admin.run(args)
         if args.command == "demo":
             from authority.demo import run_demo
 
@@ -91,8 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _new_api_key(args.name, args.role)
             except ValueError as problem:
                 raise ConfigError("name", str(problem)) from None
+        if args.command == "config":
+            _show_config(args)
+            return 0
         settings = _settings(args)
-        logging.getLogger().setLevel(settings.log_level.upper())
+        logs.install(settings.log_level, settings.log_format)
         if args.command == "keys":
             return keys_command.run(args, settings)
         if args.command == "migrate":

@@ -85,6 +85,10 @@ class Settings:
     key_encryption_key: str = dataclasses.field(default="", repr=False)
     key_encryption_key_file: str = ""
     allow_plaintext_keys: bool = False
+    # json, text, or auto: text when stderr is a terminal, JSON lines otherwise.
+    log_format: str = "auto"
+    # HOST:PORT (or a bare PORT, on loopback) for the Prometheus metrics; empty is off.
+    metrics_listen: str = ""
 
     def __post_init__(self) -> None:
         _check(self)
@@ -255,9 +259,12 @@ def _check(s: Settings) -> None:
         raise ConfigError("database_url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level", "must be one of DEBUG, INFO, WARNING, ERROR")
-    host, sep, port = s.listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not _is_host_port(s.listen):
         raise ConfigError("listen", f"{s.listen!r} is not HOST:PORT")
+    if s.log_format not in ("json", "text", "auto"):
+        raise ConfigError("log_format", "must be one of json, text, auto")
+    if s.metrics_listen and not _is_host_port(metrics_address(s.metrics_listen)):
+        raise ConfigError("metrics_listen", f"{s.metrics_listen!r} is not HOST:PORT or PORT")
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
@@ -329,3 +336,67 @@ def _check_security(s: Settings) -> None:
     if s.key_encryption_key and s.key_encryption_key_file:
         raise ConfigError("key_encryption_key_file", "set key_encryption_key or key_encryption_key_file, not both")
     s.key_encryption_key_bytes()
+
+
+def _is_host_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit() and int(port) <= 65535)
+
+
+def metrics_address(metrics_listen: str) -> str:
+    """``metrics_listen`` as HOST:PORT: a bare port means loopback, never every interface."""
+    return f"127.0.0.1:{metrics_listen}" if metrics_listen.isdigit() else metrics_listen
+
+
+# Options whose value is a secret (or, for api_keys, better not shown); `authority config`
+# masks them. Paths to files that hold secrets are shown: they say where, not what.
+_SECRET_OPTIONS = frozenset({"key_encryption_key", "api_keys"})
+MASK = "***"
+
+
+def _duration_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password, if any, replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, location = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.partition(':')[0]}:{MASK}@{location}"
+
+
+def describe(settings: Settings) -> dict[str, str]:
+    """Every option's effective value as text, in declaration order, secrets masked."""
+    shown: dict[str, str] = {}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if field.name in _DURATIONS:
+            text = _duration_text(value)
+        elif isinstance(value, tuple):
+            text = ",".join(value)
+        elif isinstance(value, enum.Enum):
+            text = str(value.value)
+        else:
+            text = str(value)
+        if field.name == "database_url":
+            text = mask_url(text)
+        elif text and field.name in _SECRET_OPTIONS:
+            text = MASK
+        shown[field.name] = text
+    return shown
+
+
+def sources(environ: Mapping[str, str] | None = None, **overrides: str | None) -> dict[str, str]:
+    """Where each option's value comes from: ``flag``, ``env`` or ``default``."""
+    environ = os.environ if environ is None else environ
+    return {
+        field.name: "flag" if overrides.get(field.name) is not None
+        else "env" if ENV_PREFIX + field.name.upper() in environ
+        else "default"
+        for field in dataclasses.fields(Settings)
+    }

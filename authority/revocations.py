@@ -127,6 +127,14 @@ class RevocationMirror:
         """Seconds since the mirror was last confirmed complete."""
         return self._monotonic() - self._confirmed_at
 
+    def watcher_backlog(self) -> int:
+        """Events queued for the slowest watcher (0 with none). Safe to call from another
+        thread (a metrics scrape): a watcher set changing meanwhile reads as 0."""
+        try:
+            return max((watcher.queue.qsize() for watcher in tuple(self._watchers)), default=0)
+        except RuntimeError:
+            return 0
+
     def announce_keys(self) -> None:
         """Tells every watcher that the signing keys changed."""
         for watcher in self._watchers:

@@ -20,8 +20,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authority.app import Authority
-from authority.config import Settings
+from authority.config import Settings, metrics_address
 from authority.errors import ConfigError
+from authority.metrics import Metrics, MetricsHttpServer
+from authority.observe import RpcObserver
 from authority.service import TokenAuthorityService
 from authority.status import RejectUndecodableRequests
 from authority.transport import prepare_transport
@@ -44,12 +46,18 @@ class AuthorityServer:
     authority: Authority
     health: health.aio.HealthServicer
     health_reporter: asyncio.Task[None]
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
+    # Set while the metrics are served over HTTP (metrics_listen).
+    metrics_http: MetricsHttpServer | None = None
+    _background: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
     async def stop(self, grace: float | None = STOP_GRACE_SECONDS) -> None:
         """Reports NOT_SERVING, lets in-flight calls finish within ``grace``, then closes."""
         self.health_reporter.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await _stop_metrics(self.metrics_http, self._background)
+        self.metrics_http = None
         await self.authority.close()
 
 
@@ -73,6 +81,16 @@ async def _report_health(authority: Authority, servicer: health.aio.HealthServic
             log.warning("the store is unreachable or the revocation view stale: not serving")
 
 
+async def _stop_metrics(http: MetricsHttpServer | None, background: list[asyncio.Task[None]]) -> None:
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    background.clear()
+    if http is not None:
+        # shutdown() waits for the serving thread; keep the event loop free meanwhile.
+        await asyncio.to_thread(http.stop)
+
+
 async def create_server(settings: Settings, clock: Callable[[], float] = time.time) -> AuthorityServer:
     """Opens the authority and serves it on ``settings.listen`` (port 0 picks a free port).
 
@@ -81,13 +99,19 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
     """
     transport = prepare_transport(settings)  # before the database: a bad TLS file stops us first
     authority = await Authority.open(settings, clock)
-    # SO_REUSEPORT off: a second server on a taken port must fail, not share it.
-    # Caller authentication goes first: a refused call reaches no other check and no handler.
+    metrics = Metrics()
+    metrics.watch(authority, clock)
+    metrics_http: MetricsHttpServer | None = None
+    background: list[asyncio.Task[None]] = []
+    # SO_REUSEPORT off: a second server on a taken port must fail, not share it. The
+    # observer comes first so that it sees the status of everything inside it, caller
+    # authentication next: a refused call reaches no other check and no handler.
     server = grpc.aio.server(
-        interceptors=[*transport.interceptors, RejectUndecodableRequests()], options=[("grpc.so_reuseport", 0)]
+        interceptors=[RpcObserver(metrics), *transport.interceptors, RejectUndecodableRequests()],
+        options=[("grpc.so_reuseport", 0)],
     )
     try:
-        authority_pb2_grpc.add_TokenAuthorityServicer_to_server(TokenAuthorityService(authority), server)
+        authority_pb2_grpc.add_TokenAuthorityServicer_to_server(TokenAuthorityService(authority, metrics), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -97,16 +121,25 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
             port = transport.add_port(server, settings.listen)
         except RuntimeError as error:
             raise ConfigError("listen", f"cannot listen on {settings.listen}") from error
+        if settings.metrics_listen:
+            try:
+                metrics_http = MetricsHttpServer.start(metrics, settings.metrics_listen)
+            except OSError as error:
+                raise ConfigError("metrics_listen", f"cannot listen on {settings.metrics_listen}") from error
+            background.append(
+                asyncio.create_task(metrics.count_live_sessions_forever(authority, clock), name="live-sessions")
+            )
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         authority.start()
     except BaseException:
         await server.stop(None)
+        await _stop_metrics(metrics_http, background)
         await authority.close()
         raise
     reporter = asyncio.create_task(_report_health(authority, health_servicer), name="health")
-    return AuthorityServer(server, port, authority, health_servicer, reporter)
+    return AuthorityServer(server, port, authority, health_servicer, reporter, metrics, metrics_http, background)
 
 
 async def serve(settings: Settings) -> None:
@@ -118,12 +151,19 @@ async def serve(settings: Settings) -> None:
     running = await create_server(settings)
     host = settings.listen.rpartition(":")[0]
     log.info("token authority listening on %s:%d (store: %s)", host, running.port, _redacted(settings.database_url))
+    if running.metrics_http is not None:
+        log.info("metrics on http://%s:%d/metrics", host_of(settings.metrics_listen), running.metrics_http.port)
     try:
         await stopping.wait()
         log.info("stopping: finishing in-flight calls")
     finally:
         await running.stop()
     log.info("stopped")
+
+
+def host_of(metrics_listen: str) -> str:
+    """The host part of ``metrics_listen`` as it will be bound."""
+    return metrics_address(metrics_listen).rpartition(":")[0]
 
 
 def _redacted(url: str) -> str:

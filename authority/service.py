@@ -13,7 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from authority.app import Authority
 from authority.config import Policy
-from authority.errors import InvalidArgument
+from authority.errors import InvalidArgument, SessionLimitReached
+from authority.metrics import Metrics
 from authority.revocations import CaughtUp, Heartbeat
 from authority.sessions import SignIn
 from authority.store import Revocation
@@ -98,24 +99,32 @@ def _ttl(request: pb.IssueTokenRequest) -> float | None:
 class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
     """``authority.v1.TokenAuthority`` on top of one :class:`Authority`."""
 
-    def __init__(self, authority: Authority) -> None:
+    def __init__(self, authority: Authority, metrics: Metrics | None = None) -> None:
         self._authority = authority
         self._sessions = authority.sessions
         self._validator = authority.validator
         self._clock = authority.clock
+        self._metrics = metrics or Metrics()
+        # Keyed by reason, None for valid: counting is a dict lookup and an increment.
+        self._validations = self._metrics.validation_outcomes
 
     @unary
     async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
         if request.policy not in _POLICIES:
             raise InvalidArgument("policy", f"{request.policy} is not a SessionPolicy")
-        sign_in = await self._sessions.sign_in(
-            request.subject,
-            request.device_id,
-            policy=_POLICIES[request.policy],
-            audience=request.audience,
-            claims=_extra_claims(request),
-            ttl=_ttl(request),
-        )
+        try:
+            sign_in = await self._sessions.sign_in(
+                request.subject,
+                request.device_id,
+                policy=_POLICIES[request.policy],
+                audience=request.audience,
+                claims=_extra_claims(request),
+                ttl=_ttl(request),
+            )
+        except SessionLimitReached:
+            self._metrics.count_rejected_sign_in()
+            raise
+        self._metrics.count_sign_in(replaced=bool(sign_in.replaced_session_ids))
         return _issue_response(sign_in)
 
     @unary
@@ -125,7 +134,9 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
         try:
             claims = self._validator.validate(request.token, request.audience)
         except InvalidToken as invalid:
+            self._validations[invalid.reason].inc()
             return pb.ValidateTokenResponse(valid=False, reason=invalid.reason.value)  # type: ignore[arg-type]
+        self._validations[None].inc()
         return pb.ValidateTokenResponse(valid=True, claims=_claims(claims))
 
     @unary

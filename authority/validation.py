@@ -1,36 +1,90 @@
 """Validate an access token: the verification in tokens.py, then the revocation mirror.
 
 This is the hot path of the authority. It touches no database and no file: the keys
-and the live revocations are in memory.
+and the live revocations are in memory. When the revocation mirror has not been
+confirmed current for longer than ``max_staleness`` it answers nothing at all
+(:class:`StaleView`): no answer is better than a wrong one.
+
+A token seen before skips the signature check: its claims are remembered, keyed by the
+exact token string and the audience asked for, until the token expires (with the
+leeway, as verification counts it). Everything that can change for a verified token is
+still checked on every call: its expiry, and revocation, against the mirror. A change
+of key ring (a new ``codec.keyring`` object) forgets every remembered token, so a
+withdrawn key stops validating at once. When the cache is full it is emptied and
+refills with the tokens in use; a flood of distinct tokens costs the full check it
+would have cost anyway, and memory stays bounded (about 1 KiB per entry).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from authority.errors import StaleView
+from authority.keys import KeyRing
 from authority.revocations import RevocationMirror
 from authority.tokens import AccessClaims, InvalidReason, InvalidToken, TokenCodec
+
+DEFAULT_CACHE_SIZE = 10_000
 
 
 class Validator:
     """Answers whether a token is valid for an audience, and why not."""
 
     def __init__(
-        self, codec: TokenCodec, mirror: RevocationMirror, default_audience: str, max_staleness: float
+        self,
+        codec: TokenCodec,
+        mirror: RevocationMirror,
+        default_audience: str,
+        max_staleness: float,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._codec = codec
         self._mirror = mirror
         self._default_audience = default_audience
         self._max_staleness = max_staleness
+        self._cache_size = cache_size
+        # The verification's own clock is the real one (PyJWT's); this one only decides
+        # when a remembered token must be checked in full again.
+        self._clock = clock
+        self._keyring: KeyRing = codec.keyring
+        # audience -> token -> claims; no tuple key to build per call.
+        self._verified: dict[str, dict[str, AccessClaims]] = {}
+        self._cached = 0
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many verified tokens are remembered now."""
+        return self._cached
 
     def validate(self, token: str, audience: str = "") -> AccessClaims:
-        """The token's claims, or :class:`InvalidToken` with the first failed step's reason.
-
-        Raises :class:`StaleView` when the revocation mirror has not been confirmed
-        current for longer than ``max_staleness``: no answer is better than a wrong one.
-        """
+        """The token's claims, or :class:`InvalidToken` with the first failed step's reason;
+        :class:`StaleView` when the revocation view is too old to vouch for any token."""
         if self._mirror.age() > self._max_staleness:
             raise StaleView()
-        claims = self._codec.verify(token, audience or self._default_audience)
+        audience = audience or self._default_audience
+        if self._codec.keyring is not self._keyring:
+            self._forget(self._codec.keyring)
+        by_token = self._verified.get(audience)
+        claims = None if by_token is None else by_token.get(token)
+        if claims is None or self._clock() >= claims.expires_at + self._codec.leeway:
+            claims = self._verify(token, audience)
         if self._mirror.is_revoked(claims.session_id):
             raise InvalidToken(InvalidReason.REVOKED)
         return claims
+
+    def _verify(self, token: str, audience: str) -> AccessClaims:
+        claims = self._codec.verify(token, audience)
+        if self._cached >= self._cache_size:
+            self._forget(self._keyring)
+        by_token = self._verified.setdefault(audience, {})
+        if token not in by_token:
+            self._cached += 1
+        by_token[token] = claims
+        return claims
+
+    def _forget(self, keyring: KeyRing) -> None:
+        self._verified = {}
+        self._cached = 0
+        self._keyring = keyring

@@ -1,0 +1,186 @@
+"""``authority token ...`` and ``authority sessions ...``: drive a running authority by hand.
+
+Readable tables by default, ``--json`` for scripts. A failed call prints one line (the
+gRPC status and its message) and exits 1; ``token validate`` also exits 1 for a token
+that is not valid, so scripts can test it. A token given as ``-`` is read from stdin,
+which keeps it out of the process list and the shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from authority.admin_client import POLICIES, AdminCallFailed, AdminClient, IssuedTokens
+from authority.config import parse_duration
+from authority.errors import ConfigError
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+TARGET_VARIABLE = "AUTHORITY_TARGET"
+API_KEY_VARIABLE = "AUTHORITY_API_KEY"
+COMMANDS = ("token", "sessions")
+
+
+def add_commands(commands: Any) -> None:
+    """Adds ``token`` and ``sessions`` to the ``authority`` command's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--target",
+        default=os.environ.get(TARGET_VARIABLE, DEFAULT_TARGET),
+        help=f"the authority's HOST:PORT ({TARGET_VARIABLE}, default {DEFAULT_TARGET})",
+    )
+    common.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_VARIABLE, ""),
+        help=f"sent as x-api-key metadata ({API_KEY_VARIABLE}); for an authority that asks for one",
+    )
+    common.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    token = commands.add_parser("token", help="issue, validate, revoke or refresh tokens").add_subparsers(
+        dest="action", required=True
+    )
+    issue = token.add_parser("issue", parents=[common], help="sign a subject in on a device")
+    issue.add_argument("subject")
+    issue.add_argument("device")
+    issue.add_argument("--policy", choices=sorted(POLICIES), help="what happens to other devices (server default)")
+    issue.add_argument("--audience", default="", help="the token's audience (server default)")
+    issue.add_argument("--ttl", help="access-token lifetime such as 90s or 15m (server default)")
+    issue.add_argument(
+        "--claim", action="append", default=[], metavar="NAME=VALUE", help="an extra claim; VALUE is JSON or a string"
+    )
+
+    validate = token.add_parser("validate", parents=[common], help="check a token (exit 1 when it is not valid)")
+    validate.add_argument("token", help="the access token, or - to read it from stdin")
+    validate.add_argument("--audience", default="", help="the audience expected (server default)")
+
+    revoke = token.add_parser("revoke", parents=[common], help="log out a token, end a session, or a whole subject")
+    target = revoke.add_mutually_exclusive_group(required=True)
+    target.add_argument("--token", help="the access token to log out, or - to read it from stdin")
+    target.add_argument("--session", help="the session id to end")
+    target.add_argument("--subject", help="the subject to sign out everywhere")
+    revoke.add_argument("--reason", default="", help="why, for the audit log")
+
+    refresh = token.add_parser("refresh", parents=[common], help="trade a refresh token for a new pair")
+    refresh.add_argument("refresh_token", help="the refresh token, or - to read it from stdin")
+
+    sessions = commands.add_parser("sessions", help="inspect sessions").add_subparsers(dest="action", required=True)
+    listing = sessions.add_parser("list", parents=[common], help="a subject's live sessions")
+    listing.add_argument("subject")
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> int:
+    """Runs one admin command; returns the exit status."""
+    command = f"authority {args.command} {args.action}"
+    try:
+        return asyncio.run(_run(args, out, stdin))
+    except AdminCallFailed as failed:
+        print(f"{command}: {failed}", file=sys.stderr)
+        return 1
+    except ConfigError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _check_target(target: str) -> None:
+    # grpc takes a port above 65535 modulo 65536 and calls someone else; a name-resolver
+    # target (dns:///host:port) is grpc's to check.
+    if ":/" in target:
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError("--target", f"{target!r} is not HOST:PORT")
+
+
+async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    _check_target(args.target)
+    def show(value: Any, table: Callable[[Any], str]) -> None:
+        print(json.dumps(_plain(value), indent=2, sort_keys=True) if args.json else table(value), file=out)
+
+    async with AdminClient(args.target, api_key=args.api_key, timeout=args.timeout) as client:
+        if args.command == "sessions":
+            show(await client.sessions(args.subject), _sessions_table)
+            return 0
+        if args.action == "issue":
+            ttl = None if args.ttl is None else parse_duration("--ttl", args.ttl)
+            issued = await client.issue(
+                args.subject, args.device, policy=args.policy or "", audience=args.audience,
+                ttl=ttl, claims=_claims(args.claim),
+            )
+            show(issued, _tokens_table)
+            return 0
+        if args.action == "validate":
+            validation = await client.validate(_secret(args.token, stdin), args.audience)
+            show(validation, lambda v: _pairs(v.claims) if v.valid else f"not valid: {v.reason}")
+            return 0 if validation.valid else 1
+        if args.action == "revoke":
+            token = _secret(args.token, stdin) if args.token else ""
+            revoked = await client.revoke(
+                token=token, session_id=args.session or "", subject=args.subject or "", reason=args.reason
+            )
+            show({"revoked_sessions": revoked}, lambda v: f"revoked {v['revoked_sessions']} session(s)")
+            return 0
+        show(await client.refresh(_secret(args.refresh_token, stdin)), _tokens_table)
+        return 0
+
+
+def _secret(given: str, stdin: TextIO) -> str:
+    return stdin.readline().strip() if given == "-" else given
+
+
+def _claims(pairs: Sequence[str]) -> dict[str, Any]:
+    claims: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise ConfigError("--claim", f"{pair!r} is not NAME=VALUE")
+        try:
+            claims[name] = json.loads(text)
+        except ValueError:
+            claims[name] = text
+    return claims
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _when(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    width = max((len(name) for name in values), default=0)
+    lines = []
+    for name, shown in values.items():
+        if name.endswith("_at") and isinstance(shown, int):
+            shown = _when(shown)
+        elif isinstance(shown, (dict, list)):
+            shown = json.dumps(shown, sort_keys=True) if shown else "-"
+        lines.append(f"{name:<{width}}  {shown}")
+    return "\n".join(lines)
+
+
+def _tokens_table(issued: IssuedTokens) -> str:
+    return _pairs(dataclasses.asdict(issued))
+
+
+def _sessions_table(sessions: list[Any]) -> str:
+    if not sessions:
+        return "no live sessions"
+    rows = [("SESSION", "DEVICE", "CREATED", "EXPIRES")] + [
+        (s.session_id, s.device_id, _when(s.created_at), _when(s.expires_at)) for s in sessions
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

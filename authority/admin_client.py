@@ -1,0 +1,163 @@
+"""The admin command line's one way to a running authority: the generated gRPC stubs.
+
+Everything the admin commands need from the authority goes through :class:`AdminClient`,
+in plain dataclasses, and every gRPC failure leaves as :class:`AdminCallFailed`. When the
+client package's ``AuthorityClient`` is ready, this module is the only one to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import grpc
+from authority_client.v1 import authority_pb2 as pb
+from authority_client.v1 import authority_pb2_grpc
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
+
+API_KEY_HEADER = "x-api-key"
+POLICIES = {"replace": pb.SESSION_POLICY_REPLACE, "reject": pb.SESSION_POLICY_REJECT}
+
+
+class AdminCallFailed(Exception):
+    """A call to the authority failed; ``code`` is the gRPC status name."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(f"{code}: {details}" if details else code)
+        self.code = code
+        self.details = details
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuedTokens:
+    """A token pair from a sign-in or a refresh."""
+
+    session_id: str
+    access_token: str
+    refresh_token: str
+    expires_at: int
+    refresh_expires_at: int
+    replaced_session_ids: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """ValidateToken's answer: the claims when valid, else the reason (MALFORMED, REVOKED, ...)."""
+
+    valid: bool
+    reason: str
+    claims: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionInfo:
+    """One live session."""
+
+    session_id: str
+    subject: str
+    device_id: str
+    created_at: int
+    expires_at: int
+
+
+def _issued(answer: pb.IssueTokenResponse) -> IssuedTokens:
+    return IssuedTokens(
+        session_id=answer.session_id,
+        access_token=answer.access_token,
+        refresh_token=answer.refresh_token,
+        expires_at=answer.expires_at.seconds,
+        refresh_expires_at=answer.refresh_expires_at.seconds,
+        replaced_session_ids=list(answer.replaced_session_ids),
+    )
+
+
+class AdminClient:
+    """An async connection to one authority; use it as ``async with AdminClient(...)``."""
+
+    def __init__(self, target: str, *, api_key: str = "", timeout: float = 10.0) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = authority_pb2_grpc.TokenAuthorityStub(self._channel)
+        self._metadata = ((API_KEY_HEADER, api_key),) if api_key else ()
+        self._timeout = timeout
+
+    async def __aenter__(self) -> AdminClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: str, request: Any) -> Any:
+        try:
+            return await getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise AdminCallFailed(error.code().name, (error.details() or "").splitlines()[0] if error.details() else "") from None
+
+    async def issue(
+        self,
+        subject: str,
+        device_id: str,
+        *,
+        policy: str = "",
+        audience: str = "",
+        ttl: int | None = None,
+        claims: Mapping[str, Any] | None = None,
+    ) -> IssuedTokens:
+        """Signs ``subject`` in on ``device_id``."""
+        request = pb.IssueTokenRequest(
+            subject=subject, device_id=device_id, policy=POLICIES.get(policy, 0), audience=audience  # type: ignore[arg-type]
+        )
+        if ttl is not None:
+            request.ttl.CopyFrom(Duration(seconds=ttl))
+        if claims:
+            request.claims.update(dict(claims))
+        return _issued(await self._call("IssueToken", request))
+
+    async def validate(self, token: str, audience: str = "") -> Validation:
+        """Asks whether ``token`` is valid for ``audience`` (empty: the server's default)."""
+        answer: pb.ValidateTokenResponse = await self._call(
+            "ValidateToken", pb.ValidateTokenRequest(token=token, audience=audience)
+        )
+        if not answer.valid:
+            return Validation(False, pb.InvalidReason.Name(answer.reason).removeprefix("INVALID_REASON_"), {})
+        claims = answer.claims
+        shown: dict[str, Any] = {
+            "subject": claims.subject,
+            "device_id": claims.device_id,
+            "session_id": claims.session_id,
+            "token_id": claims.token_id,
+            "issuer": claims.issuer,
+            "audience": claims.audience,
+            "issued_at": claims.issued_at.seconds,
+            "expires_at": claims.expires_at.seconds,
+        }
+        if claims.HasField("extra"):
+            shown["extra"] = json_format.MessageToDict(claims.extra)
+        return Validation(True, "", shown)
+
+    async def revoke(self, *, token: str = "", session_id: str = "", subject: str = "", reason: str = "") -> int:
+        """Revokes by exactly one of token, session or subject; returns how many sessions ended."""
+        if token:
+            request = pb.RevokeTokenRequest(token=token, reason=reason)
+        elif session_id:
+            request = pb.RevokeTokenRequest(session_id=session_id, reason=reason)
+        else:
+            request = pb.RevokeTokenRequest(subject=subject, reason=reason)
+        answer: pb.RevokeTokenResponse = await self._call("RevokeToken", request)
+        return answer.revoked_sessions
+
+    async def refresh(self, refresh_token: str) -> IssuedTokens:
+        """Trades a refresh token for a new pair."""
+        return _issued(await self._call("RefreshToken", pb.RefreshTokenRequest(refresh_token=refresh_token)))
+
+    async def sessions(self, subject: str) -> list[SessionInfo]:
+        """The subject's live sessions, oldest first."""
+        answer: pb.ListSessionsResponse = await self._call("ListSessions", pb.ListSessionsRequest(subject=subject))
+        return [
+            SessionInfo(s.session_id, s.subject, s.device_id, s.created_at.seconds, s.expires_at.seconds)
+            for s in answer.sessions
+        ]

@@ -1,0 +1,105 @@
+"""Log output: JSON lines for machines, plain lines for a terminal, one line per RPC.
+
+:func:`install` sets up the root logger once, from the command line. The per-RPC line
+is written by :class:`authority.observe.RpcObserver` through :func:`log_rpc`; it
+names the method, the status code, the duration, the peer and, when the request
+names a subject, a hash of it. Never a token, a refresh token, a key or an API key:
+nothing from a request reaches a log line except through the hash.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import sys
+from typing import IO, Any
+
+RPC_LOGGER = "authority.rpc"
+# The fields an RPC line carries, in the order a JSON line shows them.
+RPC_FIELDS = ("method", "code", "duration_ms", "peer", "subject_hash")
+
+rpc_log = logging.getLogger(RPC_LOGGER)
+
+
+def subject_hash(subject: str) -> str:
+    """A short, stable pseudonym of a subject for log lines (the same on every replica,
+    so one user's calls can be followed without the logs holding their id)."""
+    return hashlib.blake2b(subject.encode(errors="surrogatepass"), digest_size=8, person=b"authlog").hexdigest()
+
+
+def log_rpc(method: str, code: str, duration_ms: float, peer: str, subject: str) -> None:
+    """Writes the one line for a finished RPC (at INFO; callers check the level first)."""
+    fields: dict[str, Any] = {"method": method, "code": code, "duration_ms": round(duration_ms, 3), "peer": peer}
+    if subject:
+        fields["subject_hash"] = subject_hash(subject)
+    rpc_log.info("%s %s %.1fms", method, code, duration_ms, extra={"rpc": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and an RPC's fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Every RPC writes a line: the date and time up to the second are formatted once
+        # per second, not once per line.
+        self._second = -1
+        self._stamp = ""
+
+    def _time(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._stamp = datetime.datetime.fromtimestamp(second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._stamp}.{int((created - second) * 1000):03d}+00:00"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self._time(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rpc = getattr(record, "rpc", None)
+        if isinstance(rpc, dict):
+            line.update(rpc)
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """A plain line for a person at a terminal; an RPC's peer and subject hash follow the message."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        rpc = getattr(record, "rpc", None)
+        if isinstance(rpc, dict):
+            text += f" peer={rpc['peer']}"
+            if "subject_hash" in rpc:
+                text += f" subject={rpc['subject_hash']}"
+        return text
+
+
+def install(level: str = "INFO", log_format: str = "auto", stream: IO[str] | None = None) -> None:
+    """Sends every log record to ``stream`` (stderr) as JSON or text at ``level``.
+
+    ``auto`` writes text to a terminal and JSON lines to anything else (a file, a pipe,
+    a log collector). Replaces whatever handlers the root logger had.
+    """
+    stream = sys.stderr if stream is None else stream
+    if log_format == "auto":
+        log_format = "text" if stream.isatty() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # Alembic narrates every migration step at INFO; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,408 @@
+"""The benchmark run: every measurement side by side, then the report.
+
+Order: the authority on PostgreSQL (health floor, ValidateToken warm and cold, a bare
+PyJWT decode), the baseline on the same database, sign-ins on PostgreSQL and SQLite,
+then growth with 0 and more live revocations on a database of its own. Each server
+runs in its own process, and load comes from ``workers`` more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import dataclasses
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+from authority_client.v1 import authority_pb2 as pb
+from authority_client.v1 import authority_pb2_grpc
+from cryptography.hazmat.primitives import serialization
+
+from authority.config import Settings
+from authority.keys import load_keyring
+from authority.store import Store
+from authority.tokens import AccessClaims, TokenCodec
+from bench.baseline import BaselineServer, create_revoked_table
+from bench.load import Outcome, Phase, merge, run_phase, stderr_progress
+from bench.memory import mirror_bytes
+from bench.report import Goal, at_least, at_most, environment, load_average, not_measured, render
+from bench.servers import (
+    BENCH_KEY_ENCRYPTION_KEY,
+    Databases,
+    ServedAuthority,
+    add_revocations,
+    cpu_seconds,
+    driver_url,
+    start_authority,
+)
+
+DEFAULT_POSTGRES = os.environ.get(
+    "AUTHORITY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+FLOOR = "grpc.health Check (empty-RPC floor)"
+WARM = "ValidateToken warm (same token)"
+COLD = "ValidateToken cold (every token new)"
+BASE_WARM = "baseline ValidateToken warm"
+BASE_COLD = "baseline ValidateToken cold"
+COLD_RATE_CEILING = 3_000  # calls per second a cold phase is given tokens for
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """How big a run is."""
+
+    seconds: float
+    workers: int
+    concurrency: int
+    min_cold_tokens: int
+    sign_in_subjects: int
+    growth: tuple[int, ...]
+    baseline_revoked: int
+    decode_samples: int
+
+
+    # Phases compared with each other run in this many interleaved rounds, so that a
+    # burst of other work on the machine lands on all of them alike.
+    rounds: int
+
+
+FULL = Size(seconds=4.0, workers=2, concurrency=16, min_cold_tokens=4_000, sign_in_subjects=400,
+            growth=(0, 100_000, 1_000_000), baseline_revoked=100_000, decode_samples=3_000, rounds=3)
+TINY = Size(seconds=0.4, workers=2, concurrency=4, min_cold_tokens=200, sign_in_subjects=20,
+            growth=(0, 1_000, 10_000), baseline_revoked=1_000, decode_samples=200, rounds=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A phase to compare: its requests for each round, and the server process to charge."""
+
+    name: str
+    target: str
+    rpc: str
+    items: Callable[[int], list[str]]  # round -> requests
+    server_pid: int
+    once: bool = False
+
+
+class Run:
+    """One benchmark run's state: the size, the progress output, the results so far."""
+
+    def __init__(self, size: Size, workdir: Path, server_log_level: str, say: Callable[[str], None]) -> None:
+        self.size = size
+        self.workdir = workdir
+        self.server_log_level = server_log_level
+        self.say = say
+        self.throughput: dict[str, dict[str, Any]] = {}
+        self.facts: dict[str, str] = {}
+        self.raw: dict[str, Any] = {}
+
+    def load(self, name: str, target: str, rpc: str, items: list[str], server_pid: int, once: bool = False,
+             seconds: float | None = None) -> Outcome:
+        """Runs one load phase; also charges the server process's CPU time to its calls."""
+        self.say(f"{name} ...")
+        size = self.size
+        phase = Phase(name, target, rpc, items, size.workers, size.concurrency, seconds or size.seconds, once)
+        cpu_before = cpu_seconds(server_pid)
+        outcome = run_phase(phase, self.say)
+        # Includes the workers' warm-up calls (a few dozen): negligible in a full run.
+        cpu = cpu_seconds(server_pid) - cpu_before
+        self.throughput[name] = {**outcome.summary(), "server_cpu_us_per_call": round(cpu / max(outcome.calls, 1) * 1e6, 1)}
+        self.say(f"  {name}: {outcome.rate:,.0f}/s, p50 {outcome.percentile(50) * 1000:.3f} ms, "
+                 f"p99 {outcome.percentile(99) * 1000:.3f} ms, {outcome.errors} errors")
+        return outcome
+
+    def interleaved(self, specs: list[Spec]) -> dict[str, Outcome]:
+        """Runs every spec once per round, round after round, and merges each one's rounds."""
+        runs: dict[str, list[Outcome]] = {spec.name: [] for spec in specs}
+        cpu: dict[str, float] = dict.fromkeys(runs, 0.0)
+        for number in range(self.size.rounds):
+            for spec in specs:
+                self.say(f"{spec.name} (round {number + 1} of {self.size.rounds}) ...")
+                size = self.size
+                phase = Phase(spec.name, spec.target, spec.rpc, spec.items(number), size.workers,
+                              size.concurrency, size.seconds, spec.once)
+                before = cpu_seconds(spec.server_pid)
+                runs[spec.name].append(run_phase(phase, self.say))
+                # Includes the workers' warm-up calls (a few dozen): negligible in a full run.
+                cpu[spec.name] += cpu_seconds(spec.server_pid) - before
+        merged = {}
+        for name, outcomes in runs.items():
+            outcome = merge(name, outcomes)
+            self.throughput[name] = {
+                **outcome.summary(), "server_cpu_us_per_call": round(cpu[name] / max(outcome.calls, 1) * 1e6, 1)
+            }
+            self.say(f"  {name}: {outcome.rate:,.0f}/s, p50 {outcome.percentile(50) * 1000:.3f} ms, "
+                     f"p99 {outcome.percentile(99) * 1000:.3f} ms, {outcome.errors} errors")
+            merged[name] = outcome
+        return merged
+
+    def cpu_per_call(self, name: str) -> float:
+        """Server CPU seconds per call in phase ``name``."""
+        return float(self.throughput[name]["server_cpu_us_per_call"]) / 1e6
+
+    def start(self, url: str, name: str) -> ServedAuthority:
+        self.say(f"starting authority ({name}) ...")
+        return start_authority(url, self.workdir, name, self.server_log_level)
+
+
+def _always(token: str) -> Callable[[int], list[str]]:
+    return lambda _: [token]
+
+
+async def _stub_call(target: str, method: str, request: Any) -> Any:
+    async with grpc.aio.insecure_channel(target) as channel:
+        return await getattr(authority_pb2_grpc.TokenAuthorityStub(channel), method)(request, timeout=30)
+
+
+async def _sign_in_all(target: str, pairs: list[tuple[str, str]]) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = authority_pb2_grpc.TokenAuthorityStub(channel)
+        for start in range(0, len(pairs), 32):
+            await asyncio.gather(*(
+                stub.IssueToken(pb.IssueTokenRequest(subject=s, device_id=d), timeout=30)
+                for s, d in pairs[start : start + 32]
+            ))
+
+
+async def _codec(database_url: str, settings: Settings) -> TokenCodec:
+    store = Store.open(database_url)
+    try:
+        # The servers' key, opened with the key-encryption key they were started with.
+        keyring = await load_keyring(
+            store, settings.signing_algorithm, time.time(), base64.b64decode(BENCH_KEY_ENCRYPTION_KEY)
+        )
+    finally:
+        await store.close()
+    return TokenCodec(keyring, settings.issuer, settings.leeway)
+
+
+def _mint(codec: TokenCodec, settings: Settings, count: int) -> list[str]:
+    """Tokens the authority would accept, each new: signed with its key, for sessions it
+    never revoked (validation reads no session table, so none need exist)."""
+    now = int(time.time())
+    tokens = []
+    for n in range(count):
+        claims = AccessClaims(
+            subject=f"bench-user-{n}", device_id="bench-device", session_id=secrets.token_urlsafe(16),
+            token_id=secrets.token_urlsafe(16), issuer=settings.issuer, audience=settings.default_audience,
+            issued_at=now, expires_at=now + 3600, extra={},
+        )
+        tokens.append(codec.sign(claims))
+    return tokens
+
+
+def _decode_seconds(codec: TokenCodec, settings: Settings, tokens: list[str]) -> float:
+    """Mean seconds of a bare PyJWT decode (signature and standard claims) of these tokens."""
+    key = codec.keyring.signing_key_at(time.time())
+    algorithm = key.algorithm.value
+    decode = jwt.decode
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for token in tokens:
+            decode(token, key.public_key, algorithms=[algorithm], audience=settings.default_audience,
+                   issuer=settings.issuer)
+        runs.append((time.perf_counter() - started) / len(tokens))
+    return statistics.median(runs)
+
+
+async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
+    size, settings = run.size, Settings()
+    databases = Databases(postgres_url)
+    run.raw["postgresql"] = await databases.server_version()
+    goals: list[Goal] = []
+    try:
+        main_url = await databases.create("main")
+        authority = run.start(main_url, "postgresql")
+        baseline: BaselineServer | None = None
+        try:
+            codec = await _codec(main_url, settings)
+            issued = await _stub_call(authority.target, "IssueToken",
+                                      pb.IssueTokenRequest(subject="bench-warm", device_id="bench"))
+            warm_token = issued.access_token
+
+            run.say("starting the baseline (PyJWT + a revoked-token lookup on PostgreSQL) ...")
+            await create_revoked_table(driver_url(main_url), size.baseline_revoked)
+            public_pem = codec.keyring.signing_key_at(time.time()).public_key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            algorithm = codec.keyring.signing_key_at(time.time()).algorithm.value
+            baseline = BaselineServer(driver_url(main_url), public_pem, algorithm,
+                                      settings.issuer, settings.default_audience)
+
+            # Enough that a cold phase never runs out at the rates this machine reaches; if
+            # one does, it ends early and its rate is still calls over time.
+            cold_count = max(size.min_cold_tokens, int(COLD_RATE_CEILING * size.seconds))
+            run.say(f"minting {2 * size.rounds * cold_count:,} tokens for the cold runs ...")
+            cold_tokens = [_mint(codec, settings, cold_count) for _ in range(size.rounds)]
+            base_cold_tokens = [_mint(codec, settings, cold_count) for _ in range(size.rounds)]
+            run.say("timing a bare PyJWT decode ...")
+            t_decode = _decode_seconds(codec, settings, cold_tokens[0][: size.decode_samples])
+            run.facts["t_decode (bare PyJWT decode, EdDSA)"] = f"{t_decode * 1e6:.1f} us"
+
+            pid, target = authority.process.pid, authority.target
+            results = run.interleaved([
+                Spec(FLOOR, target, "health", lambda _: ["-"], pid),
+                Spec(WARM, target, "validate", lambda _: [warm_token], pid),
+                Spec(COLD, target, "validate", lambda r: cold_tokens[r], pid, once=True),
+                Spec(BASE_WARM, baseline.target, "validate", lambda _: [warm_token], baseline.pid),
+                Spec(BASE_COLD, baseline.target, "validate", lambda r: base_cold_tokens[r], baseline.pid, once=True),
+            ])
+            baseline.stop()
+            baseline = None
+            floor, warm, cold = results[FLOOR], results[WARM], results[COLD]
+            base_warm, base_cold = results[BASE_WARM], results[BASE_COLD]
+            model_floor = 1 / (1 / floor.rate + t_decode)
+            run.facts["cold model floor 1/(1/health + t_decode)"] = f"{model_floor:,.0f}/s"
+
+            # The same ratios by server CPU per call: what the server can do when the load
+            # generators do not share its two cores (the baseline's PostgreSQL CPU is not
+            # counted, which flatters the baseline).
+            cpu = run.cpu_per_call
+            cpu_model = cpu(FLOOR) + t_decode
+            goals += [
+                at_least("ValidateToken warm / health floor", warm.rate / floor.rate, 0.85,
+                         note=f"by server CPU per call: {cpu(FLOOR) / cpu(WARM):.2f}x"),
+                at_least("ValidateToken cold / model floor", cold.rate / model_floor, 0.9,
+                         note=f"by server CPU per call: {cpu_model / cpu(COLD):.2f}x"),
+                at_least("ValidateToken warm / baseline warm", warm.rate / base_warm.rate, 3,
+                         note=f"by server CPU per call: {cpu(BASE_WARM) / cpu(WARM):.2f}x (baseline without PostgreSQL's CPU)"),
+                at_least("ValidateToken cold / baseline cold", cold.rate / base_cold.rate, 1.8,
+                         note=f"by server CPU per call: {cpu(BASE_COLD) / cpu(COLD):.2f}x (baseline without PostgreSQL's CPU)"),
+            ]
+            pg_sign_ins = await _sign_ins(run, authority, "PostgreSQL")
+        finally:
+            if baseline is not None:
+                baseline.stop()
+            authority.stop()
+        sqlite = run.start(f"sqlite+aiosqlite:///{run.workdir / 'bench.db'}", "sqlite")
+        try:
+            await _sign_ins(run, sqlite, "SQLite")
+        finally:
+            sqlite.stop()
+        goals.append(at_least("IssueToken (replacing a device) on PostgreSQL", pg_sign_ins.rate, 1000, "/s"))
+        goals += await _growth(run, databases)
+    finally:
+        await databases.drop_all()
+    goals += [
+        not_measured("consumer local verifier, warm", ">= 100,000/s",
+                     "the client package's local verifier (consumer issue), in-process against bare PyJWT"),
+        not_measured("consumer local verifier, cold / bare PyJWT decode", ">= 0.9x",
+                     "the client package's local verifier (consumer issue)"),
+        not_measured("revocation visible on another replica, p99", "<= 50 ms",
+                     "replicas that follow the revocation log (scale-out issue)"),
+        not_measured("revocation visible to a local-mode consumer, p99", "<= 100 ms",
+                     "the consumer package's local mode with WatchRevocations (consumer issue)"),
+    ]
+    return {"goals": [dataclasses.asdict(goal) for goal in goals]}
+
+
+async def _sign_ins(run: Run, authority: ServedAuthority, store: str) -> Outcome:
+    """Sign-ins that each replace the subject's other device, from the workers."""
+    subjects = [f"bench-{store.lower()}-{secrets.token_hex(3)}-{n}" for n in range(run.size.sign_in_subjects)]
+    run.say(f"signing {len(subjects)} subjects in on a first device ({store}) ...")
+    await _sign_in_all(authority.target, [(s, "device-b") for s in subjects])
+    # Each subject alternates between two devices, so every call signs the other out.
+    items = [f"{s} device-a" for s in subjects] + [f"{s} device-b" for s in subjects]
+    return run.load(f"IssueToken replacing a device, {store}", authority.target, "issue", items, authority.process.pid)
+
+
+async def _growth(run: Run, databases: Databases) -> list[Goal]:
+    """Servers on databases holding 0 and more live revocations, measured side by side."""
+    sizes = run.size.growth
+    expires_at = time.time() + 3 * 3600
+    urls: dict[int, str] = {}
+    for count in sizes:
+        urls[count] = await databases.create(f"growth{count}")
+        run.start(urls[count], f"growth-schema-{count}").stop()  # creates the schema and a key
+        run.say(f"inserting {count:,} live revocations ...")
+        seconds = await add_revocations(urls[count], count, expires_at)
+        run.say(f"  inserted in {seconds:.1f} s")
+    served: dict[int, ServedAuthority] = {}
+    try:
+        tokens: dict[int, str] = {}
+        for count in sizes:  # one at a time, so each start-up has the machine to itself
+            served[count] = run.start(urls[count], f"growth-{count}")
+            issued = await _stub_call(served[count].target, "IssueToken",
+                                      pb.IssueTokenRequest(subject="bench-growth", device_id="laptop"))
+            tokens[count] = issued.access_token
+        names = {count: f"ValidateToken warm, {count:,} live revocations" for count in sizes}
+        results = run.interleaved([
+            Spec(names[count], served[count].target, "validate", _always(tokens[count]), served[count].process.pid)
+            for count in sizes
+        ])
+        rss = {count: served[count].rss_bytes() for count in sizes}
+        startup = {count: served[count].startup_seconds for count in sizes}
+    finally:
+        for server in served.values():
+            server.stop()
+    p50s = {count: results[names[count]].percentile(50) for count in sizes}
+    cpus = {count: run.cpu_per_call(names[count]) for count in sizes}
+    largest, smallest = max(sizes), min(sizes)
+    run.say(f"measuring the mirror's memory with {largest:,} live revocations ...")
+    entries, held = mirror_bytes(urls[largest])
+    per_entry = held / entries if entries else 0.0
+    rss_per_entry = (rss[largest] - rss[smallest]) / (largest - smallest) if largest > smallest else 0.0
+    run.facts["mirror memory per live revocation (tracemalloc)"] = f"{per_entry:.0f} bytes ({entries:,} entries)"
+    run.facts["server RSS growth per live revocation"] = f"{rss_per_entry:.0f} bytes"
+    for count in sizes:
+        run.facts[f"start-up with {count:,} live revocations"] = f"{startup[count]:.2f} s"
+    goals = [
+        at_most(f"ValidateToken p50 with {count:,} / with {smallest:,} live revocations",
+                p50s[count] / p50s[smallest], 1.1, "×",
+                note=f"by server CPU per call: {cpus[count] / cpus[smallest]:.2f}x")
+        for count in sizes if count != smallest
+    ]
+    goals.append(at_most("memory per live revocation (mirror, tracemalloc)", per_entry, 150, " B"))
+    goals.append(at_most(f"start-up with {largest:,} live revocations", startup[largest], 5, " s"))
+    run.raw["growth"] = {"p50_seconds": p50s, "rss_bytes": rss, "startup_seconds": startup,
+                         "mirror_entries": entries, "mirror_bytes": held}
+    return goals
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench``: runs the benchmark, prints the table, writes the JSON report."""
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long run that only checks the benchmark works")
+    parser.add_argument("--out", default="bench-report.json", help="where to write the JSON report")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES,
+                        help="a PostgreSQL the benchmark may create and drop databases on")
+    parser.add_argument("--server-log-level", default="INFO",
+                        help="the authority's log level during the run (INFO writes one line per RPC)")
+    args = parser.parse_args(argv)
+    size = TINY if args.tiny else FULL
+    command = ["scripts/bench", *(argv if argv is not None else sys.argv[1:])]
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="authority-bench-") as workdir:
+        run = Run(size, Path(workdir), args.server_log_level.upper(), stderr_progress)
+        try:
+            outcome = asyncio.run(measure(run, args.postgres_url))
+        except (OSError, RuntimeError) as error:
+            print(f"scripts/bench: {error}", file=sys.stderr)
+            return 1
+    report = {
+        "environment": environment(command, run.raw.get("postgresql", "unknown")),
+        "size": {**dataclasses.asdict(size), "server_log_level": run.server_log_level},
+        "throughput": run.throughput,
+        "facts": run.facts,
+        "load_average": {"before": load_before, "after": load_average()},
+        **outcome,
+        "raw": run.raw,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(render(report))
+    print(f"\nJSON report: {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,149 @@
+"""The admin command line (`authority token ...`, `authority sessions list`) as an operator
+runs it: a real process against a real authority."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.conftest import Running
+from tests.support.calls import new_subject, reason, sign_in
+
+AUTHORITY = str(Path(sys.executable).with_name("authority"))
+
+
+async def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        AUTHORITY, *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    out, err = await asyncio.wait_for(process.communicate(stdin.encode()), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def cli_json(authority: Running, *args: str, stdin: str = "") -> Any:
+    code, out, err = await cli(*args, "--target", authority.target, "--json", stdin=stdin)
+    assert code == 0, err
+    return json.loads(out)
+
+
+async def test_issue_validate_list_and_revoke_by_token(authority: Running) -> None:
+    subject = new_subject()
+
+    issued = await cli_json(authority, "token", "issue", subject, "laptop", "--ttl", "5m", "--claim", "plan=\"pro\"",
+                            "--claim", "seats=3")
+    checked = await cli_json(authority, "token", "validate", issued["access_token"])
+    listed = await cli_json(authority, "sessions", "list", subject)
+    revoked = await cli_json(authority, "token", "revoke", "--token", "-", stdin=issued["access_token"] + "\n")
+    code, out, _ = await cli("token", "validate", issued["access_token"], "--target", authority.target)
+
+    assert checked["valid"] is True
+    assert checked["claims"]["subject"] == subject
+    assert checked["claims"]["extra"] == {"plan": "pro", "seats": 3}
+    assert checked["claims"]["expires_at"] - checked["claims"]["issued_at"] == 300
+    assert [s["session_id"] for s in listed] == [issued["session_id"]]
+    assert revoked == {"revoked_sessions": 1}
+    assert (code, out.strip()) == (1, "not valid: REVOKED")
+
+
+async def test_a_second_device_shows_what_it_replaced_and_the_table_is_readable(authority: Running) -> None:
+    subject = new_subject()
+    laptop = await sign_in(authority.stub, subject, "laptop")
+
+    code, out, err = await cli("token", "issue", subject, "phone", "--target", authority.target)
+    listing = await cli("sessions", "list", subject, "--target", authority.target)
+
+    assert code == 0, err
+    rows = dict(line.split(None, 1) for line in out.strip().splitlines())
+    assert rows["replaced_session_ids"] == json.dumps([laptop.session_id])
+    assert rows["expires_at"].endswith("UTC")
+    assert listing[1].splitlines()[0].split() == ["SESSION", "DEVICE", "CREATED", "EXPIRES"]
+    assert "phone" in listing[1] and "laptop" not in listing[1]
+
+
+async def test_refresh_from_stdin_and_revoke_a_session_and_a_subject(authority: Running) -> None:
+    subject = new_subject()
+    first = await sign_in(authority.stub, subject, "laptop")
+
+    refreshed = await cli_json(authority, "token", "refresh", "-", stdin=first.refresh_token)
+    by_session = await cli_json(authority, "token", "revoke", "--session", first.session_id, "--reason", "lost")
+    await sign_in(authority.stub, subject, "tablet")
+    by_subject = await cli_json(authority, "token", "revoke", "--subject", subject)
+
+    assert refreshed["session_id"] == first.session_id
+    assert refreshed["refresh_token"] != first.refresh_token
+    assert by_session == {"revoked_sessions": 1} and by_subject == {"revoked_sessions": 1}
+    assert await reason(authority.stub, refreshed["access_token"]) == "REVOKED"
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (("token", "issue", "", "laptop"), "INVALID_ARGUMENT: subject: must not be empty"),
+        (("token", "refresh", "x" * 43), "UNAUTHENTICATED"),
+        (("token", "issue", "someone", "laptop", "--ttl", "soon"), "--ttl:"),
+        (("token", "issue", "someone", "laptop", "--claim", "novalue"), "--claim:"),
+    ],
+    ids=["invalid-argument", "unauthenticated", "bad-ttl", "bad-claim"],
+)
+async def test_a_refused_call_prints_one_clear_line_and_exits_non_zero(
+    authority: Running, args: tuple[str, ...], status: str
+) -> None:
+    code, out, err = await cli(*args, "--target", authority.target)
+
+    assert code != 0
+    assert out == ""
+    assert err.strip().splitlines() == [err.strip()]
+    assert status in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:99999", "127.0.0.1", "127.0.0.1:http"])
+async def test_a_target_that_is_not_host_port_is_refused_before_any_call(target: str) -> None:
+    code, _, err = await cli("sessions", "list", "someone", "--target", target)
+
+    assert code == 2
+    assert err.strip() == f"authority sessions list: --target: {target!r} is not HOST:PORT"
+
+
+async def test_an_unreachable_authority_is_one_line_unavailable() -> None:
+    code, _, err = await cli("sessions", "list", "someone", env={"AUTHORITY_TARGET": "127.0.0.1:1"})
+
+    assert code == 1
+    assert err.startswith("authority sessions list: UNAVAILABLE")
+    assert len(err.strip().splitlines()) == 1
+
+
+async def test_the_api_key_goes_out_as_metadata() -> None:
+    seen: list[dict[str, str]] = []
+
+    async def list_sessions(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+        seen.append({m.key: m.value for m in context.invocation_metadata() or ()})  # type: ignore[misc]
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, "checked")
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "authority.v1.TokenAuthority", {"ListSessions": grpc.unary_unary_rpc_method_handler(list_sessions)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        code, _, err = await cli(
+            "sessions", "list", "someone", "--target", f"127.0.0.1:{port}", env={"AUTHORITY_API_KEY": "k-123"}
+        )
+    finally:
+        await server.stop(None)
+
+    assert (code, err.strip()) == (1, "authority sessions list: PERMISSION_DENIED: checked")
+    assert seen and seen[0]["x-api-key"] == "k-123"

@@ -1,0 +1,50 @@
+"""The benchmark at its tiny size: it runs end to end and writes a well-formed report.
+
+No timing is asserted: on a shared two-core machine the numbers only mean something in a
+full run (scripts/bench).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import POSTGRES_URL, _require_postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path: Path) -> None:
+    await _require_postgres()
+    out = tmp_path / "report.json"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--out", str(out), "--postgres-url", POSTGRES_URL],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["environment"]["command"].startswith("scripts/bench --tiny")
+    assert set(report["load_average"]) == {"before", "after"}
+    assert {"cpu", "cores", "memory", "os"} <= set(report["environment"]["machine"])
+    assert {"python", "grpcio", "PyJWT", "postgresql", "commit"} <= set(report["environment"]["versions"])
+    names = set(report["throughput"])
+    for expected in ("grpc.health Check (empty-RPC floor)", "ValidateToken warm (same token)",
+                     "ValidateToken cold (every token new)", "baseline ValidateToken warm",
+                     "baseline ValidateToken cold", "IssueToken replacing a device, PostgreSQL",
+                     "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations"):
+        assert expected in names
+    for name, phase in report["throughput"].items():
+        assert phase["calls"] > 0 and phase["errors"] == 0, (name, phase)
+        assert 0 < phase["p50_ms"] <= phase["p99_ms"], (name, phase)
+    goals = {goal["name"]: goal for goal in report["goals"]}
+    assert goals["ValidateToken warm / health floor"]["passed"] in (True, False)
+    assert goals["memory per live revocation (mirror, tracemalloc)"]["measured"] > 0
+    assert report["raw"]["growth"]["mirror_entries"] >= 10_000
+    placeholders = [goal for goal in report["goals"] if goal["passed"] is None]
+    assert len(placeholders) == 4 and all(goal["note"].startswith("not measured yet: needs") for goal in placeholders)
+    assert "ValidateToken warm / health floor" in result.stdout  # the readable table
+    assert "ValidateToken cold" in result.stderr  # progress while it ran

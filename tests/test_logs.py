@@ -1,0 +1,147 @@
+"""Log lines: one JSON line per RPC with no secret in it, text at a terminal; and
+`authority config`, which shows the effective settings with secrets masked."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from authority_client.v1 import authority_pb2 as pb
+
+from authority import logs
+from authority.config import Settings, describe
+from tests.conftest import Running
+from tests.support.calls import new_subject, sign_in, validate
+from tests.test_admin import cli
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    """Everything logged while the test runs, as ``logs.install`` writes it (JSON)."""
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    logs.install("INFO", "json", stream)
+    yield stream
+    root.handlers[:] = before[0]
+    root.setLevel(before[1])
+
+
+def rpc_lines(stream: io.StringIO) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return [line for line in lines if line["logger"] == logs.RPC_LOGGER]
+
+
+async def test_each_rpc_is_one_json_line_with_its_status_and_a_hashed_subject(
+    authority: Running, captured: io.StringIO
+) -> None:
+    subject = new_subject()
+    issued = await sign_in(authority.stub, subject, "laptop")
+    await validate(authority.stub, issued.access_token)
+
+    lines = rpc_lines(captured)
+
+    assert [(line["method"], line["code"]) for line in lines] == [
+        ("authority.v1.TokenAuthority/IssueToken", "OK"),
+        ("authority.v1.TokenAuthority/ValidateToken", "OK"),
+    ]
+    assert lines[0]["subject_hash"] == logs.subject_hash(subject)
+    assert "subject_hash" not in lines[1]
+    assert all(isinstance(line["duration_ms"], float) and str(line["peer"]).startswith("ipv4:127.0.0.1:") for line in lines)
+    assert lines[0]["level"] == "INFO" and "time" in lines[0]
+
+
+async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
+    authority: Running, captured: io.StringIO
+) -> None:
+    subject = new_subject()
+    stub = authority.stub
+    laptop = await sign_in(stub, subject, "laptop")
+    phone = await sign_in(stub, subject, "phone")
+    refreshed = await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
+    with pytest.raises(Exception):  # reuse: revokes the session, and says so in the log
+        await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
+    await validate(stub, laptop.access_token)
+    await stub.RevokeToken(pb.RevokeTokenRequest(token=refreshed.access_token))
+    with pytest.raises(Exception):
+        await stub.RevokeToken(pb.RevokeTokenRequest(token=laptop.access_token[:-4] + "AAAA"))
+    key_pem = authority.server.authority.codec.keyring.signing_key.private_pem().decode()
+
+    text = captured.getvalue()
+
+    secrets = [laptop.access_token, phone.access_token, phone.refresh_token, refreshed.access_token,
+               refreshed.refresh_token, laptop.refresh_token, subject, key_pem.splitlines()[1]]
+    assert len(rpc_lines(captured)) == 7
+    leaked = [secret[:12] for secret in secrets if secret in text]
+    assert not leaked, leaked
+
+
+def test_auto_writes_text_to_a_terminal_and_json_elsewhere() -> None:
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    try:
+        terminal, pipe = Terminal(), io.StringIO()
+        logs.install("INFO", "auto", terminal)
+        logs.log_rpc("a.B/C", "OK", 1.25, "ipv4:127.0.0.1:1", "someone")
+        logs.install("WARNING", "auto", pipe)
+        logs.log_rpc("a.B/C", "OK", 1.25, "ipv4:127.0.0.1:1", "someone")
+        logging.getLogger("authority.test").warning("plain")
+    finally:
+        root.handlers[:] = before[0]
+        root.setLevel(before[1])
+
+    assert terminal.getvalue().rstrip().endswith(
+        f"INFO authority.rpc: a.B/C OK 1.2ms peer=ipv4:127.0.0.1:1 subject={logs.subject_hash('someone')}"
+    )
+    assert [json.loads(line)["message"] for line in pipe.getvalue().splitlines()] == ["plain"]  # INFO is off
+
+
+@dataclasses.dataclass(frozen=True)
+class _WithSecrets(Settings):
+    api_key_hashes: str = "sha256:abc"
+    kek_secret_file: str = ""
+
+
+def test_describe_masks_the_database_password_and_anything_named_key_or_secret() -> None:
+    settings = _WithSecrets(database_url="postgresql+asyncpg://app:hunter2@db:5432/authority", kek_secret_file="/k")
+
+    shown = describe(settings)
+
+    assert shown["database_url"] == "postgresql+asyncpg://app:***@db:5432/authority"
+    assert shown["api_key_hashes"] == "***" and shown["kek_secret_file"] == "***"
+    assert shown["access_token_ttl"] == "15m" and shown["audiences"] == "token-authority"
+    assert "hunter2" not in json.dumps(shown)
+
+
+async def test_config_command_shows_every_option_and_where_it_came_from() -> None:
+    env = {"AUTHORITY_DATABASE_URL": "postgresql+asyncpg://app:hunter2@db/authority", "AUTHORITY_LEEWAY": "10s"}
+
+    code, out, err = await cli("config", "--log-level", "debug", env=env)
+    json_code, json_out, _ = await cli("config", "--json", env=env)
+
+    assert code == 0 and json_code == 0, err
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
+    assert set(rows) == {field.name for field in dataclasses.fields(Settings)}
+    assert rows["database_url"] == ["postgresql+asyncpg://app:***@db/authority", "env"]
+    assert rows["leeway"] == ["10s", "env"]
+    assert rows["log_level"] == ["debug", "flag"]
+    assert rows["listen"] == ["127.0.0.1:50051", "default"]
+    assert "hunter2" not in out + json_out
+    assert json.loads(json_out)["metrics_listen"] == ""
+
+
+async def test_config_with_an_invalid_value_names_the_option() -> None:
+    code, _, err = await cli("config", env={"AUTHORITY_LOG_FORMAT": "xml"})
+
+    assert code == 2
+    assert err.strip() == "authority config: log_format: must be one of json, text, auto"
+
