@@ -75,8 +75,8 @@ class Authority:
             )
             mirror = RevocationMirror()
             started = time.monotonic()
-            async for batch in store.live_revocations(clock() - settings.leeway):
-                mirror.advance(batch)
+            async for rows in store.live_revocation_rows(clock() - settings.leeway):
+                mirror.load(rows)
             mirror.confirm(started)
         except BaseException:
             await store.close()

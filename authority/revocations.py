@@ -21,7 +21,8 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from authority.errors import StoreUnavailable, WatcherTooSlow
 from authority.store import Revocation, Store
@@ -104,6 +105,17 @@ class RevocationMirror:
         for entry in entries:
             self._sessions[entry.session_id] = self._second(entry.expires_at)
         self.log_moved.set()
+
+    def load(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Bulk-adds ``(sequence, session_id, expires_at)`` rows read in log order after
+        :attr:`sequence`, at start, before anyone watches: the fast path for millions."""
+        sessions, seconds = self._sessions, self._seconds
+        last = self.sequence
+        for sequence, session_id, expires_at in rows:
+            second = math.ceil(expires_at)
+            sessions[session_id] = seconds.setdefault(second, second)
+            last = sequence
+        self.sequence = max(self.sequence, last)
 
     def advance(self, entries: Iterable[Revocation]) -> None:
         """Applies log entries read in order after :attr:`sequence` and passes them on."""
