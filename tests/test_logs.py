@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
 from authority_client.v1 import authority_pb2 as pb
 
 from authority import logs
+from authority.callers import api_key_entry, new_api_key, parse_roles
 from authority.config import Settings, describe
 from tests.conftest import Running
 from tests.support.calls import new_subject, sign_in, validate
@@ -74,7 +77,7 @@ async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
     await stub.RevokeToken(pb.RevokeTokenRequest(token=refreshed.access_token))
     with pytest.raises(Exception):
         await stub.RevokeToken(pb.RevokeTokenRequest(token=laptop.access_token[:-4] + "AAAA"))
-    key_pem = authority.server.authority.codec.keyring.signing_key.private_pem().decode()
+    key_pem = authority.server.authority.codec.keyring.signing_key_at(time.time()).private_pem().decode()
 
     text = captured.getvalue()
 
@@ -105,21 +108,21 @@ def test_auto_writes_text_to_a_terminal_and_json_elsewhere() -> None:
     assert [json.loads(line)["message"] for line in pipe.getvalue().splitlines()] == ["plain"]  # INFO is off
 
 
-@dataclasses.dataclass(frozen=True)
-class _WithSecrets(Settings):
-    api_key_hashes: str = "sha256:abc"
-    kek_secret_file: str = ""
-
-
-def test_describe_masks_the_database_password_and_anything_named_key_or_secret() -> None:
-    settings = _WithSecrets(database_url="postgresql+asyncpg://app:hunter2@db:5432/authority", kek_secret_file="/k")
+def test_describe_masks_the_database_password_the_key_encryption_key_and_api_keys() -> None:
+    kek = base64.b64encode(b"k" * 32).decode()
+    entry = api_key_entry("billing", parse_roles("verifier"), new_api_key())
+    settings = Settings(
+        database_url="postgresql+asyncpg://app:hunter2@db:5432/authority", key_encryption_key=kek, api_keys=(entry,)
+    )
 
     shown = describe(settings)
 
     assert shown["database_url"] == "postgresql+asyncpg://app:***@db:5432/authority"
-    assert shown["api_key_hashes"] == "***" and shown["kek_secret_file"] == "***"
+    assert shown["key_encryption_key"] == "***" and shown["api_keys"] == "***"
+    # Not secrets: durations and paths whose names happen to say "key".
+    assert shown["key_publish_ahead"] == "1m" and shown["key_encryption_key_file"] == ""
     assert shown["access_token_ttl"] == "15m" and shown["audiences"] == "token-authority"
-    assert "hunter2" not in json.dumps(shown)
+    assert "hunter2" not in json.dumps(shown) and kek not in json.dumps(shown)
 
 
 async def test_config_command_shows_every_option_and_where_it_came_from() -> None:

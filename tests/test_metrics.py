@@ -124,6 +124,11 @@ async def test_gauges_show_live_revocations_keys_pool_and_feed_lag(served: Runni
     await sign_in(stub, subject, "laptop")
     await sign_in(stub, subject, "phone")
     signing_kid = served.server.authority.codec.keyring.signing_key_at(time.time()).kid
+    mirror = served.server.authority.mirror
+    for _ in range(100):  # the log follower reads this process's own revocation right after it commits
+        if mirror.sequence:
+            break
+        await asyncio.sleep(0.05)
 
     samples = await scrape(served)
 
