@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 
 from authority.config import Settings
-from authority.errors import StoreUnavailable
-from authority.keys import KeyRing, load_keyring, purge_keys, rotate_if_due, rotate_key
+from authority.errors import ConfigError, StoreUnavailable
+from authority.keys import KeyRing, load_key, load_keyring, purge_keys, rotate_if_due, rotate_key
 from authority.revocations import LogFollower, RevocationMirror
 from authority.sessions import Sessions
 from authority.store import Store
@@ -58,6 +58,8 @@ class Authority:
         self.clock = clock
         # The key-encryption key, read once: new and rotated keys are stored sealed with it.
         self._kek = kek
+        # Stored keys this process could not open, so that each is reported once.
+        self._unopenable: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -93,19 +95,40 @@ class Authority:
         return self.follower.reading and self.is_current()
 
     async def refresh_keys(self) -> None:
-        """Reloads the signing keys when the stored set changed (a rotation, a retirement)."""
-        if await self.store.key_ids() == self.codec.keyring.kids:
+        """Reloads the signing keys when the stored set changed (a rotation, a retirement).
+
+        A stored key this process cannot open (sealed under another key-encryption key:
+        a misconfigured rotation) is left out with an error, and the others still load:
+        one bad row must not stop every replica. Tokens it signed are refused here.
+        """
+        if await self.store.key_ids() == self.codec.keyring.kids | self._unopenable:
             return
-        keyring = await load_keyring(
-            self.store,
-            self.settings.signing_algorithm,
-            self.clock(),
-            self._kek,
-            allow_plaintext=self.settings.allow_plaintext_keys,
-        )
+        keys, unopenable = [], set()
+        for record in await self.store.keys():
+            try:
+                keys.append(load_key(record, self._kek))
+            except (ConfigError, ValueError):
+                unopenable.add(record.kid)
+        for kid in sorted(unopenable - self._unopenable):
+            log.error(
+                "signing key %s cannot be opened with this process's key-encryption key and is left out: "
+                "every replica and `authority keys rotate` must use the same AUTHORITY_KEY_ENCRYPTION_KEY",
+                kid,
+            )
+        self._unopenable = unopenable
+        try:
+            keyring = KeyRing(keys, self.settings.signing_algorithm)
+        except ValueError:
+            log.error("no stored %s key can be opened: still signing with the keys loaded before",
+                      self.settings.signing_algorithm.value)
+            return
+        if keyring.kids == self.codec.keyring.kids:
+            return
         self.codec.keyring = keyring
         self.mirror.announce_keys()
-        log.info("signing keys changed: %d keys, signing with %s", len(keyring.kids), keyring.signing_key_at(self.clock()).kid)
+        log.info(
+            "signing keys changed: %d keys, signing with %s", len(keyring.kids), keyring.signing_key_at(self.clock()).kid
+        )
 
     async def rotate_key(self, publish_ahead: float) -> str:
         """Stores a new signing key (sealed like the others), published now and signing

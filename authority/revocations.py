@@ -259,11 +259,12 @@ class LogFollower:
             self._mirror.advance(page)
             if len(page) < _PAGE:
                 break
+        # The view is complete now, whatever the keys check below makes of the keys.
+        self._mirror.confirm(started)
         if self._check_keys or started - self._keys_checked_at >= self._poll_interval:
             self._check_keys = False
-            await self._keys_changed()
             self._keys_checked_at = started
-        self._mirror.confirm(started)
+            await self._keys_changed()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Follows the log until ``stopping`` is set (between reads, never in the middle of one)."""

@@ -36,6 +36,9 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 _READ_ONLY = "authority_read_only"
+# SQLSTATEs of work the server gave up on: a lock not granted in time (lock_timeout), a
+# statement cancelled, a transaction ended for idling. Nothing committed; retry later.
+_GAVE_UP = frozenset({"55P03", "57014", "25P03"})
 _LIVE_ROWS = (
     "SELECT sequence, session_id, expires_at FROM revocations"
     " WHERE sequence > $1 AND expires_at > $2 ORDER BY sequence LIMIT $3"
@@ -72,7 +75,15 @@ def create_engine(url: str) -> AsyncEngine:
         pool_pre_ping=True,
         # Parameters hold subjects and claims; keep them out of error messages and logs.
         hide_parameters=True,
-        connect_args={"timeout": 5, "command_timeout": 10},
+        connect_args={
+            "timeout": 5,
+            "command_timeout": 10,
+            # A replica cut off mid-transaction must not hold its locks (a subject's, the
+            # revocation log's) until PostgreSQL notices the dead connection, hours later:
+            # the server ends a transaction left idle this long, and no caller waits on
+            # a lock longer than this.
+            "server_settings": {"idle_in_transaction_session_timeout": "10s", "lock_timeout": "10s"},
+        },
     )
 
 
@@ -158,6 +169,8 @@ class Store:
         except exc.DBAPIError as error:
             if error.connection_invalidated:
                 raise StoreUnavailable("the database connection was lost") from error
+            if getattr(error.orig, "sqlstate", None) in _GAVE_UP:
+                raise StoreUnavailable("the database is busy; try again") from error
             raise
 
     async def keys(self) -> list[KeyRecord]:
