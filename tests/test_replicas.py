@@ -81,7 +81,7 @@ async def shared_url() -> AsyncIterator[str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def trio_set(shared_url: str) -> AsyncIterator[ReplicaSet]:
-    replicas = ReplicaSet(shared_url, **BASE_SETTINGS)
+    replicas = ReplicaSet(shared_url, name="trio", **BASE_SETTINGS)
     try:
         await replicas.start(3)
         yield replicas
@@ -102,11 +102,11 @@ OpenReplicas = Callable[..., ReplicaSet]
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def open_replicas() -> AsyncIterator[OpenReplicas]:
-    """Replica sets of the test's own (``open_replicas(url, **settings)``), stopped after it."""
+    """Replica sets of the test's own (``open_replicas(url, name, **settings)``), stopped after it."""
     sets: list[ReplicaSet] = []
 
-    def open_set(database_url: str, **settings: str) -> ReplicaSet:
-        replicas = ReplicaSet(database_url, **{**BASE_SETTINGS, **settings})
+    def open_set(database_url: str, name: str, **settings: str) -> ReplicaSet:
+        replicas = ReplicaSet(database_url, name=name, **{**BASE_SETTINGS, **settings})
         sets.append(replicas)
         return replicas
 
@@ -129,6 +129,7 @@ async def proxied_set(shared_url: str, proxy: TcpProxy) -> AsyncIterator[Replica
     proxied = make_url(shared_url).set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     replicas = ReplicaSet(
         proxied,
+        name="proxied",
         **BASE_SETTINGS,
         max_staleness=f"{MAX_STALENESS}s",
         revocation_poll_interval=f"{int(POLL_INTERVAL * 1000)}ms",
@@ -162,6 +163,11 @@ async def sign_in(replica: Replica, subject: str, device_id: str, policy: int = 
 async def revoke(replica: Replica, **target: str) -> int:
     answer = await replica.stub.RevokeToken(pb.RevokeTokenRequest(**target), timeout=CALL_TIMEOUT)
     return int(answer.revoked_sessions)
+
+
+async def refresh(replica: Replica, refresh_token: str) -> pb.IssueTokenResponse:
+    request = pb.RefreshTokenRequest(refresh_token=refresh_token)
+    return await replica.stub.RefreshToken(request, timeout=CALL_TIMEOUT)
 
 
 async def live_sessions(replica: Replica, subject: str) -> list[str]:
@@ -356,7 +362,7 @@ async def test_a_replica_killed_during_a_sign_in_storm_loses_no_acknowledged_rev
     """Sign-ins and logouts of several subjects hammer all replicas; one is SIGKILLed in
     the middle. Every revocation any replica acknowledged is enforced by the survivors and
     by a replica started afterwards, and no subject has more than one valid session."""
-    victim = await open_replicas(shared_url).start_one()
+    victim = await open_replicas(shared_url, "victim").start_one()
     everyone = [*trio, victim]
     subjects = [new_subject() for _ in range(6)]
     acknowledged: list[tuple[str, pb.IssueTokenResponse]] = []  # (subject, sign-in)
@@ -407,12 +413,17 @@ async def test_a_replica_killed_during_a_sign_in_storm_loses_no_acknowledged_rev
     replaced = {sid for _, i in acknowledged for sid in i.replaced_session_ids}
     must_be_revoked = replaced | revoked_ok
     tokens = [i.access_token for _, i in acknowledged]
-    restarted = await open_replicas(shared_url).start_one()  # starts with the store's view: no catching up
+    # A replica started now loads the store's view: it has nothing to catch up on.
+    restarted = await open_replicas(shared_url, "restarted").start_one()
 
     for replica in [*trio, restarted]:
         answers = await outcomes(replica, tokens)
         assert set(answers) <= {"VALID", "REVOKED"}, f"{replica.name}: {set(answers)}"
-        lost = [i.session_id for (_, i), o in zip(acknowledged, answers) if i.session_id in must_be_revoked and o != "REVOKED"]
+        lost = [
+            i.session_id
+            for (_, i), outcome in zip(acknowledged, answers)
+            if i.session_id in must_be_revoked and outcome != "REVOKED"
+        ]
         assert not lost, f"{replica.name} lost acknowledged revocations: {lost}"
         for subject in subjects:
             valid = [i.session_id for (s, i), o in zip(acknowledged, answers) if s == subject and o == "VALID"]
@@ -483,6 +494,9 @@ class Feed:
 async def test_a_replica_cut_off_from_postgresql_fails_closed_then_recovers_alone(
     trio: list[Replica], behind_proxy: Replica, proxy: TcpProxy
 ) -> None:
+    """The proxy resets every connection of one replica to PostgreSQL and refuses new ones
+    for a while, under a steady flow of validations and a revocation feed; a replica not
+    behind the proxy revokes a token meanwhile."""
     replica, direct = behind_proxy, trio[0]
     subject = new_subject()
     laptop = await sign_in(replica, subject, "laptop")
@@ -496,16 +510,13 @@ async def test_a_replica_cut_off_from_postgresql_fails_closed_then_recovers_alon
 
         proxy.cut()
         cut_at = time.monotonic()
+        from_memory = await replica.outcome(laptop.access_token)
         writes = {
             "IssueToken": await status_of(sign_in(replica, subject, "phone")),
-            "RefreshToken": await status_of(
-                replica.stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=laptop.refresh_token), timeout=CALL_TIMEOUT)
-            ),
+            "RefreshToken": await status_of(refresh(replica, laptop.refresh_token)),
             "RevokeToken": await status_of(revoke(replica, session_id=kept.session_id)),
         }
         revoked_elsewhere = await revoke(direct, session_id=doomed.session_id)
-        await asyncio.sleep(max(0.0, cut_at + 1.0 - time.monotonic()))
-        from_memory = await replica.outcome(laptop.access_token)
         await asyncio.sleep(max(0.0, cut_at + MAX_STALENESS + 1.0 - time.monotonic()))
         stale = [await replica.outcome(t.access_token) for t in (laptop, doomed, kept)]
         health_while_stale = await replica.serving()
@@ -550,11 +561,8 @@ async def test_a_replica_cut_off_from_postgresql_fails_closed_then_recovers_alon
     doomed_later = [o for name, o in traffic.between(cut_at + MAX_STALENESS + 0.25, float("inf")) if name == "doomed"]
     assert "VALID" not in doomed_later
     # The refresh refused during the outage did not use the refresh token up.
-    refreshed = await replica.stub.RefreshToken(
-        pb.RefreshTokenRequest(refresh_token=laptop.refresh_token), timeout=CALL_TIMEOUT
-    )
+    refreshed = await refresh(replica, laptop.refresh_token)
     assert refreshed.session_id == laptop.session_id
-
 
 
 async def test_a_slow_link_to_postgresql_keeps_the_replica_current(
@@ -598,7 +606,8 @@ async def test_a_rotated_key_is_published_by_every_replica_before_any_signs_with
     signed: dict[str, tuple[float, str]] = {}  # replica -> (when it was asked, token) of its first new-key token
     store = Store.open(shared_url)
     try:
-        key = await rotate_key(store, Algorithm.EDDSA, time.time(), PUBLISH_AHEAD, base64.b64decode(TEST_KEY_ENCRYPTION_KEY))
+        kek = base64.b64decode(TEST_KEY_ENCRYPTION_KEY)
+        key = await rotate_key(store, Algorithm.EDDSA, time.time(), PUBLISH_AHEAD, kek)
     finally:
         await store.close()
     rotated_at = time.monotonic()
@@ -643,7 +652,7 @@ async def test_replicas_starting_together_on_an_empty_database_make_one_schema_a
         holder = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(False))
         try:
             await holder.execute("SELECT pg_advisory_lock($1), pg_advisory_lock($2)", MIGRATIONS_LOCK, KEYS_LOCK)
-            replicas = open_replicas(url)
+            replicas = open_replicas(url, "fresh")
             starting = asyncio.ensure_future(replicas.start(3))
             await until_waiting(holder, {MIGRATIONS_LOCK: 3}, starting)
             await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATIONS_LOCK)

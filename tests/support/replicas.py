@@ -1,6 +1,6 @@
 """`authority serve` replicas as real processes on one database, for tests.
 
-    replicas = ReplicaSet(database_url, key_encryption_key=KEK, max_staleness="2s")
+    replicas = ReplicaSet(database_url, name="edge", key_encryption_key=KEK, max_staleness="2s")
     try:
         a, b, c = await replicas.start(3)     # concurrently, each on a free port
         await a.stub.IssueToken(...)
@@ -89,20 +89,21 @@ class Replica:
 class ReplicaSet:
     """Replicas of one authority on one database; :meth:`close` stops every one of them."""
 
-    def __init__(self, database_url: str, **settings: str) -> None:
+    def __init__(self, database_url: str, *, name: str = "replica", **settings: str) -> None:
         self.database_url = database_url
+        self.name = name
         self.settings = settings
         self.replicas: list[Replica] = []
         self._started = 0
 
-    async def start(self, count: int = 1, **settings: str) -> list[Replica]:
+    async def start(self, count: int, **settings: str) -> list[Replica]:
         """Starts ``count`` replicas at once (``settings`` on top of the set's own)."""
         return list(await asyncio.gather(*(self.start_one(**settings) for _ in range(count))))
 
     async def start_one(self, *, database_url: str | None = None, **settings: str) -> Replica:
         """Starts one replica and waits until it listens; raises with its log if it exits first."""
         self._started += 1
-        name = f"replica-{self._started}"
+        name = f"{self.name}-{self._started}"
         env = {key: value for key, value in os.environ.items() if not key.startswith("AUTHORITY_")}
         env.update({f"AUTHORITY_{key.upper()}": value for key, value in {**self.settings, **settings}.items()})
         process = await asyncio.create_subprocess_exec(
