@@ -67,6 +67,7 @@ REPLACE = pb.SESSION_POLICY_REPLACE
 REJECT = pb.SESSION_POLICY_REJECT
 HEARTBEAT = pb.REVOCATION_EVENT_KIND_HEARTBEAT
 REVOCATION = pb.REVOCATION_EVENT_KIND_REVOCATION
+CAUGHT_UP = pb.REVOCATION_EVENT_KIND_CAUGHT_UP
 
 
 # ---------------------------------------------------------------- fixtures
@@ -230,6 +231,16 @@ def kid_of(token: str) -> str:
     return str(jwt.get_unverified_header(token)["kid"])
 
 
+async def next_event(stream: Any, kind: int, *skipping: int, within: float = 5.0) -> pb.RevocationEvent:
+    """The next event of ``kind`` on a WatchRevocations stream, skipping heartbeats, key sets
+    and the kinds named in ``skipping``; any other event fails the test."""
+    while True:
+        event: pb.RevocationEvent = await asyncio.wait_for(stream.read(), within)
+        if event.kind == kind:
+            return event
+        assert event.kind in (HEARTBEAT, pb.REVOCATION_EVENT_KIND_SIGNING_KEYS, *skipping), event
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -315,6 +326,33 @@ async def test_a_second_device_through_another_replica_signs_the_first_out_every
     assert all(s < VISIBLE_WITHIN for s in seconds.values()), seconds
     assert [await r.outcome(phone.access_token) for r in trio] == ["VALID"] * 3
     assert [await live_sessions(r, subject) for r in trio] == [[phone.session_id]] * 3
+
+
+async def test_a_revocation_feed_resumes_on_another_replica_from_its_last_sequence(trio: list[Replica]) -> None:
+    """A consumer behind a load balancer reconnects to whichever replica answers: sequences
+    are the log's, not a replica's, so it resumes on any of them and misses nothing."""
+    a, b, c = trio
+    sessions = [await sign_in(trio[n % 3], new_subject(), "laptop") for n in range(6)]
+    ours = {s.session_id for s in sessions}
+    on_a = a.stub.WatchRevocations(pb.WatchRevocationsRequest())
+    await next_event(on_a, CAUGHT_UP, REVOCATION)  # past the module's earlier revocations
+    for replica, signed_in in zip((a, b, c), sessions[:3]):
+        await revoke(replica, session_id=signed_in.session_id)
+    before = [await next_event(on_a, REVOCATION) for _ in range(3)]
+    on_a.cancel()
+    for replica, signed_in in zip((c, b, a), sessions[3:]):  # while the consumer is away
+        await revoke(replica, session_id=signed_in.session_id)
+
+    on_b = b.stub.WatchRevocations(pb.WatchRevocationsRequest(after_sequence=before[-1].sequence))
+    after = [await next_event(on_b, REVOCATION) for _ in range(3)]
+    caught_up = await next_event(on_b, CAUGHT_UP)
+    on_b.cancel()
+
+    sequences = [event.sequence for event in before + after]
+    assert [event.session_id for event in before + after] == [s.session_id for s in sessions]
+    assert sequences == sorted(set(sequences))
+    assert caught_up.sequence == after[-1].sequence
+    assert {event.session_id for event in before + after} == ours
 
 
 # ---------------------------------------------------------------- the single-device race
