@@ -1,11 +1,12 @@
 """Several ``authority serve`` replicas on one PostgreSQL database, as real processes.
 
-Revocations made through one replica are enforced by every other within a second; the
-single-device rule holds when sign-ins are spread over all of them; a replica killed
-mid-storm loses no acknowledged revocation; a replica cut off from PostgreSQL (through a
-fault-injecting proxy, never by stopping the shared server) fails closed and recovers
-alone; a rotated key is published everywhere before anyone signs with it; replicas
-starting together on an empty database migrate once and make one key.
+Revocations made through one replica are enforced by every other within a second, and a
+consumer's feed resumes on any replica; the single-device rule holds when sign-ins are
+spread over all of them; a replica killed mid-storm loses no acknowledged revocation; a
+replica cut off from PostgreSQL (through a fault-injecting proxy, never by stopping the
+shared server) fails closed and recovers alone, and a slow link is not an outage; a
+rotated key is published everywhere before anyone signs with it; replicas starting
+together on an empty database migrate once and make one key.
 
 Three replicas (the "trio") run for the whole module on one database; tests use fresh
 subjects, so they do not disturb each other. Tests that kill, cut off or start replicas
@@ -38,6 +39,7 @@ from authority.keys import rotate_key
 from authority.store import Store
 from authority.store.migrate import prepare_schema
 from authority.store.store import _KEYS_LOCK as KEYS_LOCK
+from authority.store.store import _LOG_LOCK as LOG_LOCK
 from authority.store.store import MIGRATIONS_LOCK
 from tests.conftest import TEST_KEY_ENCRYPTION_KEY, postgres_database
 from tests.support.calls import new_subject
@@ -62,6 +64,13 @@ RECOVER_WITHIN = 10.0
 SLOW_LINK = 0.01
 # How long before it signs a rotated key is published.
 PUBLISH_AHEAD = 2.0
+
+# Whether some session holds the advisory lock $1 (a bigint) in this database.
+HOLDS_ADVISORY_LOCK = """
+    SELECT count(*) > 0 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = $1
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 
 REPLACE = pb.SESSION_POLICY_REPLACE
 REJECT = pb.SESSION_POLICY_REJECT
@@ -630,6 +639,48 @@ async def test_a_slow_link_to_postgresql_keeps_the_replica_current(
     assert health == "SERVING"
     assert "UNAVAILABLE" not in answers, answers
     assert await rejected_after(direct, laptop.access_token, time.monotonic()) < VISIBLE_WITHIN
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a replica partitioned from PostgreSQL inside a revocation keeps the revocation log's advisory lock "
+    "(_LOG_LOCK, authority/store/store.py Tx.revoke) until PostgreSQL notices the dead connection (TCP keepalive, "
+    "2 h by default): every other replica's revocations and replacing sign-ins wait on it. The sessions set no "
+    "idle_in_transaction_session_timeout (nor lock_timeout) to bound it",
+)
+async def test_a_replica_partitioned_mid_revocation_does_not_stop_the_others_revoking(
+    trio: list[Replica], behind_proxy: Replica, proxy: TcpProxy, shared_url: str
+) -> None:
+    """A silent partition, not a reset: the proxy stops passing anything on while the
+    replica behind it is inside a revocation, so PostgreSQL sees an idle transaction that
+    never ends, not a closed connection."""
+    replica, healthy = behind_proxy, trio[0]
+    stranded_subject = new_subject()
+    stranded = await sign_in(replica, stranded_subject, "laptop")
+    other = await sign_in(healthy, new_subject(), "laptop")
+    observer = await asyncpg.connect(make_url(shared_url).set(drivername="postgresql").render_as_string(False))
+    try:
+        proxy.delay(0.05)  # slow enough to catch the revocation between taking the lock and COMMIT
+        stuck = asyncio.ensure_future(status_of(revoke(replica, session_id=stranded.session_id)))
+        deadline = time.monotonic() + CALL_TIMEOUT
+        while not await observer.fetchval(HOLDS_ADVISORY_LOCK, LOG_LOCK):
+            assert not stuck.done() and time.monotonic() < deadline, "never saw the revocation take the log's lock"
+            await asyncio.sleep(0.01)
+        proxy.delay(3600)  # the partition: nothing more gets through, and nothing is reset
+        started = time.monotonic()
+        request = pb.RevokeTokenRequest(session_id=other.session_id)
+        elsewhere = await status_of(healthy.stub.RevokeToken(request, timeout=6))
+        took = time.monotonic() - started
+    finally:
+        proxy.cut()  # the partition heals as a reset: PostgreSQL rolls the stranded transaction back
+        proxy.delay(0)
+        proxy.resume()
+        await observer.close()
+    stranded_answer = await asyncio.wait_for(stuck, CALL_TIMEOUT)
+
+    assert stranded_answer == "UNAVAILABLE"
+    assert await live_sessions(healthy, stranded_subject) == [stranded.session_id]  # it never committed
+    assert elsewhere == "OK", f"a revocation through a healthy replica answered {elsewhere} after {took:.1f} s"
 
 
 # ---------------------------------------------------------------- keys
