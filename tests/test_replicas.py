@@ -337,6 +337,22 @@ async def test_a_second_device_through_another_replica_signs_the_first_out_every
     assert [await live_sessions(r, subject) for r in trio] == [[phone.session_id]] * 3
 
 
+async def test_a_refresh_token_replayed_on_another_replica_revokes_the_session_everywhere(trio: list[Replica]) -> None:
+    a, b, c = trio
+    laptop = await sign_in(a, new_subject(), "laptop")
+    refreshed = await refresh(b, laptop.refresh_token)
+
+    replayed = await status_of(refresh(c, laptop.refresh_token))  # the copy an attacker kept
+    returned = time.monotonic()
+    seconds = {r.name: await rejected_after(r, refreshed.access_token, returned) for r in (a, b)}
+
+    assert refreshed.session_id == laptop.session_id
+    assert replayed == "UNAUTHENTICATED"
+    assert await c.outcome(refreshed.access_token) == "REVOKED"
+    assert all(s < VISIBLE_WITHIN for s in seconds.values()), seconds
+    assert await status_of(refresh(a, refreshed.refresh_token)) == "UNAUTHENTICATED"
+
+
 async def test_a_revocation_feed_resumes_on_another_replica_from_its_last_sequence(trio: list[Replica]) -> None:
     """A consumer behind a load balancer reconnects to whichever replica answers: sequences
     are the log's, not a replica's, so it resumes on any of them and misses nothing."""
