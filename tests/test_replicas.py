@@ -100,11 +100,13 @@ async def trio_set(shared_url: str) -> AsyncIterator[ReplicaSet]:
 
 
 @pytest.fixture
-def trio(trio_set: ReplicaSet, request: pytest.FixtureRequest) -> Iterator[list[Replica]]:
+def trio(trio_set: ReplicaSet) -> Iterator[list[Replica]]:
     """Three replicas on the module's database; their log lines of a failed test are shown."""
     marks = trio_set.marks()
     yield trio_set.replicas[:3]
-    print(trio_set.report(marks))  # pytest shows it only when the test failed
+    logged = trio_set.report(marks)
+    print(logged)  # pytest shows it only when the test failed
+    assert "Traceback" not in logged, "a replica logged an unexpected failure"
 
 
 OpenReplicas = Callable[..., ReplicaSet]
@@ -123,7 +125,9 @@ async def open_replicas() -> AsyncIterator[OpenReplicas]:
     yield open_set
     for replicas in sets:
         await replicas.close()
-        print(replicas.report())
+    logged = "\n".join(replicas.report() for replicas in sets)
+    print(logged)
+    assert "Traceback" not in logged, "a replica logged an unexpected failure"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -159,7 +163,9 @@ def behind_proxy(proxied_set: ReplicaSet, proxy: TcpProxy) -> Iterator[Replica]:
     yield proxied_set.replicas[0]
     proxy.delay(0)
     proxy.resume()
-    print(proxied_set.report(marks))
+    logged = proxied_set.report(marks)
+    print(logged)
+    assert "Traceback" not in logged, "the replica logged an unexpected failure"
 
 
 # ---------------------------------------------------------------- calls
