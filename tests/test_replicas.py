@@ -20,7 +20,7 @@ import base64
 import contextlib
 import inspect
 import json
-import statistics
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -749,6 +749,44 @@ async def test_a_rotated_key_is_published_by_every_replica_before_any_signs_with
     tokens = [before.access_token, *(token for _, token in signed.values())]
     assert [await outcomes(r, tokens) for r in trio] == [["VALID"] * len(tokens)] * 3
     assert [{old_kid, key.kid} <= await signing_kids(r) for r in trio] == [True] * 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LogFollower.run (authority/revocations.py) catches only StoreUnavailable: Authority.refresh_keys "
+    "raising ConfigError for a stored key this replica cannot open (sealed under another key-encryption key) "
+    "ends the follower task, unlogged until shutdown, so every replica's view goes stale within max_staleness "
+    "(ValidateToken UNAVAILABLE, health NOT_SERVING) and stays so until restarted, even once the row is gone",
+)
+async def test_a_rotated_key_the_replicas_cannot_open_does_not_stop_them_following_the_log() -> None:
+    """An operator's slip: a key rotated in with the wrong key-encryption key. The replicas
+    cannot sign with it, but their view of the revocation log is as current as ever."""
+    async with postgres_database() as url:
+        replicas = ReplicaSet(
+            url,
+            name="wrong-kek",
+            **BASE_SETTINGS,
+            max_staleness=f"{MAX_STALENESS}s",
+            revocation_poll_interval=f"{int(POLL_INTERVAL * 1000)}ms",
+        )
+        try:
+            a, b = await replicas.start(2)
+            laptop = await sign_in(a, new_subject(), "laptop")
+            phone = await sign_in(a, new_subject(), "phone")
+            store = Store.open(url)
+            try:
+                await rotate_key(store, Algorithm.EDDSA, time.time(), 3600, kek=secrets.token_bytes(32))
+            finally:
+                await store.close()
+            await asyncio.sleep(MAX_STALENESS + 1.0)
+
+            assert [await r.serving() for r in (a, b)] == ["SERVING", "SERVING"]
+            assert [await r.outcome(laptop.access_token) for r in (a, b)] == ["VALID", "VALID"]
+            await revoke(a, session_id=phone.session_id)
+            assert await rejected_after(b, phone.access_token, time.monotonic()) < VISIBLE_WITHIN
+        finally:
+            await replicas.close()  # before the database goes
+            print(replicas.report())
 
 
 # ---------------------------------------------------------------- migrations

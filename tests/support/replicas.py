@@ -4,7 +4,7 @@
     try:
         a, b, c = await replicas.start(3)     # concurrently, each on a free port
         await a.stub.IssueToken(...)
-        c.kill()                              # SIGKILL, as a crashed machine
+        c.kill()                              # SIGKILL: the process dies, its sockets close
     finally:
         await replicas.close()                # always: every process stopped, channels closed
 
