@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -71,6 +72,19 @@ async def _admin_execute(statement: str) -> None:
         await admin.execute(statement)
     finally:
         await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards; for fixtures wider than one
+    test (the ``postgres_url`` fixture is the per-test form). Skips or fails as it does."""
+    await _require_postgres()
+    database = f"authority_test_{secrets.token_hex(6)}"
+    await _admin_execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield _with_database(POSTGRES_URL, database)
+    finally:
+        await _admin_execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 @pytest.fixture
