@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # A watcher this far behind is cut off; it resumes from its last sequence.
 WATCHER_QUEUE_SIZE = 10_000
 _PAGE = 1_000
+# Without a notification, the keys are checked every this many polls.
+_KEYS_CHECK_POLLS = 5
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -261,7 +263,8 @@ class LogFollower:
                 break
         # The view is complete now, whatever the keys check below makes of the keys.
         self._mirror.confirm(started)
-        if self._check_keys or started - self._keys_checked_at >= self._poll_interval:
+        # Notifications announce key changes; the slower check is for where they are lost.
+        if self._check_keys or started - self._keys_checked_at >= _KEYS_CHECK_POLLS * self._poll_interval:
             self._check_keys = False
             self._keys_checked_at = started
             await self._keys_changed()

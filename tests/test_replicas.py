@@ -663,13 +663,6 @@ async def test_a_slow_link_to_postgresql_keeps_the_replica_current(
     assert await rejected_after(direct, laptop.access_token, time.monotonic()) < VISIBLE_WITHIN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a replica partitioned from PostgreSQL inside a revocation keeps the revocation log's advisory lock "
-    "(_LOG_LOCK, authority/store/store.py Tx.revoke) until PostgreSQL notices the dead connection (TCP keepalive, "
-    "2 h by default): every other replica's revocations and replacing sign-ins wait on it. The sessions set no "
-    "idle_in_transaction_session_timeout (nor lock_timeout) to bound it",
-)
 async def test_a_replica_partitioned_mid_revocation_does_not_stop_the_others_revoking(
     trio: list[Replica], behind_proxy: Replica, proxy: TcpProxy, shared_url: str
 ) -> None:
@@ -751,13 +744,6 @@ async def test_a_rotated_key_is_published_by_every_replica_before_any_signs_with
     assert [{old_kid, key.kid} <= await signing_kids(r) for r in trio] == [True] * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LogFollower.run (authority/revocations.py) catches only StoreUnavailable: Authority.refresh_keys "
-    "raising ConfigError for a stored key this replica cannot open (sealed under another key-encryption key) "
-    "ends the follower task, unlogged until shutdown, so every replica's view goes stale within max_staleness "
-    "(ValidateToken UNAVAILABLE, health NOT_SERVING) and stays so until restarted, even once the row is gone",
-)
 async def test_a_rotated_key_the_replicas_cannot_open_does_not_stop_them_following_the_log() -> None:
     """An operator's slip: a key rotated in with the wrong key-encryption key. The replicas
     cannot sign with it, but their view of the revocation log is as current as ever."""

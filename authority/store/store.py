@@ -80,9 +80,17 @@ def create_engine(url: str) -> AsyncEngine:
             "command_timeout": 10,
             # A replica cut off mid-transaction must not hold its locks (a subject's, the
             # revocation log's) until PostgreSQL notices the dead connection, hours later:
-            # the server ends a transaction left idle this long, and no caller waits on
-            # a lock longer than this.
-            "server_settings": {"idle_in_transaction_session_timeout": "10s", "lock_timeout": "10s"},
+            # the server ends a transaction left idle for 3 s (ours idle for microseconds
+            # between statements), and no caller waits on a lock for more than 5 s.
+            # Keepalives find a silent peer in about a minute, which frees the
+            # session-level maintenance lock of a replica that vanished.
+            "server_settings": {
+                "idle_in_transaction_session_timeout": "3s",
+                "lock_timeout": "5s",
+                "tcp_keepalives_idle": "30",
+                "tcp_keepalives_interval": "10",
+                "tcp_keepalives_count": "3",
+            },
         },
     )
 
