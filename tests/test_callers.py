@@ -19,6 +19,8 @@ from typing import Any
 
 import grpc
 import pytest
+from authority_client import AsyncAuthorityClient, AuthorityClient
+from authority_client.errors import PermissionDenied, Unauthenticated, Unavailable
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -547,3 +549,49 @@ async def test_serve_on_an_open_address_without_callers_exits_naming_listen() ->
     assert code == 2
     assert err.startswith("authority serve: listen: 0.0.0.0 is not a loopback address")
     assert "--allow-unauthenticated-callers" in err
+
+
+# --- the client package's credentials -------------------------------------------------
+
+
+@sqlite_only
+async def test_the_client_package_calls_over_mutual_tls_with_its_certificates_roles(
+    start_server: StartServer, pki: Pki
+) -> None:
+    running = await start_server(**pki.mtls_settings())
+    target = f"localhost:{running.server.port}"
+
+    async with AsyncAuthorityClient(target, credentials=pki.credentials(pki.clients["both"])) as both:
+        issued = await both.issue_token(new_subject(), "laptop")
+        validation = await both.validate_token(issued.access_token)
+    async with AsyncAuthorityClient(target, credentials=pki.credentials(pki.clients["verifier"])) as verifier:
+        with pytest.raises(PermissionDenied):
+            await verifier.issue_token(new_subject(), "laptop")
+    async with AsyncAuthorityClient(target, credentials=pki.credentials()) as anonymous:
+        with pytest.raises(Unavailable):  # no client certificate: the handshake fails
+            await anonymous.get_signing_keys(timeout=2)
+
+    assert validation.valid
+
+
+@sqlite_only
+async def test_the_sync_client_sends_its_api_key_over_tls(
+    start_server: StartServer, api_keys: ApiKeys, pki: Pki
+) -> None:
+    running = await start_server(api_keys=tuple(api_keys.entries), **pki.server_settings())
+    target = f"localhost:{running.server.port}"
+
+    def calls() -> tuple[str, type[Exception] | None]:
+        with AuthorityClient(target, credentials=pki.credentials(), api_key=api_keys.keys["verifier"]) as client:
+            jwks = client.get_signing_keys()
+        with AuthorityClient(target, credentials=pki.credentials()) as anonymous:
+            try:
+                anonymous.get_signing_keys()
+            except Unauthenticated as refused:
+                return jwks, type(refused)
+        return jwks, None
+
+    jwks, refused = await asyncio.to_thread(calls)
+
+    assert '"keys"' in jwks
+    assert refused is Unauthenticated
