@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from authority.config import Settings
-from authority.errors import ConfigError, StoreUnavailable
+from authority.errors import StoreUnavailable
 from authority.keys import KeyRing, load_key, load_keyring, purge_keys, rotate_if_due, rotate_key
 from authority.revocations import LogFollower, RevocationMirror
 from authority.sessions import Sessions
@@ -107,7 +107,7 @@ class Authority:
         for record in await self.store.keys():
             try:
                 keys.append(load_key(record, self._kek))
-            except (ConfigError, ValueError):
+            except Exception:  # a wrong key-encryption key, or a row no version of us can read
                 unopenable.add(record.kid)
         for kid in sorted(unopenable - self._unopenable):
             log.error(

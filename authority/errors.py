@@ -12,7 +12,8 @@
     │   └── StaleView          the revocation view is too old to vouch for a token
     ├── CallerUnauthenticated  a call came with no valid caller credentials
     ├── CallerNotPermitted     the caller's roles do not allow this call
-    └── WatcherTooSlow         a revocation watcher fell too far behind and must resume
+    ├── WatcherTooSlow         a revocation watcher fell too far behind and must resume
+    └── SequenceUnknown        a watcher resumes after a sequence the log never reached
 
 Only :mod:`authority.status` turns these into gRPC status codes. Messages may reach
 callers, so they never contain a token, a refresh token or key material.
@@ -69,11 +70,18 @@ class StaleView(StoreUnavailable):
     """The revocation view has not been confirmed current for longer than max_staleness."""
 
     def __init__(self) -> None:
-        super().__init__("the revocation list cannot be confirmed current (the database is unreachable); try again")
+        super().__init__("the revocation list cannot be confirmed current (the revocation log is unreadable); try again")
 
 
 class WatcherTooSlow(AuthorityError):
     """A revocation watcher fell so far behind that events were dropped; it must resume."""
+
+
+class SequenceUnknown(AuthorityError):
+    """A watcher resumes after a sequence beyond the end of the log; it must start from 0."""
+
+    def __init__(self) -> None:
+        super().__init__("after_sequence is beyond the end of the revocation log; resume from 0")
 
 
 class CallerUnauthenticated(AuthorityError):

@@ -65,7 +65,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         if args.keys_command == "retire":
             await retire_key(store, args.kid, now)
-            print(f"retired signing key {args.kid}: every replica drops it within a poll interval")
+            print(f"retired signing key {args.kid}: running replicas drop it at once on PostgreSQL (within "
+                  "five poll intervals where notifications are lost, or on SQLite)")
             return 0
         verify_for = settings.max_access_token_ttl + settings.leeway
         statuses = key_statuses(await store.keys(), settings.signing_algorithm, now, verify_for)

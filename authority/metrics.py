@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -40,7 +39,6 @@ from sqlalchemy import event
 
 from authority.config import metrics_address
 from authority.errors import StoreUnavailable
-from authority.store.schema import sessions
 from authority.tokens import InvalidReason
 
 if TYPE_CHECKING:
@@ -121,23 +119,13 @@ class Metrics:
         """Keeps the live-sessions gauge current until cancelled."""
         while True:
             try:
-                self.live_sessions.set(await _count_live_sessions(authority, clock()))
+                now = clock()
+                self.live_sessions.set(await authority.store.count_live_sessions(now, authority.settings.idle_cutoff(now)))
             except StoreUnavailable:
                 pass  # the store-errors counter has it; keep the last known count
             except Exception:
                 log.exception("counting live sessions failed")
             await asyncio.sleep(interval)
-
-
-async def _count_live_sessions(authority: Authority, now: float) -> int:
-    # The one query outside store/: a plain count for a gauge, with no bearing on any
-    # decision. It belongs in Store as count_live_sessions() once store/ can take it.
-    condition = sa.and_(sessions.c.revoked_at.is_(None), sessions.c.expires_at > now)
-    idle_cutoff = authority.settings.idle_cutoff(now)
-    if idle_cutoff is not None:
-        condition = sa.and_(condition, sessions.c.last_used_at > idle_cutoff)
-    async with authority.store.transaction() as tx:
-        return int((await tx.conn.execute(sa.select(sa.func.count()).select_from(sessions).where(condition))).scalar_one())
 
 
 class _AuthorityCollector(Collector):

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from authority.errors import StoreUnavailable, WatcherTooSlow
+from authority.errors import SequenceUnknown, StoreUnavailable, WatcherTooSlow
 from authority.store import Revocation, Store
 from authority.store.store import KEYS_CHANNEL, REVOCATIONS_CHANNEL
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # A watcher this far behind is cut off; it resumes from its last sequence.
 WATCHER_QUEUE_SIZE = 10_000
 _PAGE = 1_000
+# How often the listening connection is asked whether it is still there.
+_LISTENER_PING_SECONDS = 15.0
 # Without a notification, the keys are checked every this many polls.
 _KEYS_CHECK_POLLS = 5
 
@@ -175,16 +177,19 @@ class RevocationMirror:
     async def follow(
         self, store: Store, after_sequence: int, heartbeat_interval: float, fresh_within: float
     ) -> AsyncIterator[FeedEvent]:
-        """The feed of one consumer: every log entry after ``after_sequence`` still in the
-        store, :class:`CaughtUp`, then new entries and key changes as they happen, with a
+        """The feed of one consumer: the signing keys (:data:`KEYS_CHANGED`), every log entry
+        after ``after_sequence`` still in the store, :class:`CaughtUp`, then new entries and
+        key changes as they happen, with a
         :class:`Heartbeat` after ``heartbeat_interval`` of silence, but only while the
         mirror was confirmed within ``fresh_within`` seconds.
 
-        Raises :class:`WatcherTooSlow` when the consumer falls too far behind.
+        Raises :class:`WatcherTooSlow` when the consumer falls too far behind, and
+        :class:`SequenceUnknown` for an ``after_sequence`` beyond the end of the log.
         """
-        # Registered before the backlog is read: an entry the follower passes on from now
-        # is queued, and every earlier one is committed and so in the backlog.
+        # Registered before the keys and the backlog are read: a key change or an entry the
+        # follower passes on from now is queued, and every earlier one is in what is read.
         with self._watch() as watcher:
+            yield KEYS_CHANGED
             position = after_sequence
             while True:
                 page = await store.revocations_after(position, _PAGE)
@@ -194,6 +199,10 @@ class RevocationMirror:
                     position = page[-1].sequence
                 if len(page) < _PAGE:
                     break
+            if position == after_sequence > self.sequence and after_sequence > await store.last_sequence():
+                # A position from another log (a database restored or failed over to a
+                # standby that had not seen it): the consumer must start again from 0.
+                raise SequenceUnknown()
             # The store is read as a prefix of the log (entries become visible in
             # sequence order), so everything up to here has been sent.
             yield CaughtUp(position)
@@ -265,9 +274,9 @@ class LogFollower:
         self._mirror.confirm(started)
         # Notifications announce key changes; the slower check is for where they are lost.
         if self._check_keys or started - self._keys_checked_at >= _KEYS_CHECK_POLLS * self._poll_interval:
+            await self._keys_changed()
             self._check_keys = False
             self._keys_checked_at = started
-            await self._keys_changed()
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Follows the log until ``stopping`` is set (between reads, never in the middle of one)."""
@@ -288,17 +297,19 @@ class LogFollower:
         finally:
             if self._listener is not None:
                 self._listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._listener
 
     async def _listen(self) -> None:
         # One listening connection; when it is lost, the poll carries on alone until
         # run() starts a new listener after the next read that succeeds or fails.
         with contextlib.suppress(StoreUnavailable):
-            async with self._store.notifications([REVOCATIONS_CHANNEL, KEYS_CHANNEL], self._notified) as lost:
+            async with self._store.notifications([REVOCATIONS_CHANNEL, KEYS_CHANNEL], self._notified) as listening:
                 # Whatever committed while nobody listened is read now.
                 self._notified(KEYS_CHANNEL)
-                await lost.wait()
+                # A connection that died silently never says so: ask it now and then.
+                while await listening.alive(_LISTENER_PING_SECONDS):
+                    pass
         await asyncio.sleep(self._poll_interval)
 
     def _failed(self) -> None:

@@ -182,7 +182,6 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
     ) -> AsyncIterator[pb.RevocationEvent]:
         authority = self._authority
         heartbeat_interval = _heartbeat_interval(request)
-        yield self._signing_keys_event()
         feed = authority.mirror.follow(
             authority.store, request.after_sequence, heartbeat_interval, authority.heartbeat_freshness
         )

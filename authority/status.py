@@ -24,6 +24,7 @@ from authority.errors import (
     SessionLimitReached,
     StoreUnavailable,
     TokenRejected,
+    SequenceUnknown,
     WatcherTooSlow,
 )
 
@@ -36,6 +37,7 @@ CODES: dict[type[AuthorityError], grpc.StatusCode] = {
     RefreshTokenRejected: grpc.StatusCode.UNAUTHENTICATED,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     WatcherTooSlow: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    SequenceUnknown: grpc.StatusCode.OUT_OF_RANGE,
     CallerUnauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     CallerNotPermitted: grpc.StatusCode.PERMISSION_DENIED,
 }

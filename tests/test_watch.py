@@ -181,6 +181,7 @@ async def test_a_watcher_that_falls_too_far_behind_is_told_to_resume(
     mirror, store = authority.server.authority.mirror, authority.server.authority.store
     base = mirror.sequence
     feed = mirror.follow(store, base, heartbeat_interval=30, fresh_within=30)
+    assert await anext(feed) is revocations.KEYS_CHANGED  # the key set comes first
     assert isinstance(await anext(feed), revocations.CaughtUp)
     first = asyncio.create_task(anext(feed))  # reaches the live phase and waits there
     await asyncio.sleep(0.1)
@@ -193,3 +194,14 @@ async def test_a_watcher_that_falls_too_far_behind_is_told_to_resume(
         for _ in range(6):
             await asyncio.wait_for(anext(feed), timeout=2)
     assert status_of(WatcherTooSlow()) is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_resuming_after_a_sequence_the_log_never_reached_is_out_of_range(stub: Stub) -> None:
+    subject = new_subject()
+    await sign_in(stub, subject, "laptop")
+    await sign_in(stub, subject, "phone")
+
+    error = await rpc_error(_next(_watch(stub, after=10**12), CAUGHT_UP))
+
+    assert error.code() is grpc.StatusCode.OUT_OF_RANGE
+    assert "resume from 0" in (error.details() or "")

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -35,6 +36,12 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     exc.TimeoutError,
     OSError,
 )
+# What asyncpg raises itself where it is called directly (LISTEN, the start-up load).
+_RAW_DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
+_RAW_UNAVAILABLE = _UNAVAILABLE + _RAW_DRIVER_ERRORS
+_UNAVAILABLE_OR_FAILED: tuple[type[BaseException], ...] = (*_UNAVAILABLE, exc.DBAPIError)
+_PING_FAILED: tuple[type[BaseException], ...] = (*_RAW_UNAVAILABLE, TimeoutError)
+_PING_SECONDS = 5.0
 _READ_ONLY = "authority_read_only"
 # SQLSTATEs of work the server gave up on: a lock not granted in time (lock_timeout), a
 # statement cancelled, a transaction ended for idling. Nothing committed; retry later.
@@ -194,16 +201,16 @@ class Store:
     @asynccontextmanager
     async def notifications(
         self, channels: Sequence[str], notified: Callable[[str], None]
-    ) -> AsyncIterator[asyncio.Event]:
-        """Calls ``notified(channel)`` whenever a transaction that notified ``channel`` commits.
+    ) -> AsyncIterator[Listening]:
+        """Calls ``notified(channel)`` whenever a transaction that notified ``channel`` commits,
+        while the block runs; :meth:`Listening.alive` says whether it still can.
 
-        Yields an event that is set when the listening connection is lost. PostgreSQL
-        only: on SQLite nothing is ever notified, and the event is never set.
+        PostgreSQL only: on SQLite nothing is ever notified, and the listening lives on.
         """
-        lost = asyncio.Event()
         if not self.is_postgres:
-            yield lost
+            yield Listening(None, asyncio.Event())
             return
+        lost = asyncio.Event()
 
         def on_notification(_connection: object, _pid: int, channel: str, _payload: str) -> None:
             notified(channel)
@@ -216,15 +223,15 @@ class Store:
                 raw = await conn.get_raw_connection()
                 driver: Any = raw.driver_connection
                 driver.add_termination_listener(on_lost)
-                for channel in channels:
-                    await driver.add_listener(channel, on_notification)
                 try:
-                    yield lost
+                    for channel in channels:
+                        await driver.add_listener(channel, on_notification)
+                    yield Listening(driver, lost)
                 finally:
                     driver.remove_termination_listener(on_lost)
                     # Closed, never returned to the pool still listening (or hung on a cut link).
                     await conn.invalidate()
-        except _UNAVAILABLE as error:
+        except _RAW_UNAVAILABLE as error:
             raise StoreUnavailable("the database is unavailable") from error
         except exc.DBAPIError as error:
             raise StoreUnavailable("the database connection was lost") from error
@@ -244,9 +251,12 @@ class Store:
                     yield held
                 finally:
                     if held:
-                        with contextlib.suppress(*_UNAVAILABLE, exc.DBAPIError):
+                        try:
                             await conn.execute(sa.select(sa.func.pg_advisory_unlock(lock_id)))
                             await conn.commit()
+                        except _UNAVAILABLE_OR_FAILED:
+                            # Never back into the pool still holding the lock: closing frees it.
+                            await conn.invalidate()
         except _UNAVAILABLE as error:
             raise StoreUnavailable("the database is unavailable") from error
         except exc.DBAPIError as error:
@@ -276,6 +286,17 @@ class Store:
             yield batch
             after = batch[-1].sequence
 
+    async def count_live_sessions(self, now: float, idle_cutoff: float | None) -> int:
+        """How many sessions are live, over all subjects (for a gauge)."""
+        async with self.transaction(read_only=True) as tx:
+            query = sa.select(sa.func.count()).select_from(sessions).where(_live(now, idle_cutoff))
+            return int((await tx.conn.execute(query)).scalar_one())
+
+    async def last_sequence(self) -> int:
+        """The highest sequence in the log (0 when it is empty)."""
+        async with self.transaction(read_only=True) as tx:
+            return int((await tx.conn.execute(sa.select(sa.func.coalesce(sa.func.max(revocations.c.sequence), 0)))).scalar_one())
+
     async def live_revocation_rows(
         self, expires_after: float, batch_size: int = 250_000
     ) -> AsyncIterator[Sequence[Sequence[Any]]]:
@@ -286,6 +307,7 @@ class Store:
         while True:
             try:
                 async with self.engine.connect() as conn:
+                    await conn.execution_options(**{_READ_ONLY: True})
                     if self.is_postgres:
                         raw = await conn.get_raw_connection()
                         driver: Any = raw.driver_connection
@@ -298,7 +320,7 @@ class Store:
                             .limit(batch_size)
                         )
                         rows = (await conn.execute(query)).all()
-            except _UNAVAILABLE as error:
+            except _RAW_UNAVAILABLE as error:
                 raise StoreUnavailable("the database is unavailable") from error
             except exc.DBAPIError as error:
                 raise StoreUnavailable("the database connection was lost") from error
@@ -358,6 +380,29 @@ class Store:
             if purged:
                 await tx.conn.execute(sa.delete(refresh_tokens).where(refresh_tokens.c.session_id.in_(purged)))
             return len(purged)
+
+
+class Listening:
+    """A connection that listens for notifications (none on SQLite)."""
+
+    def __init__(self, driver: Any, lost: asyncio.Event) -> None:
+        self._driver = driver
+        self._lost = lost
+
+    async def alive(self, within: float) -> bool:
+        """Waits up to ``within`` seconds; False once the connection is known lost. A
+        connection cut without a reset says nothing, so it is asked to answer a ping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lost.wait(), within)
+        if self._lost.is_set():
+            return False
+        if self._driver is None:
+            return True
+        try:
+            await asyncio.wait_for(self._driver.fetchval("SELECT 1"), _PING_SECONDS)
+        except _PING_FAILED:
+            return False
+        return True
 
 
 class Tx:

@@ -17,6 +17,8 @@ import logging
 import random
 import threading
 
+import grpc
+
 from authority_client.async_client import AsyncAuthorityClient
 from authority_client.client import AuthorityClient, RevocationStream
 from authority_client.errors import AuthorityError
@@ -121,6 +123,8 @@ class MirrorFollower:
                         backoff.reset()
             except AuthorityError as failure:
                 error = failure
+                if failure.code is grpc.StatusCode.OUT_OF_RANGE:
+                    self._mirror.restart()
             except Exception as failure:  # keep following whatever went wrong
                 error = failure
             finally:
@@ -187,6 +191,8 @@ class AsyncMirrorFollower:
                         backoff.reset()
             except AuthorityError as failure:
                 error = failure
+                if failure.code is grpc.StatusCode.OUT_OF_RANGE:
+                    self._mirror.restart()
             except Exception as failure:  # keep following whatever went wrong
                 error = failure
             finally:

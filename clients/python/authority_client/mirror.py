@@ -54,6 +54,13 @@ class RevocationMirror:
         self._revocation_listeners: list[RevocationListener] = []
         self._keys_listeners: list[KeysListener] = []
 
+    def restart(self) -> None:
+        """Resumes from the start of the log next time (the authority did not know our
+        position): a full snapshot follows, and what is held stays held meanwhile."""
+        with self._lock:
+            self._last_sequence = 0
+            self._caught_up = False
+
     @property
     def last_sequence(self) -> int:
         """The sequence to resume after: everything up to it has been applied."""
@@ -96,8 +103,8 @@ class RevocationMirror:
                 if event.token_id:
                     self._tokens[event.token_id] = event.expires_at
                 self._last_sequence = max(self._last_sequence, event.sequence)
-                if self._caught_up:  # a live revocation: complete as of now
-                    self._complete_at = now
+                # Not a confirmation of completeness: a consumer that fell behind reads old
+                # events. Only CAUGHT_UP and HEARTBEAT, sent with nothing left queued, are.
                 notify_revocation = True
             elif event.kind is RevocationEventKind.CAUGHT_UP:
                 self._caught_up = True

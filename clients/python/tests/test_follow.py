@@ -16,6 +16,7 @@ import pytest
 from authority_client import AsyncAuthorityClient, AuthorityClient, FollowSettings
 from authority_client.follow import AsyncMirrorFollower, MirrorFollower
 from authority_client.mirror import RevocationMirror
+from authority_client.types import RevocationEvent, RevocationEventKind
 from authority_client.v1 import authority_pb2 as pb
 
 SETTINGS = FollowSettings(heartbeat_interval=0.1, idle_timeout=0.5, min_backoff=0.01, max_backoff=0.05)
@@ -96,3 +97,26 @@ async def test_a_silent_stream_is_reopened_after_the_last_sequence_in_asyncio() 
         finally:
             await follower.stop()
             server.stop(None)
+
+
+def test_a_position_the_authority_never_reached_makes_the_follower_start_again_from_zero() -> None:
+    """As after a database restored from a backup: the consumer's last sequence is beyond
+    the log's end. The authority answers OUT_OF_RANGE and the follower takes a snapshot."""
+    testing = pytest.importorskip("authority_client.testing")
+    with testing.InProcessAuthority() as authority:
+        first = authority.sign_in("user-restart", "laptop")
+        authority.sign_in("user-restart", "phone")  # revokes the laptop's session
+        mirror = RevocationMirror(max_staleness=5)
+        mirror.apply(_caught_up_at(10**9))
+        with AuthorityClient(authority.target) as client:
+            follower = MirrorFollower(client, mirror, SETTINGS)
+            follower.start()
+            try:
+                _wait(lambda: mirror.is_revoked(first.session_id, ""), within=5.0)
+                assert mirror.last_sequence < 10**9
+            finally:
+                follower.stop()
+
+
+def _caught_up_at(sequence: int) -> RevocationEvent:
+    return RevocationEvent(kind=RevocationEventKind.CAUGHT_UP, sequence=sequence)
