@@ -184,10 +184,13 @@ class Authority:
         idle_cutoff = self.settings.idle_cutoff(now)
         batch = self.settings.purge_batch_size
         revocations = sessions = 0
-        # One short transaction per batch: sign-ins never wait behind the purge for long.
-        while (dropped := await self.store.purge_revocations(cutoff, batch)) > 0:
+        # One short transaction per batch: sign-ins never wait behind the purge for long,
+        # and a stop waits for one batch at most.
+        while not self._stopping.is_set() and (dropped := await self.store.purge_revocations(cutoff, batch)) > 0:
             revocations += dropped
-        while (dropped := await self.store.purge_sessions(cutoff, idle_cutoff, batch)) > 0:
+        while not self._stopping.is_set() and (
+            dropped := await self.store.purge_sessions(cutoff, idle_cutoff, batch)
+        ) > 0:
             sessions += dropped
         await purge_keys(self.store, now, self.settings.max_access_token_ttl + self.settings.leeway)
         if self.settings.key_rotation_interval:
