@@ -16,10 +16,8 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from typing import Any
-
 import grpc
-from authority_client import InvalidReason
+from authority_client import InvalidReason, Validator
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 from authority_client.verify import InvalidToken
@@ -38,12 +36,16 @@ class Delays:
     consumer: list[float]
 
 
-def _consumer_refuses(validator: Any, token: str, audience: str) -> bool:
+def _consumer_refuses(validator: Validator, token: str, audience: str) -> bool:
     try:
         validator.validate(token, audience)
     except InvalidToken as invalid:
         if invalid.reason is not InvalidReason.REVOKED:
             raise RuntimeError(f"the consumer refused the token as {invalid.reason.name}, not REVOKED") from None
+        # A stale mirror hands the decision to ValidateToken on B: that would time B
+        # again, not the consumer's own view.
+        if validator.mirror is None or not validator.mirror.is_fresh():
+            raise RuntimeError("the consumer's mirror went stale during the measurement") from None
         return True
     return False
 
