@@ -144,6 +144,18 @@ def render(report: dict[str, Any]) -> str:
                      f"{result['server_cpu_us_per_call']:,.0f}", f"{result['calls']:,}", str(result["errors"])))
     out.append(_table(rows, {1, 2, 3, 4, 5, 6}))
     out.append("")
+    if report.get("in_process"):
+        loops: list[tuple[str, ...]] = [("in-process (this process, one thread)", "per second", "us per call", "calls")]
+        loops += [(name, f"{result['per_second']:,.0f}", f"{result['us_per_call']:.2f}", f"{result['calls']:,}")
+                  for name, result in report["in_process"].items()]
+        out.append(_table(loops, {1, 2, 3}))
+        out.append("")
+    if report.get("visibility"):
+        seen: list[tuple[str, ...]] = [("revocation visibility", "samples", "p50 ms", "p99 ms", "max ms")]
+        seen += [(name, str(result["samples"]), f"{result['p50_ms']:.2f}", f"{result['p99_ms']:.2f}",
+                  f"{result['max_ms']:.2f}") for name, result in report["visibility"].items()]
+        out.append(_table(seen, {1, 2, 3, 4}))
+        out.append("")
     facts = report["facts"]
     out.append(_table([("fact", "value")] + [(name, value) for name, value in facts.items()], set()))
     out.append("")

@@ -13,7 +13,10 @@ Two modes, chosen by :class:`ValidationSettings`:
     Signatures and claims are checked in-process (:mod:`authority_client.verify`) with the
     keys of GetSigningKeys and the stream, and revocations against the
     :class:`~authority_client.mirror.RevocationMirror`. A token whose signature or claims
-    are bad is refused on the spot. A good one is accepted only while the mirror is fresh;
+    are bad is refused on the spot. With ``local_cache_size`` > 0, a token verified in
+    full is remembered until it expires or the key set changes
+    (:mod:`authority_client.verified`), so the same token again skips the signature check;
+    revocation and freshness are still checked on every call. A good one is accepted only while the mirror is fresh;
     otherwise ValidateToken decides, and when the authority cannot be reached either, the
     call is refused with :class:`~authority_client.errors.Unavailable`. Nothing is ever
     accepted on a view that cannot vouch for it.
@@ -43,7 +46,8 @@ from authority_client.follow import AsyncMirrorFollower, FollowSettings, MirrorF
 from authority_client.keys import SigningKeys
 from authority_client.mirror import RevocationMirror
 from authority_client.types import AccessClaims, InvalidReason, Validation
-from authority_client.verify import InvalidToken
+from authority_client.verified import DEFAULT_SIZE, VerifiedTokens
+from authority_client.verify import InvalidToken, TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +75,15 @@ class ValidationSettings:
     cache_ttl: float = 30.0
     # Local mode: the least time between two key fetches for an unknown kid.
     key_refetch_interval: float = 1.0
+    # Local mode: tokens remembered once verified in full (0: verify every call in full).
+    local_cache_size: int = DEFAULT_SIZE
     follow: FollowSettings = FollowSettings()
 
     def __post_init__(self) -> None:
         if self.max_staleness <= 0 or self.cache_ttl <= 0 or self.cache_size < 0 or self.leeway < 0:
             raise ValueError("durations must be positive and cache_size not negative")
+        if self.local_cache_size < 0:
+            raise ValueError("local_cache_size must not be negative")
 
     @property
     def follows_stream(self) -> bool:
@@ -99,6 +107,7 @@ class _Decisions:
         self.mirror: RevocationMirror | None = None
         self.keys: SigningKeys | None = None
         self.cache: ClaimsCache | None = None
+        self.verified: VerifiedTokens | None = None
         if settings.follows_stream:
             self.mirror = RevocationMirror(max_staleness=settings.max_staleness, leeway=settings.leeway, clock=clock)
         if settings.mode is Mode.LOCAL:
@@ -110,6 +119,8 @@ class _Decisions:
             )
             assert self.mirror is not None
             self.mirror.on_signing_keys(self.keys.replace)
+            if settings.local_cache_size > 0:
+                self.verified = VerifiedTokens(settings.local_cache_size, leeway=settings.leeway, clock=clock)
         elif settings.cache_size > 0:
             self.cache = ClaimsCache(settings.cache_size, settings.cache_ttl, clock)
             assert self.mirror is not None
@@ -127,7 +138,7 @@ class _Decisions:
         if verifier is None:
             return _Step.REFETCH_KEYS if self.keys.claim_refetch() else _Step.ASK_AUTHORITY
         try:
-            claims = verifier.verify(token, audience)
+            claims = self._verified(verifier, token, audience)
         except InvalidToken as invalid:
             # A kid newer than our set: its key may be on its way.
             if invalid.reason is InvalidReason.UNKNOWN_KEY and self.keys.claim_refetch():
@@ -140,7 +151,20 @@ class _Decisions:
         assert self.keys is not None
         if self.keys.verifier is None:
             return _Step.ASK_AUTHORITY
-        return self._vouch(self.keys.verifier.verify(token, audience))
+        return self._vouch(self._verified(self.keys.verifier, token, audience))
+
+    def _verified(self, verifier: TokenVerifier, token: str, audience: str) -> AccessClaims:
+        """The claims of a token verified now or remembered from before (revocation unchecked)."""
+        if self.verified is None:
+            return verifier.verify(token, audience)
+        # Read before verifying: if the set is replaced meanwhile, the entry is filed under
+        # the older set and never served again.
+        keys = verifier.keys
+        claims = self.verified.get(keys, token, audience)
+        if claims is None:
+            claims = verifier.verify(token, audience)
+            self.verified.put(keys, token, claims)
+        return claims
 
     def answer(self, token: str, audience: str, validation: Validation) -> AccessClaims:
         """The authority's verdict, remembered when there is a cache."""

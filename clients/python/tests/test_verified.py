@@ -1,0 +1,171 @@
+"""Local mode remembers tokens it verified in full: a remembered token still passes every
+check that can change (expiry, revocation, the key set), and any other token string is
+verified in full. Real Ed25519 keys and signatures, no network: the validator's decisions
+are driven directly, with the keys and revocations the stream would deliver."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from jwt.algorithms import OKPAlgorithm
+
+from authority_client import InvalidReason, Mode, RevocationEvent, RevocationEventKind, ValidationSettings
+from authority_client.validation import _Decisions, _Step
+from authority_client.verified import VerifiedTokens
+from authority_client.verify import InvalidToken, KeySet
+
+ISSUER = "token-authority"
+AUDIENCE = "greeter"
+NOW = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Key:
+    def __init__(self) -> None:
+        self.kid = secrets.token_hex(4)
+        self.private = ed25519.Ed25519PrivateKey.generate()
+
+    def jwk(self) -> dict[str, Any]:
+        return {**json.loads(OKPAlgorithm.to_jwk(self.private.public_key())), "kid": self.kid, "alg": "EdDSA",
+                "use": "sig"}
+
+    def sign(self, session_id: str = "s1", ttl: int = 300, audience: str = AUDIENCE) -> str:
+        claims = {"sub": "alice", "sid": session_id, "device_id": "laptop", "jti": secrets.token_hex(8),
+                  "iss": ISSUER, "aud": audience, "iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + ttl}
+        return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.kid, "typ": "at+jwt"})
+
+
+def jwks(*keys: Key) -> str:
+    return json.dumps({"keys": [key.jwk() for key in keys]})
+
+
+def decisions(clock: Clock, key: Key, **settings: Any) -> _Decisions:
+    made = _Decisions(ValidationSettings(mode=Mode.LOCAL, issuer=ISSUER, **settings), clock)
+    assert made.keys is not None and made.mirror is not None
+    made.keys.replace(jwks(key))
+    made.mirror.apply(RevocationEvent(RevocationEventKind.CAUGHT_UP, sequence=0))  # fresh
+    return made
+
+
+def test_a_token_verified_once_is_remembered() -> None:
+    key = Key()
+    made = decisions(Clock(), key)
+    token = key.sign()
+    first = made.first(token, AUDIENCE)
+    assert not isinstance(first, _Step) and first.subject == "alice"
+    assert made.first(token, AUDIENCE) is first  # the same claims object: no second verification
+    assert made.verified is not None and len(made.verified) == 1
+
+
+def test_a_remembered_token_is_rejected_once_revoked() -> None:
+    key = Key()
+    made = decisions(Clock(), key)
+    token = key.sign(session_id="s-revoked")
+    made.first(token, AUDIENCE)
+    assert made.mirror is not None
+    made.mirror.apply(RevocationEvent(RevocationEventKind.REVOCATION, sequence=1, session_id="s-revoked",
+                                      expires_at=NOW + 300))
+    with pytest.raises(InvalidToken) as refused:
+        made.first(token, AUDIENCE)
+    assert refused.value.reason is InvalidReason.REVOKED
+
+
+def test_a_remembered_token_is_rejected_once_expired() -> None:
+    clock = Clock()
+    key = Key()
+    made = decisions(clock, key, leeway=30)
+    token = key.sign(ttl=60)
+    made.first(token, AUDIENCE)
+    clock.now = NOW + 60 + 29  # inside the leeway: still good, as verification says
+    assert not isinstance(made.first(token, AUDIENCE), _Step)
+    clock.now = NOW + 60 + 30
+    with pytest.raises(InvalidToken) as refused:
+        made.first(token, AUDIENCE)
+    assert refused.value.reason is InvalidReason.EXPIRED
+
+
+def test_a_key_set_change_forgets_remembered_tokens() -> None:
+    old, new = Key(), Key()
+    made = decisions(Clock(), old)
+    token = old.sign()
+    remembered = made.first(token, AUDIENCE)
+    assert made.keys is not None
+    # Rotation: the old key is still published, so the token is good, but verified afresh.
+    made.keys.replace(jwks(old, new))
+    again = made.first(token, AUDIENCE)
+    assert again == remembered and again is not remembered
+    # The old key withdrawn: the remembered token no longer passes.
+    made.keys.replace(jwks(new))
+    assert made.first(token, AUDIENCE) is _Step.REFETCH_KEYS  # its kid is unknown now
+    with pytest.raises(InvalidToken) as refused:
+        made.after_refetch(token, AUDIENCE)
+    assert refused.value.reason is InvalidReason.UNKNOWN_KEY
+
+
+def test_a_tampered_copy_of_a_remembered_token_is_checked_in_full() -> None:
+    key = Key()
+    made = decisions(Clock(), key)
+    token = key.sign()
+    made.first(token, AUDIENCE)
+    header, payload, signature = token.split(".")
+    other_last = next(c for c in "AQgw" if c != signature[-1])  # still canonical base64url
+    forged_payload = jwt.utils.base64url_encode(
+        json.dumps({**jwt.decode(token, options={"verify_signature": False}), "sub": "mallory"}).encode()
+    ).decode()
+    for tampered in (f"{header}.{payload}.{signature[:-1]}{other_last}", f"{header}.{forged_payload}.{signature}"):
+        with pytest.raises(InvalidToken) as refused:
+            made.first(tampered, AUDIENCE)
+        assert refused.value.reason is InvalidReason.BAD_SIGNATURE
+    assert made.verified is not None and len(made.verified) == 1
+
+
+def test_a_remembered_token_answers_only_for_its_own_audience() -> None:
+    key = Key()
+    made = decisions(Clock(), key)
+    token = key.sign()
+    made.first(token, AUDIENCE)
+    with pytest.raises(InvalidToken) as refused:
+        made.first(token, "billing")
+    assert refused.value.reason is InvalidReason.WRONG_AUDIENCE
+
+
+def test_a_remembered_token_is_not_vouched_for_on_a_stale_mirror() -> None:
+    key = Key()
+    made = decisions(Clock(), key, max_staleness=0.001)
+    token = key.sign()
+    made.first(token, AUDIENCE)
+    time.sleep(0.01)
+    assert made.first(token, AUDIENCE) is _Step.ASK_AUTHORITY
+
+
+def test_the_cache_is_bounded_and_can_be_turned_off() -> None:
+    key = Key()
+    keys = KeySet.from_jwks(jwks(key))
+    cache = VerifiedTokens(2, clock=Clock())
+    made = decisions(Clock(), key)
+    tokens = [key.sign() for _ in range(3)]
+    for token in tokens:
+        claims = made.first(token, AUDIENCE)
+        assert not isinstance(claims, _Step)
+        cache.put(keys, token, claims)
+        assert len(cache) <= 2
+    assert cache.get(keys, tokens[-1], AUDIENCE) is not None
+    off = decisions(Clock(), key, local_cache_size=0)
+    assert off.verified is None
+    token = key.sign()
+    assert off.first(token, AUDIENCE) is not off.first(token, AUDIENCE)
+    with pytest.raises(ValueError):
+        ValidationSettings(local_cache_size=-1)
