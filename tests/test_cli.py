@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -28,25 +29,36 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
     return process.returncode, out.decode(), err.decode()
 
 
-@pytest.fixture
-async def served(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+@contextlib.asynccontextmanager
+async def _serve(
+    database_url: str, cwd: Path, **env: str
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """``authority serve`` in a process of its own, on a free port; yields it and its target."""
     process = await asyncio.create_subprocess_exec(
         AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--database-url", database_url,
-        stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
-        env={**os.environ, "AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY},
+        stderr=asyncio.subprocess.PIPE, cwd=cwd,
+        env={**os.environ, "AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY, **env},
     )
-    assert process.stderr is not None
-    target = None
-    while target is None:
-        line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
-        assert line, "authority serve exited before listening"
-        if match := re.search(r"listening on (\S+:\d+)", line):
-            target = match.group(1)
-    yield process, target
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
+    try:
+        assert process.stderr is not None
+        target = None
+        while target is None:
+            line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
+            assert line, "authority serve exited before listening"
+            if match := re.search(r"listening on (\S+:\d+)", line):
+                target = match.group(1)
+        yield process, target
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@pytest.fixture
+async def served(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """``authority serve`` in a process of its own, on a free port; yields it and its target."""
+    async with _serve(database_url, tmp_path) as running:
+        yield running
 
 
 async def test_demo_runs_the_seed_scenario_against_a_served_authority(
@@ -67,25 +79,9 @@ async def test_demo_runs_the_seed_scenario_against_a_served_authority(
 async def test_demo_authenticates_with_an_api_key_when_callers_must(database_url: str, tmp_path: Path) -> None:
     key = new_api_key()
     entry = api_key_entry("demo", parse_roles("issuer+verifier"), key)
-    process = await asyncio.create_subprocess_exec(
-        AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--database-url", database_url,
-        stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
-        env={**os.environ, "AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY, "AUTHORITY_API_KEYS": entry},
-    )
-    try:
-        assert process.stderr is not None
-        target = None
-        while target is None:
-            line = (await asyncio.wait_for(process.stderr.readline(), timeout=30)).decode()
-            assert line, "authority serve exited before listening"
-            if match := re.search(r"listening on (\S+:\d+)", line):
-                target = match.group(1)
-
+    async with _serve(database_url, tmp_path, AUTHORITY_API_KEYS=entry) as (_, target):
         refused = await _run("demo", "--target", target)
         admitted = await _run("demo", "--target", target, env={"AUTHORITY_API_KEY": key})
-    finally:
-        process.kill()
-        await process.wait()
 
     assert refused[0] == 1 and "UNAUTHENTICATED" in refused[1]
     assert admitted[0] == 0 and "the single-device rule held" in admitted[1]
