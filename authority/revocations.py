@@ -179,9 +179,8 @@ class RevocationMirror:
     ) -> AsyncIterator[FeedEvent]:
         """The feed of one consumer: the signing keys (:data:`KEYS_CHANGED`), every log entry
         after ``after_sequence`` still in the store, :class:`CaughtUp`, then new entries and
-        key changes as they happen, with a
-        :class:`Heartbeat` after ``heartbeat_interval`` of silence, but only while the
-        mirror was confirmed within ``fresh_within`` seconds.
+        key changes as they happen, with a :class:`Heartbeat` after ``heartbeat_interval``
+        of silence, but only while the mirror was confirmed within ``fresh_within`` seconds.
 
         Raises :class:`WatcherTooSlow` when the consumer falls too far behind, and
         :class:`SequenceUnknown` for an ``after_sequence`` beyond the end of the log.
@@ -230,8 +229,8 @@ class LogFollower:
 
     Woken by PostgreSQL notifications (a listening connection kept open, reconnected
     when lost), by this process's own commits (:attr:`RevocationMirror.log_moved`), and
-    every ``poll_interval`` in any case. Each read starts after the mirror's position, so after an outage the
-    follower resynchronises from where it stopped and misses nothing.
+    every ``poll_interval`` in any case. Each read starts after the mirror's position, so
+    after an outage the follower resynchronises from where it stopped and misses nothing.
     """
 
     def __init__(
