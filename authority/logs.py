@@ -23,10 +23,24 @@ RPC_FIELDS = ("method", "code", "duration_ms", "peer", "subject_hash")
 rpc_log = logging.getLogger(RPC_LOGGER)
 
 
+# Keys the subject pseudonyms (see use_subject_key); empty: unkeyed.
+_subject_key = b""
+
+
+def use_subject_key(secret: bytes) -> None:
+    """Keys the subject pseudonyms with a value derived from ``secret`` (the key-encryption
+    key), so that whoever reads the logs cannot recover a guessable subject by hashing
+    candidates. Every replica with the same secret gives the same pseudonyms."""
+    global _subject_key
+    _subject_key = hashlib.blake2b(secret, digest_size=32, person=b"authsubj").digest()
+
+
 def subject_hash(subject: str) -> str:
     """A short, stable pseudonym of a subject for log lines (the same on every replica,
     so one user's calls can be followed without the logs holding their id)."""
-    return hashlib.blake2b(subject.encode(errors="surrogatepass"), digest_size=8, person=b"authlog").hexdigest()
+    return hashlib.blake2b(
+        subject.encode(errors="surrogatepass"), digest_size=8, person=b"authlog", key=_subject_key
+    ).hexdigest()
 
 
 def log_rpc(method: str, code: str, duration_ms: float, peer: str, subject: str) -> None:

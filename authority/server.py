@@ -19,6 +19,7 @@ from authority_client.v1 import authority_pb2, authority_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from authority import logs
 from authority.app import Authority
 from authority.config import Settings, metrics_address
 from authority.errors import ConfigError
@@ -148,6 +149,9 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    kek = settings.key_encryption_key_bytes()
+    if kek is not None:
+        logs.use_subject_key(kek)
     running = await create_server(settings)
     host = settings.listen.rpartition(":")[0]
     log.info("token authority listening on %s:%d (store: %s)", host, running.port, _redacted(settings.database_url))

@@ -148,3 +148,18 @@ async def test_config_with_an_invalid_value_names_the_option() -> None:
     assert code == 2
     assert err.strip() == "authority config: log_format: must be one of json, text, auto"
 
+
+
+def test_subject_pseudonyms_are_keyed_by_the_key_encryption_key_when_there_is_one() -> None:
+    unkeyed = logs.subject_hash("alice@example.com")
+    try:
+        logs.use_subject_key(b"k" * 32)
+        keyed = logs.subject_hash("alice@example.com")
+        again = logs.subject_hash("alice@example.com")
+        logs.use_subject_key(b"j" * 32)
+        other_deployment = logs.subject_hash("alice@example.com")
+    finally:
+        logs._subject_key = b""
+
+    assert keyed == again != unkeyed
+    assert other_deployment != keyed
