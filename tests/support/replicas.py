@@ -106,6 +106,8 @@ class ReplicaSet:
         name = f"{self.name}-{self._started}"
         env = {key: value for key, value in os.environ.items() if not key.startswith("AUTHORITY_")}
         env.update({f"AUTHORITY_{key.upper()}": value for key, value in {**self.settings, **settings}.items()})
+        # A crash in a C extension prints the Python stack of every thread to stderr.
+        env["PYTHONFAULTHANDLER"] = "1"
         process = await asyncio.create_subprocess_exec(
             AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--database-url", database_url or self.database_url,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
