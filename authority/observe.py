@@ -49,7 +49,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         self._calls: dict[tuple[str, str], Any] = {}
         self._latency: dict[str, Any] = {}
 
-    def _record(self, method: str, code: str, started: float, context: Context, request: Any) -> None:
+    def _record(self, method: str, code: str, started: float, peer: str, request: Any) -> None:
         elapsed = time.perf_counter() - started
         calls = self._calls.get((method, code))
         if calls is None:
@@ -61,7 +61,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         latency.observe(elapsed)
         if rpc_log.isEnabledFor(logging.INFO):
             subject = getattr(request, "subject", "") if request is not None else ""
-            log_rpc(method, code, elapsed * 1000, context.peer(), subject if isinstance(subject, str) else "")
+            log_rpc(method, code, elapsed * 1000, peer, subject if isinstance(subject, str) else "")
 
     async def intercept_service(
         self,
@@ -81,6 +81,9 @@ class RpcObserver(grpc.aio.ServerInterceptor):
 
             async def observed_stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 started = time.perf_counter()
+                # Read now: a stream's generator may be closed after the call is gone, and
+                # touching its context then crashes the process (grpc's C core).
+                peer = context.peer()
                 code = _OK
                 try:
                     async for response in behavior(request, context):
@@ -97,13 +100,14 @@ class RpcObserver(grpc.aio.ServerInterceptor):
                 finally:
                     if code == _OK:
                         code = _final_code(context, _OK)
-                    record(method, code, started, context, None if request_streaming else request)
+                    record(method, code, started, peer, None if request_streaming else request)
 
             wrapped: Any = observed_stream
         else:
 
             async def observed_call(request: Any, context: Context) -> Any:
                 started = time.perf_counter()
+                peer = context.peer()
                 code = _OK
                 try:
                     return await behavior(request, context)
@@ -119,7 +123,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
                 finally:
                     if code == _OK:
                         code = _final_code(context, _OK)
-                    record(method, code, started, context, None if request_streaming else request)
+                    record(method, code, started, peer, None if request_streaming else request)
 
             wrapped = observed_call
         return handler._replace(**{kind: wrapped})  # type: ignore[attr-defined, no-any-return]

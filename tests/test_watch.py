@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 from typing import Any
 
@@ -205,3 +206,27 @@ async def test_resuming_after_a_sequence_the_log_never_reached_is_out_of_range(s
 
     assert error.code() is grpc.StatusCode.OUT_OF_RANGE
     assert "resume from 0" in (error.details() or "")
+
+
+async def test_watchers_hanging_up_mid_stream_leave_the_server_serving(stub: Stub) -> None:
+    """Many at once, again and again. (A crash this once caused, from reading a call's peer
+    after its stream ended, was a rare race: the replica tests caught it, this does not
+    reliably; it guards the ordinary case.)"""
+    subject = new_subject()
+    for _ in range(5):
+        await sign_in(stub, subject, f"device-{secrets.token_hex(2)}")
+    for _ in range(4):
+        streams = [_watch(stub, heartbeat=0.1) for _ in range(25)]
+        await asyncio.gather(*(_caught_up(stream) for stream in streams))
+        for stream in streams:
+            stream.cancel()
+        await asyncio.sleep(0.05)
+
+    answer = await stub.GetSigningKeys(pb.GetSigningKeysRequest())
+
+    assert '"keys"' in answer.jwks_json
+
+
+async def _caught_up(stream: Any) -> None:
+    while (await asyncio.wait_for(stream.read(), timeout=5)).kind != CAUGHT_UP:
+        pass
