@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from authority import callers
+from authority import credentials
 from authority.errors import ConfigError
 
 ENV_PREFIX = "AUTHORITY_"
@@ -70,7 +70,7 @@ class Settings:
     key_publish_ahead: int = 60
     # 0: keys rotate only with `authority keys rotate`; otherwise this often, automatically.
     key_rotation_interval: int = 0
-    # Caller authentication (authority/callers.py); certificates and keys are PEM files.
+    # Caller authentication (authority/credentials.py, authority/api/callers.py); certificates and keys are PEM files.
     tls_cert_file: str = ""
     tls_key_file: str = ""
     # Clients must present a certificate from this CA (mutual TLS).
@@ -112,7 +112,7 @@ class Settings:
         """Every configured API key entry: ``api_keys``, then the lines of ``api_keys_file``."""
         entries = list(self.api_keys)
         if self.api_keys_file:
-            entries += callers.parse_api_keys_file(read_option_file("api_keys_file", self.api_keys_file).decode())
+            entries += credentials.parse_api_keys_file(read_option_file("api_keys_file", self.api_keys_file).decode())
         return entries
 
     def key_encryption_key_bytes(self) -> bytes | None:
@@ -305,7 +305,7 @@ def _check_security(s: Settings) -> None:
         raise ConfigError("client_roles", "needs tls_client_ca_file: only a verified certificate has an identity")
     for index, entry in enumerate(s.client_roles, 1):
         try:
-            callers.parse_client_role(entry)
+            credentials.parse_client_role(entry)
         except ValueError as problem:
             raise ConfigError("client_roles", f"entry {index}: {problem}") from None
     names: set[str] = set()
@@ -317,7 +317,7 @@ def _check_security(s: Settings) -> None:
         option = "api_keys_file" if in_file else "api_keys"
         number = index + 1 - (len(s.api_keys) if in_file else 0)
         try:
-            name = callers.parse_api_key(entry).name
+            name = credentials.parse_api_key(entry).name
         except ValueError as problem:
             raise ConfigError(option, f"entry {number}: {problem}") from None
         if name in names:

@@ -1,4 +1,4 @@
-"""Who is calling the authority, and what it may ask for.
+"""Caller credentials as they are configured: roles, API key entries and their hashes.
 
 Callers are other services, never end users. A caller proves who it is with a client
 certificate (mutual TLS: the certificate's subject CN or a subject alternative name,
@@ -9,8 +9,8 @@ up among the hashes in ``api_keys``). Its roles decide which RPCs it may make:
     verifier  ValidateToken, GetSigningKeys, WatchRevocations, and RevokeToken of a
               token it presents (a service logging its own user out)
 
-This module is pure: :mod:`authority.transport` reads the credentials off a call and
-turns the errors raised here into statuses through :mod:`authority.status`.
+This module only parses and makes entries, so that settings can check them at start;
+:mod:`authority.api.callers` identifies and admits the callers of a running server.
 """
 
 from __future__ import annotations
@@ -18,12 +18,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
-import hmac
 import re
 import secrets
-from collections.abc import Iterable, Sequence
-
-from authority.errors import CallerNotPermitted, CallerUnauthenticated
+from collections.abc import Iterable
 
 API_KEY_HEADER = "x-api-key"
 # Marks an API key in logs, screenshots and secret scanners; the rest is 256 random bits.
@@ -38,26 +35,6 @@ class Role(enum.Enum):
 
     ISSUER = "issuer"
     VERIFIER = "verifier"
-
-
-# The role each RPC needs. RevokeToken is decided by its target (see :func:`authorize`);
-# an RPC missing from this table is refused to everyone.
-_NEEDS: dict[str, Role] = {
-    "IssueToken": Role.ISSUER,
-    "RefreshToken": Role.ISSUER,
-    "ListSessions": Role.ISSUER,
-    "ValidateToken": Role.VERIFIER,
-    "GetSigningKeys": Role.VERIFIER,
-    "WatchRevocations": Role.VERIFIER,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Caller:
-    """An authenticated calling service: the name it is known by and its roles."""
-
-    name: str
-    roles: frozenset[Role]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,69 +114,3 @@ def api_key_entry(name: str, roles: Iterable[Role], key: str) -> str:
     """The configuration entry for ``key``, which holds only its hash."""
     ordered = sorted({role.value for role in roles})
     return f"{check_name(name)}:{'+'.join(ordered)}:{hash_api_key(key)}"
-
-
-class CallerRegistry:
-    """The callers this authority knows: API keys by hash, certificate identities by name."""
-
-    def __init__(self, api_keys: Sequence[ApiKey], client_roles: dict[str, frozenset[Role]]) -> None:
-        self._api_keys = tuple(api_keys)
-        self._client_roles = dict(client_roles)
-
-    def identify(self, presented_keys: Sequence[str], certificate_identities: Sequence[str]) -> Caller:
-        """The caller behind an API key (when one is presented) and a verified client
-        certificate's identities (when there is one); roles from both add up.
-
-        Raises :class:`CallerUnauthenticated` when nothing identifies the caller or the
-        key is wrong, and :class:`CallerNotPermitted` for a verified certificate that
-        no ``client_roles`` entry names.
-        """
-        names: list[str] = []
-        roles: set[Role] = set()
-        if len(presented_keys) > 1:
-            raise CallerUnauthenticated(f"send one {API_KEY_HEADER}, not several")
-        if presented_keys:
-            api_key = self._api_key(presented_keys[0])
-            if api_key is None:
-                raise CallerUnauthenticated("the API key is not valid")
-            names.append(api_key.name)
-            roles |= api_key.roles
-        for identity in dict.fromkeys(certificate_identities):
-            if identity in self._client_roles:
-                names.append(identity)
-                roles |= self._client_roles[identity]
-        if not names:
-            if certificate_identities:
-                raise CallerNotPermitted(f"client certificate {certificate_identities[0]!r} has no role")
-            raise CallerUnauthenticated(f"no caller credentials: send an API key in {API_KEY_HEADER} "
-                                        "or connect with a client certificate")
-        return Caller("+".join(dict.fromkeys(names)), frozenset(roles))
-
-    def _api_key(self, presented: str) -> ApiKey | None:
-        digest = hashlib.sha256(presented.encode(errors="surrogatepass")).digest()
-        found = None
-        # Compare with every entry, in constant time each, so the time taken says
-        # nothing about how close a guess came or which entry matched.
-        for api_key in self._api_keys:
-            if hmac.compare_digest(digest, api_key.digest):
-                found = api_key
-        return found
-
-
-def authorize(caller: Caller, rpc: str, revokes_presented_token: bool) -> None:
-    """Raises :class:`CallerNotPermitted` unless ``caller``'s roles allow ``rpc``.
-
-    ``revokes_presented_token``: a RevokeToken request whose target is a token, which a
-    verifier may send (logout through the service that holds the token).
-    """
-    if rpc == "RevokeToken":
-        if Role.ISSUER in caller.roles or (revokes_presented_token and Role.VERIFIER in caller.roles):
-            return
-        needed = "the verifier role with a token target, or the issuer role" if Role.VERIFIER in caller.roles \
-            else "the issuer role"
-        raise CallerNotPermitted(f"{caller.name} may not call RevokeToken with this target: it needs {needed}")
-    role = _NEEDS.get(rpc)
-    if role is None:
-        raise CallerNotPermitted(f"{rpc} is not open to callers")
-    if role not in caller.roles:
-        raise CallerNotPermitted(f"{caller.name} may not call {rpc}: it needs the {role.value} role")

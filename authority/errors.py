@@ -15,7 +15,7 @@
     ├── WatcherTooSlow         a revocation watcher fell too far behind and must resume
     └── SequenceUnknown        a watcher resumes after a sequence the log never reached
 
-Only :mod:`authority.status` turns these into gRPC status codes. Messages may reach
+Only :mod:`authority.api.status` turns these into gRPC status codes. Messages may reach
 callers, so they never contain a token, a refresh token or key material.
 """
 

@@ -1,7 +1,7 @@
 """A real token authority inside the test process, for a consumer's own tests.
 
-Needs the server package: install ``token-authority-client[testing]``. Nothing else in
-``authority_client`` imports it.
+It lives in the server package, since it runs the server: a consumer's tests install the
+authority (``pip install -e PATH/TO/token-authority``) beside the client package.
 
 For blocking code (and grpc servers), :class:`InProcessAuthority` runs the authority in a
 background thread with its own event loop::
@@ -32,14 +32,15 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from authority_client.async_client import AsyncAuthorityClient
 from authority_client.client import AuthorityClient
 from authority_client.types import IssuedToken, SessionPolicy
 
-if TYPE_CHECKING:
-    from authority.server import AuthorityServer
+from authority.api.server import AuthorityServer, create_server
+from authority.config import Settings
+from authority.tokens import AccessClaims
 
 T = TypeVar("T")
 
@@ -62,14 +63,6 @@ class _Core:
         return str(self._overrides.get("issuer", "token-authority"))
 
     async def start(self) -> None:
-        try:
-            from authority.config import Settings
-            from authority.server import create_server
-        except ImportError as missing:
-            raise ImportError(
-                "authority_client.testing runs the authority itself: pip install 'token-authority-client[testing]'"
-            ) from missing
-
         settings = Settings(listen=f"127.0.0.1:{self.port}", database_url=self.database_url, **self._overrides)
         self.server = await create_server(settings)
         self.port = self.server.port
@@ -80,8 +73,6 @@ class _Core:
             await server.stop(None)
 
     def mint(self, subject: str, audience: str | None, ttl: float, not_before: float, claims: dict[str, Any]) -> str:
-        from authority.tokens import AccessClaims
-
         if self.server is None:
             raise RuntimeError("the authority is not running")
         authority = self.server.authority

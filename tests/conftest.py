@@ -21,11 +21,11 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from sqlalchemy.engine import make_url
 from authority_client.v1 import authority_pb2_grpc
+from sqlalchemy.engine import make_url
 
+from authority.api.server import AuthorityServer, create_server
 from authority.config import Settings
-from authority.server import AuthorityServer, create_server
 
 POSTGRES_URL = os.environ.get(
     "AUTHORITY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"

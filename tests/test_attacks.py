@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from google.protobuf.struct_pb2 import Struct
 
+from authority.api.server import create_server
 from authority.config import Algorithm, Settings
 from authority.keys import SigningKey, generate_key
-from authority.server import create_server
 from tests.support import forge
 from tests.support.calls import Stub, new_subject, reason, sign_in
 

@@ -26,12 +26,12 @@ from authority_client.v1 import authority_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from authority import callers
-from authority.callers import Role
+from authority import credentials
+from authority.api.callers import Caller, CallerRegistry, prepare_transport
+from authority.api.server import create_server
 from authority.config import Settings, load_settings
+from authority.credentials import Role
 from authority.errors import ConfigError
-from authority.server import create_server
-from authority.transport import prepare_transport
 from tests.conftest import StartServer
 from tests.support.calls import Stub, new_subject, rpc_error
 from tests.support.pki import CertificateAuthority, Issued
@@ -128,15 +128,15 @@ class ApiKeys:
 
     @property
     def entries(self) -> tuple[str, ...]:
-        return tuple(callers.api_key_entry(f"{name}-service", CALLERS[name], key) for name, key in self.keys.items())
+        return tuple(credentials.api_key_entry(f"{name}-service", CALLERS[name], key) for name, key in self.keys.items())
 
     def metadata(self, name: str) -> Metadata:
-        return ((callers.API_KEY_HEADER, self.keys[name]),)
+        return ((credentials.API_KEY_HEADER, self.keys[name]),)
 
 
 @pytest.fixture
 def api_keys() -> ApiKeys:
-    return ApiKeys({name: callers.new_api_key() for name in CALLERS})
+    return ApiKeys({name: credentials.new_api_key() for name in CALLERS})
 
 
 @dataclasses.dataclass
@@ -226,15 +226,15 @@ async def test_api_key_roles_decide_every_rpc(start_server: StartServer, api_key
 async def test_a_wrong_or_doubled_api_key_is_unauthenticated(start_server: StartServer, api_keys: ApiKeys) -> None:
     running = await start_server(api_keys=api_keys.entries)
     request = pb.GetSigningKeysRequest()
-    wrong = callers.new_api_key()
+    wrong = credentials.new_api_key()
 
-    unknown = await rpc_error(running.stub.GetSigningKeys(request, metadata=((callers.API_KEY_HEADER, wrong),)))
+    unknown = await rpc_error(running.stub.GetSigningKeys(request, metadata=((credentials.API_KEY_HEADER, wrong),)))
     doubled = await rpc_error(
         running.stub.GetSigningKeys(request, metadata=api_keys.metadata("verifier") + api_keys.metadata("both"))
     )
     # The entry itself, sent as if it were the key: only the key's hash is configured.
     entry = await rpc_error(
-        running.stub.GetSigningKeys(request, metadata=((callers.API_KEY_HEADER, api_keys.entries[1]),))
+        running.stub.GetSigningKeys(request, metadata=((credentials.API_KEY_HEADER, api_keys.entries[1]),))
     )
 
     assert unknown.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -419,7 +419,7 @@ def test_the_flag_that_names_the_risk_allows_an_open_address(caplog: pytest.LogC
     settings = load_settings({"AUTHORITY_LISTEN": "0.0.0.0:50051"}, allow_unauthenticated_callers="true")
     from_env = load_settings({"AUTHORITY_LISTEN": "[::]:50051", "AUTHORITY_ALLOW_UNAUTHENTICATED_CALLERS": "1"})
 
-    with caplog.at_level(logging.WARNING, logger="authority.transport"):
+    with caplog.at_level(logging.WARNING, logger="authority.api.callers"):
         transport = prepare_transport(settings)
 
     assert from_env.allow_unauthenticated_callers
@@ -437,7 +437,7 @@ def test_with_callers_configured_any_address_may_be_served(api_keys: ApiKeys) ->
 async def test_loopback_without_caller_authentication_serves_with_a_warning(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="authority.transport"):
+    with caplog.at_level(logging.WARNING, logger="authority.api.callers"):
         server = await create_server(settings)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -459,7 +459,7 @@ def _write(tmp_path: Path, name: str, data: bytes) -> str:
 
 def test_caller_settings_are_checked_naming_the_option(tmp_path: Path, pki: Pki) -> None:
     tls = pki.server_settings()
-    key = callers.new_api_key()
+    key = credentials.new_api_key()
     cases: list[tuple[dict[str, Any], str]] = [
         ({"tls_cert_file": tls["tls_cert_file"]}, "tls_key_file"),
         ({"tls_key_file": tls["tls_key_file"]}, "tls_cert_file"),
@@ -469,8 +469,8 @@ def test_caller_settings_are_checked_naming_the_option(tmp_path: Path, pki: Pki)
         ({"client_roles": ("a.internal=issuer",)}, "client_roles"),
         ({**tls, "tls_client_ca_file": pki.ca_file, "client_roles": ("a.internal=admin",)}, "client_roles"),
         ({"api_keys": (f"billing:verifier:{key}",)}, "api_keys"),  # the key where its hash belongs
-        ({"api_keys": ("billing:owner:" + callers.hash_api_key(key),)}, "api_keys"),
-        ({"api_keys": (callers.api_key_entry("billing", VERIFIER, key),) * 2}, "api_keys"),
+        ({"api_keys": ("billing:owner:" + credentials.hash_api_key(key),)}, "api_keys"),
+        ({"api_keys": (credentials.api_key_entry("billing", VERIFIER, key),) * 2}, "api_keys"),
         ({"api_keys_file": _write(tmp_path, "keys", f"billing:verifier:{key}\n".encode())}, "api_keys_file"),
         ({"api_keys_file": str(tmp_path / "no-such-file")}, "api_keys_file"),
         ({"api_keys_file": _write(tmp_path, "empty", b"# nobody yet\n")}, "api_keys_file"),
@@ -500,14 +500,14 @@ async def test_a_file_that_is_not_pem_stops_the_server_naming_it(
 
 
 def test_api_key_entries_round_trip() -> None:
-    key = callers.new_api_key()
-    entry = callers.api_key_entry("billing", BOTH, key)
-    parsed = callers.parse_api_key(entry)
-    registry = callers.CallerRegistry([parsed], {})
+    key = credentials.new_api_key()
+    entry = credentials.api_key_entry("billing", BOTH, key)
+    parsed = credentials.parse_api_key(entry)
+    registry = CallerRegistry([parsed], {})
 
-    assert key.startswith(callers.API_KEY_PREFIX) and len(key) > 40
+    assert key.startswith(credentials.API_KEY_PREFIX) and len(key) > 40
     assert entry.startswith("billing:issuer+verifier:sha256:") and key not in entry
-    assert registry.identify([key], []) == callers.Caller("billing", BOTH)
+    assert registry.identify([key], []) == Caller("billing", BOTH)
 
 
 
@@ -532,7 +532,7 @@ async def test_api_key_new_prints_the_key_once_and_an_entry_holding_only_its_has
 
     assert code == 0
     assert len(keys) == 1 and len(entries) == 1 and out.count(keys[0]) == 1
-    assert callers.CallerRegistry([callers.parse_api_key(entries[0])], {}).identify(keys, []).roles == BOTH
+    assert CallerRegistry([credentials.parse_api_key(entries[0])], {}).identify(keys, []).roles == BOTH
 
 
 async def test_api_key_new_refuses_a_bad_name_or_role() -> None:

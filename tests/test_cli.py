@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from authority.callers import api_key_entry, new_api_key, parse_roles
+from authority.credentials import api_key_entry, new_api_key, parse_roles
 from tests.conftest import TEST_KEY_ENCRYPTION_KEY
 
 AUTHORITY = str(Path(sys.executable).with_name("authority"))

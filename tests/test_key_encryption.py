@@ -15,9 +15,9 @@ import pytest
 from authority_client.v1 import authority_pb2 as pb
 
 from authority import keys
+from authority.api.server import create_server
 from authority.config import Algorithm, Settings, load_settings
 from authority.errors import ConfigError
-from authority.server import create_server
 from authority.store import Store
 from tests.conftest import StartServer
 from tests.support.calls import new_subject, reason, sign_in

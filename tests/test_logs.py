@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from authority_client.v1 import authority_pb2 as pb
 
-from authority import logs
-from authority.callers import api_key_entry, new_api_key, parse_roles
 from authority.config import Settings, describe
+from authority.credentials import api_key_entry, new_api_key, parse_roles
+from authority.ops import logs
 from tests.conftest import Running
 from tests.support.calls import new_subject, sign_in, validate
 from tests.test_admin import cli

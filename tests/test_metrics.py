@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import socket
+import time
 import urllib.request
 from collections.abc import Callable
 

@@ -30,11 +30,11 @@ from authority_client.v1 import authority_pb2_grpc
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from authority import callers, keys
-from authority.callers import Role
+from authority import credentials, keys
+from authority.api.server import create_server
 from authority.config import Settings
+from authority.credentials import Role
 from authority.errors import ConfigError
-from authority.server import create_server
 from authority.store import KeyRecord, Store
 from authority.store.schema import metadata
 from tests.conftest import StartServer
@@ -89,7 +89,7 @@ class Seen:
 
 async def scenario(stub: Stub, issuer: str, verifier: str, seen: Seen) -> None:
     """Sign-in, validation, refresh, reuse detection, replacement, logout and bad input."""
-    as_issuer, as_verifier = ((callers.API_KEY_HEADER, issuer),), ((callers.API_KEY_HEADER, verifier),)
+    as_issuer, as_verifier = ((credentials.API_KEY_HEADER, issuer),), ((credentials.API_KEY_HEADER, verifier),)
     seen.secrets.update({issuer, verifier})
     subject = new_subject()
 
@@ -126,10 +126,10 @@ async def scenario(stub: Stub, issuer: str, verifier: str, seen: Seen) -> None:
                                                metadata=as_issuer)) is grpc.StatusCode.INVALID_ARGUMENT
 
     # Callers with a wrong key, a key of the wrong role, and no key at all.
-    guessed = callers.new_api_key()
+    guessed = credentials.new_api_key()
     seen.secrets.add(guessed)
     wrong_key = stub.ListSessions(pb.ListSessionsRequest(subject=subject),
-                                  metadata=((callers.API_KEY_HEADER, guessed),))
+                                  metadata=((credentials.API_KEY_HEADER, guessed),))
     assert await seen.refused(wrong_key) is grpc.StatusCode.UNAUTHENTICATED
     wrong_role = stub.ListSessions(pb.ListSessionsRequest(subject=subject), metadata=as_verifier)
     assert await seen.refused(wrong_role) is grpc.StatusCode.PERMISSION_DENIED
@@ -174,9 +174,9 @@ def everything_at_debug() -> Iterator[Capture]:
 async def test_no_secret_reaches_a_log_record_at_debug(
     start_server: StartServer, settings: Settings, tmp_path: Path
 ) -> None:
-    issuer, verifier = callers.new_api_key(), callers.new_api_key()
-    api_keys = (callers.api_key_entry("login", [Role.ISSUER], issuer),
-                callers.api_key_entry("billing", [Role.VERIFIER], verifier))
+    issuer, verifier = credentials.new_api_key(), credentials.new_api_key()
+    api_keys = (credentials.api_key_entry("login", [Role.ISSUER], issuer),
+                credentials.api_key_entry("billing", [Role.VERIFIER], verifier))
     seen = Seen(secrets={settings.key_encryption_key})
     wrong_kek = base64.b64encode(secrets.token_bytes(32)).decode()
     seen.secrets.add(wrong_kek)
@@ -196,7 +196,7 @@ async def test_no_secret_reaches_a_log_record_at_debug(
     for record in await _keys(settings.database_url):
         seen.private_key(keys.open_private_key(record.private_key, record.kid, kek))
     # The capture really saw the libraries' debug output, and the errors were logged.
-    assert {"authority.app", "authority.transport", "sqlalchemy.engine.Engine"} <= capture.loggers
+    assert {"authority.app", "authority.api.callers", "sqlalchemy.engine.Engine"} <= capture.loggers
     assert any("does not open signing key" in line for line in capture.lines)
     assert leaks(capture.lines + seen.details, seen) == []
 
@@ -212,9 +212,9 @@ async def _keys(database_url: str) -> list[KeyRecord]:
 @pytest.mark.parametrize("store", ["sqlite"])
 async def test_serve_at_debug_logs_no_secret(database_url: str, tmp_path: Path) -> None:
     """The operator's view: ``authority serve`` at DEBUG, plaintext keys on SQLite, every stderr line."""
-    issuer, verifier = callers.new_api_key(), callers.new_api_key()
-    entries = ",".join((callers.api_key_entry("login", [Role.ISSUER], issuer),
-                        callers.api_key_entry("billing", [Role.VERIFIER], verifier)))
+    issuer, verifier = credentials.new_api_key(), credentials.new_api_key()
+    entries = ",".join((credentials.api_key_entry("login", [Role.ISSUER], issuer),
+                        credentials.api_key_entry("billing", [Role.VERIFIER], verifier)))
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("AUTHORITY_")},
            "AUTHORITY_LOG_LEVEL": "DEBUG", "AUTHORITY_API_KEYS": entries, "GRPC_VERBOSITY": "DEBUG"}
     seen = Seen()

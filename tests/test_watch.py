@@ -16,9 +16,9 @@ from authority_client.v1 import authority_pb2 as pb
 from google.protobuf.duration_pb2 import Duration
 
 from authority import revocations
+from authority.api.status import status_of
 from authority.errors import WatcherTooSlow
 from authority.keys import rotate_key
-from authority.status import status_of
 from authority.store import Revocation
 from tests.conftest import Running, StartServer
 from tests.support.calls import Stub, new_subject, rpc_error, sign_in

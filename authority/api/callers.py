@@ -1,18 +1,20 @@
-"""How calls reach the authority: the port's TLS credentials and the interceptor that
-admits only authenticated callers with the right role.
+"""Caller authentication on the gRPC port: the port's TLS credentials, who a call comes
+from, whether its roles allow the RPC, and the interceptor that admits only such calls.
 
 The interceptor guards ``authority.v1.TokenAuthority`` only; health and reflection stay
 open so that load balancers and generic tools work without credentials. It runs before
 every other interceptor, so an unauthenticated caller learns nothing about its request.
-What is refused with which status is decided by :mod:`authority.status`.
+What is refused with which status is decided by :mod:`authority.api.status`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -20,16 +22,100 @@ from authority_client.v1 import authority_pb2 as pb
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from authority import callers
-from authority.callers import Caller, CallerRegistry
+from authority.api.status import status_of
 from authority.config import Settings, is_loopback, read_option_file
+from authority.credentials import API_KEY_HEADER, ApiKey, Role, parse_api_key, parse_client_role
 from authority.errors import CallerNotPermitted, CallerUnauthenticated, ConfigError
-from authority.status import status_of
 
 log = logging.getLogger(__name__)
 
 _SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["TokenAuthority"].full_name + "/"
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# The role each RPC needs. RevokeToken is decided by its target (see :func:`authorize`);
+# an RPC missing from this table is refused to everyone.
+_NEEDS: dict[str, Role] = {
+    "IssueToken": Role.ISSUER,
+    "RefreshToken": Role.ISSUER,
+    "ListSessions": Role.ISSUER,
+    "ValidateToken": Role.VERIFIER,
+    "GetSigningKeys": Role.VERIFIER,
+    "WatchRevocations": Role.VERIFIER,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """An authenticated calling service: the name it is known by and its roles."""
+
+    name: str
+    roles: frozenset[Role]
+
+
+class CallerRegistry:
+    """The callers this authority knows: API keys by hash, certificate identities by name."""
+
+    def __init__(self, api_keys: Sequence[ApiKey], client_roles: dict[str, frozenset[Role]]) -> None:
+        self._api_keys = tuple(api_keys)
+        self._client_roles = dict(client_roles)
+
+    def identify(self, presented_keys: Sequence[str], certificate_identities: Sequence[str]) -> Caller:
+        """The caller behind an API key (when one is presented) and a verified client
+        certificate's identities (when there is one); roles from both add up.
+
+        Raises :class:`CallerUnauthenticated` when nothing identifies the caller or the
+        key is wrong, and :class:`CallerNotPermitted` for a verified certificate that
+        no ``client_roles`` entry names.
+        """
+        names: list[str] = []
+        roles: set[Role] = set()
+        if len(presented_keys) > 1:
+            raise CallerUnauthenticated(f"send one {API_KEY_HEADER}, not several")
+        if presented_keys:
+            api_key = self._api_key(presented_keys[0])
+            if api_key is None:
+                raise CallerUnauthenticated("the API key is not valid")
+            names.append(api_key.name)
+            roles |= api_key.roles
+        for identity in dict.fromkeys(certificate_identities):
+            if identity in self._client_roles:
+                names.append(identity)
+                roles |= self._client_roles[identity]
+        if not names:
+            if certificate_identities:
+                raise CallerNotPermitted(f"client certificate {certificate_identities[0]!r} has no role")
+            raise CallerUnauthenticated(f"no caller credentials: send an API key in {API_KEY_HEADER} "
+                                        "or connect with a client certificate")
+        return Caller("+".join(dict.fromkeys(names)), frozenset(roles))
+
+    def _api_key(self, presented: str) -> ApiKey | None:
+        digest = hashlib.sha256(presented.encode(errors="surrogatepass")).digest()
+        found = None
+        # Compare with every entry, in constant time each, so the time taken says
+        # nothing about how close a guess came or which entry matched.
+        for api_key in self._api_keys:
+            if hmac.compare_digest(digest, api_key.digest):
+                found = api_key
+        return found
+
+
+def authorize(caller: Caller, rpc: str, revokes_presented_token: bool) -> None:
+    """Raises :class:`CallerNotPermitted` unless ``caller``'s roles allow ``rpc``.
+
+    ``revokes_presented_token``: a RevokeToken request whose target is a token, which a
+    verifier may send (logout through the service that holds the token).
+    """
+    if rpc == "RevokeToken":
+        if Role.ISSUER in caller.roles or (revokes_presented_token and Role.VERIFIER in caller.roles):
+            return
+        needed = "the verifier role with a token target, or the issuer role" if Role.VERIFIER in caller.roles \
+            else "the issuer role"
+        raise CallerNotPermitted(f"{caller.name} may not call RevokeToken with this target: it needs {needed}")
+    role = _NEEDS.get(rpc)
+    if role is None:
+        raise CallerNotPermitted(f"{rpc} is not open to callers")
+    if role not in caller.roles:
+        raise CallerNotPermitted(f"{caller.name} may not call {rpc}: it needs the {role.value} role")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +146,8 @@ def prepare_transport(settings: Settings) -> Transport:
         return Transport(credentials, ())
     if credentials is None and not is_loopback(host):
         log.warning("API keys are sent in plaintext to %s: configure tls_cert_file and tls_key_file", host)
-    api_keys = [callers.parse_api_key(entry) for entry in settings.api_key_entries()]
-    client_roles = dict(callers.parse_client_role(entry) for entry in settings.client_roles)
+    api_keys = [parse_api_key(entry) for entry in settings.api_key_entries()]
+    client_roles = dict(parse_client_role(entry) for entry in settings.client_roles)
     registry = CallerRegistry(api_keys, client_roles)
     log.info("caller authentication: %d API keys, %d client identities", len(api_keys), len(client_roles))
     return Transport(credentials, (AuthenticateCallers(registry, bool(settings.tls_client_ca_file)),))
@@ -123,7 +209,7 @@ class AuthenticateCallers(grpc.aio.ServerInterceptor):
             return handler
         rpc = method.removeprefix(_SERVICE_PREFIX)
         metadata = handler_call_details.invocation_metadata or ()
-        keys = [str(value) for key, value in metadata if key == callers.API_KEY_HEADER]
+        keys = [str(value) for key, value in metadata if key == API_KEY_HEADER]
         admit = self._admit
         # Every kind of method is guarded, so one added to the service later is too.
         kind = "_".join("stream" if streaming else "unary"
@@ -153,7 +239,7 @@ class AuthenticateCallers(grpc.aio.ServerInterceptor):
             revokes_presented_token = isinstance(request, pb.RevokeTokenRequest) and (
                 request.WhichOneof("target") == "token"
             )
-            callers.authorize(caller, rpc, revokes_presented_token)
+            authorize(caller, rpc, revokes_presented_token)
         except (CallerUnauthenticated, CallerNotPermitted) as refused:
             # The peer address and the reason only: never the key that was presented.
             log.info("refused %s from %s: %s", rpc, context.peer(), refused)

@@ -2,7 +2,7 @@
 
 It wraps the handler itself (not just the lookup), so it sees the final status of
 every call, unary or streaming: OK, a status set by ``context.abort`` (every domain
-error becomes one in :mod:`authority.status`), UNKNOWN for an exception that escaped,
+error becomes one in :mod:`authority.api.status`), UNKNOWN for an exception that escaped,
 CANCELLED when the caller went away. The time runs from the handler's start to that
 status; for a stream, to its end.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 import grpc
 
-from authority.logs import log_rpc, rpc_log
-from authority.metrics import Metrics
+from authority.ops.logs import log_rpc, rpc_log
+from authority.ops.metrics import Metrics
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -19,15 +19,15 @@ from authority_client.v1 import authority_pb2, authority_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from authority import logs
+from authority.api.callers import prepare_transport
+from authority.api.observe import RpcObserver
+from authority.api.servicer import TokenAuthorityService
+from authority.api.status import RejectUndecodableRequests
 from authority.app import Authority
 from authority.config import Settings, metrics_address
 from authority.errors import ConfigError
-from authority.metrics import Metrics, MetricsHttpServer
-from authority.observe import RpcObserver
-from authority.service import TokenAuthorityService
-from authority.status import RejectUndecodableRequests
-from authority.transport import prepare_transport
+from authority.ops import logs
+from authority.ops.metrics import Metrics, MetricsHttpServer
 
 log = logging.getLogger(__name__)
 

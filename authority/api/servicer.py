@@ -11,14 +11,14 @@ from authority_client.v1 import authority_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from authority.api.status import streaming, unary
 from authority.app import Authority
 from authority.config import Policy
 from authority.errors import InvalidArgument, SessionLimitReached
-from authority.metrics import Metrics
+from authority.ops.metrics import Metrics
 from authority.revocations import CaughtUp, Heartbeat
 from authority.sessions import SignIn
 from authority.store import Revocation
-from authority.status import streaming, unary
 from authority.tokens import AccessClaims, InvalidToken
 
 Context = grpc.aio.ServicerContext[Any, Any]

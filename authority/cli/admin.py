@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from authority.admin_client import POLICIES, AdminCallFailed, AdminClient, IssuedTokens
+from authority.cli.admin_client import POLICIES, AdminCallFailed, AdminClient, IssuedTokens
 from authority.config import parse_duration
 from authority.errors import ConfigError
 

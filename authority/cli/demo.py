@@ -14,7 +14,7 @@ import grpc
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 
-from authority.callers import API_KEY_HEADER
+from authority.credentials import API_KEY_HEADER
 
 
 async def run_demo(target: str, say: Callable[[str], object], api_key: str | None = None) -> bool:

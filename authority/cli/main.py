@@ -1,5 +1,5 @@
 """The ``authority`` command line: serve, migrate, config, keys, demo, api-key new, and the
-admin commands (``token``, ``sessions``; see :mod:`authority.admin`).
+admin commands (``token``, ``sessions``; see :mod:`authority.cli.admin`).
 
 Every option of ``serve``, ``migrate`` and ``config`` is also an ``AUTHORITY_*``
 environment variable; a flag wins over its variable. Errors print one line and exit
@@ -15,10 +15,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from authority import admin, keys_command, logs
-from authority.callers import API_KEY_HEADER, Role, api_key_entry, new_api_key, parse_roles
+from authority.cli import admin
+from authority.cli import keys as keys_commands
 from authority.config import Settings, describe, load_settings, sources
+from authority.credentials import API_KEY_HEADER, Role, api_key_entry, new_api_key, parse_roles
 from authority.errors import AuthorityError, ConfigError
+from authority.ops import logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="an API key with the issuer and verifier roles, when the authority authenticates "
                            "callers (AUTHORITY_API_KEY)")
 
-    keys_command.add_parser(commands)
+    keys_commands.add_parser(commands)
 
     api_key = commands.add_parser("api-key", help="API keys for calling services")
     api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
@@ -118,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in admin.COMMANDS:
             return admin.run(args)
         if args.command == "demo":
-            from authority.demo import run_demo
+            from authority.cli.demo import run_demo
 
             return 0 if asyncio.run(run_demo(args.target, print, args.api_key)) else 1
         if args.command == "api-key":
@@ -132,14 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = _settings(args)
         logs.install(settings.log_level, settings.log_format)
         if args.command == "keys":
-            return keys_command.run(args, settings)
+            return keys_commands.run(args, settings)
         if args.command == "migrate":
             from authority.store.migrate import migrate
 
             migrated_from = asyncio.run(migrate(settings.database_url))
             print("schema is up to date" if migrated_from is None else f"migrated the schema (was: {migrated_from})")
             return 0
-        from authority.server import serve
+        from authority.api.server import serve
 
         asyncio.run(serve(settings))
         return 0
@@ -149,6 +151,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Log output: JSON lines for machines, plain lines for a terminal, one line per RPC.
 
 :func:`install` sets up the root logger once, from the command line. The per-RPC line
-is written by :class:`authority.observe.RpcObserver` through :func:`log_rpc`; it
+is written by :class:`authority.api.observe.RpcObserver` through :func:`log_rpc`; it
 names the method, the status code, the duration, the peer and, when the request
 names a subject, a hash of it. Never a token, a refresh token, a key or an API key:
 nothing from a request reaches a log line except through the hash.

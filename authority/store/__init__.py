@@ -1,4 +1,9 @@
-"""The store of record: SQLAlchemy tables, every query, and the Alembic migrations."""
+"""The store of record: SQLAlchemy tables, every query, and the Alembic migrations.
+
+Holds no business rule: the domain decides, the store reads and writes. May import only
+the bottom layer (:mod:`authority.config`, :mod:`authority.errors`); SQLAlchemy's and the
+drivers' exceptions stop here, translated into :mod:`authority.errors`.
+"""
 
 from authority.store.records import KeyRecord, RefreshRecord, Revocation, SessionRecord
 from authority.store.store import Store, Tx

@@ -7,10 +7,14 @@
   :class:`AsyncValidator` in remote or local mode; handlers read the caller with
   :func:`current_claims`.
 - :class:`BearerToken` / :class:`AsyncBearerToken`: client interceptors that send one.
-- :mod:`authority_client.testing`: an in-process authority for a consumer's own tests
-  (needs the ``testing`` extra).
+- :mod:`authority_client.local`: local mode's signing keys, revocation mirror and the
+  follower of the revocation stream.
 
-The generated gRPC stubs for ``authority.v1`` live in :mod:`authority_client.v1`.
+The generated gRPC stubs for ``authority.v1`` live in :mod:`authority_client.v1`. An
+in-process authority for a consumer's own tests is the server's: :mod:`authority.testing`.
+
+Nothing in this package imports the server package :mod:`authority` (import-linter keeps
+it so): consumers install the client alone.
 """
 
 from authority_client.access import AccessRules
@@ -19,8 +23,8 @@ from authority_client.bearer import AsyncBearerToken, BearerToken
 from authority_client.channel import ChannelSettings
 from authority_client.client import AuthorityClient
 from authority_client.context import current_claims
-from authority_client.follow import FollowSettings
 from authority_client.interceptors import AsyncAuthInterceptor, AuthInterceptor
+from authority_client.local.follow import FollowSettings
 from authority_client.types import (
     AccessClaims,
     InvalidReason,

@@ -12,10 +12,10 @@ Two modes, chosen by :class:`ValidationSettings`:
 ``Mode.LOCAL``
     Signatures and claims are checked in-process (:mod:`authority_client.verify`) with the
     keys of GetSigningKeys and the stream, and revocations against the
-    :class:`~authority_client.mirror.RevocationMirror`. A token whose signature or claims
+    :class:`~authority_client.local.mirror.RevocationMirror`. A token whose signature or claims
     are bad is refused on the spot. With ``local_cache_size`` > 0, a token verified in
     full is remembered until it expires or the key set changes
-    (:mod:`authority_client.verified`), so the same token again skips the signature check;
+    (:mod:`authority_client.local.verified`), so the same token again skips the signature check;
     revocation and freshness are still checked on every call. A good one is accepted only while the mirror is fresh;
     otherwise ValidateToken decides, and when the authority cannot be reached either, the
     call is refused with :class:`~authority_client.errors.Unavailable`. Nothing is ever
@@ -42,11 +42,11 @@ from authority_client.async_client import AsyncAuthorityClient
 from authority_client.cache import ClaimsCache
 from authority_client.client import AuthorityClient
 from authority_client.errors import AuthorityError, Unavailable
-from authority_client.follow import AsyncMirrorFollower, FollowSettings, MirrorFollower
-from authority_client.keys import SigningKeys
-from authority_client.mirror import RevocationMirror
+from authority_client.local.follow import AsyncMirrorFollower, FollowSettings, MirrorFollower
+from authority_client.local.keys import SigningKeys
+from authority_client.local.mirror import RevocationMirror
+from authority_client.local.verified import DEFAULT_SIZE, VerifiedTokens
 from authority_client.types import AccessClaims, InvalidReason, Validation
-from authority_client.verified import DEFAULT_SIZE, VerifiedTokens
 from authority_client.verify import InvalidToken, TokenVerifier
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
-
 from authority_client import (
     AsyncAuthorityClient,
     AsyncValidator,
@@ -27,8 +26,9 @@ from authority_client import (
     ValidationSettings,
     Validator,
 )
-from authority_client.mirror import RevocationMirror
-from authority_client.testing import InProcessAuthority
+from authority_client.local.mirror import RevocationMirror
+
+from authority.testing import InProcessAuthority
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "greeter"))
 

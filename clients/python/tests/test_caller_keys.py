@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import FLAVOURS, Consumer, validation_settings
-
-from authority.callers import Role, api_key_entry, new_api_key
 from authority_client import AuthorityClient
 from authority_client.errors import PermissionDenied, Unauthenticated
-from authority_client.testing import InProcessAuthority
+from conftest import FLAVOURS, Consumer, validation_settings
+
+from authority.credentials import Role, api_key_entry, new_api_key
+from authority.testing import InProcessAuthority
 
 LOGIN_KEY = new_api_key()
 GREETER_KEY = new_api_key()

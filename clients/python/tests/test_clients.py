@@ -9,7 +9,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from authority_client import (
     AsyncAuthorityClient,
     AuthorityClient,
@@ -26,7 +25,8 @@ from authority_client.errors import (
     SessionLimitReached,
     Unavailable,
 )
-from authority_client.testing import AsyncInProcessAuthority, InProcessAuthority
+
+from authority.testing import AsyncInProcessAuthority, InProcessAuthority
 
 
 def test_every_rpc_speaks_python_types(authority: InProcessAuthority) -> None:

@@ -12,10 +12,9 @@ from typing import Any
 
 import grpc
 import pytest
-
 from authority_client import AsyncAuthorityClient, AuthorityClient, FollowSettings
-from authority_client.follow import AsyncMirrorFollower, MirrorFollower
-from authority_client.mirror import RevocationMirror
+from authority_client.local.follow import AsyncMirrorFollower, MirrorFollower
+from authority_client.local.mirror import RevocationMirror
 from authority_client.types import RevocationEvent, RevocationEventKind
 from authority_client.v1 import authority_pb2 as pb
 
@@ -102,7 +101,7 @@ async def test_a_silent_stream_is_reopened_after_the_last_sequence_in_asyncio() 
 def test_a_position_the_authority_never_reached_makes_the_follower_start_again_from_zero() -> None:
     """As after a database restored from a backup: the consumer's last sequence is beyond
     the log's end. The authority answers OUT_OF_RANGE and the follower takes a snapshot."""
-    testing = pytest.importorskip("authority_client.testing")
+    testing = pytest.importorskip("authority.testing")
     with testing.InProcessAuthority() as authority:
         first = authority.sign_in("user-restart", "laptop")
         authority.sign_in("user-restart", "phone")  # revokes the laptop's session

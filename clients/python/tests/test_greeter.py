@@ -9,7 +9,7 @@ import grpc
 import pytest
 from conftest import FLAVOURS, MODES, Consumer, StartConsumer
 
-from authority_client.testing import InProcessAuthority
+from authority.testing import InProcessAuthority
 
 AUDIENCE = "greeter"
 
@@ -94,7 +94,6 @@ def test_bearer_interceptor_attaches_the_current_token(
     authority: InProcessAuthority, start_consumer: StartConsumer
 ) -> None:
     import greeter
-
     from authority_client import BearerToken
 
     consumer = start_consumer("grpc", "remote")
@@ -110,7 +109,6 @@ async def test_async_bearer_interceptor_attaches_the_current_token(
     authority: InProcessAuthority, start_consumer: StartConsumer
 ) -> None:
     import greeter
-
     from authority_client import AsyncBearerToken
 
     consumer = start_consumer("grpc", "remote")
@@ -129,9 +127,9 @@ async def test_async_bearer_interceptor_attaches_the_current_token(
 async def test_an_asyncio_consumer_tests_itself_in_one_event_loop() -> None:
     """How a grpc.aio service writes its own test: authority, validator and service in one loop."""
     import greeter
-
     from authority_client import AsyncValidator, Mode, ValidationSettings
-    from authority_client.testing import AsyncInProcessAuthority
+
+    from authority.testing import AsyncInProcessAuthority
 
     async with AsyncInProcessAuthority(audiences=("token-authority", AUDIENCE)) as authority:
         async with AsyncValidator(authority.client, ValidationSettings(mode=Mode.LOCAL)) as validator:

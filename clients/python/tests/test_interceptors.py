@@ -10,8 +10,6 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import FLAVOURS, _Loop
-
 from authority_client import (
     AccessRules,
     AsyncAuthInterceptor,
@@ -24,7 +22,9 @@ from authority_client import (
     Validator,
     current_claims,
 )
-from authority_client.testing import InProcessAuthority
+from conftest import FLAVOURS, _Loop
+
+from authority.testing import InProcessAuthority
 
 SERVICE = "kinds.v1.Kinds"
 RULES = AccessRules.of("token-authority")

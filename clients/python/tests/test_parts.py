@@ -4,12 +4,11 @@ limit, the access rules and bearer-token parsing."""
 from __future__ import annotations
 
 import pytest
-
 from authority_client import AccessClaims, AccessRules, RevocationEvent, RevocationEventKind
 from authority_client.access import bearer_token
 from authority_client.cache import ClaimsCache
-from authority_client.keys import SigningKeys
-from authority_client.mirror import RevocationMirror
+from authority_client.local.keys import SigningKeys
+from authority_client.local.mirror import RevocationMirror
 
 
 class Clock:

@@ -9,7 +9,7 @@ import grpc
 import pytest
 from conftest import FLAVOURS, Consumer, StartConsumer
 
-from authority_client.testing import InProcessAuthority
+from authority.testing import InProcessAuthority
 
 AUDIENCE = "greeter"
 

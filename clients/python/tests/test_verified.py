@@ -12,13 +12,12 @@ from typing import Any
 
 import jwt
 import pytest
+from authority_client import InvalidReason, Mode, RevocationEvent, RevocationEventKind, ValidationSettings
+from authority_client.local.verified import VerifiedTokens
+from authority_client.validation import _Decisions, _Step
+from authority_client.verify import InvalidToken, KeySet
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
-
-from authority_client import InvalidReason, Mode, RevocationEvent, RevocationEventKind, ValidationSettings
-from authority_client.validation import _Decisions, _Step
-from authority_client.verified import VerifiedTokens
-from authority_client.verify import InvalidToken, KeySet
 
 ISSUER = "token-authority"
 AUDIENCE = "greeter"

@@ -8,11 +8,11 @@ import json
 
 import jwt
 import pytest
+from authority_client import AuthorityClient, Mode, ValidationSettings, Validator
+from authority_client.verify import InvalidToken
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from authority_client import AuthorityClient, Mode, ValidationSettings, Validator
-from authority_client.testing import InProcessAuthority
-from authority_client.verify import InvalidToken
+from authority.testing import InProcessAuthority
 
 
 def _segment(data: dict[str, object]) -> str:

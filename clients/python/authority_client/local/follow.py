@@ -18,11 +18,10 @@ import random
 import threading
 
 import grpc
-
 from authority_client.async_client import AsyncAuthorityClient
 from authority_client.client import AuthorityClient, RevocationStream
 from authority_client.errors import AuthorityError
-from authority_client.mirror import RevocationMirror
+from authority_client.local.mirror import RevocationMirror
 
 log = logging.getLogger(__name__)
 

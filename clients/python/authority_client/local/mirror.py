@@ -1,6 +1,6 @@
 """A consumer's copy of the authority's live revocations, and how fresh it is.
 
-The copy is fed by the WatchRevocations stream (see :mod:`authority_client.follow`). It
+The copy is fed by the WatchRevocations stream (see :mod:`authority_client.local.follow`). It
 can vouch for a token only while it is *fresh*: complete as of a moment no longer than
 ``max_staleness`` ago. It becomes complete when the stream says CAUGHT_UP after its
 backlog, and stays so while HEARTBEATs and live revocations keep arriving; a consumer
