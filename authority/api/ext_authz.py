@@ -7,8 +7,10 @@ other HTTP surface's: the token is read and a refusal built by
 :class:`~authority.validation.Validator` as ValidateToken, with the same reasons.
 
 - **Allowed**: OK, with ``x-authority-subject``, ``-session-id``, ``-device-id`` and
-  ``-token-id`` set for the upstream, and the same headers, as the client sent them,
-  removed: a client can never spoof them.
+  ``-token-id`` set for the upstream, each with ``OVERWRITE_IF_EXISTS_OR_ADD``, which
+  removes every copy the client sent: a client can never spoof them. (They are not also
+  named in ``headers_to_remove``: Envoy applies that list after the headers it sets, so it
+  would take the authority's own values away.)
 - **Denied**: the HTTP status, ``WWW-Authenticate`` challenge and JSON body of the
   :class:`~authority_client.http.bearer.Denial`.
 - **Stale view**: the call fails with UNAVAILABLE (the one status map), like
@@ -67,13 +69,12 @@ def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
 
 
 def allowed(claims: AccessClaims) -> ext.CheckResponse:
-    """OK, with the token's identity for the upstream and the client's copies removed."""
+    """OK, with the token's identity for the upstream, replacing whatever the client sent."""
     identity = (claims.subject, claims.session_id, claims.device_id, claims.token_id)
     return ext.CheckResponse(
         status=status_pb2.Status(code=code_pb2.OK),
         ok_response=ext.OkHttpResponse(
             headers=[_header(key, value) for key, value in zip(IDENTITY_HEADERS, identity)],
-            headers_to_remove=IDENTITY_HEADERS,
         ),
     )
 
