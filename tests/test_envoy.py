@@ -15,7 +15,7 @@ from authority_client.verify import InvalidReason
 
 from tests.conftest import Running, StartServer
 from tests.support.calls import new_subject, sign_in
-from tests.support.envoy import EchoService, Envoy, echo_service, render
+from tests.support.envoy import EchoService, Envoy, echo_service, envoy_binary, render
 
 IDENTITY = ("x-authority-subject", "x-authority-session-id", "x-authority-device-id", "x-authority-token-id")
 
@@ -28,7 +28,8 @@ def service() -> Iterator[EchoService]:
 
 @pytest.fixture
 async def envoy(authority: Running, service: EchoService, tmp_path: Path) -> AsyncIterator[Envoy]:
-    envoy = await asyncio.to_thread(Envoy.start, render(service.port, authority.server.port), tmp_path)
+    binary = envoy_binary()
+    envoy = await asyncio.to_thread(Envoy.start, binary, render(service.port, authority.server.port), tmp_path)
     yield envoy
     await asyncio.to_thread(envoy.stop)
 

