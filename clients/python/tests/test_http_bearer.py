@@ -4,6 +4,8 @@ status (RFC 6750 §3.1), its challenge and its text from the one table."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -105,3 +107,14 @@ def test_unavailable_is_503_with_retry_after_and_no_challenge() -> None:
 def test_every_request_problem_has_its_own_text() -> None:
     texts = {problem_text(problem) for problem in RequestProblem}
     assert len(texts) == len(RequestProblem)
+
+
+def test_the_middlewares_import_no_web_framework() -> None:
+    # Frameworks are optional extras: importing the middlewares must not need one.
+    code = (
+        "import sys, authority_client.http.asgi, authority_client.http.wsgi, authority_client.http.bearer;"
+        "bad = [m for m in ('starlette', 'fastapi', 'flask', 'werkzeug', 'django', 'uvicorn') if m in sys.modules];"
+        "print(bad); sys.exit(bool(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

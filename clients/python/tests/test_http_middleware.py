@@ -15,6 +15,8 @@ import flask
 import httpx
 import pytest
 import uvicorn
+import websockets.exceptions
+import websockets.sync.client
 import werkzeug.serving
 from authority_client import (
     AsyncAuthorityClient,
@@ -33,7 +35,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from authority.testing import InProcessAuthority
 
@@ -56,8 +59,13 @@ def _starlette(validator: AsyncValidator) -> Starlette:
     async def healthz(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
+    async def live(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text(websocket.state.authority_claims.subject)
+        await websocket.close()
+
     return Starlette(
-        routes=[Route("/orders", orders), Route("/healthz", healthz)],
+        routes=[Route("/orders", orders), Route("/healthz", healthz), WebSocketRoute("/live", live)],
         middleware=[Middleware(asgi.BearerAuthMiddleware, validator=validator, audience=AUDIENCE,
                                public_paths=["/healthz"], retry_after=2)],
     )
@@ -157,13 +165,22 @@ def authority(tmp_path: Any) -> Iterator[InProcessAuthority]:
         yield running
 
 
-@pytest.fixture(params=[(f, m) for f in FLAVOURS for m in MODES], ids=lambda p: f"{p[0]}-{p[1]}")
-def app(request: pytest.FixtureRequest, authority: InProcessAuthority) -> Iterator[WebApp]:
-    flavour, mode = request.param
+def _served(flavour: str, mode: str, authority: InProcessAuthority) -> Iterator[WebApp]:
     web = WebApp(flavour, authority.target, validation_settings(mode, max_staleness=MAX_STALENESS))
     web.wait_until_fresh()
     yield web
     web.close()
+
+
+@pytest.fixture(params=[(f, m) for f in FLAVOURS for m in MODES], ids=lambda p: f"{p[0]}-{p[1]}")
+def app(request: pytest.FixtureRequest, authority: InProcessAuthority) -> Iterator[WebApp]:
+    yield from _served(*request.param, authority)
+
+
+@pytest.fixture(params=MODES)
+def asgi_app(request: pytest.FixtureRequest, authority: InProcessAuthority) -> Iterator[WebApp]:
+    """The Starlette app alone: WebSockets are ASGI's."""
+    yield from _served("asgi", request.param, authority)
 
 
 def test_the_single_device_rule_behind_the_middleware(app: WebApp, authority: InProcessAuthority) -> None:
@@ -242,3 +259,20 @@ def test_a_token_that_cannot_be_checked_gets_503_with_retry_after(app: WebApp, a
     assert response.headers["retry-after"] == "2"
     assert "www-authenticate" not in response.headers
     assert response.json() == {"error": "temporarily_unavailable", "error_description": UNAVAILABLE_TEXT}
+
+
+
+def test_a_websocket_handshake_is_checked_too(asgi_app: WebApp, authority: InProcessAuthority) -> None:
+    url = f"ws://127.0.0.1:{asgi_app.port}/live"
+    issued = authority.sign_in("dave", "laptop", audience=AUDIENCE)
+
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        websockets.sync.client.connect(url, open_timeout=10)
+    with websockets.sync.client.connect(
+        url, additional_headers={"authorization": f"Bearer {issued.access_token}"}, open_timeout=10
+    ) as websocket:
+        greeting = websocket.recv(timeout=10)
+
+    assert refused.value.response.status_code == 401
+    assert refused.value.response.headers["www-authenticate"] == "Bearer"
+    assert greeting == "dave"

@@ -12,8 +12,10 @@ A refused request gets the answer of :mod:`authority_client.http.bearer` (401 or
 ``WWW-Authenticate``, 503 with ``Retry-After``) and never reaches the app. An admitted
 one's :class:`~authority_client.types.AccessClaims` are in ``scope["state"]["authority_claims"]``
 (Starlette: ``request.state.authority_claims``) and :func:`authority_client.current_claims`.
-WebSocket handshakes are checked alike; a refused one is closed with code 1008 (policy
-violation) before it is accepted. Lifespan events pass through.
+WebSocket handshakes are checked alike: a refused one gets the same HTTP answer where the
+server offers the ``websocket.http.response`` extension (uvicorn does), and is otherwise
+closed before it is accepted (code 1008, policy violation; servers answer the handshake
+403). Lifespan events pass through.
 """
 
 from __future__ import annotations
@@ -80,11 +82,14 @@ class BearerAuthMiddleware:
 
 
 async def _refuse(scope: Scope, send: Send, denial: Denial) -> None:
+    prefix = "http.response"
     if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": denial.description})
-        return
+        if "websocket.http.response" not in (scope.get("extensions") or {}):
+            await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": denial.description})
+            return
+        prefix = "websocket.http.response"
     body = denial.body
     headers = [(name.encode(), value.encode()) for name, value in denial.headers]
     headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": denial.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{prefix}.start", "status": denial.status, "headers": headers})
+    await send({"type": f"{prefix}.body", "body": body})
