@@ -104,12 +104,9 @@ def _requests(rpc: str, items: Sequence[str]) -> tuple[list[Any], Callable[[Any]
 
 def _check_request(token: str) -> Any:
     """An ext_authz CheckRequest as Envoy sends one for ``GET /orders`` with the token."""
-    from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
+    from tests.support.checks import check_request
 
-    http = attribute_context_pb2.AttributeContext.HttpRequest(method="GET", path="/orders", host="bench")
-    http.header_map.headers.add(key="authorization", raw_value=f"Bearer {token}".encode())
-    context = attribute_context_pb2.AttributeContext(request=attribute_context_pb2.AttributeContext.Request(http=http))
-    return external_auth_pb2.CheckRequest(attributes=context)
+    return check_request(f"Bearer {token}")
 
 
 async def _drive(

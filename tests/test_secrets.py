@@ -142,7 +142,7 @@ async def ext_authz_checks(channel: grpc.aio.Channel, issuer: str, verifier: str
     from envoy.service.auth.v3 import external_auth_pb2_grpc
     from google.rpc import code_pb2
 
-    from tests.test_ext_authz import check_request
+    from tests.support.checks import check_request
 
     stub, as_verifier = authority_pb2_grpc.TokenAuthorityStub(channel), ((credentials.API_KEY_HEADER, verifier),)
     authorization = external_auth_pb2_grpc.AuthorizationStub(channel)
