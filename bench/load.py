@@ -28,9 +28,9 @@ class Phase:
 
     name: str
     target: str
-    # "health", "validate" or "issue"
+    # "health", "validate", "check" (ext_authz), "issue", or "http" (GETs, bench.http_load)
     rpc: str
-    # validate: tokens; issue: "subject device" pairs; health: unused
+    # validate, check, http: tokens; issue: "subject device" pairs; health: unused
     items: Sequence[str]
     workers: int
     concurrency: int
@@ -93,6 +93,8 @@ def _requests(rpc: str, items: Sequence[str]) -> tuple[list[Any], Callable[[Any]
         return [health_pb2.HealthCheckRequest()], lambda stubs: stubs[1].Check
     if rpc == "validate":
         return [pb.ValidateTokenRequest(token=t) for t in items], lambda stubs: stubs[0].ValidateToken
+    if rpc == "check":
+        return [_check_request(t) for t in items], lambda stubs: stubs[2].Check
     pairs = [item.split(" ", 1) for item in items]
     return (
         [pb.IssueTokenRequest(subject=s, device_id=d) for s, d in pairs],
@@ -100,16 +102,25 @@ def _requests(rpc: str, items: Sequence[str]) -> tuple[list[Any], Callable[[Any]
     )
 
 
+def _check_request(token: str) -> Any:
+    """An ext_authz CheckRequest as Envoy sends one for ``GET /orders`` with the token."""
+    from tests.support.checks import check_request
+
+    return check_request(f"Bearer {token}")
+
+
 async def _drive(
     phase: Phase, items: Sequence[str], ready: multiprocessing.synchronize.Barrier, done: Any
 ) -> tuple[int, int, float, array.array[float]]:
     import grpc
     from authority_client.v1 import authority_pb2_grpc
+    from envoy.service.auth.v3 import external_auth_pb2_grpc
     from grpc_health.v1 import health_pb2_grpc
 
     requests, pick = _requests(phase.rpc, items)
     async with grpc.aio.insecure_channel(phase.target) as channel:
-        stubs = (authority_pb2_grpc.TokenAuthorityStub(channel), health_pb2_grpc.HealthStub(channel))
+        stubs = (authority_pb2_grpc.TokenAuthorityStub(channel), health_pb2_grpc.HealthStub(channel),
+                 external_auth_pb2_grpc.AuthorizationStub(channel))
         call = pick(stubs)
         from grpc_health.v1 import health_pb2
 
@@ -150,7 +161,12 @@ async def _drive(
 
 def _worker(phase: Phase, items: Sequence[str], ready: Any, done: Any, results: Any) -> None:
     try:
-        calls, errors, elapsed, latencies = asyncio.run(_drive(phase, items, ready, done))
+        if phase.rpc == "http":
+            from bench import http_load
+
+            calls, errors, elapsed, latencies = asyncio.run(http_load.drive(phase, items, ready, done))
+        else:
+            calls, errors, elapsed, latencies = asyncio.run(_drive(phase, items, ready, done))
         results.put((calls, errors, elapsed, latencies.tobytes()))
     except BaseException as error:  # reported by the parent, not lost in a child
         results.put(("error", repr(error), 0, b""))

@@ -3,7 +3,8 @@
 Order: the authority on PostgreSQL (health floor, ValidateToken warm and cold, a bare
 PyJWT decode), the baseline on the same database, the consumer package's local verifier
 in this process, how soon a revocation is seen by a second replica and by a local-mode
-consumer, sign-ins on PostgreSQL and SQLite, then growth with 0 and more live
+consumer, the HTTP edge (ext_authz Check beside ValidateToken, HTTP through Envoy with and
+without the authority; bench/edge.py), sign-ins on PostgreSQL and SQLite, then growth with 0 and more live
 revocations on a database of its own. Each server runs in its own process, and load
 comes from ``workers`` more.
 """
@@ -35,7 +36,7 @@ from authority.config import Settings
 from authority.keys import load_keyring
 from authority.store import Store
 from authority.tokens import AccessClaims, TokenCodec
-from bench import consumer, visibility
+from bench import consumer, edge, visibility
 from bench.baseline import BaselineServer, create_revoked_table
 from bench.load import Outcome, Phase, merge, run_phase, stderr_progress
 from bench.memory import mirror_bytes
@@ -296,6 +297,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             ]
             goals += _local_verifier(run, authority, codec, settings, warm_token)
             goals += _visibility(run, authority, main_url, settings)
+            goals += edge.measure(run, authority, warm_token)
             pg_sign_ins = await _sign_ins(run, authority, "PostgreSQL")
         finally:
             if baseline is not None:

@@ -35,13 +35,17 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     for expected in ("grpc.health Check (empty-RPC floor)", "ValidateToken warm (same token)",
                      "ValidateToken cold (every token new)", "baseline ValidateToken warm",
                      "baseline ValidateToken cold", "IssueToken replacing a device, PostgreSQL",
-                     "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations"):
+                     "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations",
+                     "ext_authz Check warm (same token)", "ValidateToken warm, beside Check",
+                     "HTTP GET through Envoy alone", "HTTP GET through Envoy + authority (ext_authz)"):
         assert expected in names
     for name, phase in report["throughput"].items():
         assert phase["calls"] > 0 and phase["errors"] == 0, (name, phase)
         assert 0 < phase["p50_ms"] <= phase["p99_ms"], (name, phase)
     goals = {goal["name"]: goal for goal in report["goals"]}
     assert goals["ValidateToken warm / health floor"]["passed"] in (True, False)
+    assert goals["ext_authz Check / ValidateToken (same server, same token)"]["measured"] > 0
+    assert "HTTP through Envoy + authority / Envoy alone" in report["facts"]
     assert goals["memory per live revocation (mirror, tracemalloc)"]["measured"] > 0
     assert report["raw"]["growth"]["mirror_entries"] >= 10_000
     assert [goal["name"] for goal in report["goals"] if goal["passed"] is None] == []  # every goal measured

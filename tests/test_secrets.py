@@ -136,6 +136,32 @@ async def scenario(stub: Stub, issuer: str, verifier: str, seen: Seen) -> None:
     assert await seen.refused(stub.GetSigningKeys(pb.GetSigningKeysRequest())) is grpc.StatusCode.UNAUTHENTICATED
 
 
+async def ext_authz_checks(channel: grpc.aio.Channel, issuer: str, verifier: str, seen: Seen) -> None:
+    """Envoy's external authorization with a good, a signed-out and a tampered token, and
+    the denials' bodies kept as answered details."""
+    from envoy.service.auth.v3 import external_auth_pb2_grpc
+    from google.rpc import code_pb2
+
+    from tests.support.checks import check_request
+
+    stub, as_verifier = authority_pb2_grpc.TokenAuthorityStub(channel), ((credentials.API_KEY_HEADER, verifier),)
+    authorization = external_auth_pb2_grpc.AuthorizationStub(channel)
+    subject = new_subject()
+    first = seen.pair(await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="laptop"),
+                                            metadata=((credentials.API_KEY_HEADER, issuer),)))
+    second = seen.pair(await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="phone"),
+                                             metadata=((credentials.API_KEY_HEADER, issuer),)))
+    allowed = await authorization.Check(check_request(f"Bearer {second.access_token}"), metadata=as_verifier)
+    assert allowed.status.code == code_pb2.OK
+    tampered = seen.token(second.access_token[:-4] + "AAAA")
+    # Signed out, tampered, and a token in the query string.
+    for token, path in ((first.access_token, "/"), (tampered, "/"), (tampered, f"/?access_token={tampered}")):
+        denied = await authorization.Check(check_request(f"Bearer {token}", path=path), metadata=as_verifier)
+        assert denied.status.code != code_pb2.OK
+        seen.details.append(denied.denied_response.body)
+        seen.details.extend(option.header.value for option in denied.denied_response.headers)
+
+
 def leaks(lines: list[str], seen: Seen) -> list[tuple[str, str]]:
     """(secret, line) for every line holding a secret, the secret shortened."""
     assert all(len(secret) >= 16 for secret in seen.secrets)
@@ -184,6 +210,7 @@ async def test_no_secret_reaches_a_log_record_at_debug(
     with everything_at_debug() as capture:
         running = await start_server(api_keys=api_keys)
         await scenario(running.stub, issuer, verifier, seen)
+        await ext_authz_checks(running.channel, issuer, verifier, seen)
         await running.server.stop(None)
         # Configuration errors: a wrong KEK, and an API key pasted where its hash belongs.
         with pytest.raises(ConfigError) as wrong:

@@ -1,7 +1,8 @@
 """Caller authentication on the gRPC port: the port's TLS credentials, who a call comes
 from, whether its roles allow the RPC, and the interceptor that admits only such calls.
 
-The interceptor guards ``authority.v1.TokenAuthority`` only; health and reflection stay
+The interceptor guards ``authority.v1.TokenAuthority`` and Envoy's external authorization
+(``envoy.service.auth.v3.Authorization``, verifier role); health and reflection stay
 open so that load balancers and generic tools work without credentials. It runs before
 every other interceptor, so an unauthenticated caller learns nothing about its request.
 What is refused with which status is decided by :mod:`authority.api.status`.
@@ -22,6 +23,7 @@ from authority_client.v1 import authority_pb2 as pb
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from authority.api.ext_authz import SERVICE_NAME as EXT_AUTHZ_SERVICE
 from authority.api.status import status_of
 from authority.config import Settings, is_loopback, read_option_file
 from authority.credentials import API_KEY_HEADER, ApiKey, Role, parse_api_key, parse_client_role
@@ -30,6 +32,8 @@ from authority.errors import CallerNotPermitted, CallerUnauthenticated, ConfigEr
 log = logging.getLogger(__name__)
 
 _SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["TokenAuthority"].full_name + "/"
+# Other guarded services' methods are named in full (``package.Service/Method``) in _NEEDS.
+_GUARDED_PREFIXES = (_SERVICE_PREFIX, f"/{EXT_AUTHZ_SERVICE}/")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 # The role each RPC needs. RevokeToken is decided by its target (see :func:`authorize`);
@@ -41,6 +45,7 @@ _NEEDS: dict[str, Role] = {
     "ValidateToken": Role.VERIFIER,
     "GetSigningKeys": Role.VERIFIER,
     "WatchRevocations": Role.VERIFIER,
+    f"{EXT_AUTHZ_SERVICE}/Check": Role.VERIFIER,
 }
 
 
@@ -205,9 +210,9 @@ class AuthenticateCallers(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not method.startswith(_SERVICE_PREFIX):
+        if handler is None or not method.startswith(_GUARDED_PREFIXES):
             return handler
-        rpc = method.removeprefix(_SERVICE_PREFIX)
+        rpc = method.removeprefix(_SERVICE_PREFIX) if method.startswith(_SERVICE_PREFIX) else method[1:]
         metadata = handler_call_details.invocation_metadata or ()
         keys = [str(value) for key, value in metadata if key == API_KEY_HEADER]
         admit = self._admit

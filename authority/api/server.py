@@ -1,8 +1,9 @@
 """The grpc.aio server: :func:`create_server` builds and starts one, :func:`serve` runs it
 until SIGTERM or SIGINT.
 
-Besides ``authority.v1.TokenAuthority`` the server carries the standard health service
-(``grpc.health.v1``) and server reflection, so generic gRPC tools can talk to it.
+Besides ``authority.v1.TokenAuthority`` the server carries Envoy's external authorization
+(``envoy.service.auth.v3.Authorization``, :mod:`authority.api.ext_authz`), the standard
+health service (``grpc.health.v1``) and server reflection, so generic gRPC tools can talk to it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from authority_client.v1 import authority_pb2, authority_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from authority.api import ext_authz
 from authority.api.callers import prepare_transport
 from authority.api.observe import RpcObserver
 from authority.api.servicer import TokenAuthorityService
@@ -113,10 +115,11 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
     )
     try:
         authority_pb2_grpc.add_TokenAuthorityServicer_to_server(TokenAuthorityService(authority, metrics), server)
+        ext_authz.add_to_server(ext_authz.ExternalAuthorization(authority, metrics), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (SERVICE_NAME, ext_authz.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
             port = transport.add_port(server, settings.listen)

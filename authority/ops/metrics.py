@@ -73,7 +73,7 @@ class Metrics:
             registry=registry,
         )
         validations = Counter(
-            "authority_validations", "ValidateToken answers, by outcome.", ["outcome"], registry=registry
+            "authority_validations", "Token checks (ValidateToken and ext_authz Check), by outcome.", ["outcome"], registry=registry
         )
         # Pre-bound children keyed by reason (None for a valid token): the hot path does
         # one dict lookup and one increment, never a label lookup.

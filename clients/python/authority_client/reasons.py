@@ -8,6 +8,7 @@ carries it, so the surfaces cannot drift apart. A text never quotes the token.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from typing import Final
 
@@ -25,8 +26,35 @@ REASON_TEXTS: Final[Mapping[InvalidReason, str]] = {
 }
 # For a call that carries no token at all.
 MISSING_TEXT: Final = "no token was presented"
+# For a token that cannot be checked right now (the authority's view is stale or it is unreachable).
+UNAVAILABLE_TEXT: Final = "the token cannot be checked right now; try again shortly"
+
+
+class RequestProblem(enum.Enum):
+    """Why an HTTP request's way of presenting a token is refused before any token is checked
+    (RFC 6750 ``invalid_request``)."""
+
+    OVERSIZED = "OVERSIZED"
+    MALFORMED_HEADER = "MALFORMED_HEADER"
+    SEVERAL_HEADERS = "SEVERAL_HEADERS"
+    EMPTY_TOKEN = "EMPTY_TOKEN"
+    TOKEN_IN_QUERY = "TOKEN_IN_QUERY"
+
+
+REQUEST_TEXTS: Final[Mapping[RequestProblem, str]] = {
+    RequestProblem.OVERSIZED: "the Authorization header is too long",
+    RequestProblem.MALFORMED_HEADER: "the Authorization header is malformed",
+    RequestProblem.SEVERAL_HEADERS: "send one Authorization header, not several",
+    RequestProblem.EMPTY_TOKEN: "the Authorization header names the scheme but carries no token",
+    RequestProblem.TOKEN_IN_QUERY: "tokens in the query string are refused; send an Authorization header",
+}
 
 
 def reason_text(reason: InvalidReason) -> str:
     """What a person is told about a token refused for ``reason``."""
     return REASON_TEXTS[reason]
+
+
+def problem_text(problem: RequestProblem) -> str:
+    """What a person is told about a request refused for ``problem``."""
+    return REQUEST_TEXTS[problem]

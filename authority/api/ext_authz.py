@@ -1,0 +1,122 @@
+"""Envoy external authorization (``envoy.service.auth.v3.Authorization/Check``) on the
+authority's gRPC port.
+
+Envoy asks before it forwards a request; the answer is made of the same parts as every
+other HTTP surface's: the token is read and a refusal built by
+:mod:`authority_client.http.bearer`, and the token is validated by the same domain
+:class:`~authority.validation.Validator` as ValidateToken, with the same reasons.
+
+- **Allowed**: OK, with ``x-authority-subject``, ``-session-id``, ``-device-id`` and
+  ``-token-id`` set for the upstream, each with ``OVERWRITE_IF_EXISTS_OR_ADD``, which
+  removes every copy the client sent: a client can never spoof them. (They are not also
+  named in ``headers_to_remove``: Envoy applies that list after the headers it sets, so it
+  would take the authority's own values away.)
+- **Denied**: the HTTP status, ``WWW-Authenticate`` challenge and JSON body of the
+  :class:`~authority_client.http.bearer.Denial`.
+- **Stale view**: the call fails with UNAVAILABLE (the one status map), like
+  ValidateToken; an Envoy with ``failure_mode_allow: false`` then denies, with its
+  ``status_on_error``.
+
+The audience is the check request's context extension ``audience``, which Envoy sets
+per route; without one, the authority's default audience.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import grpc
+from authority_client.http.bearer import Denial, invalid_token, read_token
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2 as ext
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from authority.api.status import unary
+from authority.app import Authority
+from authority.ops.metrics import Metrics
+from authority.tokens import AccessClaims, InvalidToken
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+SERVICE_NAME: Final = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
+AUDIENCE_EXTENSION: Final = "audience"
+SUBJECT_HEADER: Final = "x-authority-subject"
+SESSION_HEADER: Final = "x-authority-session-id"
+DEVICE_HEADER: Final = "x-authority-device-id"
+TOKEN_ID_HEADER: Final = "x-authority-token-id"
+IDENTITY_HEADERS: Final = (SUBJECT_HEADER, SESSION_HEADER, DEVICE_HEADER, TOKEN_ID_HEADER)
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+# The gRPC code inside a denial only tells Envoy "not OK"; the HTTP status is what a client sees.
+_RPC_CODES: Final = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED}
+
+
+def _authorization(http: Any) -> list[str | bytes]:
+    """Every ``authorization`` value, one per header line when Envoy sends them raw
+    (``encode_raw_headers``), else the map's single value, where Envoy joined repeats with commas."""
+    if http.header_map.headers:
+        return [header.raw_value or header.value for header in http.header_map.headers
+                if header.key.lower() == "authorization"]
+    value = http.headers.get("authorization")
+    return [] if value is None else [value]
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+
+
+def allowed(claims: AccessClaims) -> ext.CheckResponse:
+    """OK, with the token's identity for the upstream, replacing whatever the client sent."""
+    identity = (claims.subject, claims.session_id, claims.device_id, claims.token_id)
+    return ext.CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK),
+        ok_response=ext.OkHttpResponse(
+            headers=[_header(key, value) for key, value in zip(IDENTITY_HEADERS, identity)],
+        ),
+    )
+
+
+def denied(denial: Denial) -> ext.CheckResponse:
+    """The HTTP answer of ``denial``, for Envoy to send in place of the upstream's."""
+    headers: Sequence[tuple[str, str]] = denial.headers
+    return ext.CheckResponse(
+        status=status_pb2.Status(code=_RPC_CODES.get(denial.status, code_pb2.PERMISSION_DENIED)),
+        denied_response=ext.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=denial.status),
+            headers=[_header(key, value) for key, value in headers],
+            body=denial.body.decode(),
+        ),
+    )
+
+
+class ExternalAuthorization(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    """``envoy.service.auth.v3.Authorization`` on top of one :class:`Authority`."""
+
+    def __init__(self, authority: Authority, metrics: Metrics | None = None) -> None:
+        self._validator = authority.validator
+        # The same counters as ValidateToken: one view of every token checked.
+        self._validations = (metrics or Metrics()).validation_outcomes
+
+    @unary
+    async def Check(self, request: ext.CheckRequest, context: Context) -> ext.CheckResponse:
+        http = request.attributes.request.http
+        presented = read_token(_authorization(http), http.path.partition("?")[2])
+        if isinstance(presented, Denial):
+            return denied(presented)
+        audience = request.attributes.context_extensions.get(AUDIENCE_EXTENSION, "")
+        try:
+            # StaleView escapes to the status map: UNAVAILABLE, as for ValidateToken.
+            claims = self._validator.validate(presented.token, audience)
+        except InvalidToken as invalid:
+            self._validations[invalid.reason].inc()
+            return denied(invalid_token(invalid.reason, presented.scheme))
+        self._validations[None].inc()
+        return allowed(claims)
+
+
+def add_to_server(servicer: ExternalAuthorization, server: grpc.aio.Server) -> None:
+    """Registers ``servicer`` on ``server``."""
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)

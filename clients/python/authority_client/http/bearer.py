@@ -1,0 +1,189 @@
+"""The header rules every HTTP surface shares: reading the bearer token, answering a refusal.
+
+:func:`read_token` reads the ``Authorization`` header(s) of a request (and its query
+string, to refuse a token there); every way a request can fail becomes one
+:class:`Denial`, which carries the status, the ``WWW-Authenticate`` challenge and the
+JSON body, so that the Envoy external authorization, the ASGI and WSGI middlewares
+answer alike. Texts come from :mod:`authority_client.reasons`, never from here.
+
+========================================================  ======  =============================
+request                                                   status  challenge (RFC 6750 §3)
+========================================================  ======  =============================
+no ``Authorization`` header, or one in another scheme     401     ``Bearer`` (no error, §3.1)
+header longer than :data:`MAX_AUTHORIZATION_BYTES`          400     ``error="invalid_request"``
+two or more ``Authorization`` headers                     400     ``error="invalid_request"``
+the scheme with no token (``Bearer``)                     400     ``error="invalid_request"``
+anything but ``<scheme> <token68>``                       400     ``error="invalid_request"``
+``access_token`` in the query string (§2.3, refused)      400     ``error="invalid_request"``
+a token that does not validate                            401     ``error="invalid_token"``
+a token that cannot be checked right now                  503     none; ``Retry-After``
+========================================================  ======  =============================
+
+RFC 6750 §3.1 makes a request that is missing a parameter, repeats one, uses more than
+one way of sending the token or is otherwise malformed ``invalid_request``, answered 400;
+a token that is expired, revoked or otherwise not valid is ``invalid_token``, 401.
+
+The scheme name is case-insensitive (RFC 7235 §2.1). Only ``Bearer`` is read today; the
+challenge builder takes the scheme, so bound tokens (``DPoP``, RFC 9449) can be answered
+with their own challenge once the authority issues them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import urllib.parse
+from collections.abc import Sequence
+from typing import Final
+
+from authority_client.reasons import MISSING_TEXT, UNAVAILABLE_TEXT, RequestProblem, problem_text, reason_text
+from authority_client.verify import InvalidReason
+
+BEARER: Final = "Bearer"
+# Far above any token this authority signs (authority_client.verify.MAX_TOKEN_BYTES), far
+# below what lets a header cost real work.
+MAX_AUTHORIZATION_BYTES: Final = 8192
+QUERY_PARAMETER: Final = "access_token"
+# RFC 7235 token68, the form a JWT takes.
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_SCHEME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+# One ``<scheme> <something>`` of several joined by a comma.
+_CREDENTIALS = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+ +\S.*")
+# What a quoted error_description may hold (RFC 6750 §3): printable ASCII but '"' and '\'.
+_NOT_DESCRIPTION = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+
+INVALID_REQUEST: Final = "invalid_request"
+INVALID_TOKEN: Final = "invalid_token"
+TEMPORARILY_UNAVAILABLE: Final = "temporarily_unavailable"
+MISSING: Final = "MISSING"
+UNAVAILABLE: Final = "UNAVAILABLE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Presented:
+    """A token as the request presented it."""
+
+    scheme: str
+    token: str = dataclasses.field(repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Denial:
+    """A refused request: what to answer, and the reason's short name for logs and metrics."""
+
+    status: int
+    reason: str
+    # The OAuth error code of the body (and of the challenge, when it names one).
+    error: str
+    description: str
+    # The challenge's scheme; None: no challenge (the token could not be checked).
+    scheme: str | None = BEARER
+    # Whether the challenge names the error: not for a request with no token (RFC 6750 §3.1).
+    challenge_names_error: bool = True
+    retry_after: int | None = None
+
+    @property
+    def www_authenticate(self) -> str | None:
+        """The ``WWW-Authenticate`` value, or None when there is no challenge."""
+        if self.scheme is None:
+            return None
+        if not self.challenge_names_error:
+            return challenge(self.scheme)
+        return challenge(self.scheme, self.error, self.description)
+
+    @property
+    def body(self) -> bytes:
+        """The JSON body: ``{"error": ..., "error_description": ...}``."""
+        return json.dumps({"error": self.error, "error_description": self.description}).encode()
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Every response header the refusal needs (lower-case names)."""
+        headers = [("content-type", "application/json"), ("cache-control", "no-store")]
+        www_authenticate = self.www_authenticate
+        if www_authenticate is not None:
+            headers.append(("www-authenticate", www_authenticate))
+        if self.retry_after is not None:
+            headers.append(("retry-after", str(self.retry_after)))
+        return headers
+
+
+def challenge(scheme: str, error: str | None = None, description: str | None = None) -> str:
+    """A ``WWW-Authenticate`` challenge: ``Bearer`` alone, or with its error and description."""
+    if error is None:
+        return scheme
+    value = f'{scheme} error="{error}"'
+    if description:
+        value += f', error_description="{_NOT_DESCRIPTION.sub("?", description)}"'
+    return value
+
+
+def missing(scheme: str = BEARER) -> Denial:
+    """The refusal of a request that presents no token."""
+    return Denial(401, MISSING, INVALID_TOKEN, MISSING_TEXT, scheme, challenge_names_error=False)
+
+
+def invalid_request(problem: RequestProblem, scheme: str = BEARER) -> Denial:
+    """The refusal of a request whose way of presenting the token is wrong."""
+    return Denial(400, problem.name, INVALID_REQUEST, problem_text(problem), scheme)
+
+
+def invalid_token(reason: InvalidReason, scheme: str = BEARER) -> Denial:
+    """The refusal of a token that does not validate, with the reason's text."""
+    return Denial(401, InvalidReason(reason).name, INVALID_TOKEN, reason_text(reason), scheme)
+
+
+def unavailable(retry_after: int) -> Denial:
+    """The refusal while a token cannot be checked (stale view, unreachable authority)."""
+    return Denial(503, UNAVAILABLE, TEMPORARILY_UNAVAILABLE, UNAVAILABLE_TEXT, None, retry_after=retry_after)
+
+
+def read_token(
+    authorization: Sequence[str | bytes], query: str | bytes = "", schemes: Sequence[str] = (BEARER,)
+) -> Presented | Denial:
+    """The token of a request, from its ``Authorization`` values (one per header line, as
+    received) and its raw query string; or the :class:`Denial` to answer.
+
+    ``schemes`` are the schemes read (case-insensitive); a header in any other scheme
+    counts as no token. A proxy or server that joined repeated headers with commas is
+    seen through: a token68 never holds a comma.
+    """
+    if _token_in_query(query):
+        return invalid_request(RequestProblem.TOKEN_IN_QUERY)
+    if not authorization:
+        return missing()
+    if len(authorization) > 1:
+        return invalid_request(RequestProblem.SEVERAL_HEADERS)
+    raw = authorization[0]
+    if len(raw) > MAX_AUTHORIZATION_BYTES:
+        return invalid_request(RequestProblem.OVERSIZED)
+    value = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    return _parse(value.strip(" \t"), schemes)
+
+
+def _parse(value: str, schemes: Sequence[str]) -> Presented | Denial:
+    if "," in value:
+        joined = all(_CREDENTIALS.fullmatch(part.strip(" \t")) for part in value.split(","))
+        return invalid_request(RequestProblem.SEVERAL_HEADERS if joined else RequestProblem.MALFORMED_HEADER)
+    scheme, _, rest = value.partition(" ")
+    if not _SCHEME.fullmatch(scheme):
+        return invalid_request(RequestProblem.MALFORMED_HEADER)
+    known = {name.lower(): name for name in schemes}
+    if scheme.lower() not in known:
+        # Another scheme (Basic, say) is no bearer token: the plain challenge says which to use.
+        return missing()
+    token = rest.strip(" \t")
+    if not token:
+        return invalid_request(RequestProblem.EMPTY_TOKEN, known[scheme.lower()])
+    if not _TOKEN68.fullmatch(token):
+        return invalid_request(RequestProblem.MALFORMED_HEADER, known[scheme.lower()])
+    return Presented(known[scheme.lower()], token)
+
+
+def _token_in_query(query: str | bytes) -> bool:
+    text = query.decode("latin-1") if isinstance(query, bytes) else query
+    if QUERY_PARAMETER not in text:  # the common case costs one substring search
+        return False
+    pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
+    return any(name == QUERY_PARAMETER for name, _ in pairs)
