@@ -80,6 +80,8 @@ class Authority:
                 store, settings.signing_algorithm, clock(), kek, allow_plaintext=settings.allow_plaintext_keys
             )
             mirror = RevocationMirror()
+            # The epoch first: should it change during the load, the follower sees it.
+            mirror.epoch = (await store.log_state()).epoch
             started = time.monotonic()
             async for rows in store.live_revocation_rows(clock() - settings.leeway):
                 mirror.load(rows)
