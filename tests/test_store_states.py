@@ -1,0 +1,229 @@
+"""Every "not available now" state of a real PostgreSQL is StoreUnavailable (UNAVAILABLE), never a bug.
+
+Each state is produced on a private server (tests/support/pgcluster.py): starting up,
+shutting down, in recovery (a hot standby), read-only, no primary among several hosts,
+too many connections. The store must say "unavailable, try again", which gRPC callers
+retry, and never let the driver's own exception (asyncpg's CannotConnectNowError,
+InternalClientError, ...) through as INTERNAL. A replica pointed at a standby never
+writes there and never believes its view of the revocation log current.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import grpc
+import pytest
+from authority_client.v1 import authority_pb2 as pb
+
+from authority.app import Authority
+from authority.config import Settings
+from authority.errors import StoreUnavailable
+from authority.store import Store
+from authority.store.migrate import prepare_schema
+from tests.conftest import TEST_KEY_ENCRYPTION_KEY, StartServer
+from tests.support.calls import new_subject, sign_in
+from tests.support.pgcluster import PgCluster, require_server_binaries
+
+ANSWER_WITHIN = 20.0
+
+
+@pytest.fixture(scope="module")
+def primary() -> Iterator[PgCluster]:
+    require_server_binaries()
+    cluster = PgCluster.create("primary", max_connections=30)
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="module")
+def standby(primary: PgCluster) -> Iterator[PgCluster]:
+    cluster = primary.standby("standby", hot_standby="on")
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def fresh() -> Iterator[list[PgCluster]]:
+    """Servers made for one test, destroyed after it."""
+    made: list[PgCluster] = []
+    yield made
+    for cluster in made:
+        cluster.destroy()
+
+
+@pytest.fixture
+async def database(primary: PgCluster) -> AsyncIterator[str]:
+    """A fresh database on the private primary, with the schema; its name."""
+    name = f"authority_{time.monotonic_ns()}"
+    admin = await primary.connect()
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    store = Store.open(primary.url(name))
+    await prepare_schema(store, upgrade=False)
+    await store.close()
+    yield name
+
+
+async def assert_unavailable(url: str) -> StoreUnavailable:
+    """Reads, writes and the log state on ``url`` all fail as StoreUnavailable; the error."""
+    store = Store.open(url)
+    try:
+        with pytest.raises(StoreUnavailable) as read:
+            await store.last_sequence()
+        with pytest.raises(StoreUnavailable):
+            await store.renew_epoch()
+        with pytest.raises(StoreUnavailable):
+            await store.log_state()
+        return read.value
+    finally:
+        await store.close()
+
+
+async def test_a_server_starting_up_is_unavailable(primary: PgCluster, fresh: list[PgCluster]) -> None:
+    starting = primary.starting_up("starting")
+    fresh.append(starting)
+    # The state itself, as the driver reports it: asyncpg's CannotConnectNowError.
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while True:
+        try:
+            await (await starting.connect()).close()
+            pytest.fail("a server that cannot find its checkpoint accepted a connection")
+        except asyncpg.CannotConnectNowError as error:
+            assert "starting up" in str(error)
+            break
+        except OSError:  # not listening yet
+            assert time.monotonic() < deadline, starting.log()
+    await assert_unavailable(starting.url())
+
+
+async def test_a_server_shutting_down_is_unavailable(primary: PgCluster, fresh: list[PgCluster]) -> None:
+    closing = primary.standby("closing", start=False)
+    fresh.append(closing)
+    (closing.data / "standby.signal").unlink()
+    closing.start()
+    held = await closing.connect()  # a smart shutdown waits for this session to end
+    try:
+        closing.stop("smart", wait=False)
+        deadline = time.monotonic() + ANSWER_WITHIN
+        while True:
+            try:
+                await (await closing.connect()).close()
+            except asyncpg.CannotConnectNowError as error:
+                assert "shutting down" in str(error)
+                break
+            assert time.monotonic() < deadline, "the server never began shutting down:\n" + closing.log()
+        await assert_unavailable(closing.url())
+    finally:
+        await held.close()
+
+
+async def test_a_standby_is_unavailable_and_never_current(standby: PgCluster, database: str) -> None:
+    # A URL naming only the standby, with no target_session_attrs: still refused.
+    await assert_unavailable(standby.url("postgres"))
+    # A replica pointed at it does not start: it never serves from a log that has stopped.
+    settings = Settings(listen="127.0.0.1:0", database_url=standby.url("postgres"),
+                        key_encryption_key=TEST_KEY_ENCRYPTION_KEY)
+    with pytest.raises(StoreUnavailable):
+        await Authority.open(settings)
+
+
+async def test_a_standby_slipping_past_the_session_check_is_not_the_log(standby: PgCluster) -> None:
+    # target_session_attrs=any is refused by the settings; a Store built on it directly
+    # reads the standby, and still refuses to call its log the log.
+    store = Store.open(standby.url("postgres", "target_session_attrs=any"))
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.log_state()
+    finally:
+        await store.close()
+
+
+async def test_a_read_only_primary_refuses_writes_as_unavailable(primary: PgCluster, database: str) -> None:
+    store = Store.open(primary.url(database))
+    admin = await primary.connect()
+    try:
+        await store.renew_epoch()  # a pooled connection, opened while writable
+        await admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        await admin.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + ANSWER_WITHIN
+        while not await admin.fetchval("SELECT current_setting('default_transaction_read_only') = 'on'"):
+            assert time.monotonic() < deadline
+            await admin.execute("SELECT pg_reload_conf()")
+        # The pooled connection: the write fails read-only (SQLSTATE 25006).
+        with pytest.raises(StoreUnavailable):
+            await store.renew_epoch()
+        # A new connection: refused at connect by target_session_attrs=read-write.
+        await assert_unavailable(primary.url(database))
+    finally:
+        await admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.close()
+        await store.close()
+
+
+async def test_no_primary_among_many_hosts_is_unavailable(standby: PgCluster) -> None:
+    gone = PgCluster("gone", standby.root, 1)  # nothing listens on port 1
+    hosts = f"host={standby.host()}&host={gone.host()}&target_session_attrs=read-write"
+    error = await assert_unavailable(f"postgresql+asyncpg://postgres@/postgres?{hosts}")
+    assert "standby" not in str(error) and "127.0.0.1" not in str(error)
+
+
+async def test_many_hosts_find_the_primary(primary: PgCluster, standby: PgCluster, database: str) -> None:
+    hosts = f"host={standby.host()}&host={primary.host()}&target_session_attrs=read-write"
+    store = Store.open(f"postgresql+asyncpg://postgres@/{database}?{hosts}")
+    try:
+        await store.renew_epoch()
+        assert (await store.log_state()).host == primary.host()
+    finally:
+        await store.close()
+
+
+async def test_too_many_connections_is_unavailable(primary: PgCluster, fresh: list[PgCluster]) -> None:
+    small = PgCluster.create("small", max_connections=3, superuser_reserved_connections=0)
+    fresh.append(small)
+    held = []
+    try:
+        while True:
+            try:
+                held.append(await small.connect())
+            except asyncpg.TooManyConnectionsError:
+                break
+            assert len(held) <= 3
+        await assert_unavailable(small.url())
+    finally:
+        for connection in held:
+            await connection.close()
+
+
+async def test_a_sign_in_on_a_read_only_primary_answers_unavailable_never_internal(
+    primary: PgCluster, database: str, start_server: StartServer
+) -> None:
+    running = await start_server(database_url=primary.url(database), max_staleness=2.0,
+                                 revocation_poll_interval=0.2)
+    signed = await sign_in(running.stub, new_subject(), "phone")
+    admin = await primary.connect()
+    try:
+        await admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        await admin.execute("SELECT pg_reload_conf()")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await sign_in(running.stub, new_subject(), "phone")
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE, refused.value.details()
+        # Still the primary, and readable: validation goes on answering from a current view.
+        answer = await running.stub.ValidateToken(pb.ValidateTokenRequest(token=signed.access_token))
+        assert answer.valid
+    finally:
+        await admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        await admin.execute("SELECT pg_reload_conf()")
+        await admin.close()
+    await sign_in(running.stub, new_subject(), "phone")
+
+
+@pytest.fixture
+def settings(postgres_url: str) -> Settings:
+    """start_server's base settings; each test names its private database."""
+    return Settings(listen="127.0.0.1:0", database_url=postgres_url, leeway=0,
+                    key_encryption_key=TEST_KEY_ENCRYPTION_KEY)
+
