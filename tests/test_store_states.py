@@ -67,6 +67,22 @@ async def database(primary: PgCluster) -> AsyncIterator[str]:
     yield name
 
 
+async def until_replicated(standby: PgCluster, database: str) -> None:
+    """Waits until the database and its schema have reached the standby."""
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while True:
+        try:
+            connection = await standby.connect(database)
+            try:
+                if await connection.fetchval("SELECT to_regclass('log_epoch') IS NOT NULL"):
+                    return
+            finally:
+                await connection.close()
+        except asyncpg.PostgresError:
+            pass
+        assert time.monotonic() < deadline, standby.log()
+
+
 async def assert_unavailable(url: str) -> StoreUnavailable:
     """Reads, writes and the log state on ``url`` all fail as StoreUnavailable; the error."""
     store = Store.open(url)
@@ -133,14 +149,8 @@ async def test_a_standby_is_unavailable_and_never_current(standby: PgCluster, da
 async def test_a_standby_slipping_past_the_session_check_is_not_the_log(standby: PgCluster, database: str) -> None:
     # target_session_attrs=any is refused by the settings; a Store built on it directly
     # reads the standby, and still refuses to call its log the log.
+    await until_replicated(standby, database)
     store = Store.open(standby.url(database, "target_session_attrs=any"))
-    deadline = time.monotonic() + ANSWER_WITHIN
-    while True:  # the schema reaches the standby by streaming replication
-        try:
-            await store.last_sequence()
-            break
-        except Exception:
-            assert time.monotonic() < deadline, standby.log()
     try:
         with pytest.raises(StoreUnavailable):
             await store.log_state()
@@ -179,6 +189,7 @@ async def test_no_primary_among_many_hosts_is_unavailable(standby: PgCluster) ->
 
 
 async def test_many_hosts_find_the_primary(primary: PgCluster, standby: PgCluster, database: str) -> None:
+    await until_replicated(standby, database)
     hosts = f"host={standby.host()}&host={primary.host()}&target_session_attrs=read-write"
     store = Store.open(f"postgresql+asyncpg://postgres@/{database}?{hosts}")
     try:
