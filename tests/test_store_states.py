@@ -165,13 +165,15 @@ async def test_a_read_only_primary_refuses_writes_as_unavailable(primary: PgClus
         await store.renew_epoch()  # a pooled connection, opened while writable
         await admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
         await admin.execute("SELECT pg_reload_conf()")
+        # Each backend applies the reload when it next reads a command: until the pooled
+        # connection has, the write may still pass. Then it fails read-only (SQLSTATE 25006).
         deadline = time.monotonic() + ANSWER_WITHIN
-        while not await admin.fetchval("SELECT current_setting('default_transaction_read_only') = 'on'"):
-            assert time.monotonic() < deadline
-            await admin.execute("SELECT pg_reload_conf()")
-        # The pooled connection: the write fails read-only (SQLSTATE 25006).
-        with pytest.raises(StoreUnavailable):
-            await store.renew_epoch()
+        while True:
+            try:
+                await store.renew_epoch()
+            except StoreUnavailable:
+                break
+            assert time.monotonic() < deadline, "the primary never turned read-only"
         # A new connection: refused at connect by target_session_attrs=read-write.
         await assert_unavailable(primary.url(database))
     finally:
@@ -226,9 +228,14 @@ async def test_a_sign_in_on_a_read_only_primary_answers_unavailable_never_intern
     try:
         await admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
         await admin.execute("SELECT pg_reload_conf()")
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await sign_in(running.stub, new_subject(), "phone")
-        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE, refused.value.details()
+        deadline = time.monotonic() + ANSWER_WITHIN
+        while True:  # until every pooled connection has applied the reload
+            try:
+                await sign_in(running.stub, new_subject(), "phone")
+            except grpc.aio.AioRpcError as refused:
+                assert refused.code() is grpc.StatusCode.UNAVAILABLE, refused.details()
+                break
+            assert time.monotonic() < deadline, "the primary never turned read-only"
         # Still the primary, and readable: validation goes on answering from a current view.
         answer = await running.stub.ValidateToken(pb.ValidateTokenRequest(token=signed.access_token))
         assert answer.valid
@@ -236,7 +243,14 @@ async def test_a_sign_in_on_a_read_only_primary_answers_unavailable_never_intern
         await admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
         await admin.execute("SELECT pg_reload_conf()")
         await admin.close()
-    await sign_in(running.stub, new_subject(), "phone")
+    deadline = time.monotonic() + ANSWER_WITHIN
+    while True:  # writable again: sign-ins succeed once the reload reached the pool
+        try:
+            await sign_in(running.stub, new_subject(), "phone")
+            break
+        except grpc.aio.AioRpcError as refused:
+            assert refused.code() is grpc.StatusCode.UNAVAILABLE, refused.details()
+            assert time.monotonic() < deadline, "sign-ins never came back"
 
 
 @pytest.fixture
