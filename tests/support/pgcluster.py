@@ -122,9 +122,9 @@ class PgCluster:
         """Promotes a standby and waits until it takes writes."""
         run(BIN / "pg_ctl", "promote", "-D", self.data, "-w", "-t", str(int(START_TIMEOUT)))
 
-    def standby(self, name: str, *, start: bool = True, **settings: str | int) -> PgCluster:
+    def standby(self, name: str, *, start: bool = True, port: int = 0, **settings: str | int) -> PgCluster:
         """A streaming standby of this server, from a base backup (-R writes standby.signal)."""
-        standby = PgCluster(name, private_directory(name), free_port())
+        standby = PgCluster(name, private_directory(name), port or free_port())
         run(BIN / "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
             "-D", standby.data, "-R", "-X", "stream", "-c", "fast")
         standby.configure(**settings)
@@ -144,10 +144,10 @@ class PgCluster:
         server.start(wait=False)
         return server
 
-    def base_backup(self, name: str) -> PgCluster:
-        """A base backup of this server as a server of its own, not started: restore it with
-        :meth:`restore` (archive recovery ending on a new timeline, as a restore does)."""
-        return self.standby(name, start=False)
+    def base_backup(self, name: str, port: int = 0) -> PgCluster:
+        """A base backup of this server (pg_basebackup) as a server of its own on ``port``,
+        not started: restore it with :meth:`restore`."""
+        return self.standby(name, start=False, port=port)
 
     def restore(self) -> None:
         """Starts a base backup as a restored primary: archive recovery to the end of the
