@@ -65,7 +65,7 @@ async def test_every_event_announces_the_epoch_and_a_foreign_epoch_is_out_of_ran
 
 
 async def test_a_renewed_epoch_is_a_new_log_to_every_follower(start_server: StartServer, database_url: str) -> None:
-    """`authority epoch renew` (after restoring a copy): replicas and consumers start from 0."""
+    """`authority migrate --renew-epoch` (after restoring a copy): replicas and consumers start from 0."""
     running = await start_server(revocation_poll_interval=0.1)
     authority = running.server.authority
     before = authority.mirror.epoch

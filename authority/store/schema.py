@@ -79,7 +79,7 @@ revocations = sa.Table(
 )
 
 # The revocation log's epoch (one row, id 1): a random id chosen when the schema was made,
-# renewed by `authority epoch renew` after a restore. See Store.log_state.
+# renewed by `authority migrate --renew-epoch` after a restore. See Store.log_state.
 log_epoch = sa.Table(
     "log_epoch",
     metadata,
