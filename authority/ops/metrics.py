@@ -143,7 +143,7 @@ class _AuthorityCollector(Collector):
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # unchecked collector: names are fixed, values appear at scrape time
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         mirror = self._authority.mirror
         yield GaugeMetricFamily(
             "authority_live_revocations",
