@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from authority.errors import StoreUnavailable
 from authority.store import Store
+from authority.store.store import MAINTENANCE_LOCK
 from tests.conftest import POSTGRES_URL, TEST_KEY_ENCRYPTION_KEY, postgres_database
 from tests.support.calls import new_subject
 from tests.support.pgbouncer import PgBouncer
@@ -159,3 +160,20 @@ async def test_a_replica_through_the_pooler_answers_unavailable_when_pgbouncer_i
     finally:
         await store.close()
         lone.stop()
+
+
+async def test_the_maintenance_lock_is_held_on_the_session_url(pooled_url: str, direct_url: str) -> None:
+    """A session-level advisory lock through transaction pooling would be taken on one
+    server connection and live on after ours moved on; it goes to the session URL."""
+    first = Store.open(pooled_url, listen_url=direct_url, transaction_pooling=True)
+    second = Store.open(pooled_url, listen_url=direct_url, transaction_pooling=True)
+    try:
+        async with first.exclusive(MAINTENANCE_LOCK) as mine:
+            async with second.exclusive(MAINTENANCE_LOCK) as theirs:
+                assert mine and not theirs
+        async with second.exclusive(MAINTENANCE_LOCK) as theirs_now:
+            assert theirs_now  # released when the first block ended
+    finally:
+        await first.close()
+        await second.close()
+    assert first.session_engine.url.port == make_url(direct_url).port != first.engine.url.port
