@@ -46,10 +46,10 @@ MAX_STALENESS = 2.0
 POLL_INTERVAL = 0.2
 CALL_TIMEOUT = 5.0
 # The storm: this many workers, at most this many subjects each, for at most this long
-# after the fault (and a little before it).
+# after the fault (which comes once the storm has made BEFORE_FAULT sign-ins).
 WORKERS = 4
 SUBJECTS_PER_WORKER = 60
-BEFORE_FAULT = 1.5
+BEFORE_FAULT = 20  # acknowledged sign-ins
 STORM_AFTER_FAULT = 25.0
 SERVING_WITHIN = 45.0
 # What a failed call may say: "not available now", or the client's own deadline.
@@ -129,11 +129,14 @@ async def worker(storm: Storm, pair: list[Replica], seed: int, stop: asyncio.Eve
         storm.subjects.add(subject)
         request = pb.IssueTokenRequest(subject=subject, device_id="laptop", policy=pb.SESSION_POLICY_REPLACE)
         laptop = await call(storm, first, "sign_in", first.stub.IssueToken(request, timeout=CALL_TIMEOUT))
-        if laptop is not None:
+        if laptop is None:
+            await asyncio.sleep(0.1)  # a caller's backoff before retrying UNAVAILABLE
+        else:
             storm.signed_in[laptop.session_id] = laptop
         request = pb.IssueTokenRequest(subject=subject, device_id="phone", policy=pb.SESSION_POLICY_REPLACE)
         phone = await call(storm, second, "sign_in", second.stub.IssueToken(request, timeout=CALL_TIMEOUT))
         if phone is None:
+            await asyncio.sleep(0.1)  # a caller's backoff before retrying UNAVAILABLE
             continue
         storm.signed_in[phone.session_id] = phone
         storm.replaced.update(phone.replaced_session_ids)
@@ -216,7 +219,10 @@ async def run_scenario(cluster: PatroniCluster, pair: list[Replica], fault: Call
     watchers = [asyncio.create_task(watcher(storm, r, stop_watch)) for r in pair]
     probes = [asyncio.create_task(prober(storm, r, control.access_token, control_subject, stop_storm)) for r in pair]
     workers = [asyncio.create_task(worker(storm, pair, seed, stop_storm)) for seed in range(WORKERS)]
-    await asyncio.sleep(BEFORE_FAULT)  # the storm runs before the fault, by design
+    deadline = time.monotonic() + SERVING_WITHIN
+    while len(storm.signed_in) < BEFORE_FAULT:  # the storm is under way before the fault
+        assert time.monotonic() < deadline, "the storm never got going"
+        await asyncio.sleep(0.05)
     faulted = time.monotonic()
     await asyncio.to_thread(fault)
     back = await first_success_after(pair, faulted, SERVING_WITHIN)
@@ -227,7 +233,8 @@ async def run_scenario(cluster: PatroniCluster, pair: list[Replica], fault: Call
     await asyncio.gather(*workers, *probes)
     recovered = max(back.values())
     outcomes = collections.Counter(c.outcome for c in storm.calls)
-    print(f"\nserving again after {', '.join(f'{k} {v:.1f} s' for k, v in back.items())}; calls: {dict(outcomes)}")
+    print(f"\nserving again after {', '.join(f'{k} {v:.1f} s' for k, v in back.items())}; calls: {dict(outcomes)}; "
+          f"watchers restarted from 0: {[len(v) - 1 for v in storm.streams.values()]}")
     # The storm and the fault were real: sign-ins, replacements and revocations were
     # acknowledged, and calls were refused in the gap.
     assert storm.revoked and storm.replaced and len(storm.signed_in) > 20, "the storm did too little"
