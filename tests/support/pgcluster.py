@@ -13,7 +13,6 @@ the tests fail under CI and skip, loudly, elsewhere (:func:`require_server_binar
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import glob
 import os
@@ -22,7 +21,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import asyncpg
@@ -167,18 +165,6 @@ class PgCluster:
     async def connect(self, database: str = "postgres") -> asyncpg.Connection:
         """A plain asyncpg connection (no target_session_attrs), for the test's own use."""
         return await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database=database, timeout=5)
-
-    async def until_accepting(self, within: float = START_TIMEOUT) -> None:
-        """Waits until the server accepts a connection."""
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                await (await self.connect()).close()
-                return
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
 
     def log(self) -> str:
         """The server's log, for a failed test's report."""
