@@ -306,11 +306,7 @@ class LogFollower:
                 self._mirror.advance(page)
                 if len(page) < _PAGE:
                     break
-            try:
-                self.state = await self._store.log_state()
-            except StoreUnavailable:
-                self.state = None
-                raise
+            self.state = await self._store.log_state()
             if self.state.epoch == self._mirror.epoch:
                 break
             if self._mirror.epoch:
@@ -363,6 +359,7 @@ class LogFollower:
         await asyncio.sleep(self._poll_interval)
 
     def _failed(self) -> None:
+        self.state = None
         if self._down_since is None:
             self._down_since = self._monotonic()
             log.warning("cannot read the revocation log: the database is unavailable")

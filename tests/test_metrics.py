@@ -235,6 +235,8 @@ async def test_store_errors_are_counted(start_server: StartServer, postgres_url:
         proxy.cut()
         error = await rpc_error(running.stub.IssueToken(pb.IssueTokenRequest(subject=new_subject(), device_id="x"), timeout=15))
         samples = await scrape(running)
+        # The follower's next read fails too: no primary in use any more.
+        down = await eventually(running, lambda s: value(s, "authority_store_primary") == 0, within=10)
         proxy.resume()
         deadline = time.monotonic() + 15
         while True:  # back: the next sign-in reconnects
@@ -250,4 +252,6 @@ async def test_store_errors_are_counted(start_server: StartServer, postgres_url:
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     assert value(samples, "authority_rpcs_total", method=TA + "IssueToken", code="UNAVAILABLE") == 1
     assert sum(v for (name, _), v in samples.items() if name == "authority_store_errors_total") >= 1
+    assert value(down, "authority_store_primary") == 0
+    assert not [v for (name, _), v in down.items() if name == "authority_store_host"]
     assert value(back, "authority_store_reconnects_total") >= 1
