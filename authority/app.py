@@ -66,7 +66,11 @@ class Authority:
     @classmethod
     async def open(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Authority:
         """Connects, prepares the schema and keys, and loads the live revocations."""
-        store = Store.open(settings.database_url)
+        store = Store.open(
+            settings.database_url,
+            listen_url=settings.listen_database_url,
+            transaction_pooling=settings.database_transaction_pooling,
+        )
         try:
             migrated_from = await prepare_schema(store, upgrade=False)
             if migrated_from:
@@ -76,6 +80,8 @@ class Authority:
                 store, settings.signing_algorithm, clock(), kek, allow_plaintext=settings.allow_plaintext_keys
             )
             mirror = RevocationMirror()
+            # The epoch first: should it change during the load, the follower sees it.
+            mirror.epoch = (await store.log_state()).epoch
             started = time.monotonic()
             async for rows in store.live_revocation_rows(clock() - settings.leeway):
                 mirror.load(rows)

@@ -15,6 +15,7 @@ import enum
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,6 +90,13 @@ class Settings:
     log_format: str = "auto"
     # HOST:PORT (or a bare PORT, on loopback) for the Prometheus metrics; empty is off.
     metrics_listen: str = ""
+    # High availability (README "Running at scale"). LISTEN/NOTIFY and the session-level
+    # maintenance lock need a connection of their own: direct to the primary, or through
+    # session pooling. Empty: database_url.
+    listen_database_url: str = ""
+    # database_url goes through a transaction pooler (PgBouncer pool_mode = transaction):
+    # no statement caches, timeouts set per transaction; needs listen_database_url.
+    database_transaction_pooling: bool = False
 
     def __post_init__(self) -> None:
         _check(self)
@@ -257,6 +265,7 @@ def _check(s: Settings) -> None:
         raise ConfigError("audiences", "must name at least one audience, none empty")
     if not s.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError("database_url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+    _check_high_availability(s)
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level", "must be one of DEBUG, INFO, WARNING, ERROR")
     if not _is_host_port(s.listen):
@@ -265,6 +274,31 @@ def _check(s: Settings) -> None:
         raise ConfigError("log_format", "must be one of json, text, auto")
     if s.metrics_listen and not _is_host_port(metrics_address(s.metrics_listen)):
         raise ConfigError("metrics_listen", f"{s.metrics_listen!r} is not HOST:PORT or PORT")
+
+
+# The authority writes: every connection must land on a server that takes writes.
+WRITABLE_SESSION_ATTRS = ("read-write", "primary")
+
+
+def _check_high_availability(s: Settings) -> None:
+    for option in ("database_url", "listen_database_url"):
+        url = getattr(s, option)
+        attrs = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("target_session_attrs", [])
+        if any(value not in WRITABLE_SESSION_ATTRS for value in attrs):
+            raise ConfigError(option, "target_session_attrs must be read-write or primary: the authority writes")
+    if s.listen_database_url and not s.listen_database_url.startswith("postgresql+asyncpg://"):
+        raise ConfigError("listen_database_url", "must start with postgresql+asyncpg:// (LISTEN is PostgreSQL's)")
+    if s.database_transaction_pooling:
+        if not s.database_url.startswith("postgresql+asyncpg://"):
+            raise ConfigError("database_transaction_pooling", "is for PostgreSQL behind a pooler only")
+        if not s.listen_database_url:
+            # Notifications would go to whichever client holds a server connection at
+            # the time: silently lost. Refuse rather than fall back without saying so.
+            raise ConfigError(
+                "listen_database_url",
+                "must be set under database_transaction_pooling: LISTEN/NOTIFY and the maintenance lock need a "
+                "session of their own (direct to the primary, or PgBouncer session pooling)",
+            )
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
@@ -383,7 +417,7 @@ def describe(settings: Settings) -> dict[str, str]:
             text = str(value.value)
         else:
             text = str(value)
-        if field.name == "database_url":
+        if field.name in ("database_url", "listen_database_url"):
             text = mask_url(text)
         elif text and field.name in _SECRET_OPTIONS:
             text = MASK

@@ -14,6 +14,7 @@
     ├── CallerNotPermitted     the caller's roles do not allow this call
     ├── WatcherTooSlow         a revocation watcher fell too far behind and must resume
     └── SequenceUnknown        a watcher resumes after a sequence the log never reached
+        └── LogEpochChanged    ... or of another epoch of the log (restored, failed over)
 
 Only :mod:`authority.api.status` turns these into gRPC status codes. Messages may reach
 callers, so they never contain a token, a refresh token or key material.
@@ -90,3 +91,12 @@ class CallerUnauthenticated(AuthorityError):
 
 class CallerNotPermitted(AuthorityError):
     """The calling service is known, but its roles do not allow this call."""
+
+
+class LogEpochChanged(SequenceUnknown):
+    """A watcher's position is of another epoch of the log (a restore, a failover); it must start from 0."""
+
+    def __init__(self) -> None:
+        AuthorityError.__init__(
+            self, "the revocation log is of another epoch (restored or failed over); resume from 0 with no epoch"
+        )

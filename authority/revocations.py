@@ -24,8 +24,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from authority.errors import SequenceUnknown, StoreUnavailable, WatcherTooSlow
-from authority.store import Revocation, Store
+from authority.errors import LogEpochChanged, SequenceUnknown, StoreUnavailable, WatcherTooSlow
+from authority.store import LogState, Revocation, Store
 from authority.store.store import KEYS_CHANNEL, REVOCATIONS_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,21 @@ KEYS_CHANGED = KeysChanged()
 FeedEvent = Revocation | CaughtUp | Heartbeat | KeysChanged
 
 
+class _EpochChanged:
+    """The log's epoch changed: positions of the old one mean nothing now."""
+
+
+_EPOCH_CHANGED = _EpochChanged()
+_Queued = Revocation | KeysChanged | _EpochChanged
+
+
 class _Watcher:
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[Revocation | KeysChanged] = asyncio.Queue(WATCHER_QUEUE_SIZE)
+        self.queue: asyncio.Queue[_Queued] = asyncio.Queue(WATCHER_QUEUE_SIZE)
         # Only ever set while the queue is full, so a reader never waits on it.
         self.overflowed = False
 
-    def offer(self, item: Revocation | KeysChanged) -> None:
+    def offer(self, item: _Queued) -> None:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -88,8 +96,10 @@ class RevocationMirror:
         self._seconds: dict[int, int] = {}
         self._watchers: set[_Watcher] = set()
         self._monotonic = monotonic
-        # The log position up to which every entry has been applied and passed on.
+        # The log position up to which every entry has been applied and passed on, and
+        # the epoch of the log it is a position in ("" until the store is first read).
         self.sequence = 0
+        self.epoch = ""
         self._confirmed_at = -math.inf
         # Set when the log is known to have moved past ``sequence``: the follower reads it.
         self.log_moved = asyncio.Event()
@@ -130,6 +140,17 @@ class RevocationMirror:
             self.sequence = entry.sequence
             for watcher in self._watchers:
                 watcher.offer(entry)
+
+    def begin_epoch(self, epoch: str) -> None:
+        """The log is another one now (restored, or a new PostgreSQL timeline): read it
+        again from 0, unconfirmed until then, and end every watcher's stream (their
+        positions are of the old log). What the mirror holds stays held: a revocation
+        the restored log lost still refuses its tokens here until they expire."""
+        self.epoch = epoch
+        self.sequence = 0
+        self._confirmed_at = -math.inf
+        for watcher in self._watchers:
+            watcher.offer(_EPOCH_CHANGED)
 
     def _second(self, expires_at: float) -> int:
         second = math.ceil(expires_at)
@@ -175,16 +196,20 @@ class RevocationMirror:
             self._watchers.discard(watcher)
 
     async def follow(
-        self, store: Store, after_sequence: int, heartbeat_interval: float, fresh_within: float
+        self, store: Store, after_sequence: int, heartbeat_interval: float, fresh_within: float, epoch: str = ""
     ) -> AsyncIterator[FeedEvent]:
         """The feed of one consumer: the signing keys (:data:`KEYS_CHANGED`), every log entry
         after ``after_sequence`` still in the store, :class:`CaughtUp`, then new entries and
         key changes as they happen, with a :class:`Heartbeat` after ``heartbeat_interval``
         of silence, but only while the mirror was confirmed within ``fresh_within`` seconds.
 
-        Raises :class:`WatcherTooSlow` when the consumer falls too far behind, and
-        :class:`SequenceUnknown` for an ``after_sequence`` beyond the end of the log.
+        Raises :class:`WatcherTooSlow` when the consumer falls too far behind,
+        :class:`SequenceUnknown` for an ``after_sequence`` beyond the end of the log, and
+        :class:`LogEpochChanged` for a position of another ``epoch`` than the log's (at
+        the start, or when the log changes epoch while the consumer watches).
         """
+        if after_sequence and epoch and epoch != self.epoch:
+            raise LogEpochChanged()
         # Registered before the keys and the backlog are read: a key change or an entry the
         # follower passes on from now is queued, and every earlier one is in what is read.
         with self._watch() as watcher:
@@ -217,6 +242,8 @@ class RevocationMirror:
                         position = max(position, self.sequence)
                         yield Heartbeat(position)
                     continue
+                if isinstance(item, _EpochChanged):
+                    raise LogEpochChanged()
                 if isinstance(item, KeysChanged):
                     yield item
                 elif item.sequence > position:
@@ -250,6 +277,10 @@ class LogFollower:
         self._keys_checked_at = -math.inf
         self._listener: asyncio.Task[None] | None = None
         self._down_since: float | None = None
+        # For the metrics: the last log state read (None while the store is unreadable),
+        # and when the log was last read to its end (monotonic).
+        self.state: LogState | None = None
+        self.last_read_at: float | None = None
 
     @property
     def reading(self) -> bool:
@@ -262,15 +293,31 @@ class LogFollower:
         self._mirror.log_moved.set()
 
     async def catch_up(self) -> None:
-        """Reads every new log entry into the mirror, then confirms it complete."""
-        started = self._monotonic()
+        """Reads every new log entry into the mirror, then confirms it complete.
+
+        The log's epoch is read after the entries: only when it is still the epoch the
+        mirror's position belongs to were they the next entries of that log (an epoch
+        never comes back). Otherwise the mirror starts that epoch, and reads it from 0.
+        """
         while True:
-            page = await self._store.revocations_after(self._mirror.sequence, _PAGE)
-            self._mirror.advance(page)
-            if len(page) < _PAGE:
+            started = self._monotonic()
+            while True:
+                page = await self._store.revocations_after(self._mirror.sequence, _PAGE)
+                self._mirror.advance(page)
+                if len(page) < _PAGE:
+                    break
+            self.state = await self._store.log_state()
+            if self.state.epoch == self._mirror.epoch:
                 break
+            if self._mirror.epoch:
+                log.warning(
+                    "the revocation log changed epoch (%s to %s: a failover or a restore); reading it again from 0",
+                    self._mirror.epoch, self.state.epoch,
+                )
+            self._mirror.begin_epoch(self.state.epoch)
         # The view is complete now, whatever the keys check below makes of the keys.
         self._mirror.confirm(started)
+        self.last_read_at = self._monotonic()
         # Notifications announce key changes; the slower check is for where they are lost.
         if self._check_keys or started - self._keys_checked_at >= _KEYS_CHECK_POLLS * self._poll_interval:
             await self._keys_changed()
@@ -312,6 +359,7 @@ class LogFollower:
         await asyncio.sleep(self._poll_interval)
 
     def _failed(self) -> None:
+        self.state = None
         if self._down_since is None:
             self._down_since = self._monotonic()
             log.warning("cannot read the revocation log: the database is unavailable")

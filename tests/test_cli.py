@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from authority.credentials import api_key_entry, new_api_key, parse_roles
+from authority.store import Store
 from tests.conftest import TEST_KEY_ENCRYPTION_KEY
 
 AUTHORITY = str(Path(sys.executable).with_name("authority"))
@@ -110,6 +111,19 @@ async def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -
 
     assert first[0] == 0 and "migrated the schema" in first[1]
     assert second[0] == 0 and "up to date" in second[1]
+
+
+async def test_migrate_renew_epoch_gives_the_log_a_new_epoch(database_url: str) -> None:
+    await _run("migrate", "--database-url", database_url)
+    store = Store.open(database_url)
+    try:
+        before = (await store.log_state()).epoch
+        code, out, _ = await _run("migrate", "--renew-epoch", "--database-url", database_url)
+        after = (await store.log_state()).epoch
+    finally:
+        await store.close()
+    assert code == 0 and "epoch is now" in out
+    assert after != before
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authority.config import Algorithm, Policy, Settings, load_settings
+from authority.config import Algorithm, Policy, Settings, describe, load_settings
 from authority.errors import ConfigError
 
 
@@ -78,3 +78,34 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(AttributeError):
         settings.listen = "0.0.0.0:1"  # type: ignore[misc]
+
+
+PG = "postgresql+asyncpg://authority@db/authority"
+
+
+@pytest.mark.parametrize(
+    ("environ", "option", "says"),
+    [
+        ({"AUTHORITY_DATABASE_URL": PG, "AUTHORITY_DATABASE_TRANSACTION_POOLING": "true"},
+         "listen_database_url", "must be set under database_transaction_pooling"),
+        ({"AUTHORITY_DATABASE_TRANSACTION_POOLING": "true"}, "database_transaction_pooling", "PostgreSQL"),
+        ({"AUTHORITY_DATABASE_URL": PG + "?host=a&host=b&target_session_attrs=any"}, "database_url", "read-write"),
+        ({"AUTHORITY_DATABASE_URL": PG, "AUTHORITY_LISTEN_DATABASE_URL": PG + "?target_session_attrs=standby"},
+         "listen_database_url", "read-write"),
+        ({"AUTHORITY_LISTEN_DATABASE_URL": "sqlite+aiosqlite:///x.db"}, "listen_database_url", "postgresql"),
+    ],
+)
+def test_high_availability_settings_are_checked_at_start(environ: dict[str, str], option: str, says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(environ)
+    assert refused.value.option == option and says in str(refused.value)
+
+
+def test_transaction_pooling_with_a_listener_url_is_accepted_and_the_url_is_masked() -> None:
+    settings = load_settings({
+        "AUTHORITY_DATABASE_URL": PG, "AUTHORITY_DATABASE_TRANSACTION_POOLING": "yes",
+        "AUTHORITY_LISTEN_DATABASE_URL": "postgresql+asyncpg://authority:secret@/authority?host=a&host=b"
+        "&target_session_attrs=read-write",
+    })
+    assert settings.database_transaction_pooling
+    assert "secret" not in describe(settings)["listen_database_url"]

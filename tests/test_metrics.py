@@ -147,6 +147,20 @@ async def test_gauges_show_live_revocations_keys_pool_and_feed_lag(served: Runni
     assert value(samples, "process_resident_memory_bytes") > 0
 
 
+async def test_high_availability_gauges_show_the_host_the_primary_and_the_last_write_and_read(
+    served: Running,
+) -> None:
+    await sign_in(served.stub, new_subject(), "laptop")
+    samples = await eventually(served, lambda s: value(s, "authority_store_primary") == 1)
+
+    hosts = [dict(labels)["host"] for (name, labels), v in samples.items() if name == "authority_store_host" and v]
+    assert len(hosts) == 1 and hosts[0]
+    assert 0 <= value(samples, "authority_store_seconds_since_write") < 5
+    poll = served.server.authority.settings.revocation_poll_interval
+    assert 0 <= value(samples, "authority_revocation_log_seconds_since_read") < poll + 5
+    assert value(samples, "authority_store_reconnects_total") == 0
+
+
 async def test_live_sessions_are_counted_in_the_store(served: Running) -> None:
     stub = served.stub
     await sign_in(stub, new_subject(), "laptop")
@@ -221,9 +235,23 @@ async def test_store_errors_are_counted(start_server: StartServer, postgres_url:
         proxy.cut()
         error = await rpc_error(running.stub.IssueToken(pb.IssueTokenRequest(subject=new_subject(), device_id="x"), timeout=15))
         samples = await scrape(running)
+        # The follower's next read fails too: no primary in use any more.
+        down = await eventually(running, lambda s: value(s, "authority_store_primary") == 0, within=10)
+        proxy.resume()
+        deadline = time.monotonic() + 15
+        while True:  # back: the next sign-in reconnects
+            try:
+                await sign_in(running.stub, new_subject(), "laptop")
+                break
+            except grpc.aio.AioRpcError as failed:
+                assert failed.code() is grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline
+        back = await scrape(running)
     finally:
         await proxy.close()
 
     assert error.code() is grpc.StatusCode.UNAVAILABLE
     assert value(samples, "authority_rpcs_total", method=TA + "IssueToken", code="UNAVAILABLE") == 1
     assert sum(v for (name, _), v in samples.items() if name == "authority_store_errors_total") >= 1
+    assert value(down, "authority_store_primary") == 0
+    assert not [v for (name, _), v in down.items() if name == "authority_store_host"]
+    assert value(back, "authority_store_reconnects_total") >= 1

@@ -182,8 +182,10 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
     ) -> AsyncIterator[pb.RevocationEvent]:
         authority = self._authority
         heartbeat_interval = _heartbeat_interval(request)
+        # The stream's epoch: should the log change epoch, the feed ends (OUT_OF_RANGE).
+        epoch = authority.mirror.epoch
         feed = authority.mirror.follow(
-            authority.store, request.after_sequence, heartbeat_interval, authority.heartbeat_freshness
+            authority.store, request.after_sequence, heartbeat_interval, authority.heartbeat_freshness, request.epoch
         )
         async for event in feed:
             if isinstance(event, Revocation):
@@ -194,20 +196,22 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
                     session_id=event.session_id,
                     expires_at=_timestamp(event.expires_at),
                     sent_at=_timestamp(self._clock()),
+                    epoch=epoch,
                 )
             elif isinstance(event, CaughtUp):
-                yield self._position_event(pb.REVOCATION_EVENT_KIND_CAUGHT_UP, event.sequence)
+                yield self._position_event(pb.REVOCATION_EVENT_KIND_CAUGHT_UP, event.sequence, epoch)
             elif isinstance(event, Heartbeat):
-                yield self._position_event(pb.REVOCATION_EVENT_KIND_HEARTBEAT, event.sequence)
+                yield self._position_event(pb.REVOCATION_EVENT_KIND_HEARTBEAT, event.sequence, epoch)
             else:
-                yield self._signing_keys_event()
+                yield self._signing_keys_event(epoch)
 
-    def _signing_keys_event(self) -> pb.RevocationEvent:
+    def _signing_keys_event(self, epoch: str) -> pb.RevocationEvent:
         return pb.RevocationEvent(
             kind=pb.REVOCATION_EVENT_KIND_SIGNING_KEYS,
             jwks_json=self._authority.codec.keyring.jwks_json,
             sent_at=_timestamp(self._clock()),
+            epoch=epoch,
         )
 
-    def _position_event(self, kind: pb.RevocationEventKind, sequence: int) -> pb.RevocationEvent:
-        return pb.RevocationEvent(kind=kind, sequence=sequence, sent_at=_timestamp(self._clock()))
+    def _position_event(self, kind: pb.RevocationEventKind, sequence: int, epoch: str) -> pb.RevocationEvent:
+        return pb.RevocationEvent(kind=kind, sequence=sequence, sent_at=_timestamp(self._clock()), epoch=epoch)

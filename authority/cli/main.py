@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date (safe to repeat)")
     migrate.add_argument("--database-url", help="store URL (AUTHORITY_DATABASE_URL)")
+    migrate.add_argument("--renew-epoch", action="store_true",
+                         help="give the revocation log a new epoch, after restoring the database from a copy: "
+                              "every replica and consumer then reads it again from 0")
 
     demo = commands.add_parser("demo", help="run the single-device scenario against a running authority")
     demo.add_argument("--target", default="127.0.0.1:50051", help="the authority's HOST:PORT")
@@ -136,10 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keys":
             return keys_commands.run(args, settings)
         if args.command == "migrate":
-            from authority.store.migrate import migrate
+            from authority.store.migrate import migrate, renew_epoch
 
             migrated_from = asyncio.run(migrate(settings.database_url))
             print("schema is up to date" if migrated_from is None else f"migrated the schema (was: {migrated_from})")
+            if args.renew_epoch:
+                print(f"the revocation log's epoch is now {asyncio.run(renew_epoch(settings.database_url))}")
             return 0
         from authority.api.server import serve
 

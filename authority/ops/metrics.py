@@ -19,6 +19,9 @@ What is counted where:
 - Revocation-feed lag, read from the mirror at scrape time: seconds since the view was
   last confirmed complete, the log position applied (compare replicas: the highest minus
   this one is how far it trails), and the events queued for the slowest watcher.
+- High availability, read at scrape time from the store and the log follower: reconnects
+  after the database was lost, the server in use and whether it is the primary, seconds
+  since the last write committed and since the log was last read to its end.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 
@@ -139,7 +143,7 @@ class _AuthorityCollector(Collector):
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # unchecked collector: names are fixed, values appear at scrape time
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         mirror = self._authority.mirror
         yield GaugeMetricFamily(
             "authority_live_revocations",
@@ -175,6 +179,7 @@ class _AuthorityCollector(Collector):
             signing = "true" if key is signing_key else "false"
             ages.add_metric([key.kid, key.algorithm.value, signing], now - key.created_at)
         yield ages
+        yield from self._high_availability()
         pool: Any = self._authority.store.engine.pool
         for name, help_text, read in (
             ("authority_store_pool_size", "Connections the pool keeps.", "size"),
@@ -184,6 +189,36 @@ class _AuthorityCollector(Collector):
             reader = getattr(pool, read, None)
             if reader is not None:
                 yield GaugeMetricFamily(name, help_text, value=float(reader()))
+
+
+    def _high_availability(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        store, follower = self._authority.store, self._authority.follower
+        now = time.monotonic()
+        yield CounterMetricFamily(
+            "authority_store_reconnects",
+            "Connections opened again after the database was lost (an outage, a failover).",
+            value=store.reconnects,
+        )
+        state = follower.state
+        host = GaugeMetricFamily(
+            "authority_store_host", "The database server the log was last read from (1), as it names itself.",
+            labels=["host"],
+        )
+        if state is not None:
+            host.add_metric([state.host], 1)
+        yield host
+        yield GaugeMetricFamily(
+            "authority_store_primary",
+            "1 while the last read of the log was from a primary; 0 when it failed (no primary, a standby, down).",
+            value=1 if state is not None and state.primary else 0,
+        )
+        for name, help_text, at in (
+            ("authority_store_seconds_since_write", "Seconds since a write to the database last committed.",
+             store.last_write_at),
+            ("authority_revocation_log_seconds_since_read", "Seconds since the revocation log was last read to its end.",
+             follower.last_read_at),
+        ):
+            yield GaugeMetricFamily(name, help_text + " (+Inf: never.)", value=math.inf if at is None else now - at)
 
 
 class MetricsHttpServer:

@@ -62,6 +62,15 @@ def _prepare(connection: sa.Connection, upgrade: bool) -> str | None:
     return current or "empty"
 
 
+async def renew_epoch(url: str) -> str:
+    """``authority migrate --renew-epoch``: a new random epoch for the revocation log."""
+    store = Store.open(url)
+    try:
+        return await store.renew_epoch()
+    finally:
+        await store.close()
+
+
 async def migrate(url: str) -> str | None:
     """``authority migrate``: upgrades the schema to the newest revision; safe to repeat."""
     store = Store.open(url)

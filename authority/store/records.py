@@ -49,3 +49,17 @@ class RefreshRecord:
 
     session: SessionRecord
     used_at: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogState:
+    """Which revocation log the store holds now, and where it is served from.
+
+    ``epoch`` changes when the log may have gone backwards: a new database, a restore
+    (a renewed epoch id), a PostgreSQL timeline change (a promotion, a point-in-time
+    recovery). A log position means something only within its epoch.
+    """
+
+    epoch: str
+    host: str
+    primary: bool

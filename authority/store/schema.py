@@ -77,3 +77,12 @@ revocations = sa.Table(
     sa.Index("ix_revocations_expires_at", "expires_at"),
     sqlite_autoincrement=True,
 )
+
+# The revocation log's epoch (one row, id 1): a random id chosen when the schema was made,
+# renewed by `authority migrate --renew-epoch` after a restore. See Store.log_state.
+log_epoch = sa.Table(
+    "log_epoch",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("epoch", sa.String(32), nullable=False),
+)

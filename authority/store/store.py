@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -26,10 +27,13 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from authority.errors import StoreUnavailable
-from authority.store.records import KeyRecord, RefreshRecord, Revocation, SessionRecord
-from authority.store.schema import refresh_tokens, revocations, sessions, signing_keys
+from authority.store.postgres import LOG_STATE_QUERY, create_postgres_engine
+from authority.store.records import KeyRecord, LogState, RefreshRecord, Revocation, SessionRecord
+from authority.store.schema import log_epoch, refresh_tokens, revocations, sessions, signing_keys
+from authority.store.unavailable import means_unavailable
 
-# Errors that mean "the database is not there", as opposed to a bug in a query.
+# Errors that mean "the database is not there", as opposed to a bug in a query; the
+# rest are judged by what they say (authority.store.unavailable).
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     exc.OperationalError,
     exc.InterfaceError,
@@ -43,9 +47,6 @@ _UNAVAILABLE_OR_FAILED: tuple[type[BaseException], ...] = (*_UNAVAILABLE, exc.DB
 _PING_FAILED: tuple[type[BaseException], ...] = (*_RAW_UNAVAILABLE, TimeoutError)
 _PING_SECONDS = 5.0
 _READ_ONLY = "authority_read_only"
-# SQLSTATEs of work the server gave up on: a lock not granted in time (lock_timeout), a
-# statement cancelled, a transaction ended for idling. Nothing committed; retry later.
-_GAVE_UP = frozenset({"55P03", "57014", "25P03"})
 _LIVE_ROWS = (
     "SELECT sequence, session_id, expires_at FROM revocations"
     " WHERE sequence > $1 AND expires_at > $2 ORDER BY sequence LIMIT $3"
@@ -65,7 +66,7 @@ def subject_lock_id(subject: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, transaction_pooling: bool = False) -> AsyncEngine:
     """One engine per process, tuned for the store it points at."""
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer anyway, and queueing here is cheaper
@@ -74,32 +75,7 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(
-        url,
-        pool_size=10,
-        max_overflow=10,
-        pool_timeout=5,
-        pool_pre_ping=True,
-        # Parameters hold subjects and claims; keep them out of error messages and logs.
-        hide_parameters=True,
-        connect_args={
-            "timeout": 5,
-            "command_timeout": 10,
-            # A replica cut off mid-transaction must not hold its locks (a subject's, the
-            # revocation log's) until PostgreSQL notices the dead connection, hours later:
-            # the server ends a transaction left idle for 3 s (ours idle for microseconds
-            # between statements), and no caller waits on a lock for more than 5 s.
-            # Keepalives find a silent peer in about a minute, which frees the
-            # session-level maintenance lock of a replica that vanished.
-            "server_settings": {
-                "idle_in_transaction_session_timeout": "3s",
-                "lock_timeout": "5s",
-                "tcp_keepalives_idle": "30",
-                "tcp_keepalives_interval": "10",
-                "tcp_keepalives_count": "3",
-            },
-        },
-    )
+    return create_postgres_engine(url, transaction_pooling=transaction_pooling)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -151,21 +127,58 @@ def _live(now: float, idle_cutoff: float | None) -> sa.ColumnElement[bool]:
     return condition
 
 
-class Store:
-    """The database behind the authority."""
+def _translated(error: BaseException) -> StoreUnavailable | None:
+    """The domain error for a driver error that means "not available now", else None."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return StoreUnavailable("the database connection was lost")
+    if isinstance(error, _UNAVAILABLE) or means_unavailable(error):
+        return StoreUnavailable("the database is unavailable; try again")
+    return None
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+class Store:
+    """The database behind the authority.
+
+    ``session_engine`` serves what needs a connection of its own for longer than a
+    transaction (LISTEN, the session-level maintenance lock): the main engine, unless
+    the main pool runs through a transaction pooler.
+    """
+
+    def __init__(self, engine: AsyncEngine, session_engine: AsyncEngine | None = None) -> None:
         self.engine = engine
+        self.session_engine = session_engine or engine
         self.is_postgres = engine.dialect.name == "postgresql"
+        # For the metrics: connections opened again after the database was lost, and
+        # when a write last committed (monotonic).
+        self.reconnects = 0
+        self.last_write_at: float | None = None
+        self._lost = False
+        for each in {id(e): e for e in (self.engine, self.session_engine)}.values():
+            event.listen(each.sync_engine, "connect", self._connected)
 
     @classmethod
-    def open(cls, url: str) -> Store:
-        """A store on ``url``; nothing is connected until first use."""
-        return cls(create_engine(url))
+    def open(cls, url: str, *, listen_url: str = "", transaction_pooling: bool = False) -> Store:
+        """A store on ``url`` (LISTEN and session locks on ``listen_url`` when given);
+        nothing is connected until first use."""
+        engine = create_engine(url, transaction_pooling=transaction_pooling)
+        return cls(engine, create_engine(listen_url) if listen_url and listen_url != url else None)
 
     async def close(self) -> None:
         """Closes every pooled connection."""
         await self.engine.dispose()
+        if self.session_engine is not self.engine:
+            await self.session_engine.dispose()
+
+    def _connected(self, _dbapi_connection: Any, _record: Any) -> None:
+        if self._lost:
+            self._lost = False
+            self.reconnects += 1
+
+    def _unavailable(self, error: BaseException) -> StoreUnavailable | None:
+        translated = _translated(error)
+        if translated is not None:
+            self._lost = True
+        return translated
 
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Tx]:
@@ -179,13 +192,11 @@ class Store:
                     await conn.execution_options(**{_READ_ONLY: True})
                 async with conn.begin():
                     yield Tx(conn, self.is_postgres)
-        except _UNAVAILABLE as error:
-            raise StoreUnavailable("the database is unavailable") from error
-        except exc.DBAPIError as error:
-            if error.connection_invalidated:
-                raise StoreUnavailable("the database connection was lost") from error
-            if getattr(error.orig, "sqlstate", None) in _GAVE_UP:
-                raise StoreUnavailable("the database is busy; try again") from error
+            if not read_only:
+                self.last_write_at = time.monotonic()
+        except Exception as error:
+            if (translated := self._unavailable(error)) is not None:
+                raise translated from error
             raise
 
     async def keys(self) -> list[KeyRecord]:
@@ -219,7 +230,7 @@ class Store:
             lost.set()
 
         try:
-            async with self.engine.connect() as conn:
+            async with self.session_engine.connect() as conn:
                 raw = await conn.get_raw_connection()
                 driver: Any = raw.driver_connection
                 driver.add_termination_listener(on_lost)
@@ -232,8 +243,10 @@ class Store:
                     # Closed, never returned to the pool still listening (or hung on a cut link).
                     await conn.invalidate()
         except _RAW_UNAVAILABLE as error:
+            self._lost = True
             raise StoreUnavailable("the database is unavailable") from error
         except exc.DBAPIError as error:
+            self._lost = True
             raise StoreUnavailable("the database connection was lost") from error
 
     @asynccontextmanager
@@ -244,7 +257,7 @@ class Store:
             yield True
             return
         try:
-            async with self.engine.connect() as conn:
+            async with self.session_engine.connect() as conn:
                 held = bool((await conn.execute(sa.select(sa.func.pg_try_advisory_lock(lock_id)))).scalar_one())
                 await conn.commit()
                 try:
@@ -257,11 +270,9 @@ class Store:
                         except _UNAVAILABLE_OR_FAILED:
                             # Never back into the pool still holding the lock: closing frees it.
                             await conn.invalidate()
-        except _UNAVAILABLE as error:
-            raise StoreUnavailable("the database is unavailable") from error
-        except exc.DBAPIError as error:
-            if error.connection_invalidated:
-                raise StoreUnavailable("the database connection was lost") from error
+        except Exception as error:
+            if (translated := self._unavailable(error)) is not None:
+                raise translated from error
             raise
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
@@ -321,13 +332,39 @@ class Store:
                         )
                         rows = (await conn.execute(query)).all()
             except _RAW_UNAVAILABLE as error:
+                self._lost = True
                 raise StoreUnavailable("the database is unavailable") from error
             except exc.DBAPIError as error:
+                self._lost = True
                 raise StoreUnavailable("the database connection was lost") from error
             if not rows:
                 return
             yield rows
             after = rows[-1][0]
+
+    async def log_state(self) -> LogState:
+        """Which log the store holds (its epoch) and the server it is read from.
+
+        The epoch is the random id the schema was made with, and on PostgreSQL the
+        timeline too, which every promotion and point-in-time recovery moves on: after
+        either, a position read before may name another entry or none.
+        """
+        async with self.transaction(read_only=True) as tx:
+            if not self.is_postgres:
+                epoch = (await tx.conn.execute(sa.select(log_epoch.c.epoch).where(log_epoch.c.id == 1))).scalar_one()
+                return LogState(str(epoch), "sqlite", True)
+            row = (await tx.conn.exec_driver_sql(LOG_STATE_QUERY)).one()
+        if row.in_recovery or row.timeline is None:
+            # target_session_attrs keeps standbys out; one that slips through is not the log.
+            raise StoreUnavailable("the database is a standby; waiting for the primary")
+        return LogState(f"{row.epoch}-{int(row.timeline, 16)}", str(row.host), True)
+
+    async def renew_epoch(self) -> str:
+        """Gives the log a new random epoch id (after a restore); returns it."""
+        epoch = secrets.token_hex(8)
+        async with self.transaction() as tx:
+            await tx.conn.execute(sa.update(log_epoch).where(log_epoch.c.id == 1).values(epoch=epoch))
+        return epoch
 
     async def revocations_after(self, sequence: int, limit: int) -> list[Revocation]:
         """Up to ``limit`` log entries after ``sequence``, in order.

@@ -123,12 +123,15 @@ def revocation_event(message: pb.RevocationEvent) -> RevocationEvent:
         expires_at=seconds(message.expires_at),
         sent_at=seconds(message.sent_at),
         jwks_json=message.jwks_json,
+        epoch=message.epoch,
     )
 
 
-def watch_request(after_sequence: int, heartbeat_interval: float | None) -> pb.WatchRevocationsRequest:
-    """The WatchRevocations request resuming after ``after_sequence``."""
-    request = pb.WatchRevocationsRequest(after_sequence=after_sequence)
+def watch_request(
+    after_sequence: int, heartbeat_interval: float | None, epoch: str = ""
+) -> pb.WatchRevocationsRequest:
+    """The WatchRevocations request resuming after ``after_sequence`` of ``epoch``."""
+    request = pb.WatchRevocationsRequest(after_sequence=after_sequence, epoch=epoch)
     if heartbeat_interval is not None:
         request.heartbeat_interval.CopyFrom(duration(heartbeat_interval))
     return request

@@ -105,13 +105,14 @@ class AsyncAuthorityClient:
         return response.jwks_json
 
     async def watch_revocations(
-        self, after_sequence: int = 0, *, heartbeat_interval: float | None = None
+        self, after_sequence: int = 0, *, heartbeat_interval: float | None = None, epoch: str = ""
     ) -> AsyncGenerator[RevocationEvent, None]:
-        """The revocation stream after ``after_sequence``; it has no deadline.
+        """The revocation stream after ``after_sequence`` of ``epoch`` (the epoch of the event
+        it came from; a position of another epoch fails with OUT_OF_RANGE); it has no deadline.
 
         Closing the iterator (or cancelling its task) cancels the call.
         """
-        request = _convert.watch_request(after_sequence, heartbeat_interval)
+        request = _convert.watch_request(after_sequence, heartbeat_interval, epoch)
         call = self._stub.WatchRevocations(request, metadata=self._metadata)
         try:
             async for message in call:

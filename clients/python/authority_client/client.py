@@ -106,10 +106,11 @@ class AuthorityClient:
         return response.jwks_json
 
     def watch_revocations(
-        self, after_sequence: int = 0, *, heartbeat_interval: float | None = None
+        self, after_sequence: int = 0, *, heartbeat_interval: float | None = None, epoch: str = ""
     ) -> RevocationStream:
-        """The revocation stream after ``after_sequence``; it has no deadline."""
-        request = _convert.watch_request(after_sequence, heartbeat_interval)
+        """The revocation stream after ``after_sequence`` of ``epoch`` (the epoch of the event
+        it came from; a position of another epoch fails with OUT_OF_RANGE); it has no deadline."""
+        request = _convert.watch_request(after_sequence, heartbeat_interval, epoch)
         call = self._stub.WatchRevocations(request, metadata=self._metadata)
         return RevocationStream(call)
 

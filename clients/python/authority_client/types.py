@@ -87,3 +87,5 @@ class RevocationEvent:
     expires_at: float = 0.0
     sent_at: float = 0.0
     jwks_json: str = ""
+    # The revocation log's epoch: sequences are positions within one epoch.
+    epoch: str = ""

@@ -119,3 +119,45 @@ def test_a_position_the_authority_never_reached_makes_the_follower_start_again_f
 
 def _caught_up_at(sequence: int) -> RevocationEvent:
     return RevocationEvent(kind=RevocationEventKind.CAUGHT_UP, sequence=sequence)
+
+
+class RestoredBetweenStreams:
+    """A WatchRevocations whose log changes epoch between two streams, and which (like a
+    server that does not check the request's epoch) answers the old position anyway."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[int, str]] = []
+
+    def watch(self, request: pb.WatchRevocationsRequest, context: grpc.ServicerContext) -> Iterator[pb.RevocationEvent]:
+        self.requests.append((request.after_sequence, request.epoch))
+        expires = {"seconds": int(time.time()) + 600}
+        epoch = "e1" if len(self.requests) == 1 else "e2"
+        if request.after_sequence == 0:
+            sequence = 7 if epoch == "e1" else 3
+            yield pb.RevocationEvent(kind=pb.REVOCATION_EVENT_KIND_REVOCATION, sequence=sequence,
+                                     session_id=f"s{sequence}-{epoch}", expires_at=expires, epoch=epoch)
+        yield pb.RevocationEvent(kind=pb.REVOCATION_EVENT_KIND_CAUGHT_UP, sequence=7 if epoch == "e1" else 3,
+                                 epoch=epoch)
+        if len(self.requests) == 1:
+            return  # the first stream ends: the follower resumes after 7 of e1
+        while context.is_active():
+            time.sleep(0.02)
+
+    serve = SilentAfterCatchingUp.serve
+
+
+def test_a_stream_of_another_epoch_makes_the_follower_start_again_from_zero() -> None:
+    fake = RestoredBetweenStreams()
+    server, target = fake.serve()
+    mirror = RevocationMirror(max_staleness=5)
+    with AuthorityClient(target) as client:
+        follower = MirrorFollower(client, mirror, SETTINGS)
+        follower.start()
+        try:
+            _wait(lambda: mirror.is_revoked("s3-e2", ""), within=5.0)
+            assert fake.requests[:3] == [(0, ""), (7, "e1"), (0, "")]
+            assert mirror.epoch == "e2" and mirror.last_sequence == 3
+            assert mirror.is_revoked("s7-e1", "")  # what it held stays held
+        finally:
+            follower.stop()
+            server.stop(None)

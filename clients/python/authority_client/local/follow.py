@@ -4,7 +4,9 @@
 :class:`AsyncMirrorFollower` in an asyncio task (for grpc.aio servers); both do the same:
 open the stream after the last sequence applied, apply every event, and when the stream
 ends or fails, reconnect after a backoff (doubling, with jitter, up to ``max_backoff``)
-and resume from the last sequence, so no revocation is missed. A stream that has caught
+and resume from the last sequence, so no revocation is missed. The position is kept with
+the log's epoch: a stream of another epoch (the authority's database restored, or failed
+over to a new timeline), or OUT_OF_RANGE, starts it again from 0. A stream that has caught
 up and then stays silent for ``idle_timeout`` is presumed dead and reopened.
 """
 
@@ -109,7 +111,9 @@ class MirrorFollower:
             error: BaseException | None = None
             try:
                 stream = self._client.watch_revocations(
-                    self._mirror.last_sequence, heartbeat_interval=self._settings.heartbeat_interval
+                    self._mirror.last_sequence,
+                    heartbeat_interval=self._settings.heartbeat_interval,
+                    epoch=self._mirror.epoch,
                 )
                 with self._stream_lock:
                     self._stream = stream
@@ -117,6 +121,9 @@ class MirrorFollower:
                     break
                 self._mirror.stream_started()
                 for event in stream:
+                    if not self._mirror.same_epoch(event):
+                        stream.cancel()
+                        break
                     self._mirror.apply(event)
                     if self._mirror.stream_caught_up():
                         backoff.reset()
@@ -171,7 +178,7 @@ class AsyncMirrorFollower:
         while True:
             error: BaseException | None = None
             events = self._client.watch_revocations(
-                self._mirror.last_sequence, heartbeat_interval=self._settings.heartbeat_interval
+                self._mirror.last_sequence, heartbeat_interval=self._settings.heartbeat_interval, epoch=self._mirror.epoch
             )
             try:
                 self._mirror.stream_started()
@@ -184,6 +191,8 @@ class AsyncMirrorFollower:
                         break
                     except asyncio.TimeoutError:
                         log.warning("revocation stream silent for %.1fs; reopening", self._settings.idle_timeout)
+                        break
+                    if not self._mirror.same_epoch(event):
                         break
                     self._mirror.apply(event)
                     if self._mirror.stream_caught_up():

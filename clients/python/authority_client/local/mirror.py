@@ -47,6 +47,8 @@ class RevocationMirror:
         self._sessions: dict[str, float] = {}
         self._tokens: dict[str, float] = {}
         self._last_sequence = 0
+        # The epoch of the log _last_sequence is a position in ("" before any stream).
+        self._epoch = ""
         self._complete_at: float | None = None  # monotonic time the copy was last known complete
         self._caught_up = False  # in the current stream
         self._last_event_at: float | None = None
@@ -59,6 +61,7 @@ class RevocationMirror:
         position): a full snapshot follows, and what is held stays held meanwhile."""
         with self._lock:
             self._last_sequence = 0
+            self._epoch = ""
             self._caught_up = False
 
     @property
@@ -66,6 +69,25 @@ class RevocationMirror:
         """The sequence to resume after: everything up to it has been applied."""
         with self._lock:
             return self._last_sequence
+
+    @property
+    def epoch(self) -> str:
+        """The epoch :attr:`last_sequence` belongs to: send both when resuming."""
+        with self._lock:
+            return self._epoch
+
+    def same_epoch(self, event: RevocationEvent) -> bool:
+        """Takes the epoch a stream announces; False when it is not the one our position is
+        of (a restored or failed-over log): then the position is dropped (:meth:`restart`)
+        and the stream must be opened again from 0. What is held stays held meanwhile."""
+        with self._lock:
+            if not event.epoch or event.epoch == self._epoch:
+                return True
+            if not self._epoch or not self._last_sequence:
+                self._epoch = event.epoch
+                return True
+        self.restart()
+        return False
 
     def on_revocation(self, listener: RevocationListener) -> None:
         """Calls ``listener(session_id, token_id)`` for every revocation applied."""

@@ -1,0 +1,76 @@
+"""Which database errors mean "not available now", judged by meaning, not by class name.
+
+A caller retries UNAVAILABLE and reads INTERNAL as "this server is broken", so an error
+that only says the database cannot serve right now must never pass for a bug. Drivers
+report the same state under many classes: asyncpg raises ``CannotConnectNowError`` for
+a server starting up, ``InternalClientError`` when no host of a multi-host URL is a
+primary, and SQLAlchemy wraps each in a DBAPI class of its own. So the judgement reads
+what the error says:
+
+- its SQLSTATE, when the server sent one: a connection failure (class 08), too few
+  resources such as too many connections (53), the server shutting down, crashed or not
+  accepting connections yet (57P01 to 57P03), a read-only transaction refusing a write
+  (25006: a primary set read-only, or a standby), and work the server gave up on
+  (lock_timeout, a cancelled statement, an idle transaction ended);
+- the client side of a connection that failed or was lost: a socket error, a timeout,
+  a host that does not match ``target_session_attrs`` (a standby, or no primary yet),
+  a connection closed under a query.
+
+:func:`means_unavailable` follows the whole chain of causes, so a wrapped error is
+judged by what it wraps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import asyncpg  # type: ignore[import-untyped]
+from sqlalchemy import exc
+
+# SQLSTATE classes (first two characters) that mean the server cannot serve right now.
+_UNAVAILABLE_CLASSES = frozenset({"08", "53"})
+_UNAVAILABLE_STATES = frozenset(
+    {
+        "57P01",  # admin_shutdown: the server is shutting down (or a standby being promoted)
+        "57P02",  # crash_shutdown: another backend crashed, every session is ended
+        "57P03",  # cannot_connect_now: starting up, shutting down, or in recovery
+        "25006",  # read_only_sql_transaction: a write on a read-only server
+        "55P03",  # lock_not_available: lock_timeout, nothing committed
+        "57014",  # query_canceled: statement cancelled, nothing committed
+        "25P03",  # idle_in_transaction_session_timeout
+    }
+)
+# Client-side failures of the connection itself (asyncpg's own classes, not server errors).
+_CLIENT_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.TargetServerAttributeNotMatched,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    exc.TimeoutError,  # no pooled connection free within pool_timeout
+)
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        if isinstance(current, exc.DBAPIError) and current.orig is not None:
+            current = current.orig
+        else:
+            current = current.__cause__ or current.__context__
+
+
+def means_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot serve now (retry later), rather than a fault."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    for cause in _causes(error):
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str) and (state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES):
+            return True
+        if isinstance(cause, _CLIENT_UNAVAILABLE) and not isinstance(cause, asyncpg.ClientConfigurationError):
+            return True
+    return False
