@@ -11,6 +11,7 @@ from authority_client.v1 import authority_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from authority.api.inputs import positive_seconds
 from authority.api.status import streaming, unary
 from authority.app import Authority
 from authority.config import Policy
@@ -39,10 +40,7 @@ MAX_HEARTBEAT_INTERVAL = 30.0
 def _heartbeat_interval(request: pb.WatchRevocationsRequest) -> float:
     if not request.HasField("heartbeat_interval"):
         return HEARTBEAT_INTERVAL
-    asked = request.heartbeat_interval
-    if asked.seconds < 0 or not 0 <= asked.nanos < 1_000_000_000:
-        raise InvalidArgument("heartbeat_interval", "must be a positive duration")
-    seconds = asked.seconds + asked.nanos / 1e9
+    seconds = positive_seconds("heartbeat_interval", request.heartbeat_interval)
     return min(max(seconds, MIN_HEARTBEAT_INTERVAL), MAX_HEARTBEAT_INTERVAL)
 
 
@@ -88,12 +86,7 @@ def _extra_claims(request: pb.IssueTokenRequest) -> dict[str, Any] | None:
 
 
 def _ttl(request: pb.IssueTokenRequest) -> float | None:
-    if not request.HasField("ttl"):
-        return None
-    try:
-        return request.ttl.ToTimedelta().total_seconds()
-    except (ValueError, OverflowError):
-        raise InvalidArgument("ttl", "is not a valid duration") from None
+    return positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
 
 
 class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
