@@ -238,7 +238,7 @@ async def test_a_watcher_cut_off_for_falling_behind_is_told_what_happened_and_ho
     """Guards against RESOURCE_EXHAUSTED with empty details."""
     monkeypatch.setattr(revocations, "WATCHER_QUEUE_SIZE", 3)
     mirror = authority.server.authority.mirror
-    stream = _watch(authority.stub, heartbeat=30)
+    stream = _watch(authority.stub)
     await _next(stream, CAUGHT_UP)
     base = mirror.sequence
 
