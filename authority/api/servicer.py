@@ -11,7 +11,7 @@ from authority_client.v1 import authority_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from authority.api.inputs import positive_seconds
+from authority.api.inputs import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS, positive_seconds
 from authority.api.status import streaming, unary
 from authority.app import Authority
 from authority.config import Policy
@@ -45,6 +45,9 @@ def _heartbeat_interval(request: pb.WatchRevocationsRequest) -> float:
 
 
 def _timestamp(seconds: float) -> Timestamp:
+    # protobuf builds a Timestamp past its range without a word; a reply must never carry one.
+    if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS:
+        raise ValueError("a time outside 0001-01-01 to 9999-12-31 UTC has no Timestamp")
     whole = int(seconds)
     return Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
 
@@ -113,6 +116,8 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
                 audience=request.audience,
                 claims=_extra_claims(request),
                 ttl=_ttl(request),
+                # Built inside the transaction: nothing commits whose reply cannot be built.
+                before_commit=_issue_response,
             )
         except SessionLimitReached:
             self._metrics.count_rejected_sign_in()
@@ -147,7 +152,7 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
 
     @unary
     async def RefreshToken(self, request: pb.RefreshTokenRequest, context: Context) -> pb.IssueTokenResponse:
-        return _issue_response(await self._sessions.refresh(request.refresh_token))
+        return _issue_response(await self._sessions.refresh(request.refresh_token, before_commit=_issue_response))
 
     @unary
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Context) -> pb.ListSessionsResponse:

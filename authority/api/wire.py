@@ -58,7 +58,7 @@ def _walk(descriptor: Descriptor, data: memoryview, depth: int) -> str | None:
                 bytes(body).decode("utf-8")
             except UnicodeDecodeError:
                 return field.name
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
             kind = field.message_type
             inner = _walk(kind, body, depth + 1)
             if inner is not None:

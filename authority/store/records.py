@@ -49,3 +49,13 @@ class RefreshRecord:
 
     session: SessionRecord
     used_at: float | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetainedKeyRecord:
+    """The public half of a purged signing key, kept for logout: PEM SubjectPublicKeyInfo."""
+
+    kid: str
+    algorithm: str
+    public_key: bytes
+    replaced_at: float

@@ -26,8 +26,8 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from authority.errors import StoreUnavailable
-from authority.store.records import KeyRecord, RefreshRecord, Revocation, SessionRecord
-from authority.store.schema import refresh_tokens, revocations, sessions, signing_keys
+from authority.store.records import KeyRecord, RefreshRecord, RetainedKeyRecord, Revocation, SessionRecord
+from authority.store.schema import refresh_tokens, retained_public_keys, revocations, sessions, signing_keys
 
 # Errors that mean "the database is not there", as opposed to a bug in a query.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -470,10 +470,14 @@ class Tx:
         await self.conn.execute(sa.insert(sessions).values(**values))
         await self.insert_refresh_token(refresh_hash, session.session_id, session.created_at)
 
-    async def insert_refresh_token(self, token_hash: str, session_id: str, now: float) -> None:
-        """Stores the hash of a newly issued refresh token."""
+    async def insert_refresh_token(
+        self, token_hash: str, session_id: str, now: float, rotated_from: str | None = None
+    ) -> None:
+        """Stores the hash of a newly issued refresh token (and of the one it was traded for)."""
         await self.conn.execute(
-            sa.insert(refresh_tokens).values(token_hash=token_hash, session_id=session_id, issued_at=now)
+            sa.insert(refresh_tokens).values(
+                token_hash=token_hash, session_id=session_id, issued_at=now, rotated_from=rotated_from
+            )
         )
 
     async def refresh_token(self, token_hash: str, *, for_update: bool = False) -> RefreshRecord | None:
@@ -541,3 +545,44 @@ class Tx:
         if entries:
             await self._notify(REVOCATIONS_CHANNEL)
         return entries
+
+    # --- the reuse grace period (authority/sessions.py) ---------------------------------
+
+    async def unused_refresh_tokens_from(self, session_id: str) -> list[str | None]:
+        """What each of the session's untraded refresh tokens was traded for (None for a
+        sign-in's): normally one entry."""
+        query = sa.select(refresh_tokens.c.rotated_from).where(
+            refresh_tokens.c.session_id == session_id, refresh_tokens.c.used_at.is_(None)
+        )
+        return list((await self.conn.execute(query)).scalars())
+
+    async def end_unused_refresh_tokens(self, session_id: str, now: float) -> None:
+        """Marks every untraded refresh token of the session traded: presenting one again
+        counts as reuse."""
+        await self.conn.execute(
+            sa.update(refresh_tokens)
+            .where(refresh_tokens.c.session_id == session_id, refresh_tokens.c.used_at.is_(None))
+            .values(used_at=now)
+        )
+
+    # --- public halves of purged keys, for logout (authority/keys.py) ------------------
+
+    async def retained_keys(self) -> list[RetainedKeyRecord]:
+        """Every retained public key."""
+        rows = await self.conn.execute(sa.select(retained_public_keys))
+        return [RetainedKeyRecord(r.kid, r.algorithm, r.public_key, r.replaced_at) for r in rows]
+
+    async def retain_keys(self, keys: Sequence[RetainedKeyRecord]) -> None:
+        """Keeps the public halves of keys about to be deleted (tells replicas at commit)."""
+        for key in keys:
+            await self.conn.execute(
+                sa.insert(retained_public_keys).values(
+                    kid=key.kid, algorithm=key.algorithm, public_key=key.public_key, replaced_at=key.replaced_at
+                )
+            )
+        await self._notify(KEYS_CHANNEL)
+
+    async def forget_retained_keys(self, kids: Sequence[str]) -> None:
+        """Deletes retained public keys no session can need (tells replicas at commit)."""
+        await self.conn.execute(sa.delete(retained_public_keys).where(retained_public_keys.c.kid.in_(kids)))
+        await self._notify(KEYS_CHANNEL)
