@@ -314,6 +314,20 @@ class Sessions:
             raise TokenRejected("the token is not one this authority issued") from None
         return await self._revoke(claims.subject, reason or "logout", claims.session_id, claims.token_id)
 
+    async def revoke_refresh_token(self, refresh_token: str, reason: str = "") -> int:
+        """Logout by refresh token (RFC 7009): ends the session it belongs to, traded or
+        not; 0 when the store knows no such token (its session ended and was purged)."""
+        _check_reason(reason)
+        if not refresh_token:
+            raise InvalidArgument("refresh_token", "must not be empty")
+        if len(refresh_token) != _REFRESH_TOKEN_CHARS:
+            raise InvalidArgument("refresh_token", "is not a refresh token this authority issues")
+        async with self._store.transaction(read_only=True) as tx:
+            found = await tx.refresh_token(_hash(refresh_token))
+        if found is None:
+            return 0
+        return await self._revoke(found.session.subject, reason or "logout", found.session.session_id)
+
     async def revoke_session(self, session_id: str, reason: str = "") -> int:
         """Ends one session; 0 when it is unknown or already ended."""
         _check_reason(reason)

@@ -70,8 +70,9 @@ async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
     stub = authority.stub
     laptop = await sign_in(stub, subject, "laptop")
     phone = await sign_in(stub, subject, "phone")
-    refreshed = await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
-    with pytest.raises(Exception):  # reuse: revokes the session, and says so in the log
+    traded = await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
+    refreshed = await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=traded.refresh_token))
+    with pytest.raises(Exception):  # reuse (not a retry: its pair was used): revokes, and says so
         await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
     await validate(stub, laptop.access_token)
     await stub.RevokeToken(pb.RevokeTokenRequest(token=refreshed.access_token))
@@ -82,8 +83,9 @@ async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
     text = captured.getvalue()
 
     secrets = [laptop.access_token, phone.access_token, phone.refresh_token, refreshed.access_token,
-               refreshed.refresh_token, laptop.refresh_token, subject, key_pem.splitlines()[1]]
-    assert len(rpc_lines(captured)) == 7
+               refreshed.refresh_token, laptop.refresh_token, traded.access_token, traded.refresh_token,
+               subject, key_pem.splitlines()[1]]
+    assert len(rpc_lines(captured)) == 8
     leaked = [secret[:12] for secret in secrets if secret in text]
     assert not leaked, leaked
 

@@ -146,8 +146,10 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
             revoked = await self._sessions.revoke_session(request.session_id, request.reason)
         elif target == "subject":
             revoked = await self._sessions.revoke_subject(request.subject, request.reason)
+        elif target == "refresh_token":
+            revoked = await self._sessions.revoke_refresh_token(request.refresh_token, request.reason)
         else:
-            raise InvalidArgument("target", "name a token, a session_id or a subject")
+            raise InvalidArgument("target", "name a token, a refresh_token, a session_id or a subject")
         return pb.RevokeTokenResponse(revoked_sessions=revoked)
 
     @unary

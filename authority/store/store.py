@@ -54,6 +54,8 @@ _KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
 _LOG_LOCK = 0x61757468_6C6F6773  # "auth" "logs"
 MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
 MAINTENANCE_LOCK = 0x61757468_6D61696E  # "auth" "main"
+# Consumers' backlog reads that run at once (see Store.backlog_after).
+BACKLOG_READERS = 2
 # PostgreSQL NOTIFY channels: a revocation committed, the signing keys changed.
 REVOCATIONS_CHANNEL = "authority_revocations"
 KEYS_CHANNEL = "authority_keys"
@@ -65,19 +67,22 @@ def subject_lock_id(subject: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """One engine per process, tuned for the store it points at."""
+def create_engine(url: str, connections: int | None = None) -> AsyncEngine:
+    """One engine per process, tuned for the store it points at; ``connections`` fixes the
+    size of the pool, for a reader that must not share the main one."""
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer anyway, and queueing here is cheaper
         # than busy-waiting inside SQLite.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30, hide_parameters=True)
+        engine = create_async_engine(
+            url, pool_size=connections or 1, max_overflow=0, pool_timeout=30, hide_parameters=True
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(
         url,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=connections or 10,
+        max_overflow=0 if connections else 10,
         pool_timeout=5,
         pool_pre_ping=True,
         # Parameters hold subjects and claims; keep them out of error messages and logs.
@@ -154,18 +159,40 @@ def _live(now: float, idle_cutoff: float | None) -> sa.ColumnElement[bool]:
 class Store:
     """The database behind the authority."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, backlog: Store | None = None) -> None:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
+        # Consumers' backlogs (snapshots) are read by at most BACKLOG_READERS at once, the
+        # others waiting their turn: any number of consumers takes a bounded share of the
+        # database, and never the connections sign-ins and the log follower need.
+        self._backlog = backlog
+        self._backlog_reads = asyncio.Semaphore(BACKLOG_READERS)
 
     @classmethod
     def open(cls, url: str) -> Store:
         """A store on ``url``; nothing is connected until first use."""
-        return cls(create_engine(url))
+        # On SQLite the backlogs have connections of their own: WAL readers neither wait
+        # for the one writer's connection nor hold it. PostgreSQL's pool serves them, capped.
+        backlog = cls(create_engine(url, connections=BACKLOG_READERS)) if url.startswith("sqlite") else None
+        return cls(create_engine(url), backlog)
+
+    def dedicated(self) -> Store:
+        """A store on the same database with two connections of its own (a reader and, on
+        PostgreSQL, a listener): for the log follower, so that the authority's own view of
+        the log never waits behind its consumers' reads or its callers' writes."""
+        return Store(create_engine(self.engine.url.render_as_string(hide_password=False), connections=2))
 
     async def close(self) -> None:
         """Closes every pooled connection."""
         await self.engine.dispose()
+        if self._backlog is not None:
+            await self._backlog.close()
+
+    async def backlog_after(self, sequence: int, limit: int) -> list[Revocation]:
+        """:meth:`revocations_after` for a consumer's feed: on the backlog connections, at
+        most :data:`BACKLOG_READERS` at once."""
+        async with self._backlog_reads:
+            return await (self._backlog or self).revocations_after(sequence, limit)
 
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Tx]:
@@ -192,6 +219,16 @@ class Store:
         """Every stored signing key."""
         async with self.transaction(read_only=True) as tx:
             return await tx.keys()
+
+    async def retained_keys(self) -> list[RetainedKeyRecord]:
+        """Every retained public key (kept for logout)."""
+        async with self.transaction(read_only=True) as tx:
+            return await tx.retained_keys()
+
+    async def retained_key_ids(self) -> frozenset[str]:
+        """The kids of the retained public keys."""
+        async with self.transaction(read_only=True) as tx:
+            return frozenset((await tx.conn.execute(sa.select(retained_public_keys.c.kid))).scalars())
 
     async def key_ids(self) -> frozenset[str]:
         """The kids of the stored signing keys: a cheap way to notice a rotation."""
