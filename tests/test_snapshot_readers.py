@@ -50,7 +50,7 @@ async def test_fifty_snapshot_readers_leave_validation_valid_and_sign_ins_commit
     await _fill_the_log(authority)
     signed_in = await sign_in(authority.stub, new_subject(), "laptop")
     readers = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.snapshot_readers", authority.target, str(READERS), str(LOAD_SECONDS),
+        sys.executable, "-m", "bench.snapshot_readers", authority.target, str(READERS), str(LOAD_SECONDS),
         stdout=asyncio.subprocess.PIPE, cwd=ROOT,
     )
     until = time.monotonic() + LOAD_SECONDS

@@ -1,7 +1,7 @@
-"""A load of snapshot readers in a process of its own, so that reading the streams costs
-the authority under test nothing but serving them.
+"""Snapshot readers in a process of their own, so that reading the streams costs the
+authority under test nothing but serving them (the tests and scripts/bench use it).
 
-    python -m tests.support.snapshot_readers TARGET READERS SECONDS
+    python -m bench.snapshot_readers TARGET READERS SECONDS
 
 Each reader opens ``WatchRevocations(after_sequence=0)``, reads to CAUGHT_UP, and starts
 again, until SECONDS have passed; then the process prints, as JSON, how many snapshots
