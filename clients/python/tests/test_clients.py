@@ -80,6 +80,26 @@ def test_failures_raise_the_client_errors(authority: InProcessAuthority) -> None
         client.revoke_token(token="x", subject="y")
 
 
+def test_logout_by_refresh_token_ends_the_session(authority: InProcessAuthority) -> None:
+    client = authority.client
+    issued = client.issue_token("grace", "laptop")
+
+    assert client.revoke_token(refresh_token=issued.refresh_token) == 1
+
+    assert client.list_sessions("grace") == []
+    with pytest.raises(ValueError):
+        client.revoke_token(refresh_token=issued.refresh_token, token=issued.access_token)
+
+
+@pytest.mark.timeout(20)
+async def test_the_async_client_logs_out_by_refresh_token_too() -> None:
+    async with AsyncInProcessAuthority() as authority:
+        async with AsyncAuthorityClient(authority.target) as client:
+            issued = await client.issue_token("heidi", "laptop")
+            assert await client.revoke_token(refresh_token=issued.refresh_token) == 1
+            assert await client.list_sessions("heidi") == []
+
+
 def test_calls_to_a_stopped_authority_fail_unavailable_within_the_deadline(authority: InProcessAuthority) -> None:
     authority.stop()
     with AuthorityClient(authority.target, settings=ChannelSettings(timeout=1.0)) as client:
