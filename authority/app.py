@@ -19,7 +19,8 @@ from collections.abc import Callable
 
 from authority.config import Settings
 from authority.errors import StoreUnavailable
-from authority.keys import KeyRing, load_key, load_keyring, purge_keys, rotate_if_due, rotate_key
+from authority.keys import KeyRing, load_key, load_keyring, rotate_if_due, rotate_key
+from authority.retained_keys import load_retained, purge_keys
 from authority.revocations import LogFollower, RevocationMirror
 from authority.sessions import Sessions
 from authority.store import Store
@@ -52,7 +53,12 @@ class Authority:
         self.codec = TokenCodec(keyring, settings.issuer, settings.leeway)
         self.sessions = Sessions(store, self.codec, mirror, settings, clock)
         self.validator = Validator(self.codec, mirror, settings.default_audience, settings.max_staleness)
-        self.follower = LogFollower(store, mirror, settings.revocation_poll_interval, self.refresh_keys)
+        # The follower reads on connections of its own: however many consumers read
+        # snapshots, and however busy sign-ins are, this process's view stays current.
+        self._follower_store = store.dedicated()
+        self.follower = LogFollower(
+            self._follower_store, mirror, settings.revocation_poll_interval, self.refresh_keys
+        )
         # A feed heartbeats only while the follower's last reads succeeded.
         self.heartbeat_freshness = min(settings.max_staleness, 2 * settings.revocation_poll_interval)
         self.clock = clock
@@ -79,6 +85,7 @@ class Authority:
             keyring = await load_keyring(
                 store, settings.signing_algorithm, clock(), kek, allow_plaintext=settings.allow_plaintext_keys
             )
+            keyring = KeyRing(keyring, settings.signing_algorithm, load_retained(await store.retained_keys()))
             mirror = RevocationMirror()
             # The epoch first: should it change during the load, the follower sees it.
             mirror.epoch = (await store.log_state()).epoch
@@ -107,10 +114,13 @@ class Authority:
         a misconfigured rotation) is left out with an error, and the others still load:
         one bad row must not stop every replica. Tokens it signed are refused here.
         """
-        if await self.store.key_ids() == self.codec.keyring.kids | self._unopenable:
+        store = self._follower_store
+        current = self.codec.keyring
+        stored, retained = await store.key_ids(), await store.retained_key_ids()
+        if stored == current.kids | self._unopenable and retained == current.retained_kids:
             return
         keys, unopenable = [], set()
-        for record in await self.store.keys():
+        for record in await store.keys():
             try:
                 keys.append(load_key(record, self._kek))
             except Exception:  # a wrong key-encryption key, or a row no version of us can read
@@ -123,12 +133,13 @@ class Authority:
             )
         self._unopenable = unopenable
         try:
-            keyring = KeyRing(keys, self.settings.signing_algorithm)
+            keyring = KeyRing(keys, self.settings.signing_algorithm, load_retained(await store.retained_keys()))
         except ValueError:
             log.error("no stored %s key can be opened: still signing with the keys loaded before",
                       self.settings.signing_algorithm.value)
             return
-        if keyring.kids == self.codec.keyring.kids:
+        if keyring.kids == current.kids:
+            self.codec.keyring = keyring  # only the retained keys changed: nothing to announce
             return
         self.codec.keyring = keyring
         self.mirror.announce_keys()
@@ -165,6 +176,7 @@ class Authority:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._tasks = []
+        await self._follower_store.close()
         await self.store.close()
 
     async def purge(self) -> tuple[int, int]:
@@ -198,7 +210,13 @@ class Authority:
             dropped := await self.store.purge_sessions(cutoff, idle_cutoff, batch)
         ) > 0:
             sessions += dropped
-        await purge_keys(self.store, now, self.settings.max_access_token_ttl + self.settings.leeway)
+        await purge_keys(
+            self.store,
+            now,
+            verify_for=self.settings.max_access_token_ttl + self.settings.leeway,
+            retain_for=self.settings.refresh_token_ttl + self.settings.leeway,
+            kek=self._kek,
+        )
         if self.settings.key_rotation_interval:
             await rotate_if_due(
                 self.store,

@@ -13,6 +13,7 @@ import binascii
 import dataclasses
 import enum
 import ipaddress
+import math
 import os
 import re
 import urllib.parse
@@ -97,6 +98,10 @@ class Settings:
     # database_url goes through a transaction pooler (PgBouncer pool_mode = transaction):
     # no statement caches, timeouts set per transaction; needs listen_database_url.
     database_transaction_pooling: bool = False
+    # Refresh-token reuse grace (authority/sessions.py): the refresh token just traded,
+    # presented again within this many seconds (a retry after a lost reply), gets a new
+    # pair on the same session instead of revoking it. 0 keeps reuse always fatal.
+    refresh_token_reuse_grace: float = 5.0
 
     def __post_init__(self) -> None:
         _check(self)
@@ -229,10 +234,30 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: str | N
     return Settings(**values)
 
 
+# The longest any duration option may be: 10 years. Every time the authority computes
+# from one (a session's end, a token's expiry) must stay within what a protobuf
+# Timestamp, a JWT and a 32-bit column hold, for centuries to come; nothing sensible
+# is longer.
+MAX_DURATION_SECONDS = 3650 * 86400
+_SECOND_OPTIONS = ("max_staleness", "revocation_poll_interval", "refresh_token_reuse_grace")
+# A retry comes within seconds; a longer grace only widens what a stolen token can do.
+MAX_REUSE_GRACE_SECONDS = 60.0
+
+
+def _check_representable(s: Settings) -> None:
+    """Refuses, at start, a duration whose results could not be represented."""
+    for option in (*sorted(_DURATIONS), *_SECOND_OPTIONS):
+        value = getattr(s, option)
+        if not math.isfinite(value) or value > MAX_DURATION_SECONDS:
+            raise ConfigError(option, "must be at most 3650d (10 years)")
+
+
 def _check(s: Settings) -> None:
     def positive(option: str, value: int) -> None:
         if value <= 0:
             raise ConfigError(option, "must be greater than zero")
+
+    _check_representable(s)
 
     for option in ("access_token_ttl", "max_access_token_ttl", "refresh_token_ttl", "purge_interval",
                    "purge_batch_size", "max_sessions_per_subject"):
@@ -274,6 +299,8 @@ def _check(s: Settings) -> None:
         raise ConfigError("log_format", "must be one of json, text, auto")
     if s.metrics_listen and not _is_host_port(metrics_address(s.metrics_listen)):
         raise ConfigError("metrics_listen", f"{s.metrics_listen!r} is not HOST:PORT or PORT")
+    if not 0 <= s.refresh_token_reuse_grace <= MAX_REUSE_GRACE_SECONDS:
+        raise ConfigError("refresh_token_reuse_grace", "must be between 0 (strict) and 60 seconds")
 
 
 # The authority writes: every connection must land on a server that takes writes.

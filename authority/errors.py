@@ -4,6 +4,7 @@
     ├── ConfigError            an option has an invalid value
     ├── SchemaError            the database schema is not one this version can run on
     ├── InvalidArgument        a request field is invalid
+    │   └── ValueOutOfRange    a number beyond what the authority can store (2^63 - 1)
     ├── SessionLimitReached    REJECT policy: the subject already has its sessions
     ├── RefreshTokenRejected   a refresh token that cannot be traded
     │   └── RefreshTokenReused an already-rotated refresh token: the session is revoked
@@ -47,6 +48,10 @@ class InvalidArgument(AuthorityError):
         self.field = field
 
 
+class ValueOutOfRange(InvalidArgument):
+    """A request number is beyond the largest the authority stores (2^63 - 1)."""
+
+
 class SessionLimitReached(AuthorityError):
     """The subject already has as many live sessions as allowed and the policy is REJECT."""
 
@@ -76,6 +81,13 @@ class StaleView(StoreUnavailable):
 
 class WatcherTooSlow(AuthorityError):
     """A revocation watcher fell so far behind that events were dropped; it must resume."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this watcher fell too far behind (its client read too slowly) and was cut off; reconnect with "
+            "after_sequence set to the last sequence received (in a REVOCATION, CAUGHT_UP or HEARTBEAT event) "
+            "to miss nothing"
+        )
 
 
 class SequenceUnknown(AuthorityError):

@@ -78,6 +78,18 @@ class SigningKey:
         return f"SigningKey(kid={self.kid!r}, algorithm={self.algorithm.value})"
 
 
+@dataclasses.dataclass(frozen=True)
+class RetainedKey:
+    """The public half of a purged signing key: it verifies logout requests only (see
+    :mod:`authority.retained_keys`), never a token's validity, and is never published."""
+
+    kid: str
+    algorithm: Algorithm
+    public_key: PublicKey
+    # When its successor began signing: every token it signed is older.
+    replaced_at: float
+
+
 def _public_jwk(public_key: PublicKey) -> dict[str, Any]:
     jwk: dict[str, Any]
     if isinstance(public_key, ed25519.Ed25519PublicKey):
@@ -149,7 +161,9 @@ class KeyRing:
     """The keys this process verifies with (every stored key, published or retiring), and
     the one it signs with at a given time: the newest active key of the configured algorithm."""
 
-    def __init__(self, keys: Iterable[SigningKey], signing_algorithm: Algorithm) -> None:
+    def __init__(
+        self, keys: Iterable[SigningKey], signing_algorithm: Algorithm, retained: Iterable[RetainedKey] = ()
+    ) -> None:
         ordered = sorted(keys, key=_age_order)
         self._signing = [key for key in ordered if key.algorithm is signing_algorithm]
         if not self._signing:
@@ -158,6 +172,11 @@ class KeyRing:
         self._by_kid = {key.kid: key for key in ordered}
         self.kids = frozenset(self._by_kid)
         self.jwks_json = json.dumps({"keys": [key.public_jwk() for key in ordered]}, separators=(",", ":"))
+        # Kept for logout only: not in kids, jwks_json or get(), so nothing verifies with them
+        # but TokenCodec.identify. A kid both stored and retained (a race with the purge) is
+        # a stored key.
+        self.retained = tuple(key for key in retained if key.kid not in self._by_kid)
+        self.retained_kids = frozenset(key.kid for key in self.retained)
 
     def signing_key_at(self, now: float) -> SigningKey:
         """The key that signs at ``now``: the newest already active (the oldest if none is)."""
@@ -346,27 +365,21 @@ def key_statuses(
     return statuses
 
 
-def retired_keys(keys: Iterable[KeyRecord], now: float, verify_for: float) -> list[KeyRecord]:
-    """Keys no token can still need: replaced by a newer active key of their algorithm
-    longer than ``verify_for`` (the longest access-token lifetime plus leeway) ago."""
+def replaced_keys(keys: Iterable[KeyRecord], now: float, verify_for: float) -> list[tuple[KeyRecord, float]]:
+    """Keys no token can still need, each with the activation of the key that replaced it:
+    replaced by a newer active key of their algorithm longer than ``verify_for`` (the
+    longest access-token lifetime plus leeway) ago."""
     by_algorithm: dict[str, list[KeyRecord]] = {}
     for key in sorted(keys, key=_age_order):
         by_algorithm.setdefault(key.algorithm, []).append(key)
-    retired = []
+    replaced = []
     for ordered in by_algorithm.values():
         for key, successor in zip(ordered, ordered[1:]):
             if successor.activates_at + verify_for < now:
-                retired.append(key)
-    return retired
+                replaced.append((key, successor.activates_at))
+    return replaced
 
 
-async def purge_keys(store: Store, now: float, verify_for: float) -> list[str]:
-    """Deletes retired keys (see :func:`retired_keys`); returns their kids."""
-    async with store.transaction() as tx:
-        await tx.lock_keys()
-        kids = [key.kid for key in retired_keys(await tx.keys(), now, verify_for)]
-        if kids:
-            await tx.delete_keys(kids)
-    for kid in kids:
-        log.info("deleted retired signing key %s", kid)
-    return kids
+def retired_keys(keys: Iterable[KeyRecord], now: float, verify_for: float) -> list[KeyRecord]:
+    """The keys of :func:`replaced_keys`: the purge deletes them."""
+    return [key for key, _ in replaced_keys(keys, now, verify_for)]

@@ -216,7 +216,7 @@ class RevocationMirror:
             yield KEYS_CHANGED
             position = after_sequence
             while True:
-                page = await store.revocations_after(position, _PAGE)
+                page = await store.backlog_after(position, _PAGE)
                 for entry in page:
                     yield entry
                 if page:

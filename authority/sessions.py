@@ -35,7 +35,7 @@ from authority.errors import (
     TokenRejected,
 )
 from authority.revocations import RevocationMirror
-from authority.store import Revocation, SessionRecord, Store
+from authority.store import Revocation, SessionRecord, Store, Tx
 from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, InvalidToken, TokenCodec
 
 MAX_IDENTIFIER_BYTES = 256
@@ -95,6 +95,12 @@ def _hash(refresh_token: str) -> str:
 
 
 T = TypeVar("T")
+# Called with a sign-in's or refresh's outcome before it commits; raising rolls it back.
+BeforeCommit = Callable[[SignIn], object]
+
+
+def _accept(_: SignIn) -> None:
+    """The default check before commit: every outcome is fine."""
 
 
 async def _to_the_end(work: Coroutine[Any, Any, T]) -> T:
@@ -132,11 +138,14 @@ class Sessions:
         audience: str = "",
         claims: Mapping[str, Any] | None = None,
         ttl: float | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> SignIn:
         """Signs ``subject`` in on ``device_id`` under the single-device policy.
 
         Raises :class:`InvalidArgument` for a bad request and :class:`SessionLimitReached`
         when the policy is REJECT and the subject already has its sessions.
+        ``before_commit`` is called with the outcome inside the transaction (the caller
+        builds its reply there): whatever it raises rolls the sign-in back.
         """
         check_identifier("subject", subject)
         check_identifier("device_id", device_id)
@@ -146,10 +155,19 @@ class Sessions:
         claims_json = _claims_json(claims or {})
         access_ttl = self._access_ttl(ttl)
         policy = policy or self._settings.default_policy
-        return await _to_the_end(self._sign_in(subject, device_id, policy, audience, claims_json, access_ttl))
+        return await _to_the_end(
+            self._sign_in(subject, device_id, policy, audience, claims_json, access_ttl, before_commit or _accept)
+        )
 
     async def _sign_in(
-        self, subject: str, device_id: str, policy: Policy, audience: str, claims_json: str, access_ttl: int
+        self,
+        subject: str,
+        device_id: str,
+        policy: Policy,
+        audience: str,
+        claims_json: str,
+        access_ttl: int,
+        before_commit: BeforeCommit,
     ) -> SignIn:
         refresh_token = secrets.token_urlsafe(32)
         async with self._store.transaction() as tx:
@@ -167,8 +185,10 @@ class Sessions:
             signed_in = self._tokens(session, refresh_token, now)
             ended = [s for s in live if s.device_id == device_id] + others[: max(excess, 0)]
             entries = await tx.revoke(ended, now, "replaced by a new sign-in")
+            signed_in = dataclasses.replace(signed_in, replaced_session_ids=tuple(e.session_id for e in entries))
+            before_commit(signed_in)
         self._mirror.add(entries)
-        return dataclasses.replace(signed_in, replaced_session_ids=tuple(entry.session_id for entry in entries))
+        return signed_in
 
     def _access_ttl(self, ttl: float | None) -> int:
         if ttl is None:
@@ -222,20 +242,22 @@ class Sessions:
             refresh_expires_at=session.expires_at,
         )
 
-    async def refresh(self, refresh_token: str) -> SignIn:
+    async def refresh(self, refresh_token: str, before_commit: BeforeCommit | None = None) -> SignIn:
         """A new token pair on the refresh token's session; the presented one dies.
 
         Raises :class:`RefreshTokenRejected` for an unknown token or an ended session,
         and :class:`RefreshTokenReused` (after revoking the session) for a token that was
-        already traded: someone else holds a copy of it.
+        already traded: someone else holds a copy of it. The one exception is a retry
+        within ``refresh_token_reuse_grace`` of the token traded last (see
+        :meth:`_is_retry`). ``before_commit`` is as for :meth:`sign_in`.
         """
         if not refresh_token:
             raise InvalidArgument("refresh_token", "must not be empty")
         if len(refresh_token) != _REFRESH_TOKEN_CHARS:
             raise RefreshTokenRejected("the refresh token is not valid")
-        return await _to_the_end(self._refresh(_hash(refresh_token)))
+        return await _to_the_end(self._refresh(_hash(refresh_token), before_commit or _accept))
 
-    async def _refresh(self, token_hash: str) -> SignIn:
+    async def _refresh(self, token_hash: str, before_commit: BeforeCommit) -> SignIn:
         new_token = secrets.token_urlsafe(32)
         reused: list[Revocation] | None = None
         async with self._store.transaction() as tx:
@@ -249,19 +271,37 @@ class Sessions:
             now = self._clock()
             session = found.session
             live = await tx.live_sessions(session.subject, now, self._settings.idle_cutoff(now))
-            if found.used_at is not None:
+            is_live = any(s.session_id == session.session_id for s in live)
+            if found.used_at is not None and not (is_live and await self._is_retry(tx, token_hash, session.session_id, found.used_at, now)):
                 reused = await tx.revoke([session], now, "refresh token reused")
-            elif all(s.session_id != session.session_id for s in live):
+            elif not is_live:
                 raise RefreshTokenRejected("the session has ended")
             else:
-                await tx.use_refresh_token(token_hash, now)
-                await tx.insert_refresh_token(_hash(new_token), session.session_id, now)
+                if found.used_at is None:
+                    await tx.use_refresh_token(token_hash, now)
+                else:
+                    # A retry: the pair whose reply was lost loses its refresh token, so
+                    # the session keeps one live refresh token.
+                    await tx.end_unused_refresh_tokens(session.session_id, now)
+                await tx.insert_refresh_token(_hash(new_token), session.session_id, now, rotated_from=token_hash)
                 signed_in = self._tokens(session, new_token, now)
                 await tx.touch_session(session.session_id, now, max(session.access_expires_at, signed_in.expires_at))
+                before_commit(signed_in)
         if reused is not None:
             self._mirror.add(reused)
             raise RefreshTokenReused("the refresh token was already used; the session has been revoked")
         return signed_in
+
+    async def _is_retry(self, tx: Tx, token_hash: str, session_id: str, used_at: float, now: float) -> bool:
+        """Whether a traded refresh token presented again is a retry after a lost reply:
+        within the grace period of its trade, and the session's live refresh token is
+        still one it was traded for (the client never used the new pair). Reuse of any
+        older token, or of one whose reply did arrive and was used, is theft as ever."""
+        grace = self._settings.refresh_token_reuse_grace
+        if not grace or now - used_at > grace:
+            return False
+        rotated_from = await tx.unused_refresh_tokens_from(session_id)
+        return bool(rotated_from) and all(source == token_hash for source in rotated_from)
 
     async def revoke_token(self, token: str, reason: str = "") -> int:
         """Logout: ends the session of a token this authority signed, even an expired one."""
@@ -273,6 +313,20 @@ class Sessions:
         except InvalidToken:
             raise TokenRejected("the token is not one this authority issued") from None
         return await self._revoke(claims.subject, reason or "logout", claims.session_id, claims.token_id)
+
+    async def revoke_refresh_token(self, refresh_token: str, reason: str = "") -> int:
+        """Logout by refresh token (RFC 7009): ends the session it belongs to, traded or
+        not; 0 when the store knows no such token (its session ended and was purged)."""
+        _check_reason(reason)
+        if not refresh_token:
+            raise InvalidArgument("refresh_token", "must not be empty")
+        if len(refresh_token) != _REFRESH_TOKEN_CHARS:
+            raise InvalidArgument("refresh_token", "is not a refresh token this authority issues")
+        async with self._store.transaction(read_only=True) as tx:
+            found = await tx.refresh_token(_hash(refresh_token))
+        if found is None:
+            return 0
+        return await self._revoke(found.session.subject, reason or "logout", found.session.session_id)
 
     async def revoke_session(self, session_id: str, reason: str = "") -> int:
         """Ends one session; 0 when it is unknown or already ended."""

@@ -55,6 +55,8 @@ class TokenCodec:
         self.leeway = leeway
         self._jwt = jwt.PyJWT()
         self._verifier = TokenVerifier(_published(keyring), issuer=issuer, leeway=leeway)
+        # Logout alone also accepts the retained public halves of purged keys.
+        self._logout_verifier = TokenVerifier(_for_logout(keyring), issuer=issuer, leeway=leeway)
         self._keyring = keyring
 
     @property
@@ -65,6 +67,7 @@ class TokenCodec:
     @keyring.setter
     def keyring(self, keyring: KeyRing) -> None:
         self._verifier.keys = _published(keyring)
+        self._logout_verifier.keys = _for_logout(keyring)
         self._keyring = keyring
 
     def sign(self, claims: AccessClaims) -> str:
@@ -98,11 +101,13 @@ class TokenCodec:
         return self._verifier.verify(token, audience)
 
     def identify(self, token: str) -> AccessClaims:
-        """The claims of a token this authority signed, expired or not, for any audience.
+        """The claims of a token this authority signed, expired or not, for any audience,
+        also with a key purged since (its public half retained, see
+        :mod:`authority.retained_keys`).
 
         Only for logout, where a token names the session to end and is not trusted.
         """
-        return self._verifier.identify(token)
+        return self._logout_verifier.identify(token)
 
 
 def _depth(value: Any) -> int:
@@ -118,6 +123,12 @@ def _published(keyring: KeyRing) -> KeySet:
     # The authority verifies with the very JWK Set it publishes, read by the consumers'
     # code: a key that set could not carry fails here first, not only at a consumer.
     return KeySet.from_jwks(keyring.jwks_json)
+
+
+def _for_logout(keyring: KeyRing) -> KeySet:
+    published = [(key.kid, key.algorithm.value, key.public_key) for key in keyring]
+    retained = [(key.kid, key.algorithm.value, key.public_key) for key in keyring.retained]
+    return KeySet.of(published + retained)
 
 
 def _low_s(token: str) -> str:

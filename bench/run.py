@@ -36,7 +36,7 @@ from authority.config import Settings
 from authority.keys import load_keyring
 from authority.store import Store
 from authority.tokens import AccessClaims, TokenCodec
-from bench import consumer, edge, visibility
+from bench import consumer, edge, snapshots, visibility
 from bench.baseline import BaselineServer, create_revoked_table
 from bench.load import Outcome, Phase, merge, run_phase, stderr_progress
 from bench.memory import mirror_bytes
@@ -85,6 +85,11 @@ class Size:
     # Phases compared with each other run in this many interleaved rounds, so that a
     # burst of other work on the machine lands on all of them alike.
     rounds: int
+    # IssueToken timed while this many snapshot readers read a log of this many live
+    # revocations, for this long (bench/snapshots.py).
+    snapshot_readers: int = 50
+    snapshot_revocations: int = 20_000
+    snapshot_seconds: float = 10.0
 
 
 FULL = Size(seconds=4.0, workers=2, concurrency=16, min_cold_tokens=4_000, sign_in_subjects=400,
@@ -92,7 +97,8 @@ FULL = Size(seconds=4.0, workers=2, concurrency=16, min_cold_tokens=4_000, sign_
             local_cold_tokens=9_000, local_warm_calls=300_000, visibility_samples=200, rounds=3)
 TINY = Size(seconds=0.4, workers=2, concurrency=4, min_cold_tokens=200, sign_in_subjects=20,
             growth=(0, 1_000, 10_000), baseline_revoked=1_000, decode_samples=200,
-            local_cold_tokens=600, local_warm_calls=20_000, visibility_samples=20, rounds=1)
+            local_cold_tokens=600, local_warm_calls=20_000, visibility_samples=20, rounds=1,
+            snapshot_readers=5, snapshot_revocations=1_000, snapshot_seconds=1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,13 +305,16 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             goals += _visibility(run, authority, main_url, settings)
             goals += edge.measure(run, authority, warm_token)
             pg_sign_ins = await _sign_ins(run, authority, "PostgreSQL")
+            goals.append(await _under_snapshot_readers(run, authority, main_url, "PostgreSQL"))
         finally:
             if baseline is not None:
                 baseline.stop()
             authority.stop()
-        sqlite = run.start(f"sqlite+aiosqlite:///{run.workdir / 'bench.db'}", "sqlite")
+        sqlite_url = f"sqlite+aiosqlite:///{run.workdir / 'bench.db'}"
+        sqlite = run.start(sqlite_url, "sqlite")
         try:
             await _sign_ins(run, sqlite, "SQLite")
+            goals.append(await _under_snapshot_readers(run, sqlite, sqlite_url, "SQLite"))
         finally:
             sqlite.stop()
         goals.append(at_least("IssueToken (replacing a device) on PostgreSQL", pg_sign_ins.rate, 1000, "/s"))
@@ -379,6 +388,18 @@ async def _sign_ins(run: Run, authority: ServedAuthority, store: str) -> Outcome
     # Each subject alternates between two devices, so every call signs the other out.
     items = [f"{s} device-a" for s in subjects] + [f"{s} device-b" for s in subjects]
     return run.load(f"IssueToken replacing a device, {store}", authority.target, "issue", items, authority.process.pid)
+
+
+async def _under_snapshot_readers(run: Run, authority: ServedAuthority, url: str, store: str) -> Goal:
+    size = run.size
+    run.say(f"IssueToken under {size.snapshot_readers} snapshot readers of {size.snapshot_revocations:,} "
+            f"revocations ({store}) ...")
+    await snapshots.fill_log(url, size.snapshot_revocations)
+    goal = await snapshots.issue_latency(
+        authority, store, size.snapshot_readers, size.snapshot_seconds, run.raw.setdefault("snapshot_readers", {})
+    )
+    run.say(f"  {goal.name}: {goal.measured:.1f} ms ({goal.note})")
+    return goal
 
 
 async def _growth(run: Run, databases: Databases) -> list[Goal]:

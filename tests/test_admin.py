@@ -85,6 +85,16 @@ async def test_refresh_from_stdin_and_revoke_a_session_and_a_subject(authority: 
     assert await reason(authority.stub, refreshed["access_token"]) == "REVOKED"
 
 
+async def test_log_out_by_refresh_token_read_from_stdin(authority: Running) -> None:
+    subject = new_subject()
+    signed_in = await sign_in(authority.stub, subject, "laptop")
+
+    revoked = await cli_json(authority, "token", "revoke", "--refresh-token", "-", stdin=signed_in.refresh_token + "\n")
+
+    assert revoked == {"revoked_sessions": 1}
+    assert await reason(authority.stub, signed_in.access_token) == "REVOKED"
+
+
 @pytest.mark.parametrize(
     ("args", "status"),
     [

@@ -111,3 +111,21 @@ async def test_a_sign_in_whose_token_would_exceed_8_kib_is_invalid_argument_and_
     assert (error.details() or "").startswith("claims:")
     assert await reason(stub, existing.access_token) == "VALID"
     assert await live_sessions(stub, subject) == [existing.session_id]
+
+
+async def test_nothing_commits_whose_reply_cannot_be_built(start_server: StartServer) -> None:
+    """Guards against sign-ins that committed (the second revoking the first) and then
+    failed building a reply: here the session's end falls past the year 9999, the last
+    second a protobuf Timestamp can carry."""
+    near_the_end = 253_402_300_799 - 10 * 86400
+    running = await start_server(lambda: near_the_end)
+    subject = new_subject()
+
+    for device in ("laptop", "phone"):
+        error = await rpc_error(sign_in(running.stub, subject, device))
+        assert error.code() is grpc.StatusCode.INTERNAL
+        assert error.details() == "internal error"
+
+    store = running.server.authority.store
+    assert await store.live_sessions(subject, near_the_end, None) == []
+    assert await store.last_sequence() == 0  # nothing was revoked either

@@ -49,6 +49,9 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert goals["memory per live revocation (mirror, tracemalloc)"]["measured"] > 0
     assert report["raw"]["growth"]["mirror_entries"] >= 10_000
     assert [goal["name"] for goal in report["goals"] if goal["passed"] is None] == []  # every goal measured
+    for store in ("PostgreSQL", "SQLite"):
+        assert goals[f"IssueToken p99 under 5 snapshot readers, {store}"]["measured"] > 0
+        assert report["raw"]["snapshot_readers"][store]["errors"] == {}
     for name in ("consumer local verifier, warm", "consumer local verifier, cold / bare PyJWT decode",
                  "revocation visible on another replica, p99", "revocation visible to a local-mode consumer, p99"):
         assert goals[name]["measured"] > 0, name

@@ -63,6 +63,14 @@ def test_a_flag_wins_over_its_variable() -> None:
         ({"AUTHORITY_AUDIENCES": " , "}, "audiences"),
         ({"AUTHORITY_LOG_LEVEL": "chatty"}, "log_level"),
         ({"AUTHORITY_LISTEN": "127.0.0.1:99999"}, "listen"),
+        # Durations whose results a reply could not carry (a Timestamp ends in year 9999).
+        ({"AUTHORITY_REFRESH_TOKEN_TTL": "100000000000000000000d"}, "refresh_token_ttl"),
+        ({"AUTHORITY_REFRESH_TOKEN_TTL": "100000000d"}, "refresh_token_ttl"),
+        ({"AUTHORITY_REFRESH_TOKEN_TTL": "3651d"}, "refresh_token_ttl"),
+        ({"AUTHORITY_KEY_ROTATION_INTERVAL": "99999999999d"}, "key_rotation_interval"),
+        ({"AUTHORITY_PURGE_INTERVAL": "100000000000000h"}, "purge_interval"),
+        ({"AUTHORITY_MAX_STALENESS": "9" * 400}, "max_staleness"),  # a float that is infinite
+        ({"AUTHORITY_REFRESH_TOKEN_REUSE_GRACE": "61s"}, "refresh_token_reuse_grace"),
     ],
 )
 def test_an_invalid_value_is_refused_naming_the_option(environ: dict[str, str], option: str) -> None:
@@ -71,6 +79,13 @@ def test_an_invalid_value_is_refused_naming_the_option(environ: dict[str, str], 
 
     assert caught.value.option == option
     assert str(caught.value).startswith(f"{option}:")
+
+
+def test_durations_up_to_ten_years_are_accepted() -> None:
+    settings = load_settings({"AUTHORITY_REFRESH_TOKEN_TTL": "3650d", "AUTHORITY_REFRESH_TOKEN_REUSE_GRACE": "0"})
+
+    assert settings.refresh_token_ttl == 3650 * 86400
+    assert settings.refresh_token_reuse_grace == 0
 
 
 def test_settings_are_frozen() -> None:

@@ -103,7 +103,8 @@ def test_check_protos_fails_on_a_break_committed_earlier(buf: Path, repo: Path) 
     (repo / "tools" / "node_modules").symlink_to(ROOT / "tools" / "node_modules")
     _edit(repo, "string subject = 1;", "string subject = 99;")
     _git(repo, "commit", "-q", "-am", "renumbered")
-    _edit(repo, "string reason = 4;", "string reason = 4;\n  string note = 5;")
+    # A number no version of the message will take, so the edit stays valid as it grows.
+    _edit(repo, "string reason = 4;", "string reason = 4;\n  string note = 900;")
     _git(repo, "commit", "-q", "-am", "a field added")
     result = _run(repo / "scripts" / "check-protos", cwd=repo)
     assert result.returncode != 0, result.stdout + result.stderr

@@ -70,8 +70,9 @@ async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
     stub = authority.stub
     laptop = await sign_in(stub, subject, "laptop")
     phone = await sign_in(stub, subject, "phone")
-    refreshed = await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
-    with pytest.raises(Exception):  # reuse: revokes the session, and says so in the log
+    traded = await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
+    refreshed = await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=traded.refresh_token))
+    with pytest.raises(Exception):  # reuse (not a retry: its pair was used): revokes, and says so
         await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
     await validate(stub, laptop.access_token)
     await stub.RevokeToken(pb.RevokeTokenRequest(token=refreshed.access_token))
@@ -82,8 +83,9 @@ async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
     text = captured.getvalue()
 
     secrets = [laptop.access_token, phone.access_token, phone.refresh_token, refreshed.access_token,
-               refreshed.refresh_token, laptop.refresh_token, subject, key_pem.splitlines()[1]]
-    assert len(rpc_lines(captured)) == 7
+               refreshed.refresh_token, laptop.refresh_token, traded.access_token, traded.refresh_token,
+               subject, key_pem.splitlines()[1]]
+    assert len(rpc_lines(captured)) == 8
     leaked = [secret[:12] for secret in secrets if secret in text]
     assert not leaked, leaked
 
@@ -163,3 +165,35 @@ def test_subject_pseudonyms_are_keyed_by_the_key_encryption_key_when_there_is_on
 
     assert keyed == again != unkeyed
     assert other_deployment != keyed
+
+
+def _grpc_reports_a_write_to_a_vanished_client() -> None:
+    """What grpc's server logs (server.pyx.pxi, _handle_exceptions) when a stream's write
+    fails before it noticed the client left."""
+    try:
+        raise RuntimeError("Failed \"execute_batch\": (<grpc._cython.cygrpc.SendMessageOperation>,)")
+    except RuntimeError:
+        logging.getLogger("grpc._cython.cygrpc").exception(
+            "ExecuteBatchError raised in core by servicer method [%s]" % "/authority.v1.TokenAuthority/WatchRevocations"
+        )
+
+
+async def test_a_watcher_that_went_away_is_logged_at_debug_not_as_an_error(
+    authority: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO):
+        _grpc_reports_a_write_to_a_vanished_client()
+    assert [r for r in caplog.records if r.name.startswith("grpc")] == []
+
+    with caplog.at_level(logging.DEBUG, logger="grpc._cython.cygrpc"):
+        _grpc_reports_a_write_to_a_vanished_client()
+    (record,) = [r for r in caplog.records if r.name.startswith("grpc")]
+    assert record.levelno == logging.DEBUG and record.exc_info is None
+    assert "WatchRevocations" in record.getMessage() and "client went away" in record.getMessage()
+
+
+async def test_other_grpc_errors_still_log_as_errors(authority: Running, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("grpc._cython.cygrpc").error("Unexpected [ValueError] raised by servicer method [x]")
+
+    assert [r.levelno for r in caplog.records if r.name.startswith("grpc")] == [logging.ERROR]

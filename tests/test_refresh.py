@@ -8,7 +8,7 @@ import grpc
 import sqlalchemy as sa
 from authority_client.v1 import authority_pb2 as pb
 
-from tests.conftest import Running
+from tests.conftest import Running, StartServer
 from tests.support.calls import Stub, live_sessions, new_subject, reason, rpc_error, sign_in
 
 
@@ -51,7 +51,8 @@ async def test_refresh_keeps_the_audience_and_claims_of_the_sign_in(stub: Stub) 
     assert dict(answer.claims.extra) == {"role": "admin"}
 
 
-async def test_a_rotated_refresh_token_presented_again_revokes_the_whole_session(stub: Stub) -> None:
+async def test_a_rotated_refresh_token_presented_again_revokes_the_whole_session(start_server: StartServer) -> None:
+    stub = (await start_server(refresh_token_reuse_grace=0)).stub  # strict: no retry forgiven
     subject = new_subject()
     signed_in = await sign_in(stub, subject, "laptop")
     refreshed = await _refresh(stub, signed_in.refresh_token)

@@ -346,7 +346,9 @@ async def test_a_second_device_through_another_replica_signs_the_first_out_every
 async def test_a_refresh_token_replayed_on_another_replica_revokes_the_session_everywhere(trio: list[Replica]) -> None:
     a, b, c = trio
     laptop = await sign_in(a, new_subject(), "laptop")
-    refreshed = await refresh(b, laptop.refresh_token)
+    traded = await refresh(b, laptop.refresh_token)
+    # Traded again: a replay of the first token is theft, not a retry within the grace.
+    refreshed = await refresh(b, traded.refresh_token)
 
     replayed = await status_of(refresh(c, laptop.refresh_token))  # the copy an attacker kept
     returned = time.monotonic()
@@ -357,6 +359,19 @@ async def test_a_refresh_token_replayed_on_another_replica_revokes_the_session_e
     assert await c.outcome(refreshed.access_token) == "REVOKED"
     assert all(s < VISIBLE_WITHIN for s in seconds.values()), seconds
     assert await status_of(refresh(a, refreshed.refresh_token)) == "UNAUTHENTICATED"
+
+
+async def test_a_refresh_retried_on_another_replica_within_the_grace_keeps_the_session(trio: list[Replica]) -> None:
+    """A reply lost on one replica, the retry answered by another: same session, one live pair."""
+    a, b, c = trio
+    laptop = await sign_in(a, new_subject(), "laptop")
+    lost = await refresh(b, laptop.refresh_token)
+
+    retried = await refresh(c, laptop.refresh_token)
+
+    assert retried.session_id == laptop.session_id
+    assert await a.outcome(retried.access_token) == "VALID"
+    assert await status_of(refresh(a, lost.refresh_token)) == "UNAUTHENTICATED"  # the lost pair's token died
 
 
 async def test_a_revocation_feed_resumes_on_another_replica_from_its_last_sequence(trio: list[Replica]) -> None:

@@ -96,9 +96,12 @@ async def scenario(stub: Stub, issuer: str, verifier: str, seen: Seen) -> None:
     laptop = seen.pair(await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="laptop"),
                                              metadata=as_issuer))
     assert (await stub.ValidateToken(pb.ValidateTokenRequest(token=laptop.access_token), metadata=as_verifier)).valid
-    refreshed = seen.pair(await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=laptop.refresh_token),
+    traded = seen.pair(await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=laptop.refresh_token),
+                                               metadata=as_issuer))
+    refreshed = seen.pair(await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=traded.refresh_token),
                                                   metadata=as_issuer))
-    # Reuse of the traded refresh token: theft, the session is revoked.
+    # Reuse of a refresh token whose new pair was used since: theft (even within the
+    # reuse grace period), the session is revoked.
     reused = stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=laptop.refresh_token), metadata=as_issuer)
     assert await seen.refused(reused) is grpc.StatusCode.UNAUTHENTICATED
     revoked = await stub.ValidateToken(pb.ValidateTokenRequest(token=refreshed.access_token), metadata=as_verifier)

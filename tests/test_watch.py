@@ -230,3 +230,24 @@ async def test_watchers_hanging_up_mid_stream_leave_the_server_serving(stub: Stu
 async def _caught_up(stream: Any) -> None:
     while (await asyncio.wait_for(stream.read(), timeout=5)).kind != CAUGHT_UP:
         pass
+
+
+async def test_a_watcher_cut_off_for_falling_behind_is_told_what_happened_and_how_to_resume(
+    authority: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards against RESOURCE_EXHAUSTED with empty details."""
+    monkeypatch.setattr(revocations, "WATCHER_QUEUE_SIZE", 3)
+    mirror = authority.server.authority.mirror
+    stream = _watch(authority.stub)
+    await _next(stream, CAUGHT_UP)
+    base = mirror.sequence
+
+    # More entries at once than the watcher's queue holds, before its feed can take one.
+    mirror.advance([Revocation(base + n, f"s-{n}", None, time.time() + 60) for n in range(1, 11)])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        for _ in range(11):
+            await _next(stream)
+
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = caught.value.details() or ""
+    assert "fell too far behind" in details and "after_sequence" in details

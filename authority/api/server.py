@@ -101,6 +101,7 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
     background purge, so this returns a handle whose ``stop()`` does both.
     """
     transport = prepare_transport(settings)  # before the database: a bad TLS file stops us first
+    logs.quiet_client_disconnects()
     authority = await Authority.open(settings, clock)
     metrics = Metrics()
     metrics.watch(authority, clock)

@@ -11,6 +11,7 @@ from authority_client.v1 import authority_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from authority.api.inputs import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS, positive_seconds
 from authority.api.status import streaming, unary
 from authority.app import Authority
 from authority.config import Policy
@@ -39,14 +40,14 @@ MAX_HEARTBEAT_INTERVAL = 30.0
 def _heartbeat_interval(request: pb.WatchRevocationsRequest) -> float:
     if not request.HasField("heartbeat_interval"):
         return HEARTBEAT_INTERVAL
-    asked = request.heartbeat_interval
-    if asked.seconds < 0 or not 0 <= asked.nanos < 1_000_000_000:
-        raise InvalidArgument("heartbeat_interval", "must be a positive duration")
-    seconds = asked.seconds + asked.nanos / 1e9
+    seconds = positive_seconds("heartbeat_interval", request.heartbeat_interval)
     return min(max(seconds, MIN_HEARTBEAT_INTERVAL), MAX_HEARTBEAT_INTERVAL)
 
 
 def _timestamp(seconds: float) -> Timestamp:
+    # protobuf builds a Timestamp past its range without a word; a reply must never carry one.
+    if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS:
+        raise ValueError("a time outside 0001-01-01 to 9999-12-31 UTC has no Timestamp")
     whole = int(seconds)
     return Timestamp(seconds=whole, nanos=int((seconds - whole) * 1e9))
 
@@ -88,12 +89,7 @@ def _extra_claims(request: pb.IssueTokenRequest) -> dict[str, Any] | None:
 
 
 def _ttl(request: pb.IssueTokenRequest) -> float | None:
-    if not request.HasField("ttl"):
-        return None
-    try:
-        return request.ttl.ToTimedelta().total_seconds()
-    except (ValueError, OverflowError):
-        raise InvalidArgument("ttl", "is not a valid duration") from None
+    return positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
 
 
 class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
@@ -120,6 +116,8 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
                 audience=request.audience,
                 claims=_extra_claims(request),
                 ttl=_ttl(request),
+                # Built inside the transaction: nothing commits whose reply cannot be built.
+                before_commit=_issue_response,
             )
         except SessionLimitReached:
             self._metrics.count_rejected_sign_in()
@@ -148,13 +146,15 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
             revoked = await self._sessions.revoke_session(request.session_id, request.reason)
         elif target == "subject":
             revoked = await self._sessions.revoke_subject(request.subject, request.reason)
+        elif target == "refresh_token":
+            revoked = await self._sessions.revoke_refresh_token(request.refresh_token, request.reason)
         else:
-            raise InvalidArgument("target", "name a token, a session_id or a subject")
+            raise InvalidArgument("target", "name a token, a refresh_token, a session_id or a subject")
         return pb.RevokeTokenResponse(revoked_sessions=revoked)
 
     @unary
     async def RefreshToken(self, request: pb.RefreshTokenRequest, context: Context) -> pb.IssueTokenResponse:
-        return _issue_response(await self._sessions.refresh(request.refresh_token))
+        return _issue_response(await self._sessions.refresh(request.refresh_token, before_commit=_issue_response))
 
     @unary
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Context) -> pb.ListSessionsResponse:

@@ -14,6 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
+
+from authority.api.inputs import check_request
+from authority.api.wire import non_utf8_field
 
 from authority.errors import (
     AuthorityError,
@@ -23,8 +27,9 @@ from authority.errors import (
     RefreshTokenRejected,
     SessionLimitReached,
     StoreUnavailable,
-    TokenRejected,
     SequenceUnknown,
+    TokenRejected,
+    ValueOutOfRange,
     WatcherTooSlow,
 )
 
@@ -32,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CODES: dict[type[AuthorityError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    ValueOutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     TokenRejected: grpc.StatusCode.INVALID_ARGUMENT,
     SessionLimitReached: grpc.StatusCode.FAILED_PRECONDITION,
     RefreshTokenRejected: grpc.StatusCode.UNAUTHENTICATED,
@@ -44,7 +50,7 @@ CODES: dict[type[AuthorityError], grpc.StatusCode] = {
 INTERNAL_MESSAGE = "internal error"
 UNDECODABLE_MESSAGE = "the request is not a valid protobuf message for this method"
 
-Request = TypeVar("Request")
+Request = TypeVar("Request", bound=Message)
 Response = TypeVar("Response")
 Servicer = TypeVar("Servicer")
 
@@ -76,6 +82,7 @@ def unary(
     @functools.wraps(handler)
     async def wrapper(self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]) -> Response:
         try:
+            check_request(request)
             return await handler(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -96,6 +103,7 @@ def streaming(
         self: Servicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Response]:
         try:
+            check_request(request)
             async for response in handler(self, request, context):
                 yield response
         except grpc.aio.AbortError:
@@ -107,16 +115,17 @@ def streaming(
 
 
 class _Undecodable:
-    """Stands in for a request whose bytes did not decode."""
+    """Stands in for a request whose bytes did not decode, and says why."""
 
-
-_UNDECODABLE = _Undecodable()
+    def __init__(self, descriptor: Any, data: bytes) -> None:
+        field = non_utf8_field(descriptor, data) if descriptor is not None else None
+        self.message = UNDECODABLE_MESSAGE if field is None else f"{field}: must be valid UTF-8"
 
 
 class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
-    """Answers INVALID_ARGUMENT to a request that is not valid protobuf (for example a
-    string field that is not UTF-8), where grpc itself would answer UNKNOWN with the
-    parser's error text."""
+    """Answers INVALID_ARGUMENT to a request that is not valid protobuf, where grpc itself
+    would answer UNKNOWN with the parser's error text; a string field that is not UTF-8
+    is named (``subject: must be valid UTF-8``)."""
 
     async def intercept_service(
         self,
@@ -127,20 +136,22 @@ class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
         if handler is None or handler.request_deserializer is None or handler.request_streaming:
             return handler
         deserialize = handler.request_deserializer
+        # A generated message's FromString is bound to its class, which has the descriptor.
+        descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
 
         def tolerant(data: bytes) -> Any:
             try:
                 return deserialize(data)
             except Exception:
-                return _UNDECODABLE
+                return _Undecodable(descriptor, data)
 
         kind = "unary_stream" if handler.response_streaming else "unary_unary"
         behavior = getattr(handler, kind)
         if inspect.isasyncgenfunction(behavior):
 
             async def guarded_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                if request is _UNDECODABLE:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
+                if isinstance(request, _Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
                 async for response in behavior(request, context):
                     yield response
 
@@ -148,8 +159,8 @@ class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
         else:
 
             async def guarded_call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                if request is _UNDECODABLE:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
+                if isinstance(request, _Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
                 return await behavior(request, context)
 
             guarded = guarded_call

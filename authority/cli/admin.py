@@ -64,6 +64,7 @@ def add_commands(commands: Any) -> None:
     revoke = token.add_parser("revoke", parents=[common], help="log out a token, end a session, or a whole subject")
     target = revoke.add_mutually_exclusive_group(required=True)
     target.add_argument("--token", help="the access token to log out, or - to read it from stdin")
+    target.add_argument("--refresh-token", help="the refresh token of the session to log out, or - to read it from stdin")
     target.add_argument("--session", help="the session id to end")
     target.add_argument("--subject", help="the subject to sign out everywhere")
     revoke.add_argument("--reason", default="", help="why, for the audit log")
@@ -122,8 +123,13 @@ async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
             return 0 if validation.valid else 1
         if args.action == "revoke":
             token = _secret(args.token, stdin) if args.token else ""
+            refresh_token = _secret(args.refresh_token, stdin) if args.refresh_token else ""
             revoked = await client.revoke(
-                token=token, session_id=args.session or "", subject=args.subject or "", reason=args.reason
+                token=token,
+                refresh_token=refresh_token,
+                session_id=args.session or "",
+                subject=args.subject or "",
+                reason=args.reason,
             )
             show({"revoked_sessions": revoked}, lambda v: f"revoked {v['revoked_sessions']} session(s)")
             return 0

@@ -139,10 +139,15 @@ class AdminClient:
             shown["extra"] = json_format.MessageToDict(claims.extra)
         return Validation(True, "", shown)
 
-    async def revoke(self, *, token: str = "", session_id: str = "", subject: str = "", reason: str = "") -> int:
-        """Revokes by exactly one of token, session or subject; returns how many sessions ended."""
+    async def revoke(
+        self, *, token: str = "", refresh_token: str = "", session_id: str = "", subject: str = "", reason: str = ""
+    ) -> int:
+        """Revokes by exactly one of token, refresh token, session or subject; returns how
+        many sessions ended."""
         if token:
             request = pb.RevokeTokenRequest(token=token, reason=reason)
+        elif refresh_token:
+            request = pb.RevokeTokenRequest(refresh_token=refresh_token, reason=reason)
         elif session_id:
             request = pb.RevokeTokenRequest(session_id=session_id, reason=reason)
         else:

@@ -117,3 +117,31 @@ def install(level: str = "INFO", log_format: str = "auto", stream: IO[str] | Non
     root.setLevel(level.upper())
     # Alembic narrates every migration step at INFO; only its warnings matter here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+# grpc's server logs this, with a traceback, when a write to a stream fails in its core
+# before it has noticed that the client went away (a watcher blocked on flow control
+# disconnecting). A server stream's batch fails only when its call is gone.
+_CLIENT_GONE = "ExecuteBatchError raised in core by servicer method"
+GRPC_SERVER_LOGGER = "grpc._cython.cygrpc"
+
+
+class ClientGoneIsNotAnError(logging.Filter):
+    """Logs grpc's report of a write to a vanished client at DEBUG, without the traceback:
+    a client going away is not an error of this server."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.getMessage().startswith(_CLIENT_GONE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.exc_info = record.exc_text = None
+            record.msg, record.args = f"{record.getMessage()}: the client went away", None
+            # The logger already judged ERROR enabled; judge DEBUG again here.
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+def quiet_client_disconnects() -> None:
+    """Installs :class:`ClientGoneIsNotAnError` on grpc's server logger, once."""
+    grpc_log = logging.getLogger(GRPC_SERVER_LOGGER)
+    if not any(isinstance(f, ClientGoneIsNotAnError) for f in grpc_log.filters):
+        grpc_log.addFilter(ClientGoneIsNotAnError())

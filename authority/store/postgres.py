@@ -42,8 +42,9 @@ def session_attrs(url: str) -> str | None:
     return value if isinstance(value, str) or value is None else value[-1]
 
 
-def create_postgres_engine(url: str, *, transaction_pooling: bool = False) -> AsyncEngine:
-    """An engine whose every connection is to the primary (see the module docstring)."""
+def create_postgres_engine(url: str, *, connections: int | None = None, transaction_pooling: bool = False) -> AsyncEngine:
+    """An engine whose every connection is to the primary (see the module docstring);
+    ``connections`` fixes the size of the pool."""
     connect_args: dict[str, Any] = {"timeout": 5, "command_timeout": 10}
     if session_attrs(url) is None:
         connect_args["target_session_attrs"] = "read-write"
@@ -58,8 +59,8 @@ def create_postgres_engine(url: str, *, transaction_pooling: bool = False) -> As
         connect_args["server_settings"] = {**TRANSACTION_SETTINGS, **_SESSION_SETTINGS}
     engine = create_async_engine(
         url,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=connections or 10,
+        max_overflow=0 if connections else 10,
         pool_timeout=5,
         pool_pre_ping=True,
         # Parameters hold subjects and claims; keep them out of error messages and logs.

@@ -63,3 +63,13 @@ class LogState:
     epoch: str
     host: str
     primary: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetainedKeyRecord:
+    """The public half of a purged signing key, kept for logout: PEM SubjectPublicKeyInfo."""
+
+    kid: str
+    algorithm: str
+    public_key: bytes
+    replaced_at: float

@@ -54,6 +54,9 @@ refresh_tokens = sa.Table(
     sa.Column("issued_at", sa.Double, nullable=False),
     # Set when the token is traded; presenting it again is theft.
     sa.Column("used_at", sa.Double, nullable=True),
+    # The hash of the token this one was traded for (None for a sign-in's), so that a
+    # retry of that token within the reuse grace period is told from a theft.
+    sa.Column("rotated_from", sa.String(64), nullable=True),
     sa.Index("ix_refresh_tokens_session_id", "session_id"),
 )
 
@@ -85,4 +88,18 @@ log_epoch = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("epoch", sa.String(32), nullable=False),
+)
+
+retained_public_keys = sa.Table(
+    "retained_public_keys",
+    metadata,
+    # The public half of a signing key the purge deleted: it verifies logout requests
+    # only (never a token's validity, never published) until every session that can
+    # hold a token it signed has ended.
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("algorithm", sa.String(16), nullable=False),
+    # SubjectPublicKeyInfo PEM: nothing secret.
+    sa.Column("public_key", sa.LargeBinary, nullable=False),
+    # When its successor began signing: the last token it signed is older.
+    sa.Column("replaced_at", sa.Double, nullable=False),
 )

@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from authority.errors import StoreUnavailable
 from authority.store.postgres import LOG_STATE_QUERY, create_postgres_engine
-from authority.store.records import KeyRecord, LogState, RefreshRecord, Revocation, SessionRecord
-from authority.store.schema import log_epoch, refresh_tokens, revocations, sessions, signing_keys
+from authority.store.records import KeyRecord, LogState, RefreshRecord, RetainedKeyRecord, Revocation, SessionRecord
+from authority.store.schema import log_epoch, refresh_tokens, retained_public_keys, revocations, sessions, signing_keys
 from authority.store.unavailable import means_unavailable
 
 # Errors that mean "the database is not there", as opposed to a bug in a query; the
@@ -55,6 +55,8 @@ _KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
 _LOG_LOCK = 0x61757468_6C6F6773  # "auth" "logs"
 MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
 MAINTENANCE_LOCK = 0x61757468_6D61696E  # "auth" "main"
+# Consumers' backlog reads that run at once (see Store.backlog_after).
+BACKLOG_READERS = 2
 # PostgreSQL NOTIFY channels: a revocation committed, the signing keys changed.
 REVOCATIONS_CHANNEL = "authority_revocations"
 KEYS_CHANNEL = "authority_keys"
@@ -66,16 +68,23 @@ def subject_lock_id(subject: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def create_engine(url: str, *, transaction_pooling: bool = False) -> AsyncEngine:
-    """One engine per process, tuned for the store it points at."""
+def create_engine(url: str, *, connections: int | None = None, transaction_pooling: bool = False) -> AsyncEngine:
+    """One engine per process, tuned for the store it points at; ``connections`` fixes the
+    size of the pool, for a reader that must not share the main one."""
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer anyway, and queueing here is cheaper
         # than busy-waiting inside SQLite.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30, hide_parameters=True)
+        engine = create_async_engine(
+            url, pool_size=connections or 1, max_overflow=0, pool_timeout=30, hide_parameters=True
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_postgres_engine(url, transaction_pooling=transaction_pooling)
+    return create_postgres_engine(url, connections=connections, transaction_pooling=transaction_pooling)
+
+
+def _url_of(engine: AsyncEngine) -> str:
+    return engine.url.render_as_string(hide_password=False)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -144,7 +153,10 @@ class Store:
     the main pool runs through a transaction pooler.
     """
 
-    def __init__(self, engine: AsyncEngine, session_engine: AsyncEngine | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, session_engine: AsyncEngine | None = None, backlog: Store | None = None,
+        *, transaction_pooling: bool = False,
+    ) -> None:
         self.engine = engine
         self.session_engine = session_engine or engine
         self.is_postgres = engine.dialect.name == "postgresql"
@@ -155,19 +167,41 @@ class Store:
         self._lost = False
         for each in {id(e): e for e in (self.engine, self.session_engine)}.values():
             event.listen(each.sync_engine, "connect", self._connected)
+        # Consumers' backlogs (snapshots) are read by at most BACKLOG_READERS at once, the
+        # others waiting their turn: any number of consumers takes a bounded share of the
+        # database, and never the connections sign-ins and the log follower need.
+        self._backlog = backlog
+        self._backlog_reads = asyncio.Semaphore(BACKLOG_READERS)
+        self._transaction_pooling = transaction_pooling
 
     @classmethod
     def open(cls, url: str, *, listen_url: str = "", transaction_pooling: bool = False) -> Store:
         """A store on ``url`` (LISTEN and session locks on ``listen_url`` when given);
         nothing is connected until first use."""
         engine = create_engine(url, transaction_pooling=transaction_pooling)
-        return cls(engine, create_engine(listen_url) if listen_url and listen_url != url else None)
+        session_engine = create_engine(listen_url) if listen_url and listen_url != url else None
+        # On SQLite the backlogs have connections of their own: WAL readers neither wait
+        # for the one writer's connection nor hold it. PostgreSQL's pool serves them, capped.
+        backlog = cls(create_engine(url, connections=BACKLOG_READERS)) if url.startswith("sqlite") else None
+        return cls(engine, session_engine, backlog, transaction_pooling=transaction_pooling)
+
+    def dedicated(self) -> Store:
+        """A store on the same database with connections of its own (a reader and, on
+        PostgreSQL, a listener): for the log follower, so that the authority's own view of
+        the log never waits behind its consumers' reads or its callers' writes."""
+        engine = create_engine(_url_of(self.engine), connections=2, transaction_pooling=self._transaction_pooling)
+        session_engine = None
+        if self.session_engine is not self.engine:
+            session_engine = create_engine(_url_of(self.session_engine), connections=2)
+        return Store(engine, session_engine, transaction_pooling=self._transaction_pooling)
 
     async def close(self) -> None:
         """Closes every pooled connection."""
         await self.engine.dispose()
         if self.session_engine is not self.engine:
             await self.session_engine.dispose()
+        if self._backlog is not None:
+            await self._backlog.close()
 
     def _connected(self, _dbapi_connection: Any, _record: Any) -> None:
         if self._lost:
@@ -179,6 +213,12 @@ class Store:
         if translated is not None:
             self._lost = True
         return translated
+
+    async def backlog_after(self, sequence: int, limit: int) -> list[Revocation]:
+        """:meth:`revocations_after` for a consumer's feed: on the backlog connections, at
+        most :data:`BACKLOG_READERS` at once."""
+        async with self._backlog_reads:
+            return await (self._backlog or self).revocations_after(sequence, limit)
 
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Tx]:
@@ -203,6 +243,16 @@ class Store:
         """Every stored signing key."""
         async with self.transaction(read_only=True) as tx:
             return await tx.keys()
+
+    async def retained_keys(self) -> list[RetainedKeyRecord]:
+        """Every retained public key (kept for logout)."""
+        async with self.transaction(read_only=True) as tx:
+            return await tx.retained_keys()
+
+    async def retained_key_ids(self) -> frozenset[str]:
+        """The kids of the retained public keys."""
+        async with self.transaction(read_only=True) as tx:
+            return frozenset((await tx.conn.execute(sa.select(retained_public_keys.c.kid))).scalars())
 
     async def key_ids(self) -> frozenset[str]:
         """The kids of the stored signing keys: a cheap way to notice a rotation."""
@@ -507,10 +557,14 @@ class Tx:
         await self.conn.execute(sa.insert(sessions).values(**values))
         await self.insert_refresh_token(refresh_hash, session.session_id, session.created_at)
 
-    async def insert_refresh_token(self, token_hash: str, session_id: str, now: float) -> None:
-        """Stores the hash of a newly issued refresh token."""
+    async def insert_refresh_token(
+        self, token_hash: str, session_id: str, now: float, rotated_from: str | None = None
+    ) -> None:
+        """Stores the hash of a newly issued refresh token (and of the one it was traded for)."""
         await self.conn.execute(
-            sa.insert(refresh_tokens).values(token_hash=token_hash, session_id=session_id, issued_at=now)
+            sa.insert(refresh_tokens).values(
+                token_hash=token_hash, session_id=session_id, issued_at=now, rotated_from=rotated_from
+            )
         )
 
     async def refresh_token(self, token_hash: str, *, for_update: bool = False) -> RefreshRecord | None:
@@ -578,3 +632,44 @@ class Tx:
         if entries:
             await self._notify(REVOCATIONS_CHANNEL)
         return entries
+
+    # --- the reuse grace period (authority/sessions.py) ---------------------------------
+
+    async def unused_refresh_tokens_from(self, session_id: str) -> list[str | None]:
+        """What each of the session's untraded refresh tokens was traded for (None for a
+        sign-in's): normally one entry."""
+        query = sa.select(refresh_tokens.c.rotated_from).where(
+            refresh_tokens.c.session_id == session_id, refresh_tokens.c.used_at.is_(None)
+        )
+        return list((await self.conn.execute(query)).scalars())
+
+    async def end_unused_refresh_tokens(self, session_id: str, now: float) -> None:
+        """Marks every untraded refresh token of the session traded: presenting one again
+        counts as reuse."""
+        await self.conn.execute(
+            sa.update(refresh_tokens)
+            .where(refresh_tokens.c.session_id == session_id, refresh_tokens.c.used_at.is_(None))
+            .values(used_at=now)
+        )
+
+    # --- public halves of purged keys, for logout (authority/keys.py) ------------------
+
+    async def retained_keys(self) -> list[RetainedKeyRecord]:
+        """Every retained public key."""
+        rows = await self.conn.execute(sa.select(retained_public_keys))
+        return [RetainedKeyRecord(r.kid, r.algorithm, r.public_key, r.replaced_at) for r in rows]
+
+    async def retain_keys(self, keys: Sequence[RetainedKeyRecord]) -> None:
+        """Keeps the public halves of keys about to be deleted (tells replicas at commit)."""
+        for key in keys:
+            await self.conn.execute(
+                sa.insert(retained_public_keys).values(
+                    kid=key.kid, algorithm=key.algorithm, public_key=key.public_key, replaced_at=key.replaced_at
+                )
+            )
+        await self._notify(KEYS_CHANNEL)
+
+    async def forget_retained_keys(self, kids: Sequence[str]) -> None:
+        """Deletes retained public keys no session can need (tells replicas at commit)."""
+        await self.conn.execute(sa.delete(retained_public_keys).where(retained_public_keys.c.kid.in_(kids)))
+        await self._notify(KEYS_CHANNEL)

@@ -51,12 +51,14 @@ def issue_request(
     return request
 
 
-def revoke_request(token: str | None, session_id: str | None, subject: str | None, reason: str) -> pb.RevokeTokenRequest:
+def revoke_request(
+    token: str | None, session_id: str | None, subject: str | None, reason: str, refresh_token: str | None = None
+) -> pb.RevokeTokenRequest:
     """The RevokeToken request for exactly one target."""
-    targets = {"token": token, "session_id": session_id, "subject": subject}
+    targets = {"token": token, "refresh_token": refresh_token, "session_id": session_id, "subject": subject}
     named = {key: value for key, value in targets.items() if value is not None}
     if len(named) != 1:
-        raise ValueError("name exactly one of token, session_id or subject")
+        raise ValueError("name exactly one of token, refresh_token, session_id or subject")
     return pb.RevokeTokenRequest(reason=reason, **named)
 
 

@@ -83,9 +83,11 @@ class AsyncAuthorityClient:
         subject: str | None = None,
         reason: str = "",
         timeout: float | None = None,
+        refresh_token: str | None = None,
     ) -> int:
-        """Logout by token, end one session, or sign a subject out; returns sessions ended."""
-        request = _convert.revoke_request(token, session_id, subject, reason)
+        """Logout by access token or refresh token (either works for the session's whole
+        life), end one session, or sign a subject out; returns sessions ended."""
+        request = _convert.revoke_request(token, session_id, subject, reason, refresh_token)
         response: pb.RevokeTokenResponse = await self._call("RevokeToken", request, timeout)
         return response.revoked_sessions
 

@@ -65,9 +65,10 @@ def test_failures_raise_the_client_errors(authority: InProcessAuthority) -> None
         client.issue_token("bob", "phone", policy=SessionPolicy.REJECT)
     assert limit.value.code is grpc.StatusCode.FAILED_PRECONDITION
 
-    client.refresh_token(issued.refresh_token)
+    traded = client.refresh_token(issued.refresh_token)
+    client.refresh_token(traded.refresh_token)
     with pytest.raises(RefreshRejected) as reused:
-        client.refresh_token(issued.refresh_token)  # already used: the session dies too
+        client.refresh_token(issued.refresh_token)  # already used, its pair too: the session dies
     assert reused.value.code is grpc.StatusCode.UNAUTHENTICATED
 
     with pytest.raises(InvalidArgument) as bad:
@@ -77,6 +78,26 @@ def test_failures_raise_the_client_errors(authority: InProcessAuthority) -> None
         client.validate_token("")
     with pytest.raises(ValueError):
         client.revoke_token(token="x", subject="y")
+
+
+def test_logout_by_refresh_token_ends_the_session(authority: InProcessAuthority) -> None:
+    client = authority.client
+    issued = client.issue_token("grace", "laptop")
+
+    assert client.revoke_token(refresh_token=issued.refresh_token) == 1
+
+    assert client.list_sessions("grace") == []
+    with pytest.raises(ValueError):
+        client.revoke_token(refresh_token=issued.refresh_token, token=issued.access_token)
+
+
+@pytest.mark.timeout(20)
+async def test_the_async_client_logs_out_by_refresh_token_too() -> None:
+    async with AsyncInProcessAuthority() as authority:
+        async with AsyncAuthorityClient(authority.target) as client:
+            issued = await client.issue_token("heidi", "laptop")
+            assert await client.revoke_token(refresh_token=issued.refresh_token) == 1
+            assert await client.list_sessions("heidi") == []
 
 
 def test_calls_to_a_stopped_authority_fail_unavailable_within_the_deadline(authority: InProcessAuthority) -> None:
@@ -171,7 +192,8 @@ async def test_the_async_client_is_the_twin_of_the_blocking_one() -> None:
             assert json.loads(await client.get_signing_keys())["keys"]
             with pytest.raises(SessionLimitReached):
                 await client.issue_token("alice", "phone", policy=SessionPolicy.REJECT)
-            refreshed = await client.refresh_token(issued.refresh_token)
+            traded = await client.refresh_token(issued.refresh_token)
+            refreshed = await client.refresh_token(traded.refresh_token)
             with pytest.raises(RefreshRejected):
                 await client.refresh_token(issued.refresh_token)
             assert await client.revoke_token(token=refreshed.access_token) == 0  # reuse already ended it

@@ -27,19 +27,19 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61uthority/v1/authority.proto\x12\x0c\x61uthority.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n\x11IssueTokenRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12+\n\x06policy\x18\x03 \x01(\x0e\x32\x1b.authority.v1.SessionPolicy\x12\x10\n\x08\x61udience\x18\x04 \x01(\t\x12\'\n\x06\x63laims\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdb\x01\n\x12IssueTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14replaced_session_ids\x18\x05 \x03(\t\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x14ValidateTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x01(\t\"y\n\x15ValidateTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12+\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.authority.v1.InvalidReason\x12$\n\x06\x63laims\x18\x03 \x01(\x0b\x32\x14.authority.v1.Claims\"\xfb\x01\n\x06\x43laims\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x0e\n\x06issuer\x18\x05 \x01(\t\x12\x10\n\x08\x61udience\x18\x06 \x01(\t\x12-\n\tissued_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05\x65xtra\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"h\n\x12RevokeTokenRequest\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12\x14\n\nsession_id\x18\x02 \x01(\tH\x00\x12\x11\n\x07subject\x18\x03 \x01(\tH\x00\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x08\n\x06target\"/\n\x13RevokeTokenResponse\x12\x18\n\x10revoked_sessions\x18\x01 \x01(\x05\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"&\n\x13ListSessionsRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\"?\n\x14ListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.authority.v1.Session\"\xa1\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x17\n\x15GetSigningKeysRequest\"+\n\x16GetSigningKeysResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"w\n\x17WatchRevocationsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65poch\x18\x03 \x01(\t\"\xf9\x01\n\x0fRevocationEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x04kind\x18\x05 \x01(\x0e\x32!.authority.v1.RevocationEventKind\x12+\n\x07sent_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tjwks_json\x18\x07 \x01(\t\x12\r\n\x05\x65poch\x18\x08 \x01(\t*f\n\rSessionPolicy\x12\x1e\n\x1aSESSION_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_POLICY_REPLACE\x10\x01\x12\x19\n\x15SESSION_POLICY_REJECT\x10\x02*\xad\x02\n\rInvalidReason\x12\x1e\n\x1aINVALID_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18INVALID_REASON_MALFORMED\x10\x01\x12 \n\x1cINVALID_REASON_BAD_SIGNATURE\x10\x02\x12\x1e\n\x1aINVALID_REASON_UNKNOWN_KEY\x10\x03\x12\x1a\n\x16INVALID_REASON_EXPIRED\x10\x04\x12 \n\x1cINVALID_REASON_NOT_YET_VALID\x10\x05\x12!\n\x1dINVALID_REASON_WRONG_AUDIENCE\x10\x06\x12\x1f\n\x1bINVALID_REASON_WRONG_ISSUER\x10\x07\x12\x1a\n\x16INVALID_REASON_REVOKED\x10\x08*\xd4\x01\n\x13RevocationEventKind\x12%\n!REVOCATION_EVENT_KIND_UNSPECIFIED\x10\x00\x12$\n REVOCATION_EVENT_KIND_REVOCATION\x10\x01\x12#\n\x1fREVOCATION_EVENT_KIND_CAUGHT_UP\x10\x02\x12#\n\x1fREVOCATION_EVENT_KIND_HEARTBEAT\x10\x03\x12&\n\"REVOCATION_EVENT_KIND_SIGNING_KEYS\x10\x04\x32\xf4\x04\n\x0eTokenAuthority\x12O\n\nIssueToken\x12\x1f.authority.v1.IssueTokenRequest\x1a .authority.v1.IssueTokenResponse\x12X\n\rValidateToken\x12\".authority.v1.ValidateTokenRequest\x1a#.authority.v1.ValidateTokenResponse\x12R\n\x0bRevokeToken\x12 .authority.v1.RevokeTokenRequest\x1a!.authority.v1.RevokeTokenResponse\x12S\n\x0cRefreshToken\x12!.authority.v1.RefreshTokenRequest\x1a .authority.v1.IssueTokenResponse\x12U\n\x0cListSessions\x12!.authority.v1.ListSessionsRequest\x1a\".authority.v1.ListSessionsResponse\x12[\n\x0eGetSigningKeys\x12#.authority.v1.GetSigningKeysRequest\x1a$.authority.v1.GetSigningKeysResponse\x12Z\n\x10WatchRevocations\x12%.authority.v1.WatchRevocationsRequest\x1a\x1d.authority.v1.RevocationEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61uthority/v1/authority.proto\x12\x0c\x61uthority.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n\x11IssueTokenRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12+\n\x06policy\x18\x03 \x01(\x0e\x32\x1b.authority.v1.SessionPolicy\x12\x10\n\x08\x61udience\x18\x04 \x01(\t\x12\'\n\x06\x63laims\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x03ttl\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xdb\x01\n\x12IssueTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14replaced_session_ids\x18\x05 \x03(\t\x12\x36\n\x12refresh_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x14ValidateTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x01(\t\"y\n\x15ValidateTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12+\n\x06reason\x18\x02 \x01(\x0e\x32\x1b.authority.v1.InvalidReason\x12$\n\x06\x63laims\x18\x03 \x01(\x0b\x32\x14.authority.v1.Claims\"\xfb\x01\n\x06\x43laims\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08token_id\x18\x04 \x01(\t\x12\x0e\n\x06issuer\x18\x05 \x01(\t\x12\x10\n\x08\x61udience\x18\x06 \x01(\t\x12-\n\tissued_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05\x65xtra\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\x81\x01\n\x12RevokeTokenRequest\x12\x0f\n\x05token\x18\x01 \x01(\tH\x00\x12\x14\n\nsession_id\x18\x02 \x01(\tH\x00\x12\x11\n\x07subject\x18\x03 \x01(\tH\x00\x12\x17\n\rrefresh_token\x18\x05 \x01(\tH\x00\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x08\n\x06target\"/\n\x13RevokeTokenResponse\x12\x18\n\x10revoked_sessions\x18\x01 \x01(\x05\",\n\x13RefreshTokenRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"&\n\x13ListSessionsRequest\x12\x0f\n\x07subject\x18\x01 \x01(\t\"?\n\x14ListSessionsResponse\x12\'\n\x08sessions\x18\x01 \x03(\x0b\x32\x15.authority.v1.Session\"\xa1\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07subject\x18\x02 \x01(\t\x12\x11\n\tdevice_id\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x17\n\x15GetSigningKeysRequest\"+\n\x16GetSigningKeysResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"w\n\x17WatchRevocationsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65poch\x18\x03 \x01(\t\"\xf9\x01\n\x0fRevocationEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x04kind\x18\x05 \x01(\x0e\x32!.authority.v1.RevocationEventKind\x12+\n\x07sent_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tjwks_json\x18\x07 \x01(\t\x12\r\n\x05\x65poch\x18\x08 \x01(\t*f\n\rSessionPolicy\x12\x1e\n\x1aSESSION_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16SESSION_POLICY_REPLACE\x10\x01\x12\x19\n\x15SESSION_POLICY_REJECT\x10\x02*\xad\x02\n\rInvalidReason\x12\x1e\n\x1aINVALID_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18INVALID_REASON_MALFORMED\x10\x01\x12 \n\x1cINVALID_REASON_BAD_SIGNATURE\x10\x02\x12\x1e\n\x1aINVALID_REASON_UNKNOWN_KEY\x10\x03\x12\x1a\n\x16INVALID_REASON_EXPIRED\x10\x04\x12 \n\x1cINVALID_REASON_NOT_YET_VALID\x10\x05\x12!\n\x1dINVALID_REASON_WRONG_AUDIENCE\x10\x06\x12\x1f\n\x1bINVALID_REASON_WRONG_ISSUER\x10\x07\x12\x1a\n\x16INVALID_REASON_REVOKED\x10\x08*\xd4\x01\n\x13RevocationEventKind\x12%\n!REVOCATION_EVENT_KIND_UNSPECIFIED\x10\x00\x12$\n REVOCATION_EVENT_KIND_REVOCATION\x10\x01\x12#\n\x1fREVOCATION_EVENT_KIND_CAUGHT_UP\x10\x02\x12#\n\x1fREVOCATION_EVENT_KIND_HEARTBEAT\x10\x03\x12&\n\"REVOCATION_EVENT_KIND_SIGNING_KEYS\x10\x04\x32\xf4\x04\n\x0eTokenAuthority\x12O\n\nIssueToken\x12\x1f.authority.v1.IssueTokenRequest\x1a .authority.v1.IssueTokenResponse\x12X\n\rValidateToken\x12\".authority.v1.ValidateTokenRequest\x1a#.authority.v1.ValidateTokenResponse\x12R\n\x0bRevokeToken\x12 .authority.v1.RevokeTokenRequest\x1a!.authority.v1.RevokeTokenResponse\x12S\n\x0cRefreshToken\x12!.authority.v1.RefreshTokenRequest\x1a .authority.v1.IssueTokenResponse\x12U\n\x0cListSessions\x12!.authority.v1.ListSessionsRequest\x1a\".authority.v1.ListSessionsResponse\x12[\n\x0eGetSigningKeys\x12#.authority.v1.GetSigningKeysRequest\x1a$.authority.v1.GetSigningKeysResponse\x12Z\n\x10WatchRevocations\x12%.authority.v1.WatchRevocationsRequest\x1a\x1d.authority.v1.RevocationEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'authority.v1.authority_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONPOLICY']._serialized_start=1912
-  _globals['_SESSIONPOLICY']._serialized_end=2014
-  _globals['_INVALIDREASON']._serialized_start=2017
-  _globals['_INVALIDREASON']._serialized_end=2318
-  _globals['_REVOCATIONEVENTKIND']._serialized_start=2321
-  _globals['_REVOCATIONEVENTKIND']._serialized_end=2533
+  _globals['_SESSIONPOLICY']._serialized_start=1938
+  _globals['_SESSIONPOLICY']._serialized_end=2040
+  _globals['_INVALIDREASON']._serialized_start=2043
+  _globals['_INVALIDREASON']._serialized_end=2344
+  _globals['_REVOCATIONEVENTKIND']._serialized_start=2347
+  _globals['_REVOCATIONEVENTKIND']._serialized_end=2559
   _globals['_ISSUETOKENREQUEST']._serialized_start=142
   _globals['_ISSUETOKENREQUEST']._serialized_end=341
   _globals['_ISSUETOKENRESPONSE']._serialized_start=344
@@ -50,26 +50,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATETOKENRESPONSE']._serialized_end=743
   _globals['_CLAIMS']._serialized_start=746
   _globals['_CLAIMS']._serialized_end=997
-  _globals['_REVOKETOKENREQUEST']._serialized_start=999
-  _globals['_REVOKETOKENREQUEST']._serialized_end=1103
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=1105
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=1152
-  _globals['_REFRESHTOKENREQUEST']._serialized_start=1154
-  _globals['_REFRESHTOKENREQUEST']._serialized_end=1198
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1200
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1238
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1240
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1303
-  _globals['_SESSION']._serialized_start=1306
-  _globals['_SESSION']._serialized_end=1467
-  _globals['_GETSIGNINGKEYSREQUEST']._serialized_start=1469
-  _globals['_GETSIGNINGKEYSREQUEST']._serialized_end=1492
-  _globals['_GETSIGNINGKEYSRESPONSE']._serialized_start=1494
-  _globals['_GETSIGNINGKEYSRESPONSE']._serialized_end=1537
-  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=1539
-  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=1658
-  _globals['_REVOCATIONEVENT']._serialized_start=1661
-  _globals['_REVOCATIONEVENT']._serialized_end=1910
-  _globals['_TOKENAUTHORITY']._serialized_start=2536
-  _globals['_TOKENAUTHORITY']._serialized_end=3164
+  _globals['_REVOKETOKENREQUEST']._serialized_start=1000
+  _globals['_REVOKETOKENREQUEST']._serialized_end=1129
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=1131
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=1178
+  _globals['_REFRESHTOKENREQUEST']._serialized_start=1180
+  _globals['_REFRESHTOKENREQUEST']._serialized_end=1224
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1226
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1264
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1266
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1329
+  _globals['_SESSION']._serialized_start=1332
+  _globals['_SESSION']._serialized_end=1493
+  _globals['_GETSIGNINGKEYSREQUEST']._serialized_start=1495
+  _globals['_GETSIGNINGKEYSREQUEST']._serialized_end=1518
+  _globals['_GETSIGNINGKEYSRESPONSE']._serialized_start=1520
+  _globals['_GETSIGNINGKEYSRESPONSE']._serialized_end=1563
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_start=1565
+  _globals['_WATCHREVOCATIONSREQUEST']._serialized_end=1684
+  _globals['_REVOCATIONEVENT']._serialized_start=1687
+  _globals['_REVOCATIONEVENT']._serialized_end=1936
+  _globals['_TOKENAUTHORITY']._serialized_start=2562
+  _globals['_TOKENAUTHORITY']._serialized_end=3190
 # @@protoc_insertion_point(module_scope)

@@ -128,16 +128,18 @@ class Claims(_message.Message):
     def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., session_id: _Optional[str] = ..., token_id: _Optional[str] = ..., issuer: _Optional[str] = ..., audience: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class RevokeTokenRequest(_message.Message):
-    __slots__ = ("token", "session_id", "subject", "reason")
+    __slots__ = ("token", "session_id", "subject", "refresh_token", "reason")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     token: str
     session_id: str
     subject: str
+    refresh_token: str
     reason: str
-    def __init__(self, token: _Optional[str] = ..., session_id: _Optional[str] = ..., subject: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, token: _Optional[str] = ..., session_id: _Optional[str] = ..., subject: _Optional[str] = ..., refresh_token: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RevokeTokenResponse(_message.Message):
     __slots__ = ("revoked_sessions",)

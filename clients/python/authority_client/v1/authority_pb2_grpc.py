@@ -95,7 +95,8 @@ class TokenAuthorityServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RevokeToken(self, request, context):
-        """Logout (by token), revoke one session, or sign a subject out everywhere.
+        """Logout (by access or refresh token), revoke one session, or sign a subject out
+        everywhere.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
