@@ -1,0 +1,83 @@
+// Local mode against a real `authority serve` (max_staleness 1 s): a revocation reaches
+// the consumer within its staleness bound (measured and printed); with the authority
+// stopped the consumer refuses with Unavailable after max_staleness and recovers when it
+// returns; a key rotated while the consumer runs validates its tokens.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { AuthorityClient, InvalidToken, Unavailable, Validator } from '../src/index.js';
+import { Authority, missingAuthority, quietLog, until } from './support/authority.js';
+
+const skip = missingAuthority();
+const MAX_STALENESS_MS = 1000;
+let authority;
+let client;
+let validator;
+const subject = () => `node-local-${Math.random().toString(36).slice(2)}`;
+
+before(async () => {
+  if (skip) return;
+  authority = await new Authority().start();
+  client = new AuthorityClient(authority.target, { timeoutMs: 1000 });
+  validator = await new Validator({
+    target: authority.target, mode: 'local', maxStalenessMs: MAX_STALENESS_MS, log: quietLog(),
+    clientOptions: { timeoutMs: 500, maxAttempts: 2 },
+    follow: { heartbeatIntervalMs: 100, idleTimeoutMs: 600, minBackoffMs: 20, maxBackoffMs: 200 },
+  }).start();
+  assert.ok(await validator.waitUntilFresh(10_000), 'the mirror never caught up');
+});
+after(async () => {
+  await validator?.close();
+  client?.close();
+  await authority?.close();
+});
+
+const verdict = (token) => validator.validate(token, 'api').then(() => 'VALID', (error) => {
+  if (error instanceof InvalidToken) return error.reason;
+  if (error instanceof Unavailable) return 'UNAVAILABLE';
+  throw error;
+});
+
+test('a revocation reaches the local consumer within the staleness bound', { skip }, async () => {
+  const user = subject();
+  const laptop = await client.issueToken(user, 'laptop', { audience: 'api' });
+  assert.equal(await verdict(laptop.accessToken), 'VALID');
+  const started = performance.now();
+  await client.issueToken(user, 'phone', { audience: 'api' });
+  assert.ok(await until(async () => (await verdict(laptop.accessToken)) === 'REVOKED', MAX_STALENESS_MS, 1));
+  const elapsed = performance.now() - started;
+  console.log(`# revocation visible to the local consumer after ${elapsed.toFixed(1)} ms (bound ${MAX_STALENESS_MS} ms)`);
+  assert.ok(elapsed <= MAX_STALENESS_MS);
+});
+
+test('bad tokens are refused locally, without the authority', { skip }, async () => {
+  const signedIn = await client.issueToken(subject(), 'laptop', { audience: 'billing' });
+  assert.equal(await verdict(signedIn.accessToken), 'WRONG_AUDIENCE');
+  assert.equal(await verdict(`${signedIn.accessToken}=`), 'MALFORMED');
+});
+
+test('with the authority stopped: Unavailable after max_staleness, then recovery', { skip }, async () => {
+  const signedIn = await client.issueToken(subject(), 'laptop', { audience: 'api' });
+  assert.equal(await verdict(signedIn.accessToken), 'VALID');
+  await authority.stop();
+  const stoppedAt = performance.now();
+  assert.ok(await until(async () => (await verdict(signedIn.accessToken)) === 'UNAVAILABLE', 10_000, 20));
+  const refusedAfter = performance.now() - stoppedAt;
+  console.log(`# refused as Unavailable ${refusedAfter.toFixed(0)} ms after the authority stopped (max_staleness ${MAX_STALENESS_MS} ms)`);
+  assert.ok(refusedAfter >= MAX_STALENESS_MS - 150, 'still vouched for while fresh');
+  await authority.start();
+  assert.ok(await until(async () => (await verdict(signedIn.accessToken)) === 'VALID', 15_000, 50), 'never recovered');
+  assert.ok(validator.mirror.isFresh());
+});
+
+test('a key rotated while the consumer runs validates the tokens it signs', { skip }, async () => {
+  const kid = authority.rotateKeys('1s');
+  // The new key is announced on the stream before it signs anything.
+  assert.ok(await until(() => validator.local.keys.verifier?.keys.get(kid) !== undefined, 10_000));
+  let signedIn;
+  assert.ok(await until(async () => {
+    signedIn = await client.issueToken(subject(), 'laptop', { audience: 'api' });
+    return JSON.parse(Buffer.from(signedIn.accessToken.split('.')[0], 'base64url')).kid === kid;
+  }, 10_000, 200), 'the new key never signed');
+  assert.equal(await verdict(signedIn.accessToken), 'VALID');
+});
