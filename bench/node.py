@@ -1,6 +1,8 @@
 """The Node.js consumer package's local verifier (clients/node), in a node process of its
 own: its rate cold (every token new) and warm (the same token), against bare
-``jose.jwtVerify`` on the same tokens, all minted by the authority's codec.
+``jose.jwtVerify`` on the same tokens, all minted by the authority's codec. The cold
+ratio is taken by CPU time (every thread of the node process), the warm rate by wall
+clock.
 
 ``clients/node/bench/verify.js`` does the timing and prints one JSON line; this module
 hands it the tokens and the JWK set and turns its answer into goals. Without Node.js the
@@ -42,10 +44,14 @@ def measure(workdir: Path, jwks_json: str, issuer: str, audience: str, leeway: f
     if result.returncode != 0:
         raise RuntimeError(f"the Node verifier benchmark failed: {result.stderr[-2000:]}")
     rates: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    warm, cold, jose = rates[WARM]["per_second"], rates[COLD]["per_second"], rates[COLD_JOSE]["per_second"]
+    warm = rates[WARM]["per_second"]
+    # Cold by CPU: jose verifies on libuv's worker threads and this package on the main
+    # thread, and on a shared machine the two loops are scheduled unlike each other.
+    cold, jose = rates[COLD]["per_cpu_second"], rates[COLD_JOSE]["per_cpu_second"]
+    wall = rates[COLD]["per_second"] / rates[COLD_JOSE]["per_second"]
     return rates, [
         at_least("Node local verifier, warm", warm, 200_000, "/s",
                  note=f"bare jose.jwtVerify of the same token: {rates['jose.jwtVerify, warm (same token)']['per_second']:,.0f}/s"),
         at_least("Node local verifier, cold / bare jose.jwtVerify", cold / jose, 0.9,
-                 note=f"{cold:,.0f}/s against {jose:,.0f}/s"),
+                 note=f"by CPU: {cold:,.0f}/s against {jose:,.0f}/s; by wall clock {wall:.2f}x"),
     ]

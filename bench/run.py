@@ -336,8 +336,9 @@ def _local_verifier(run: Run, authority: ServedAuthority, codec: TokenCodec, set
                                           size.local_warm_calls, run.say)
     for name, outcome in node_rates.items():
         run.in_process[f"Node {name}"] = {"calls": outcome["calls"], "per_second": round(outcome["per_second"], 1),
-                                          "us_per_call": round(1e6 / outcome["per_second"], 2)}
-        run.say(f"  Node {name}: {outcome['per_second']:,.0f}/s")
+                                          "us_per_call": round(1e6 / outcome["per_second"], 2),
+                                          "per_cpu_second": round(outcome["per_cpu_second"], 1)}
+        run.say(f"  Node {name}: {outcome['per_second']:,.0f}/s ({outcome['per_cpu_second']:,.0f} per CPU second)")
     return node_goals + [
         at_least("consumer local verifier, warm", warm, 100_000, "/s",
                  note=f"bare TokenVerifier.verify of the same token: {rates[consumer.WARM_VERIFIER].per_second:,.0f}/s"),

@@ -24,7 +24,8 @@ from tests.vectors import generate
 
 @functools.cache
 def _corpus() -> dict[str, Any]:
-    return json.loads(generate.CORPUS.read_text())
+    corpus: dict[str, Any] = json.loads(generate.CORPUS.read_text())
+    return corpus
 
 
 def test_corpus_is_current_with_the_catalogue() -> None:
