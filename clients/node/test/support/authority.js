@@ -41,10 +41,12 @@ export const SETTINGS = {
 
 /** One authority on one database; start(), stop() and start() again on the same port. */
 export class Authority {
-  constructor() {
+  /** `env`: more AUTHORITY_* settings; `clientOptions`: how the readiness check connects. */
+  constructor({ env = {}, clientOptions = {} } = {}) {
     this.dir = mkdtempSync(join(tmpdir(), 'authority-node-'));
     this.databaseUrl = `sqlite+aiosqlite:///${join(this.dir, 'authority.db')}`;
-    this.env = { ...process.env, ...SETTINGS, AUTHORITY_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64') };
+    this.env = { ...process.env, ...SETTINGS, AUTHORITY_KEY_ENCRYPTION_KEY: randomBytes(32).toString('base64'), ...env };
+    this.clientOptions = clientOptions;
     this.port = 0;
     this.process = null;
   }
@@ -75,7 +77,7 @@ export class Authority {
       clearTimeout(timer);
     }
     // Ready when it answers; bounded.
-    const client = new AuthorityClient(this.target, { timeoutMs: 1000 });
+    const client = new AuthorityClient(this.target, { timeoutMs: 1000, ...this.clientOptions });
     const ready = await until(async () => client.getSigningKeys().then(() => true, () => false), 20_000, 50);
     client.close();
     if (!ready) throw new Error('authority serve never answered GetSigningKeys');
@@ -104,6 +106,23 @@ export class Authority {
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Runs the repository's Python with `code`, in the repository (for its test PKI). */
+export function python(code) {
+  const result = spawnSync(join(AUTHORITY_BIN, '..', 'python'), ['-c', code], { cwd: REPO, encoding: 'utf8', timeout: 60_000 });
+  if (result.status !== 0) throw new Error(`python failed: ${result.stderr}`);
+  return result.stdout;
+}
+
+/** `authority api-key new`: the key and the entry that configures it. */
+export function newApiKey(name, roles) {
+  const result = spawnSync(AUTHORITY_BIN, ['api-key', 'new', '--name', name, ...roles.flatMap((role) => ['--role', role])], {
+    encoding: 'utf8', timeout: 30_000,
+  });
+  if (result.status !== 0) throw new Error(`api-key new failed: ${result.stderr}`);
+  const [key, entry] = result.stdout.split('\n').map((line) => line.trim()).filter((line) => /^(tak_|\S+:\S+:sha256:)/.test(line));
+  return { key, entry };
 }
 
 /** Log sink for tests: collects lines instead of printing them. */
