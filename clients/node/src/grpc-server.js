@@ -2,8 +2,9 @@
 // valid bearer token. A refused call ends with UNAUTHENTICATED (UNAVAILABLE when the token
 // cannot be checked) before the handler runs, with the reason's name in the trailing
 // metadata under the same keys as the Python interceptors: x-token-invalid-reason (and
-// x-token-revocation-cause, once the authority sends causes). The handler reads the
-// claims with claimsOf(call).
+// x-token-revocation-cause, once the authority sends causes). The status details are the
+// reason's text from the one table, as the Express middleware's error_description. The
+// handler reads the claims with claimsOf(call).
 //
 // The check runs when the call's metadata arrives; grpc-js holds the messages back until
 // it passes it on. The claims are filed under that metadata object, which grpc-js hands
@@ -14,7 +15,6 @@ import { bearerToken, check, validatorFrom } from './access.js';
 
 export const REASON_HEADER = 'x-token-invalid-reason';
 export const CAUSE_HEADER = 'x-token-revocation-cause';
-const UNAUTHENTICATED_MESSAGE = 'a valid bearer token is required';
 /** The standard health and reflection services answer without a token by default. */
 export const DEFAULT_PUBLIC = Object.freeze([
   'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection',
@@ -64,9 +64,9 @@ export function authInterceptor({ audience, audiences = {}, publicMethods = [], 
               claimsByMetadata.set(metadata, outcome.claims);
               next(metadata);
             } else if (outcome.refusal.kind === 'unavailable') {
-              refuse(call, grpc.status.UNAVAILABLE, 'the token cannot be checked right now', 'UNAVAILABLE');
+              refuse(call, grpc.status.UNAVAILABLE, outcome.refusal.text, 'UNAVAILABLE');
             } else {
-              refuse(call, grpc.status.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE, outcome.refusal.reason, outcome.refusal.cause);
+              refuse(call, grpc.status.UNAUTHENTICATED, outcome.refusal.text, outcome.refusal.reason, outcome.refusal.cause);
             }
           })
           .catch((error) => {

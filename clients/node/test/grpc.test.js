@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { AuthorityClient, authInterceptor, claimsOf } from '../src/index.js';
+import { AuthorityClient, MISSING_TEXT, REASON_TEXTS, authInterceptor, claimsOf } from '../src/index.js';
 import { Authority, missingAuthority, quietLog } from './support/authority.js';
 
 const skip = missingAuthority();
@@ -76,7 +76,8 @@ for (const mode of ['remote', 'local']) {
       for (const [token, reason] of [[undefined, 'MISSING'], ['nonsense', 'MALFORMED'], [elsewhere.accessToken, 'WRONG_AUDIENCE']]) {
         const { error } = await greeter.call('Greet', token);
         assert.equal(error.code, grpc.status.UNAUTHENTICATED);
-        assert.equal(error.details, 'a valid bearer token is required');
+        assert.equal(error.details, reason === 'MISSING' ? MISSING_TEXT : REASON_TEXTS[reason]);
+        assert.ok(token === undefined || !error.details.includes(token));
         assert.deepEqual(error.metadata.get('x-token-invalid-reason'), [reason]);
       }
       // Local mode sees the revocation within its staleness bound: calls let in until then are counted.
@@ -89,6 +90,7 @@ for (const mode of ['remote', 'local']) {
         letIn++;
       }
       assert.deepEqual(last.error?.metadata.get('x-token-invalid-reason'), ['REVOKED']);
+      assert.equal(last.error.details, 'the token has been revoked');
       assert.equal(greeter.handled.length, before + letIn, 'no refused call reached a handler');
     });
 

@@ -15,19 +15,26 @@ let client;
 let validator;
 const subject = () => `node-local-${Math.random().toString(36).slice(2)}`;
 
+// The sequences each WatchRevocations call of the validator's own client resumed after.
+const resumedAfter = [];
+
 before(async () => {
   if (skip) return;
   authority = await new Authority().start();
   client = new AuthorityClient(authority.target, { timeoutMs: 1000 });
+  const consumerClient = new AuthorityClient(authority.target, { timeoutMs: 500, maxAttempts: 2 });
+  const watch = consumerClient.watchRevocations.bind(consumerClient);
+  consumerClient.watchRevocations = (after, options) => { resumedAfter.push(BigInt(after)); return watch(after, options); };
   validator = await new Validator({
-    target: authority.target, mode: 'local', maxStalenessMs: MAX_STALENESS_MS, log: quietLog(),
-    clientOptions: { timeoutMs: 500, maxAttempts: 2 },
+    client: consumerClient,
+    mode: 'local', maxStalenessMs: MAX_STALENESS_MS, log: quietLog(),
     follow: { heartbeatIntervalMs: 100, idleTimeoutMs: 600, minBackoffMs: 20, maxBackoffMs: 200 },
   }).start();
   assert.ok(await validator.waitUntilFresh(10_000), 'the mirror never caught up');
 });
 after(async () => {
   await validator?.close();
+  validator?.client.close();
   client?.close();
   await authority?.close();
 });
@@ -59,15 +66,38 @@ test('bad tokens are refused locally, without the authority', { skip }, async ()
 test('with the authority stopped: Unavailable after max_staleness, then recovery', { skip }, async () => {
   const signedIn = await client.issueToken(subject(), 'laptop', { audience: 'api' });
   assert.equal(await verdict(signedIn.accessToken), 'VALID');
+  const sequenceBefore = validator.mirror.lastSequence;
+  assert.ok(sequenceBefore > 0n, 'the earlier tests revoked sessions');
   await authority.stop();
   const stoppedAt = performance.now();
+  const streamsBefore = resumedAfter.length;
   assert.ok(await until(async () => (await verdict(signedIn.accessToken)) === 'UNAVAILABLE', 10_000, 20));
   const refusedAfter = performance.now() - stoppedAt;
   console.log(`# refused as Unavailable ${refusedAfter.toFixed(0)} ms after the authority stopped (max_staleness ${MAX_STALENESS_MS} ms)`);
   assert.ok(refusedAfter >= MAX_STALENESS_MS - 150, 'still vouched for while fresh');
   await authority.start();
   assert.ok(await until(async () => (await verdict(signedIn.accessToken)) === 'VALID', 15_000, 50), 'never recovered');
-  assert.ok(validator.mirror.isFresh());
+  assert.ok(await validator.waitUntilFresh(10_000), 'the mirror never caught up again');
+  // Every stream opened since resumed after the last sequence seen, never from 0.
+  const reopened = resumedAfter.slice(streamsBefore);
+  assert.ok(reopened.length >= 1 && reopened.every((after) => after === sequenceBefore), String(reopened));
+});
+
+test('a sequence the log never reached (OUT_OF_RANGE) starts again from 0 and catches up', { skip }, async () => {
+  const user = subject();
+  const laptop = await client.issueToken(user, 'laptop', { audience: 'api' });
+  await client.revokeToken({ token: laptop.accessToken });
+  const consumer = new Validator({ target: authority.target, mode: 'local', maxStalenessMs: MAX_STALENESS_MS, log: quietLog(),
+    follow: { heartbeatIntervalMs: 100, minBackoffMs: 20, maxBackoffMs: 200 } });
+  consumer.mirror.lastSequence = 10n ** 15n; // as if it had followed another log
+  try {
+    await consumer.start();
+    assert.ok(await consumer.waitUntilFresh(10_000), 'never caught up after OUT_OF_RANGE');
+    assert.ok(consumer.mirror.lastSequence < 10n ** 15n);
+    assert.equal(await consumer.validate(laptop.accessToken, 'api').catch((error) => error.reason), 'REVOKED');
+  } finally {
+    await consumer.close();
+  }
 });
 
 test('a key rotated while the consumer runs validates the tokens it signs', { skip }, async () => {
