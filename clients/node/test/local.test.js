@@ -111,3 +111,25 @@ test('a key rotated while the consumer runs validates the tokens it signs', { sk
   }, 10_000, 200), 'the new key never signed');
   assert.equal(await verdict(signedIn.accessToken), 'VALID');
 });
+
+test('past its staleness bound the consumer asks the authority, which still decides right', { skip }, async () => {
+  // Heartbeats every 2 s against a bound of 100 ms: the mirror is stale most of the time.
+  const consumerClient = new AuthorityClient(authority.target, { timeoutMs: 1000 });
+  const validate = consumerClient.validateToken.bind(consumerClient);
+  let asked = 0;
+  consumerClient.validateToken = (...args) => { asked++; return validate(...args); };
+  const consumer = await new Validator({ client: consumerClient, mode: 'local', maxStalenessMs: 100, log: quietLog(),
+    follow: { heartbeatIntervalMs: 2000, idleTimeoutMs: 5000 } }).start();
+  try {
+    const user = subject();
+    const laptop = await client.issueToken(user, 'laptop', { audience: 'api' });
+    assert.ok(await until(() => consumer.mirror.stalenessMs() !== null && !consumer.mirror.isFresh(), 5000));
+    assert.equal((await consumer.validate(laptop.accessToken, 'api')).subject, user);
+    assert.ok(asked >= 1, 'a stale mirror vouched by itself');
+    await client.issueToken(user, 'phone', { audience: 'api' });
+    assert.equal(await consumer.validate(laptop.accessToken, 'api').catch((error) => error.reason), 'REVOKED');
+  } finally {
+    await consumer.close();
+    consumerClient.close();
+  }
+});
