@@ -105,6 +105,6 @@ test('a stopped authority is Unavailable, after the retries, within the deadline
   const nobody = new AuthorityClient('127.0.0.1:1', { timeoutMs: 500 });
   const started = Date.now();
   await assert.rejects(nobody.validateToken('x.y.z'), (error) => error instanceof Unavailable || error.code === grpc.status.DEADLINE_EXCEEDED);
-  assert.ok(Date.now() - started < 3000);
+  assert.ok(Date.now() - started < 5000, 'the deadline bounds the retries');
   nobody.close();
 });

@@ -71,10 +71,20 @@ test('with the authority stopped: Unavailable after max_staleness, then recovery
   await authority.stop();
   const stoppedAt = performance.now();
   const streamsBefore = resumedAfter.length;
-  assert.ok(await until(async () => (await verdict(signedIn.accessToken)) === 'UNAVAILABLE', 10_000, 20));
+  // Each verdict is taken with the mirror's staleness just before it: while fresh the
+  // mirror vouches, and only once it is older than the bound is the call refused.
+  let staleness;
+  assert.ok(await until(async () => {
+    staleness = validator.mirror.stalenessMs();
+    const fresh = validator.mirror.isFresh();
+    const answer = await verdict(signedIn.accessToken);
+    // (Unless the bound was crossed between the two readings.)
+    if (fresh && answer !== 'VALID') assert.ok(validator.mirror.stalenessMs() > MAX_STALENESS_MS, 'a fresh mirror did not vouch');
+    return answer === 'UNAVAILABLE';
+  }, 10_000, 20));
   const refusedAfter = performance.now() - stoppedAt;
-  console.log(`# refused as Unavailable ${refusedAfter.toFixed(0)} ms after the authority stopped (max_staleness ${MAX_STALENESS_MS} ms)`);
-  assert.ok(refusedAfter >= MAX_STALENESS_MS - 150, 'still vouched for while fresh');
+  console.log(`# refused as Unavailable ${refusedAfter.toFixed(0)} ms after the authority stopped, the mirror ${staleness.toFixed(0)} ms old (max_staleness ${MAX_STALENESS_MS} ms)`);
+  assert.ok(staleness >= MAX_STALENESS_MS, 'refused while the mirror could still vouch');
   await authority.start();
   assert.ok(await until(async () => (await verdict(signedIn.accessToken)) === 'VALID', 15_000, 50), 'never recovered');
   assert.ok(await validator.waitUntilFresh(10_000), 'the mirror never caught up again');
@@ -127,7 +137,8 @@ test('past its staleness bound the consumer asks the authority, which still deci
     assert.equal((await consumer.validate(laptop.accessToken, 'api')).subject, user);
     assert.ok(asked >= 1, 'a stale mirror vouched by itself');
     await client.issueToken(user, 'phone', { audience: 'api' });
-    assert.equal(await consumer.validate(laptop.accessToken, 'api').catch((error) => error.reason), 'REVOKED');
+    // Mirror or authority, whichever decides, the laptop is signed out.
+    assert.ok(await until(async () => (await consumer.validate(laptop.accessToken, 'api').catch((error) => error.reason)) === 'REVOKED', 2000));
   } finally {
     await consumer.close();
     consumerClient.close();
