@@ -84,7 +84,8 @@ test('with the authority stopped: Unavailable after max_staleness, then recovery
   }, 10_000, 20));
   const refusedAfter = performance.now() - stoppedAt;
   console.log(`# refused as Unavailable ${refusedAfter.toFixed(0)} ms after the authority stopped, the mirror ${staleness.toFixed(0)} ms old (max_staleness ${MAX_STALENESS_MS} ms)`);
-  assert.ok(staleness >= MAX_STALENESS_MS, 'refused while the mirror could still vouch');
+  // Read just before the refusing call: a few ms of slack for the time between the two.
+  assert.ok(staleness >= MAX_STALENESS_MS - 5, 'refused while the mirror could still vouch');
   await authority.start();
   assert.ok(await until(async () => (await verdict(signedIn.accessToken)) === 'VALID', 15_000, 50), 'never recovered');
   assert.ok(await validator.waitUntilFresh(10_000), 'the mirror never caught up again');
