@@ -10,6 +10,8 @@ as the verifier accepts no other.
 from __future__ import annotations
 
 import base64
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -50,13 +52,14 @@ _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 class TokenCodec:
     """Signs access tokens with the key ring's newest key and verifies them with any of its keys."""
 
-    def __init__(self, keyring: KeyRing, issuer: str, leeway: int) -> None:
+    def __init__(self, keyring: KeyRing, issuer: str, leeway: int, clock: Callable[[], float] = time.time) -> None:
         self.issuer = issuer
         self.leeway = leeway
         self._jwt = jwt.PyJWT()
-        self._verifier = TokenVerifier(_published(keyring), issuer=issuer, leeway=leeway)
+        # ``clock`` is for tests that verify at a fixed time (the shared token corpus).
+        self._verifier = TokenVerifier(_published(keyring), issuer=issuer, leeway=leeway, clock=clock)
         # Logout alone also accepts the retained public halves of purged keys.
-        self._logout_verifier = TokenVerifier(_for_logout(keyring), issuer=issuer, leeway=leeway)
+        self._logout_verifier = TokenVerifier(_for_logout(keyring), issuer=issuer, leeway=leeway, clock=clock)
         self._keyring = keyring
 
     @property

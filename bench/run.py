@@ -36,7 +36,7 @@ from authority.config import Settings
 from authority.keys import load_keyring
 from authority.store import Store
 from authority.tokens import AccessClaims, TokenCodec
-from bench import consumer, edge, snapshots, visibility
+from bench import consumer, edge, node, snapshots, visibility
 from bench.baseline import BaselineServer, create_revoked_table
 from bench.load import Outcome, Phase, merge, run_phase, stderr_progress
 from bench.memory import mirror_bytes
@@ -341,7 +341,16 @@ def _local_verifier(run: Run, authority: ServedAuthority, codec: TokenCodec, set
     cold = rates[consumer.COLD_VALIDATOR].per_second
     pyjwt = rates[consumer.COLD_PYJWT].per_second
     verifier = rates[consumer.COLD_VERIFIER].per_second
-    return [
+    run.say("timing the Node.js local verifier against bare jose.jwtVerify (clients/node) ...")
+    node_rates, node_goals = node.measure(run.workdir, codec.keyring.jwks_json, settings.issuer,
+                                          settings.default_audience, settings.leeway, warm_token, tokens,
+                                          size.local_warm_calls, run.say)
+    for name, outcome in node_rates.items():
+        run.in_process[f"Node {name}"] = {"calls": outcome["calls"], "per_second": round(outcome["per_second"], 1),
+                                          "us_per_call": round(1e6 / outcome["per_second"], 2),
+                                          "per_cpu_second": round(outcome["per_cpu_second"], 1)}
+        run.say(f"  Node {name}: {outcome['per_second']:,.0f}/s ({outcome['per_cpu_second']:,.0f} per CPU second)")
+    return node_goals + [
         at_least("consumer local verifier, warm", warm, 100_000, "/s",
                  note=f"bare TokenVerifier.verify of the same token: {rates[consumer.WARM_VERIFIER].per_second:,.0f}/s"),
         at_least("consumer local verifier, cold / bare PyJWT decode", cold / pyjwt, 0.9,

@@ -7,6 +7,10 @@ private key; the control tests at the end show that without the defect they pass
 each rejection is due to the defect alone. Replays of revoked tokens (logout, a sign-in
 on a second device, a subject-wide revoke) can only be caught by the authority, and run
 on both stores.
+
+The catalogue also feeds the conformance corpus every verifier is held to
+(``tests/vectors/tokens.json``, written by ``tests/vectors/generate.py``): there a
+:class:`Target` has fixed keys, a fixed time and seeded identifiers instead of a server.
 """
 
 from __future__ import annotations
@@ -53,19 +57,31 @@ class Target:
     """A running authority, the key it signs with, and what it has issued."""
 
     algorithm: Algorithm
-    stub: Stub
+    stub: Stub | None  # None for the corpus, which has no server
     key: SigningKey  # the server's own signing key, private half included
     foreign: SigningKey  # same algorithm, a key the server does not hold
-    verifier: TokenVerifier  # the consumer package's, from the published key set
+    verifier: TokenVerifier | None  # the consumer package's, from the published key set
     issued: pb.IssueTokenResponse  # a real sign-in for AUDIENCE
     issued_elsewhere: pb.IssueTokenResponse  # a real sign-in for OTHER_AUDIENCE
+    # For the corpus: a fixed time, seeded identifiers and fixed keys of no authority.
+    fixed_now: int | None = None
+    new_id: Callable[[], str] = functools.partial(secrets.token_urlsafe, 16)
+    strangers: dict[Algorithm, SigningKey] | None = None
+
+    def now(self) -> int:
+        """The time tokens are made for: now, or the corpus's fixed time."""
+        return int(time.time()) if self.fixed_now is None else self.fixed_now
+
+    def stranger(self, algorithm: Algorithm) -> SigningKey:
+        """A key of ``algorithm`` that no authority holds."""
+        return _stranger(algorithm) if self.strangers is None else self.strangers[algorithm]
 
     def payload(self, without: str = "", **changes: Any) -> dict[str, Any]:
         """Claims of a valid token, changed as asked."""
-        now = int(time.time())
+        now = self.now()
         claims = {
             "iss": ISSUER, "sub": "alice", "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 300,
-            "jti": secrets.token_urlsafe(16), "sid": secrets.token_urlsafe(16), "device_id": "laptop",
+            "jti": self.new_id(), "sid": self.new_id(), "device_id": "laptop",
             "role": "user", **changes,
         }
         claims.pop(without, None)
@@ -123,6 +139,7 @@ CHECKERS = ["authority", "local"]
 
 async def _verdict(checker: str, target: Target, token: str, audience: str = AUDIENCE) -> str:
     """VALID, or the name of the reason the token is refused."""
+    assert target.stub is not None and target.verifier is not None
     if checker == "authority":
         return await reason(target.stub, token, audience)
     try:
@@ -329,7 +346,7 @@ def _attacks() -> list[Attack]:
                   f".{_segments(t.forged())[2]}")
     for other in Algorithm:
         add(f"signed-by-an-{other.value}-key-under-our-kid", "BAD_SIGNATURE",
-            lambda t, other=other: forge.sign(_stranger(other), t.payload(), kid=t.key.kid))
+            lambda t, other=other: forge.sign(t.stranger(other), t.payload(), kid=t.key.kid))
     add("our-signature-under-a-related-alg", "BAD_SIGNATURE", lambda t: _with_alg(t, _RELATED[t.algorithm]))
 
     # Algorithm confusion: HMAC keyed with our public key, in every form a library might take.
@@ -435,7 +452,7 @@ def _attacks() -> list[Attack]:
 
     # Duplicate names: readers disagree on which one wins.
     add("duplicate-sub", "MALFORMED", lambda t: _duplicate(t, "sub", "alice", "admin"))
-    add("duplicate-exp", "MALFORMED", lambda t: _duplicate(t, "exp", int(time.time()) - 60, int(time.time()) + 300))
+    add("duplicate-exp", "MALFORMED", lambda t: _duplicate(t, "exp", t.now() - 60, t.now() + 300))
     add("duplicate-aud", "MALFORMED", lambda t: _duplicate(t, "aud", "elsewhere", AUDIENCE))
     add("duplicate-application-claim", "MALFORMED", lambda t: _duplicate(t, "role", "user", "admin"))
     add("duplicate-in-a-nested-claim", "MALFORMED",
@@ -444,15 +461,18 @@ def _attacks() -> list[Attack]:
     add("duplicate-kid-in-the-header", "MALFORMED", lambda t: _duplicate_header(t, "kid", t.foreign.kid))
 
     # Time claims: whole seconds as plain integers, in the range a Timestamp holds.
-    now = int(time.time())
+    # Each value is made from the target's time.
     for name, value in [
-        ("exp-a-string", "tomorrow"), ("exp-digits-in-a-string", str(now + 300)), ("exp-a-float", now + 300.0),
-        ("exp-a-fraction", now + 300.5), ("exp-true", True), ("exp-false", False), ("exp-10**50", 10**50),
-        ("exp-null", None), ("exp-negative", -1), ("exp-past-year-9999", 253_402_300_800), ("exp-a-list", [now + 300]),
-        ("iat-true", True), ("iat-a-float", now + 0.5), ("nbf-a-string", str(now)), ("nbf-10**50", 10**50),
+        ("exp-a-string", lambda now: "tomorrow"), ("exp-digits-in-a-string", lambda now: str(now + 300)),
+        ("exp-a-float", lambda now: now + 300.0), ("exp-a-fraction", lambda now: now + 300.5),
+        ("exp-true", lambda now: True), ("exp-false", lambda now: False), ("exp-10**50", lambda now: 10**50),
+        ("exp-null", lambda now: None), ("exp-negative", lambda now: -1),
+        ("exp-past-year-9999", lambda now: 253_402_300_800), ("exp-a-list", lambda now: [now + 300]),
+        ("iat-true", lambda now: True), ("iat-a-float", lambda now: now + 0.5),
+        ("nbf-a-string", lambda now: str(now)), ("nbf-10**50", lambda now: 10**50),
     ]:
         claim = name.split("-", 1)[0]
-        add(name, "MALFORMED", lambda t, claim=claim, value=value: t.forged(**{claim: value}))
+        add(name, "MALFORMED", lambda t, claim=claim, value=value: t.forged(**{claim: value(t.now())}))
     for claim in ("exp", "iat", "nbf", "jti", "sub", "sid", "device_id", "iss", "aud"):
         add(f"{claim}-missing", "MALFORMED", lambda t, claim=claim: t.forged(without=claim))
     add("exp-1e10-in-exponent-form", "MALFORMED", lambda t: _claim_json(t, "exp", "1e10"))
@@ -462,9 +482,9 @@ def _attacks() -> list[Attack]:
     add("application-claim-1e999", "MALFORMED", lambda t: _claim_json(t, "score", "1e999"))
     add("application-claim-400-digits", "MALFORMED", lambda t: _claim_json(t, "score", "9" * 400))
     add("application-claim-NaN", "MALFORMED", lambda t: _claim_json(t, "score", "NaN"))
-    add("expired", "EXPIRED", lambda t: t.forged(iat=now - 600, nbf=now - 600, exp=now - 300))
-    add("not-yet-valid", "NOT_YET_VALID", lambda t: t.forged(nbf=now + 300))
-    add("issued-in-the-future", "NOT_YET_VALID", lambda t: t.forged(iat=now + 300))
+    add("expired", "EXPIRED", lambda t: t.forged(iat=t.now() - 600, nbf=t.now() - 600, exp=t.now() - 300))
+    add("not-yet-valid", "NOT_YET_VALID", lambda t: t.forged(nbf=t.now() + 300))
+    add("issued-in-the-future", "NOT_YET_VALID", lambda t: t.forged(iat=t.now() + 300))
 
     # Issuer and audience: exact strings.
     for issuer in ("evil", "token-authorit", "token-authority-evil", "token-authority ", "TOKEN-AUTHORITY", ""):
@@ -492,6 +512,12 @@ def _attacks() -> list[Attack]:
     add("lone-surrogate-in-a-claim-name", "MALFORMED", lambda t: t.forged(**{"\udc00": 1}))
     add("lone-surrogate-deep-in-a-claim", "MALFORMED", lambda t: t.forged(org={"tags": ["a", ["\ud800"]]}))
     add("lone-surrogate-in-the-kid", "UNKNOWN_KEY", lambda t: forge.sign(t.key, t.payload(), kid=t.key.kid + "\ud800"))
+
+    # Device-bound tokens (RFC 9449 cnf): no verifier checks proofs yet, so none accepts
+    # one as a plain bearer token (no downgrade), whatever the confirmation holds.
+    add("cnf-device-bound-without-a-proof", "MALFORMED", lambda t: t.forged(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}))
+    add("cnf-empty", "MALFORMED", lambda t: t.forged(cnf={}))
+    add("cnf-null", "MALFORMED", lambda t: t.forged(cnf=None))
     return attacks
 
 
@@ -541,10 +567,9 @@ async def test_malicious_ecdsa_signature_is_refused(target: Target, attack: Atta
 # --- controls: without its defect, each forgery passes -----------------------------------
 
 
-@pytest.mark.asyncio(loop_scope="module")
-@pytest.mark.parametrize("checker", CHECKERS)
-async def test_forgeries_without_a_defect_are_valid(target: Target, checker: str) -> None:
-    controls = {
+def controls(target: Target) -> dict[str, tuple[str, str]]:
+    """Forgeries without a defect, each valid for its audience: ``name -> (token, audience)``."""
+    tokens = {
         "issued": target.issued.access_token,
         "forged": target.forged(),
         "signed-json": target.signed_json(json.dumps(target.payload())),
@@ -560,8 +585,15 @@ async def test_forgeries_without_a_defect_are_valid(target: Target, checker: str
         "another-service-for-its-audience": target.issued_elsewhere.access_token,
     }
     audiences = {"another-service-for-its-audience": OTHER_AUDIENCE}
-    verdicts = {name: await _verdict(checker, target, token, audiences.get(name, AUDIENCE)) for name, token in controls.items()}
-    assert verdicts == dict.fromkeys(controls, "VALID")
+    return {name: (token, audiences.get(name, AUDIENCE)) for name, token in tokens.items()}
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("checker", CHECKERS)
+async def test_forgeries_without_a_defect_are_valid(target: Target, checker: str) -> None:
+    valid = controls(target)
+    verdicts = {name: await _verdict(checker, target, token, audience) for name, (token, audience) in valid.items()}
+    assert verdicts == dict.fromkeys(valid, "VALID")
 
 
 def _objects(depth: int) -> Any:
@@ -576,6 +608,7 @@ def _objects(depth: int) -> Any:
 async def test_deepest_claims_a_sign_in_may_carry_validate(target: Target, checker: str) -> None:
     # Guards MAX_JSON_DEPTH against refusing what the authority issues: 32 levels under a
     # claim, with the payload object 33.
+    assert target.stub is not None
     claims = Struct()
     claims.update({"deep": _objects(32)})
     issued = await sign_in(target.stub, new_subject(), "laptop", audience=AUDIENCE, claims=claims)
@@ -584,6 +617,7 @@ async def test_deepest_claims_a_sign_in_may_carry_validate(target: Target, check
 
 @pytest.mark.asyncio(loop_scope="module")
 async def test_sign_in_with_claims_deeper_than_a_token_may_be_is_invalid_argument(target: Target) -> None:
+    assert target.stub is not None
     subject, deep = new_subject(), Struct()
     deep.update({"deep": _nested_lists(33)})
     with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -53,11 +53,13 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
         assert goals[f"IssueToken p99 under 5 snapshot readers, {store}"]["measured"] > 0
         assert report["raw"]["snapshot_readers"][store]["errors"] == {}
     for name in ("consumer local verifier, warm", "consumer local verifier, cold / bare PyJWT decode",
-                 "revocation visible on another replica, p99", "revocation visible to a local-mode consumer, p99"):
+                 "revocation visible on another replica, p99", "revocation visible to a local-mode consumer, p99",
+                 "Node local verifier, warm", "Node local verifier, cold / bare jose.jwtVerify"):
         assert goals[name]["measured"] > 0, name
     loops = report["in_process"]
     for kind in ("cold (every token new)", "warm (same token)"):
-        for checker in ("bare PyJWT jwt.decode", "TokenVerifier.verify", "local Validator.validate"):
+        for checker in ("bare PyJWT jwt.decode", "TokenVerifier.verify", "local Validator.validate",
+                        "Node local verifier", "Node jose.jwtVerify"):
             assert loops[f"{checker}, {kind}"]["per_second"] > 0
     for seen in report["visibility"].values():
         assert seen["samples"] == 20 and 0 < seen["p50_ms"] <= seen["p99_ms"] <= seen["max_ms"]

@@ -8,6 +8,9 @@ import json
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from authority.keys import SigningKey
 
@@ -49,24 +52,30 @@ def high_s(token: str) -> str:
 
 
 def sign(key: SigningKey, payload: Any, kid: str | None = None, **headers: Any) -> str:
-    """``payload`` signed for real with ``key`` by PyJWT, under ``kid`` (the key's own by
-    default), with ``typ`` at+jwt unless given; ES256 signatures are made low-S."""
+    """``payload`` signed for real with ``key`` (encoded by PyJWT), under ``kid`` (the key's
+    own by default), with ``typ`` at+jwt unless given; ES256 signatures are made low-S."""
     all_headers = {"kid": kid or key.kid, "typ": "at+jwt", **headers}
     token = jwt.encode(payload, key.private_key, algorithm=key.algorithm.value, headers=all_headers)
-    return low_s(token) if key.algorithm.value == "ES256" else token
+    return sign_input(key, token.rpartition(".")[0]) if key.algorithm.value == "ES256" else token
 
 
 def sign_bytes(key: SigningKey, payload: bytes, **headers: Any) -> str:
     """Raw ``payload`` bytes (JSON or not) signed for real with ``key``."""
     all_headers = {"kid": key.kid, "typ": "at+jwt", **headers}
     token = jwt.PyJWS().encode(payload, key.private_key, algorithm=key.algorithm.value, headers=all_headers)
-    return low_s(token) if key.algorithm.value == "ES256" else token
+    return sign_input(key, token.rpartition(".")[0]) if key.algorithm.value == "ES256" else token
+
+
+# RFC 6979: the same input always gets the same ES256 signature, as Ed25519 and RS256 do,
+# so the shared token corpus (tests/vectors) regenerates byte for byte.
+_DETERMINISTIC_ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 
 
 def sign_input(key: SigningKey, signing_input: str) -> str:
     """A token whose first two segments are ``signing_input`` exactly (canonical or not),
-    with a real signature of ``key`` over them; ES256 low-S."""
+    with a real signature of ``key`` over them; ES256 deterministic and low-S."""
+    if isinstance(key.private_key, ec.EllipticCurvePrivateKey):
+        r, s = decode_dss_signature(key.private_key.sign(signing_input.encode(), _DETERMINISTIC_ECDSA))
+        return low_s(f"{signing_input}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}")
     algorithm = jwt.get_algorithm_by_name(key.algorithm.value)
-    signature = algorithm.sign(signing_input.encode(), key.private_key)
-    token = f"{signing_input}.{b64(signature)}"
-    return low_s(token) if key.algorithm.value == "ES256" else token
+    return f"{signing_input}.{b64(algorithm.sign(signing_input.encode(), key.private_key))}"

@@ -21,7 +21,8 @@ A token is checked in this order, and the first failed step gives the reason:
    fit a protobuf Timestamp; ``aud`` is a string or a list. No NUL in those strings, in ``aud`` or
    in a claim's name (the authority issues none; the values of application claims may
    hold one). No string anywhere holds a lone surrogate: it has no UTF-8 form, so it
-   could not be passed on.
+   could not be passed on. No ``cnf``: a device-bound token is only good with a proof
+   of its key, which nothing checks yet, so it is refused rather than taken without one.
 6. **Signature** (``BAD_SIGNATURE``), over the bytes of the first two segments; an
    ES256 signature must be low-S (``s <= n/2``), so ``(r, n - s)`` is not a second
    spelling of a valid signature.
@@ -489,6 +490,11 @@ def _check_claims(payload: dict[str, Any], payload_json: bytes) -> None:
     # RFC 7519 lets aud be a string or a list; anything else is no audience at all.
     aud_type = type(payload.get("aud"))
     if aud_type is not str and aud_type is not list:
+        raise InvalidToken(_MALFORMED)
+    # A token bound to a device key (RFC 9449 ``cnf``) is good only with a proof of that
+    # key. Proof checking arrives with device binding; until then such a token is refused
+    # outright, never accepted as a plain bearer token (no downgrade).
+    if "cnf" in payload:
         raise InvalidToken(_MALFORMED)
     # NUL and surrogates can only be written as \u escapes, so most tokens skip this.
     if b"\\u" in payload_json:

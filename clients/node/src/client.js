@@ -1,0 +1,155 @@
+// AuthorityClient: every RPC of the token authority over grpc-js, with promises, a
+// deadline on every call, and errors translated to the AuthorityError tree.
+//
+// Retries are gRPC's own (a retryPolicy in the channel's service config), on UNAVAILABLE
+// only and only for calls that are safe to repeat, as in the Python client: ValidateToken
+// and GetSigningKeys read, and RevokeToken of an already revoked target changes nothing.
+// A sign-in or a refresh is never repeated behind the caller's back: a refresh sent twice
+// would be taken for a stolen refresh token.
+import * as grpc from '@grpc/grpc-js';
+
+import * as convert from './convert.js';
+import { fromServiceError } from './errors.js';
+import { authorityPackage } from './protos.js';
+import { REASON_BY_NUMBER } from './reasons.js';
+
+const SERVICE = 'authority.v1.TokenAuthority';
+const IDEMPOTENT_METHODS = ['ValidateToken', 'GetSigningKeys', 'RevokeToken'];
+export const API_KEY_HEADER = 'x-api-key';
+const POLICIES = { DEFAULT: 'SESSION_POLICY_UNSPECIFIED', REPLACE: 'SESSION_POLICY_REPLACE', REJECT: 'SESSION_POLICY_REJECT' };
+
+function serviceConfig({ maxAttempts, initialBackoffMs, maxBackoffMs }) {
+  return {
+    loadBalancingConfig: [{ round_robin: {} }],
+    methodConfig: [{
+      name: IDEMPOTENT_METHODS.map((method) => ({ service: SERVICE, method })),
+      retryPolicy: {
+        maxAttempts,
+        initialBackoff: `${initialBackoffMs / 1000}s`,
+        maxBackoff: `${maxBackoffMs / 1000}s`,
+        backoffMultiplier: 2,
+        retryableStatusCodes: ['UNAVAILABLE'],
+      },
+    }],
+  };
+}
+
+function channelCredentials({ credentials, tls }) {
+  if (credentials !== undefined) return credentials;
+  if (tls === undefined || tls === false) return grpc.credentials.createInsecure();
+  const { ca = null, cert = null, key = null } = tls === true ? {} : tls;
+  if ((cert === null) !== (key === null)) throw new TypeError('tls: give both cert and key for mTLS, or neither');
+  return grpc.credentials.createSsl(ca, key, cert);
+}
+
+/** A client of the token authority. */
+export class AuthorityClient {
+  /**
+   * @param {string} target host:port, or a grpc-js target such as dns:///authority:50051
+   * @param {object} [options] credentials | tls ({ca, cert, key}: Buffers; cert and key for
+   *   mTLS), apiKey, timeoutMs (every unary call's deadline, retries included), maxAttempts,
+   *   initialBackoffMs, maxBackoffMs, channelOptions
+   */
+  constructor(target, options = {}) {
+    const {
+      apiKey, timeoutMs = 2000, maxAttempts = 4, initialBackoffMs = 50, maxBackoffMs = 1000, channelOptions = {},
+    } = options;
+    if (typeof target !== 'string' || target === '') throw new TypeError('target must be host:port');
+    const Service = authorityPackage().TokenAuthority;
+    this.timeoutMs = timeoutMs;
+    this.stub = new Service(target, channelCredentials(options), {
+      'grpc.service_config': JSON.stringify(serviceConfig({ maxAttempts, initialBackoffMs, maxBackoffMs })),
+      // Pings only while calls are open, so a dead peer is noticed on a quiet stream.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      ...channelOptions,
+    });
+    this.metadata = new grpc.Metadata();
+    if (apiKey) this.metadata.set(API_KEY_HEADER, apiKey);
+  }
+
+  call(method, request, { timeoutMs = this.timeoutMs, refreshing = false } = {}) {
+    return new Promise((resolve, reject) => {
+      this.stub[method](request, this.metadata, { deadline: Date.now() + timeoutMs }, (error, response) => {
+        if (error) reject(fromServiceError(error, { refreshing }));
+        else resolve(response);
+      });
+    });
+  }
+
+  /** Signs `subject` in on `deviceId`; never retried (a sign-in is not idempotent). */
+  async issueToken(subject, deviceId, { policy = 'DEFAULT', audience = '', claims, ttlMs, timeoutMs } = {}) {
+    if (!Object.hasOwn(POLICIES, policy)) throw new TypeError('policy must be DEFAULT, REPLACE or REJECT');
+    const request = { subject, deviceId, policy: POLICIES[policy], audience };
+    if (claims !== undefined) request.claims = convert.toStruct(claims);
+    if (ttlMs !== undefined) request.ttl = convert.duration(ttlMs);
+    return convert.issued(await this.call('IssueToken', request, { timeoutMs }));
+  }
+
+  /** The authority's verdict: {valid: true, claims} or {valid: false, reason}. */
+  async validateToken(token, audience = '', { timeoutMs } = {}) {
+    const response = await this.call('ValidateToken', { token, audience }, { timeoutMs });
+    if (response.valid) return { valid: true, claims: convert.claims(response.claims) };
+    const reason = typeof response.reason === 'string'
+      ? response.reason.replace(/^INVALID_REASON_/, '')
+      : REASON_BY_NUMBER[response.reason];
+    return { valid: false, reason: reason === 'UNSPECIFIED' || reason === undefined ? 'MALFORMED' : reason };
+  }
+
+  /** Logout by token, end one session, or sign a subject out; resolves to the sessions ended. */
+  async revokeToken({ token, sessionId, subject, reason = '', timeoutMs } = {}) {
+    const targets = Object.entries({ token, sessionId, subject }).filter(([, value]) => value !== undefined);
+    if (targets.length !== 1) throw new TypeError('name exactly one of token, sessionId or subject');
+    const request = { reason, [targets[0][0]]: targets[0][1] };
+    return (await this.call('RevokeToken', request, { timeoutMs })).revokedSessions;
+  }
+
+  /** A new token pair on the same session; rejects with RefreshRejected for a dead refresh token. */
+  async refreshToken(refreshToken, { timeoutMs } = {}) {
+    return convert.issued(await this.call('RefreshToken', { refreshToken }, { timeoutMs, refreshing: true }));
+  }
+
+  /** The subject's live sessions, oldest first. */
+  async listSessions(subject, { timeoutMs } = {}) {
+    return (await this.call('ListSessions', { subject }, { timeoutMs })).sessions.map(convert.session);
+  }
+
+  /** The public keys as a JWK Set (JSON text). */
+  async getSigningKeys({ timeoutMs } = {}) {
+    return (await this.call('GetSigningKeys', {}, { timeoutMs })).jwksJson;
+  }
+
+  /** The revocation stream after `afterSequence` (a bigint or number); no deadline. */
+  watchRevocations(afterSequence = 0n, { heartbeatIntervalMs } = {}) {
+    const request = { afterSequence: String(afterSequence) };
+    if (heartbeatIntervalMs !== undefined) request.heartbeatInterval = convert.duration(heartbeatIntervalMs);
+    return new RevocationStream(this.stub.WatchRevocations(request, this.metadata));
+  }
+
+  /** Closes the channel. */
+  close() {
+    this.stub.close();
+  }
+}
+
+/** An open WatchRevocations call: iterate it for events; cancel() ends it. */
+export class RevocationStream {
+  constructor(call) {
+    this.grpcCall = call;
+  }
+
+  async *[Symbol.asyncIterator]() {
+    try {
+      for await (const message of this.grpcCall) yield convert.revocationEvent(message);
+    } catch (error) {
+      throw fromServiceError(error);
+    } finally {
+      this.grpcCall.cancel();
+    }
+  }
+
+  /** Ends the call; the iteration then ends with a CANCELLED error or stops. */
+  cancel() {
+    this.grpcCall.cancel();
+  }
+}

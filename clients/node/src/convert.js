@@ -1,0 +1,129 @@
+// Protobuf messages (as @grpc/proto-loader decodes them) to and from plain JavaScript:
+// Timestamp to Date, Duration to milliseconds, Struct to and from plain objects.
+
+/** A Date from a Timestamp ({seconds: string, nanos}); undefined when unset. */
+export function toDate(timestamp) {
+  if (timestamp === null || timestamp === undefined) return undefined;
+  return new Date(Number(timestamp.seconds) * 1000 + Math.floor(timestamp.nanos / 1e6));
+}
+
+/** A Duration of `ms` milliseconds. */
+export function duration(ms) {
+  if (!Number.isFinite(ms) || ms < 0) throw new RangeError('a duration is a number of milliseconds, not negative');
+  const whole = Math.floor(ms / 1000);
+  return { seconds: String(whole), nanos: Math.round((ms - whole * 1000) * 1e6) };
+}
+
+/** Milliseconds of a Duration. */
+export function toMilliseconds(value) {
+  return Number(value.seconds) * 1000 + value.nanos / 1e6;
+}
+
+/** A google.protobuf.Struct of a plain object; TypeError naming the path of a value it cannot hold. */
+export function toStruct(object, path = 'claims') {
+  if (object === null || typeof object !== 'object' || Array.isArray(object)) {
+    throw new TypeError(`${path} must be a plain object`);
+  }
+  const fields = {};
+  for (const [name, value] of Object.entries(object)) fields[name] = toValue(value, `${path}.${name}`);
+  return { fields };
+}
+
+function toValue(value, path) {
+  if (value === null) return { nullValue: 'NULL_VALUE' };
+  switch (typeof value) {
+    case 'string': return { stringValue: value };
+    case 'boolean': return { boolValue: value };
+    case 'number':
+      // A Struct holds doubles: an integer past 2^53 would arrive as another number.
+      if (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value))) {
+        throw new TypeError(`${path} is not a number a Struct holds exactly`);
+      }
+      return { numberValue: value };
+    case 'object':
+      if (Array.isArray(value)) return { listValue: { values: value.map((item, i) => toValue(item, `${path}[${i}]`)) } };
+      return { structValue: toStruct(value, path) };
+    default:
+      throw new TypeError(`${path} cannot be sent as a claim (${typeof value})`);
+  }
+}
+
+/** A plain object of a Struct. */
+export function fromStruct(struct) {
+  const object = {};
+  for (const [name, value] of Object.entries(struct?.fields ?? {})) {
+    Object.defineProperty(object, name, { value: fromValue(value), enumerable: true, writable: true, configurable: true });
+  }
+  return object;
+}
+
+function fromValue(value) {
+  switch (value.kind) {
+    case 'stringValue': return value.stringValue;
+    case 'boolValue': return value.boolValue;
+    case 'numberValue': return value.numberValue;
+    case 'structValue': return fromStruct(value.structValue);
+    case 'listValue': return (value.listValue.values ?? []).map(fromValue);
+    default: return null;
+  }
+}
+
+/** Claims of a ValidateToken answer, shaped as the local verifier's. */
+export function claims(message) {
+  return {
+    subject: message.subject,
+    deviceId: message.deviceId,
+    sessionId: message.sessionId,
+    tokenId: message.tokenId,
+    issuer: message.issuer,
+    audience: message.audience,
+    issuedAt: toDate(message.issuedAt),
+    expiresAt: toDate(message.expiresAt),
+    extra: fromStruct(message.extra),
+  };
+}
+
+/** An issued token pair; its tokens are kept out of inspection output. */
+export function issued(message) {
+  const result = {
+    sessionId: message.sessionId,
+    expiresAt: toDate(message.expiresAt),
+    refreshExpiresAt: toDate(message.refreshExpiresAt),
+    replacedSessionIds: [...message.replacedSessionIds],
+  };
+  // Not enumerable: console.log and JSON.stringify of a result do not print secrets.
+  Object.defineProperty(result, 'accessToken', { value: message.accessToken, enumerable: false });
+  Object.defineProperty(result, 'refreshToken', { value: message.refreshToken, enumerable: false });
+  return result;
+}
+
+/** A session of ListSessions. */
+export function session(message) {
+  return {
+    sessionId: message.sessionId,
+    subject: message.subject,
+    deviceId: message.deviceId,
+    createdAt: toDate(message.createdAt),
+    expiresAt: toDate(message.expiresAt),
+  };
+}
+
+const EVENT_KINDS = {
+  REVOCATION_EVENT_KIND_REVOCATION: 'REVOCATION',
+  REVOCATION_EVENT_KIND_CAUGHT_UP: 'CAUGHT_UP',
+  REVOCATION_EVENT_KIND_HEARTBEAT: 'HEARTBEAT',
+  REVOCATION_EVENT_KIND_SIGNING_KEYS: 'SIGNING_KEYS',
+};
+
+/** A WatchRevocations event; `sequence` is a bigint, as the uint64 it is. */
+export function revocationEvent(message) {
+  return {
+    kind: EVENT_KINDS[message.kind] ?? 'UNSPECIFIED',
+    sequence: BigInt(message.sequence),
+    tokenId: message.tokenId,
+    sessionId: message.sessionId,
+    expiresAt: toDate(message.expiresAt),
+    sentAt: toDate(message.sentAt),
+    jwksJson: message.jwksJson,
+  };
+}

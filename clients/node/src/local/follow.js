@@ -1,0 +1,80 @@
+// Keeps a RevocationMirror current from the WatchRevocations stream: open the stream
+// after the last sequence applied, apply every event, and when the stream ends or fails,
+// reconnect after a backoff (doubling, with jitter) and resume from the last sequence, so
+// no revocation is missed. OUT_OF_RANGE (a sequence the log never reached) starts again
+// from 0. A stream that has caught up and then stays silent for idleTimeoutMs is presumed
+// dead and reopened.
+import { status } from '@grpc/grpc-js';
+
+/** Follows the revocation stream until stop(). */
+export class MirrorFollower {
+  constructor(client, mirror, {
+    heartbeatIntervalMs = 1000, idleTimeoutMs = 3000, minBackoffMs = 50, maxBackoffMs = 2000, log = console,
+  } = {}) {
+    this.client = client;
+    this.mirror = mirror;
+    this.settings = { heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs };
+    this.log = log;
+    this.running = false;
+    this.stream = null;
+    this.loop = null;
+    this.wake = null;
+  }
+
+  /** Starts following. */
+  start() {
+    if (this.loop === null) {
+      this.running = true;
+      this.loop = this.follow();
+    }
+  }
+
+  /** Ends the stream and waits for the loop to finish. */
+  async stop() {
+    this.running = false;
+    this.stream?.cancel();
+    this.wake?.();
+    await this.loop;
+    this.loop = null;
+  }
+
+  async follow() {
+    const { heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs } = this.settings;
+    let backoff = minBackoffMs;
+    while (this.running) {
+      let failure = null;
+      const stream = this.client.watchRevocations(this.mirror.lastSequence, { heartbeatIntervalMs });
+      this.stream = stream;
+      this.mirror.streamStarted();
+      // A silent stream gives the iterator nothing to end on: the watchdog cancels it.
+      const watchdog = setInterval(() => {
+        if (this.mirror.caughtUp && this.mirror.idleForMs() > idleTimeoutMs) stream.cancel();
+      }, Math.min(heartbeatIntervalMs, idleTimeoutMs) / 2);
+      watchdog.unref();
+      try {
+        for await (const event of stream) {
+          this.mirror.apply(event);
+          if (this.mirror.caughtUp) backoff = minBackoffMs;
+        }
+      } catch (error) {
+        failure = error;
+        if (error?.code === status.OUT_OF_RANGE) this.mirror.restart();
+      } finally {
+        clearInterval(watchdog);
+        this.stream = null;
+      }
+      if (!this.running) break;
+      // Loud once per outage, quiet for every retry after it.
+      if (backoff === minBackoffMs) {
+        this.log.warn?.(`revocation stream lost (${failure?.name ?? 'ended'}); reconnecting`);
+      }
+      const delay = backoff * (0.5 + Math.random() / 2);
+      backoff = Math.min(backoff * 2, maxBackoffMs);
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.wake = () => { clearTimeout(timer); resolve(); };
+      });
+      this.wake = null;
+    }
+  }
+}

@@ -1,0 +1,124 @@
+// A consumer's copy of the authority's live revocations, and how fresh it is.
+//
+// Fed by the WatchRevocations stream (follow.js). It vouches for a token only while it is
+// fresh: complete as of a moment no longer than maxStalenessMs ago. It becomes complete
+// when the stream says CAUGHT_UP after its backlog, and stays so while HEARTBEATs keep
+// arriving. Freshness is measured on this process's monotonic clock when an event
+// arrives, never on the server's sent_at, so clock skew cannot make a stale view look
+// fresh. Entries expire with the tokens they revoke (plus the leeway).
+import { performance } from 'node:perf_hooks';
+
+const PURGE_EVERY_MS = 10_000;
+
+/** Revoked sessions and tokens that can still matter, and when the copy was last complete. */
+export class RevocationMirror {
+  constructor({ maxStalenessMs = 5000, leewaySeconds = 30, monotonic = () => performance.now(), clock = () => Date.now() } = {}) {
+    this.maxStalenessMs = maxStalenessMs;
+    this.leewayMs = leewaySeconds * 1000;
+    this.monotonic = monotonic;
+    this.clock = clock;
+    this.sessions = new Map(); // session id -> expiry (ms since the epoch)
+    this.tokens = new Map(); // token id -> expiry
+    /** The sequence to resume after: everything up to it has been applied. */
+    this.lastSequence = 0n;
+    this.completeAt = null;
+    /** Whether the current stream has sent its backlog. */
+    this.caughtUp = false;
+    this.lastEventAt = null;
+    this.nextPurge = 0;
+    this.revocationListeners = [];
+    this.keysListeners = [];
+  }
+
+  /** Resumes from the start of the log (the authority did not know our position); what is
+   * held stays held while the new snapshot arrives. */
+  restart() {
+    this.lastSequence = 0n;
+    this.caughtUp = false;
+  }
+
+  /** Calls `listener(sessionId, tokenId)` for every revocation applied. */
+  onRevocation(listener) {
+    this.revocationListeners.push(listener);
+  }
+
+  /** Calls `listener(jwksJson)` whenever the stream announces the signing keys. */
+  onSigningKeys(listener) {
+    this.keysListeners.push(listener);
+  }
+
+  /** A new stream is open: it vouches for nothing until it has caught up. */
+  streamStarted() {
+    this.caughtUp = false;
+    this.lastEventAt = this.monotonic();
+  }
+
+  /** Milliseconds since the current stream last sent anything. */
+  idleForMs() {
+    return this.lastEventAt === null ? 0 : this.monotonic() - this.lastEventAt;
+  }
+
+  /** Applies one stream event. */
+  apply(event) {
+    const now = this.monotonic();
+    this.lastEventAt = now;
+    const raise = (sequence) => { if (sequence > this.lastSequence) this.lastSequence = sequence; };
+    switch (event.kind) {
+      case 'REVOCATION': {
+        const expiresAt = event.expiresAt?.getTime() ?? 0;
+        if (event.sessionId) this.sessions.set(event.sessionId, Math.max(expiresAt, this.sessions.get(event.sessionId) ?? 0));
+        if (event.tokenId) this.tokens.set(event.tokenId, expiresAt);
+        // Not a confirmation of completeness: a consumer that fell behind reads old events.
+        raise(event.sequence);
+        for (const listener of this.revocationListeners) listener(event.sessionId, event.tokenId);
+        break;
+      }
+      case 'CAUGHT_UP':
+        this.caughtUp = true;
+        raise(event.sequence);
+        this.completeAt = now;
+        break;
+      case 'HEARTBEAT':
+        if (this.caughtUp) {
+          raise(event.sequence);
+          this.completeAt = now;
+        }
+        break;
+      case 'SIGNING_KEYS':
+        if (event.jwksJson) for (const listener of this.keysListeners) listener(event.jwksJson);
+        break;
+      default:
+        break; // a kind this version does not know: ignored, as the contract allows additions
+    }
+    if (now >= this.nextPurge) {
+      this.purge();
+      this.nextPurge = now + PURGE_EVERY_MS;
+    }
+  }
+
+  /** Milliseconds since the copy was last known complete; null if it never was. */
+  stalenessMs() {
+    return this.completeAt === null ? null : this.monotonic() - this.completeAt;
+  }
+
+  /** Whether the copy can vouch for a token now. */
+  isFresh() {
+    return this.completeAt !== null && this.monotonic() - this.completeAt <= this.maxStalenessMs;
+  }
+
+  /** Whether a token of `sessionId` (or the token `tokenId` itself) is revoked. */
+  isRevoked(sessionId, tokenId) {
+    return this.sessions.has(sessionId) || this.tokens.has(tokenId);
+  }
+
+  get size() {
+    return this.sessions.size + this.tokens.size;
+  }
+
+  purge() {
+    const cutoff = this.clock() - this.leewayMs;
+    for (const entries of [this.sessions, this.tokens]) {
+      for (const [key, expiresAt] of entries) if (expiresAt < cutoff) entries.delete(key);
+    }
+  }
+}

@@ -1,0 +1,190 @@
+// Validating tokens for a consumer service, in one of two modes.
+//
+// 'remote': every token is checked with ValidateToken.
+// 'local': signatures and claims are checked in-process (verify.js) with the keys of
+//   GetSigningKeys and the revocation stream, and revocations against the RevocationMirror
+//   the stream keeps current. A bad token is refused on the spot. A good one is accepted
+//   only while the mirror is fresh; otherwise ValidateToken decides, and when the
+//   authority cannot be reached either, the call is refused with Unavailable. Nothing is
+//   accepted on a view that cannot vouch for it. Local verification without the stream is
+//   not offered: it could not see revocations.
+//
+// LocalVerification holds every decision made without I/O (the hot path); Validator adds
+// the calls to the authority.
+import { AuthorityError, InvalidArgument, Unavailable } from './errors.js';
+import { AuthorityClient } from './client.js';
+import { MirrorFollower } from './local/follow.js';
+import { SigningKeys } from './local/keys.js';
+import { RevocationMirror } from './local/mirror.js';
+import { InvalidReason } from './reasons.js';
+import { InvalidToken } from './verify.js';
+
+const UNAVAILABLE_MESSAGE = 'the token authority cannot be reached to check the token';
+/** What LocalVerification.decide answers when it cannot decide alone. */
+export const REFETCH_KEYS = Symbol('refetch keys');
+export const ASK_AUTHORITY = Symbol('ask the authority');
+
+/** The decisions of local mode that need no I/O: keys, mirror, and the tokens verified before. */
+export class LocalVerification {
+  constructor({ issuer = 'token-authority', leewaySeconds = 30, maxStalenessMs = 5000, keyRefetchIntervalMs = 1000,
+    localCacheSize = 10_000, clock, log = console } = {}) {
+    this.mirror = new RevocationMirror({ maxStalenessMs, leewaySeconds });
+    this.keys = new SigningKeys({ issuer, leewaySeconds, refetchIntervalMs: keyRefetchIntervalMs, clock, log });
+    this.mirror.onSigningKeys((jwks) => { this.keys.replace(jwks); });
+    this.cacheSize = localCacheSize;
+    this.leewaySeconds = leewaySeconds;
+    // audience -> token -> {claims, keys}: a token verified in full skips the signature
+    // check until it expires or the key set changes; revocation is checked every time.
+    this.verified = new Map();
+    this.cached = 0;
+  }
+
+  /** The claims, or what must happen first (REFETCH_KEYS, ASK_AUTHORITY); throws InvalidToken. */
+  decide(token, audience) {
+    const verifier = this.keys.verifier;
+    if (verifier === null) return this.keys.claimRefetch() ? REFETCH_KEYS : ASK_AUTHORITY;
+    let claims;
+    try {
+      claims = this.verifiedClaims(verifier, token, audience);
+    } catch (error) {
+      // A kid newer than our set: its key may be on its way.
+      if (error instanceof InvalidToken && error.reason === InvalidReason.UNKNOWN_KEY && this.keys.claimRefetch()) {
+        return REFETCH_KEYS;
+      }
+      throw error;
+    }
+    return this.vouch(claims);
+  }
+
+  /** The verdict once the keys were fetched again. */
+  afterRefetch(token, audience) {
+    const verifier = this.keys.verifier;
+    if (verifier === null) return ASK_AUTHORITY;
+    return this.vouch(this.verifiedClaims(verifier, token, audience));
+  }
+
+  verifiedClaims(verifier, token, audience) {
+    if (this.cacheSize === 0) return verifier.verify(token, audience);
+    const byToken = this.verified.get(audience);
+    const entry = byToken?.get(token);
+    // Read the set before verifying: if it is replaced meanwhile, the entry is filed
+    // under the older set and never served again.
+    const keys = verifier.keys;
+    if (entry !== undefined && entry.keys === keys && verifier.clock() < entry.expiresAt) return entry.claims;
+    const claims = verifier.verify(token, audience);
+    if (this.cached >= this.cacheSize) {
+      this.verified.clear(); // refills with the tokens in use; memory stays bounded
+      this.cached = 0;
+    }
+    let map = this.verified.get(audience);
+    if (map === undefined) this.verified.set(audience, (map = new Map()));
+    if (!map.has(token)) this.cached++;
+    map.set(token, { claims, keys, expiresAt: claims.expiresAt.getTime() / 1000 - this.leewaySeconds });
+    return claims;
+  }
+
+  vouch(claims) {
+    if (!this.mirror.isFresh()) return ASK_AUTHORITY;
+    if (this.mirror.isRevoked(claims.sessionId, claims.tokenId)) throw new InvalidToken(InvalidReason.REVOKED);
+    return claims;
+  }
+
+  /** The authority's answer, checked against what the mirror already knows. */
+  answer(validation) {
+    if (!validation.valid) throw new InvalidToken(validation.reason);
+    // A revocation is final: one the mirror knows of wins over a replica that has not seen it.
+    if (this.mirror.isRevoked(validation.claims.sessionId, validation.claims.tokenId)) {
+      throw new InvalidToken(InvalidReason.REVOKED);
+    }
+    return validation.claims;
+  }
+}
+
+function unavailable(error, log) {
+  log.warn?.(`could not check a token with the authority: ${error.name}`);
+  return new Unavailable(UNAVAILABLE_MESSAGE);
+}
+
+/** Validates tokens in 'remote' or 'local' mode; start() before use, close() after. */
+export class Validator {
+  /**
+   * @param {object} options client | target (+ clientOptions), mode ('remote' | 'local'),
+   *   issuer, maxStalenessMs, leewaySeconds, keyRefetchIntervalMs, localCacheSize,
+   *   follow ({heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs}), log
+   */
+  constructor({ client, target, clientOptions, mode = 'local', log = console, follow = {}, ...local } = {}) {
+    if ((client === undefined) === (target === undefined)) throw new TypeError('give a client or a target, not both');
+    if (mode !== 'remote' && mode !== 'local') throw new TypeError("mode must be 'remote' or 'local'");
+    this.ownsClient = client === undefined;
+    this.client = client ?? new AuthorityClient(target, clientOptions);
+    this.mode = mode;
+    this.log = log;
+    this.local = mode === 'local' ? new LocalVerification({ ...local, log }) : null;
+    this.mirror = this.local?.mirror ?? null;
+    this.follower = this.local ? new MirrorFollower(this.client, this.local.mirror, { ...follow, log }) : null;
+  }
+
+  /** Fetches the signing keys (local mode; a failure is retried later) and starts following. */
+  async start() {
+    if (this.local !== null) {
+      try {
+        await this.local.keys.replace(await this.client.getSigningKeys());
+      } catch (error) {
+        if (!(error instanceof AuthorityError)) throw error;
+        this.log.warn?.(`could not fetch the signing keys at start: ${error.name}`);
+      }
+      this.follower.start();
+    }
+    return this;
+  }
+
+  /** Resolves to whether the mirror can vouch within timeoutMs (at once in remote mode). */
+  async waitUntilFresh(timeoutMs) {
+    const deadline = Date.now() + timeoutMs;
+    while (this.mirror !== null && !this.mirror.isFresh()) {
+      if (Date.now() >= deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return true;
+  }
+
+  /** The token's claims; rejects with InvalidToken or Unavailable. */
+  async validate(token, audience) {
+    if (this.local === null) return this.remote(token, audience);
+    let step = this.local.decide(token, audience);
+    if (step === REFETCH_KEYS) {
+      try {
+        await this.local.keys.replace(await this.client.getSigningKeys());
+      } catch (error) {
+        if (error instanceof AuthorityError) throw unavailable(error, this.log);
+        throw error;
+      }
+      step = this.local.afterRefetch(token, audience);
+    }
+    if (step === ASK_AUTHORITY) return this.local.answer(await this.ask(token, audience));
+    return step;
+  }
+
+  async remote(token, audience) {
+    const validation = await this.ask(token, audience);
+    if (!validation.valid) throw new InvalidToken(validation.reason);
+    return validation.claims;
+  }
+
+  async ask(token, audience) {
+    try {
+      return await this.client.validateToken(token, audience);
+    } catch (error) {
+      // Only an empty token is INVALID_ARGUMENT to ValidateToken.
+      if (error instanceof InvalidArgument) throw new InvalidToken(InvalidReason.MALFORMED);
+      if (error instanceof AuthorityError) throw unavailable(error, this.log);
+      throw error;
+    }
+  }
+
+  /** Stops following the stream; closes the client if this validator made it. */
+  async close() {
+    await this.follower?.stop();
+    if (this.ownsClient) this.client.close();
+  }
+}

@@ -1,0 +1,147 @@
+// Local mode against a real `authority serve` (max_staleness 1 s): a revocation reaches
+// the consumer within its staleness bound (measured and printed); with the authority
+// stopped the consumer refuses with Unavailable after max_staleness and recovers when it
+// returns; a key rotated while the consumer runs validates its tokens.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { AuthorityClient, InvalidToken, Unavailable, Validator } from '../src/index.js';
+import { Authority, missingAuthority, quietLog, until } from './support/authority.js';
+
+const skip = missingAuthority();
+const MAX_STALENESS_MS = 1000;
+let authority;
+let client;
+let validator;
+const subject = () => `node-local-${Math.random().toString(36).slice(2)}`;
+
+// The sequences each WatchRevocations call of the validator's own client resumed after.
+const resumedAfter = [];
+
+before(async () => {
+  if (skip) return;
+  authority = await new Authority().start();
+  client = new AuthorityClient(authority.target, { timeoutMs: 1000 });
+  const consumerClient = new AuthorityClient(authority.target, { timeoutMs: 500, maxAttempts: 2 });
+  const watch = consumerClient.watchRevocations.bind(consumerClient);
+  consumerClient.watchRevocations = (after, options) => { resumedAfter.push(BigInt(after)); return watch(after, options); };
+  validator = await new Validator({
+    client: consumerClient,
+    mode: 'local', maxStalenessMs: MAX_STALENESS_MS, log: quietLog(),
+    follow: { heartbeatIntervalMs: 100, idleTimeoutMs: 600, minBackoffMs: 20, maxBackoffMs: 200 },
+  }).start();
+  assert.ok(await validator.waitUntilFresh(10_000), 'the mirror never caught up');
+});
+after(async () => {
+  await validator?.close();
+  validator?.client.close();
+  client?.close();
+  await authority?.close();
+});
+
+const verdict = (token) => validator.validate(token, 'api').then(() => 'VALID', (error) => {
+  if (error instanceof InvalidToken) return error.reason;
+  if (error instanceof Unavailable) return 'UNAVAILABLE';
+  throw error;
+});
+
+test('a revocation reaches the local consumer within the staleness bound', { skip }, async () => {
+  const user = subject();
+  const laptop = await client.issueToken(user, 'laptop', { audience: 'api' });
+  assert.equal(await verdict(laptop.accessToken), 'VALID');
+  const started = performance.now();
+  await client.issueToken(user, 'phone', { audience: 'api' });
+  assert.ok(await until(async () => (await verdict(laptop.accessToken)) === 'REVOKED', MAX_STALENESS_MS, 1));
+  const elapsed = performance.now() - started;
+  console.log(`# revocation visible to the local consumer after ${elapsed.toFixed(1)} ms (bound ${MAX_STALENESS_MS} ms)`);
+  assert.ok(elapsed <= MAX_STALENESS_MS);
+});
+
+test('bad tokens are refused locally, without the authority', { skip }, async () => {
+  const signedIn = await client.issueToken(subject(), 'laptop', { audience: 'billing' });
+  assert.equal(await verdict(signedIn.accessToken), 'WRONG_AUDIENCE');
+  assert.equal(await verdict(`${signedIn.accessToken}=`), 'MALFORMED');
+});
+
+test('with the authority stopped: Unavailable after max_staleness, then recovery', { skip }, async () => {
+  const signedIn = await client.issueToken(subject(), 'laptop', { audience: 'api' });
+  assert.equal(await verdict(signedIn.accessToken), 'VALID');
+  const sequenceBefore = validator.mirror.lastSequence;
+  assert.ok(sequenceBefore > 0n, 'the earlier tests revoked sessions');
+  await authority.stop();
+  const stoppedAt = performance.now();
+  const streamsBefore = resumedAfter.length;
+  // Each verdict is taken with the mirror's staleness just before it: while fresh the
+  // mirror vouches, and only once it is older than the bound is the call refused.
+  let staleness;
+  assert.ok(await until(async () => {
+    staleness = validator.mirror.stalenessMs();
+    const fresh = validator.mirror.isFresh();
+    const answer = await verdict(signedIn.accessToken);
+    // (Unless the bound was crossed between the two readings.)
+    if (fresh && answer !== 'VALID') assert.ok(validator.mirror.stalenessMs() > MAX_STALENESS_MS, 'a fresh mirror did not vouch');
+    return answer === 'UNAVAILABLE';
+  }, 10_000, 20));
+  const refusedAfter = performance.now() - stoppedAt;
+  console.log(`# refused as Unavailable ${refusedAfter.toFixed(0)} ms after the authority stopped, the mirror ${staleness.toFixed(0)} ms old (max_staleness ${MAX_STALENESS_MS} ms)`);
+  // Read just before the refusing call: a few ms of slack for the time between the two.
+  assert.ok(staleness >= MAX_STALENESS_MS - 5, 'refused while the mirror could still vouch');
+  await authority.start();
+  assert.ok(await until(async () => (await verdict(signedIn.accessToken)) === 'VALID', 15_000, 50), 'never recovered');
+  assert.ok(await validator.waitUntilFresh(10_000), 'the mirror never caught up again');
+  // Every stream opened since resumed after the last sequence seen, never from 0.
+  const reopened = resumedAfter.slice(streamsBefore);
+  assert.ok(reopened.length >= 1 && reopened.every((after) => after === sequenceBefore), String(reopened));
+});
+
+test('a sequence the log never reached (OUT_OF_RANGE) starts again from 0 and catches up', { skip }, async () => {
+  const user = subject();
+  const laptop = await client.issueToken(user, 'laptop', { audience: 'api' });
+  await client.revokeToken({ token: laptop.accessToken });
+  const consumer = new Validator({ target: authority.target, mode: 'local', maxStalenessMs: MAX_STALENESS_MS, log: quietLog(),
+    follow: { heartbeatIntervalMs: 100, minBackoffMs: 20, maxBackoffMs: 200 } });
+  consumer.mirror.lastSequence = 10n ** 15n; // as if it had followed another log
+  try {
+    await consumer.start();
+    assert.ok(await consumer.waitUntilFresh(10_000), 'never caught up after OUT_OF_RANGE');
+    assert.ok(consumer.mirror.lastSequence < 10n ** 15n);
+    assert.equal(await consumer.validate(laptop.accessToken, 'api').catch((error) => error.reason), 'REVOKED');
+  } finally {
+    await consumer.close();
+  }
+});
+
+test('a key rotated while the consumer runs validates the tokens it signs', { skip }, async () => {
+  const kid = authority.rotateKeys('1s');
+  // The new key is announced on the stream before it signs anything.
+  assert.ok(await until(() => validator.local.keys.verifier?.keys.get(kid) !== undefined, 10_000));
+  let signedIn;
+  assert.ok(await until(async () => {
+    signedIn = await client.issueToken(subject(), 'laptop', { audience: 'api' });
+    return JSON.parse(Buffer.from(signedIn.accessToken.split('.')[0], 'base64url')).kid === kid;
+  }, 10_000, 200), 'the new key never signed');
+  assert.equal(await verdict(signedIn.accessToken), 'VALID');
+});
+
+test('past its staleness bound the consumer asks the authority, which still decides right', { skip }, async () => {
+  // Heartbeats every 2 s against a bound of 100 ms: the mirror is stale most of the time.
+  const consumerClient = new AuthorityClient(authority.target, { timeoutMs: 1000 });
+  const validate = consumerClient.validateToken.bind(consumerClient);
+  let asked = 0;
+  consumerClient.validateToken = (...args) => { asked++; return validate(...args); };
+  const consumer = await new Validator({ client: consumerClient, mode: 'local', maxStalenessMs: 100, log: quietLog(),
+    follow: { heartbeatIntervalMs: 2000, idleTimeoutMs: 5000 } }).start();
+  try {
+    const user = subject();
+    const laptop = await client.issueToken(user, 'laptop', { audience: 'api' });
+    assert.ok(await until(() => consumer.mirror.stalenessMs() !== null && !consumer.mirror.isFresh(), 5000));
+    assert.equal((await consumer.validate(laptop.accessToken, 'api')).subject, user);
+    assert.ok(asked >= 1, 'a stale mirror vouched by itself');
+    await client.issueToken(user, 'phone', { audience: 'api' });
+    // Mirror or authority, whichever decides, the laptop is signed out.
+    assert.ok(await until(async () => (await consumer.validate(laptop.accessToken, 'api').catch((error) => error.reason)) === 'REVOKED', 2000));
+  } finally {
+    await consumer.close();
+    consumerClient.close();
+  }
+});

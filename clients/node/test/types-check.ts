@@ -1,0 +1,32 @@
+// Compiled by `tsc --noEmit` in `npm test`: the declarations describe the package's use.
+import * as grpc from '@grpc/grpc-js';
+import express from 'express';
+
+import {
+  AuthorityClient, InvalidToken, KeySet, REASON_TEXTS, SessionLimitReached, TokenVerifier, Validator,
+  authInterceptor, claimsOf, requireToken, type AccessClaims, type Reason,
+} from '@token-authority/client';
+
+export async function usage(): Promise<void> {
+  const client = new AuthorityClient('127.0.0.1:50051', { apiKey: 'k', timeoutMs: 1000 });
+  const issued = await client.issueToken('alice', 'laptop', { policy: 'REJECT', claims: { role: 'admin', n: 1 }, ttlMs: 60_000 });
+  const when: Date = issued.expiresAt;
+  const answer = await client.validateToken(issued.accessToken, 'api');
+  if (answer.valid) { const claims: AccessClaims = answer.claims; void claims.extra; } else { const reason: Reason = answer.reason; void REASON_TEXTS[reason]; }
+  const ended: number = await client.revokeToken({ sessionId: issued.sessionId });
+  for await (const event of client.watchRevocations(0n)) { const sequence: bigint = event.sequence; void sequence; }
+  const verifier = new TokenVerifier(await KeySet.fromJwks(await client.getSigningKeys()), { issuer: 'token-authority' });
+  try { verifier.verify('t', 'api'); } catch (error) { if (error instanceof InvalidToken) void error.reason; }
+  const validator = await new Validator({ client, mode: 'local', maxStalenessMs: 5000 }).start();
+  await validator.validate('t', 'api');
+  void (SessionLimitReached.prototype.code === grpc.status.FAILED_PRECONDITION);
+
+  const app = express();
+  app.get('/me', requireToken({ client, mode: 'local', audience: 'api', publicPaths: ['/health'] }), (req, res) => {
+    res.json({ user: req.auth?.subject });
+  });
+  const server = new grpc.Server({ interceptors: [authInterceptor({ target: '127.0.0.1:50051', audience: 'api' })] });
+  server.addService({}, {});
+  const claims = claimsOf({ metadata: new grpc.Metadata() });
+  void [when, ended, claims];
+}

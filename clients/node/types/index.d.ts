@@ -1,0 +1,255 @@
+// Type declarations of @token-authority/client (the package is plain ESM JavaScript).
+import type * as grpc from '@grpc/grpc-js';
+import type { RequestHandler } from 'express';
+
+export type Reason =
+  | 'MALFORMED' | 'BAD_SIGNATURE' | 'UNKNOWN_KEY' | 'EXPIRED'
+  | 'NOT_YET_VALID' | 'WRONG_AUDIENCE' | 'WRONG_ISSUER' | 'REVOKED';
+
+/** Why a token is not valid. */
+export declare const InvalidReason: { readonly [R in Reason]: R };
+/** The one table of texts a person is shown for a refused token. */
+export declare const REASON_TEXTS: Readonly<Record<Reason, string>>;
+/** For a call that carries no token at all. */
+export declare const MISSING_TEXT: string;
+/** What a person is told about a token refused for `reason`. */
+export declare function reasonText(reason: Reason): string;
+export declare const MAX_TOKEN_BYTES: number;
+export declare const MAX_JSON_DEPTH: number;
+
+/** What an access token says; the same shape whether checked locally or remotely. */
+export interface AccessClaims {
+  subject: string;
+  deviceId: string;
+  sessionId: string;
+  tokenId: string;
+  issuer: string;
+  audience: string;
+  issuedAt: Date;
+  expiresAt: Date;
+  /** Claims the login service added at sign-in. */
+  extra: Record<string, unknown>;
+}
+
+/** A token failed verification; `reason` names the step. Never quotes the token. */
+export declare class InvalidToken extends Error {
+  constructor(reason: Reason);
+  readonly reason: Reason;
+  /** Why a revoked token was revoked, once the authority sends causes. */
+  readonly revocationCause?: string;
+}
+
+/** An immutable set of public verification keys, by kid. */
+export declare class KeySet {
+  /** The keys of a JWK Set; keys of other kinds are skipped; rejects for a malformed set. */
+  static fromJwks(jwksJson: string): Promise<KeySet>;
+  readonly kids: readonly string[];
+  readonly size: number;
+}
+
+/** Verifies access tokens as strictly as the Python TokenVerifier (no revocation check). */
+export declare class TokenVerifier {
+  constructor(keys: KeySet, options: { issuer: string; leeway?: number; clock?: () => number });
+  keys: KeySet;
+  /** The claims of a valid token for `audience`; throws InvalidToken. */
+  verify(token: string, audience: string): AccessClaims;
+}
+
+/** A call to the token authority failed; `code` is the gRPC status code. */
+export declare class AuthorityError extends Error {
+  constructor(details?: string, code?: grpc.status);
+  readonly code: grpc.status;
+  readonly details: string;
+}
+export declare class Unavailable extends AuthorityError {}
+export declare class DeadlineExceeded extends AuthorityError {}
+export declare class Unauthenticated extends AuthorityError {}
+export declare class RefreshRejected extends Unauthenticated {}
+export declare class PermissionDenied extends AuthorityError {}
+export declare class InvalidArgument extends AuthorityError {}
+export declare class SessionLimitReached extends AuthorityError {}
+export declare class ResourceExhausted extends AuthorityError {}
+export declare class Internal extends AuthorityError {}
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [name: string]: JsonValue };
+
+export interface IssuedToken {
+  readonly accessToken: string;
+  readonly refreshToken: string;
+  sessionId: string;
+  expiresAt: Date;
+  refreshExpiresAt: Date;
+  replacedSessionIds: string[];
+}
+
+export interface Session {
+  sessionId: string;
+  subject: string;
+  deviceId: string;
+  createdAt: Date;
+  expiresAt: Date;
+}
+
+export type Validation = { valid: true; claims: AccessClaims } | { valid: false; reason: Reason };
+
+export interface RevocationEvent {
+  kind: 'REVOCATION' | 'CAUGHT_UP' | 'HEARTBEAT' | 'SIGNING_KEYS' | 'UNSPECIFIED';
+  sequence: bigint;
+  tokenId: string;
+  sessionId: string;
+  expiresAt?: Date;
+  sentAt?: Date;
+  jwksJson: string;
+}
+
+export interface CallOptions { timeoutMs?: number }
+
+export interface ClientOptions {
+  credentials?: grpc.ChannelCredentials;
+  /** TLS (true: the system's roots) or mTLS (cert and key). */
+  tls?: boolean | { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  apiKey?: string;
+  /** Every unary call's deadline, retries included (default 2000). */
+  timeoutMs?: number;
+  maxAttempts?: number;
+  initialBackoffMs?: number;
+  maxBackoffMs?: number;
+  channelOptions?: grpc.ChannelOptions;
+}
+
+/** An open WatchRevocations call. */
+export declare class RevocationStream implements AsyncIterable<RevocationEvent> {
+  [Symbol.asyncIterator](): AsyncIterator<RevocationEvent>;
+  cancel(): void;
+}
+
+/** Every RPC of the token authority, with promises and a deadline on every call. */
+export declare class AuthorityClient {
+  constructor(target: string, options?: ClientOptions);
+  issueToken(subject: string, deviceId: string, options?: CallOptions & {
+    policy?: 'DEFAULT' | 'REPLACE' | 'REJECT'; audience?: string; claims?: Record<string, JsonValue>; ttlMs?: number;
+  }): Promise<IssuedToken>;
+  validateToken(token: string, audience?: string, options?: CallOptions): Promise<Validation>;
+  revokeToken(target: CallOptions & { reason?: string } & (
+    { token: string } | { sessionId: string } | { subject: string })): Promise<number>;
+  refreshToken(refreshToken: string, options?: CallOptions): Promise<IssuedToken>;
+  listSessions(subject: string, options?: CallOptions): Promise<Session[]>;
+  getSigningKeys(options?: CallOptions): Promise<string>;
+  watchRevocations(afterSequence?: bigint | number, options?: { heartbeatIntervalMs?: number }): RevocationStream;
+  close(): void;
+}
+
+export declare function toStruct(object: Record<string, JsonValue>): unknown;
+export declare function fromStruct(struct: unknown): Record<string, JsonValue>;
+
+/** A consumer's copy of the live revocations, and how fresh it is. */
+export declare class RevocationMirror {
+  constructor(options?: { maxStalenessMs?: number; leewaySeconds?: number });
+  readonly lastSequence: bigint;
+  readonly caughtUp: boolean;
+  apply(event: RevocationEvent): void;
+  stalenessMs(): number | null;
+  isFresh(): boolean;
+  isRevoked(sessionId: string, tokenId: string): boolean;
+  readonly size: number;
+}
+
+export interface Log { warn?(message: string): void; error?(message: string, error?: unknown): void }
+
+export interface FollowOptions {
+  heartbeatIntervalMs?: number;
+  idleTimeoutMs?: number;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+}
+
+export interface ValidatorOptions {
+  client?: AuthorityClient;
+  target?: string;
+  clientOptions?: ClientOptions;
+  mode?: 'remote' | 'local';
+  issuer?: string;
+  /** How long the revocation mirror may go unheard before it stops vouching (default 5000). */
+  maxStalenessMs?: number;
+  leewaySeconds?: number;
+  keyRefetchIntervalMs?: number;
+  /** Tokens remembered once verified in full (0: verify every call in full). */
+  localCacheSize?: number;
+  follow?: FollowOptions;
+  log?: Log;
+}
+
+/** The decisions of local mode that need no I/O (keys, mirror, verified tokens). */
+export declare class LocalVerification {
+  constructor(options?: Omit<ValidatorOptions, 'client' | 'target' | 'clientOptions' | 'mode' | 'follow'>);
+  readonly mirror: RevocationMirror;
+  readonly keys: { verifier: TokenVerifier | null; replace(jwksJson: string): Promise<boolean> };
+  /** The claims, or a symbol saying the authority must be asked; throws InvalidToken. */
+  decide(token: string, audience: string): AccessClaims | symbol;
+}
+
+/** Validates tokens in remote or local mode; rejects with InvalidToken or Unavailable. */
+export declare class Validator {
+  constructor(options: ValidatorOptions);
+  readonly mode: 'remote' | 'local';
+  readonly mirror: RevocationMirror | null;
+  readonly local: LocalVerification | null;
+  start(): Promise<this>;
+  waitUntilFresh(timeoutMs: number): Promise<boolean>;
+  validate(token: string, audience: string): Promise<AccessClaims>;
+  close(): Promise<void>;
+}
+
+export declare const MISSING: 'MISSING';
+/** Revocation cause texts, by cause; empty until the authority sends causes. */
+export declare const CAUSE_TEXTS: Readonly<Record<string, string>>;
+export declare function bearerToken(header: string | undefined): string | undefined;
+export declare function describe(reason: Reason | 'MISSING', cause?: string): string;
+
+type GateOptions = Omit<ValidatorOptions, 'mode'> & {
+  validator?: Validator;
+  /** 'remote' unless given. */
+  mode?: 'remote' | 'local';
+  audience: string;
+};
+
+export interface TokenMiddleware extends RequestHandler {
+  readonly ready: Promise<Validator>;
+  readonly validator: Validator;
+  close(): Promise<void>;
+}
+
+/** Express middleware: 401 per RFC 6750 for a missing or bad token, 503 when stale; claims in req.auth. */
+export declare function requireToken(options: GateOptions & {
+  publicPaths?: Array<string | RegExp>;
+  realm?: string;
+  retryAfterSeconds?: number;
+}): TokenMiddleware;
+
+declare global {
+  namespace Express {
+    interface Request {
+      /** The claims of the token requireToken accepted. */
+      auth?: AccessClaims;
+    }
+  }
+}
+
+export declare const REASON_HEADER: 'x-token-invalid-reason';
+export declare const CAUSE_HEADER: 'x-token-revocation-cause';
+export declare const DEFAULT_PUBLIC: readonly string[];
+
+export interface AuthInterceptor extends grpc.ServerInterceptor {
+  readonly ready: Promise<Validator>;
+  readonly validator: Validator;
+  close(): Promise<void>;
+}
+
+/** A grpc-js server interceptor: UNAUTHENTICATED before the handler for a missing or bad token. */
+export declare function authInterceptor(options: GateOptions & {
+  audiences?: Record<string, string>;
+  publicMethods?: string[];
+}): AuthInterceptor;
+
+/** The claims of the token that let this call in (undefined for a public method). */
+export declare function claimsOf(call: { metadata: grpc.Metadata }): AccessClaims | undefined;

@@ -1,0 +1,93 @@
+"""The conformance corpus (tests/vectors/tokens.json): current with the attack catalogue,
+and refused for the same reasons, with the same texts, by the authority's validator and
+the Python local verifier. The Node.js verifier runs the same file in its own suite
+(clients/node/test/vectors.test.js, run by tests/test_node.py)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from typing import Any
+
+import pytest
+from authority_client.reasons import MISSING_TEXT, REASON_TEXTS
+from authority_client.verify import InvalidToken, KeySet, TokenVerifier
+
+from authority.config import Algorithm
+from authority.keys import KeyRing
+from authority.revocations import RevocationMirror
+from authority.tokens import TokenCodec
+from authority.validation import Validator
+from tests.vectors import generate
+
+
+@functools.cache
+def _corpus() -> dict[str, Any]:
+    corpus: dict[str, Any] = json.loads(generate.CORPUS.read_text())
+    return corpus
+
+
+def test_corpus_is_current_with_the_catalogue() -> None:
+    # Guards against a catalogue (or reason text) changed without the corpus, which the
+    # Node.js suite would then not see.
+    assert generate.CORPUS.read_text() == generate.corpus_text(), "stale: run scripts/gen-vectors"
+
+
+def test_corpus_covers_every_reason_and_algorithm() -> None:
+    cases = _corpus()["cases"]
+    assert {case["expected"] for case in cases} == {"VALID", *(reason.name for reason in REASON_TEXTS)} - {"REVOKED"}
+    assert {case["algorithm"] for case in cases} == {algorithm.value for algorithm in Algorithm}
+    assert any(case["name"].endswith("/cnf-device-bound-without-a-proof") for case in cases)
+
+
+def test_corpus_carries_the_one_table_of_texts() -> None:
+    corpus = _corpus()
+    assert corpus["reasons"] == {reason.name: text for reason, text in REASON_TEXTS.items()}
+    assert corpus["missing_text"] == MISSING_TEXT
+    for case in corpus["cases"]:
+        assert case["text"] == (None if case["expected"] == "VALID" else corpus["reasons"][case["expected"]])
+
+
+@functools.cache
+def _local_verifier(algorithm: str) -> TokenVerifier:
+    corpus = _corpus()
+    return TokenVerifier(
+        KeySet.from_jwks(corpus["jwks"][algorithm]), issuer=corpus["issuer"], leeway=corpus["leeway"],
+        clock=lambda: corpus["now"],
+    )
+
+
+@functools.cache
+def _authority_validator(algorithm: Algorithm) -> Validator:
+    corpus = _corpus()
+    keyring = KeyRing([generate.load_keys()[algorithm.value]["own"]], algorithm)
+    assert keyring.jwks_json == corpus["jwks"][algorithm.value]
+    codec = TokenCodec(keyring, corpus["issuer"], corpus["leeway"], clock=lambda: corpus["now"])
+    mirror = RevocationMirror()
+    mirror.confirm(time.monotonic() + 3600)  # current for the whole test
+    # No cache: every token is checked in full.
+    return Validator(codec, mirror, "api", max_staleness=3600, cache_size=0, clock=lambda: corpus["now"])
+
+
+def _local_verdict(case: dict[str, Any]) -> str:
+    try:
+        _local_verifier(case["algorithm"]).verify(generate.token_of(case), case["audience"])
+    except InvalidToken as invalid:
+        return invalid.reason.name
+    return "VALID"
+
+
+def _authority_verdict(case: dict[str, Any]) -> str:
+    try:
+        _authority_validator(Algorithm(case["algorithm"])).validate(generate.token_of(case), case["audience"])
+    except InvalidToken as invalid:
+        return invalid.reason.name
+    return "VALID"
+
+
+@pytest.mark.parametrize("verdict", [_local_verdict, _authority_verdict], ids=["local", "authority"])
+def test_every_verifier_reaches_the_corpus_outcome(verdict: Any) -> None:
+    outcomes = {case["name"]: verdict(case) for case in _corpus()["cases"]}
+    expected = {case["name"]: case["expected"] for case in _corpus()["cases"]}
+    assert outcomes == expected
