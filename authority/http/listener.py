@@ -52,6 +52,12 @@ class _ProtocolLog(logging.Logger):
             return
         super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
+    def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):  # aiohttp's quieter form of the same
+            log.debug("refused an HTTP request that does not parse (%s)", type(exc_info).__name__)
+            return
+        super().debug(msg, *args, exc_info=exc_info, **kwargs)
+
 
 _protocol_log = _ProtocolLog("authority.http.protocol")
 _protocol_log.parent = logging.getLogger("authority.http")
@@ -140,7 +146,7 @@ class HttpListener:
         app.router.add_get(HEALTH_PATH, healthz)
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout,
-            handler_args={"logger": _protocol_log},
+            logger=_protocol_log,
         )
         await runner.setup()
         host, _, port = settings.http_listen.rpartition(":")
