@@ -28,7 +28,7 @@ class Phase:
 
     name: str
     target: str
-    # "health", "validate" or "issue"
+    # "health", "validate", "issue", or "introspect" (HTTP: target is the base URL)
     rpc: str
     # validate: tokens; issue: "subject device" pairs; health: unused
     items: Sequence[str]
@@ -149,8 +149,11 @@ async def _drive(
 
 
 def _worker(phase: Phase, items: Sequence[str], ready: Any, done: Any, results: Any) -> None:
+    from bench import introspect
+
+    drive = introspect.drive if phase.rpc == "introspect" else _drive
     try:
-        calls, errors, elapsed, latencies = asyncio.run(_drive(phase, items, ready, done))
+        calls, errors, elapsed, latencies = asyncio.run(drive(phase, items, ready, done))
         results.put((calls, errors, elapsed, latencies.tobytes()))
     except BaseException as error:  # reported by the parent, not lost in a child
         results.put(("error", repr(error), 0, b""))

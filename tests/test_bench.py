@@ -35,7 +35,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     for expected in ("grpc.health Check (empty-RPC floor)", "ValidateToken warm (same token)",
                      "ValidateToken cold (every token new)", "baseline ValidateToken warm",
                      "baseline ValidateToken cold", "IssueToken replacing a device, PostgreSQL",
-                     "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations"):
+                     "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations",
+                     "POST /introspect warm (same token), HTTP"):
         assert expected in names
     for name, phase in report["throughput"].items():
         assert phase["calls"] > 0 and phase["errors"] == 0, (name, phase)
@@ -44,6 +45,7 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert goals["ValidateToken warm / health floor"]["passed"] in (True, False)
     assert goals["memory per live revocation (mirror, tracemalloc)"]["measured"] > 0
     assert report["raw"]["growth"]["mirror_entries"] >= 10_000
+    assert report["facts"]["/introspect / ValidateToken, warm, same server"].endswith(")")
     assert [goal["name"] for goal in report["goals"] if goal["passed"] is None] == []  # every goal measured
     for name in ("consumer local verifier, warm", "consumer local verifier, cold / bare PyJWT decode",
                  "revocation visible on another replica, p99", "revocation visible to a local-mode consumer, p99"):
