@@ -361,9 +361,12 @@ def _check_loopback_rule(s: Settings, option: str) -> None:
 def is_https_url(url: str) -> bool:
     """Whether ``url`` is an absolute https URL with a host and no query or fragment, as
     RFC 8414 requires of an issuer identifier."""
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme == "https" and bool(parts.hostname) and not parts.query and not parts.fragment \
-        and "?" not in url and "#" not in url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, _ = parts.hostname, parts.port  # .port raises for one that is not a number below 65536
+    except ValueError:  # an unbalanced IPv6 bracket, a port out of range
+        return False
+    return parts.scheme == "https" and bool(host) and "?" not in url and "#" not in url
 
 
 def _is_host_port(address: str) -> bool:

@@ -201,6 +201,16 @@ async def test_metadata_names_the_endpoints_under_the_public_url(start_server: S
     }
 
 
+async def test_an_issuer_with_a_path_has_its_metadata_where_rfc_8414_looks(start_server: StartServer) -> None:
+    running = await start_server(http_listen="127.0.0.1:0", issuer="https://auth.example.test/tenant-a")
+    async with httpx.AsyncClient(base_url=running.http_url) as http:
+        answer = await http.get("/.well-known/oauth-authorization-server/tenant-a")
+
+    assert answer.status_code == 200
+    assert answer.json()["issuer"] == "https://auth.example.test/tenant-a"
+    assert answer.json()["jwks_uri"] == "https://auth.example.test/tenant-a/.well-known/jwks.json"
+
+
 async def test_healthz_is_serving_while_grpc_health_is(running: Running, http: httpx.AsyncClient) -> None:
     answer = await http.get("/healthz")
     health = await health_pb2_grpc.HealthStub(running.channel).Check(health_pb2.HealthCheckRequest())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +51,17 @@ def metadata_document(settings: Settings) -> dict[str, Any] | None:
         "grant_types_supported": [],
         "response_types_supported": [],
     }
+
+
+def metadata_paths(issuer: str) -> list[str]:
+    """Where the metadata is served: the well-known path, and for an issuer with a path
+    component, that path after it too, where RFC 8414 §3.1 has clients look."""
+    paths = [METADATA_PATH]
+    if is_https_url(issuer):
+        issuer_path = urllib.parse.urlsplit(issuer).path.rstrip("/")
+        if issuer_path:
+            paths.append(METADATA_PATH + issuer_path)
+    return paths
 
 
 class Discovery:

@@ -25,7 +25,7 @@ from authority.config import Settings, read_option_file
 from authority.credentials import CallerRegistry
 from authority.errors import ConfigError
 from authority.http.callers import HttpCallers
-from authority.http.discovery import INTROSPECT_PATH, JWKS_PATH, METADATA_PATH, REVOKE_PATH, Discovery
+from authority.http.discovery import INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, Discovery, metadata_paths
 from authority.http.status import HttpRefusal, answer_for
 from authority.http.tokens import TokenEndpoints
 from authority.ops import logs
@@ -140,7 +140,8 @@ class HttpListener:
 
         app = web.Application(middlewares=[_answer], client_max_size=MAX_BODY_BYTES)
         app.router.add_get(JWKS_PATH, discovery.jwks)
-        app.router.add_get(METADATA_PATH, discovery.metadata)
+        for path in metadata_paths(settings.issuer):
+            app.router.add_get(path, discovery.metadata)
         app.router.add_post(INTROSPECT_PATH, tokens.introspect)
         app.router.add_post(REVOKE_PATH, tokens.revoke)
         app.router.add_get(HEALTH_PATH, healthz)
