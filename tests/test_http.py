@@ -5,18 +5,24 @@ compared with what the gRPC port answers for the same token."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
+import grpc
 import httpx
 import pytest
 from authority_client.v1 import authority_pb2 as pb
+from authority_client.v1 import authority_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
+from authority.api.server import create_server
+from authority.store.store import subject_lock_id
 from authority.tokens import AccessClaims
 from tests.conftest import Running, StartServer
 from tests.support.calls import new_subject, reason, sign_in, validate
@@ -270,3 +276,53 @@ async def _negated(check: Callable[[], Awaitable[bool]]) -> bool:
 
 async def _stale(http: httpx.AsyncClient, token: str) -> bool:
     return (await http.post("/introspect", data={"token": token})).status_code == 503
+
+
+
+@pytest.mark.parametrize("store", ["postgres"])
+async def test_a_stop_lets_a_revocation_in_flight_commit_and_answer(settings: Any) -> None:
+    server = await create_server(dataclasses.replace(settings, http_listen="127.0.0.1:0"))
+    stopped = False
+    admin = await asyncpg.connect(settings.database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            subject = new_subject()
+            issued = await sign_in(authority_pb2_grpc.TokenAuthorityStub(channel), subject, "laptop")
+        port = server.http.port  # type: ignore[union-attr]
+        # Holding the subject's lock keeps the revocation waiting inside its transaction
+        # (for less than the store's 5 s lock_timeout).
+        holding = admin.transaction()
+        await holding.start()
+        await admin.execute("SELECT pg_advisory_xact_lock($1)", subject_lock_id(subject))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as http:
+            revoking = asyncio.create_task(http.post("/revoke", data={"token": issued.access_token}))
+            await _until(lambda: _waiting_for_a_lock(admin), within=4)
+
+            stopping = asyncio.create_task(server.stop())
+            await _until(lambda: _refused(port), within=4)
+            await holding.commit()
+            answer = await asyncio.wait_for(revoking, 15)
+        await asyncio.wait_for(stopping, 30)
+        stopped = True
+        revoked_at = await admin.fetchval("SELECT revoked_at FROM sessions WHERE session_id = $1", issued.session_id)
+    finally:
+        await admin.close()
+        if not stopped:
+            await server.stop(None)
+
+    assert answer.status_code == 200
+    assert revoked_at is not None
+
+
+async def _waiting_for_a_lock(admin: Any) -> bool:
+    return bool(await admin.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+
+
+async def _refused(port: int) -> bool:
+    """Whether the port no longer takes connections."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    return False
