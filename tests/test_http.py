@@ -101,6 +101,26 @@ async def test_an_active_token_introspects_with_the_claims_validate_token_gives(
     }
 
 
+async def test_requests_are_counted_by_route_and_status_and_introspections_as_validations(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    issued = await sign_in(running.stub, new_subject(), "laptop")
+    registry = running.server.metrics.registry
+
+    def count(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    before = count("authority_validations_total", outcome="valid")
+    await introspect(http, issued.access_token)
+    await introspect(http, "not-a-token")
+    await http.get(f"/no/such/{issued.access_token}")
+
+    assert count("authority_rpcs_total", method="POST /introspect", code="200") == 2
+    assert count("authority_rpcs_total", method="GET (unknown path)", code="404") == 1
+    assert count("authority_validations_total", outcome="valid") == before + 1
+    assert count("authority_validations_total", outcome="malformed") == 1
+
+
 async def test_every_token_validate_token_refuses_introspects_as_inactive_and_nothing_more(
     running: Running, http: httpx.AsyncClient
 ) -> None:

@@ -3,8 +3,8 @@ and stopped with the gRPC server (:mod:`authority.api.server`).
 
 Every request passes one middleware that refuses tokens in the URL (RFC 6750 §2.3: a URL
 ends up in logs and histories), turns whatever a handler raised into its answer
-(:mod:`authority.http.status`) and writes the request's one log line: the route's
-pattern, never the path or the query as sent, which could hold a token. Requests
+(:mod:`authority.http.status`), counts it beside the RPCs and writes its one log line:
+by the route's pattern, never the path or the query as sent, which could hold a token. Requests
 aiohttp cannot even parse (a header over its limits, a broken request line) get its
 400, logged at INFO without a traceback: they are the client's fault, not ours.
 """
@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Middleware
 
 from authority.app import Authority
 from authority.config import Settings, read_option_file
@@ -68,23 +69,31 @@ def _route(request: web.Request) -> str:
     return resource.canonical if resource is not None else "(unknown path)"
 
 
-@web.middleware
-async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    route = _route(request)
-    try:
-        if _SECRET_PARAMETERS & request.query.keys():
-            raise HttpRefusal(400, "invalid_request",
-                              "send tokens in the request body, never in the URL (RFC 6750 §2.3)")
-        response = await handler(request)
-    except Exception as error:
-        response = answer_for(error, f"{request.method} {route}")
-        if response.status in (401, 403):
-            log.info("refused %s %s from %s: %s", request.method, route, request.remote, error)
-    if logs.rpc_log.isEnabledFor(logging.INFO):
-        logs.log_rpc(f"{request.method} {route}", str(response.status), (time.perf_counter() - started) * 1000,
-                     str(request.remote), "")
-    return response
+def _answering(metrics: Metrics) -> Middleware:
+    """The middleware every request passes: refusals, answers, the log line, the counts."""
+
+    @web.middleware
+    async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = f"{request.method} {_route(request)}"
+        try:
+            if _SECRET_PARAMETERS & request.query.keys():
+                raise HttpRefusal(400, "invalid_request",
+                                  "send tokens in the request body, never in the URL (RFC 6750 §2.3)")
+            response = await handler(request)
+        except Exception as error:
+            response = answer_for(error, route)
+            if response.status in (401, 403):
+                log.info("refused %s from %s: %s", route, request.remote, error)
+        seconds = time.perf_counter() - started
+        # Beside the RPCs, by route and status: a handful of label values, never the path as sent.
+        metrics.rpcs.labels(route, str(response.status)).inc()
+        metrics.rpc_seconds.labels(route).observe(seconds)
+        if logs.rpc_log.isEnabledFor(logging.INFO):
+            logs.log_rpc(route, str(response.status), seconds * 1000, str(request.remote), "")
+        return response
+
+    return answer
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -138,7 +147,7 @@ class HttpListener:
             return web.json_response({"status": status}, status=200 if status == "SERVING" else 503,
                                      headers={"Cache-Control": "no-store"})
 
-        app = web.Application(middlewares=[_answer], client_max_size=MAX_BODY_BYTES)
+        app = web.Application(middlewares=[_answering(metrics)], client_max_size=MAX_BODY_BYTES)
         app.router.add_get(JWKS_PATH, discovery.jwks)
         for path in metadata_paths(settings.issuer):
             app.router.add_get(path, discovery.metadata)
