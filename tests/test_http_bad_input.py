@@ -186,10 +186,15 @@ async def test_an_unknown_path_is_404_and_a_wrong_method_405(
     with caplog.at_level(logging.DEBUG):
         unknown = await http.get(f"/tokens/{issued.access_token}")
         wrong = await http.get("/introspect")
+        invented = await http.request("PROPFIND", "/healthz")
 
     _error(unknown, 404, "not_found")
     _error(wrong, 405)
     assert wrong.headers["allow"] == "POST"
+    _error(invented, 405)
+    # An invented method is counted as OTHER: a client cannot mint metric label values.
+    registry = running.server.metrics.registry
+    assert registry.get_sample_value("authority_rpcs_total", {"method": "OTHER (unknown path)", "code": "405"}) == 1
     _assert_quiet(caplog, issued.access_token)
 
 

@@ -25,7 +25,11 @@ from authority.config import Settings, is_loopback, read_option_file
 from authority.credentials import API_KEY_HEADER, Caller, CallerRegistry, Role, parse_api_key, parse_client_role
 from authority.errors import CallerNotPermitted, CallerUnauthenticated, ConfigError
 
-__all__ = ["Caller", "CallerRegistry", "Transport", "authorize", "prepare_transport"]
+# Caller and CallerRegistry live in authority.credentials, shared with the HTTP port.
+__all__ = [
+    "AuthenticateCallers", "Caller", "CallerRegistry", "Transport", "authorize", "certificate_identities",
+    "prepare_transport",
+]
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,10 @@ and stopped with the gRPC server (:mod:`authority.api.server`).
 
 Every request passes one middleware that refuses tokens in the URL (RFC 6750 §2.3: a URL
 ends up in logs and histories), turns whatever a handler raised into its answer
-(:mod:`authority.http.status`), counts it beside the RPCs and writes its one log line:
-by the route's pattern, never the path or the query as sent, which could hold a token. Requests
-aiohttp cannot even parse (a header over its limits, a broken request line) get its
-400, logged at INFO without a traceback: they are the client's fault, not ours.
+(:mod:`authority.http.status`), counts it beside the RPCs and writes its one log line, by
+the route's pattern, never the path or the query as sent, which could hold a token.
+Requests aiohttp cannot even parse (a header over its limits, a broken request line) get
+its 400, logged at INFO without a traceback: they are the client's fault, not ours.
 """
 
 from __future__ import annotations
@@ -64,9 +64,14 @@ _protocol_log = _ProtocolLog("authority.http.protocol")
 _protocol_log.parent = logging.getLogger("authority.http")
 
 
+# Any other method is counted and logged as OTHER, so that no client can mint label values.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _route(request: web.Request) -> str:
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "(unknown path)"
+    method = request.method if request.method in _METHODS else "OTHER"
+    return f"{method} {resource.canonical if resource is not None else '(unknown path)'}"
 
 
 def _answering(metrics: Metrics) -> Middleware:
@@ -75,7 +80,7 @@ def _answering(metrics: Metrics) -> Middleware:
     @web.middleware
     async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        route = f"{request.method} {_route(request)}"
+        route = _route(request)
         try:
             if _SECRET_PARAMETERS & request.query.keys():
                 raise HttpRefusal(400, "invalid_request",
