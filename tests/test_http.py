@@ -68,6 +68,7 @@ async def test_jwks_is_public_the_signing_keys_and_cached_for_half_the_publish_a
     answer = await http.get("/.well-known/jwks.json")
 
     assert answer.status_code == 200
+    assert answer.headers["server"] == "token-authority"  # no library or version announced
     assert answer.headers["content-type"].startswith("application/jwk-set+json")
     assert answer.headers["cache-control"] == "public, max-age=30"  # key_publish_ahead 60 s
     keys = await running.stub.GetSigningKeys(pb.GetSigningKeysRequest())

@@ -101,6 +101,11 @@ def _answering(metrics: Metrics) -> Middleware:
     return answer
 
 
+async def _name_the_server(request: web.Request, response: web.StreamResponse) -> None:
+    # aiohttp would announce itself and its version; a caller needs neither.
+    response.headers["Server"] = "token-authority"
+
+
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The HTTP port's TLS, from the same files as the gRPC port's: the certificate chain
     and key, and with a client CA, a verified client certificate required in the handshake."""
@@ -153,6 +158,7 @@ class HttpListener:
                                      headers={"Cache-Control": "no-store"})
 
         app = web.Application(middlewares=[_answering(metrics)], client_max_size=MAX_BODY_BYTES)
+        app.on_response_prepare.append(_name_the_server)
         app.router.add_get(JWKS_PATH, discovery.jwks)
         for path in metadata_paths(settings.issuer):
             app.router.add_get(path, discovery.metadata)
