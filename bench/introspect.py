@@ -36,7 +36,8 @@ async def drive(
                 return response.status == 200
 
         for _ in range(WARMUP_CALLS):
-            await session.get(phase.target + "/healthz")
+            async with session.get(phase.target + "/healthz") as warming:
+                await warming.read()
         if not phase.once:
             for i in range(WARMUP_CALLS):
                 await call(bodies[i % len(bodies)])
