@@ -102,6 +102,12 @@ class Settings:
     # presented again within this many seconds (a retry after a lost reply), gets a new
     # pair on the same session instead of revoking it. 0 keeps reuse always fatal.
     refresh_token_reuse_grace: float = 5.0
+    # HTTP services (authority/http/): HOST:PORT for JWKS, metadata, introspection and
+    # revocation over HTTP, empty is off; it follows the gRPC port's TLS and callers.
+    http_listen: str = ""
+    # The https base URL the HTTP endpoints are reached at, for the RFC 8414 metadata;
+    # empty: the issuer, when it is an https URL.
+    public_url: str = ""
 
     def __post_init__(self) -> None:
         _check(self)
@@ -301,6 +307,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("metrics_listen", f"{s.metrics_listen!r} is not HOST:PORT or PORT")
     if not 0 <= s.refresh_token_reuse_grace <= MAX_REUSE_GRACE_SECONDS:
         raise ConfigError("refresh_token_reuse_grace", "must be between 0 (strict) and 60 seconds")
+    if s.http_listen and not _is_host_port(s.http_listen):
+        raise ConfigError("http_listen", f"{s.http_listen!r} is not HOST:PORT")
+    if s.public_url and not is_https_url(s.public_url):
+        raise ConfigError("public_url", f"{s.public_url!r} is not an https URL without query or fragment")
 
 
 # The authority writes: every connection must land on a server that takes writes.
@@ -386,17 +396,37 @@ def _check_security(s: Settings) -> None:
         names.add(name)
     if s.tls_client_ca_file and not s.authenticates_callers:
         raise ConfigError("client_roles", "must give a client identity a role when tls_client_ca_file is set")
-    host = s.listen.rpartition(":")[0]
+    # The HTTP port follows the gRPC port's rule: without caller authentication, loopback only.
+    for option in ("listen", "http_listen"):
+        _check_loopback_rule(s, option)
+    if s.key_encryption_key and s.key_encryption_key_file:
+        raise ConfigError("key_encryption_key_file", "set key_encryption_key or key_encryption_key_file, not both")
+    s.key_encryption_key_bytes()
+
+
+def _check_loopback_rule(s: Settings, option: str) -> None:
+    address = getattr(s, option)
+    if not address:
+        return
+    host = address.rpartition(":")[0]
     if not s.authenticates_callers and not s.allow_unauthenticated_callers and not is_loopback(host):
         raise ConfigError(
-            "listen",
+            option,
             f"{host} is not a loopback address, and no caller authentication is configured (api_keys, "
             "api_keys_file or client_roles): anyone who reaches it could issue and revoke tokens. Configure "
             "callers, or set allow_unauthenticated_callers (--allow-unauthenticated-callers) to serve it anyway",
         )
-    if s.key_encryption_key and s.key_encryption_key_file:
-        raise ConfigError("key_encryption_key_file", "set key_encryption_key or key_encryption_key_file, not both")
-    s.key_encryption_key_bytes()
+
+
+def is_https_url(url: str) -> bool:
+    """Whether ``url`` is an absolute https URL with a host and no query or fragment, as
+    RFC 8414 requires of an issuer identifier."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, _ = parts.hostname, parts.port  # .port raises for one that is not a number below 65536
+    except ValueError:  # an unbalanced IPv6 bracket, a port out of range
+        return False
+    return parts.scheme == "https" and bool(host) and "?" not in url and "#" not in url
 
 
 def _is_host_port(address: str) -> bool:

@@ -9,8 +9,10 @@ up among the hashes in ``api_keys``). Its roles decide which RPCs it may make:
     verifier  ValidateToken, GetSigningKeys, WatchRevocations, and RevokeToken of a
               token it presents (a service logging its own user out)
 
-This module only parses and makes entries, so that settings can check them at start;
-:mod:`authority.api.callers` identifies and admits the callers of a running server.
+This module parses and makes entries, so that settings can check them at start, and
+identifies a caller from what it presented (:class:`CallerRegistry`), whatever the
+transport: :mod:`authority.api.callers` admits the callers of the gRPC port with it, and
+:mod:`authority.http.callers` those of the HTTP port.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
+import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+from authority.errors import CallerNotPermitted, CallerUnauthenticated
 
 API_KEY_HEADER = "x-api-key"
 # Marks an API key in logs, screenshots and secret scanners; the rest is 256 random bits.
@@ -114,3 +119,58 @@ def api_key_entry(name: str, roles: Iterable[Role], key: str) -> str:
     """The configuration entry for ``key``, which holds only its hash."""
     ordered = sorted({role.value for role in roles})
     return f"{check_name(name)}:{'+'.join(ordered)}:{hash_api_key(key)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """An authenticated calling service: the name it is known by and its roles."""
+
+    name: str
+    roles: frozenset[Role]
+
+
+class CallerRegistry:
+    """The callers this authority knows: API keys by hash, certificate identities by name."""
+
+    def __init__(self, api_keys: Sequence[ApiKey], client_roles: dict[str, frozenset[Role]]) -> None:
+        self._api_keys = tuple(api_keys)
+        self._client_roles = dict(client_roles)
+
+    def identify(self, presented_keys: Sequence[str], certificate_identities: Sequence[str]) -> Caller:
+        """The caller behind an API key (when one is presented) and a verified client
+        certificate's identities (when there is one); roles from both add up.
+
+        Raises :class:`CallerUnauthenticated` when nothing identifies the caller or the
+        key is wrong, and :class:`CallerNotPermitted` for a verified certificate that
+        no ``client_roles`` entry names.
+        """
+        names: list[str] = []
+        roles: set[Role] = set()
+        if len(presented_keys) > 1:
+            raise CallerUnauthenticated(f"send one {API_KEY_HEADER}, not several")
+        if presented_keys:
+            api_key = self._api_key(presented_keys[0])
+            if api_key is None:
+                raise CallerUnauthenticated("the API key is not valid")
+            names.append(api_key.name)
+            roles |= api_key.roles
+        for identity in dict.fromkeys(certificate_identities):
+            if identity in self._client_roles:
+                names.append(identity)
+                roles |= self._client_roles[identity]
+        if not names:
+            if certificate_identities:
+                raise CallerNotPermitted(f"client certificate {certificate_identities[0]!r} has no role")
+            raise CallerUnauthenticated(f"no caller credentials: send an API key in {API_KEY_HEADER} "
+                                        "or connect with a client certificate")
+        return Caller("+".join(dict.fromkeys(names)), frozenset(roles))
+
+    def _api_key(self, presented: str) -> ApiKey | None:
+        digest = hashlib.sha256(presented.encode(errors="surrogatepass")).digest()
+        found = None
+        # Compare with every entry, in constant time each, so the time taken says
+        # nothing about how close a guess came or which entry matched.
+        for api_key in self._api_keys:
+            if hmac.compare_digest(digest, api_key.digest):
+                found = api_key
+        return found

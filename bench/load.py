@@ -28,7 +28,8 @@ class Phase:
 
     name: str
     target: str
-    # "health", "validate", "check" (ext_authz), "issue", or "http" (GETs, bench.http_load)
+    # "health", "validate", "check" (ext_authz), "issue", "http" (GETs, bench.http_load),
+    # or "introspect" (HTTP: target is the base URL)
     rpc: str
     # validate, check, http: tokens; issue: "subject device" pairs; health: unused
     items: Sequence[str]
@@ -160,13 +161,16 @@ async def _drive(
 
 
 def _worker(phase: Phase, items: Sequence[str], ready: Any, done: Any, results: Any) -> None:
-    try:
-        if phase.rpc == "http":
-            from bench import http_load
+    from bench import http_load, introspect
 
-            calls, errors, elapsed, latencies = asyncio.run(http_load.drive(phase, items, ready, done))
+    try:
+        if phase.rpc == "introspect":
+            outcome = asyncio.run(introspect.drive(phase, items, ready, done))
+        elif phase.rpc == "http":
+            outcome = asyncio.run(http_load.drive(phase, items, ready, done))
         else:
-            calls, errors, elapsed, latencies = asyncio.run(_drive(phase, items, ready, done))
+            outcome = asyncio.run(_drive(phase, items, ready, done))
+        calls, errors, elapsed, latencies = outcome
         results.put((calls, errors, elapsed, latencies.tobytes()))
     except BaseException as error:  # reported by the parent, not lost in a child
         results.put(("error", repr(error), 0, b""))

@@ -90,7 +90,7 @@ def environment(command: list[str], postgres_version: str) -> dict[str, Any]:
     """The machine, the versions and the command line of this run."""
     versions = {"python": platform.python_version(), "postgresql": postgres_version, "commit": _commit()}
     for package in ("token-authority", "grpcio", "protobuf", "PyJWT", "cryptography", "SQLAlchemy", "asyncpg",
-                    "aiosqlite", "prometheus-client"):
+                    "aiosqlite", "prometheus-client", "aiohttp"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:

@@ -61,6 +61,7 @@ WARM = "ValidateToken warm (same token)"
 COLD = "ValidateToken cold (every token new)"
 BASE_WARM = "baseline ValidateToken warm"
 BASE_COLD = "baseline ValidateToken cold"
+INTROSPECT = "POST /introspect warm (same token), HTTP"
 COLD_RATE_CEILING = 3_000  # calls per second a cold phase is given tokens for
 
 
@@ -171,9 +172,9 @@ class Run:
         """Server CPU seconds per call in phase ``name``."""
         return float(self.throughput[name]["server_cpu_us_per_call"]) / 1e6
 
-    def start(self, url: str, name: str) -> ServedAuthority:
+    def start(self, url: str, name: str, http: bool = False) -> ServedAuthority:
         self.say(f"starting authority ({name}) ...")
-        return start_authority(url, self.workdir, name, self.server_log_level)
+        return start_authority(url, self.workdir, name, self.server_log_level, http)
 
 
 def _always(token: str) -> Callable[[int], list[str]]:
@@ -244,7 +245,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
     goals: list[Goal] = []
     try:
         main_url = await databases.create("main")
-        authority = run.start(main_url, "postgresql")
+        authority = run.start(main_url, "postgresql", http=True)
         baseline: BaselineServer | None = None
         try:
             codec = await _codec(main_url, settings)
@@ -278,11 +279,17 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
                 Spec(COLD, target, "validate", lambda r: cold_tokens[r], pid, once=True),
                 Spec(BASE_WARM, baseline.target, "validate", lambda _: [warm_token], baseline.pid),
                 Spec(BASE_COLD, baseline.target, "validate", lambda r: base_cold_tokens[r], baseline.pid, once=True),
+                Spec(INTROSPECT, authority.http_url, "introspect", lambda _: [warm_token], pid),
             ])
             baseline.stop()
             baseline = None
             floor, warm, cold = results[FLOOR], results[WARM], results[COLD]
             base_warm, base_cold = results[BASE_WARM], results[BASE_COLD]
+            # Reported, not a goal: HTTP/1.1 and JSON against HTTP/2 and protobuf, same server.
+            run.facts["/introspect / ValidateToken, warm, same server"] = (
+                f"{results[INTROSPECT].rate / warm.rate:.2f}x "
+                f"(by server CPU per call: {run.cpu_per_call(WARM) / run.cpu_per_call(INTROSPECT):.2f}x)"
+            )
             model_floor = 1 / (1 / floor.rate + t_decode)
             run.facts["cold model floor 1/(1/health + t_decode)"] = f"{model_floor:,.0f}/s"
 

@@ -26,6 +26,8 @@ class ServedAuthority:
     # and loading every live revocation.
     startup_seconds: float
     log_path: Path
+    # The HTTP endpoints' base URL, when started with them.
+    http_url: str = ""
 
     def rss_bytes(self) -> int:
         """The process's resident memory now."""
@@ -78,9 +80,12 @@ def _serving(target: str) -> bool:
 BENCH_KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def start_authority(database_url: str, workdir: Path, name: str, log_level: str = "INFO") -> ServedAuthority:
+def start_authority(
+    database_url: str, workdir: Path, name: str, log_level: str = "INFO", http: bool = False
+) -> ServedAuthority:
     """Starts ``authority serve`` on a free loopback port and waits until its health
-    service answers SERVING (whatever the log level, which may hide the start-up lines)."""
+    service answers SERVING (whatever the log level, which may hide the start-up lines);
+    with ``http``, the HTTP endpoints too, on another free port."""
     log_path = workdir / f"{name}.log"
     env = {
         **os.environ,
@@ -90,6 +95,11 @@ def start_authority(database_url: str, workdir: Path, name: str, log_level: str 
         "AUTHORITY_KEY_ENCRYPTION_KEY": BENCH_KEY_ENCRYPTION_KEY,
     }
     target = f"127.0.0.1:{_free_port()}"
+    http_url = ""
+    if http:
+        http_target = f"127.0.0.1:{_free_port()}"
+        env["AUTHORITY_HTTP_LISTEN"] = http_target
+        http_url = f"http://{http_target}"
     started = time.perf_counter()
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -102,7 +112,7 @@ def start_authority(database_url: str, workdir: Path, name: str, log_level: str 
             process.kill()
             raise RuntimeError(f"authority serve ({name}) did not start:\n{log_path.read_text()[-2000:]}")
         time.sleep(0.01)
-    return ServedAuthority(process, target, time.perf_counter() - started, log_path)
+    return ServedAuthority(process, target, time.perf_counter() - started, log_path, http_url)
 
 
 def driver_url(url: str) -> str:

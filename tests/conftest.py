@@ -149,6 +149,12 @@ class Running:
     def target(self) -> str:
         return f"127.0.0.1:{self.server.port}"
 
+    @property
+    def http_url(self) -> str:
+        """The HTTP endpoints' base URL; start the server with ``http_listen="127.0.0.1:0"``."""
+        assert self.server.http is not None, "this server was started without http_listen"
+        return f"{self.server.http.scheme}://127.0.0.1:{self.server.http.port}"
+
 
 StartServer = Callable[..., Awaitable[Running]]
 

@@ -37,7 +37,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
                      "baseline ValidateToken cold", "IssueToken replacing a device, PostgreSQL",
                      "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations",
                      "ext_authz Check warm (same token)", "ValidateToken warm, beside Check",
-                     "HTTP GET through Envoy alone", "HTTP GET through Envoy + authority (ext_authz)"):
+                     "HTTP GET through Envoy alone", "HTTP GET through Envoy + authority (ext_authz)",
+                     "POST /introspect warm (same token), HTTP"):
         assert expected in names
     for name, phase in report["throughput"].items():
         assert phase["calls"] > 0 and phase["errors"] == 0, (name, phase)
@@ -48,6 +49,7 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert "HTTP through Envoy + authority / Envoy alone" in report["facts"]
     assert goals["memory per live revocation (mirror, tracemalloc)"]["measured"] > 0
     assert report["raw"]["growth"]["mirror_entries"] >= 10_000
+    assert report["facts"]["/introspect / ValidateToken, warm, same server"].endswith(")")
     assert [goal["name"] for goal in report["goals"] if goal["passed"] is None] == []  # every goal measured
     for store in ("PostgreSQL", "SQLite"):
         assert goals[f"IssueToken p99 under 5 snapshot readers, {store}"]["measured"] > 0

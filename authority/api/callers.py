@@ -11,11 +11,9 @@ What is refused with which status is decided by :mod:`authority.api.status`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -26,8 +24,14 @@ from cryptography.hazmat.primitives import serialization
 from authority.api.ext_authz import SERVICE_NAME as EXT_AUTHZ_SERVICE
 from authority.api.status import status_of
 from authority.config import Settings, is_loopback, read_option_file
-from authority.credentials import API_KEY_HEADER, ApiKey, Role, parse_api_key, parse_client_role
+from authority.credentials import API_KEY_HEADER, Caller, CallerRegistry, Role, parse_api_key, parse_client_role
 from authority.errors import CallerNotPermitted, CallerUnauthenticated, ConfigError
+
+# Caller and CallerRegistry live in authority.credentials, shared with the HTTP port.
+__all__ = [
+    "AuthenticateCallers", "Caller", "CallerRegistry", "Transport", "authorize", "certificate_identities",
+    "prepare_transport",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,61 +51,6 @@ _NEEDS: dict[str, Role] = {
     "WatchRevocations": Role.VERIFIER,
     f"{EXT_AUTHZ_SERVICE}/Check": Role.VERIFIER,
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Caller:
-    """An authenticated calling service: the name it is known by and its roles."""
-
-    name: str
-    roles: frozenset[Role]
-
-
-class CallerRegistry:
-    """The callers this authority knows: API keys by hash, certificate identities by name."""
-
-    def __init__(self, api_keys: Sequence[ApiKey], client_roles: dict[str, frozenset[Role]]) -> None:
-        self._api_keys = tuple(api_keys)
-        self._client_roles = dict(client_roles)
-
-    def identify(self, presented_keys: Sequence[str], certificate_identities: Sequence[str]) -> Caller:
-        """The caller behind an API key (when one is presented) and a verified client
-        certificate's identities (when there is one); roles from both add up.
-
-        Raises :class:`CallerUnauthenticated` when nothing identifies the caller or the
-        key is wrong, and :class:`CallerNotPermitted` for a verified certificate that
-        no ``client_roles`` entry names.
-        """
-        names: list[str] = []
-        roles: set[Role] = set()
-        if len(presented_keys) > 1:
-            raise CallerUnauthenticated(f"send one {API_KEY_HEADER}, not several")
-        if presented_keys:
-            api_key = self._api_key(presented_keys[0])
-            if api_key is None:
-                raise CallerUnauthenticated("the API key is not valid")
-            names.append(api_key.name)
-            roles |= api_key.roles
-        for identity in dict.fromkeys(certificate_identities):
-            if identity in self._client_roles:
-                names.append(identity)
-                roles |= self._client_roles[identity]
-        if not names:
-            if certificate_identities:
-                raise CallerNotPermitted(f"client certificate {certificate_identities[0]!r} has no role")
-            raise CallerUnauthenticated(f"no caller credentials: send an API key in {API_KEY_HEADER} "
-                                        "or connect with a client certificate")
-        return Caller("+".join(dict.fromkeys(names)), frozenset(roles))
-
-    def _api_key(self, presented: str) -> ApiKey | None:
-        digest = hashlib.sha256(presented.encode(errors="surrogatepass")).digest()
-        found = None
-        # Compare with every entry, in constant time each, so the time taken says
-        # nothing about how close a guess came or which entry matched.
-        for api_key in self._api_keys:
-            if hmac.compare_digest(digest, api_key.digest):
-                found = api_key
-        return found
 
 
 def authorize(caller: Caller, rpc: str, revokes_presented_token: bool) -> None:
@@ -129,6 +78,9 @@ class Transport:
 
     credentials: grpc.ServerCredentials | None
     interceptors: tuple[grpc.aio.ServerInterceptor, ...]
+    # The callers the interceptors admit; None without caller authentication. The HTTP
+    # port identifies its callers with the same registry.
+    registry: CallerRegistry | None = None
 
     def add_port(self, server: grpc.aio.Server, address: str) -> int:
         """Binds ``address`` with these credentials; returns the port."""
@@ -155,7 +107,7 @@ def prepare_transport(settings: Settings) -> Transport:
     client_roles = dict(parse_client_role(entry) for entry in settings.client_roles)
     registry = CallerRegistry(api_keys, client_roles)
     log.info("caller authentication: %d API keys, %d client identities", len(api_keys), len(client_roles))
-    return Transport(credentials, (AuthenticateCallers(registry, bool(settings.tls_client_ca_file)),))
+    return Transport(credentials, (AuthenticateCallers(registry, bool(settings.tls_client_ca_file)),), registry)
 
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

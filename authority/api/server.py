@@ -4,6 +4,7 @@ until SIGTERM or SIGINT.
 Besides ``authority.v1.TokenAuthority`` the server carries Envoy's external authorization
 (``envoy.service.auth.v3.Authorization``, :mod:`authority.api.ext_authz`), the standard
 health service (``grpc.health.v1``) and server reflection, so generic gRPC tools can talk to it.
+With ``http_listen`` set, the HTTP endpoints (:mod:`authority.http`) start and stop with it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from authority.api.status import RejectUndecodableRequests
 from authority.app import Authority
 from authority.config import Settings, metrics_address
 from authority.errors import ConfigError
+from authority.http.listener import HttpListener
 from authority.ops import logs
 from authority.ops.metrics import Metrics, MetricsHttpServer
 
@@ -53,12 +55,22 @@ class AuthorityServer:
     # Set while the metrics are served over HTTP (metrics_listen).
     metrics_http: MetricsHttpServer | None = None
     _background: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    # Set while the HTTP endpoints are served (http_listen).
+    http: HttpListener | None = None
+    _stopping: bool = False
+
+    @property
+    def serving(self) -> bool:
+        """What health reports: the authority is serving and not stopping."""
+        return not self._stopping and self.authority.is_serving()
 
     async def stop(self, grace: float | None = STOP_GRACE_SECONDS) -> None:
         """Reports NOT_SERVING, lets in-flight calls finish within ``grace``, then closes."""
+        self._stopping = True
         self.health_reporter.cancel()
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        await asyncio.gather(self.server.stop(grace), _stop_http(self.http))
+        self.http = None
         await _stop_metrics(self.metrics_http, self._background)
         self.metrics_http = None
         await self.authority.close()
@@ -94,6 +106,11 @@ async def _stop_metrics(http: MetricsHttpServer | None, background: list[asyncio
         await asyncio.to_thread(http.stop)
 
 
+async def _stop_http(http: HttpListener | None) -> None:
+    if http is not None:
+        await http.stop()
+
+
 async def create_server(settings: Settings, clock: Callable[[], float] = time.time) -> AuthorityServer:
     """Opens the authority and serves it on ``settings.listen`` (port 0 picks a free port).
 
@@ -106,7 +123,10 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
     metrics = Metrics()
     metrics.watch(authority, clock)
     metrics_http: MetricsHttpServer | None = None
+    http: HttpListener | None = None
     background: list[asyncio.Task[None]] = []
+    # Health and /healthz read it; set once the handle exists.
+    handle: AuthorityServer | None = None
     # SO_REUSEPORT off: a second server on a taken port must fail, not share it. The
     # observer comes first so that it sees the status of everything inside it, caller
     # authentication next: a refused call reaches no other check and no handler.
@@ -134,17 +154,24 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
             background.append(
                 asyncio.create_task(metrics.count_live_sessions_forever(authority, clock), name="live-sessions")
             )
+        if settings.http_listen:
+            http = await HttpListener.start(
+                authority, transport.registry, metrics, lambda: handle is not None and handle.serving,
+                STOP_GRACE_SECONDS,
+            )
         await server.start()
         for service in ("", SERVICE_NAME):
             await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
         authority.start()
     except BaseException:
         await server.stop(None)
+        await _stop_http(http)
         await _stop_metrics(metrics_http, background)
         await authority.close()
         raise
     reporter = asyncio.create_task(_report_health(authority, health_servicer), name="health")
-    return AuthorityServer(server, port, authority, health_servicer, reporter, metrics, metrics_http, background)
+    handle = AuthorityServer(server, port, authority, health_servicer, reporter, metrics, metrics_http, background, http)
+    return handle
 
 
 async def serve(settings: Settings) -> None:
@@ -161,6 +188,9 @@ async def serve(settings: Settings) -> None:
     log.info("token authority listening on %s:%d (store: %s)", host, running.port, _redacted(settings.database_url))
     if running.metrics_http is not None:
         log.info("metrics on http://%s:%d/metrics", host_of(settings.metrics_listen), running.metrics_http.port)
+    if running.http is not None:
+        log.info("HTTP endpoints on %s://%s:%d", running.http.scheme, settings.http_listen.rpartition(":")[0],
+                 running.http.port)
     try:
         await stopping.wait()
         log.info("stopping: finishing in-flight calls")

@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
             "--metrics-listen", help="HOST:PORT or PORT for /metrics (AUTHORITY_METRICS_LISTEN, default off)"
         )
         command.add_argument(
+            "--http-listen", help="HOST:PORT for the HTTP endpoints: JWKS, introspection, revocation "
+                                  "(AUTHORITY_HTTP_LISTEN, default off)"
+        )
+        command.add_argument(
             "--allow-unauthenticated-callers", action="store_const", const="true",
             help="serve a non-loopback address with no caller authentication: anyone who reaches it "
                  "may issue and revoke tokens (AUTHORITY_ALLOW_UNAUTHENTICATED_CALLERS)",
@@ -92,6 +96,7 @@ _FLAGS = (
     "log_level",
     "log_format",
     "metrics_listen",
+    "http_listen",
     "allow_unauthenticated_callers",
     "allow_plaintext_keys",
 )
