@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from authority.config import Settings
 from authority.errors import StoreUnavailable
-from authority.keys import KeyRing, load_key, load_keyring, purge_keys, rotate_if_due, rotate_key
+from authority.keys import KeyRing, check_key_protection, load_key, load_keyring, purge_keys, rotate_if_due, rotate_key
 from authority.revocations import LogFollower, RevocationMirror
 from authority.sessions import Sessions
 from authority.store import Store
@@ -68,10 +68,12 @@ class Authority:
         """Connects, prepares the schema and keys, and loads the live revocations."""
         store = Store.open(settings.database_url)
         try:
+            kek = settings.key_encryption_key_bytes()
+            # Before the schema: an authority that refuses to start leaves the database untouched.
+            check_key_protection(store, kek, settings.allow_plaintext_keys)
             migrated_from = await prepare_schema(store, upgrade=False)
             if migrated_from:
                 log.info("created the database schema")
-            kek = settings.key_encryption_key_bytes()
             keyring = await load_keyring(
                 store, settings.signing_algorithm, clock(), kek, allow_plaintext=settings.allow_plaintext_keys
             )
@@ -83,7 +85,7 @@ class Authority:
         except BaseException:
             await store.close()
             raise
-        log.info("loaded %d live revocations", len(mirror))
+        log.info("live revocations loaded: %d", len(mirror))
         return cls(settings, store, keyring, mirror, clock, kek)
 
     def is_current(self) -> bool:

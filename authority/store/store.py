@@ -15,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiosqlite
 import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy import event, exc
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from authority.errors import StoreUnavailable
@@ -46,6 +50,9 @@ _READ_ONLY = "authority_read_only"
 # SQLSTATEs of work the server gave up on: a lock not granted in time (lock_timeout), a
 # statement cancelled, a transaction ended for idling. Nothing committed; retry later.
 _GAVE_UP = frozenset({"55P03", "57014", "25P03"})
+# SQLSTATE classes and codes that refuse the connection itself: a connection exception,
+# authentication failed, no such database, the server starting or shutting down.
+_CANNOT_CONNECT = ("08", "28", "3D", "57P")
 _LIVE_ROWS = (
     "SELECT sequence, session_id, expires_at FROM revocations"
     " WHERE sequence > $1 AND expires_at > $2 ORDER BY sequence LIMIT $3"
@@ -70,7 +77,10 @@ def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer anyway, and queueing here is cheaper
         # than busy-waiting inside SQLite.
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=30, hide_parameters=True)
+        engine = create_async_engine(
+            url, pool_size=1, max_overflow=0, pool_timeout=30, hide_parameters=True,
+            async_creator=_sqlite_connector(url),
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
@@ -100,6 +110,31 @@ def create_engine(url: str) -> AsyncEngine:
             },
         },
     )
+
+
+def _sqlite_connector(url: str) -> Callable[[], Awaitable[Any]]:
+    """Opens aiosqlite connections as SQLAlchemy would, and waits out a failed one.
+
+    When a connect fails, aiosqlite stops its worker thread with a future of the
+    running loop that nobody awaits. A process exiting on that error closes the loop
+    first, and the thread, finding it closed, prints ``RuntimeError: Event loop is
+    closed`` from ``_connection_worker_thread``. Joining the thread here, while the loop
+    is still open, lets it finish cleanly; it only has the failed connection to drop.
+    """
+    args, options = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
+
+    async def connect() -> Any:
+        connection = aiosqlite.connect(*args, **options)
+        # aiosqlite 0.22 keeps its thread in _thread; earlier versions were the thread.
+        worker = connection if isinstance(connection, threading.Thread) else connection._thread
+        worker.daemon = True  # as SQLAlchemy sets it: never keeps the process alive
+        try:
+            return await connection
+        except BaseException:
+            worker.join(timeout=5)
+            raise
+
+    return connect
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -184,6 +219,8 @@ class Store:
         except exc.DBAPIError as error:
             if error.connection_invalidated:
                 raise StoreUnavailable("the database connection was lost") from error
+            if str(getattr(error.orig, "sqlstate", None) or "").startswith(_CANNOT_CONNECT):
+                raise StoreUnavailable("the database is unavailable") from error
             if getattr(error.orig, "sqlstate", None) in _GAVE_UP:
                 raise StoreUnavailable("the database is busy; try again") from error
             raise
