@@ -24,6 +24,8 @@ extra claims); :meth:`rotate_keys` rotates the signing key while it runs.
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import secrets
 import shutil
 import tempfile
@@ -38,11 +40,16 @@ from authority_client.async_client import AsyncAuthorityClient
 from authority_client.client import AuthorityClient
 from authority_client.types import IssuedToken, SessionPolicy
 
+from authority.api import callers
 from authority.api.server import AuthorityServer, create_server
 from authority.config import Settings
 from authority.tokens import AccessClaims
 
 T = TypeVar("T")
+
+
+def _below_warning(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.WARNING
 
 
 class _Core:
@@ -55,7 +62,10 @@ class _Core:
             database_url = f"sqlite+aiosqlite:///{Path(self._tmp) / 'authority.db'}"
         self.database_url = database_url
         self.port = port
-        self._overrides = {"leeway": 0, **settings}
+        # A key-encryption key of its own keeps the signing keys sealed, as in production,
+        # and keeps the "stored unencrypted" warning out of the consumer's test output.
+        kek = base64.b64encode(secrets.token_bytes(32)).decode()
+        self._overrides = {"leeway": 0, "key_encryption_key": kek, **settings}
         self.server: AuthorityServer | None = None
 
     @property
@@ -64,7 +74,14 @@ class _Core:
 
     async def start(self) -> None:
         settings = Settings(listen=f"127.0.0.1:{self.port}", database_url=self.database_url, **self._overrides)
-        self.server = await create_server(settings)
+        # Unauthenticated callers on loopback is what a test authority is for: the warning
+        # a served authority gives about it would only clutter the consumer's test output.
+        callers_log = logging.getLogger(callers.__name__)
+        callers_log.addFilter(_below_warning)
+        try:
+            self.server = await create_server(settings)
+        finally:
+            callers_log.removeFilter(_below_warning)
         self.port = self.server.port
 
     async def stop(self) -> None:
