@@ -318,6 +318,10 @@ async def test_an_admin_command_with_no_authority_says_so() -> None:
     assert code == 1
     assert err.strip() == f'authority token issue: no authority answering at {target} (is "authority serve" running?)'
 
+    code, out, _ = await _run("demo", "--target", target)
+    assert code == 1
+    assert f'BAD  no authority answering at {target} (is "authority serve" running?)' in out
+
 
 async def test_config_prints_every_duration_one_way(tmp_path: Path) -> None:
     env = {**WITH_KEK, "AUTHORITY_MAX_STALENESS": "2500ms", "AUTHORITY_REVOCATION_POLL_INTERVAL": "250ms"}

@@ -36,12 +36,18 @@ class AdminCallFailed(Exception):
 _NOT_REACHED = ("failed to connect to all addresses", "DNS resolution failed", "Connection refused")
 
 
+def not_answering(target: str, error: grpc.aio.AioRpcError) -> str | None:
+    """``no authority answering at TARGET ...`` when the call never reached a server, else None."""
+    details = error.details() or ""
+    if error.code() is grpc.StatusCode.UNAVAILABLE and any(words in details for words in _NOT_REACHED):
+        return f'no authority answering at {target} (is "authority serve" running?)'
+    return None
+
+
 def _failure(target: str, error: grpc.aio.AioRpcError) -> AdminCallFailed:
     details = error.details() or ""
-    code = error.code().name
-    if error.code() is grpc.StatusCode.UNAVAILABLE and any(words in details for words in _NOT_REACHED):
-        return AdminCallFailed(code, details, f'no authority answering at {target} (is "authority serve" running?)')
-    return AdminCallFailed(code, details.splitlines()[0] if details else "")
+    text = not_answering(target, error)
+    return AdminCallFailed(error.code().name, details if text else (details.splitlines()[0] if details else ""), text)
 
 
 @dataclasses.dataclass(frozen=True)
