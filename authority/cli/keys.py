@@ -13,13 +13,12 @@ import asyncio
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authority.config import Settings, parse_duration
-from authority.keys import KeyStatus, check_key_protection, key_statuses, retire_key, rotate_key
-from authority.store import Store
-from authority.store.migrate import prepare_schema
-from authority.store.reach import describe, require_existing
+
+if TYPE_CHECKING:
+    from authority.keys import KeyStatus
 
 
 def add_parser(commands: Any) -> None:
@@ -46,6 +45,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, not above: the command line builds its parser for every command, and
+    # the store's drivers are not needed to refuse a bad flag or a busy port.
+    from authority.keys import check_key_protection, key_statuses, retire_key, rotate_key
+    from authority.store import Store
+    from authority.store.migrate import prepare_schema
+    from authority.store.reach import describe, require_existing
+
     # Only a rotation writes: listing and retiring need keys that are there already.
     writes = args.keys_command == "rotate"
     if not writes:

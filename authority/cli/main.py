@@ -22,7 +22,6 @@ from authority.config import Settings, describe, load_settings, sources, unknown
 from authority.credentials import API_KEY_HEADER, Role, api_key_entry, new_api_key, parse_roles
 from authority.errors import AuthorityError, ConfigError, StoreUnavailable
 from authority.ops import logs
-from authority.store import reach
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +136,7 @@ def _show_config(args: argparse.Namespace) -> None:
 
 async def _database_state(url: str) -> str:
     """Whether the configured database is there, without creating it."""
-    from authority.store import Store
+    from authority.store import Store, reach
 
     where = reach.describe(url)
     path = reach.sqlite_path(url)
@@ -187,16 +186,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "migrate":
             from authority.store.migrate import migrate
 
+            from authority.store.reach import describe as describe_store
+
             migrated_from = asyncio.run(migrate(settings.database_url))
-            where = reach.describe(settings.database_url)
+            where = describe_store(settings.database_url)
             print(f"the schema of {where} is up to date" if migrated_from is None
                   else f"migrated the schema of {where} (was: {migrated_from})")
             return 0
+        from authority.api.ports import refuse_taken_port
+
+        # Before the server's imports (grpc, the store's drivers): a busy port is said at once.
+        refuse_taken_port(settings.listen)
         from authority.api.server import serve
 
         asyncio.run(serve(settings))
         return 0
     except StoreUnavailable as error:
+        from authority.store import reach
+
         print(f"authority {args.command}: cannot use the database ({reach.describe(database_url)}): "
               f"{reach.why_unavailable(database_url, error)}", file=sys.stderr)
         return 2
