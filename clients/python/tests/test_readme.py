@@ -201,3 +201,9 @@ def test_the_in_process_authority_prints_no_warnings(caplog: pytest.LogCaptureFi
 
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
+
+
+@pytest.mark.parametrize("path", ["clients/python/build/lib/x.py", "build/lib/x.py", "clients/python/dist/x.whl"])
+def test_build_output_is_ignored_wherever_an_install_leaves_it(path: str) -> None:
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=REPOSITORY, timeout=30)
+    assert ignored.returncode == 0, f"{path} is not ignored"
