@@ -187,9 +187,11 @@ def test_a_failed_sqlite_connect_leaves_no_thread_to_report_into_a_closed_loop(t
     assert failures == []
 
 
+# Thirty processes take long on a machine busy with other work; bounded below, and here.
+@pytest.mark.timeout(360)
 async def test_thirty_failed_starts_print_no_traceback(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'authority.db'}"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 300
 
     async def start() -> str:
         code, _, err = await _run("serve", "--listen", "127.0.0.1:0", "--database-url", url)
