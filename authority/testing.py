@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
 import secrets
 import shutil
@@ -46,6 +47,8 @@ from authority.config import Settings
 from authority.tokens import AccessClaims
 
 T = TypeVar("T")
+# Public, so it guards nothing: only the throwaway keys of test authorities are sealed with it.
+TEST_KEY_ENCRYPTION_KEY = base64.b64encode(hashlib.sha256(b"authority.testing: test keys only").digest()).decode()
 
 
 def _below_warning(record: logging.LogRecord) -> bool:
@@ -62,10 +65,10 @@ class _Core:
             database_url = f"sqlite+aiosqlite:///{Path(self._tmp) / 'authority.db'}"
         self.database_url = database_url
         self.port = port
-        # A key-encryption key of its own keeps the signing keys sealed, as in production,
-        # and keeps the "stored unencrypted" warning out of the consumer's test output.
-        kek = base64.b64encode(secrets.token_bytes(32)).decode()
-        self._overrides = {"leeway": 0, "key_encryption_key": kek, **settings}
+        # Signing keys sealed, as in production, which also keeps the "stored unencrypted"
+        # warning out of the consumer's test output. Every in-process authority uses this
+        # one key, so two of them on one database open each other's keys.
+        self._overrides = {"leeway": 0, "key_encryption_key": TEST_KEY_ENCRYPTION_KEY, **settings}
         self.server: AuthorityServer | None = None
 
     @property
