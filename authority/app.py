@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from authority.config import Settings
 from authority.errors import StoreUnavailable
-from authority.keys import KeyRing, load_key, load_keyring, rotate_if_due, rotate_key
+from authority.keys import KeyRing, check_key_protection, load_key, load_keyring, rotate_if_due, rotate_key
 from authority.retained_keys import load_retained, purge_keys
 from authority.revocations import LogFollower, RevocationMirror
 from authority.sessions import Sessions
@@ -78,10 +78,12 @@ class Authority:
             transaction_pooling=settings.database_transaction_pooling,
         )
         try:
+            kek = settings.key_encryption_key_bytes()
+            # Before the schema: an authority that refuses to start leaves the database untouched.
+            check_key_protection(store, kek, settings.allow_plaintext_keys)
             migrated_from = await prepare_schema(store, upgrade=False)
             if migrated_from:
                 log.info("created the database schema")
-            kek = settings.key_encryption_key_bytes()
             keyring = await load_keyring(
                 store, settings.signing_algorithm, clock(), kek, allow_plaintext=settings.allow_plaintext_keys
             )
@@ -96,7 +98,7 @@ class Authority:
         except BaseException:
             await store.close()
             raise
-        log.info("loaded %d live revocations", len(mirror))
+        log.info("live revocations loaded: %d", len(mirror))
         return cls(settings, store, keyring, mirror, clock, kek)
 
     def is_current(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import difflib
 import enum
 import ipaddress
 import math
@@ -24,6 +25,10 @@ from authority import credentials
 from authority.errors import ConfigError
 
 ENV_PREFIX = "AUTHORITY_"
+# The project's documented variables that are not settings: the admin commands' target
+# and API key (also the demo's), and the tests' PostgreSQL. Every Settings field is known
+# as AUTHORITY_<FIELD>; anything else with the prefix is reported as a likely typo.
+OTHER_VARIABLES = frozenset({"AUTHORITY_TARGET", "AUTHORITY_API_KEY", "AUTHORITY_TEST_POSTGRES_URL"})
 
 
 class Policy(enum.Enum):
@@ -258,6 +263,26 @@ def _check_representable(s: Settings) -> None:
             raise ConfigError(option, "must be at most 3650d (10 years)")
 
 
+def known_variables() -> frozenset[str]:
+    """Every ``AUTHORITY_*`` variable the project reads."""
+    return frozenset(ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)) | OTHER_VARIABLES
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning for each ``AUTHORITY_*`` variable that nothing reads, naming the closest
+    known one: a typo (``AUTHORITY_MAX_SESSION_PER_SUBJECT``) must not go unnoticed."""
+    environ = os.environ if environ is None else environ
+    known = sorted(known_variables())
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        closest = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {closest[0]}?" if closest else ""
+        warnings.append(f"{name} is not a setting of the authority and is ignored{hint}")
+    return warnings
+
+
 def _check(s: Settings) -> None:
     def positive(option: str, value: int) -> None:
         if value <= 0:
@@ -445,11 +470,15 @@ _SECRET_OPTIONS = frozenset({"key_encryption_key", "api_keys"})
 MASK = "***"
 
 
-def _duration_text(seconds: int) -> str:
+def duration_text(seconds: float) -> str:
+    """``15m``, ``5s``, ``250ms``: the way every duration is written, whole or fractional."""
+    if seconds != int(seconds):
+        return f"{round(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"
+    whole = int(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+        if whole and whole % size == 0:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
 
 
 def mask_url(url: str) -> str:
@@ -466,8 +495,8 @@ def describe(settings: Settings) -> dict[str, str]:
     shown: dict[str, str] = {}
     for field in dataclasses.fields(settings):
         value = getattr(settings, field.name)
-        if field.name in _DURATIONS:
-            text = _duration_text(value)
+        if field.name in _DURATIONS or field.type == "float":
+            text = duration_text(value)
         elif isinstance(value, tuple):
             text = ",".join(value)
         elif isinstance(value, enum.Enum):

@@ -3,6 +3,7 @@
     AuthorityError
     ├── ConfigError            an option has an invalid value
     ├── SchemaError            the database schema is not one this version can run on
+    ├── NoDatabase             a command that only reads found no database to read
     ├── InvalidArgument        a request field is invalid
     │   └── ValueOutOfRange    a number beyond what the authority can store (2^63 - 1)
     ├── SessionLimitReached    REJECT policy: the subject already has its sessions
@@ -38,6 +39,10 @@ class ConfigError(AuthorityError):
 
 class SchemaError(AuthorityError):
     """The database schema is not one this version of the authority can run on."""
+
+
+class NoDatabase(AuthorityError):
+    """A command that only reads was pointed at a database that does not exist."""
 
 
 class InvalidArgument(AuthorityError):

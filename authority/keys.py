@@ -261,8 +261,11 @@ async def load_keyring(
 
     With ``kek`` a new key is stored sealed and sealed keys are opened; without it, on
     PostgreSQL, ``allow_plaintext`` must say that keys may be stored in plaintext.
+    :meth:`Authority.open <authority.app.Authority.open>` checks that before it touches
+    the database; the check is repeated here (silently) for any other caller.
     """
-    check_key_protection(store, kek, allow_plaintext)
+    if kek is None and store.is_postgres and not allow_plaintext:
+        check_key_protection(store, kek, allow_plaintext)
     records = await store.keys()
     if not any(r.algorithm == algorithm.value for r in records):
         async with store.transaction() as tx:

@@ -78,7 +78,8 @@ def _check_reason(reason: str) -> None:
 def _claims_json(claims: Mapping[str, Any]) -> str:
     reserved = sorted(RESERVED_CLAIMS & claims.keys())
     if reserved:
-        raise InvalidArgument("claims", f"{', '.join(reserved)} are set by the authority and may not be given")
+        verb = "is" if len(reserved) == 1 else "are"
+        raise InvalidArgument("claims", f"{', '.join(reserved)} {verb} set by the authority and may not be given")
     try:
         text = json.dumps(claims, allow_nan=False, separators=(",", ":"), sort_keys=True)
     except ValueError:

@@ -24,6 +24,9 @@ extra claims); :meth:`rotate_keys` rotates the signing key while it runs.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import logging
 import secrets
 import shutil
 import tempfile
@@ -38,11 +41,18 @@ from authority_client.async_client import AsyncAuthorityClient
 from authority_client.client import AuthorityClient
 from authority_client.types import IssuedToken, SessionPolicy
 
+from authority.api import callers
 from authority.api.server import AuthorityServer, create_server
 from authority.config import Settings
 from authority.tokens import AccessClaims
 
 T = TypeVar("T")
+# Public, so it guards nothing: only the throwaway keys of test authorities are sealed with it.
+TEST_KEY_ENCRYPTION_KEY = base64.b64encode(hashlib.sha256(b"authority.testing: test keys only").digest()).decode()
+
+
+def _below_warning(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.WARNING
 
 
 class _Core:
@@ -55,7 +65,10 @@ class _Core:
             database_url = f"sqlite+aiosqlite:///{Path(self._tmp) / 'authority.db'}"
         self.database_url = database_url
         self.port = port
-        self._overrides = {"leeway": 0, **settings}
+        # Signing keys sealed, as in production, which also keeps the "stored unencrypted"
+        # warning out of the consumer's test output. Every in-process authority uses this
+        # one key, so two of them on one database open each other's keys.
+        self._overrides = {"leeway": 0, "key_encryption_key": TEST_KEY_ENCRYPTION_KEY, **settings}
         self.server: AuthorityServer | None = None
 
     @property
@@ -64,7 +77,14 @@ class _Core:
 
     async def start(self) -> None:
         settings = Settings(listen=f"127.0.0.1:{self.port}", database_url=self.database_url, **self._overrides)
-        self.server = await create_server(settings)
+        # Unauthenticated callers on loopback is what a test authority is for: the warning
+        # a served authority gives about it would only clutter the consumer's test output.
+        callers_log = logging.getLogger(callers.__name__)
+        callers_log.addFilter(_below_warning)
+        try:
+            self.server = await create_server(settings)
+        finally:
+            callers_log.removeFilter(_below_warning)
         self.port = self.server.port
 
     async def stop(self) -> None:

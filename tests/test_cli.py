@@ -148,5 +148,5 @@ async def test_demo_against_nothing_fails_with_a_clear_line() -> None:
     code, out, _ = await _run("demo", "--target", "127.0.0.1:1")
 
     assert code == 1
-    assert "UNAVAILABLE" in out
+    assert 'no authority answering at 127.0.0.1:1 (is "authority serve" running?)' in out
     assert "Traceback" not in out

@@ -41,7 +41,8 @@ from authority.tokens import AccessClaims, InvalidToken
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-SERVICE_NAME: Final = ext.DESCRIPTOR.services_by_name["Authorization"].full_name
+SERVICE: Final = ext.DESCRIPTOR.services_by_name["Authorization"]
+SERVICE_NAME: Final = SERVICE.full_name
 AUDIENCE_EXTENSION: Final = "audience"
 SUBJECT_HEADER: Final = "x-authority-subject"
 SESSION_HEADER: Final = "x-authority-session-id"
@@ -117,6 +118,7 @@ class ExternalAuthorization(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         return allowed(claims)
 
 
-def add_to_server(servicer: ExternalAuthorization, server: grpc.aio.Server) -> None:
-    """Registers ``servicer`` on ``server``."""
+def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:
+    """Registers ``servicer`` (an :class:`ExternalAuthorization`, or a stand-in with its
+    methods) on ``server``."""
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)

@@ -24,6 +24,8 @@ from grpc_reflection.v1alpha import reflection
 from authority.api import ext_authz
 from authority.api.callers import prepare_transport
 from authority.api.observe import RpcObserver
+from authority.api.ports import refuse_taken_port
+from authority.api.readiness import ServiceWhenReady
 from authority.api.servicer import TokenAuthorityService
 from authority.api.status import RejectUndecodableRequests
 from authority.app import Authority
@@ -32,6 +34,7 @@ from authority.errors import ConfigError
 from authority.http.listener import HttpListener
 from authority.ops import logs
 from authority.ops.metrics import Metrics, MetricsHttpServer
+from authority.store.reach import describe as describe_store
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +115,22 @@ async def _stop_http(http: HttpListener | None) -> None:
 
 
 async def create_server(settings: Settings, clock: Callable[[], float] = time.time) -> AuthorityServer:
-    """Opens the authority and serves it on ``settings.listen`` (port 0 picks a free port).
+    """Serves the authority on ``settings.listen`` (port 0 picks a free port).
 
-    The grpc.aio server alone cannot release the authority's database pool and
-    background purge, so this returns a handle whose ``stop()`` does both.
+    The port comes first: a busy one is refused before the database is touched, and
+    while the store opens and the keys and revocations load, health answers NOT_SERVING
+    and every TokenAuthority call UNAVAILABLE. The grpc.aio server alone cannot release
+    the authority's database pool and background purge, so this returns a handle whose
+    ``stop()`` does both.
     """
+    refuse_taken_port(settings.listen)
     transport = prepare_transport(settings)  # before the database: a bad TLS file stops us first
     logs.quiet_client_disconnects()
-    authority = await Authority.open(settings, clock)
     metrics = Metrics()
-    metrics.watch(authority, clock)
     metrics_http: MetricsHttpServer | None = None
     http: HttpListener | None = None
     background: list[asyncio.Task[None]] = []
+    authority: Authority | None = None
     # Health and /healthz read it; set once the handle exists.
     handle: AuthorityServer | None = None
     # SO_REUSEPORT off: a second server on a taken port must fail, not share it. The
@@ -135,17 +141,27 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
         options=[("grpc.so_reuseport", 0)],
     )
     try:
-        authority_pb2_grpc.add_TokenAuthorityServicer_to_server(TokenAuthorityService(authority, metrics), server)
-        ext_authz.add_to_server(ext_authz.ExternalAuthorization(authority, metrics), server)
+        service = ServiceWhenReady()
+        authority_pb2_grpc.add_TokenAuthorityServicer_to_server(service, server)
+        check = ServiceWhenReady(ext_authz.SERVICE)
+        ext_authz.add_to_server(check, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, ext_authz.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         try:
             port = transport.add_port(server, settings.listen)
         except RuntimeError as error:
             raise ConfigError("listen", f"cannot listen on {settings.listen}") from error
+        await server.start()
+        log.info("bound %s:%d; not serving until the store is open", settings.listen.rpartition(":")[0], port)
+        authority = await Authority.open(settings, clock)
+        metrics.watch(authority, clock)
+        service.attach(TokenAuthorityService(authority, metrics))
+        check.attach(ext_authz.ExternalAuthorization(authority, metrics))
         if settings.metrics_listen:
             try:
                 metrics_http = MetricsHttpServer.start(metrics, settings.metrics_listen)
@@ -159,15 +175,15 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
                 authority, transport.registry, metrics, lambda: handle is not None and handle.serving,
                 STOP_GRACE_SECONDS,
             )
-        await server.start()
-        for service in ("", SERVICE_NAME):
-            await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         authority.start()
     except BaseException:
         await server.stop(None)
         await _stop_http(http)
         await _stop_metrics(metrics_http, background)
-        await authority.close()
+        if authority is not None:
+            await authority.close()
         raise
     reporter = asyncio.create_task(_report_health(authority, health_servicer), name="health")
     handle = AuthorityServer(server, port, authority, health_servicer, reporter, metrics, metrics_http, background, http)
@@ -185,7 +201,7 @@ async def serve(settings: Settings) -> None:
         logs.use_subject_key(kek)
     running = await create_server(settings)
     host = settings.listen.rpartition(":")[0]
-    log.info("token authority listening on %s:%d (store: %s)", host, running.port, _redacted(settings.database_url))
+    log.info("token authority listening on %s:%d (store: %s)", host, running.port, describe_store(settings.database_url))
     if running.metrics_http is not None:
         log.info("metrics on http://%s:%d/metrics", host_of(settings.metrics_listen), running.metrics_http.port)
     if running.http is not None:
@@ -202,13 +218,3 @@ async def serve(settings: Settings) -> None:
 def host_of(metrics_listen: str) -> str:
     """The host part of ``metrics_listen`` as it will be bound."""
     return metrics_address(metrics_listen).rpartition(":")[0]
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, fit for a log line."""
-    scheme, sep, rest = url.partition("://")
-    credentials, at, location = rest.rpartition("@")
-    if not at:
-        return url
-    user = credentials.partition(":")[0]
-    return f"{scheme}{sep}{user}:***@{location}"

@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from authority.api.inputs import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS, positive_seconds
 from authority.api.status import streaming, unary
 from authority.app import Authority
+from authority.claims import from_struct
 from authority.config import Policy
 from authority.errors import InvalidArgument, SessionLimitReached
 from authority.ops.metrics import Metrics
@@ -83,9 +84,10 @@ def _extra_claims(request: pb.IssueTokenRequest) -> dict[str, Any] | None:
     if not request.HasField("claims"):
         return None
     try:
-        return json_format.MessageToDict(request.claims)
+        values = json_format.MessageToDict(request.claims)
     except ValueError:  # NaN and infinities have no JSON form
         raise InvalidArgument("claims", "numbers must be finite") from None
+    return from_struct(values)
 
 
 def _ttl(request: pb.IssueTokenRequest) -> float | None:

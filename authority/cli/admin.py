@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import dataclasses
 import datetime
+import decimal
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from authority.cli.admin_client import POLICIES, AdminCallFailed, AdminClient, IssuedTokens
-from authority.config import parse_duration
+from authority.claims import EXACT_INTEGER_LIMIT
+from authority.config import duration_text, parse_duration
 from authority.errors import ConfigError
+
+if TYPE_CHECKING:
+    from authority.cli.admin_client import IssuedTokens
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_VARIABLE = "AUTHORITY_TARGET"
 API_KEY_VARIABLE = "AUTHORITY_API_KEY"
 COMMANDS = ("token", "sessions")
+# The names admin_client.POLICIES maps to the proto's policies; spelled here so that
+# building the parser does not load grpc (a refused flag answers at once).
+POLICY_NAMES = ("reject", "replace")
 
 
 def add_commands(commands: Any) -> None:
@@ -50,11 +59,14 @@ def add_commands(commands: Any) -> None:
     issue = token.add_parser("issue", parents=[common], help="sign a subject in on a device")
     issue.add_argument("subject")
     issue.add_argument("device")
-    issue.add_argument("--policy", choices=sorted(POLICIES), help="what happens to other devices (server default)")
+    issue.add_argument("--policy", choices=POLICY_NAMES, help="what happens to other devices (server default)")
     issue.add_argument("--audience", default="", help="the token's audience (server default)")
     issue.add_argument("--ttl", help="access-token lifetime such as 90s or 15m (server default)")
     issue.add_argument(
-        "--claim", action="append", default=[], metavar="NAME=VALUE", help="an extra claim; VALUE is JSON or a string"
+        "--claim", action="append", default=[], metavar="NAME=VALUE",
+        help="an extra claim, repeatable. VALUE keeps its JSON type: n=3 is the integer 3, flag=true a boolean, "
+             "tags='[\"a\"]' a list, x='\"3\"' the string \"3\"; VALUE that is not JSON is a string (name=alice). "
+             "A number that cannot be carried exactly (an integer beyond 2^53, too many digits) is refused",
     )
 
     validate = token.add_parser("validate", parents=[common], help="check a token (exit 1 when it is not valid)")
@@ -79,6 +91,8 @@ def add_commands(commands: Any) -> None:
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> int:
     """Runs one admin command; returns the exit status."""
+    from authority.cli.admin_client import AdminCallFailed
+
     command = f"authority {args.command} {args.action}"
     try:
         return asyncio.run(_run(args, out, stdin))
@@ -105,6 +119,8 @@ async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     def show(value: Any, table: Callable[[Any], str]) -> None:
         print(json.dumps(_plain(value), indent=2, sort_keys=True) if args.json else table(value), file=out)
 
+    from authority.cli.admin_client import AdminClient
+
     async with AdminClient(args.target, api_key=args.api_key, timeout=args.timeout) as client:
         if args.command == "sessions":
             show(await client.sessions(args.subject), _sessions_table)
@@ -116,6 +132,9 @@ async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
                 ttl=ttl, claims=_claims(args.claim),
             )
             show(issued, _tokens_table)
+            if ttl is not None and (granted := _granted_ttl(issued.access_token)) is not None and granted < ttl:
+                print(f"note: the ttl was capped to {duration_text(granted)} (asked for {duration_text(ttl)}) by the "
+                      "authority's max_access_token_ttl", file=sys.stderr)
             return 0
         if args.action == "validate":
             validation = await client.validate(_secret(args.token, stdin), args.audience)
@@ -148,10 +167,49 @@ def _claims(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not name:
             raise ConfigError("--claim", f"{pair!r} is not NAME=VALUE")
         try:
-            claims[name] = json.loads(text)
+            claims[name] = json.loads(text, parse_int=_exact_integer, parse_float=_exact_number,
+                                      parse_constant=_no_constant)
+        except _Inexact as inexact:
+            raise ConfigError(f"--claim {name}", f"{inexact} cannot be carried exactly (a claim's number travels "
+                              "as a double); quote it to send it as a string") from None
         except ValueError:
             claims[name] = text
     return claims
+
+
+class _Inexact(ValueError):
+    """A number in a claim that a double would change."""
+
+
+def _exact_integer(text: str) -> int:
+    if abs(int(text)) >= EXACT_INTEGER_LIMIT:
+        raise _Inexact(text)
+    return int(text)
+
+
+def _exact_number(text: str) -> float:
+    value = float(text)
+    # The shortest text of the double must be the number that was written: 0.1 passes,
+    # 0.10000000000000000001 and 1e400 (infinity) do not.
+    if not math.isfinite(value) or decimal.Decimal(repr(value)) != decimal.Decimal(text):
+        raise _Inexact(text)
+    if value.is_integer() and abs(value) >= EXACT_INTEGER_LIMIT:
+        raise _Inexact(text)
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise _Inexact(text)  # NaN, Infinity: no JSON number at all
+
+
+def _granted_ttl(access_token: str) -> int | None:
+    """exp - iat of a token, read (not verified: for display only) from its payload."""
+    try:
+        payload = access_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return int(claims["exp"]) - int(claims["iat"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _plain(value: Any) -> Any:

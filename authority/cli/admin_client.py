@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+from authority_client._convert import json_numbers
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 from google.protobuf import json_format
@@ -25,10 +26,28 @@ POLICIES = {"replace": pb.SESSION_POLICY_REPLACE, "reject": pb.SESSION_POLICY_RE
 class AdminCallFailed(Exception):
     """A call to the authority failed; ``code`` is the gRPC status name."""
 
-    def __init__(self, code: str, details: str) -> None:
-        super().__init__(f"{code}: {details}" if details else code)
+    def __init__(self, code: str, details: str, text: str | None = None) -> None:
+        super().__init__(text or (f"{code}: {details}" if details else code))
         self.code = code
         self.details = details
+
+
+# How grpc words an UNAVAILABLE that never reached a server (refused, unresolvable, reset).
+_NOT_REACHED = ("failed to connect to all addresses", "DNS resolution failed", "Connection refused")
+
+
+def not_answering(target: str, error: grpc.aio.AioRpcError) -> str | None:
+    """``no authority answering at TARGET ...`` when the call never reached a server, else None."""
+    details = error.details() or ""
+    if error.code() is grpc.StatusCode.UNAVAILABLE and any(words in details for words in _NOT_REACHED):
+        return f'no authority answering at {target} (is "authority serve" running?)'
+    return None
+
+
+def _failure(target: str, error: grpc.aio.AioRpcError) -> AdminCallFailed:
+    details = error.details() or ""
+    text = not_answering(target, error)
+    return AdminCallFailed(error.code().name, details if text else (details.splitlines()[0] if details else ""), text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +97,7 @@ class AdminClient:
     """An async connection to one authority; use it as ``async with AdminClient(...)``."""
 
     def __init__(self, target: str, *, api_key: str = "", timeout: float = 10.0) -> None:
+        self._target = target
         self._channel = grpc.aio.insecure_channel(target)
         self._stub = authority_pb2_grpc.TokenAuthorityStub(self._channel)
         self._metadata = ((API_KEY_HEADER, api_key),) if api_key else ()
@@ -95,7 +115,7 @@ class AdminClient:
         try:
             return await getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
-            raise AdminCallFailed(error.code().name, (error.details() or "").splitlines()[0] if error.details() else "") from None
+            raise _failure(self._target, error) from None
 
     async def issue(
         self,
@@ -136,7 +156,7 @@ class AdminClient:
             "expires_at": claims.expires_at.seconds,
         }
         if claims.HasField("extra"):
-            shown["extra"] = json_format.MessageToDict(claims.extra)
+            shown["extra"] = json_numbers(json_format.MessageToDict(claims.extra))
         return Validation(True, "", shown)
 
     async def revoke(

@@ -14,6 +14,7 @@ import grpc
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 
+from authority.cli.admin_client import not_answering
 from authority.credentials import API_KEY_HEADER
 
 
@@ -78,7 +79,8 @@ async def run_demo(target: str, say: Callable[[str], object], api_key: str | Non
                 )
             await stub.RevokeToken(pb.RevokeTokenRequest(subject=subject, reason="demo finished"), **call)
         except grpc.aio.AioRpcError as error:
-            say(f"BAD  the authority at {target} answered {error.code().name}: {error.details()}")
+            answered = f"the authority at {target} answered {error.code().name}: {error.details()}"
+            say(f"BAD  {not_answering(target, error) or answered}")
             return False
     say("the single-device rule held" if held else "the single-device rule did NOT hold")
     return held

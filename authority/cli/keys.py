@@ -13,14 +13,15 @@ import asyncio
 import json
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from authority.config import Settings, parse_duration
-from authority.keys import KeyStatus, check_key_protection, key_statuses, retire_key, rotate_key
-from authority.store import Store
-from authority.store.migrate import prepare_schema
+
+if TYPE_CHECKING:
+    from authority.keys import KeyStatus
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Any) -> None:
     """Adds ``keys list`` and ``keys rotate`` to the command line."""
     keys = commands.add_parser("keys", help="list or rotate the signing keys (talks to the database)")
     actions = keys.add_subparsers(dest="keys_command", required=True)
@@ -44,9 +45,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, not above: the command line builds its parser for every command, and
+    # the store's drivers are not needed to refuse a bad flag or a busy port.
+    from authority.keys import check_key_protection, key_statuses, retire_key, rotate_key
+    from authority.store import Store
+    from authority.store.migrate import prepare_schema
+    from authority.store.reach import describe, require_existing
+
+    # Only a rotation writes: listing and retiring need keys that are there already.
+    writes = args.keys_command == "rotate"
+    if not writes:
+        require_existing(settings.database_url)
+    where = describe(settings.database_url)
     store = Store.open(settings.database_url)
     try:
-        await prepare_schema(store, upgrade=False)
+        await prepare_schema(store, upgrade=False, create=writes)
         now = time.time()
         if args.keys_command == "rotate":
             publish_ahead = (
@@ -60,12 +73,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             if args.json:
                 print(json.dumps({"kid": key.kid, "algorithm": key.algorithm.value, "activates_at": key.activates_at}))
             else:
-                print(f"new signing key {key.kid} ({key.algorithm.value}), published now, signs from "
+                print(f"new signing key {key.kid} ({key.algorithm.value}) in {where}, published now, signs from "
                       f"{_when(key.activates_at)}")
             return 0
         if args.keys_command == "retire":
             await retire_key(store, args.kid, now)
-            print(f"retired signing key {args.kid}: running replicas drop it at once on PostgreSQL (within "
+            print(f"retired signing key {args.kid} in {where}: running replicas drop it at once on PostgreSQL (within "
                   "five poll intervals where notifications are lost, or on SQLite)")
             return 0
         verify_for = settings.max_access_token_ttl + settings.leeway
@@ -73,8 +86,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print(json.dumps([_as_dict(status) for status in statuses], indent=2))
         elif not statuses:
-            print("no signing keys yet: the first server start creates one")
+            print(f"no signing keys yet in {where}: the first server start creates one")
         else:
+            print(f"signing keys in {where}:")
             _print_table(statuses)
         return 0
     finally:

@@ -11,20 +11,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from authority.cli import admin
 from authority.cli import keys as keys_commands
-from authority.config import Settings, describe, load_settings, sources
+from authority.config import Settings, describe, load_settings, sources, unknown_variables
 from authority.credentials import API_KEY_HEADER, Role, api_key_entry, new_api_key, parse_roles
-from authority.errors import AuthorityError, ConfigError
+from authority.errors import AuthorityError, ConfigError, StoreUnavailable
 from authority.ops import logs
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Refuses an unknown argument with the usage of the (sub)command it was given to.
+
+    argparse leaves a subcommand's unknown arguments to the top-level parser, which then
+    prints its own usage: `authority token issue --polcy` would show `authority [-h] ...`.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="authority", description="A gRPC token authority.")
+    parser = _Parser(prog="authority", description="A gRPC token authority.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     for name, text in (("serve", "run the authority"), ("config", "print the effective configuration, secrets masked")):
@@ -111,19 +130,47 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _show_config(args: argparse.Namespace) -> None:
-    shown, origin = describe(_settings(args)), sources(None, **_overrides(args))
+    settings = _settings(args)
+    shown, origin = describe(settings), sources(None, **_overrides(args))
     if args.json:
         print(json.dumps(shown, indent=2))
-        return
-    width = max(len(name) for name in shown)
-    for name, value in shown.items():
-        print(f"{name:<{width}}  {value or '-':<40}  {origin[name]}".rstrip())
+    else:
+        width = max(len(name) for name in shown)
+        for name, value in shown.items():
+            print(f"{name:<{width}}  {value or '-':<40}  {origin[name]}".rstrip())
+    # On stderr, so that the table and the JSON stay what they were.
+    print(f"database: {asyncio.run(_database_state(settings.database_url))}", file=sys.stderr)
+
+
+async def _database_state(url: str) -> str:
+    """Whether the configured database is there, without creating it."""
+    from authority.store import Store, reach
+
+    where = reach.describe(url)
+    path = reach.sqlite_path(url)
+    if path is not None:
+        return f"{where} (exists)" if path.exists() else f"{where} (not there yet: `authority serve` creates it)"
+    store = Store.open(url)
+    try:
+        async with store.transaction(read_only=True):
+            return f"{where} (reachable)"
+    except StoreUnavailable as error:
+        return f"{where} is unavailable: {reach.why_unavailable(url, error)}"
+    finally:
+        await store.close()
+
+
+def _warn_about_unknown_variables() -> None:
+    for warning in unknown_variables():
+        log.warning("%s", warning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command; returns the exit status."""
     args = _parser().parse_args(argv)
     logs.install("INFO", "auto")
+    _warn_about_unknown_variables()
+    database_url = ""
     try:
         if args.command in admin.COMMANDS:
             return admin.run(args)
@@ -140,21 +187,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             _show_config(args)
             return 0
         settings = _settings(args)
+        database_url = settings.database_url
         logs.install(settings.log_level, settings.log_format)
         if args.command == "keys":
             return keys_commands.run(args, settings)
         if args.command == "migrate":
             from authority.store.migrate import migrate, renew_epoch
 
+            from authority.store.reach import describe as describe_store
+
             migrated_from = asyncio.run(migrate(settings.database_url))
-            print("schema is up to date" if migrated_from is None else f"migrated the schema (was: {migrated_from})")
+            where = describe_store(settings.database_url)
+            print(f"the schema of {where} is up to date" if migrated_from is None
+                  else f"migrated the schema of {where} (was: {migrated_from})")
             if args.renew_epoch:
                 print(f"the revocation log's epoch is now {asyncio.run(renew_epoch(settings.database_url))}")
             return 0
+        from authority.api.ports import refuse_taken_port
+
+        # Before the server's imports (grpc, the store's drivers): a busy port is said at once.
+        refuse_taken_port(settings.listen)
         from authority.api.server import serve
 
         asyncio.run(serve(settings))
         return 0
+    except StoreUnavailable as error:
+        from authority.store import reach
+
+        print(f"authority {args.command}: cannot use the database ({reach.describe(database_url)}): "
+              f"{reach.why_unavailable(database_url, error)}", file=sys.stderr)
+        return 2
     except AuthorityError as error:
         print(f"authority {args.command}: {error}", file=sys.stderr)
         return 2

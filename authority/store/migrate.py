@@ -29,25 +29,28 @@ def _config(connection: Any = None) -> Config:
     return config
 
 
-async def prepare_schema(store: Store, *, upgrade: bool) -> str | None:
+async def prepare_schema(store: Store, *, upgrade: bool, create: bool = True) -> str | None:
     """Checks the schema, migrating an empty database (or any older one when ``upgrade``).
 
     Returns the revision it upgraded from when it migrated, else None. Raises
-    :class:`SchemaError` for a schema newer than this version knows, or an older one
-    when ``upgrade`` is False.
+    :class:`SchemaError` for a schema newer than this version knows, an older one when
+    ``upgrade`` is False, and none at all when ``create`` is False (a command that only
+    reads never creates the schema).
     """
     async with store.transaction() as tx:
         if store.is_postgres:
             await tx.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATIONS_LOCK)))
-        return await tx.conn.run_sync(_prepare, upgrade)
+        return await tx.conn.run_sync(_prepare, upgrade, create)
 
 
-def _prepare(connection: sa.Connection, upgrade: bool) -> str | None:
+def _prepare(connection: sa.Connection, upgrade: bool, create: bool) -> str | None:
     current = MigrationContext.configure(connection).get_current_revision()
     script = ScriptDirectory.from_config(_config())
     newest = script.get_current_head()
     if current == newest:
         return None
+    if current is None and not create:
+        raise SchemaError("the database has no schema yet: `authority serve` or `authority migrate` creates it")
     if current is not None and current not in {rev.revision for rev in script.walk_revisions()}:
         raise SchemaError(
             f"the database schema is at revision {current}, newer than this authority knows "

@@ -16,14 +16,18 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiosqlite
 import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy import event, exc
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from authority.errors import StoreUnavailable
@@ -75,7 +79,8 @@ def create_engine(url: str, *, connections: int | None = None, transaction_pooli
         # One connection: SQLite has one writer anyway, and queueing here is cheaper
         # than busy-waiting inside SQLite.
         engine = create_async_engine(
-            url, pool_size=connections or 1, max_overflow=0, pool_timeout=30, hide_parameters=True
+            url, pool_size=connections or 1, max_overflow=0, pool_timeout=30, hide_parameters=True,
+            async_creator=_sqlite_connector(url),
         )
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -85,6 +90,31 @@ def create_engine(url: str, *, connections: int | None = None, transaction_pooli
 
 def _url_of(engine: AsyncEngine) -> str:
     return engine.url.render_as_string(hide_password=False)
+
+
+def _sqlite_connector(url: str) -> Callable[[], Awaitable[Any]]:
+    """Opens aiosqlite connections as SQLAlchemy would, and waits out a failed one.
+
+    When a connect fails, aiosqlite stops its worker thread with a future of the
+    running loop that nobody awaits. A process exiting on that error closes the loop
+    first, and the thread, finding it closed, prints ``RuntimeError: Event loop is
+    closed`` from ``_connection_worker_thread``. Joining the thread here, while the loop
+    is still open, lets it finish cleanly; it only has the failed connection to drop.
+    """
+    args, options = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
+
+    async def connect() -> Any:
+        connection = aiosqlite.connect(*args, **options)
+        # aiosqlite 0.22 keeps its thread in _thread; earlier versions were the thread.
+        worker = connection if isinstance(connection, threading.Thread) else connection._thread
+        worker.daemon = True  # as SQLAlchemy sets it: never keeps the process alive
+        try:
+            return await connection
+        except BaseException:
+            worker.join(timeout=5)
+            raise
+
+    return connect
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

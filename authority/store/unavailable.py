@@ -7,7 +7,8 @@ a server starting up, ``InternalClientError`` when no host of a multi-host URL i
 primary, and SQLAlchemy wraps each in a DBAPI class of its own. So the judgement reads
 what the error says:
 
-- its SQLSTATE, when the server sent one: a connection failure (class 08), too few
+- its SQLSTATE, when the server sent one: a connection failure (class 08), a connection
+  refused for its credentials or database (28, 3D), too few
   resources such as too many connections (53), the server shutting down, crashed or not
   accepting connections yet (57P01 to 57P03), a read-only transaction refusing a write
   (25006: a primary set read-only, or a standby), and work the server gave up on
@@ -28,7 +29,10 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import exc
 
 # SQLSTATE classes (first two characters) that mean the server cannot serve right now.
-_UNAVAILABLE_CLASSES = frozenset({"08", "53"})
+# 28 (authentication failed) and 3D (no such database) refuse the connection itself: a
+# start against the wrong database says so (authority.store.reach), a call answers
+# UNAVAILABLE, never INTERNAL.
+_UNAVAILABLE_CLASSES = frozenset({"08", "28", "3D", "53"})
 _UNAVAILABLE_STATES = frozenset(
     {
         "57P01",  # admin_shutdown: the server is shutting down (or a standby being promoted)

@@ -20,7 +20,7 @@ it so): consumers install the client alone.
 from authority_client.access import AccessRules
 from authority_client.async_client import AsyncAuthorityClient
 from authority_client.bearer import AsyncBearerToken, BearerToken
-from authority_client.channel import ChannelSettings
+from authority_client.channel import ChannelSettings, PlaintextApiKeyWarning
 from authority_client.client import AuthorityClient
 from authority_client.context import current_claims
 from authority_client.interceptors import AsyncAuthInterceptor, AuthInterceptor
@@ -52,6 +52,7 @@ __all__ = [
     "InvalidReason",
     "IssuedToken",
     "Mode",
+    "PlaintextApiKeyWarning",
     "RevocationEvent",
     "RevocationEventKind",
     "Session",

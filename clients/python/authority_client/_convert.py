@@ -85,8 +85,28 @@ def claims(message: pb.Claims) -> AccessClaims:
         audience=message.audience,
         issued_at=message.issued_at.seconds,
         expires_at=message.expires_at.seconds,
-        extra=json_format.MessageToDict(message.extra) if message.HasField("extra") else {},
+        extra=json_numbers(json_format.MessageToDict(message.extra)) if message.HasField("extra") else {},
     )
+
+
+# Integers of smaller magnitude are exact as doubles; the authority refuses larger ones.
+_EXACT_INTEGER_LIMIT = 2**53
+
+
+def json_numbers(value: Any) -> Any:
+    """``value`` from a Struct with its integral numbers as ints, as the token holds them.
+
+    A Struct carries numbers as doubles, so the claim ``"n": 3`` arrives as ``3.0``; turned
+    back, remote validation reports the same ``extra`` as local validation reads from the
+    token itself.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGER_LIMIT:
+        return int(value)
+    if isinstance(value, dict):
+        return {name: json_numbers(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [json_numbers(item) for item in value]
+    return value
 
 
 def validation(response: pb.ValidateTokenResponse) -> Validation:

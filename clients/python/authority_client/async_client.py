@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from authority_client import _convert
-from authority_client.channel import ChannelSettings, call_metadata
+from authority_client.channel import ChannelSettings, call_metadata, warn_if_plaintext_api_key
 from authority_client.errors import from_rpc_error
 from authority_client.types import IssuedToken, RevocationEvent, Session, SessionPolicy, Validation
 from authority_client.v1 import authority_pb2 as pb
@@ -46,6 +46,9 @@ class AsyncAuthorityClient:
         self.channel = channel
         self._stub = authority_pb2_grpc.TokenAuthorityStub(channel)
         self._metadata = call_metadata(api_key)
+        # Set by close(): a stream ended by it is no outage to report.
+        self.closed = False
+        warn_if_plaintext_api_key(target, credentials, api_key)
 
     async def _call(self, method: str, request: Any, timeout: float | None, refreshing: bool = False) -> Any:
         try:
@@ -125,7 +128,9 @@ class AsyncAuthorityClient:
             call.cancel()
 
     async def close(self) -> None:
-        """Closes the channel, unless it was given."""
+        """Closes the channel, unless it was given; a follower of this client's revocation
+        stream then stops quietly (close the validator first to stop it at once)."""
+        self.closed = True
         if self._owns_channel:
             await self.channel.close()
 

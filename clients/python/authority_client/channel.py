@@ -13,7 +13,9 @@ to, so one name can front several authority replicas.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,3 +73,38 @@ class ChannelSettings:
 def call_metadata(api_key: str | None) -> Sequence[tuple[str, str]] | None:
     """The metadata sent with every call."""
     return ((API_KEY_HEADER, api_key),) if api_key else None
+
+
+class PlaintextApiKeyWarning(UserWarning):
+    """An API key is about to cross the network unencrypted."""
+
+
+def _is_loopback(target: str) -> bool:
+    """Whether a gRPC target names only this machine (``unix:`` sockets included)."""
+    if target.startswith(("unix:", "unix-abstract:")):
+        return True
+    address = target.split("///", 1)[-1].removeprefix("ipv4:").removeprefix("ipv6:")
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 or address.startswith("[") else address
+    host = host.strip("[]")
+    if host.lower() in ("localhost", "ip6-localhost", "ip6-loopback"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def warn_if_plaintext_api_key(target: str | None, credentials: object | None, api_key: str | None) -> None:
+    """Warns (:class:`PlaintextApiKeyWarning`) when ``api_key`` would go in the clear to
+    another machine: a target that is not loopback, with no TLS ``credentials``.
+
+    Anyone on the path could read the key and then issue and revoke tokens as this
+    service. Pass ``credentials=grpc.ssl_channel_credentials(...)``.
+    """
+    if api_key and credentials is None and target is not None and not _is_loopback(target):
+        warnings.warn(
+            f"the API key would be sent unencrypted to {target}: pass credentials=grpc.ssl_channel_credentials() "
+            "for an authority on another machine",
+            PlaintextApiKeyWarning,
+            stacklevel=3,
+        )

@@ -136,6 +136,9 @@ class MirrorFollower:
             finally:
                 with self._stream_lock:
                     self._stream = None
+            if self._client.closed:
+                log.debug("revocation stream ended: the client was closed")
+                break
             if not self._stopping.is_set():
                 _log_stream_end(error, backoff.fresh)
                 self._stopping.wait(backoff.next())
@@ -205,5 +208,8 @@ class AsyncMirrorFollower:
                 error = failure
             finally:
                 await events.aclose()
+            if self._client.closed:
+                log.debug("revocation stream ended: the client was closed")
+                return
             _log_stream_end(error, backoff.fresh)
             await asyncio.sleep(backoff.next())
