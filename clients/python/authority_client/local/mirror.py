@@ -58,11 +58,14 @@ class RevocationMirror:
 
     def restart(self) -> None:
         """Resumes from the start of the log next time (the authority did not know our
-        position): a full snapshot follows, and what is held stays held meanwhile."""
+        position, or its log is another epoch's): a full snapshot follows, and what is
+        held stays held meanwhile. The copy vouches for nothing until that snapshot's
+        CAUGHT_UP: the log went backwards or is another, so what it lacks is unknown."""
         with self._lock:
             self._last_sequence = 0
             self._epoch = ""
             self._caught_up = False
+            self._complete_at = None
 
     @property
     def last_sequence(self) -> int:
