@@ -119,9 +119,10 @@ export class AuthorityClient {
     return (await this.call('GetSigningKeys', {}, { timeoutMs })).jwksJson;
   }
 
-  /** The revocation stream after `afterSequence` (a bigint or number); no deadline. */
-  watchRevocations(afterSequence = 0n, { heartbeatIntervalMs } = {}) {
-    const request = { afterSequence: String(afterSequence) };
+  /** The revocation stream after `afterSequence` (a bigint or number) of `epoch` (the epoch
+   * of the event it came from; a position of another epoch fails with OUT_OF_RANGE); no deadline. */
+  watchRevocations(afterSequence = 0n, { heartbeatIntervalMs, epoch = '' } = {}) {
+    const request = { afterSequence: String(afterSequence), epoch };
     if (heartbeatIntervalMs !== undefined) request.heartbeatInterval = convert.duration(heartbeatIntervalMs);
     return new RevocationStream(this.stub.WatchRevocations(request, this.metadata));
   }

@@ -115,7 +115,7 @@ const EVENT_KINDS = {
   REVOCATION_EVENT_KIND_SIGNING_KEYS: 'SIGNING_KEYS',
 };
 
-/** A WatchRevocations event; `sequence` is a bigint, as the uint64 it is. */
+/** A WatchRevocations event; `sequence` is a bigint, as the uint64 it is, a position in `epoch`. */
 export function revocationEvent(message) {
   return {
     kind: EVENT_KINDS[message.kind] ?? 'UNSPECIFIED',
@@ -125,5 +125,6 @@ export function revocationEvent(message) {
     expiresAt: toDate(message.expiresAt),
     sentAt: toDate(message.sentAt),
     jwksJson: message.jwksJson,
+    epoch: message.epoch ?? '',
   };
 }

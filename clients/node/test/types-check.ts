@@ -15,10 +15,13 @@ export async function usage(): Promise<void> {
   if (answer.valid) { const claims: AccessClaims = answer.claims; void claims.extra; } else { const reason: Reason = answer.reason; void REASON_TEXTS[reason]; }
   const ended: number = await client.revokeToken({ sessionId: issued.sessionId });
   for await (const event of client.watchRevocations(0n)) { const sequence: bigint = event.sequence; void sequence; }
+  for await (const event of client.watchRevocations(7n, { epoch: 'e1' })) { const epoch: string = event.epoch; void epoch; }
   const verifier = new TokenVerifier(await KeySet.fromJwks(await client.getSigningKeys()), { issuer: 'token-authority' });
   try { verifier.verify('t', 'api'); } catch (error) { if (error instanceof InvalidToken) void error.reason; }
   const validator = await new Validator({ client, mode: 'local', maxStalenessMs: 5000 }).start();
   await validator.validate('t', 'api');
+  const resumeFrom: [bigint, string] | undefined = validator.mirror ? [validator.mirror.lastSequence, validator.mirror.epoch] : undefined;
+  void resumeFrom;
   void (SessionLimitReached.prototype.code === grpc.status.FAILED_PRECONDITION);
 
   const app = express();

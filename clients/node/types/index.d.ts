@@ -100,6 +100,8 @@ export interface RevocationEvent {
   expiresAt?: Date;
   sentAt?: Date;
   jwksJson: string;
+  /** The revocation log's epoch ('' from an authority without epochs): `sequence` is a position in it. */
+  epoch: string;
 }
 
 export interface CallOptions { timeoutMs?: number }
@@ -135,7 +137,8 @@ export declare class AuthorityClient {
   refreshToken(refreshToken: string, options?: CallOptions): Promise<IssuedToken>;
   listSessions(subject: string, options?: CallOptions): Promise<Session[]>;
   getSigningKeys(options?: CallOptions): Promise<string>;
-  watchRevocations(afterSequence?: bigint | number, options?: { heartbeatIntervalMs?: number }): RevocationStream;
+  /** `epoch`: the one `afterSequence` came from; a position of another epoch fails with OUT_OF_RANGE. */
+  watchRevocations(afterSequence?: bigint | number, options?: { heartbeatIntervalMs?: number; epoch?: string }): RevocationStream;
   close(): void;
 }
 
@@ -146,7 +149,13 @@ export declare function fromStruct(struct: unknown): Record<string, JsonValue>;
 export declare class RevocationMirror {
   constructor(options?: { maxStalenessMs?: number; leewaySeconds?: number });
   readonly lastSequence: bigint;
+  /** The epoch lastSequence is a position in ('' before any stream). */
+  readonly epoch: string;
   readonly caughtUp: boolean;
+  /** Drops the position (and the epoch); what is held stays held, but is not fresh until the next CAUGHT_UP. */
+  restart(): void;
+  /** Takes the event's epoch; false when it is another than the position's (the mirror then restarts). */
+  sameEpoch(event: RevocationEvent): boolean;
   apply(event: RevocationEvent): void;
   stalenessMs(): number | null;
   isFresh(): boolean;

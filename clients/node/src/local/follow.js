@@ -1,9 +1,11 @@
 // Keeps a RevocationMirror current from the WatchRevocations stream: open the stream
 // after the last sequence applied, apply every event, and when the stream ends or fails,
 // reconnect after a backoff (doubling, with jitter) and resume from the last sequence, so
-// no revocation is missed. OUT_OF_RANGE (a sequence the log never reached) starts again
-// from 0. A stream that has caught up and then stays silent for idleTimeoutMs is presumed
-// dead and reopened.
+// no revocation is missed. The position is kept with the log's epoch and both are sent: a
+// stream that announces another epoch (the authority's database restored, or failed over
+// to a new timeline) is cancelled before its event is applied, and OUT_OF_RANGE (a position
+// the log does not know) too starts again from 0. A stream that has caught up and then
+// stays silent for idleTimeoutMs is presumed dead and reopened.
 import { status } from '@grpc/grpc-js';
 
 /** Follows the revocation stream until stop(). */
@@ -43,7 +45,8 @@ export class MirrorFollower {
     let backoff = minBackoffMs;
     while (this.running) {
       let failure = null;
-      const stream = this.client.watchRevocations(this.mirror.lastSequence, { heartbeatIntervalMs });
+      let epochChanged = false;
+      const stream = this.client.watchRevocations(this.mirror.lastSequence, { heartbeatIntervalMs, epoch: this.mirror.epoch });
       this.stream = stream;
       this.mirror.streamStarted();
       // A silent stream gives the iterator nothing to end on: the watchdog cancels it.
@@ -53,6 +56,11 @@ export class MirrorFollower {
       watchdog.unref();
       try {
         for await (const event of stream) {
+          if (!this.mirror.sameEpoch(event)) {
+            epochChanged = true;
+            stream.cancel();
+            break;
+          }
           this.mirror.apply(event);
           if (this.mirror.caughtUp) backoff = minBackoffMs;
         }
@@ -65,7 +73,9 @@ export class MirrorFollower {
       }
       if (!this.running) break;
       // Loud once per outage, quiet for every retry after it.
-      if (backoff === minBackoffMs) {
+      if (epochChanged) {
+        this.log.warn?.('the revocation log changed epoch (a restore or a failover); reading it again from 0');
+      } else if (backoff === minBackoffMs) {
         this.log.warn?.(`revocation stream lost (${failure?.name ?? 'ended'}); reconnecting`);
       }
       const delay = backoff * (0.5 + Math.random() / 2);

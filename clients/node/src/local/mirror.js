@@ -6,6 +6,11 @@
 // arriving. Freshness is measured on this process's monotonic clock when an event
 // arrives, never on the server's sent_at, so clock skew cannot make a stale view look
 // fresh. Entries expire with the tokens they revoke (plus the leeway).
+//
+// The position is kept with the log's epoch (an opaque string, compared for equality
+// only): a sequence means something only within its epoch. A stream of another epoch (the
+// authority's database restored, or failed over to a new timeline) drops the position,
+// and the copy vouches for nothing until a stream from 0 has caught up again.
 import { performance } from 'node:perf_hooks';
 
 const PURGE_EVERY_MS = 10_000;
@@ -21,6 +26,8 @@ export class RevocationMirror {
     this.tokens = new Map(); // token id -> expiry
     /** The sequence to resume after: everything up to it has been applied. */
     this.lastSequence = 0n;
+    /** The epoch lastSequence is a position in ('' before any stream): send both when resuming. */
+    this.epoch = '';
     this.completeAt = null;
     /** Whether the current stream has sent its backlog. */
     this.caughtUp = false;
@@ -30,11 +37,28 @@ export class RevocationMirror {
     this.keysListeners = [];
   }
 
-  /** Resumes from the start of the log (the authority did not know our position); what is
-   * held stays held while the new snapshot arrives. */
+  /** Resumes from the start of the log (the authority did not know our position, or the log
+   * changed epoch); what is held stays held while the new snapshot arrives, but the copy is
+   * no longer known complete: it vouches again only after the new stream's CAUGHT_UP. */
   restart() {
     this.lastSequence = 0n;
+    this.epoch = '';
     this.caughtUp = false;
+    this.completeAt = null;
+  }
+
+  /** Takes the epoch a stream announces; false when it is not the one our position is of
+   * (a restored or failed-over log): then the position is dropped (restart()) and the
+   * stream must be opened again from 0, without applying `event`. An empty epoch (an
+   * authority from before epochs) is not checked. */
+  sameEpoch(event) {
+    if (!event.epoch || event.epoch === this.epoch) return true;
+    if (!this.epoch || this.lastSequence === 0n) {
+      this.epoch = event.epoch;
+      return true;
+    }
+    this.restart();
+    return false;
   }
 
   /** Calls `listener(sessionId, tokenId)` for every revocation applied. */

@@ -1,7 +1,7 @@
 // A real `authority serve` for the Node suite: the repository's Python venv's authority on
 // a free loopback port, a temporary SQLite database, and small staleness bounds so the
 // outage tests are quick. Missing authority: CI (CI=true) fails; a local run skips loudly.
-import { spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -100,6 +100,20 @@ export class Authority {
     });
     if (result.status !== 0) throw new Error(`keys rotate failed: ${result.stderr}`);
     return JSON.parse(result.stdout).kid;
+  }
+
+  /** `authority migrate --renew-epoch` against the same database, without blocking the event
+   * loop (a consumer in this process keeps following meanwhile); resolves to the new epoch. */
+  renewEpoch() {
+    return new Promise((resolve, reject) => {
+      execFile(AUTHORITY_BIN, ['migrate', '--renew-epoch', '--database-url', this.databaseUrl], {
+        env: this.env, encoding: 'utf8', timeout: 30_000,
+      }, (error, stdout, stderr) => {
+        const match = /epoch is now (\S+)/.exec(stdout);
+        if (error || !match) reject(new Error(`migrate --renew-epoch failed: ${error?.message ?? ''} ${stderr}`));
+        else resolve(match[1]);
+      });
+    });
   }
 
   async close() {
