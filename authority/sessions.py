@@ -2,11 +2,13 @@
 
 A session is one subject on one device. A sign-in counts the subject's live sessions
 inside one transaction that holds the subject's lock, so concurrent sign-ins of one
-subject (from any number of replicas) are decided one after another:
+subject (from any number of replicas) are decided one after another. Who is signed out
+is decided by :func:`authority.policy.decide` (same device, device classes under
+``session_limits``, the total cap); REJECT refuses a sign-in that would sign another
+device out, and a guarded sign-in (``expected_replacements``) that would sign out other
+sessions than expected is aborted; either way nothing changes but the refusal's event.
 
-- a live session on the same device is always replaced;
-- if the others would still exceed ``max_sessions_per_subject``, REPLACE revokes the
-  oldest of them and REJECT refuses the sign-in, changing nothing.
+Every change is recorded in the session event log in the same transaction.
 
 Every revocation committed here is applied to the in-memory mirror before the call
 returns, so this process rejects the revoked tokens from then on. A unit of work runs to
@@ -23,7 +25,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from authority.config import Policy, Settings
@@ -32,10 +34,20 @@ from authority.errors import (
     RefreshTokenRejected,
     RefreshTokenReused,
     SessionLimitReached,
+    SignInAborted,
     TokenRejected,
 )
+from authority.policy import Decision, check_device_name, class_of, decide
 from authority.revocations import RevocationMirror
-from authority.store import Revocation, SessionRecord, Store
+from authority.store import (
+    Revocation,
+    RevocationCause,
+    SessionEvent,
+    SessionEventKind,
+    SessionRecord,
+    Store,
+)
+from authority.store.events import erase_subject
 from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, InvalidToken, TokenCodec
 
 MAX_IDENTIFIER_BYTES = 256
@@ -54,6 +66,23 @@ class SignIn:
     expires_at: int
     refresh_expires_at: float
     replaced_session_ids: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Device:
+    """The device a sign-in comes from, as the login service describes it."""
+
+    device_id: str
+    device_class: str = ""
+    device_name: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Preview:
+    """What a sign-in would do now: whether it is allowed, and whom it would sign out."""
+
+    allowed: bool
+    would_replace: tuple[SessionRecord, ...]
 
 
 def check_identifier(field: str, value: str) -> None:
@@ -94,6 +123,19 @@ def _hash(refresh_token: str) -> str:
     return hashlib.sha256(refresh_token.encode()).hexdigest()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SignInRequest:
+    """A checked sign-in request."""
+
+    subject: str
+    device: Device
+    counted_class: str
+    policy: Policy
+    audience: str
+    claims_json: str
+    access_ttl: int
+
+
 T = TypeVar("T")
 
 
@@ -123,52 +165,121 @@ class Sessions:
         self._settings = settings
         self._clock = clock
 
+    def _check_device(self, device: Device) -> str:
+        """Checks the device fields; returns the class the sign-in counts in."""
+        check_identifier("device_id", device.device_id)
+        check_device_name(device.device_name)
+        return class_of(device.device_class, self._settings.class_limits)
+
     async def sign_in(
         self,
         subject: str,
-        device_id: str,
+        device: Device | str,
         *,
         policy: Policy | None = None,
         audience: str = "",
         claims: Mapping[str, Any] | None = None,
         ttl: float | None = None,
+        expected_replacements: Sequence[str] | None = None,
+        caller: str = "",
     ) -> SignIn:
-        """Signs ``subject`` in on ``device_id`` under the single-device policy.
+        """Signs ``subject`` in on ``device`` under the single-device policy.
 
-        Raises :class:`InvalidArgument` for a bad request and :class:`SessionLimitReached`
-        when the policy is REJECT and the subject already has its sessions.
+        Raises :class:`InvalidArgument` for a bad request, :class:`SessionLimitReached`
+        when the policy is REJECT and another device would be signed out, and
+        :class:`SignInAborted` when ``expected_replacements`` is given and the sessions
+        the sign-in would sign out are not exactly those.
         """
+        device = Device(device) if isinstance(device, str) else device
         check_identifier("subject", subject)
-        check_identifier("device_id", device_id)
+        counted_class = self._check_device(device)
         audience = audience or self._settings.default_audience
         if audience not in self._settings.audiences:
             raise InvalidArgument("audience", "is not an audience this authority issues tokens for")
         claims_json = _claims_json(claims or {})
         access_ttl = self._access_ttl(ttl)
         policy = policy or self._settings.default_policy
-        return await _to_the_end(self._sign_in(subject, device_id, policy, audience, claims_json, access_ttl))
+        expected = None if expected_replacements is None else frozenset(expected_replacements)
+        request = _SignInRequest(subject, device, counted_class, policy, audience, claims_json, access_ttl)
+        try:
+            return await _to_the_end(self._sign_in(request, expected, caller))
+        except (SessionLimitReached, SignInAborted) as refused:
+            await _to_the_end(self._record_refusal(request, refused, caller))
+            raise
 
-    async def _sign_in(
-        self, subject: str, device_id: str, policy: Policy, audience: str, claims_json: str, access_ttl: int
-    ) -> SignIn:
+    async def preview(
+        self,
+        subject: str,
+        device: Device,
+        *,
+        policy: Policy | None = None,
+        expected_replacements: Sequence[str] | None = None,
+    ) -> Preview:
+        """What :meth:`sign_in` would do now with these arguments; changes nothing."""
+        check_identifier("subject", subject)
+        counted_class = self._check_device(device)
+        policy = policy or self._settings.default_policy
+        now = self._clock()
+        live = await self._store.live_sessions(subject, now, self._settings.idle_cutoff(now))
+        decision = self._decide(live, device.device_id, counted_class, policy)
+        allowed = not decision.refused and (
+            expected_replacements is None or decision.replaced_ids == frozenset(expected_replacements)
+        )
+        return Preview(allowed, decision.replaced)
+
+    def _decide(self, live: Sequence[SessionRecord], device_id: str, counted_class: str, policy: Policy) -> Decision:
+        settings = self._settings
+        return decide(live, device_id, counted_class, policy, settings.class_limits, settings.total_session_cap)
+
+    async def _sign_in(self, request: _SignInRequest, expected: frozenset[str] | None, caller: str) -> SignIn:
         refresh_token = secrets.token_urlsafe(32)
+        subject, device = request.subject, request.device
         async with self._store.transaction() as tx:
             await tx.lock_subject(subject)
             now = self._clock()
             live = await tx.live_sessions(subject, now, self._settings.idle_cutoff(now))
-            others = [s for s in live if s.device_id != device_id]
-            excess = len(others) + 1 - self._settings.max_sessions_per_subject
-            if excess > 0 and policy is Policy.REJECT:
+            decision = self._decide(live, device.device_id, request.counted_class, request.policy)
+            if decision.refused:
                 raise SessionLimitReached(
-                    f"the subject is already signed in on {len(others)} other device(s), the most allowed"
+                    f"the subject is already signed in on {len(live)} device(s), the most allowed"
+                    + ("" if request.counted_class == "*" else f" for device_class {request.counted_class!r}")
+                    + " or in total"
                 )
-            session = self._new_session(subject, device_id, audience, claims_json, access_ttl, now)
+            if expected is not None and decision.replaced_ids != expected:
+                raise SignInAborted(
+                    "expected_replacements: the sign-in would sign out other sessions than expected; preview it again"
+                )
+            session = self._new_session(request, now)
             await tx.insert_session(session, _hash(refresh_token))
             signed_in = self._tokens(session, refresh_token, now)
-            ended = [s for s in live if s.device_id == device_id] + others[: max(excess, 0)]
-            entries = await tx.revoke(ended, now, "replaced by a new sign-in")
+            entries = await tx.revoke(
+                decision.replaced, now, "replaced by a new sign-in", cause=RevocationCause.REPLACED_BY_SIGN_IN,
+                replaced_by=(device.device_id, device.device_name), caller=caller,
+            )
+            replaced = tuple(entry.session_id for entry in entries)
+            tx.record(self._event(SessionEventKind.SIGNED_IN, request, now, session.session_id, replaced, caller))
         self._mirror.add(entries)
-        return dataclasses.replace(signed_in, replaced_session_ids=tuple(entry.session_id for entry in entries))
+        return dataclasses.replace(signed_in, replaced_session_ids=replaced)
+
+    @staticmethod
+    def _event(
+        kind: SessionEventKind, request: _SignInRequest, now: float, session_id: str, replaced: tuple[str, ...],
+        caller: str,
+    ) -> SessionEvent:
+        device = request.device
+        return SessionEvent(
+            kind, now, request.subject, session_id, device.device_id, device.device_class, device.device_name,
+            replaced, caller=caller,
+        )
+
+    async def _record_refusal(self, request: _SignInRequest, refused: Exception, caller: str) -> None:
+        """Records a refused sign-in, in a transaction of its own (the sign-in's rolled back)."""
+        now = self._clock()
+        live = await self._store.live_sessions(request.subject, now, self._settings.idle_cutoff(now))
+        decision = self._decide(live, request.device.device_id, request.counted_class, request.policy)
+        replaced = tuple(s.session_id for s in decision.replaced)
+        async with self._store.transaction() as tx:
+            tx.record(self._event(SessionEventKind.SIGN_IN_REFUSED, request, now, "", replaced, caller))
 
     def _access_ttl(self, ttl: float | None) -> int:
         if ttl is None:
@@ -177,22 +288,22 @@ class Sessions:
             raise InvalidArgument("ttl", "must be positive")
         return min(math.ceil(ttl), self._settings.max_access_token_ttl)
 
-    def _new_session(
-        self, subject: str, device_id: str, audience: str, claims: str, access_ttl: int, now: float
-    ) -> SessionRecord:
+    def _new_session(self, request: _SignInRequest, now: float) -> SessionRecord:
         expires_at = now + self._settings.refresh_token_ttl
         return SessionRecord(
             session_id=secrets.token_urlsafe(16),
-            subject=subject,
-            device_id=device_id,
-            audience=audience,
-            claims=claims,
-            access_ttl=access_ttl,
+            subject=request.subject,
+            device_id=request.device.device_id,
+            audience=request.audience,
+            claims=request.claims_json,
+            access_ttl=request.access_ttl,
             created_at=now,
             expires_at=expires_at,
             last_used_at=now,
-            access_expires_at=_access_expiry(now, access_ttl, expires_at),
+            access_expires_at=_access_expiry(now, request.access_ttl, expires_at),
             revoked_at=None,
+            device_class=request.device.device_class,
+            device_name=request.device.device_name,
         )
 
     def _tokens(self, session: SessionRecord, refresh_token: str, now: float) -> SignIn:
@@ -250,7 +361,9 @@ class Sessions:
             session = found.session
             live = await tx.live_sessions(session.subject, now, self._settings.idle_cutoff(now))
             if found.used_at is not None:
-                reused = await tx.revoke([session], now, "refresh token reused")
+                reused = await tx.revoke([session], now, "refresh token reused", cause=RevocationCause.REFRESH_TOKEN_REUSED)
+                tx.record(SessionEvent(SessionEventKind.REFRESH_TOKEN_REUSED, now, session.subject, session.session_id,
+                                       session.device_id, session.device_class, session.device_name))
             elif all(s.session_id != session.session_id for s in live):
                 raise RefreshTokenRejected("the session has ended")
             else:
@@ -263,49 +376,97 @@ class Sessions:
             raise RefreshTokenReused("the refresh token was already used; the session has been revoked")
         return signed_in
 
-    async def revoke_token(self, token: str, reason: str = "") -> int:
+    def _identify(self, field: str, token: str) -> AccessClaims:
+        if not token:
+            raise InvalidArgument(field, "must not be empty")
+        try:
+            return self._codec.identify(token)
+        except InvalidToken:
+            raise TokenRejected(f"{field}: the token is not one this authority issued") from None
+
+    async def revoke_token(self, token: str, reason: str = "", caller: str = "") -> int:
         """Logout: ends the session of a token this authority signed, even an expired one."""
         _check_reason(reason)
-        if not token:
-            raise InvalidArgument("token", "must not be empty")
-        try:
-            claims = self._codec.identify(token)
-        except InvalidToken:
-            raise TokenRejected("the token is not one this authority issued") from None
-        return await self._revoke(claims.subject, reason or "logout", claims.session_id, claims.token_id)
+        claims = self._identify("token", token)
+        return await self._revoke(
+            claims.subject, reason or "logout", RevocationCause.LOGGED_OUT, caller,
+            lambda s: s.session_id == claims.session_id, claims.token_id,
+        )
 
-    async def revoke_session(self, session_id: str, reason: str = "") -> int:
+    async def revoke_session(self, session_id: str, reason: str = "", caller: str = "") -> int:
         """Ends one session; 0 when it is unknown or already ended."""
         _check_reason(reason)
         check_identifier("session_id", session_id)
-        async with self._store.transaction() as tx:
+        async with self._store.transaction(read_only=True) as tx:
             session = await tx.session(session_id)
         if session is None:
             return 0
-        return await self._revoke(session.subject, reason or "session revoked", session_id)
+        return await self._revoke(
+            session.subject, reason or "session revoked", RevocationCause.SESSION_REVOKED, caller,
+            lambda s: s.session_id == session_id,
+        )
 
-    async def revoke_subject(self, subject: str, reason: str = "") -> int:
+    async def revoke_other_sessions(
+        self, *, token: str = "", session_id: str = "", reason: str = "", caller: str = ""
+    ) -> int:
+        """"Sign out my other devices": ends every live session of the referenced session's
+        subject except that one; 0 when the referenced session is unknown or not live."""
+        _check_reason(reason)
+        if token:
+            claims = self._identify("other_sessions.token", token)
+            subject, keep = claims.subject, claims.session_id
+        else:
+            check_identifier("other_sessions.session_id", session_id)
+            async with self._store.transaction(read_only=True) as tx:
+                session = await tx.session(session_id)
+            if session is None:
+                return 0
+            subject, keep = session.subject, session_id
+
+        def others(live: Sequence[SessionRecord]) -> list[SessionRecord]:
+            # Only a live session may sign the others out: an old stolen token may not.
+            return [s for s in live if s.session_id != keep] if any(s.session_id == keep for s in live) else []
+
+        return await self._revoke_some(
+            subject, reason or "other devices signed out", RevocationCause.OTHER_DEVICES_SIGNED_OUT, caller, others
+        )
+
+    async def revoke_subject(self, subject: str, reason: str = "", caller: str = "") -> int:
         """Signs ``subject`` out everywhere; returns how many live sessions ended."""
         _check_reason(reason)
         check_identifier("subject", subject)
-        return await self._revoke(subject, reason or "signed out everywhere")
+        return await self._revoke(subject, reason or "signed out everywhere", RevocationCause.SIGNED_OUT_EVERYWHERE,
+                                  caller, lambda s: True)
 
     async def _revoke(
-        self, subject: str, reason: str, session_id: str | None = None, token_id: str | None = None
+        self, subject: str, reason: str, cause: RevocationCause, caller: str,
+        ends: Callable[[SessionRecord], bool], token_id: str | None = None,
     ) -> int:
-        """Revokes the subject's live sessions (only ``session_id`` when given)."""
+        """Revokes the subject's live sessions that ``ends``."""
+        return await self._revoke_some(subject, reason, cause, caller, lambda live: [s for s in live if ends(s)],
+                                       token_id)
 
+    async def _revoke_some(
+        self, subject: str, reason: str, cause: RevocationCause, caller: str,
+        choose: Callable[[Sequence[SessionRecord]], list[SessionRecord]], token_id: str | None = None,
+    ) -> int:
         async def work() -> int:
             async with self._store.transaction() as tx:
                 await tx.lock_subject(subject)
                 now = self._clock()
                 live = await tx.live_sessions(subject, now, self._settings.idle_cutoff(now))
-                ended = [s for s in live if session_id is None or s.session_id == session_id]
-                entries = await tx.revoke(ended, now, reason, token_id)
+                entries = await tx.revoke(choose(live), now, reason, token_id, cause=cause, caller=caller)
             self._mirror.add(entries)
             return len(entries)
 
         return await _to_the_end(work())
+
+    async def forget(self, subject: str) -> tuple[int, int]:
+        """Erases ``subject`` on request: signs them out everywhere, then deletes their
+        session events and blanks their device names. Returns (sessions ended, events
+        deleted). What the revocation mirror needs stays until the tokens expire."""
+        ended = await self.revoke_subject(subject, "personal data erased")
+        return ended, await _to_the_end(erase_subject(self._store, subject))
 
     async def list_sessions(self, subject: str) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""

@@ -116,7 +116,7 @@ async def test_migrate_creates_the_schema_and_is_idempotent(database_url: str) -
     ("variable", "value", "option"),
     [
         ("AUTHORITY_ACCESS_TOKEN_TTL", "soon", "access_token_ttl"),
-        ("AUTHORITY_MAX_SESSIONS_PER_SUBJECT", "0", "max_sessions_per_subject"),
+        ("AUTHORITY_MAX_SESSIONS_PER_SUBJECT", "-1", "max_sessions_per_subject"),
         ("AUTHORITY_DEFAULT_POLICY", "sometimes", "default_policy"),
         ("AUTHORITY_DATABASE_URL", "mysql://nope", "database_url"),
         ("AUTHORITY_LISTEN", "nowhere", "listen"),

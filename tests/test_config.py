@@ -15,7 +15,7 @@ def test_defaults_are_the_embedded_store_on_loopback() -> None:
     assert settings.database_url == "sqlite+aiosqlite:///authority.db"
     assert settings.access_token_ttl == 15 * 60
     assert settings.refresh_token_ttl == 30 * 24 * 3600
-    assert settings.max_sessions_per_subject == 1
+    assert settings.total_session_cap == 1
     assert settings.default_policy is Policy.REPLACE
     assert settings.signing_algorithm is Algorithm.EDDSA
 

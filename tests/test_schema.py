@@ -13,7 +13,7 @@ from authority.errors import SchemaError
 from authority.store.migrate import migrate
 from tests.conftest import StartServer
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 async def _revision(url: str) -> str:

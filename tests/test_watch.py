@@ -15,7 +15,7 @@ import pytest
 from authority_client.v1 import authority_pb2 as pb
 from google.protobuf.duration_pb2 import Duration
 
-from authority import revocations
+from authority import feeds, revocations
 from authority.api.status import status_of
 from authority.errors import WatcherTooSlow
 from authority.keys import rotate_key
@@ -178,7 +178,7 @@ async def test_every_revocation_reaches_every_watcher_once_in_order(stub: Stub) 
 async def test_a_watcher_that_falls_too_far_behind_is_told_to_resume(
     authority: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(revocations, "WATCHER_QUEUE_SIZE", 3)
+    monkeypatch.setattr(feeds, "WATCHER_QUEUE_SIZE", 3)
     mirror, store = authority.server.authority.mirror, authority.server.authority.store
     base = mirror.sequence
     feed = mirror.follow(store, base, heartbeat_interval=30, fresh_within=30)

@@ -5,7 +5,27 @@ the bottom layer (:mod:`authority.config`, :mod:`authority.errors`); SQLAlchemy'
 drivers' exceptions stop here, translated into :mod:`authority.errors`.
 """
 
-from authority.store.records import KeyRecord, RefreshRecord, Revocation, SessionRecord
+from authority.store.records import (
+    KeyRecord,
+    RefreshRecord,
+    Revocation,
+    RevocationCause,
+    RevocationDetail,
+    SessionEvent,
+    SessionEventKind,
+    SessionRecord,
+)
 from authority.store.store import Store, Tx
 
-__all__ = ["KeyRecord", "RefreshRecord", "Revocation", "SessionRecord", "Store", "Tx"]
+__all__ = [
+    "KeyRecord",
+    "RefreshRecord",
+    "Revocation",
+    "RevocationCause",
+    "RevocationDetail",
+    "SessionEvent",
+    "SessionEventKind",
+    "SessionRecord",
+    "Store",
+    "Tx",
+]

@@ -26,8 +26,17 @@ from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from authority.errors import StoreUnavailable
-from authority.store.records import KeyRecord, RefreshRecord, Revocation, SessionRecord
-from authority.store.schema import refresh_tokens, revocations, sessions, signing_keys
+from authority.store.records import (
+    KeyRecord,
+    RefreshRecord,
+    Revocation,
+    RevocationCause,
+    RevocationDetail,
+    SessionEvent,
+    SessionEventKind,
+    SessionRecord,
+)
+from authority.store.schema import refresh_tokens, revocations, session_events, sessions, signing_keys
 
 # Errors that mean "the database is not there", as opposed to a bug in a query.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -47,16 +56,18 @@ _READ_ONLY = "authority_read_only"
 # statement cancelled, a transaction ended for idling. Nothing committed; retry later.
 _GAVE_UP = frozenset({"55P03", "57014", "25P03"})
 _LIVE_ROWS = (
-    "SELECT sequence, session_id, expires_at FROM revocations"
+    "SELECT sequence, session_id, expires_at, cause FROM revocations"
     " WHERE sequence > $1 AND expires_at > $2 ORDER BY sequence LIMIT $3"
 )
 _KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
 _LOG_LOCK = 0x61757468_6C6F6773  # "auth" "logs"
 MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
 MAINTENANCE_LOCK = 0x61757468_6D61696E  # "auth" "main"
-# PostgreSQL NOTIFY channels: a revocation committed, the signing keys changed.
+# PostgreSQL NOTIFY channels: a revocation committed, the signing keys changed, a session
+# event committed.
 REVOCATIONS_CHANNEL = "authority_revocations"
 KEYS_CHANNEL = "authority_keys"
+SESSION_EVENTS_CHANNEL = "authority_session_events"
 
 
 def subject_lock_id(subject: str) -> int:
@@ -141,7 +152,10 @@ def _session(row: Any) -> SessionRecord:
 
 
 def _revocation(row: Any) -> Revocation:
-    return Revocation(row.sequence, row.session_id, row.token_id, row.expires_at)
+    return Revocation(
+        row.sequence, row.session_id, row.token_id, row.expires_at, RevocationCause(row.cause),
+        row.replaced_by_device_id or "",
+    )
 
 
 def _live(now: float, idle_cutoff: float | None) -> sa.ColumnElement[bool]:
@@ -178,7 +192,10 @@ class Store:
                 if read_only:
                     await conn.execution_options(**{_READ_ONLY: True})
                 async with conn.begin():
-                    yield Tx(conn, self.is_postgres)
+                    tx = Tx(conn, self.is_postgres)
+                    yield tx
+                    # Last, so the log's lock is held for as short a time as can be.
+                    await tx.flush_events()
         except _UNAVAILABLE as error:
             raise StoreUnavailable("the database is unavailable") from error
         except exc.DBAPIError as error:
@@ -269,6 +286,22 @@ class Store:
         async with self.transaction(read_only=True) as tx:
             return await tx.live_sessions(subject, now, idle_cutoff)
 
+    async def revocation_detail(self, session_id: str) -> RevocationDetail | None:
+        """Why and when ``session_id`` was revoked (its latest log entry), or None."""
+        async with self.transaction(read_only=True) as tx:
+            query = (
+                sa.select(revocations)
+                .where(revocations.c.session_id == session_id)
+                .order_by(revocations.c.sequence.desc())
+                .limit(1)
+            )
+            row = (await tx.conn.execute(query)).first()
+        if row is None:
+            return None
+        return RevocationDetail(
+            RevocationCause(row.cause), row.revoked_at, row.replaced_by_device_id or "", row.replaced_by_device_name or ""
+        )
+
     async def live_revocations(self, expires_after: float, batch_size: int = 10_000) -> AsyncIterator[list[Revocation]]:
         """Every revocation that has not expired, in batches in log order."""
         after = 0
@@ -314,7 +347,10 @@ class Store:
                         rows: Sequence[Sequence[Any]] = await driver.fetch(_LIVE_ROWS, after, expires_after, batch_size)
                     else:
                         query = (
-                            sa.select(revocations.c.sequence, revocations.c.session_id, revocations.c.expires_at)
+                            sa.select(
+                                revocations.c.sequence, revocations.c.session_id, revocations.c.expires_at,
+                                revocations.c.cause,
+                            )
                             .where(revocations.c.sequence > after, revocations.c.expires_at > expires_after)
                             .order_by(revocations.c.sequence)
                             .limit(batch_size)
@@ -411,6 +447,46 @@ class Tx:
     def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
+        self._log_locked = False
+        # Session events recorded in this transaction, written just before it commits.
+        self._events: list[SessionEvent] = []
+
+    async def _lock_log(self) -> None:
+        # One lock for both logs (revocations and session events), held until commit, so
+        # that entries become visible in sequence order: a reader that resumes after a
+        # sequence never skips an entry that commits later.
+        if self.is_postgres and not self._log_locked:
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK)))
+        self._log_locked = True
+
+    def record(self, event: SessionEvent) -> None:
+        """Appends ``event`` to the session event log when (and only if) this commits."""
+        self._events.append(event)
+
+    async def flush_events(self) -> None:
+        """Writes the recorded session events, in one statement; the transaction does this
+        just before it commits."""
+        if not self._events:
+            return
+        await self._lock_log()
+        rows = [
+            {
+                "kind": int(e.kind),
+                "occurred_at": e.occurred_at,
+                "subject": e.subject,
+                "session_id": e.session_id,
+                "device_id": e.device_id,
+                "device_class": e.device_class,
+                "device_name": e.device_name,
+                "replaced_session_ids": " ".join(e.replaced_session_ids),
+                "cause": int(e.cause),
+                "caller": e.caller,
+            }
+            for e in self._events
+        ]
+        self._events = []
+        await self.conn.execute(sa.insert(session_events), rows)
+        await self._notify(SESSION_EVENTS_CHANNEL)
 
     async def lock_subject(self, subject: str) -> None:
         """Holds every other writer to ``subject`` off until this transaction ends."""
@@ -504,9 +580,19 @@ class Tx:
         )
 
     async def revoke(
-        self, ended: Sequence[SessionRecord], now: float, reason: str, token_id: str | None = None
+        self,
+        ended: Sequence[SessionRecord],
+        now: float,
+        reason: str,
+        token_id: str | None = None,
+        *,
+        cause: RevocationCause = RevocationCause.UNSPECIFIED,
+        replaced_by: tuple[str, str] | None = None,
+        caller: str = "",
     ) -> list[Revocation]:
-        """Revokes sessions not yet revoked and appends them to the log; returns the entries.
+        """Revokes sessions not yet revoked and appends them to the log, each with a
+        SESSION_ENDED event; returns the entries. ``replaced_by`` is the (device_id,
+        device_name) that signed in, for a replacement.
 
         Call it last in a transaction: on PostgreSQL it takes the log's lock, held until
         commit, so that entries become visible in sequence order and a reader that
@@ -521,8 +607,7 @@ class Tx:
             )
             if result.rowcount != 1:
                 continue
-            if self.is_postgres and not entries:
-                await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK)))
+            await self._lock_log()
             sequence = (
                 await self.conn.execute(
                     sa.insert(revocations)
@@ -533,11 +618,25 @@ class Tx:
                         reason=reason,
                         revoked_at=now,
                         expires_at=session.access_expires_at,
+                        cause=int(cause),
+                        replaced_by_device_id=None if replaced_by is None else replaced_by[0],
+                        replaced_by_device_name=None if replaced_by is None else replaced_by[1],
                     )
                     .returning(revocations.c.sequence)
                 )
             ).scalar_one()
-            entries.append(Revocation(sequence, session.session_id, token_id, session.access_expires_at))
+            entries.append(
+                Revocation(
+                    sequence, session.session_id, token_id, session.access_expires_at, cause,
+                    "" if replaced_by is None else replaced_by[0],
+                )
+            )
+            self.record(
+                SessionEvent(
+                    SessionEventKind.SESSION_ENDED, now, session.subject, session.session_id, session.device_id,
+                    session.device_class, session.device_name, cause=cause, caller=caller,
+                )
+            )
         if entries:
             await self._notify(REVOCATIONS_CHANNEL)
         return entries

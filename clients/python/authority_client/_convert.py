@@ -57,7 +57,10 @@ def revoke_request(token: str | None, session_id: str | None, subject: str | Non
     named = {key: value for key, value in targets.items() if value is not None}
     if len(named) != 1:
         raise ValueError("name exactly one of token, session_id or subject")
-    return pb.RevokeTokenRequest(reason=reason, **named)
+    request = pb.RevokeTokenRequest(reason=reason)
+    for key, value in named.items():
+        setattr(request, key, value)
+    return request
 
 
 def issued(response: pb.IssueTokenResponse) -> IssuedToken:
