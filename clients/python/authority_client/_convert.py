@@ -13,6 +13,7 @@ from authority_client.types import (
     AccessClaims,
     InvalidReason,
     IssuedToken,
+    RevocationCause,
     RevocationEvent,
     RevocationEventKind,
     Session,
@@ -98,13 +99,30 @@ def validation(response: pb.ValidateTokenResponse) -> Validation:
         reason = InvalidReason(response.reason)
     except ValueError:  # a reason newer than this client: still not valid
         reason = InvalidReason.MALFORMED
-    return Validation(valid=False, reason=reason)
+    return Validation(
+        valid=False,
+        reason=reason,
+        revocation_cause=_cause(response.revocation_cause) if reason is InvalidReason.REVOKED else None,
+        revoked_at=seconds(response.revoked_at),
+        replaced_by_device_id=response.replaced_by_device_id,
+        replaced_by_device_name=response.replaced_by_device_name,
+    )
+
+
+def _cause(number: int) -> RevocationCause:
+    try:
+        return RevocationCause(number)
+    except ValueError:  # a cause newer than this client
+        return RevocationCause.UNSPECIFIED
 
 
 def sessions(response: pb.ListSessionsResponse) -> list[Session]:
     """A ListSessions answer."""
     return [
-        Session(s.session_id, s.subject, s.device_id, seconds(s.created_at), seconds(s.expires_at))
+        Session(
+            s.session_id, s.subject, s.device_id, seconds(s.created_at), seconds(s.expires_at),
+            s.device_class, s.device_name, seconds(s.last_used_at),
+        )
         for s in response.sessions
     ]
 
@@ -126,6 +144,8 @@ def revocation_event(message: pb.RevocationEvent) -> RevocationEvent:
         expires_at=seconds(message.expires_at),
         sent_at=seconds(message.sent_at),
         jwks_json=message.jwks_json,
+        cause=_cause(message.cause),
+        replaced_by_device_id=message.replaced_by_device_id,
     )
 
 

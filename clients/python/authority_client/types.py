@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from authority_client.verify import AccessClaims, InvalidReason
+from authority_client.verify import AccessClaims, InvalidReason, RevocationCause
 
 __all__ = [
     "AccessClaims",
     "InvalidReason",
     "IssuedToken",
+    "RevocationCause",
     "RevocationEvent",
     "RevocationEventKind",
     "Session",
@@ -65,6 +66,9 @@ class Session:
     device_id: str
     created_at: float
     expires_at: float
+    device_class: str = ""
+    device_name: str = ""
+    last_used_at: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +78,11 @@ class Validation:
     valid: bool
     reason: InvalidReason | None = None
     claims: AccessClaims | None = None
+    # For reason REVOKED: why and when; for REPLACED_BY_SIGN_IN, the device that signed in.
+    revocation_cause: RevocationCause | None = None
+    revoked_at: float = 0.0
+    replaced_by_device_id: str = ""
+    replaced_by_device_name: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,3 +96,5 @@ class RevocationEvent:
     expires_at: float = 0.0
     sent_at: float = 0.0
     jwks_json: str = ""
+    cause: RevocationCause = RevocationCause.UNSPECIFIED
+    replaced_by_device_id: str = ""

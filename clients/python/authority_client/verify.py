@@ -139,9 +139,20 @@ class InvalidToken(Exception):
     """A token failed verification; ``reason`` says at which step. The message is the
     reason's name and never quotes the token."""
 
-    def __init__(self, reason: InvalidReason) -> None:
+    def __init__(
+        self,
+        reason: InvalidReason,
+        cause: RevocationCause | None = None,
+        *,
+        replaced_by_device_id: str = "",
+        replaced_by_device_name: str = "",
+    ) -> None:
         super().__init__(reason.name)
         self.reason = reason
+        # For REVOKED, when known: why, and for a replacement the device that signed in.
+        self.cause = cause
+        self.replaced_by_device_id = replaced_by_device_id
+        self.replaced_by_device_name = replaced_by_device_name
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
