@@ -72,6 +72,7 @@ async def test_demo_runs_the_seed_scenario_against_a_served_authority(
     assert "the single-device rule held" in out
     assert "BAD" not in out
     assert re.search(r"use the laptop's token again\s+INVALID_REASON_REVOKED", out)
+    assert re.search(r"the laptop says why\s+signed out: signed in on the phone", out)
     assert re.search(r"sign in on the laptop with policy REJECT\s+FAILED_PRECONDITION", out)
     assert "eyJ" not in out  # no token is printed
 
