@@ -361,9 +361,9 @@ class Sessions:
             session = found.session
             live = await tx.live_sessions(session.subject, now, self._settings.idle_cutoff(now))
             if found.used_at is not None:
-                reused = await tx.revoke([session], now, "refresh token reused", cause=RevocationCause.REFRESH_TOKEN_REUSED)
                 tx.record(SessionEvent(SessionEventKind.REFRESH_TOKEN_REUSED, now, session.subject, session.session_id,
                                        session.device_id, session.device_class, session.device_name))
+                reused = await tx.revoke([session], now, "refresh token reused", cause=RevocationCause.REFRESH_TOKEN_REUSED)
             elif all(s.session_id != session.session_id for s in live):
                 raise RefreshTokenRejected("the session has ended")
             else:
