@@ -65,9 +65,13 @@ class AsyncAuthorityClient:
         claims: Mapping[str, Any] | None = None,
         ttl: float | None = None,
         timeout: float | None = None,
+        device_class: str = "",
+        device_name: str = "",
     ) -> IssuedToken:
-        """Signs ``subject`` in on ``device_id``; never retried (a sign-in is not idempotent)."""
+        """Signs ``subject`` in on ``device_id`` (of ``device_class``, shown as ``device_name``);
+        never retried (a sign-in is not idempotent)."""
         request = _convert.issue_request(subject, device_id, policy, audience, claims, ttl)
+        request.device_class, request.device_name = device_class, device_name
         return _convert.issued(await self._call("IssueToken", request, timeout))
 
     async def validate_token(self, token: str, audience: str = "", *, timeout: float | None = None) -> Validation:

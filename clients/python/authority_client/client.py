@@ -67,9 +67,13 @@ class AuthorityClient:
         claims: Mapping[str, Any] | None = None,
         ttl: float | None = None,
         timeout: float | None = None,
+        device_class: str = "",
+        device_name: str = "",
     ) -> IssuedToken:
-        """Signs ``subject`` in on ``device_id``; never retried (a sign-in is not idempotent)."""
+        """Signs ``subject`` in on ``device_id`` (of ``device_class``, shown as ``device_name``);
+        never retried (a sign-in is not idempotent)."""
         request = _convert.issue_request(subject, device_id, policy, audience, claims, ttl)
+        request.device_class, request.device_name = device_class, device_name
         return _convert.issued(self._call("IssueToken", request, timeout))
 
     def validate_token(self, token: str, audience: str = "", *, timeout: float | None = None) -> Validation:
