@@ -224,7 +224,7 @@ def _tokens_table(issued: IssuedTokens) -> str:
 def _sessions_table(sessions: list[Any]) -> str:
     if not sessions:
         return "no live sessions"
-    rows = [("SESSION", "DEVICE", "CLASS", "NAME", "CREATED", "LAST USED", "EXPIRES")] + [
+    rows = [("SESSION", "DEVICE", "CLASS", "NAME", "CREATED", "LAST-USED", "EXPIRES")] + [
         (s.session_id, s.device_id, s.device_class or "-", s.device_name or "-", _when(s.created_at),
          _when(s.last_used_at), _when(s.expires_at))
         for s in sessions
