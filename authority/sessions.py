@@ -18,15 +18,14 @@ without its mirror update.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import json
 import math
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from authority.config import Policy, Settings
 from authority.errors import (
@@ -35,7 +34,6 @@ from authority.errors import (
     RefreshTokenReused,
     SessionLimitReached,
     SignInAborted,
-    TokenRejected,
 )
 from authority.policy import Decision, check_device_name, class_of, decide
 from authority.revocations import RevocationMirror
@@ -47,10 +45,9 @@ from authority.store import (
     SessionRecord,
     Store,
 )
-from authority.store.events import erase_subject
-from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, InvalidToken, TokenCodec
+from authority.signouts import SignOuts, check_identifier, to_the_end
+from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, TokenCodec
 
-MAX_IDENTIFIER_BYTES = 256
 MAX_CLAIMS_BYTES = 4096
 # Refresh tokens are 256 random bits, base64url: 43 characters.
 _REFRESH_TOKEN_CHARS = 43
@@ -85,25 +82,6 @@ class Preview:
     would_replace: tuple[SessionRecord, ...]
 
 
-def check_identifier(field: str, value: str) -> None:
-    """Raises :class:`InvalidArgument` unless ``value`` is 1 to 256 bytes of UTF-8 without NUL."""
-    if not value:
-        raise InvalidArgument(field, "must not be empty")
-    try:
-        size = len(value.encode())
-    except UnicodeEncodeError:
-        raise InvalidArgument(field, "must be valid UTF-8") from None
-    if size > MAX_IDENTIFIER_BYTES:
-        raise InvalidArgument(field, f"must be at most {MAX_IDENTIFIER_BYTES} bytes")
-    if "\x00" in value:
-        raise InvalidArgument(field, "must not contain NUL characters")
-
-
-def _check_reason(reason: str) -> None:
-    if reason:
-        check_identifier("reason", reason)
-
-
 def _claims_json(claims: Mapping[str, Any]) -> str:
     reserved = sorted(RESERVED_CLAIMS & claims.keys())
     if reserved:
@@ -136,20 +114,8 @@ class _SignInRequest:
     access_ttl: int
 
 
-T = TypeVar("T")
-
-
-async def _to_the_end(work: Coroutine[Any, Any, T]) -> T:
-    """Awaits ``work``, which goes on to completion even if the caller is cancelled."""
-    task = asyncio.ensure_future(work)
-    # A caller that was cancelled never reads the outcome; read it here instead, so an
-    # error is not reported as "never retrieved".
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return await asyncio.shield(task)
-
-
-class Sessions:
-    """Signs subjects in and out, and trades refresh tokens."""
+class Sessions(SignOuts):
+    """Signs subjects in and out (the sign-outs are :class:`SignOuts`), and trades refresh tokens."""
 
     def __init__(
         self,
@@ -202,9 +168,9 @@ class Sessions:
         expected = None if expected_replacements is None else frozenset(expected_replacements)
         request = _SignInRequest(subject, device, counted_class, policy, audience, claims_json, access_ttl)
         try:
-            return await _to_the_end(self._sign_in(request, expected, caller))
+            return await to_the_end(self._sign_in(request, expected, caller))
         except (SessionLimitReached, SignInAborted) as refused:
-            await _to_the_end(self._record_refusal(request, refused, caller))
+            await to_the_end(self._record_refusal(request, refused, caller))
             raise
 
     async def preview(
@@ -344,7 +310,7 @@ class Sessions:
             raise InvalidArgument("refresh_token", "must not be empty")
         if len(refresh_token) != _REFRESH_TOKEN_CHARS:
             raise RefreshTokenRejected("the refresh token is not valid")
-        return await _to_the_end(self._refresh(_hash(refresh_token)))
+        return await to_the_end(self._refresh(_hash(refresh_token)))
 
     async def _refresh(self, token_hash: str) -> SignIn:
         new_token = secrets.token_urlsafe(32)
@@ -375,98 +341,6 @@ class Sessions:
             self._mirror.add(reused)
             raise RefreshTokenReused("the refresh token was already used; the session has been revoked")
         return signed_in
-
-    def _identify(self, field: str, token: str) -> AccessClaims:
-        if not token:
-            raise InvalidArgument(field, "must not be empty")
-        try:
-            return self._codec.identify(token)
-        except InvalidToken:
-            raise TokenRejected(f"{field}: the token is not one this authority issued") from None
-
-    async def revoke_token(self, token: str, reason: str = "", caller: str = "") -> int:
-        """Logout: ends the session of a token this authority signed, even an expired one."""
-        _check_reason(reason)
-        claims = self._identify("token", token)
-        return await self._revoke(
-            claims.subject, reason or "logout", RevocationCause.LOGGED_OUT, caller,
-            lambda s: s.session_id == claims.session_id, claims.token_id,
-        )
-
-    async def revoke_session(self, session_id: str, reason: str = "", caller: str = "") -> int:
-        """Ends one session; 0 when it is unknown or already ended."""
-        _check_reason(reason)
-        check_identifier("session_id", session_id)
-        async with self._store.transaction(read_only=True) as tx:
-            session = await tx.session(session_id)
-        if session is None:
-            return 0
-        return await self._revoke(
-            session.subject, reason or "session revoked", RevocationCause.SESSION_REVOKED, caller,
-            lambda s: s.session_id == session_id,
-        )
-
-    async def revoke_other_sessions(
-        self, *, token: str = "", session_id: str = "", reason: str = "", caller: str = ""
-    ) -> int:
-        """"Sign out my other devices": ends every live session of the referenced session's
-        subject except that one; 0 when the referenced session is unknown or not live."""
-        _check_reason(reason)
-        if token:
-            claims = self._identify("other_sessions.token", token)
-            subject, keep = claims.subject, claims.session_id
-        else:
-            check_identifier("other_sessions.session_id", session_id)
-            async with self._store.transaction(read_only=True) as tx:
-                session = await tx.session(session_id)
-            if session is None:
-                return 0
-            subject, keep = session.subject, session_id
-
-        def others(live: Sequence[SessionRecord]) -> list[SessionRecord]:
-            # Only a live session may sign the others out: an old stolen token may not.
-            return [s for s in live if s.session_id != keep] if any(s.session_id == keep for s in live) else []
-
-        return await self._revoke_some(
-            subject, reason or "other devices signed out", RevocationCause.OTHER_DEVICES_SIGNED_OUT, caller, others
-        )
-
-    async def revoke_subject(self, subject: str, reason: str = "", caller: str = "") -> int:
-        """Signs ``subject`` out everywhere; returns how many live sessions ended."""
-        _check_reason(reason)
-        check_identifier("subject", subject)
-        return await self._revoke(subject, reason or "signed out everywhere", RevocationCause.SIGNED_OUT_EVERYWHERE,
-                                  caller, lambda s: True)
-
-    async def _revoke(
-        self, subject: str, reason: str, cause: RevocationCause, caller: str,
-        ends: Callable[[SessionRecord], bool], token_id: str | None = None,
-    ) -> int:
-        """Revokes the subject's live sessions that ``ends``."""
-        return await self._revoke_some(subject, reason, cause, caller, lambda live: [s for s in live if ends(s)],
-                                       token_id)
-
-    async def _revoke_some(
-        self, subject: str, reason: str, cause: RevocationCause, caller: str,
-        choose: Callable[[Sequence[SessionRecord]], list[SessionRecord]], token_id: str | None = None,
-    ) -> int:
-        async def work() -> int:
-            async with self._store.transaction() as tx:
-                await tx.lock_subject(subject)
-                now = self._clock()
-                live = await tx.live_sessions(subject, now, self._settings.idle_cutoff(now))
-                entries = await tx.revoke(choose(live), now, reason, token_id, cause=cause, caller=caller)
-            self._mirror.add(entries)
-            return len(entries)
-
-        return await _to_the_end(work())
-
-    async def forget(self, subject: str) -> tuple[int, int]:
-        """Erases ``subject`` on request: signs them out everywhere, then deletes their
-        session events and blanks their device names. Returns (sessions ended, events
-        deleted). What the revocation mirror needs stays until the tokens expire."""
-        ended = await self.revoke_subject(subject, "personal data erased")
-        return ended, await _to_the_end(erase_subject(self._store, subject))
 
     async def list_sessions(self, subject: str) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""
