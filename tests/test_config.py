@@ -63,6 +63,12 @@ def test_a_flag_wins_over_its_variable() -> None:
         ({"AUTHORITY_AUDIENCES": " , "}, "audiences"),
         ({"AUTHORITY_LOG_LEVEL": "chatty"}, "log_level"),
         ({"AUTHORITY_LISTEN": "127.0.0.1:99999"}, "listen"),
+        ({"AUTHORITY_SESSION_LIMITS": "mobile"}, "session_limits"),
+        ({"AUTHORITY_SESSION_LIMITS": "mobile=0"}, "session_limits"),
+        ({"AUTHORITY_SESSION_LIMITS": "mo bile=1"}, "session_limits"),
+        ({"AUTHORITY_SESSION_LIMITS": "mobile=1,mobile=2"}, "session_limits"),
+        ({"AUTHORITY_SESSION_EVENTS_RETENTION": "0"}, "session_events_retention"),
+        ({"AUTHORITY_SESSION_EVENTS_RETENTION": "a month"}, "session_events_retention"),
     ],
 )
 def test_an_invalid_value_is_refused_naming_the_option(environ: dict[str, str], option: str) -> None:
@@ -78,3 +84,15 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(AttributeError):
         settings.listen = "0.0.0.0:1"  # type: ignore[misc]
+
+
+def test_session_limits_and_the_total_cap() -> None:
+    classes = load_settings({"AUTHORITY_SESSION_LIMITS": "mobile=1, web=2,*=1"})
+    capped = load_settings({"AUTHORITY_SESSION_LIMITS": "mobile=1,web=2", "AUTHORITY_MAX_SESSIONS_PER_SUBJECT": "2"})
+
+    assert classes.class_limits == {"mobile": 1, "web": 2, "*": 1}
+    assert classes.total_session_cap == 4  # not set: the sum of the class limits
+    assert capped.total_session_cap == 2
+    assert load_settings({}).class_limits == {} and load_settings({}).total_session_cap == 1
+    assert load_settings({"AUTHORITY_SESSION_EVENTS_RETENTION": "7d"}).session_events_retention == 7 * 86400
+    assert Settings().session_events_retention == 30 * 86400
