@@ -21,7 +21,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     out = tmp_path / "report.json"
 
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--tiny", "--out", str(out), "--postgres-url", POSTGRES_URL],
+        [sys.executable, "-m", "bench", "--tiny", "--out", str(out), "--postgres-url", POSTGRES_URL,
+         "--sign-in-baseline", "HEAD"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
 
@@ -35,7 +36,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     for expected in ("grpc.health Check (empty-RPC floor)", "ValidateToken warm (same token)",
                      "ValidateToken cold (every token new)", "baseline ValidateToken warm",
                      "baseline ValidateToken cold", "IssueToken replacing a device, PostgreSQL",
-                     "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations"):
+                     "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations",
+                     "IssueToken replacing a device, PostgreSQL, this version"):
         assert expected in names
     for name, phase in report["throughput"].items():
         assert phase["calls"] > 0 and phase["errors"] == 0, (name, phase)
@@ -43,6 +45,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     goals = {goal["name"]: goal for goal in report["goals"]}
     assert goals["ValidateToken warm / health floor"]["passed"] in (True, False)
     assert goals["memory per live revocation (mirror, tracemalloc)"]["measured"] > 0
+    compared = [name for name in goals if name.startswith("IssueToken rate / the same on HEAD")]
+    assert len(compared) == 1 and goals[compared[0]]["measured"] > 0
     assert report["raw"]["growth"]["mirror_entries"] >= 10_000
     assert [goal["name"] for goal in report["goals"] if goal["passed"] is None] == []  # every goal measured
     for name in ("consumer local verifier, warm", "consumer local verifier, cold / bare PyJWT decode",
