@@ -23,7 +23,8 @@ from authority.keys import KeyRing, load_key, load_keyring, purge_keys, rotate_i
 from authority.revocations import LogFollower, RevocationMirror
 from authority.session_events import SessionEventFeed
 from authority.sessions import Sessions
-from authority.store import RevocationDetail, Store
+from authority.explanations import Explanations
+from authority.store import Store
 from authority.store.events import purge_events
 from authority.store.migrate import prepare_schema
 from authority.store.store import MAINTENANCE_LOCK
@@ -34,9 +35,7 @@ log = logging.getLogger(__name__)
 
 # How long a stop waits for the background work to reach a safe point before cancelling it.
 STOP_BACKGROUND_SECONDS = 5.0
-# Explanations of refused tokens remembered, so that a revoked token presented again and
-# again costs one read of the store, not one per call.
-EXPLANATIONS_KEPT = 10_000
+
 
 
 class Authority:
@@ -61,7 +60,7 @@ class Authority:
         self.follower = LogFollower(
             store, mirror, settings.revocation_poll_interval, self.refresh_keys, also=self.session_events.catch_up
         )
-        self._explanations: dict[str, RevocationDetail | None] = {}
+        self.explanations = Explanations(store)
         # A feed heartbeats only while the follower's last reads succeeded.
         self.heartbeat_freshness = min(settings.max_staleness, 2 * settings.revocation_poll_interval)
         self.clock = clock
@@ -94,25 +93,6 @@ class Authority:
             raise
         log.info("loaded %d live revocations", len(mirror))
         return cls(settings, store, keyring, mirror, clock, kek)
-
-    async def explain_revocation(self, session_id: str) -> RevocationDetail | None:
-        """Why and when a revoked session was revoked, and by which device: the rare path of
-        a refused token, read from the store (and remembered a while) rather than held
-        for every entry of the mirror. None when the store cannot say."""
-        if session_id in self._explanations:
-            return self._explanations[session_id]
-        try:
-            detail = await self.store.revocation_detail(session_id)
-        except StoreUnavailable:
-            return None
-        if len(self._explanations) >= EXPLANATIONS_KEPT:
-            self._explanations.clear()
-        self._explanations[session_id] = detail
-        return detail
-
-    def forget_explanations(self) -> None:
-        """Drops the remembered explanations (after a subject's data is erased)."""
-        self._explanations.clear()
 
     def is_current(self) -> bool:
         """Whether this process's view of the revocation log can vouch for a token."""
@@ -170,7 +150,7 @@ class Authority:
     async def forget(self, subject: str) -> tuple[int, int]:
         """``authority sessions forget``: see :meth:`Sessions.forget`."""
         erased = await self.sessions.forget(subject)
-        self.forget_explanations()
+        self.explanations.forget()
         return erased
 
     def start(self) -> None:

@@ -201,7 +201,7 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
         answer = pb.ValidateTokenResponse(
             valid=False, reason=pb.INVALID_REASON_REVOKED, revocation_cause=int(revoked.cause)  # type: ignore[arg-type]
         )
-        detail = await self._authority.explain_revocation(revoked.session_id)
+        detail = await self._authority.explanations.explain(revoked.session_id)
         if detail is not None:
             answer.revoked_at.CopyFrom(_timestamp(detail.revoked_at))
             if revoked.cause is RevocationCause.REPLACED_BY_SIGN_IN:
