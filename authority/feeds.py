@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
@@ -113,23 +114,30 @@ async def tail(
 ) -> AsyncIterator[T | Heartbeat]:
     """The live part of a stream after its backlog (complete up to ``position``): new
     entries past ``position`` (an item whose ``sequence_of`` is None is passed as is), and
-    a :class:`Heartbeat` after ``heartbeat_interval`` of silence while ``is_fresh()``;
+    a :class:`Heartbeat` at least every ``heartbeat_interval`` while ``is_fresh()``: after
+    that long a silence, and under a steady flow of entries as soon as the queue is empty,
+    so that a busy stream confirms its receiver complete as often as a quiet one.
     ``applied()`` is the position the follower has passed on."""
+    beaten = time.monotonic()
     while True:
         if watcher.overflowed:
             raise WatcherTooSlow()
         try:
             item = await asyncio.wait_for(watcher.queue.get(), heartbeat_interval)
         except TimeoutError:
-            # Only with the queue empty has every entry the follower passed on been sent
-            # (an entry may have arrived while the wait was cancelled).
-            if watcher.queue.empty() and is_fresh():
-                position = max(position, applied())
-                yield Heartbeat(position)
-            continue
-        sequence = sequence_of(item)
-        if sequence is None:
-            yield item
-        elif sequence > position:
-            position = sequence
-            yield item
+            item = None
+        if item is not None:
+            sequence = sequence_of(item)
+            if sequence is None:
+                yield item
+            elif sequence > position:
+                position = sequence
+                yield item
+            if time.monotonic() - beaten < heartbeat_interval:
+                continue
+        # Only with the queue empty has every entry the follower passed on been sent (an
+        # entry may have arrived while the wait was cancelled).
+        if watcher.queue.empty() and is_fresh():
+            position = max(position, applied())
+            beaten = time.monotonic()
+            yield Heartbeat(position)

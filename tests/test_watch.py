@@ -98,6 +98,36 @@ async def test_stream_starts_after_the_given_sequence(stub: Stub) -> None:
     assert tablet.session_id not in (seen.session_id, event.session_id)
 
 
+async def test_a_steady_flow_of_revocations_still_carries_heartbeats(authority: Running) -> None:
+    """Regression: heartbeats came only after a silent interval, so a consumer fed
+    revocations faster than that was never confirmed complete and went stale."""
+    mirror, store = authority.server.authority.mirror, authority.server.authority.store
+    base = mirror.sequence
+    feed = mirror.follow(store, base, heartbeat_interval=0.2, fresh_within=30)
+    assert await anext(feed) is revocations.KEYS_CHANGED
+    assert isinstance(await anext(feed), revocations.CaughtUp)
+    received: list[Any] = []
+
+    async def read() -> None:
+        async for event in feed:
+            received.append(event)
+
+    reader = asyncio.create_task(read())
+    # One entry every 20 ms for a second: never a 0.2 s silence.
+    for n in range(1, 51):
+        mirror.advance([Revocation(base + n, f"steady-{n}", None, time.time() + 60)])
+        await asyncio.sleep(0.02)
+    reader.cancel()
+
+    entries = [e for e in received if isinstance(e, Revocation)]
+    beats = [e for e in received if isinstance(e, revocations.Heartbeat)]
+    assert len(entries) >= 40
+    assert len(beats) >= 2, "no heartbeats while revocations flowed"
+    for beat in beats:
+        sent_before = [e.sequence for e in received[: received.index(beat)] if isinstance(e, Revocation)]
+        assert beat.sequence == max(sent_before)  # complete up to what was sent, no further
+
+
 async def test_heartbeats_carry_the_position_to_resume_from(stub: Stub) -> None:
     subject = new_subject()
     await sign_in(stub, subject, "laptop")
