@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import secrets
 import time
@@ -34,6 +35,7 @@ from authority.errors import (
     RefreshTokenReused,
     SessionLimitReached,
     SignInAborted,
+    StoreUnavailable,
 )
 from authority.policy import Decision, check_device_name, class_of, decide
 from authority.revocations import RevocationMirror
@@ -47,6 +49,8 @@ from authority.store import (
 )
 from authority.signouts import SignOuts, check_identifier, to_the_end
 from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, TokenCodec
+
+log = logging.getLogger(__name__)
 
 MAX_CLAIMS_BYTES = 4096
 # Refresh tokens are 256 random bits, base64url: 43 characters.
@@ -169,8 +173,8 @@ class Sessions(SignOuts):
         request = _SignInRequest(subject, device, counted_class, policy, audience, claims_json, access_ttl)
         try:
             return await to_the_end(self._sign_in(request, expected, caller))
-        except (SessionLimitReached, SignInAborted) as refused:
-            await to_the_end(self._record_refusal(request, refused, caller))
+        except (SessionLimitReached, SignInAborted):
+            await to_the_end(self._record_refusal(request, caller))
             raise
 
     async def preview(
@@ -238,14 +242,18 @@ class Sessions(SignOuts):
             replaced, caller=caller,
         )
 
-    async def _record_refusal(self, request: _SignInRequest, refused: Exception, caller: str) -> None:
-        """Records a refused sign-in, in a transaction of its own (the sign-in's rolled back)."""
+    async def _record_refusal(self, request: _SignInRequest, caller: str) -> None:
+        """Records a refused sign-in, in a transaction of its own (the sign-in's rolled back).
+        The caller is told of the refusal even when the record cannot be written."""
         now = self._clock()
-        live = await self._store.live_sessions(request.subject, now, self._settings.idle_cutoff(now))
-        decision = self._decide(live, request.device.device_id, request.counted_class, request.policy)
-        replaced = tuple(s.session_id for s in decision.replaced)
-        async with self._store.transaction() as tx:
-            tx.record(self._event(SessionEventKind.SIGN_IN_REFUSED, request, now, "", replaced, caller))
+        try:
+            live = await self._store.live_sessions(request.subject, now, self._settings.idle_cutoff(now))
+            decision = self._decide(live, request.device.device_id, request.counted_class, request.policy)
+            replaced = tuple(s.session_id for s in decision.replaced)
+            async with self._store.transaction() as tx:
+                tx.record(self._event(SessionEventKind.SIGN_IN_REFUSED, request, now, "", replaced, caller))
+        except StoreUnavailable:
+            log.warning("a refused sign-in could not be recorded in the session event log: the database is unavailable")
 
     def _access_ttl(self, ttl: float | None) -> int:
         if ttl is None:
