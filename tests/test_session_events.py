@@ -13,7 +13,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from authority import credentials
 from authority.credentials import Role
-from tests.conftest import Clock, Running, StartServer
+from tests.conftest import Clock, StartServer
 from tests.support.calls import Stub, new_subject, reason, rpc_error, sign_in
 
 K = pb.SessionEventKind
