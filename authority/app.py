@@ -25,7 +25,7 @@ from authority.session_events import SessionEventFeed
 from authority.sessions import Sessions
 from authority.explanations import Explanations
 from authority.store import Store
-from authority.store.events import last_event_sequence, purge_events
+from authority.store.events import purge_events
 from authority.store.migrate import prepare_schema
 from authority.store.store import MAINTENANCE_LOCK
 from authority.tokens import TokenCodec
@@ -88,16 +88,11 @@ class Authority:
             async for rows in store.live_revocation_rows(clock() - settings.leeway):
                 mirror.load(rows)
             mirror.confirm(started)
-            # The event feed starts at the end of its log: a stream reads its own backlog,
-            # so the follower passes on only what commits from now.
-            events_at = await last_event_sequence(store)
         except BaseException:
             await store.close()
             raise
         log.info("loaded %d live revocations", len(mirror))
-        authority = cls(settings, store, keyring, mirror, clock, kek)
-        authority.session_events.sequence = events_at
-        return authority
+        return cls(settings, store, keyring, mirror, clock, kek)
 
     def is_current(self) -> bool:
         """Whether this process's view of the revocation log can vouch for a token."""

@@ -66,6 +66,9 @@ class Watchers(Generic[T]):
     def __bool__(self) -> bool:
         return bool(self._watchers)
 
+    def __len__(self) -> int:
+        return len(self._watchers)
+
     def offer(self, item: T) -> None:
         """Passes ``item`` on to every watcher."""
         for watcher in self._watchers:

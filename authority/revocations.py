@@ -26,7 +26,7 @@ from typing import Any
 from authority.errors import SequenceUnknown, StoreUnavailable
 from authority.feeds import CaughtUp, Heartbeat, Watchers, backlog, tail
 from authority.store import Revocation, RevocationCause, Store
-from authority.store.store import KEYS_CHANNEL, REVOCATIONS_CHANNEL, SESSION_EVENTS_CHANNEL
+from authority.store.store import KEYS_CHANNEL, REVOCATIONS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +267,7 @@ class LogFollower:
         # One listening connection; when it is lost, the poll carries on alone until
         # run() starts a new listener after the next read that succeeds or fails.
         with contextlib.suppress(StoreUnavailable):
-            async with self._store.notifications(
-                [REVOCATIONS_CHANNEL, KEYS_CHANNEL, SESSION_EVENTS_CHANNEL], self._notified
-            ) as listening:
+            async with self._store.notifications([REVOCATIONS_CHANNEL, KEYS_CHANNEL], self._notified) as listening:
                 # Whatever committed while nobody listened is read now.
                 self._notified(KEYS_CHANNEL)
                 # A connection that died silently never says so: ask it now and then.

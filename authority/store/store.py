@@ -63,11 +63,10 @@ _KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
 _LOG_LOCK = 0x61757468_6C6F6773  # "auth" "logs"
 MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
 MAINTENANCE_LOCK = 0x61757468_6D61696E  # "auth" "main"
-# PostgreSQL NOTIFY channels: a revocation committed, the signing keys changed, a session
-# event committed.
+# PostgreSQL NOTIFY channels: an entry committed to a log (revocations or session events:
+# followers read both), the signing keys changed.
 REVOCATIONS_CHANNEL = "authority_revocations"
 KEYS_CHANNEL = "authority_keys"
-SESSION_EVENTS_CHANNEL = "authority_session_events"
 
 
 def subject_lock_id(subject: str) -> int:
@@ -448,13 +447,17 @@ class Tx:
         self.conn = conn
         self.is_postgres = is_postgres
         self._log_locked = False
+        self._notified: set[str] = set()
         # Session events recorded in this transaction, written just before it commits.
         self._events: list[SessionEvent] = []
 
     async def _lock_log(self) -> None:
         # One lock for both logs (revocations and session events), held until commit, so
         # that entries become visible in sequence order: a reader that resumes after a
-        # sequence never skips an entry that commits later.
+        # sequence never skips an entry that commits later. Followers are notified before
+        # it is taken (NOTIFY is delivered at commit wherever it is sent), so that the lock,
+        # which every sign-in waits for, is held for the inserts and the commit alone.
+        await self._notify(REVOCATIONS_CHANNEL)
         if self.is_postgres and not self._log_locked:
             await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK)))
         self._log_locked = True
@@ -486,7 +489,6 @@ class Tx:
         ]
         self._events = []
         await self.conn.execute(sa.insert(session_events), rows)
-        await self._notify(SESSION_EVENTS_CHANNEL)
 
     async def lock_subject(self, subject: str) -> None:
         """Holds every other writer to ``subject`` off until this transaction ends."""
@@ -522,8 +524,10 @@ class Tx:
         await self._notify(KEYS_CHANNEL)
 
     async def _notify(self, channel: str) -> None:
-        # NOTIFY is transactional: listeners hear it when, and only if, this commits.
-        if self.is_postgres:
+        # NOTIFY is transactional: listeners hear it when, and only if, this commits; and
+        # once per transaction is enough.
+        if self.is_postgres and channel not in self._notified:
+            self._notified.add(channel)
             await self.conn.execute(sa.select(sa.func.pg_notify(channel, "")))
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
@@ -637,6 +641,4 @@ class Tx:
                     session.device_class, session.device_name, cause=cause, caller=caller,
                 )
             )
-        if entries:
-            await self._notify(REVOCATIONS_CHANNEL)
         return entries
