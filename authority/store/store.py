@@ -312,7 +312,10 @@ class Store:
                     .order_by(revocations.c.sequence)
                     .limit(batch_size)
                 )
-                batch = [_revocation(row) for row in await tx.conn.execute(query)]
+                rows = (await tx.conn.execute(query)).all()
+            # Built after the transaction ends: a slow consumer (a memory measurement under
+            # tracemalloc) must not hold it open past idle_in_transaction_session_timeout.
+            batch = [_revocation(row) for row in rows]
             if not batch:
                 return
             yield batch
@@ -380,7 +383,8 @@ class Store:
                 .order_by(revocations.c.sequence)
                 .limit(limit)
             )
-            return [_revocation(row) for row in await tx.conn.execute(query)]
+            rows = (await tx.conn.execute(query)).all()
+        return [_revocation(row) for row in rows]
 
     async def purge_revocations(self, expired_before: float, batch_size: int) -> int:
         """Deletes one batch of expired revocations; returns how many."""
