@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -18,6 +18,7 @@ from authority_client.types import (
     RevocationEventKind,
     Session,
     SessionPolicy,
+    SignInPreview,
     Validation,
 )
 from authority_client.v1 import authority_pb2 as pb
@@ -116,15 +117,38 @@ def _cause(number: int) -> RevocationCause:
         return RevocationCause.UNSPECIFIED
 
 
+def session(s: pb.Session) -> Session:
+    """One session as the authority reports it."""
+    return Session(
+        s.session_id, s.subject, s.device_id, seconds(s.created_at), seconds(s.expires_at),
+        s.device_class, s.device_name, seconds(s.last_used_at),
+    )
+
+
 def sessions(response: pb.ListSessionsResponse) -> list[Session]:
     """A ListSessions answer."""
-    return [
-        Session(
-            s.session_id, s.subject, s.device_id, seconds(s.created_at), seconds(s.expires_at),
-            s.device_class, s.device_name, seconds(s.last_used_at),
-        )
-        for s in response.sessions
-    ]
+    return [session(s) for s in response.sessions]
+
+
+def preview(response: pb.PreviewSignInResponse) -> SignInPreview:
+    """A PreviewSignIn answer."""
+    return SignInPreview(response.allowed, tuple(session(s) for s in response.would_replace))
+
+
+def guard(request: pb.IssueTokenRequest, expected_replacements: Sequence[str] | None) -> pb.IssueTokenRequest:
+    """``request`` guarded by ``expected_replacements`` (None: unguarded; empty: replace nothing)."""
+    if expected_replacements is not None:
+        request.expected_replacements.SetInParent()
+        request.expected_replacements.session_ids.extend(expected_replacements)
+    return request
+
+
+def other_sessions_request(token: str | None, session_id: str | None, reason: str) -> pb.RevokeTokenRequest:
+    """The RevokeToken request that ends every other session of the one referenced."""
+    if (token is None) == (session_id is None):
+        raise ValueError("name exactly one of token or session_id")
+    ref = pb.SessionRef(token=token) if token is not None else pb.SessionRef(session_id=session_id)
+    return pb.RevokeTokenRequest(other_sessions=ref, reason=reason)
 
 
 def revocation_event(message: pb.RevocationEvent) -> RevocationEvent:

@@ -20,6 +20,7 @@ __all__ = [
     "RevocationEventKind",
     "Session",
     "SessionPolicy",
+    "SignInPreview",
     "Validation",
 ]
 
@@ -69,6 +70,14 @@ class Session:
     device_class: str = ""
     device_name: str = ""
     last_used_at: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SignInPreview:
+    """What a sign-in would do now: whether it is allowed, and whom it would sign out."""
+
+    allowed: bool
+    would_replace: tuple[Session, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
