@@ -160,6 +160,19 @@ class Sessions(SignOuts):
         :class:`SignInAborted` when ``expected_replacements`` is given and the sessions
         the sign-in would sign out are not exactly those.
         """
+        request = self._request(subject, device, policy, audience, claims, ttl)
+        expected = None if expected_replacements is None else frozenset(expected_replacements)
+        try:
+            return await to_the_end(self._sign_in(request, expected, caller))
+        except (SessionLimitReached, SignInAborted):
+            await to_the_end(self._record_refusal(request, caller))
+            raise
+
+    def _request(
+        self, subject: str, device: Device | str, policy: Policy | None, audience: str,
+        claims: Mapping[str, Any] | None, ttl: float | None,
+    ) -> _SignInRequest:
+        """The checked request; :class:`InvalidArgument` naming the first bad field."""
         device = Device(device) if isinstance(device, str) else device
         check_identifier("subject", subject)
         counted_class = self._check_device(device)
@@ -169,13 +182,7 @@ class Sessions(SignOuts):
         claims_json = _claims_json(claims or {})
         access_ttl = self._access_ttl(ttl)
         policy = policy or self._settings.default_policy
-        expected = None if expected_replacements is None else frozenset(expected_replacements)
-        request = _SignInRequest(subject, device, counted_class, policy, audience, claims_json, access_ttl)
-        try:
-            return await to_the_end(self._sign_in(request, expected, caller))
-        except (SessionLimitReached, SignInAborted):
-            await to_the_end(self._record_refusal(request, caller))
-            raise
+        return _SignInRequest(subject, device, counted_class, policy, audience, claims_json, access_ttl)
 
     async def preview(
         self,
@@ -183,15 +190,17 @@ class Sessions(SignOuts):
         device: Device,
         *,
         policy: Policy | None = None,
+        audience: str = "",
+        claims: Mapping[str, Any] | None = None,
+        ttl: float | None = None,
         expected_replacements: Sequence[str] | None = None,
     ) -> Preview:
-        """What :meth:`sign_in` would do now with these arguments; changes nothing."""
-        check_identifier("subject", subject)
-        counted_class = self._check_device(device)
-        policy = policy or self._settings.default_policy
+        """What :meth:`sign_in` would do now with these arguments (the same checks, the same
+        decision); changes nothing."""
+        request = self._request(subject, device, policy, audience, claims, ttl)
         now = self._clock()
         live = await self._store.live_sessions(subject, now, self._settings.idle_cutoff(now))
-        decision = self._decide(live, device.device_id, counted_class, policy)
+        decision = self._decide(live, request.device.device_id, request.counted_class, request.policy)
         allowed = not decision.refused and (
             expected_replacements is None or decision.replaced_ids == frozenset(expected_replacements)
         )

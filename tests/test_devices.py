@@ -306,6 +306,15 @@ async def test_bad_device_fields_are_invalid_argument_naming_the_field_and_chang
     assert await live_sessions(stub, subject) == [laptop.session_id]
 
 
+async def test_preview_refuses_what_the_sign_in_would_refuse(stub: Stub) -> None:
+    for request, field in ((pb.IssueTokenRequest(subject=new_subject(), device_id="phone", audience="elsewhere"),
+                            "audience"),
+                           (pb.IssueTokenRequest(subject="", device_id="phone"), "subject"),
+                           (pb.IssueTokenRequest(subject=new_subject(), device_id="phone", policy=7), "policy")):  # type: ignore[arg-type]
+        error = await rpc_error(stub.PreviewSignIn(request))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT and field in (error.details() or ""), field
+
+
 async def test_a_256_byte_device_name_of_any_script_is_accepted(stub: Stub) -> None:
     name = "é" * 128  # 256 bytes of UTF-8
     subject = new_subject()

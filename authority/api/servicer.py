@@ -233,7 +233,8 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
     @unary
     async def PreviewSignIn(self, request: pb.IssueTokenRequest, context: Context) -> pb.PreviewSignInResponse:
         preview = await self._sessions.preview(
-            request.subject, _device(request), policy=_policy(request), expected_replacements=_expected(request)
+            request.subject, _device(request), policy=_policy(request), audience=request.audience,
+            claims=_extra_claims(request), ttl=_ttl(request), expected_replacements=_expected(request),
         )
         return pb.PreviewSignInResponse(
             allowed=preview.allowed, would_replace=[_session(s) for s in preview.would_replace]
