@@ -33,6 +33,7 @@ from authority_client.types import (
     RevocationEventKind,
     Session,
     SessionPolicy,
+    SignInPreview,
     Validation,
 )
 from authority_client.validation import AsyncValidator, Mode, ValidationSettings, Validator
@@ -56,6 +57,7 @@ __all__ = [
     "RevocationEventKind",
     "Session",
     "SessionPolicy",
+    "SignInPreview",
     "Validation",
     "ValidationSettings",
     "Validator",
