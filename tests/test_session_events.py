@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 import grpc
+import httpx
 from authority_client.v1 import authority_pb2 as pb
 from google.protobuf.duration_pb2 import Duration
 
@@ -165,6 +166,34 @@ async def test_ended_sessions_name_the_caller_when_callers_authenticate(start_se
         (issued.session_id, pb.REVOCATION_CAUSE_SIGNED_OUT_EVERYWHERE, "login")
     ]
     assert all(e.caller == "login" for e in events)
+
+
+async def test_a_logout_over_http_names_its_caller_and_cause(start_server: StartServer) -> None:
+    issuer_key, auditor_key = credentials.new_api_key(), credentials.new_api_key()
+    running = await start_server(http_listen="127.0.0.1:0", api_keys=(
+        credentials.api_key_entry("login", {Role.ISSUER}, issuer_key),
+        credentials.api_key_entry("audit", {Role.AUDITOR}, auditor_key),
+    ))
+    subject = new_subject()
+    issuer = ((credentials.API_KEY_HEADER, issuer_key),)
+    by_token = await running.stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="laptop"), metadata=issuer)
+    async with httpx.AsyncClient(base_url=running.http_url, timeout=15) as http:
+        answer = await http.post("/revoke", data={"token": by_token.access_token},
+                                 headers={"Authorization": f"Bearer {issuer_key}"})
+        assert answer.status_code == 200
+        by_refresh = await running.stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="laptop"),
+                                                   metadata=issuer)
+        answer = await http.post("/revoke", data={"token": by_refresh.refresh_token},
+                                 headers={"Authorization": f"Bearer {issuer_key}"})
+        assert answer.status_code == 200
+
+    events, _ = await _until_caught_up(_watch(running.stub, metadata=((credentials.API_KEY_HEADER, auditor_key),)))
+
+    ended = [(e.session_id, e.cause, e.caller) for e in events if e.kind == pb.SESSION_EVENT_KIND_SESSION_ENDED]
+    assert ended == [
+        (by_token.session_id, pb.REVOCATION_CAUSE_LOGGED_OUT, "login"),
+        (by_refresh.session_id, pb.REVOCATION_CAUSE_LOGGED_OUT, "login"),
+    ]
 
 
 async def test_events_are_purged_after_their_retention_in_batches(start_server: StartServer) -> None:
