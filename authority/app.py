@@ -22,8 +22,11 @@ from authority.errors import StoreUnavailable
 from authority.keys import KeyRing, check_key_protection, load_key, load_keyring, rotate_if_due, rotate_key
 from authority.retained_keys import load_retained, purge_keys
 from authority.revocations import LogFollower, RevocationMirror
+from authority.session_events import SessionEventFeed
 from authority.sessions import Sessions
+from authority.explanations import Explanations
 from authority.store import Store
+from authority.store.events import purge_events
 from authority.store.migrate import prepare_schema
 from authority.store.store import MAINTENANCE_LOCK
 from authority.tokens import TokenCodec
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # How long a stop waits for the background work to reach a safe point before cancelling it.
 STOP_BACKGROUND_SECONDS = 5.0
+
 
 
 class Authority:
@@ -56,9 +60,12 @@ class Authority:
         # The follower reads on connections of its own: however many consumers read
         # snapshots, and however busy sign-ins are, this process's view stays current.
         self._follower_store = store.dedicated()
+        self.session_events = SessionEventFeed(store, self._follower_store)
         self.follower = LogFollower(
-            self._follower_store, mirror, settings.revocation_poll_interval, self.refresh_keys
+            self._follower_store, mirror, settings.revocation_poll_interval, self.refresh_keys,
+            also=self.session_events.catch_up,
         )
+        self.explanations = Explanations(store)
         # A feed heartbeats only while the follower's last reads succeeded.
         self.heartbeat_freshness = min(settings.max_staleness, 2 * settings.revocation_poll_interval)
         self.clock = clock
@@ -158,6 +165,12 @@ class Authority:
         await self.refresh_keys()
         return key.kid
 
+    async def forget(self, subject: str) -> tuple[int, int]:
+        """``authority sessions forget``: see :meth:`Sessions.forget`."""
+        erased = await self.sessions.forget(subject)
+        self.explanations.forget()
+        return erased
+
     def start(self) -> None:
         """Starts the log follower and the periodic maintenance."""
         if not self._tasks:
@@ -212,6 +225,9 @@ class Authority:
             dropped := await self.store.purge_sessions(cutoff, idle_cutoff, batch)
         ) > 0:
             sessions += dropped
+        events_cutoff = now - self.settings.session_events_retention
+        while not self._stopping.is_set() and await purge_events(self.store, events_cutoff, batch) > 0:
+            pass
         await purge_keys(
             self.store,
             now,

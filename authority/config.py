@@ -62,7 +62,9 @@ class Settings:
     refresh_token_ttl: int = 30 * 24 * 3600
     # 0 disables it; otherwise a session with no refresh for this long ends.
     idle_timeout: int = 0
-    max_sessions_per_subject: int = 1
+    # The total cap on a subject's live sessions. 0: not set, which means 1, or with
+    # session_limits the sum of the class limits.
+    max_sessions_per_subject: int = 0
     default_policy: Policy = Policy.REPLACE
     leeway: int = 30
     purge_interval: int = 60
@@ -113,6 +115,12 @@ class Settings:
     # The https base URL the HTTP endpoints are reached at, for the RFC 8414 metadata;
     # empty: the issuer, when it is an https URL.
     public_url: str = ""
+    # Devices (authority/sessions.py): CLASS=N limits, the policy acting within a class;
+    # "*" is the class of an empty device_class and of every class not named. Empty: no
+    # classes, only the total cap.
+    session_limits: tuple[str, ...] = ()
+    # How long the session event log keeps an event.
+    session_events_retention: int = 30 * 24 * 3600
 
     def __post_init__(self) -> None:
         _check(self)
@@ -122,6 +130,18 @@ class Settings:
     def default_audience(self) -> str:
         """The audience of a token whose sign-in named none."""
         return self.audiences[0]
+
+    @property
+    def class_limits(self) -> dict[str, int]:
+        """``session_limits`` as a map from class to its limit (empty: no classes)."""
+        return dict(_class_limit(entry) for entry in self.session_limits)
+
+    @property
+    def total_session_cap(self) -> int:
+        """The most live sessions a subject may have, over every class."""
+        if self.max_sessions_per_subject:
+            return self.max_sessions_per_subject
+        return sum(self.class_limits.values()) or 1
 
     def idle_cutoff(self, now: float) -> float | None:
         """Sessions last used before this have ended idle; None when there is no idle timeout."""
@@ -221,8 +241,20 @@ _DURATIONS = frozenset(
         "purge_interval",
         "key_publish_ahead",
         "key_rotation_interval",
+        "session_events_retention",
     }
 )
+
+_CLASS_LIMIT = re.compile(r"^([A-Za-z0-9._-]{1,64}|\*)=(\d+)$")
+
+
+def _class_limit(entry: str) -> tuple[str, int]:
+    match = _CLASS_LIMIT.match(entry.strip())
+    if match is None or int(match.group(2)) < 1:
+        raise ConfigError(
+            "session_limits", f"{entry!r} is not CLASS=N (a class of letters, digits, '.', '_', '-' or '*'; N >= 1)"
+        )
+    return match.group(1), int(match.group(2))
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: str | None) -> Settings:
@@ -291,8 +323,13 @@ def _check(s: Settings) -> None:
     _check_representable(s)
 
     for option in ("access_token_ttl", "max_access_token_ttl", "refresh_token_ttl", "purge_interval",
-                   "purge_batch_size", "max_sessions_per_subject"):
+                   "purge_batch_size", "session_events_retention"):
         positive(option, getattr(s, option))
+    if s.max_sessions_per_subject < 0:
+        raise ConfigError("max_sessions_per_subject", "must not be negative (0: 1, or the sum of session_limits)")
+    classes = [_class_limit(entry)[0] for entry in s.session_limits]
+    if len(set(classes)) != len(classes):
+        raise ConfigError("session_limits", "names a class twice")
     if s.leeway < 0 or s.leeway > 300:
         raise ConfigError("leeway", "must be between 0 and 300 seconds")
     if s.idle_timeout < 0:

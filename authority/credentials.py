@@ -8,6 +8,7 @@ up among the hashes in ``api_keys``). Its roles decide which RPCs it may make:
     issuer    IssueToken, RefreshToken, RevokeToken (any target), ListSessions
     verifier  ValidateToken, GetSigningKeys, WatchRevocations, and RevokeToken of a
               token it presents (a service logging its own user out)
+    auditor   WatchSessionEvents and ListSessions: reads events and sessions, nothing else
 
 This module parses and makes entries, so that settings can check them at start, and
 identifies a caller from what it presented (:class:`CallerRegistry`), whatever the
@@ -40,6 +41,8 @@ class Role(enum.Enum):
 
     ISSUER = "issuer"
     VERIFIER = "verifier"
+    # Reads session events and sessions (a notification service, an audit export).
+    AUDITOR = "auditor"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +55,13 @@ class ApiKey:
 
 
 def parse_roles(text: str) -> frozenset[Role]:
-    """``issuer``, ``verifier`` or ``issuer+verifier``; raises ValueError."""
+    """``issuer``, ``verifier``, ``auditor``, or several joined by ``+``; raises ValueError."""
     roles = set()
     for part in text.split("+"):
         try:
             roles.add(Role(part.strip().lower()))
         except ValueError:
-            raise ValueError(f"{part.strip()!r} is not a role (issuer, verifier)") from None
+            raise ValueError(f"{part.strip()!r} is not a role (issuer, verifier, auditor)") from None
     return frozenset(roles)
 
 

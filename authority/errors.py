@@ -7,6 +7,7 @@
     ├── InvalidArgument        a request field is invalid
     │   └── ValueOutOfRange    a number beyond what the authority can store (2^63 - 1)
     ├── SessionLimitReached    REJECT policy: the subject already has its sessions
+    ├── SignInAborted          a guarded sign-in would replace other sessions than expected
     ├── RefreshTokenRejected   a refresh token that cannot be traded
     │   └── RefreshTokenReused an already-rotated refresh token: the session is revoked
     ├── TokenRejected          a token that cannot be revoked by (not this authority's)
@@ -61,6 +62,11 @@ class SessionLimitReached(AuthorityError):
     """The subject already has as many live sessions as allowed and the policy is REJECT."""
 
 
+class SignInAborted(AuthorityError):
+    """A guarded sign-in (expected_replacements) would sign out other sessions than those
+    expected; nothing changed, and the user should be asked again."""
+
+
 class RefreshTokenRejected(AuthorityError):
     """The refresh token is unknown, expired, or its session has ended."""
 
@@ -98,8 +104,8 @@ class WatcherTooSlow(AuthorityError):
 class SequenceUnknown(AuthorityError):
     """A watcher resumes after a sequence beyond the end of the log; it must start from 0."""
 
-    def __init__(self) -> None:
-        super().__init__("after_sequence is beyond the end of the revocation log; resume from 0")
+    def __init__(self, log: str = "revocation log") -> None:
+        super().__init__(f"after_sequence is beyond the end of the {log}; resume from 0")
 
 
 class CallerUnauthenticated(AuthorityError):

@@ -17,40 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from authority.errors import LogEpochChanged, SequenceUnknown, StoreUnavailable, WatcherTooSlow
-from authority.store import LogState, Revocation, Store
+from authority.errors import LogEpochChanged, SequenceUnknown, StoreUnavailable
+from authority.feeds import EPOCH_CHANGED, CaughtUp, EpochChanged, Heartbeat, Watchers, backlog, tail
+from authority.store import LogState, Revocation, RevocationCause, Store
 from authority.store.store import KEYS_CHANNEL, REVOCATIONS_CHANNEL
 
 log = logging.getLogger(__name__)
 
-# A watcher this far behind is cut off; it resumes from its last sequence.
-WATCHER_QUEUE_SIZE = 10_000
 _PAGE = 1_000
 # How often the listening connection is asked whether it is still there.
 _LISTENER_PING_SECONDS = 15.0
 # Without a notification, the keys are checked every this many polls.
 _KEYS_CHECK_POLLS = 5
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class CaughtUp:
-    """Every entry up to ``sequence`` has been sent: the backlog is over."""
-
-    sequence: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """Nothing new; the receiver is still complete up to ``sequence``."""
-
-    sequence: int
 
 
 class KeysChanged:
@@ -59,42 +43,39 @@ class KeysChanged:
 
 KEYS_CHANGED = KeysChanged()
 FeedEvent = Revocation | CaughtUp | Heartbeat | KeysChanged
+__all__ = ["KEYS_CHANGED", "CaughtUp", "FeedEvent", "Heartbeat", "KeysChanged", "LogFollower", "RevocationMirror"]
 
 
-class _EpochChanged:
-    """The log's epoch changed: positions of the old one mean nothing now."""
+_Queued = Revocation | KeysChanged | EpochChanged
 
 
-_EPOCH_CHANGED = _EpochChanged()
-_Queued = Revocation | KeysChanged | _EpochChanged
+def _sequence_of(item: _Queued) -> int | None:
+    # Key changes and the end of an epoch are no log entries: the tail passes them on as is.
+    return item.sequence if isinstance(item, Revocation) else None
 
 
-class _Watcher:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[_Queued] = asyncio.Queue(WATCHER_QUEUE_SIZE)
-        # Only ever set while the queue is full, so a reader never waits on it.
-        self.overflowed = False
-
-    def offer(self, item: _Queued) -> None:
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.overflowed = True
+# An entry packs its expiry (whole seconds) and its cause in one int: second * 8 + cause.
+_CAUSE_BITS = 3
+_CAUSE_MASK = (1 << _CAUSE_BITS) - 1
 
 
 class RevocationMirror:
-    """Revoked sessions that can still matter, each with the time its last token expires.
+    """Revoked sessions that can still matter, each with the time its last token expires
+    and why it was revoked.
 
     Every log entry revokes a session (a logout names its token too): a revoked session
-    rejects every token it ever issued, so sessions are all the mirror has to hold.
+    rejects every token it ever issued, so sessions are all the mirror has to hold. Which
+    device replaced a session is not held here: it is read from the store when a refused
+    token is explained, the rare path, so that it costs no memory per entry.
     """
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
-        # Expiries are whole seconds (rounded up) shared between entries: one int object
-        # per second instead of a float per entry, about a fifth of an entry's memory.
+        # Expiry and cause share one int, and those ints are shared between entries: one
+        # int object per (second, cause) instead of a float per entry, about a fifth of
+        # an entry's memory.
         self._sessions: dict[str, int] = {}
         self._seconds: dict[int, int] = {}
-        self._watchers: set[_Watcher] = set()
+        self._watchers: Watchers[_Queued] = Watchers()
         self._monotonic = monotonic
         # The log position up to which every entry has been applied and passed on, and
         # the epoch of the log it is a position in ("" until the store is first read).
@@ -111,23 +92,28 @@ class RevocationMirror:
         """Whether the session that issued a token has been revoked."""
         return session_id in self._sessions
 
+    def cause(self, session_id: str) -> RevocationCause | None:
+        """Why the session was revoked; None when it is not (or no longer) in the mirror."""
+        packed = self._sessions.get(session_id)
+        return None if packed is None else RevocationCause(packed & _CAUSE_MASK)
+
     def add(self, entries: Iterable[Revocation]) -> None:
         """Adds entries this process just committed, so its next answer already knows them.
 
         They reach watchers when the follower reads them from the log, in log order.
         """
         for entry in entries:
-            self._sessions[entry.session_id] = self._second(entry.expires_at)
+            self._sessions[entry.session_id] = self._packed(entry.expires_at, entry.cause)
         self.log_moved.set()
 
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Bulk-adds ``(sequence, session_id, expires_at)`` rows read in log order after
-        :attr:`sequence`, at start, before anyone watches: the fast path for millions."""
+        """Bulk-adds ``(sequence, session_id, expires_at, cause)`` rows read in log order
+        after :attr:`sequence`, at start, before anyone watches: the fast path for millions."""
         sessions, seconds = self._sessions, self._seconds
         last = self.sequence
-        for sequence, session_id, expires_at in rows:
-            second = math.ceil(expires_at)
-            sessions[session_id] = seconds.setdefault(second, second)
+        for sequence, session_id, expires_at, cause in rows:
+            packed = (math.ceil(expires_at) << _CAUSE_BITS) | cause
+            sessions[session_id] = seconds.setdefault(packed, packed)
             last = sequence
         self.sequence = max(self.sequence, last)
 
@@ -136,10 +122,9 @@ class RevocationMirror:
         for entry in entries:
             if entry.sequence <= self.sequence:
                 continue
-            self._sessions[entry.session_id] = self._second(entry.expires_at)
+            self._sessions[entry.session_id] = self._packed(entry.expires_at, entry.cause)
             self.sequence = entry.sequence
-            for watcher in self._watchers:
-                watcher.offer(entry)
+            self._watchers.offer(entry)
 
     def begin_epoch(self, epoch: str) -> None:
         """The log is another one now (restored, or a new PostgreSQL timeline): read it
@@ -149,12 +134,11 @@ class RevocationMirror:
         self.epoch = epoch
         self.sequence = 0
         self._confirmed_at = -math.inf
-        for watcher in self._watchers:
-            watcher.offer(_EPOCH_CHANGED)
+        self._watchers.offer(EPOCH_CHANGED)
 
-    def _second(self, expires_at: float) -> int:
-        second = math.ceil(expires_at)
-        return self._seconds.setdefault(second, second)
+    def _packed(self, expires_at: float, cause: RevocationCause) -> int:
+        packed = (math.ceil(expires_at) << _CAUSE_BITS) | int(cause)
+        return self._seconds.setdefault(packed, packed)
 
     def confirm(self, at: float) -> None:
         """Records that the mirror was complete as of ``at`` (a monotonic time)."""
@@ -167,33 +151,22 @@ class RevocationMirror:
     def watcher_backlog(self) -> int:
         """Events queued for the slowest watcher (0 with none). Safe to call from another
         thread (a metrics scrape): a watcher set changing meanwhile reads as 0."""
-        try:
-            return max((watcher.queue.qsize() for watcher in tuple(self._watchers)), default=0)
-        except RuntimeError:
-            return 0
+        return self._watchers.backlog()
 
     def announce_keys(self) -> None:
         """Tells every watcher that the signing keys changed."""
-        for watcher in self._watchers:
-            watcher.offer(KEYS_CHANGED)
+        self._watchers.offer(KEYS_CHANGED)
 
     def purge(self, expired_before: float) -> int:
         """Drops entries whose revoked tokens all expired before ``expired_before``."""
-        expired = [key for key, expires_at in self._sessions.items() if expires_at < expired_before]
+        # packed >> bits is the expiry second; second < t exactly when packed < ceil(t) << bits.
+        limit = math.ceil(expired_before) << _CAUSE_BITS
+        expired = [key for key, packed in self._sessions.items() if packed < limit]
         for key in expired:
             del self._sessions[key]
-        for second in [second for second in self._seconds if second < expired_before]:
-            del self._seconds[second]
+        for packed in [packed for packed in self._seconds if packed < limit]:
+            del self._seconds[packed]
         return len(expired)
-
-    @contextlib.contextmanager
-    def _watch(self) -> Iterator[_Watcher]:
-        watcher = _Watcher()
-        self._watchers.add(watcher)
-        try:
-            yield watcher
-        finally:
-            self._watchers.discard(watcher)
 
     async def follow(
         self, store: Store, after_sequence: int, heartbeat_interval: float, fresh_within: float, epoch: str = ""
@@ -212,17 +185,12 @@ class RevocationMirror:
             raise LogEpochChanged()
         # Registered before the keys and the backlog are read: a key change or an entry the
         # follower passes on from now is queued, and every earlier one is in what is read.
-        with self._watch() as watcher:
+        with self._watchers.watch() as watcher:
             yield KEYS_CHANGED
             position = after_sequence
-            while True:
-                page = await store.backlog_after(position, _PAGE)
-                for entry in page:
-                    yield entry
-                if page:
-                    position = page[-1].sequence
-                if len(page) < _PAGE:
-                    break
+            async for entry in backlog(store.backlog_after, after_sequence, lambda entry: entry.sequence):
+                yield entry
+                position = entry.sequence
             if position == after_sequence > self.sequence and after_sequence > await store.last_sequence():
                 # A position from another log (a database restored or failed over to a
                 # standby that had not seen it): the consumer must start again from 0.
@@ -230,25 +198,11 @@ class RevocationMirror:
             # The store is read as a prefix of the log (entries become visible in
             # sequence order), so everything up to here has been sent.
             yield CaughtUp(position)
-            while True:
-                if watcher.overflowed:
-                    raise WatcherTooSlow()
-                try:
-                    item = await asyncio.wait_for(watcher.queue.get(), heartbeat_interval)
-                except TimeoutError:
-                    # Only with the queue empty has every entry the follower passed on
-                    # been sent (an entry may have arrived while the wait was cancelled).
-                    if watcher.queue.empty() and self.age() <= fresh_within:
-                        position = max(position, self.sequence)
-                        yield Heartbeat(position)
-                    continue
-                if isinstance(item, _EpochChanged):
-                    raise LogEpochChanged()
-                if isinstance(item, KeysChanged):
-                    yield item
-                elif item.sequence > position:
-                    position = item.sequence
-                    yield item
+            async for item in tail(watcher, position, _sequence_of, heartbeat_interval,
+                                   lambda: self.age() <= fresh_within, lambda: self.sequence):
+                # An EpochChanged never comes out of the tail: it ends the stream.
+                assert not isinstance(item, EpochChanged)
+                yield item
 
 
 class LogFollower:
@@ -267,8 +221,11 @@ class LogFollower:
         poll_interval: float,
         keys_changed: Callable[[], Awaitable[None]],
         monotonic: Callable[[], float] = time.monotonic,
+        also: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        # Another log read with the same confirmation (the session event feed's catch_up).
+        self._also = also
         self._mirror = mirror
         self._poll_interval = poll_interval
         self._keys_changed = keys_changed
@@ -315,6 +272,8 @@ class LogFollower:
                     self._mirror.epoch, self.state.epoch,
                 )
             self._mirror.begin_epoch(self.state.epoch)
+        if self._also is not None:
+            await self._also()
         # The view is complete now, whatever the keys check below makes of the keys.
         self._mirror.confirm(started)
         self.last_read_at = self._monotonic()

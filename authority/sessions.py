@@ -2,11 +2,13 @@
 
 A session is one subject on one device. A sign-in counts the subject's live sessions
 inside one transaction that holds the subject's lock, so concurrent sign-ins of one
-subject (from any number of replicas) are decided one after another:
+subject (from any number of replicas) are decided one after another. Who is signed out
+is decided by :func:`authority.policy.decide` (same device, device classes under
+``session_limits``, the total cap); REJECT refuses a sign-in that would sign another
+device out, and a guarded sign-in (``expected_replacements``) that would sign out other
+sessions than expected is aborted; either way nothing changes but the refusal's event.
 
-- a live session on the same device is always replaced;
-- if the others would still exceed ``max_sessions_per_subject``, REPLACE revokes the
-  oldest of them and REJECT refuses the sign-in, changing nothing.
+Every change is recorded in the session event log in the same transaction.
 
 Every revocation committed here is applied to the in-memory mirror before the call
 returns, so this process rejects the revoked tokens from then on. A unit of work runs to
@@ -16,15 +18,14 @@ without its mirror update.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import hashlib
 import json
+import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from authority.config import Policy, Settings
 from authority.errors import (
@@ -32,16 +33,26 @@ from authority.errors import (
     RefreshTokenRejected,
     RefreshTokenReused,
     SessionLimitReached,
-    TokenRejected,
+    SignInAborted,
+    StoreUnavailable,
 )
+from authority.policy import Decision, check_device_name, class_of, decide
 from authority.revocations import RevocationMirror
-from authority.store import Revocation, SessionRecord, Store, Tx
-from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, InvalidToken, TokenCodec
+from authority.store import (
+    Revocation,
+    RevocationCause,
+    SessionEvent,
+    SessionEventKind,
+    SessionRecord,
+    Store,
+    Tx,
+)
+from authority.signouts import REFRESH_TOKEN_CHARS, SignOuts, check_identifier, hash_refresh_token, to_the_end
+from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, TokenCodec
 
-MAX_IDENTIFIER_BYTES = 256
+log = logging.getLogger(__name__)
+
 MAX_CLAIMS_BYTES = 4096
-# Refresh tokens are 256 random bits, base64url: 43 characters.
-_REFRESH_TOKEN_CHARS = 43
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,23 +67,21 @@ class SignIn:
     replaced_session_ids: tuple[str, ...] = ()
 
 
-def check_identifier(field: str, value: str) -> None:
-    """Raises :class:`InvalidArgument` unless ``value`` is 1 to 256 bytes of UTF-8 without NUL."""
-    if not value:
-        raise InvalidArgument(field, "must not be empty")
-    try:
-        size = len(value.encode())
-    except UnicodeEncodeError:
-        raise InvalidArgument(field, "must be valid UTF-8") from None
-    if size > MAX_IDENTIFIER_BYTES:
-        raise InvalidArgument(field, f"must be at most {MAX_IDENTIFIER_BYTES} bytes")
-    if "\x00" in value:
-        raise InvalidArgument(field, "must not contain NUL characters")
+@dataclasses.dataclass(frozen=True, slots=True)
+class Device:
+    """The device a sign-in comes from, as the login service describes it."""
+
+    device_id: str
+    device_class: str = ""
+    device_name: str = ""
 
 
-def _check_reason(reason: str) -> None:
-    if reason:
-        check_identifier("reason", reason)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Preview:
+    """What a sign-in would do now: whether it is allowed, and whom it would sign out."""
+
+    allowed: bool
+    would_replace: tuple[SessionRecord, ...]
 
 
 def _claims_json(claims: Mapping[str, Any]) -> str:
@@ -91,11 +100,6 @@ def _claims_json(claims: Mapping[str, Any]) -> str:
     return text
 
 
-def _hash(refresh_token: str) -> str:
-    return hashlib.sha256(refresh_token.encode()).hexdigest()
-
-
-T = TypeVar("T")
 # Called with a sign-in's or refresh's outcome before it commits; raising rolls it back.
 BeforeCommit = Callable[[SignIn], object]
 
@@ -104,17 +108,21 @@ def _accept(_: SignIn) -> None:
     """The default check before commit: every outcome is fine."""
 
 
-async def _to_the_end(work: Coroutine[Any, Any, T]) -> T:
-    """Awaits ``work``, which goes on to completion even if the caller is cancelled."""
-    task = asyncio.ensure_future(work)
-    # A caller that was cancelled never reads the outcome; read it here instead, so an
-    # error is not reported as "never retrieved".
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return await asyncio.shield(task)
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SignInRequest:
+    """A checked sign-in request."""
+
+    subject: str
+    device: Device
+    counted_class: str
+    policy: Policy
+    audience: str
+    claims_json: str
+    access_ttl: int
 
 
-class Sessions:
-    """Signs subjects in and out, and trades refresh tokens."""
+class Sessions(SignOuts):
+    """Signs subjects in and out (the sign-outs are :class:`SignOuts`), and trades refresh tokens."""
 
     def __init__(
         self,
@@ -130,66 +138,141 @@ class Sessions:
         self._settings = settings
         self._clock = clock
 
+    def _check_device(self, device: Device) -> str:
+        """Checks the device fields; returns the class the sign-in counts in."""
+        check_identifier("device_id", device.device_id)
+        check_device_name(device.device_name)
+        return class_of(device.device_class, self._settings.class_limits)
+
     async def sign_in(
         self,
         subject: str,
-        device_id: str,
+        device: Device | str,
         *,
         policy: Policy | None = None,
         audience: str = "",
         claims: Mapping[str, Any] | None = None,
         ttl: float | None = None,
+        expected_replacements: Sequence[str] | None = None,
+        caller: str = "",
         before_commit: BeforeCommit | None = None,
     ) -> SignIn:
-        """Signs ``subject`` in on ``device_id`` under the single-device policy.
+        """Signs ``subject`` in on ``device`` under the single-device policy.
 
-        Raises :class:`InvalidArgument` for a bad request and :class:`SessionLimitReached`
-        when the policy is REJECT and the subject already has its sessions.
-        ``before_commit`` is called with the outcome inside the transaction (the caller
-        builds its reply there): whatever it raises rolls the sign-in back.
+        Raises :class:`InvalidArgument` for a bad request, :class:`SessionLimitReached`
+        when the policy is REJECT and another device would be signed out, and
+        :class:`SignInAborted` when ``expected_replacements`` is given and the sessions
+        the sign-in would sign out are not exactly those. ``before_commit`` is called
+        with the outcome inside the transaction (the caller builds its reply there):
+        whatever it raises rolls the sign-in back.
         """
+        request = self._request(subject, device, policy, audience, claims, ttl)
+        expected = None if expected_replacements is None else frozenset(expected_replacements)
+        try:
+            return await to_the_end(self._sign_in(request, expected, caller, before_commit or _accept))
+        except (SessionLimitReached, SignInAborted):
+            await to_the_end(self._record_refusal(request, caller))
+            raise
+
+    def _request(
+        self, subject: str, device: Device | str, policy: Policy | None, audience: str,
+        claims: Mapping[str, Any] | None, ttl: float | None,
+    ) -> _SignInRequest:
+        """The checked request; :class:`InvalidArgument` naming the first bad field."""
+        device = Device(device) if isinstance(device, str) else device
         check_identifier("subject", subject)
-        check_identifier("device_id", device_id)
+        counted_class = self._check_device(device)
         audience = audience or self._settings.default_audience
         if audience not in self._settings.audiences:
             raise InvalidArgument("audience", "is not an audience this authority issues tokens for")
         claims_json = _claims_json(claims or {})
         access_ttl = self._access_ttl(ttl)
         policy = policy or self._settings.default_policy
-        return await _to_the_end(
-            self._sign_in(subject, device_id, policy, audience, claims_json, access_ttl, before_commit or _accept)
-        )
+        return _SignInRequest(subject, device, counted_class, policy, audience, claims_json, access_ttl)
 
-    async def _sign_in(
+    async def preview(
         self,
         subject: str,
-        device_id: str,
-        policy: Policy,
-        audience: str,
-        claims_json: str,
-        access_ttl: int,
-        before_commit: BeforeCommit,
+        device: Device,
+        *,
+        policy: Policy | None = None,
+        audience: str = "",
+        claims: Mapping[str, Any] | None = None,
+        ttl: float | None = None,
+        expected_replacements: Sequence[str] | None = None,
+    ) -> Preview:
+        """What :meth:`sign_in` would do now with these arguments (the same checks, the same
+        decision); changes nothing."""
+        request = self._request(subject, device, policy, audience, claims, ttl)
+        now = self._clock()
+        live = await self._store.live_sessions(subject, now, self._settings.idle_cutoff(now))
+        decision = self._decide(live, request.device.device_id, request.counted_class, request.policy)
+        allowed = not decision.refused and (
+            expected_replacements is None or decision.replaced_ids == frozenset(expected_replacements)
+        )
+        return Preview(allowed, decision.replaced)
+
+    def _decide(self, live: Sequence[SessionRecord], device_id: str, counted_class: str, policy: Policy) -> Decision:
+        settings = self._settings
+        return decide(live, device_id, counted_class, policy, settings.class_limits, settings.total_session_cap)
+
+    async def _sign_in(
+        self, request: _SignInRequest, expected: frozenset[str] | None, caller: str, before_commit: BeforeCommit
     ) -> SignIn:
         refresh_token = secrets.token_urlsafe(32)
+        subject, device = request.subject, request.device
         async with self._store.transaction() as tx:
             await tx.lock_subject(subject)
             now = self._clock()
             live = await tx.live_sessions(subject, now, self._settings.idle_cutoff(now))
-            others = [s for s in live if s.device_id != device_id]
-            excess = len(others) + 1 - self._settings.max_sessions_per_subject
-            if excess > 0 and policy is Policy.REJECT:
+            decision = self._decide(live, device.device_id, request.counted_class, request.policy)
+            if decision.refused:
                 raise SessionLimitReached(
-                    f"the subject is already signed in on {len(others)} other device(s), the most allowed"
+                    f"the subject is already signed in on {len(live)} device(s), the most allowed"
+                    + ("" if request.counted_class == "*" else f" for device_class {request.counted_class!r}")
+                    + " or in total"
                 )
-            session = self._new_session(subject, device_id, audience, claims_json, access_ttl, now)
-            await tx.insert_session(session, _hash(refresh_token))
+            if expected is not None and decision.replaced_ids != expected:
+                raise SignInAborted(
+                    "expected_replacements: the sign-in would sign out other sessions than expected; preview it again"
+                )
+            session = self._new_session(request, now)
+            await tx.insert_session(session, hash_refresh_token(refresh_token))
             signed_in = self._tokens(session, refresh_token, now)
-            ended = [s for s in live if s.device_id == device_id] + others[: max(excess, 0)]
-            entries = await tx.revoke(ended, now, "replaced by a new sign-in")
-            signed_in = dataclasses.replace(signed_in, replaced_session_ids=tuple(e.session_id for e in entries))
+            entries = await tx.revoke(
+                decision.replaced, now, "replaced by a new sign-in", cause=RevocationCause.REPLACED_BY_SIGN_IN,
+                replaced_by=(device.device_id, device.device_name), caller=caller,
+            )
+            replaced = tuple(entry.session_id for entry in entries)
+            tx.record(self._event(SessionEventKind.SIGNED_IN, request, now, session.session_id, replaced, caller))
+            signed_in = dataclasses.replace(signed_in, replaced_session_ids=replaced)
             before_commit(signed_in)
         self._mirror.add(entries)
         return signed_in
+
+    @staticmethod
+    def _event(
+        kind: SessionEventKind, request: _SignInRequest, now: float, session_id: str, replaced: tuple[str, ...],
+        caller: str,
+    ) -> SessionEvent:
+        device = request.device
+        return SessionEvent(
+            kind, now, request.subject, session_id, device.device_id, device.device_class, device.device_name,
+            replaced, caller=caller,
+        )
+
+    async def _record_refusal(self, request: _SignInRequest, caller: str) -> None:
+        """Records a refused sign-in, in a transaction of its own (the sign-in's rolled back).
+        The caller is told of the refusal even when the record cannot be written."""
+        now = self._clock()
+        try:
+            live = await self._store.live_sessions(request.subject, now, self._settings.idle_cutoff(now))
+            decision = self._decide(live, request.device.device_id, request.counted_class, request.policy)
+            replaced = tuple(s.session_id for s in decision.replaced)
+            async with self._store.transaction() as tx:
+                tx.record(self._event(SessionEventKind.SIGN_IN_REFUSED, request, now, "", replaced, caller))
+        except StoreUnavailable:
+            log.warning("a refused sign-in could not be recorded in the session event log: the database is unavailable")
 
     def _access_ttl(self, ttl: float | None) -> int:
         if ttl is None:
@@ -198,22 +281,22 @@ class Sessions:
             raise InvalidArgument("ttl", "must be positive")
         return min(math.ceil(ttl), self._settings.max_access_token_ttl)
 
-    def _new_session(
-        self, subject: str, device_id: str, audience: str, claims: str, access_ttl: int, now: float
-    ) -> SessionRecord:
+    def _new_session(self, request: _SignInRequest, now: float) -> SessionRecord:
         expires_at = now + self._settings.refresh_token_ttl
         return SessionRecord(
             session_id=secrets.token_urlsafe(16),
-            subject=subject,
-            device_id=device_id,
-            audience=audience,
-            claims=claims,
-            access_ttl=access_ttl,
+            subject=request.subject,
+            device_id=request.device.device_id,
+            audience=request.audience,
+            claims=request.claims_json,
+            access_ttl=request.access_ttl,
             created_at=now,
             expires_at=expires_at,
             last_used_at=now,
-            access_expires_at=_access_expiry(now, access_ttl, expires_at),
+            access_expires_at=_access_expiry(now, request.access_ttl, expires_at),
             revoked_at=None,
+            device_class=request.device.device_class,
+            device_name=request.device.device_name,
         )
 
     def _tokens(self, session: SessionRecord, refresh_token: str, now: float) -> SignIn:
@@ -254,9 +337,9 @@ class Sessions:
         """
         if not refresh_token:
             raise InvalidArgument("refresh_token", "must not be empty")
-        if len(refresh_token) != _REFRESH_TOKEN_CHARS:
+        if len(refresh_token) != REFRESH_TOKEN_CHARS:
             raise RefreshTokenRejected("the refresh token is not valid")
-        return await _to_the_end(self._refresh(_hash(refresh_token), before_commit or _accept))
+        return await to_the_end(self._refresh(hash_refresh_token(refresh_token), before_commit or _accept))
 
     async def _refresh(self, token_hash: str, before_commit: BeforeCommit) -> SignIn:
         new_token = secrets.token_urlsafe(32)
@@ -273,8 +356,12 @@ class Sessions:
             session = found.session
             live = await tx.live_sessions(session.subject, now, self._settings.idle_cutoff(now))
             is_live = any(s.session_id == session.session_id for s in live)
-            if found.used_at is not None and not (is_live and await self._is_retry(tx, token_hash, session.session_id, found.used_at, now)):
-                reused = await tx.revoke([session], now, "refresh token reused")
+            if found.used_at is not None and not (
+                is_live and await self._is_retry(tx, token_hash, session.session_id, found.used_at, now)
+            ):
+                tx.record(SessionEvent(SessionEventKind.REFRESH_TOKEN_REUSED, now, session.subject, session.session_id,
+                                       session.device_id, session.device_class, session.device_name))
+                reused = await tx.revoke([session], now, "refresh token reused", cause=RevocationCause.REFRESH_TOKEN_REUSED)
             elif not is_live:
                 raise RefreshTokenRejected("the session has ended")
             else:
@@ -284,7 +371,7 @@ class Sessions:
                     # A retry: the pair whose reply was lost loses its refresh token, so
                     # the session keeps one live refresh token.
                     await tx.end_unused_refresh_tokens(session.session_id, now)
-                await tx.insert_refresh_token(_hash(new_token), session.session_id, now, rotated_from=token_hash)
+                await tx.insert_refresh_token(hash_refresh_token(new_token), session.session_id, now, rotated_from=token_hash)
                 signed_in = self._tokens(session, new_token, now)
                 await tx.touch_session(session.session_id, now, max(session.access_expires_at, signed_in.expires_at))
                 before_commit(signed_in)
@@ -303,64 +390,6 @@ class Sessions:
             return False
         rotated_from = await tx.unused_refresh_tokens_from(session_id)
         return bool(rotated_from) and all(source == token_hash for source in rotated_from)
-
-    async def revoke_token(self, token: str, reason: str = "") -> int:
-        """Logout: ends the session of a token this authority signed, even an expired one."""
-        _check_reason(reason)
-        if not token:
-            raise InvalidArgument("token", "must not be empty")
-        try:
-            claims = self._codec.identify(token)
-        except InvalidToken:
-            raise TokenRejected("the token is not one this authority issued") from None
-        return await self._revoke(claims.subject, reason or "logout", claims.session_id, claims.token_id)
-
-    async def revoke_refresh_token(self, refresh_token: str, reason: str = "") -> int:
-        """Logout by refresh token (RFC 7009): ends the session it belongs to, traded or
-        not; 0 when the store knows no such token (its session ended and was purged)."""
-        _check_reason(reason)
-        if not refresh_token:
-            raise InvalidArgument("refresh_token", "must not be empty")
-        if len(refresh_token) != _REFRESH_TOKEN_CHARS:
-            raise InvalidArgument("refresh_token", "is not a refresh token this authority issues")
-        async with self._store.transaction(read_only=True) as tx:
-            found = await tx.refresh_token(_hash(refresh_token))
-        if found is None:
-            return 0
-        return await self._revoke(found.session.subject, reason or "logout", found.session.session_id)
-
-    async def revoke_session(self, session_id: str, reason: str = "") -> int:
-        """Ends one session; 0 when it is unknown or already ended."""
-        _check_reason(reason)
-        check_identifier("session_id", session_id)
-        async with self._store.transaction() as tx:
-            session = await tx.session(session_id)
-        if session is None:
-            return 0
-        return await self._revoke(session.subject, reason or "session revoked", session_id)
-
-    async def revoke_subject(self, subject: str, reason: str = "") -> int:
-        """Signs ``subject`` out everywhere; returns how many live sessions ended."""
-        _check_reason(reason)
-        check_identifier("subject", subject)
-        return await self._revoke(subject, reason or "signed out everywhere")
-
-    async def _revoke(
-        self, subject: str, reason: str, session_id: str | None = None, token_id: str | None = None
-    ) -> int:
-        """Revokes the subject's live sessions (only ``session_id`` when given)."""
-
-        async def work() -> int:
-            async with self._store.transaction() as tx:
-                await tx.lock_subject(subject)
-                now = self._clock()
-                live = await tx.live_sessions(subject, now, self._settings.idle_cutoff(now))
-                ended = [s for s in live if session_id is None or s.session_id == session_id]
-                entries = await tx.revoke(ended, now, reason, token_id)
-            self._mirror.add(entries)
-            return len(entries)
-
-        return await _to_the_end(work())
 
     async def list_sessions(self, subject: str) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""

@@ -23,9 +23,19 @@ from collections.abc import Callable
 from authority.errors import StaleView
 from authority.keys import KeyRing
 from authority.revocations import RevocationMirror
+from authority.store import RevocationCause
 from authority.tokens import AccessClaims, InvalidReason, InvalidToken, TokenCodec
 
 DEFAULT_CACHE_SIZE = 10_000
+
+
+class Revoked(InvalidToken):
+    """A well-signed token whose session is revoked; says which session, and why."""
+
+    def __init__(self, session_id: str, cause: RevocationCause) -> None:
+        super().__init__(InvalidReason.REVOKED)
+        self.session_id = session_id
+        self.cause = cause
 
 
 class Validator:
@@ -70,8 +80,9 @@ class Validator:
         claims = None if by_token is None else by_token.get(token)
         if claims is None or self._clock() >= claims.expires_at + self._codec.leeway:
             claims = self._verify(token, audience)
-        if self._mirror.is_revoked(claims.session_id):
-            raise InvalidToken(InvalidReason.REVOKED)
+        cause = self._mirror.cause(claims.session_id)
+        if cause is not None:
+            raise Revoked(claims.session_id, cause)
         return claims
 
     def _verify(self, token: str, audience: str) -> AccessClaims:

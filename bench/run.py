@@ -36,7 +36,7 @@ from authority.config import Settings
 from authority.keys import load_keyring
 from authority.store import Store
 from authority.tokens import AccessClaims, TokenCodec
-from bench import consumer, edge, node, snapshots, visibility
+from bench import consumer, edge, node, previous, snapshots, visibility
 from bench.baseline import BaselineServer, create_revoked_table
 from bench.load import Outcome, Phase, merge, run_phase, stderr_progress
 from bench.memory import mirror_bytes
@@ -117,8 +117,11 @@ class Spec:
 class Run:
     """One benchmark run's state: the size, the progress output, the results so far."""
 
-    def __init__(self, size: Size, workdir: Path, server_log_level: str, say: Callable[[str], None]) -> None:
+    def __init__(self, size: Size, workdir: Path, server_log_level: str, say: Callable[[str], None],
+                 sign_in_baseline: str = "") -> None:
         self.size = size
+        # A git ref whose authority the sign-in rate is compared with; empty: no comparison.
+        self.sign_in_baseline = sign_in_baseline
         self.workdir = workdir
         self.server_log_level = server_log_level
         self.say = say
@@ -179,6 +182,10 @@ class Run:
 
 def _always(token: str) -> Callable[[int], list[str]]:
     return lambda _: [token]
+
+
+def _always_items(items: list[str]) -> Callable[[int], list[str]]:
+    return lambda _: items
 
 
 async def _stub_call(target: str, method: str, request: Any) -> Any:
@@ -325,6 +332,8 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
         finally:
             sqlite.stop()
         goals.append(at_least("IssueToken (replacing a device) on PostgreSQL", pg_sign_ins.rate, 1000, "/s"))
+        if run.sign_in_baseline:
+            goals += await _sign_in_comparison(run, databases)
         goals += await _growth(run, databases)
     finally:
         await databases.drop_all()
@@ -394,6 +403,37 @@ def _visibility(run: Run, authority: ServedAuthority, url: str, settings: Settin
         at_most("revocation visible to a local-mode consumer, p99", run.visibility[consumer_name]["p99_ms"], 100,
                 " ms", note="same loop; the consumer follows WatchRevocations from B, not the replica revoked through"),
     ]
+
+
+async def _sign_in_comparison(run: Run, databases: Databases) -> list[Goal]:
+    """The same sign-in load on this version and on ``--sign-in-baseline``, each on a fresh
+    PostgreSQL database, in interleaved rounds."""
+    tree, sha = previous.export(run.sign_in_baseline, run.workdir / "previous")
+    label = f"{run.sign_in_baseline} ({sha[:10]})"
+    run.say(f"comparing sign-ins with {label} ...")
+    servers = {
+        "this version": run.start(await databases.create("signin_now"), "sign-in-now"),
+        label: start_authority(await databases.create("signin_before"), run.workdir, "sign-in-before",
+                               run.server_log_level, source=tree),
+    }
+    try:
+        specs = []
+        for name, server in servers.items():
+            subjects = [f"bench-compare-{secrets.token_hex(3)}-{n}" for n in range(run.size.sign_in_subjects)]
+            await _sign_in_all(server.target, [(s, "device-b") for s in subjects])
+            items = [f"{s} device-a" for s in subjects] + [f"{s} device-b" for s in subjects]
+            specs.append(Spec(f"IssueToken replacing a device, PostgreSQL, {name}", server.target, "issue",
+                              _always_items(items), server.process.pid))
+        results = run.interleaved(specs)
+    finally:
+        for server in servers.values():
+            server.stop()
+    now, before = (results[spec.name] for spec in specs)
+    cpu_now, cpu_before = (run.cpu_per_call(spec.name) for spec in specs)
+    run.raw["sign_in_baseline"] = {"ref": run.sign_in_baseline, "commit": sha}
+    return [at_least(f"IssueToken rate / the same on {label}", now.rate / before.rate, 0.9,
+                     note=f"{now.rate:,.0f}/s against {before.rate:,.0f}/s; by server CPU per call: "
+                          f"{cpu_before / cpu_now:.2f}x")]
 
 
 async def _sign_ins(run: Run, authority: ServedAuthority, store: str) -> Outcome:
@@ -478,6 +518,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-report.json", help="where to write the JSON report")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES,
                         help="a PostgreSQL the benchmark may create and drop databases on")
+    parser.add_argument("--sign-in-baseline", default="", metavar="GIT_REF",
+                        help="also compare the sign-in rate with the authority at this git ref (for example the "
+                             "commit before a change), in one run")
     parser.add_argument("--server-log-level", default="INFO",
                         help="the authority's log level during the run (INFO writes one line per RPC)")
     args = parser.parse_args(argv)
@@ -485,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     command = ["scripts/bench", *(argv if argv is not None else sys.argv[1:])]
     load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="authority-bench-") as workdir:
-        run = Run(size, Path(workdir), args.server_log_level.upper(), stderr_progress)
+        run = Run(size, Path(workdir), args.server_log_level.upper(), stderr_progress, args.sign_in_baseline)
         try:
             outcome = asyncio.run(measure(run, args.postgres_url))
         except (OSError, RuntimeError) as error:

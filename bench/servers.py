@@ -81,14 +81,20 @@ BENCH_KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def start_authority(
-    database_url: str, workdir: Path, name: str, log_level: str = "INFO", http: bool = False
+    database_url: str, workdir: Path, name: str, log_level: str = "INFO", http: bool = False,
+    source: Path | None = None,
 ) -> ServedAuthority:
     """Starts ``authority serve`` on a free loopback port and waits until its health
     service answers SERVING (whatever the log level, which may hide the start-up lines);
-    with ``http``, the HTTP endpoints too, on another free port."""
+    with ``http``, the HTTP endpoints too, on another free port.
+
+    ``source``: run the server (and client package) from that source tree instead, an
+    earlier version exported by :func:`bench.previous.export`."""
     log_path = workdir / f"{name}.log"
+    paths = {} if source is None else {"PYTHONPATH": f"{source}{os.pathsep}{source / 'clients' / 'python'}"}
     env = {
         **os.environ,
+        **paths,
         "AUTHORITY_LOG_LEVEL": log_level,
         "AUTHORITY_LOG_FORMAT": "json",
         # As in production: signing keys sealed under a key-encryption key.
@@ -159,7 +165,8 @@ class Databases:
 async def add_revocations(database_url: str, count: int, expires_at: float) -> float:
     """Appends ``count`` live revocations straight into the store's log table, in one
     server-side batch insert; returns the seconds it took. Session ids have the length
-    of real ones (22 characters), so the mirror holds what it would in production."""
+    of real ones (22 characters), so the mirror holds what it would in production; each
+    was replaced by a sign-in on a device with a 16-character id and a 40-character name."""
     if count <= 0:
         return 0.0
     connection = await asyncpg.connect(driver_url(database_url), timeout=10)
@@ -167,8 +174,10 @@ async def add_revocations(database_url: str, count: int, expires_at: float) -> f
     try:
         await connection.execute(
             """
-            INSERT INTO revocations (session_id, token_id, subject, reason, revoked_at, expires_at)
-            SELECT substr(md5(random()::text || g::text), 1, 22), NULL, 'bench-' || g, 'bench', $1, $2
+            INSERT INTO revocations (session_id, token_id, subject, reason, revoked_at, expires_at, cause,
+                                     replaced_by_device_id, replaced_by_device_name)
+            SELECT substr(md5(random()::text || g::text), 1, 22), NULL, 'bench-' || g, 'bench', $1, $2, 1,
+                   substr(md5(g::text), 1, 16), 'Firefox 133 on Linux x86_64, ' || lpad(g::text, 11, '0')
             FROM generate_series(1, $3::int) AS g
             """,
             time.time(), expires_at, count,

@@ -13,7 +13,9 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.conftest import Running
+from authority_client.v1 import authority_pb2 as pb
+
+from tests.conftest import TEST_KEY_ENCRYPTION_KEY, Running
 from tests.support.calls import new_subject, reason, sign_in
 
 AUTHORITY = str(Path(sys.executable).with_name("authority"))
@@ -52,7 +54,7 @@ async def test_issue_validate_list_and_revoke_by_token(authority: Running) -> No
     assert checked["claims"]["expires_at"] - checked["claims"]["issued_at"] == 300
     assert [s["session_id"] for s in listed] == [issued["session_id"]]
     assert revoked == {"revoked_sessions": 1}
-    assert (code, out.strip()) == (1, "not valid: REVOKED")
+    assert (code, out.strip()) == (1, "not valid: REVOKED (revoked: logged out)")
 
 
 async def test_a_second_device_shows_what_it_replaced_and_the_table_is_readable(authority: Running) -> None:
@@ -66,7 +68,8 @@ async def test_a_second_device_shows_what_it_replaced_and_the_table_is_readable(
     rows = dict(line.split(None, 1) for line in out.strip().splitlines())
     assert rows["replaced_session_ids"] == json.dumps([laptop.session_id])
     assert rows["expires_at"].endswith("UTC")
-    assert listing[1].splitlines()[0].split() == ["SESSION", "DEVICE", "CREATED", "EXPIRES"]
+    assert listing[1].splitlines()[0].split() == ["SESSION", "DEVICE", "CLASS", "NAME", "CREATED", "LAST-USED",
+                                                  "EXPIRES"]
     assert "phone" in listing[1] and "laptop" not in listing[1]
 
 
@@ -156,3 +159,88 @@ async def test_the_api_key_goes_out_as_metadata() -> None:
 
     assert (code, err.strip()) == (1, "authority sessions list: PERMISSION_DENIED: checked")
     assert seen and seen[0]["x-api-key"] == "k-123"
+
+
+async def test_the_device_list_and_a_refused_token_say_which_device_and_why(authority: Running) -> None:
+    subject = new_subject()
+    laptop = await sign_in(authority.stub, subject, "laptop")
+    await sign_in(authority.stub, subject, "phone", device_class="mobile", device_name="the phone")
+
+    listed = await cli_json(authority, "sessions", "list", subject)
+    code, out, _ = await cli("token", "validate", laptop.access_token, "--target", authority.target)
+    _, as_json, _ = await cli("token", "validate", laptop.access_token, "--target", authority.target, "--json")
+    checked = json.loads(as_json)
+
+    assert [(s["device_id"], s["device_class"], s["device_name"]) for s in listed] == [("phone", "mobile", "the phone")]
+    assert listed[0]["last_used_at"] == listed[0]["created_at"]
+    assert (code, out.strip()) == (1, "not valid: REVOKED (revoked: signed in on the phone)")
+    assert (checked["cause"], checked["text"]) == ("REPLACED_BY_SIGN_IN", "revoked: signed in on the phone")
+
+
+async def test_sessions_events_prints_the_log_and_filters_by_subject(authority: Running) -> None:
+    subject = new_subject()
+    laptop = await sign_in(authority.stub, subject, "laptop", device_name="the laptop")
+    phone = await sign_in(authority.stub, subject, "phone")
+    await sign_in(authority.stub, new_subject(), "laptop")
+
+    code, out, err = await cli("sessions", "events", "--subject", subject, "--json", "--target", authority.target)
+    table = await cli("sessions", "events", "--subject", subject, "--target", authority.target)
+
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["kind"], e["session_id"]) for e in events] == [
+        ("SIGNED_IN", laptop.session_id), ("SESSION_ENDED", laptop.session_id), ("SIGNED_IN", phone.session_id)
+    ]
+    assert events[1]["cause"] == "REPLACED_BY_SIGN_IN" and events[0]["device_name"] == "the laptop"
+    assert len(table[1].splitlines()) == 3 and "REPLACED_BY_SIGN_IN" in table[1]
+    assert "eyJ" not in out + table[1]
+
+
+async def test_sessions_events_follow_prints_new_events_as_they_happen(authority: Running) -> None:
+    subject = new_subject()
+    process = await asyncio.create_subprocess_exec(
+        AUTHORITY, "sessions", "events", "--follow", "--json", "--subject", subject, "--target", authority.target,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        issued = None
+        deadline = asyncio.get_running_loop().time() + 30
+        line = b""
+        while not line:
+            # Sign in until the follower, once connected, prints it (bounded by the deadline).
+            assert asyncio.get_running_loop().time() < deadline, "sessions events --follow printed nothing"
+            issued = await sign_in(authority.stub, subject, "laptop")
+            try:
+                line = await asyncio.wait_for(process.stdout.readline(), 1.0)
+            except TimeoutError:
+                continue
+        event = json.loads(line)
+        assert event["kind"] in ("SIGNED_IN", "SESSION_ENDED") and event["subject"] == subject
+        assert issued is not None
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def test_sessions_forget_signs_the_subject_out_and_erases_their_events(authority: Running) -> None:
+    subject, bystander = new_subject(), new_subject()
+    laptop = await sign_in(authority.stub, subject, "laptop", device_name="Alice's laptop")
+    await sign_in(authority.stub, bystander, "laptop")
+    url = authority.server.authority.settings.database_url
+
+    code, out, err = await cli("sessions", "forget", subject, "--database-url", url, "--json",
+                               env={"AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY})
+
+    assert code == 0, err
+    assert json.loads(out) == {"ended_sessions": 1, "deleted_events": 2}
+    # The running server learns of the sign-out through the log, as every replica does.
+    deadline = asyncio.get_running_loop().time() + 10
+    while await reason(authority.stub, laptop.access_token) != "REVOKED":
+        assert asyncio.get_running_loop().time() < deadline, "the forgotten subject's token still validates"
+        await asyncio.sleep(0.05)
+    listed = await authority.stub.ListSessions(pb.ListSessionsRequest(subject=subject))
+    assert list(listed.sessions) == []
+    events = await cli("sessions", "events", "--json", "--target", authority.target)
+    subjects = {json.loads(line)["subject"] for line in events[1].splitlines()}
+    assert subject not in subjects and bystander in subjects

@@ -21,7 +21,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     out = tmp_path / "report.json"
 
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--tiny", "--out", str(out), "--postgres-url", POSTGRES_URL],
+        [sys.executable, "-m", "bench", "--tiny", "--out", str(out), "--postgres-url", POSTGRES_URL,
+         "--sign-in-baseline", "HEAD"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
 
@@ -38,7 +39,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
                      "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations",
                      "ext_authz Check warm (same token)", "ValidateToken warm, beside Check",
                      "HTTP GET through Envoy alone", "HTTP GET through Envoy + authority (ext_authz)",
-                     "POST /introspect warm (same token), HTTP"):
+                     "POST /introspect warm (same token), HTTP",
+                     "IssueToken replacing a device, PostgreSQL, this version"):
         assert expected in names
     for name, phase in report["throughput"].items():
         assert phase["calls"] > 0 and phase["errors"] == 0, (name, phase)
@@ -48,6 +50,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert goals["ext_authz Check / ValidateToken (same server, same token)"]["measured"] > 0
     assert "HTTP through Envoy + authority / Envoy alone" in report["facts"]
     assert goals["memory per live revocation (mirror, tracemalloc)"]["measured"] > 0
+    compared = [name for name in goals if name.startswith("IssueToken rate / the same on HEAD")]
+    assert len(compared) == 1 and goals[compared[0]]["measured"] > 0
     assert report["raw"]["growth"]["mirror_entries"] >= 10_000
     assert report["facts"]["/introspect / ValidateToken, warm, same server"].endswith(")")
     assert [goal["name"] for goal in report["goals"] if goal["passed"] is None] == []  # every goal measured

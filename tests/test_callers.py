@@ -37,18 +37,21 @@ from tests.support.calls import Stub, new_subject, rpc_error
 from tests.support.pki import CertificateAuthority, Issued
 
 Metadata = tuple[tuple[str, str], ...]
-ISSUER, VERIFIER = frozenset({Role.ISSUER}), frozenset({Role.VERIFIER})
+ISSUER, VERIFIER, AUDITOR = frozenset({Role.ISSUER}), frozenset({Role.VERIFIER}), frozenset({Role.AUDITOR})
 BOTH = ISSUER | VERIFIER
-CALLERS: dict[str, frozenset[Role]] = {"issuer": ISSUER, "verifier": VERIFIER, "both": BOTH}
+CALLERS: dict[str, frozenset[Role]] = {"issuer": ISSUER, "verifier": VERIFIER, "both": BOTH, "auditor": AUDITOR}
 
 # Who may make each call; everyone else gets PERMISSION_DENIED, and a caller with no
 # credentials UNAUTHENTICATED.
 ALLOWED: dict[str, frozenset[Role]] = {
     "IssueToken": ISSUER,
+    "PreviewSignIn": ISSUER,
     "RefreshToken": ISSUER,
-    "ListSessions": ISSUER,
+    "ListSessions": ISSUER | AUDITOR,  # the auditor reads sessions and events, nothing else
+    "WatchSessionEvents": AUDITOR,
     "RevokeToken(session_id)": ISSUER,
     "RevokeToken(subject)": ISSUER,
+    "RevokeToken(other_sessions)": ISSUER,
     "RevokeToken(token)": BOTH,  # the verifier may log out the token it presents
     "ValidateToken": VERIFIER,
     "GetSigningKeys": VERIFIER,
@@ -82,6 +85,14 @@ async def _watch(stub: Stub, metadata: Metadata) -> None:
         stream.cancel()
 
 
+async def _watch_events(stub: Stub, metadata: Metadata) -> None:
+    stream = stub.WatchSessionEvents(pb.WatchSessionEventsRequest(), metadata=metadata, timeout=10)
+    try:
+        await stream.read()
+    finally:
+        stream.cancel()
+
+
 async def outcomes(stub: Stub, admin: Stub, metadata: Metadata = (), admin_metadata: Metadata = ()) -> dict[str, str]:
     """Makes every call as ``stub``'s caller; ``admin`` (both roles) prepares what each needs."""
 
@@ -100,7 +111,14 @@ async def outcomes(stub: Stub, admin: Stub, metadata: Metadata = (), admin_metad
         "RefreshToken": lambda: stub.RefreshToken(
             pb.RefreshTokenRequest(refresh_token=signed_in.refresh_token), metadata=metadata
         ),
+        "PreviewSignIn": lambda: stub.PreviewSignIn(
+            pb.IssueTokenRequest(subject=new_subject(), device_id="phone"), metadata=metadata
+        ),
         "ListSessions": lambda: stub.ListSessions(pb.ListSessionsRequest(subject="someone"), metadata=metadata),
+        "WatchSessionEvents": lambda: _watch_events(stub, metadata),
+        "RevokeToken(other_sessions)": lambda: stub.RevokeToken(
+            pb.RevokeTokenRequest(other_sessions=pb.SessionRef(session_id="no-such-session")), metadata=metadata
+        ),
         "RevokeToken(session_id)": lambda: stub.RevokeToken(
             pb.RevokeTokenRequest(session_id="no-such-session"), metadata=metadata
         ),
@@ -179,6 +197,7 @@ def certificates() -> tuple[CertificateAuthority, Issued, dict[str, Issued], Iss
         "verifier": ca.issue("billing", uris=("spiffe://example.test/billing",), dns=("verifier.internal",),
                              client=True),
         "both": ca.issue("both.internal", client=True),
+        "auditor": ca.issue("audit", dns=("auditor.internal",), client=True),
     }
     stranger = ca.issue("stranger.internal", client=True)
     foreign = CertificateAuthority("someone else's CA").issue("issuer.internal", client=True)

@@ -73,6 +73,7 @@ async def test_demo_runs_the_seed_scenario_against_a_served_authority(
     assert "the single-device rule held" in out
     assert "BAD" not in out
     assert re.search(r"use the laptop's token again\s+INVALID_REASON_REVOKED", out)
+    assert re.search(r"the laptop says why\s+signed out: signed in on the phone", out)
     assert re.search(r"sign in on the laptop with policy REJECT\s+FAILED_PRECONDITION", out)
     assert "eyJ" not in out  # no token is printed
 
@@ -130,7 +131,7 @@ async def test_migrate_renew_epoch_gives_the_log_a_new_epoch(database_url: str) 
     ("variable", "value", "option"),
     [
         ("AUTHORITY_ACCESS_TOKEN_TTL", "soon", "access_token_ttl"),
-        ("AUTHORITY_MAX_SESSIONS_PER_SUBJECT", "0", "max_sessions_per_subject"),
+        ("AUTHORITY_MAX_SESSIONS_PER_SUBJECT", "-1", "max_sessions_per_subject"),
         ("AUTHORITY_DEFAULT_POLICY", "sometimes", "default_policy"),
         ("AUTHORITY_DATABASE_URL", "mysql://nope", "database_url"),
         ("AUTHORITY_LISTEN", "nowhere", "listen"),

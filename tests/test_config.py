@@ -15,7 +15,7 @@ def test_defaults_are_the_embedded_store_on_loopback() -> None:
     assert settings.database_url == "sqlite+aiosqlite:///authority.db"
     assert settings.access_token_ttl == 15 * 60
     assert settings.refresh_token_ttl == 30 * 24 * 3600
-    assert settings.max_sessions_per_subject == 1
+    assert settings.total_session_cap == 1
     assert settings.default_policy is Policy.REPLACE
     assert settings.signing_algorithm is Algorithm.EDDSA
 
@@ -71,6 +71,12 @@ def test_a_flag_wins_over_its_variable() -> None:
         ({"AUTHORITY_PURGE_INTERVAL": "100000000000000h"}, "purge_interval"),
         ({"AUTHORITY_MAX_STALENESS": "9" * 400}, "max_staleness"),  # a float that is infinite
         ({"AUTHORITY_REFRESH_TOKEN_REUSE_GRACE": "61s"}, "refresh_token_reuse_grace"),
+        ({"AUTHORITY_SESSION_LIMITS": "mobile"}, "session_limits"),
+        ({"AUTHORITY_SESSION_LIMITS": "mobile=0"}, "session_limits"),
+        ({"AUTHORITY_SESSION_LIMITS": "mo bile=1"}, "session_limits"),
+        ({"AUTHORITY_SESSION_LIMITS": "mobile=1,mobile=2"}, "session_limits"),
+        ({"AUTHORITY_SESSION_EVENTS_RETENTION": "0"}, "session_events_retention"),
+        ({"AUTHORITY_SESSION_EVENTS_RETENTION": "a month"}, "session_events_retention"),
     ],
 )
 def test_an_invalid_value_is_refused_naming_the_option(environ: dict[str, str], option: str) -> None:
@@ -124,3 +130,15 @@ def test_transaction_pooling_with_a_listener_url_is_accepted_and_the_url_is_mask
     })
     assert settings.database_transaction_pooling
     assert "secret" not in describe(settings)["listen_database_url"]
+
+
+def test_session_limits_and_the_total_cap() -> None:
+    classes = load_settings({"AUTHORITY_SESSION_LIMITS": "mobile=1, web=2,*=1"})
+    capped = load_settings({"AUTHORITY_SESSION_LIMITS": "mobile=1,web=2", "AUTHORITY_MAX_SESSIONS_PER_SUBJECT": "2"})
+
+    assert classes.class_limits == {"mobile": 1, "web": 2, "*": 1}
+    assert classes.total_session_cap == 4  # not set: the sum of the class limits
+    assert capped.total_session_cap == 2
+    assert load_settings({}).class_limits == {} and load_settings({}).total_session_cap == 1
+    assert load_settings({"AUTHORITY_SESSION_EVENTS_RETENTION": "7d"}).session_events_retention == 7 * 86400
+    assert Settings().session_events_retention == 30 * 86400

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 from authority_client.v1 import authority_pb2 as pb
-from authority_client.reasons import MISSING_TEXT, RequestProblem, problem_text, reason_text
-from authority_client.verify import InvalidReason
+from authority_client.reasons import MISSING_TEXT, RequestProblem, problem_text, reason_text, refusal_text
+from authority_client.verify import InvalidReason, RevocationCause
 
 from tests.conftest import Running, StartServer
 from tests.support.calls import new_subject, sign_in
@@ -76,20 +76,22 @@ async def test_the_single_device_rule_through_envoy(
     assert values["x-authority-session-id"] == laptop.session_id
     assert {"root", "admin", "root-box"}.isdisjoint(value for _, value in seen)
 
-    # A second device signs in: the first is refused, and told why.
-    phone = await sign_in(authority.stub, subject, "phone")
+    # A second device signs in: the first is refused, and told why: the cause, naming the
+    # device that signed in (from the one table of texts).
+    phone = await sign_in(authority.stub, subject, "phone", device_name="the phone")
     revoked = await client.get("/orders", headers=bearer(laptop.access_token))
-    text = reason_text(InvalidReason.REVOKED)
+    text = refusal_text(InvalidReason.REVOKED, RevocationCause.REPLACED_BY_SIGN_IN, "the phone")
+    assert text == "revoked: signed in on the phone"
     assert revoked.status_code == 401
     assert revoked.headers["www-authenticate"] == f'Bearer error="invalid_token", error_description="{text}"'
     assert revoked.json() == {"error": "invalid_token", "error_description": text}
     assert (await client.get("/orders", headers=bearer(phone.access_token))).status_code == 200
 
-    # Logout: the phone's token is refused too.
+    # Logout: the phone's token is refused too, with its own cause.
     await authority.stub.RevokeToken(pb.RevokeTokenRequest(token=phone.access_token))
     logged_out = await client.get("/orders", headers=bearer(phone.access_token))
     assert logged_out.status_code == 401
-    assert logged_out.json()["error_description"] == text
+    assert logged_out.json()["error_description"] == "revoked: logged out" != reason_text(InvalidReason.REVOKED)
 
     calls = len(service.seen)
     # The authority stopped: denied (failure_mode_allow: false, status_on_error 503), never allowed.

@@ -19,8 +19,8 @@ from sqlalchemy.engine import make_url
 
 from authority import credentials
 from authority.credentials import Role
-from authority_client.reasons import MISSING_TEXT, RequestProblem, problem_text, reason_text
-from authority_client.verify import InvalidReason
+from authority_client.reasons import MISSING_TEXT, RequestProblem, problem_text, reason_text, refusal_text
+from authority_client.verify import InvalidReason, RevocationCause
 from tests.conftest import Running, StartServer
 from tests.test_metrics import scrape, value
 from tests.support.calls import new_subject, reason, rpc_error, sign_in
@@ -72,19 +72,65 @@ async def test_no_token_gets_401_with_the_bare_challenge(authority: Running) -> 
     assert (status, challenge, body) == (401, "Bearer", {"error": "invalid_token", "error_description": MISSING_TEXT})
 
 
-async def test_a_signed_out_device_gets_401_with_the_revoked_text(authority: Running) -> None:
+async def test_a_signed_out_device_gets_401_with_the_revoked_text_and_its_cause(authority: Running) -> None:
     subject = new_subject()
     first = await sign_in(authority.stub, subject, "laptop")
     await sign_in(authority.stub, subject, "phone")
 
     status, challenge, body = denial_of(await check(authority, check_request(f"Bearer {first.access_token}")))
 
-    text = reason_text(InvalidReason.REVOKED)
+    text = refusal_text(InvalidReason.REVOKED, RevocationCause.REPLACED_BY_SIGN_IN)
+    assert text == "revoked: signed in on another device"
     assert status == 401
     assert challenge == f'Bearer error="invalid_token", error_description="{text}"'
     assert body == {"error": "invalid_token", "error_description": text}
     # The same verdict as ValidateToken.
     assert await reason(authority.stub, first.access_token) == "REVOKED"
+
+
+async def test_a_replaced_device_is_told_the_name_of_the_device_that_signed_in(authority: Running) -> None:
+    subject = new_subject()
+    first = await sign_in(authority.stub, subject, "laptop")
+    await sign_in(authority.stub, subject, "phone", device_name="Pixel 8")
+
+    status, challenge, body = denial_of(await check(authority, check_request(f"Bearer {first.access_token}")))
+
+    assert status == 401
+    assert challenge == 'Bearer error="invalid_token", error_description="revoked: signed in on Pixel 8"'
+    assert body == {"error": "invalid_token", "error_description": "revoked: signed in on Pixel 8"}
+
+
+@pytest.mark.parametrize(
+    ("target", "cause"),
+    [
+        ("token", RevocationCause.LOGGED_OUT),
+        ("session_id", RevocationCause.SESSION_REVOKED),
+        ("subject", RevocationCause.SIGNED_OUT_EVERYWHERE),
+        ("other_sessions", RevocationCause.OTHER_DEVICES_SIGNED_OUT),
+    ],
+)
+async def test_each_way_of_signing_out_is_described_by_its_cause(
+    start_server: StartServer, target: str, cause: RevocationCause
+) -> None:
+    authority = await start_server(max_sessions_per_subject=2)
+    subject = new_subject()
+    laptop = await sign_in(authority.stub, subject, "laptop")
+    requests = {
+        "token": pb.RevokeTokenRequest(token=laptop.access_token),
+        "session_id": pb.RevokeTokenRequest(session_id=laptop.session_id),
+        "subject": pb.RevokeTokenRequest(subject=subject),
+    }
+    if target == "other_sessions":
+        # Another device of the subject signs the laptop out.
+        phone = await sign_in(authority.stub, subject, "phone")
+        requests[target] = pb.RevokeTokenRequest(other_sessions=pb.SessionRef(session_id=phone.session_id))
+    await authority.stub.RevokeToken(requests[target])
+
+    _, challenge, body = denial_of(await check(authority, check_request(f"Bearer {laptop.access_token}")))
+
+    assert body["error_description"] == refusal_text(InvalidReason.REVOKED, cause)
+    assert body["error_description"].startswith("revoked: ") and body["error_description"] != "revoked: "
+    assert challenge is not None and body["error_description"] in challenge
 
 
 async def test_a_token_this_authority_did_not_sign_is_refused(

@@ -240,6 +240,9 @@ durations = st.builds(
     claims=st.none() | st.dictionaries(claim_names, json_values, max_size=5),
     ttl=mostly(st.none() | st.builds(Duration, seconds=st.integers(1, 4000)), durations),
     policy=mostly(st.sampled_from([0, 1, 2]), st.integers(-3, 2**31 - 1)),
+    device_class=mostly(st.sampled_from(["", "mobile", "web"]), sendable_text),
+    device_name=mostly(st.sampled_from(["", "Firefox on Linux"]) | st.text(max_size=300), sendable_text),
+    guarded=st.booleans(),
 )
 async def test_issue_answers_ok_or_invalid_argument_and_what_it_issues_validates(
     fuzzed: Running,
@@ -250,8 +253,14 @@ async def test_issue_answers_ok_or_invalid_argument_and_what_it_issues_validates
     claims: dict[str, Any] | None,
     ttl: Duration | None,
     policy: int,
+    device_class: str,
+    device_name: str,
+    guarded: bool,
 ) -> None:
-    request = pb.IssueTokenRequest(subject=subject, device_id=device_id, audience=audience, policy=policy)  # type: ignore[arg-type]
+    request = pb.IssueTokenRequest(subject=subject, device_id=device_id, audience=audience, policy=policy,  # type: ignore[arg-type]
+                                   device_class=device_class, device_name=device_name)
+    if guarded:
+        request.expected_replacements.SetInParent()  # "replace nothing"
     if claims is not None:
         struct = _struct(claims)
         if struct is None:
@@ -262,7 +271,7 @@ async def test_issue_answers_ok_or_invalid_argument_and_what_it_issues_validates
     try:
         issued = await fuzzed.stub.IssueToken(request)
     except grpc.aio.AioRpcError as error:
-        allowed = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+        allowed = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ABORTED)
         assert error.code() in allowed, (error.code(), error.details())
         event(error.code().name)
         return

@@ -343,6 +343,43 @@ async def test_a_second_device_through_another_replica_signs_the_first_out_every
     assert [await live_sessions(r, subject) for r in trio] == [[phone.session_id]] * 3
 
 
+async def test_a_sign_in_on_one_replica_makes_another_say_replaced_by_sign_in_and_by_which_device(
+    trio: list[Replica],
+) -> None:
+    a, b, _ = trio
+    subject = new_subject()
+    laptop = await sign_in(b, subject, "laptop")
+    watching = b.stub.WatchRevocations(pb.WatchRevocationsRequest(after_sequence=0))
+    await next_event(watching, CAUGHT_UP, REVOCATION)
+    events = b.stub.WatchSessionEvents(pb.WatchSessionEventsRequest())
+    while (await asyncio.wait_for(events.read(), CALL_TIMEOUT)).kind != pb.SESSION_EVENT_KIND_CAUGHT_UP:
+        pass
+
+    phone = await a.stub.IssueToken(
+        pb.IssueTokenRequest(subject=subject, device_id="phone-7", device_name="the phone"), timeout=CALL_TIMEOUT
+    )
+    await rejected_after(b, laptop.access_token, time.monotonic())
+    answer = await b.stub.ValidateToken(pb.ValidateTokenRequest(token=laptop.access_token), timeout=CALL_TIMEOUT)
+    revoked = await next_event(watching, REVOCATION)
+    watching.cancel()
+    seen = []
+    while len(seen) < 2:
+        event = await asyncio.wait_for(events.read(), CALL_TIMEOUT)
+        if event.subject == subject:
+            seen.append(event)
+    events.cancel()
+
+    assert answer.reason == pb.INVALID_REASON_REVOKED
+    assert answer.revocation_cause == pb.REVOCATION_CAUSE_REPLACED_BY_SIGN_IN
+    assert (answer.replaced_by_device_id, answer.replaced_by_device_name) == ("phone-7", "the phone")
+    assert (revoked.session_id, revoked.cause, revoked.replaced_by_device_id) == (
+        laptop.session_id, pb.REVOCATION_CAUSE_REPLACED_BY_SIGN_IN, "phone-7")
+    assert [(e.kind, e.session_id) for e in seen] == [
+        (pb.SESSION_EVENT_KIND_SESSION_ENDED, laptop.session_id),
+        (pb.SESSION_EVENT_KIND_SIGNED_IN, phone.session_id),
+    ]
+
+
 async def test_a_refresh_token_replayed_on_another_replica_revokes_the_session_everywhere(trio: list[Replica]) -> None:
     a, b, c = trio
     laptop = await sign_in(a, new_subject(), "laptop")

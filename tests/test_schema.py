@@ -13,7 +13,7 @@ from authority.errors import SchemaError
 from authority.store.migrate import migrate
 from tests.conftest import StartServer
 
-HEAD = "0004_reuse_grace_retained_keys"
+HEAD = "0005_devices"
 
 
 async def _revision(url: str) -> str:

@@ -113,6 +113,19 @@ async def scenario(stub: Stub, issuer: str, verifier: str, seen: Seen) -> None:
                                              metadata=as_issuer))
     assert tablet.replaced_session_ids == [phone.session_id]
     await stub.RevokeToken(pb.RevokeTokenRequest(token=tablet.access_token), metadata=as_verifier)
+    # Devices: a preview, a guarded sign-in that aborts, "sign out my other devices" by token.
+    await stub.PreviewSignIn(pb.IssueTokenRequest(subject=subject, device_id="watch", device_name="a watch"),
+                             metadata=as_issuer)
+    watch = seen.pair(await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="watch"),
+                                            metadata=as_issuer))
+    guarded = stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="car",
+                                                   expected_replacements=pb.SessionIds()), metadata=as_issuer)
+    assert await seen.refused(guarded) is grpc.StatusCode.ABORTED
+    await stub.RevokeToken(pb.RevokeTokenRequest(other_sessions=pb.SessionRef(token=watch.access_token)),
+                           metadata=as_issuer)
+    foreign = stub.RevokeToken(pb.RevokeTokenRequest(other_sessions=pb.SessionRef(
+        token=seen.token(watch.access_token[:-4] + "AAAA"))), metadata=as_issuer)
+    assert await seen.refused(foreign) is grpc.StatusCode.INVALID_ARGUMENT
 
     # Bad tokens: tampered, truncated, made up; a refresh token where an access token goes.
     header, payload, signature = tablet.access_token.split(".")

@@ -132,6 +132,38 @@ async def test_validation_answers_from_memory_while_the_store_is_cut(running: Ru
     assert reasons == ["VALID", "REVOKED"]
 
 
+async def test_a_revoked_token_is_refused_with_its_cause_at_once_while_the_store_is_slow(
+    running: Running, proxy: TcpProxy
+) -> None:
+    """The replacing device is read from the store, but a REVOKED answer never waits long
+    for it: the cause comes from memory, the rest follows once the store answers."""
+    stub = running.stub
+    subject = new_subject()
+    laptop = await sign_in(stub, subject, "laptop")
+    await sign_in(stub, subject, "phone", device_name="the phone")
+    proxy.delay(2.0)
+    try:
+        started = time.monotonic()
+        slow = await asyncio.wait_for(stub.ValidateToken(pb.ValidateTokenRequest(token=laptop.access_token)),
+                                      CALL_TIMEOUT)
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.delay(0)
+
+    assert slow.reason == pb.INVALID_REASON_REVOKED
+    assert slow.revocation_cause == pb.REVOCATION_CAUSE_REPLACED_BY_SIGN_IN
+    assert slow.replaced_by_device_name == ""  # not read in time: left out of this answer
+    assert elapsed < 1.5, elapsed
+    deadline = time.monotonic() + RECOVER_WITHIN
+    while True:  # the read went on, and a later answer has it
+        later = await stub.ValidateToken(pb.ValidateTokenRequest(token=laptop.access_token), timeout=CALL_TIMEOUT)
+        if later.replaced_by_device_id or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert (later.replaced_by_device_id, later.replaced_by_device_name) == ("phone", "the phone")
+    assert later.revoked_at.seconds > 0
+
+
 async def test_the_same_server_recovers_when_the_store_comes_back(running: Running, proxy: TcpProxy) -> None:
     stub, subject = running.stub, new_subject()
     laptop = await sign_in(stub, subject, "laptop")

@@ -11,8 +11,8 @@ import time
 from typing import Any
 
 import pytest
-from authority_client.reasons import MISSING_TEXT, REASON_TEXTS
-from authority_client.verify import InvalidToken, KeySet, TokenVerifier
+from authority_client.reasons import CAUSE_TEXTS, MISSING_TEXT, REASON_TEXTS, refusal_text, signed_out_text
+from authority_client.verify import InvalidReason, InvalidToken, KeySet, RevocationCause, TokenVerifier
 
 from authority.config import Algorithm
 from authority.keys import KeyRing
@@ -45,6 +45,18 @@ def test_corpus_carries_the_one_table_of_texts() -> None:
     corpus = _corpus()
     assert corpus["reasons"] == {reason.name: text for reason, text in REASON_TEXTS.items()}
     assert corpus["missing_text"] == MISSING_TEXT
+    assert corpus["causes"] == {cause.name: text for cause, text in CAUSE_TEXTS.items()}
+    assert set(corpus["causes"]) == {cause.name for cause in RevocationCause} - {"UNSPECIFIED"}
+    # Every cause is composed, with and without the replacing device's name.
+    revoked = {(r["cause"], r["device_name"]) for r in corpus["refusals"] if r["reason"] == "REVOKED"}
+    assert {cause for cause, _ in revoked} == {None, *(cause.name for cause in RevocationCause)}
+    assert "revoked: signed in on the phone" in {r["text"] for r in corpus["refusals"]}
+    for refusal in corpus["refusals"]:
+        cause = None if refusal["cause"] is None else RevocationCause[refusal["cause"]]
+        assert refusal["text"] == refusal_text(InvalidReason[refusal["reason"]], cause, refusal["device_name"])
+    for shown in corpus["signed_out"]:
+        cause = None if shown["cause"] is None else RevocationCause[shown["cause"]]
+        assert shown["text"] == signed_out_text(cause, shown["device_name"])
     for case in corpus["cases"]:
         assert case["text"] == (None if case["expected"] == "VALID" else corpus["reasons"][case["expected"]])
 

@@ -15,7 +15,7 @@ import pytest
 from authority_client.v1 import authority_pb2 as pb
 from google.protobuf.duration_pb2 import Duration
 
-from authority import revocations
+from authority import feeds, revocations
 from authority.api.status import status_of
 from authority.errors import WatcherTooSlow
 from authority.keys import rotate_key
@@ -98,6 +98,36 @@ async def test_stream_starts_after_the_given_sequence(stub: Stub) -> None:
     assert tablet.session_id not in (seen.session_id, event.session_id)
 
 
+async def test_a_steady_flow_of_revocations_still_carries_heartbeats(authority: Running) -> None:
+    """Regression: heartbeats came only after a silent interval, so a consumer fed
+    revocations faster than that was never confirmed complete and went stale."""
+    mirror, store = authority.server.authority.mirror, authority.server.authority.store
+    base = mirror.sequence
+    feed = mirror.follow(store, base, heartbeat_interval=0.2, fresh_within=30)
+    assert await anext(feed) is revocations.KEYS_CHANGED
+    assert isinstance(await anext(feed), revocations.CaughtUp)
+    received: list[Any] = []
+
+    async def read() -> None:
+        async for event in feed:
+            received.append(event)
+
+    reader = asyncio.create_task(read())
+    # One entry every 20 ms for a second: never a 0.2 s silence.
+    for n in range(1, 51):
+        mirror.advance([Revocation(base + n, f"steady-{n}", None, time.time() + 60)])
+        await asyncio.sleep(0.02)
+    reader.cancel()
+
+    entries = [e for e in received if isinstance(e, Revocation)]
+    beats = [e for e in received if isinstance(e, revocations.Heartbeat)]
+    assert len(entries) >= 40
+    assert len(beats) >= 2, "no heartbeats while revocations flowed"
+    for beat in beats:
+        sent_before = [e.sequence for e in received[: received.index(beat)] if isinstance(e, Revocation)]
+        assert beat.sequence == max(sent_before)  # complete up to what was sent, no further
+
+
 async def test_heartbeats_carry_the_position_to_resume_from(stub: Stub) -> None:
     subject = new_subject()
     await sign_in(stub, subject, "laptop")
@@ -178,7 +208,7 @@ async def test_every_revocation_reaches_every_watcher_once_in_order(stub: Stub) 
 async def test_a_watcher_that_falls_too_far_behind_is_told_to_resume(
     authority: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(revocations, "WATCHER_QUEUE_SIZE", 3)
+    monkeypatch.setattr(feeds, "WATCHER_QUEUE_SIZE", 3)
     mirror, store = authority.server.authority.mirror, authority.server.authority.store
     base = mirror.sequence
     feed = mirror.follow(store, base, heartbeat_interval=30, fresh_within=30)
@@ -236,7 +266,7 @@ async def test_a_watcher_cut_off_for_falling_behind_is_told_what_happened_and_ho
     authority: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Guards against RESOURCE_EXHAUSTED with empty details."""
-    monkeypatch.setattr(revocations, "WATCHER_QUEUE_SIZE", 3)
+    monkeypatch.setattr(feeds, "WATCHER_QUEUE_SIZE", 3)
     mirror = authority.server.authority.mirror
     stream = _watch(authority.stub)
     await _next(stream, CAUGHT_UP)

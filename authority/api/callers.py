@@ -11,6 +11,7 @@ What is refused with which status is decided by :mod:`authority.api.status`.
 from __future__ import annotations
 
 import dataclasses
+import contextvars
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,17 +41,22 @@ _SERVICE_PREFIX = "/" + pb.DESCRIPTOR.services_by_name["TokenAuthority"].full_na
 _GUARDED_PREFIXES = (_SERVICE_PREFIX, f"/{EXT_AUTHZ_SERVICE}/")
 Context = grpc.aio.ServicerContext[Any, Any]
 
-# The role each RPC needs. RevokeToken is decided by its target (see :func:`authorize`);
-# an RPC missing from this table is refused to everyone.
-_NEEDS: dict[str, Role] = {
-    "IssueToken": Role.ISSUER,
-    "RefreshToken": Role.ISSUER,
-    "ListSessions": Role.ISSUER,
-    "ValidateToken": Role.VERIFIER,
-    "GetSigningKeys": Role.VERIFIER,
-    "WatchRevocations": Role.VERIFIER,
-    f"{EXT_AUTHZ_SERVICE}/Check": Role.VERIFIER,
+# The roles each RPC admits (any one suffices). RevokeToken is decided by its target (see
+# :func:`authorize`); an RPC missing from this table is refused to everyone.
+_NEEDS: dict[str, tuple[Role, ...]] = {
+    "IssueToken": (Role.ISSUER,),
+    "PreviewSignIn": (Role.ISSUER,),
+    "RefreshToken": (Role.ISSUER,),
+    "ListSessions": (Role.ISSUER, Role.AUDITOR),
+    "ValidateToken": (Role.VERIFIER,),
+    "GetSigningKeys": (Role.VERIFIER,),
+    "WatchRevocations": (Role.VERIFIER,),
+    "WatchSessionEvents": (Role.AUDITOR,),
+    f"{EXT_AUTHZ_SERVICE}/Check": (Role.VERIFIER,),
 }
+# The name of the authenticated caller of the call being handled ("" without caller
+# authentication), for the session event log.
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("authority_caller", default="")
 
 
 def authorize(caller: Caller, rpc: str, revokes_presented_token: bool) -> None:
@@ -65,11 +71,12 @@ def authorize(caller: Caller, rpc: str, revokes_presented_token: bool) -> None:
         needed = "the verifier role with a token target, or the issuer role" if Role.VERIFIER in caller.roles \
             else "the issuer role"
         raise CallerNotPermitted(f"{caller.name} may not call RevokeToken with this target: it needs {needed}")
-    role = _NEEDS.get(rpc)
-    if role is None:
+    roles = _NEEDS.get(rpc)
+    if roles is None:
         raise CallerNotPermitted(f"{rpc} is not open to callers")
-    if role not in caller.roles:
-        raise CallerNotPermitted(f"{caller.name} may not call {rpc}: it needs the {role.value} role")
+    if caller.roles.isdisjoint(roles):
+        needed = " or ".join(role.value for role in roles)
+        raise CallerNotPermitted(f"{caller.name} may not call {rpc}: it needs the {needed} role")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,4 +209,6 @@ class AuthenticateCallers(grpc.aio.ServerInterceptor):
             log.info("refused %s from %s: %s", rpc, context.peer(), refused)
             await context.abort(status_of(refused), str(refused))
             raise AssertionError("unreachable: abort raises") from refused
+        # The handler runs next in this same task, so it reads this.
+        CALLER.set(caller.name)
         return caller

@@ -12,7 +12,10 @@ other HTTP surface's: the token is read and a refusal built by
   named in ``headers_to_remove``: Envoy applies that list after the headers it sets, so it
   would take the authority's own values away.)
 - **Denied**: the HTTP status, ``WWW-Authenticate`` challenge and JSON body of the
-  :class:`~authority_client.http.bearer.Denial`.
+  :class:`~authority_client.http.bearer.Denial`. A revoked token's description carries
+  its cause from the one table (``revoked: signed in on the phone``); the replacing
+  device's name is read as for ValidateToken, on that rare path, and left out when the
+  store cannot say in time.
 - **Stale view**: the call fails with UNAVAILABLE (the one status map), like
   ValidateToken; an Envoy with ``failure_mode_allow: false`` then denies, with its
   ``status_on_error``.
@@ -37,7 +40,9 @@ from google.rpc import code_pb2, status_pb2
 from authority.api.status import unary
 from authority.app import Authority
 from authority.ops.metrics import Metrics
+from authority.store import RevocationCause
 from authority.tokens import AccessClaims, InvalidToken
+from authority.validation import Revoked
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -98,6 +103,7 @@ class ExternalAuthorization(external_auth_pb2_grpc.AuthorizationServicer):  # ty
 
     def __init__(self, authority: Authority, metrics: Metrics | None = None) -> None:
         self._validator = authority.validator
+        self._explanations = authority.explanations
         # The same counters as ValidateToken: one view of every token checked.
         self._validations = (metrics or Metrics()).validation_outcomes
 
@@ -111,11 +117,21 @@ class ExternalAuthorization(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         try:
             # StaleView escapes to the status map: UNAVAILABLE, as for ValidateToken.
             claims = self._validator.validate(presented.token, audience)
+        except Revoked as revoked:
+            self._validations[revoked.reason].inc()
+            return denied(invalid_token(revoked.reason, presented.scheme, revoked.cause, await self._device_name(revoked)))
         except InvalidToken as invalid:
             self._validations[invalid.reason].inc()
             return denied(invalid_token(invalid.reason, presented.scheme))
         self._validations[None].inc()
         return allowed(claims)
+
+    async def _device_name(self, revoked: Revoked) -> str:
+        """The name of the device that replaced the revoked session, when there was one."""
+        if revoked.cause is not RevocationCause.REPLACED_BY_SIGN_IN:
+            return ""
+        detail = await self._explanations.explain(revoked.session_id)
+        return "" if detail is None else detail.replaced_by_device_name
 
 
 def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:

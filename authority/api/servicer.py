@@ -11,6 +11,7 @@ from authority_client.v1 import authority_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from authority.api.callers import CALLER
 from authority.api.inputs import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS, positive_seconds
 from authority.api.status import streaming, unary
 from authority.app import Authority
@@ -19,9 +20,10 @@ from authority.config import Policy
 from authority.errors import InvalidArgument, SessionLimitReached
 from authority.ops.metrics import Metrics
 from authority.revocations import CaughtUp, Heartbeat
-from authority.sessions import SignIn
-from authority.store import Revocation
+from authority.sessions import Device, SignIn
+from authority.store import Revocation, RevocationCause, SessionEvent, SessionRecord
 from authority.tokens import AccessClaims, InvalidToken
+from authority.validation import Revoked
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -38,7 +40,7 @@ MIN_HEARTBEAT_INTERVAL = 0.1
 MAX_HEARTBEAT_INTERVAL = 30.0
 
 
-def _heartbeat_interval(request: pb.WatchRevocationsRequest) -> float:
+def _heartbeat_interval(request: pb.WatchRevocationsRequest | pb.WatchSessionEventsRequest) -> float:
     if not request.HasField("heartbeat_interval"):
         return HEARTBEAT_INTERVAL
     seconds = positive_seconds("heartbeat_interval", request.heartbeat_interval)
@@ -90,6 +92,56 @@ def _extra_claims(request: pb.IssueTokenRequest) -> dict[str, Any] | None:
     return from_struct(values)
 
 
+def _session(s: SessionRecord) -> pb.Session:
+    return pb.Session(
+        session_id=s.session_id,
+        subject=s.subject,
+        device_id=s.device_id,
+        created_at=_timestamp(s.created_at),
+        expires_at=_timestamp(s.expires_at),
+        device_class=s.device_class,
+        device_name=s.device_name,
+        last_used_at=_timestamp(s.last_used_at),
+    )
+
+
+def _device(request: pb.IssueTokenRequest) -> Device:
+    return Device(request.device_id, request.device_class, request.device_name)
+
+
+def _policy(request: pb.IssueTokenRequest) -> Policy | None:
+    if request.policy not in _POLICIES:
+        raise InvalidArgument("policy", f"{request.policy} is not a SessionPolicy")
+    return _POLICIES[request.policy]
+
+
+def _expected(request: pb.IssueTokenRequest) -> list[str] | None:
+    if not request.HasField("expected_replacements"):
+        return None
+    # Unknown ids simply do not match; only their shape is checked, so none is echoed.
+    ids = list(request.expected_replacements.session_ids)
+    if len(ids) > 1000 or any(not 0 < len(i) <= 64 for i in ids):
+        raise InvalidArgument("expected_replacements", "holds at most 1000 session ids of 1 to 64 characters")
+    return ids
+
+
+def _session_event(event: SessionEvent, sent_at: float) -> pb.SessionEvent:
+    return pb.SessionEvent(
+        sequence=event.sequence,
+        kind=int(event.kind),  # type: ignore[arg-type]
+        occurred_at=_timestamp(event.occurred_at),
+        sent_at=_timestamp(sent_at),
+        subject=event.subject,
+        session_id=event.session_id,
+        device_id=event.device_id,
+        device_class=event.device_class,
+        device_name=event.device_name,
+        replaced_session_ids=event.replaced_session_ids,
+        cause=int(event.cause),  # type: ignore[arg-type]
+        caller=event.caller,
+    )
+
+
 def _ttl(request: pb.IssueTokenRequest) -> float | None:
     return positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
 
@@ -108,16 +160,17 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
 
     @unary
     async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
-        if request.policy not in _POLICIES:
-            raise InvalidArgument("policy", f"{request.policy} is not a SessionPolicy")
+        policy = _policy(request)
         try:
             sign_in = await self._sessions.sign_in(
                 request.subject,
-                request.device_id,
-                policy=_POLICIES[request.policy],
+                _device(request),
+                policy=policy,
                 audience=request.audience,
                 claims=_extra_claims(request),
                 ttl=_ttl(request),
+                expected_replacements=_expected(request),
+                caller=CALLER.get(),
                 # Built inside the transaction: nothing commits whose reply cannot be built.
                 before_commit=_issue_response,
             )
@@ -133,26 +186,61 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
             raise InvalidArgument("token", "must not be empty")
         try:
             claims = self._validator.validate(request.token, request.audience)
+        except Revoked as revoked:
+            self._validations[revoked.reason].inc()
+            return await self._explained(revoked)
         except InvalidToken as invalid:
             self._validations[invalid.reason].inc()
             return pb.ValidateTokenResponse(valid=False, reason=invalid.reason.value)  # type: ignore[arg-type]
         self._validations[None].inc()
         return pb.ValidateTokenResponse(valid=True, claims=_claims(claims))
 
+    async def _explained(self, revoked: Revoked) -> pb.ValidateTokenResponse:
+        """A REVOKED answer with its cause (from the mirror) and, read from the store on this
+        rare path, when and by which device."""
+        answer = pb.ValidateTokenResponse(
+            valid=False, reason=pb.INVALID_REASON_REVOKED, revocation_cause=int(revoked.cause)  # type: ignore[arg-type]
+        )
+        detail = await self._authority.explanations.explain(revoked.session_id)
+        if detail is not None:
+            answer.revoked_at.CopyFrom(_timestamp(detail.revoked_at))
+            if revoked.cause is RevocationCause.REPLACED_BY_SIGN_IN:
+                answer.replaced_by_device_id = detail.replaced_by_device_id
+                answer.replaced_by_device_name = detail.replaced_by_device_name
+        return answer
+
     @unary
     async def RevokeToken(self, request: pb.RevokeTokenRequest, context: Context) -> pb.RevokeTokenResponse:
         target = request.WhichOneof("target")
+        caller = CALLER.get()
         if target == "token":
-            revoked = await self._sessions.revoke_token(request.token, request.reason)
+            revoked = await self._sessions.revoke_token(request.token, request.reason, caller)
         elif target == "session_id":
-            revoked = await self._sessions.revoke_session(request.session_id, request.reason)
+            revoked = await self._sessions.revoke_session(request.session_id, request.reason, caller)
         elif target == "subject":
-            revoked = await self._sessions.revoke_subject(request.subject, request.reason)
+            revoked = await self._sessions.revoke_subject(request.subject, request.reason, caller)
         elif target == "refresh_token":
-            revoked = await self._sessions.revoke_refresh_token(request.refresh_token, request.reason)
+            revoked = await self._sessions.revoke_refresh_token(request.refresh_token, request.reason, caller)
+        elif target == "other_sessions":
+            ref = request.other_sessions
+            if ref.WhichOneof("ref") is None:
+                raise InvalidArgument("other_sessions", "name a token or a session_id")
+            revoked = await self._sessions.revoke_other_sessions(
+                token=ref.token, session_id=ref.session_id, reason=request.reason, caller=caller
+            )
         else:
-            raise InvalidArgument("target", "name a token, a refresh_token, a session_id or a subject")
+            raise InvalidArgument("target", "name a token, a refresh_token, a session_id, a subject or other_sessions")
         return pb.RevokeTokenResponse(revoked_sessions=revoked)
+
+    @unary
+    async def PreviewSignIn(self, request: pb.IssueTokenRequest, context: Context) -> pb.PreviewSignInResponse:
+        preview = await self._sessions.preview(
+            request.subject, _device(request), policy=_policy(request), audience=request.audience,
+            claims=_extra_claims(request), ttl=_ttl(request), expected_replacements=_expected(request),
+        )
+        return pb.PreviewSignInResponse(
+            allowed=preview.allowed, would_replace=[_session(s) for s in preview.would_replace]
+        )
 
     @unary
     async def RefreshToken(self, request: pb.RefreshTokenRequest, context: Context) -> pb.IssueTokenResponse:
@@ -161,18 +249,7 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
     @unary
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Context) -> pb.ListSessionsResponse:
         sessions = await self._sessions.list_sessions(request.subject)
-        return pb.ListSessionsResponse(
-            sessions=[
-                pb.Session(
-                    session_id=s.session_id,
-                    subject=s.subject,
-                    device_id=s.device_id,
-                    created_at=_timestamp(s.created_at),
-                    expires_at=_timestamp(s.expires_at),
-                )
-                for s in sessions
-            ]
-        )
+        return pb.ListSessionsResponse(sessions=[_session(s) for s in sessions])
 
     @unary
     async def GetSigningKeys(self, request: pb.GetSigningKeysRequest, context: Context) -> pb.GetSigningKeysResponse:
@@ -199,6 +276,8 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
                     expires_at=_timestamp(event.expires_at),
                     sent_at=_timestamp(self._clock()),
                     epoch=epoch,
+                    cause=int(event.cause),  # type: ignore[arg-type]
+                    replaced_by_device_id=event.replaced_by_device_id,
                 )
             elif isinstance(event, CaughtUp):
                 yield self._position_event(pb.REVOCATION_EVENT_KIND_CAUGHT_UP, event.sequence, epoch)
@@ -206,6 +285,22 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
                 yield self._position_event(pb.REVOCATION_EVENT_KIND_HEARTBEAT, event.sequence, epoch)
             else:
                 yield self._signing_keys_event(epoch)
+
+    @streaming
+    async def WatchSessionEvents(
+        self, request: pb.WatchSessionEventsRequest, context: Context
+    ) -> AsyncIterator[pb.SessionEvent]:
+        authority = self._authority
+        heartbeat_interval = _heartbeat_interval(request)
+        feed = authority.session_events.follow(
+            request.after_sequence, heartbeat_interval, lambda: authority.mirror.age() <= authority.heartbeat_freshness
+        )
+        async for event in feed:
+            if isinstance(event, SessionEvent):
+                yield _session_event(event, self._clock())
+            else:
+                kind = pb.SESSION_EVENT_KIND_CAUGHT_UP if isinstance(event, CaughtUp) else pb.SESSION_EVENT_KIND_HEARTBEAT
+                yield pb.SessionEvent(kind=kind, sequence=event.sequence, sent_at=_timestamp(self._clock()))
 
     def _signing_keys_event(self, epoch: str) -> pb.RevocationEvent:
         return pb.RevocationEvent(

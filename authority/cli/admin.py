@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from authority.claims import EXACT_INTEGER_LIMIT
-from authority.config import duration_text, parse_duration
+from authority.config import duration_text, load_settings, parse_duration
 from authority.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -87,6 +87,15 @@ def add_commands(commands: Any) -> None:
     sessions = commands.add_parser("sessions", help="inspect sessions").add_subparsers(dest="action", required=True)
     listing = sessions.add_parser("list", parents=[common], help="a subject's live sessions")
     listing.add_argument("subject")
+    events = sessions.add_parser("events", parents=[common], help="the session event log (needs the auditor role)")
+    events.add_argument("--subject", default="", help="only this subject's events")
+    events.add_argument("--follow", action="store_true", help="keep printing new events as they happen")
+    forget = sessions.add_parser(
+        "forget", help="erase a subject on request: sign out everywhere, delete events and device names "
+                       "(talks to the database)")
+    forget.add_argument("subject")
+    forget.add_argument("--database-url", help="store URL (AUTHORITY_DATABASE_URL)")
+    forget.add_argument("--json", action="store_true", help="print JSON instead of a line")
 
 
 def run(args: argparse.Namespace, out: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> int:
@@ -115,6 +124,8 @@ def _check_target(target: str) -> None:
 
 
 async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    if args.command == "sessions" and args.action == "forget":
+        return await _forget(args, out)
     _check_target(args.target)
     def show(value: Any, table: Callable[[Any], str]) -> None:
         print(json.dumps(_plain(value), indent=2, sort_keys=True) if args.json else table(value), file=out)
@@ -122,6 +133,10 @@ async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     from authority.cli.admin_client import AdminClient
 
     async with AdminClient(args.target, api_key=args.api_key, timeout=args.timeout) as client:
+        if args.command == "sessions" and args.action == "events":
+            async for event in client.session_events(follow=args.follow, subject=args.subject):
+                print(json.dumps(event, sort_keys=True) if args.json else _event_line(event), file=out, flush=True)
+            return 0
         if args.command == "sessions":
             show(await client.sessions(args.subject), _sessions_table)
             return 0
@@ -138,7 +153,7 @@ async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
             return 0
         if args.action == "validate":
             validation = await client.validate(_secret(args.token, stdin), args.audience)
-            show(validation, lambda v: _pairs(v.claims) if v.valid else f"not valid: {v.reason}")
+            show(validation, lambda v: _pairs(v.claims) if v.valid else f"not valid: {v.reason} ({v.text})")
             return 0 if validation.valid else 1
         if args.action == "revoke":
             token = _secret(args.token, stdin) if args.token else ""
@@ -154,6 +169,36 @@ async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
             return 0
         show(await client.refresh(_secret(args.refresh_token, stdin)), _tokens_table)
         return 0
+
+
+async def _forget(args: argparse.Namespace, out: TextIO) -> int:
+    # Through the store, like `authority keys`: the revocations reach every replica
+    # through the log.
+    from authority.app import Authority
+
+    authority = await Authority.open(load_settings(None, database_url=args.database_url))
+    try:
+        ended, events = await authority.forget(args.subject)
+    finally:
+        await authority.close()
+    result = {"ended_sessions": ended, "deleted_events": events}
+    print(json.dumps(result) if args.json else f"signed out {ended} session(s), deleted {events} event(s), "
+          "erased the device names", file=out)
+    return 0
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    parts = [_when(event["occurred_at"]), event["kind"], event["subject"], event["session_id"] or "-",
+             event["device_id"] or "-"]
+    if event["device_name"]:
+        parts.append(repr(event["device_name"]))
+    if event["replaced_session_ids"]:
+        parts.append("replaced " + ",".join(event["replaced_session_ids"]))
+    if event["cause"]:
+        parts.append(event["cause"])
+    if event["caller"]:
+        parts.append("by " + event["caller"])
+    return f"{event['sequence']:>6}  " + "  ".join(parts)
 
 
 def _secret(given: str, stdin: TextIO) -> str:
@@ -243,8 +288,10 @@ def _tokens_table(issued: IssuedTokens) -> str:
 def _sessions_table(sessions: list[Any]) -> str:
     if not sessions:
         return "no live sessions"
-    rows = [("SESSION", "DEVICE", "CREATED", "EXPIRES")] + [
-        (s.session_id, s.device_id, _when(s.created_at), _when(s.expires_at)) for s in sessions
+    rows = [("SESSION", "DEVICE", "CLASS", "NAME", "CREATED", "LAST-USED", "EXPIRES")] + [
+        (s.session_id, s.device_id, s.device_class or "-", s.device_name or "-", _when(s.created_at),
+         _when(s.last_used_at), _when(s.expires_at))
+        for s in sessions
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

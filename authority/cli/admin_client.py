@@ -8,12 +8,14 @@ client package's ``AuthorityClient`` is ready, this module is the only one to ch
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
 
 import grpc
 from authority_client._convert import json_numbers
+from authority_client.reasons import refusal_text
+from authority_client.types import InvalidReason, RevocationCause
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 from google.protobuf import json_format
@@ -69,6 +71,9 @@ class Validation:
     valid: bool
     reason: str
     claims: dict[str, Any]
+    # For REVOKED: the cause's short name when known, and the text a person is shown.
+    cause: str = ""
+    text: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +85,9 @@ class SessionInfo:
     device_id: str
     created_at: int
     expires_at: int
+    device_class: str = ""
+    device_name: str = ""
+    last_used_at: int = 0
 
 
 def _issued(answer: pb.IssueTokenResponse) -> IssuedTokens:
@@ -143,7 +151,10 @@ class AdminClient:
             "ValidateToken", pb.ValidateTokenRequest(token=token, audience=audience)
         )
         if not answer.valid:
-            return Validation(False, pb.InvalidReason.Name(answer.reason).removeprefix("INVALID_REASON_"), {})
+            reason = pb.InvalidReason.Name(answer.reason).removeprefix("INVALID_REASON_")
+            cause = RevocationCause(answer.revocation_cause) if answer.revocation_cause else None
+            text = refusal_text(InvalidReason(answer.reason), cause, answer.replaced_by_device_name)
+            return Validation(False, reason, {}, cause.name if cause else "", text)
         claims = answer.claims
         shown: dict[str, Any] = {
             "subject": claims.subject,
@@ -183,6 +194,45 @@ class AdminClient:
         """The subject's live sessions, oldest first."""
         answer: pb.ListSessionsResponse = await self._call("ListSessions", pb.ListSessionsRequest(subject=subject))
         return [
-            SessionInfo(s.session_id, s.subject, s.device_id, s.created_at.seconds, s.expires_at.seconds)
+            SessionInfo(
+                s.session_id, s.subject, s.device_id, s.created_at.seconds, s.expires_at.seconds,
+                s.device_class, s.device_name, s.last_used_at.seconds,
+            )
             for s in answer.sessions
         ]
+
+    async def session_events(self, *, follow: bool, subject: str = "") -> AsyncIterator[dict[str, Any]]:
+        """The session event log from its start, as plain dicts; with ``follow`` new events
+        as they happen, else only until the backlog is sent. ``subject`` filters."""
+        stream = self._stub.WatchSessionEvents(
+            pb.WatchSessionEventsRequest(), metadata=self._metadata, timeout=None if follow else self._timeout
+        )
+        try:
+            async for event in stream:
+                if event.kind == pb.SESSION_EVENT_KIND_CAUGHT_UP and not follow:
+                    return
+                if event.kind in (pb.SESSION_EVENT_KIND_CAUGHT_UP, pb.SESSION_EVENT_KIND_HEARTBEAT):
+                    continue
+                if subject and event.subject != subject:
+                    continue
+                yield _event(event)
+        except grpc.aio.AioRpcError as error:
+            raise AdminCallFailed(error.code().name, (error.details() or "").splitlines()[0]) from None
+        finally:
+            stream.cancel()
+
+
+def _event(event: pb.SessionEvent) -> dict[str, Any]:
+    return {
+        "sequence": event.sequence,
+        "kind": pb.SessionEventKind.Name(event.kind).removeprefix("SESSION_EVENT_KIND_"),
+        "occurred_at": event.occurred_at.seconds,
+        "subject": event.subject,
+        "session_id": event.session_id,
+        "device_id": event.device_id,
+        "device_class": event.device_class,
+        "device_name": event.device_name,
+        "replaced_session_ids": list(event.replaced_session_ids),
+        "cause": pb.RevocationCause.Name(event.cause).removeprefix("REVOCATION_CAUSE_") if event.cause else "",
+        "caller": event.caller,
+    }

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from authority_client.reasons import signed_out_text
+from authority_client.types import RevocationCause
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 
@@ -39,12 +41,16 @@ async def run_demo(target: str, say: Callable[[str], object], api_key: str | Non
 
         try:
             say(f"subject {subject}, authority at {target}")
-            laptop = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="laptop"), **call)
+            laptop = await stub.IssueToken(
+                pb.IssueTokenRequest(subject=subject, device_id="laptop", device_name="the laptop"), **call
+            )
             step("sign in on the laptop", f"session {laptop.session_id}", True)
             checked = await validate(laptop.access_token)
             step("use the laptop's token", "valid" if checked.valid else "invalid", checked.valid)
 
-            phone = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="phone"), **call)
+            phone = await stub.IssueToken(
+                pb.IssueTokenRequest(subject=subject, device_id="phone", device_name="the phone"), **call
+            )
             replaced = list(phone.replaced_session_ids)
             step("sign in on the phone", f"replaced {replaced}", replaced == [laptop.session_id])
             checked = await validate(laptop.access_token)
@@ -52,6 +58,14 @@ async def run_demo(target: str, say: Callable[[str], object], api_key: str | Non
                 "use the laptop's token again",
                 pb.InvalidReason.Name(checked.reason) if not checked.valid else "valid",
                 not checked.valid and checked.reason == pb.INVALID_REASON_REVOKED,
+            )
+            # What the laptop tells its user, in the words every surface shares.
+            told = signed_out_text(RevocationCause(checked.revocation_cause), checked.replaced_by_device_name)
+            step(
+                "the laptop says why",
+                told,
+                checked.revocation_cause == pb.REVOCATION_CAUSE_REPLACED_BY_SIGN_IN
+                and checked.replaced_by_device_id == "phone",
             )
 
             logout = await stub.RevokeToken(pb.RevokeTokenRequest(token=phone.access_token), **call)

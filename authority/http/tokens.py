@@ -115,15 +115,17 @@ class TokenEndpoints:
 
     async def revoke(self, request: web.Request) -> web.Response:
         """RFC 7009: ``token``, and a ``token_type_hint`` that, being a hint, decides nothing."""
-        self._callers.admit(request, Role.ISSUER, "revoke")
+        caller = self._callers.admit(request, Role.ISSUER, "revoke")
+        # Named in the session event log, as a RevokeToken's caller is.
+        name = "" if caller is None else caller.name
         form = await read_form(request)
         token = _required(form, "token")
         try:
             if _looks_like_refresh_token(token):
                 # 0 sessions for a token the store does not know: 200 all the same.
-                await self._sessions.revoke_refresh_token(token)
+                await self._sessions.revoke_refresh_token(token, caller=name)
             else:
-                await self._sessions.revoke_token(token)
+                await self._sessions.revoke_token(token, caller=name)
         except TokenRejected:
             pass  # not a token this authority issued: RFC 7009 §2.2 answers 200 all the same
         return web.Response(status=200, headers=_NO_STORE)

@@ -5,7 +5,31 @@ the bottom layer (:mod:`authority.config`, :mod:`authority.errors`); SQLAlchemy'
 drivers' exceptions stop here, translated into :mod:`authority.errors`.
 """
 
-from authority.store.records import KeyRecord, LogState, RefreshRecord, RetainedKeyRecord, Revocation, SessionRecord
+from authority.store.records import (
+    KeyRecord,
+    LogState,
+    RefreshRecord,
+    RetainedKeyRecord,
+    Revocation,
+    RevocationCause,
+    RevocationDetail,
+    SessionEvent,
+    SessionEventKind,
+    SessionRecord,
+)
 from authority.store.store import Store, Tx
 
-__all__ = ["KeyRecord", "LogState", "RefreshRecord", "RetainedKeyRecord", "Revocation", "SessionRecord", "Store", "Tx"]
+__all__ = [
+    "KeyRecord",
+    "LogState",
+    "RefreshRecord",
+    "RetainedKeyRecord",
+    "Revocation",
+    "RevocationCause",
+    "RevocationDetail",
+    "SessionEvent",
+    "SessionEventKind",
+    "SessionRecord",
+    "Store",
+    "Tx",
+]

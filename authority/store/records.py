@@ -3,6 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+
+# One definition, shared with the consumer package (the contract's numbers).
+from authority_client.verify import RevocationCause as RevocationCause
+
+
+class SessionEventKind(enum.IntEnum):
+    """What a session event records; the numbers are the contract's ``SessionEventKind``."""
+
+    SIGNED_IN = 1
+    SIGN_IN_REFUSED = 2
+    REFRESH_TOKEN_REUSED = 3
+    SESSION_ENDED = 4
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -20,6 +33,8 @@ class SessionRecord:
     last_used_at: float
     access_expires_at: float
     revoked_at: float | None
+    device_class: str = ""
+    device_name: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -30,6 +45,37 @@ class Revocation:
     session_id: str
     token_id: str | None
     expires_at: float
+    cause: RevocationCause = RevocationCause.UNSPECIFIED
+    # For REPLACED_BY_SIGN_IN: the device that signed in.
+    replaced_by_device_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RevocationDetail:
+    """What explains a refused token: why and when its session was revoked, and by which
+    device (for a replacement)."""
+
+    cause: RevocationCause
+    revoked_at: float
+    replaced_by_device_id: str = ""
+    replaced_by_device_name: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """One entry of the session event log (``sequence`` 0 until it is stored)."""
+
+    kind: SessionEventKind
+    occurred_at: float
+    subject: str
+    session_id: str = ""
+    device_id: str = ""
+    device_class: str = ""
+    device_name: str = ""
+    replaced_session_ids: tuple[str, ...] = ()
+    cause: RevocationCause = RevocationCause.UNSPECIFIED
+    caller: str = ""
+    sequence: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -40,6 +40,10 @@ sessions = sa.Table(
     # The expiry of the newest access token the session issued.
     sa.Column("access_expires_at", sa.Double, nullable=False),
     sa.Column("revoked_at", sa.Double, nullable=True),
+    # Devices (migration 0003): the class the policy counts the session in, fixed at
+    # sign-in, and the login service's display label (personal data: erased by forget).
+    sa.Column("device_class", sa.String(64), nullable=False, server_default=""),
+    sa.Column("device_name", sa.String(256), nullable=False, server_default=""),
     sa.Index("ix_sessions_subject", "subject"),
     sa.Index("ix_sessions_expires_at", "expires_at"),
     sa.Index("ix_sessions_access_expires_at", "access_expires_at"),
@@ -77,7 +81,40 @@ revocations = sa.Table(
     sa.Column("revoked_at", sa.Double, nullable=False),
     # When everything the entry revokes has expired; the purge drops it after that.
     sa.Column("expires_at", sa.Double, nullable=False),
+    # Why (a RevocationCause number), and for a replacement the device that signed in.
+    sa.Column("cause", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("replaced_by_device_id", sa.String(256), nullable=True),
+    sa.Column("replaced_by_device_name", sa.String(256), nullable=True),
     sa.Index("ix_revocations_expires_at", "expires_at"),
+    # A refused token's explanation is read by session (the rare path).
+    sa.Index("ix_revocations_session_id", "session_id"),
+    sqlite_autoincrement=True,
+)
+
+# The append-only session event log: sign-ins, refusals, reused refresh tokens, ended
+# sessions. Never a token or a key; purged after session_events_retention.
+session_events = sa.Table(
+    "session_events",
+    metadata,
+    sa.Column(
+        "sequence",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("kind", sa.SmallInteger, nullable=False),
+    sa.Column("occurred_at", sa.Double, nullable=False),
+    sa.Column("subject", sa.String(256), nullable=False),
+    sa.Column("session_id", sa.String(64), nullable=False),
+    sa.Column("device_id", sa.String(256), nullable=False),
+    sa.Column("device_class", sa.String(64), nullable=False),
+    sa.Column("device_name", sa.String(256), nullable=False),
+    # Space-separated session ids (they are base64url, never holding a space).
+    sa.Column("replaced_session_ids", sa.Text, nullable=False),
+    sa.Column("cause", sa.SmallInteger, nullable=False),
+    sa.Column("caller", sa.String(256), nullable=False),
+    sa.Index("ix_session_events_occurred_at", "occurred_at"),
+    sa.Index("ix_session_events_subject", "subject"),
     sqlite_autoincrement=True,
 )
 

@@ -32,8 +32,27 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from authority.errors import StoreUnavailable
 from authority.store.postgres import LOG_STATE_QUERY, create_postgres_engine
-from authority.store.records import KeyRecord, LogState, RefreshRecord, RetainedKeyRecord, Revocation, SessionRecord
-from authority.store.schema import log_epoch, refresh_tokens, retained_public_keys, revocations, sessions, signing_keys
+from authority.store.records import (
+    KeyRecord,
+    LogState,
+    RefreshRecord,
+    RetainedKeyRecord,
+    Revocation,
+    RevocationCause,
+    RevocationDetail,
+    SessionEvent,
+    SessionEventKind,
+    SessionRecord,
+)
+from authority.store.schema import (
+    log_epoch,
+    refresh_tokens,
+    retained_public_keys,
+    revocations,
+    session_events,
+    sessions,
+    signing_keys,
+)
 from authority.store.unavailable import means_unavailable
 
 # Errors that mean "the database is not there", as opposed to a bug in a query; the
@@ -52,7 +71,7 @@ _PING_FAILED: tuple[type[BaseException], ...] = (*_RAW_UNAVAILABLE, TimeoutError
 _PING_SECONDS = 5.0
 _READ_ONLY = "authority_read_only"
 _LIVE_ROWS = (
-    "SELECT sequence, session_id, expires_at FROM revocations"
+    "SELECT sequence, session_id, expires_at, cause FROM revocations"
     " WHERE sequence > $1 AND expires_at > $2 ORDER BY sequence LIMIT $3"
 )
 _KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
@@ -61,7 +80,8 @@ MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
 MAINTENANCE_LOCK = 0x61757468_6D61696E  # "auth" "main"
 # Consumers' backlog reads that run at once (see Store.backlog_after).
 BACKLOG_READERS = 2
-# PostgreSQL NOTIFY channels: a revocation committed, the signing keys changed.
+# PostgreSQL NOTIFY channels: an entry committed to a log (revocations or session events:
+# followers read both), the signing keys changed.
 REVOCATIONS_CHANNEL = "authority_revocations"
 KEYS_CHANNEL = "authority_keys"
 
@@ -156,7 +176,10 @@ def _session(row: Any) -> SessionRecord:
 
 
 def _revocation(row: Any) -> Revocation:
-    return Revocation(row.sequence, row.session_id, row.token_id, row.expires_at)
+    return Revocation(
+        row.sequence, row.session_id, row.token_id, row.expires_at, RevocationCause(row.cause),
+        row.replaced_by_device_id or "",
+    )
 
 
 def _live(now: float, idle_cutoff: float | None) -> sa.ColumnElement[bool]:
@@ -261,7 +284,10 @@ class Store:
                 if read_only:
                     await conn.execution_options(**{_READ_ONLY: True})
                 async with conn.begin():
-                    yield Tx(conn, self.is_postgres)
+                    tx = Tx(conn, self.is_postgres)
+                    yield tx
+                    # Last, so the log's lock is held for as short a time as can be.
+                    await tx.flush_events()
             if not read_only:
                 self.last_write_at = time.monotonic()
         except Exception as error:
@@ -360,6 +386,22 @@ class Store:
         async with self.transaction(read_only=True) as tx:
             return await tx.live_sessions(subject, now, idle_cutoff)
 
+    async def revocation_detail(self, session_id: str) -> RevocationDetail | None:
+        """Why and when ``session_id`` was revoked (its latest log entry), or None."""
+        async with self.transaction(read_only=True) as tx:
+            query = (
+                sa.select(revocations)
+                .where(revocations.c.session_id == session_id)
+                .order_by(revocations.c.sequence.desc())
+                .limit(1)
+            )
+            row = (await tx.conn.execute(query)).first()
+        if row is None:
+            return None
+        return RevocationDetail(
+            RevocationCause(row.cause), row.revoked_at, row.replaced_by_device_id or "", row.replaced_by_device_name or ""
+        )
+
     async def live_revocations(self, expires_after: float, batch_size: int = 10_000) -> AsyncIterator[list[Revocation]]:
         """Every revocation that has not expired, in batches in log order."""
         after = 0
@@ -371,7 +413,10 @@ class Store:
                     .order_by(revocations.c.sequence)
                     .limit(batch_size)
                 )
-                batch = [_revocation(row) for row in await tx.conn.execute(query)]
+                rows = (await tx.conn.execute(query)).all()
+            # Built after the transaction ends: a slow consumer (a memory measurement under
+            # tracemalloc) must not hold it open past idle_in_transaction_session_timeout.
+            batch = [_revocation(row) for row in rows]
             if not batch:
                 return
             yield batch
@@ -405,7 +450,10 @@ class Store:
                         rows: Sequence[Sequence[Any]] = await driver.fetch(_LIVE_ROWS, after, expires_after, batch_size)
                     else:
                         query = (
-                            sa.select(revocations.c.sequence, revocations.c.session_id, revocations.c.expires_at)
+                            sa.select(
+                                revocations.c.sequence, revocations.c.session_id, revocations.c.expires_at,
+                                revocations.c.cause,
+                            )
                             .where(revocations.c.sequence > after, revocations.c.expires_at > expires_after)
                             .order_by(revocations.c.sequence)
                             .limit(batch_size)
@@ -462,7 +510,8 @@ class Store:
                 .order_by(revocations.c.sequence)
                 .limit(limit)
             )
-            return [_revocation(row) for row in await tx.conn.execute(query)]
+            rows = (await tx.conn.execute(query)).all()
+        return [_revocation(row) for row in rows]
 
     async def purge_revocations(self, expired_before: float, batch_size: int) -> int:
         """Deletes one batch of expired revocations; returns how many."""
@@ -528,6 +577,49 @@ class Tx:
     def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
+        self._log_locked = False
+        self._notified: set[str] = set()
+        # Session events recorded in this transaction, written just before it commits.
+        self._events: list[SessionEvent] = []
+
+    async def _lock_log(self) -> None:
+        # One lock for both logs (revocations and session events), held until commit, so
+        # that entries become visible in sequence order: a reader that resumes after a
+        # sequence never skips an entry that commits later. Followers are notified before
+        # it is taken (NOTIFY is delivered at commit wherever it is sent), so that the lock,
+        # which every sign-in waits for, is held for the inserts and the commit alone.
+        await self._notify(REVOCATIONS_CHANNEL)
+        if self.is_postgres and not self._log_locked:
+            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK)))
+        self._log_locked = True
+
+    def record(self, event: SessionEvent) -> None:
+        """Appends ``event`` to the session event log when (and only if) this commits."""
+        self._events.append(event)
+
+    async def flush_events(self) -> None:
+        """Writes the recorded session events, in one statement; the transaction does this
+        just before it commits."""
+        if not self._events:
+            return
+        await self._lock_log()
+        rows = [
+            {
+                "kind": int(e.kind),
+                "occurred_at": e.occurred_at,
+                "subject": e.subject,
+                "session_id": e.session_id,
+                "device_id": e.device_id,
+                "device_class": e.device_class,
+                "device_name": e.device_name,
+                "replaced_session_ids": " ".join(e.replaced_session_ids),
+                "cause": int(e.cause),
+                "caller": e.caller,
+            }
+            for e in self._events
+        ]
+        self._events = []
+        await self.conn.execute(sa.insert(session_events), rows)
 
     async def lock_subject(self, subject: str) -> None:
         """Holds every other writer to ``subject`` off until this transaction ends."""
@@ -563,8 +655,10 @@ class Tx:
         await self._notify(KEYS_CHANNEL)
 
     async def _notify(self, channel: str) -> None:
-        # NOTIFY is transactional: listeners hear it when, and only if, this commits.
-        if self.is_postgres:
+        # NOTIFY is transactional: listeners hear it when, and only if, this commits; and
+        # once per transaction is enough.
+        if self.is_postgres and channel not in self._notified:
+            self._notified.add(channel)
             await self.conn.execute(sa.select(sa.func.pg_notify(channel, "")))
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
@@ -625,9 +719,19 @@ class Tx:
         )
 
     async def revoke(
-        self, ended: Sequence[SessionRecord], now: float, reason: str, token_id: str | None = None
+        self,
+        ended: Sequence[SessionRecord],
+        now: float,
+        reason: str,
+        token_id: str | None = None,
+        *,
+        cause: RevocationCause = RevocationCause.UNSPECIFIED,
+        replaced_by: tuple[str, str] | None = None,
+        caller: str = "",
     ) -> list[Revocation]:
-        """Revokes sessions not yet revoked and appends them to the log; returns the entries.
+        """Revokes sessions not yet revoked and appends them to the log, each with a
+        SESSION_ENDED event; returns the entries. ``replaced_by`` is the (device_id,
+        device_name) that signed in, for a replacement.
 
         Call it last in a transaction: on PostgreSQL it takes the log's lock, held until
         commit, so that entries become visible in sequence order and a reader that
@@ -642,8 +746,7 @@ class Tx:
             )
             if result.rowcount != 1:
                 continue
-            if self.is_postgres and not entries:
-                await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK)))
+            await self._lock_log()
             sequence = (
                 await self.conn.execute(
                     sa.insert(revocations)
@@ -654,13 +757,25 @@ class Tx:
                         reason=reason,
                         revoked_at=now,
                         expires_at=session.access_expires_at,
+                        cause=int(cause),
+                        replaced_by_device_id=None if replaced_by is None else replaced_by[0],
+                        replaced_by_device_name=None if replaced_by is None else replaced_by[1],
                     )
                     .returning(revocations.c.sequence)
                 )
             ).scalar_one()
-            entries.append(Revocation(sequence, session.session_id, token_id, session.access_expires_at))
-        if entries:
-            await self._notify(REVOCATIONS_CHANNEL)
+            entries.append(
+                Revocation(
+                    sequence, session.session_id, token_id, session.access_expires_at, cause,
+                    "" if replaced_by is None else replaced_by[0],
+                )
+            )
+            self.record(
+                SessionEvent(
+                    SessionEventKind.SESSION_ENDED, now, session.subject, session.session_id, session.device_id,
+                    session.device_class, session.device_name, cause=cause, caller=caller,
+                )
+            )
         return entries
 
     # --- the reuse grace period (authority/sessions.py) ---------------------------------

@@ -1,7 +1,10 @@
 """Writes the conformance corpus, ``tests/vectors/tokens.json``: every token of the attack
 catalogue (tests/test_attacks.py) and its controls, for each signing algorithm, with the
 outcome every verifier must reach (``VALID`` or the reason's name), the reason's text from
-``authority_client.reasons``, and the JWK Set that verifies them.
+``authority_client.reasons``, and the JWK Set that verifies them; and the rest of that one
+table of texts: the revocation causes' texts, and what a refused call and a signed-out
+device are told for each reason and cause (``refusals``, ``signed_out``), so that every
+surface composes them alike.
 
 The authority's validator, the Python ``TokenVerifier`` and the Node.js verifier
 (clients/node) all run it (tests/test_vectors.py, clients/node/test/vectors.test.js), so
@@ -24,9 +27,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from authority_client.reasons import MISSING_TEXT, REASON_TEXTS
+from authority_client.reasons import (
+    CAUSE_TEXTS,
+    MISSING_TEXT,
+    REASON_TEXTS,
+    REPLACED_BY_DEVICE_TEXT,
+    refusal_text,
+    signed_out_text,
+)
 from authority_client.v1 import authority_pb2 as pb
-from authority_client.verify import InvalidReason
+from authority_client.verify import InvalidReason, RevocationCause
 from cryptography.hazmat.primitives import serialization
 
 from authority.config import Algorithm
@@ -147,8 +157,39 @@ def corpus() -> dict[str, Any]:
         "jwks": jwks,
         "reasons": {reason.name: text for reason, text in REASON_TEXTS.items()},
         "missing_text": MISSING_TEXT,
+        "causes": {cause.name: text for cause, text in CAUSE_TEXTS.items()},
+        "replaced_by_device_text": REPLACED_BY_DEVICE_TEXT,
+        "refusals": _refusals(),
+        "signed_out": _signed_out(),
         "cases": cases,
     }
+
+
+# A replacing device's name as a login service may send it: a user agent's, not ASCII.
+_DEVICE_NAMES = ("", "the phone", "Firefox 128 on Ubuntu — Ärger")
+
+
+def _refusals() -> list[dict[str, str | None]]:
+    """What a refused call is told, for every reason with no cause and REVOKED with each."""
+    out: list[dict[str, str | None]] = [
+        {"reason": reason.name, "cause": None, "device_name": "", "text": refusal_text(reason)}
+        for reason in InvalidReason
+    ]
+    for cause in RevocationCause:
+        for name in _DEVICE_NAMES:
+            text = refusal_text(InvalidReason.REVOKED, cause, name)
+            out.append({"reason": InvalidReason.REVOKED.name, "cause": cause.name, "device_name": name, "text": text})
+    return out
+
+
+def _signed_out() -> list[dict[str, str | None]]:
+    """What a signed-out device shows its user, for each cause (and none)."""
+    out: list[dict[str, str | None]] = []
+    for cause in (None, *RevocationCause):
+        for name in _DEVICE_NAMES:
+            text = signed_out_text(cause, name)
+            out.append({"cause": None if cause is None else cause.name, "device_name": name, "text": text})
+    return out
 
 
 def corpus_text() -> str:

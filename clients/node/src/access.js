@@ -3,16 +3,12 @@
 // A refusal carries the reason's name (for x-token-invalid-reason) and the text from the
 // one table (for error_description); never the token, never internal detail.
 import { Unavailable } from './errors.js';
-import { MISSING_TEXT, reasonText } from './reasons.js';
+import { MISSING_TEXT, refusalText } from './reasons.js';
 import { InvalidToken } from './verify.js';
 import { Validator } from './validation.js';
 
 export const MISSING = 'MISSING';
 const BEARER = /^Bearer +([^ ]+) *$/i;
-
-/** Texts of revocation causes, by cause name. The cause arrives with device management;
- * until the authority sends one, revoked tokens are described by their reason alone. */
-export const CAUSE_TEXTS = Object.freeze({});
 
 /** The token of an `Authorization: Bearer <token>` value, or undefined. */
 export function bearerToken(value) {
@@ -21,11 +17,11 @@ export function bearerToken(value) {
   return match === null ? undefined : match[1];
 }
 
-/** What a person is told about a refused token: the reason's text, and its cause when known. */
-export function describe(reason, cause) {
+/** What a person is told about a refused token: the reason's text, and for a revoked one
+ * its cause when known (`revoked: signed in on the phone`), from the one table. */
+export function describe(reason, cause, deviceName = '') {
   if (reason === MISSING) return MISSING_TEXT;
-  const causeText = cause === undefined ? undefined : CAUSE_TEXTS[cause];
-  return causeText === undefined ? reasonText(reason) : `${reasonText(reason)}: ${causeText}`;
+  return refusalText(reason, cause, deviceName);
 }
 
 /**
@@ -39,7 +35,10 @@ export async function check(validator, token, audience) {
     return { claims: await validator.validate(token, audience) };
   } catch (error) {
     if (error instanceof InvalidToken) {
-      return { refusal: { kind: 'invalid', reason: error.reason, cause: error.revocationCause, text: describe(error.reason, error.revocationCause) } };
+      // UNSPECIFIED is no cause to tell (no x-token-revocation-cause for it).
+      const cause = error.revocationCause === 'UNSPECIFIED' ? undefined : error.revocationCause;
+      const text = describe(error.reason, cause, error.replacedByDeviceName);
+      return { refusal: { kind: 'invalid', reason: error.reason, cause, text } };
     }
     if (error instanceof Unavailable) {
       return { refusal: { kind: 'unavailable', reason: 'UNAVAILABLE', text: 'the token cannot be checked right now' } };

@@ -77,23 +77,37 @@ export class AuthorityClient {
     });
   }
 
-  /** Signs `subject` in on `deviceId`; never retried (a sign-in is not idempotent). */
-  async issueToken(subject, deviceId, { policy = 'DEFAULT', audience = '', claims, ttlMs, timeoutMs } = {}) {
+  /** Signs `subject` in on `deviceId` (of `deviceClass`, labelled `deviceName` for the
+   * device list and for the device it signs out); never retried (a sign-in is not idempotent). */
+  async issueToken(subject, deviceId, {
+    policy = 'DEFAULT', audience = '', claims, ttlMs, timeoutMs, deviceClass = '', deviceName = '',
+  } = {}) {
     if (!Object.hasOwn(POLICIES, policy)) throw new TypeError('policy must be DEFAULT, REPLACE or REJECT');
-    const request = { subject, deviceId, policy: POLICIES[policy], audience };
+    const request = { subject, deviceId, policy: POLICIES[policy], audience, deviceClass, deviceName };
     if (claims !== undefined) request.claims = convert.toStruct(claims);
     if (ttlMs !== undefined) request.ttl = convert.duration(ttlMs);
     return convert.issued(await this.call('IssueToken', request, { timeoutMs }));
   }
 
-  /** The authority's verdict: {valid: true, claims} or {valid: false, reason}. */
+  /** The authority's verdict: {valid: true, claims} or {valid: false, reason}; for REVOKED
+   * also revocationCause (its short name), revokedAt and, for a replacement,
+   * replacedByDeviceId and replacedByDeviceName. */
   async validateToken(token, audience = '', { timeoutMs } = {}) {
     const response = await this.call('ValidateToken', { token, audience }, { timeoutMs });
     if (response.valid) return { valid: true, claims: convert.claims(response.claims) };
-    const reason = typeof response.reason === 'string'
+    const named = typeof response.reason === 'string'
       ? response.reason.replace(/^INVALID_REASON_/, '')
       : REASON_BY_NUMBER[response.reason];
-    return { valid: false, reason: reason === 'UNSPECIFIED' || reason === undefined ? 'MALFORMED' : reason };
+    const reason = named === 'UNSPECIFIED' || named === undefined ? 'MALFORMED' : named;
+    if (reason !== 'REVOKED') return { valid: false, reason };
+    return {
+      valid: false,
+      reason,
+      revocationCause: convert.causeName(response.revocationCause),
+      revokedAt: convert.toDate(response.revokedAt),
+      replacedByDeviceId: response.replacedByDeviceId ?? '',
+      replacedByDeviceName: response.replacedByDeviceName ?? '',
+    };
   }
 
   /** Logout by token, end one session, or sign a subject out; resolves to the sessions ended. */

@@ -1,5 +1,6 @@
 // Protobuf messages (as @grpc/proto-loader decodes them) to and from plain JavaScript:
 // Timestamp to Date, Duration to milliseconds, Struct to and from plain objects.
+import { CAUSE_BY_NUMBER } from './reasons.js';
 
 /** A Date from a Timestamp ({seconds: string, nanos}); undefined when unset. */
 export function toDate(timestamp) {
@@ -115,7 +116,16 @@ const EVENT_KINDS = {
   REVOCATION_EVENT_KIND_SIGNING_KEYS: 'SIGNING_KEYS',
 };
 
-/** A WatchRevocations event; `sequence` is a bigint, as the uint64 it is, a position in `epoch`. */
+/** A RevocationCause as its short name (REPLACED_BY_SIGN_IN); UNSPECIFIED for one this
+ * version does not know. */
+export function causeName(value) {
+  const name = typeof value === 'string' ? value.replace(/^REVOCATION_CAUSE_/, '') : CAUSE_BY_NUMBER[value];
+  return name !== undefined && CAUSE_BY_NUMBER.includes(name) ? name : 'UNSPECIFIED';
+}
+
+/** A WatchRevocations event; `sequence` is a bigint, as the uint64 it is, a position in
+ * `epoch`. For a revocation, `cause` is the cause's short name and `replacedByDeviceId`
+ * the device that signed in ('' unless REPLACED_BY_SIGN_IN). */
 export function revocationEvent(message) {
   return {
     kind: EVENT_KINDS[message.kind] ?? 'UNSPECIFIED',
@@ -126,5 +136,7 @@ export function revocationEvent(message) {
     sentAt: toDate(message.sentAt),
     jwksJson: message.jwksJson,
     epoch: message.epoch ?? '',
+    cause: causeName(message.cause),
+    replacedByDeviceId: message.replacedByDeviceId ?? '',
   };
 }

@@ -1,5 +1,8 @@
 // @token-authority/client: what a Node.js service needs to trust the token authority.
-export { InvalidReason, MISSING_TEXT, REASON_TEXTS, reasonText } from './reasons.js';
+export {
+  CAUSE_TEXTS, InvalidReason, MISSING_TEXT, REASON_TEXTS, REPLACED_BY_DEVICE_TEXT, RevocationCause,
+  causeText, reasonText, refusalText, signedOutText,
+} from './reasons.js';
 export { InvalidToken, KeySet, MAX_TOKEN_BYTES, TokenVerifier } from './verify.js';
 export { MAX_JSON_DEPTH } from './json.js';
 export { AuthorityClient, RevocationStream } from './client.js';
@@ -10,6 +13,6 @@ export {
 export { toStruct, fromStruct } from './convert.js';
 export { RevocationMirror } from './local/mirror.js';
 export { LocalVerification, Validator } from './validation.js';
-export { CAUSE_TEXTS, MISSING, bearerToken, describe } from './access.js';
+export { MISSING, bearerToken, describe } from './access.js';
 export { requireToken } from './express.js';
 export { CAUSE_HEADER, DEFAULT_PUBLIC, REASON_HEADER, authInterceptor, claimsOf } from './grpc-server.js';

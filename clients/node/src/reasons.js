@@ -1,7 +1,9 @@
 // The one table of texts a person is shown for a refused token: the same table as the
 // Python package's authority_client/reasons.py. The shared corpus (tests/vectors in the
-// repository) carries each reason's text, and the Node suite checks this table against
-// it, so the two cannot drift apart. A text never quotes the token.
+// repository) carries each reason's and each revocation cause's text, and what a refused
+// call and a signed-out device are told for each; the Node suite checks this table and
+// these functions against it, so the surfaces cannot drift apart. A text never quotes
+// the token.
 
 /** Why a token is not valid; the numbers are those of `authority.v1.InvalidReason`. */
 export const InvalidReason = Object.freeze({
@@ -36,7 +38,64 @@ export const REASON_TEXTS = Object.freeze({
 /** For a call that carries no token at all. */
 export const MISSING_TEXT = 'no token was presented';
 
+/** Why a revoked token's session was revoked; the numbers are those of `authority.v1.RevocationCause`. */
+export const RevocationCause = Object.freeze({
+  UNSPECIFIED: 'UNSPECIFIED',
+  REPLACED_BY_SIGN_IN: 'REPLACED_BY_SIGN_IN',
+  LOGGED_OUT: 'LOGGED_OUT',
+  SIGNED_OUT_EVERYWHERE: 'SIGNED_OUT_EVERYWHERE',
+  SESSION_REVOKED: 'SESSION_REVOKED',
+  REFRESH_TOKEN_REUSED: 'REFRESH_TOKEN_REUSED',
+  OTHER_DEVICES_SIGNED_OUT: 'OTHER_DEVICES_SIGNED_OUT',
+});
+
+/** Cause names by their number in the proto. */
+export const CAUSE_BY_NUMBER = Object.freeze([
+  'UNSPECIFIED', 'REPLACED_BY_SIGN_IN', 'LOGGED_OUT', 'SIGNED_OUT_EVERYWHERE',
+  'SESSION_REVOKED', 'REFRESH_TOKEN_REUSED', 'OTHER_DEVICES_SIGNED_OUT',
+]);
+
+/** Why a revoked token's session was revoked. UNSPECIFIED has no text: the reason's stands. */
+export const CAUSE_TEXTS = Object.freeze({
+  REPLACED_BY_SIGN_IN: 'signed in on another device',
+  LOGGED_OUT: 'logged out',
+  SIGNED_OUT_EVERYWHERE: 'signed out everywhere',
+  SESSION_REVOKED: 'the session was ended',
+  REFRESH_TOKEN_REUSED: "the session's refresh token was used twice",
+  OTHER_DEVICES_SIGNED_OUT: 'signed out from another device',
+});
+
+/** REPLACED_BY_SIGN_IN when the replacing device's name is known. */
+export const REPLACED_BY_DEVICE_TEXT = 'signed in on {device_name}';
+const REVOKED_PREFIX = 'revoked: ';
+const SIGNED_OUT_PREFIX = 'signed out: ';
+
 /** What a person is told about a token refused for `reason`. */
 export function reasonText(reason) {
   return REASON_TEXTS[reason] ?? REASON_TEXTS.MALFORMED;
+}
+
+/** Why a session was revoked, naming the replacing device when its name is known; '' for
+ * UNSPECIFIED (or a cause this version does not know). */
+export function causeText(cause, deviceName = '') {
+  if (cause === RevocationCause.REPLACED_BY_SIGN_IN && deviceName) {
+    return REPLACED_BY_DEVICE_TEXT.replace('{device_name}', () => deviceName);
+  }
+  return Object.hasOwn(CAUSE_TEXTS, cause ?? '') ? CAUSE_TEXTS[cause] : '';
+}
+
+/** What a refused call is told: the reason's text, or for REVOKED with a known cause
+ * `revoked: <cause>` (`revoked: signed in on another device`). */
+export function refusalText(reason, cause, deviceName = '') {
+  if (reason === InvalidReason.REVOKED && cause !== undefined && cause !== null) {
+    const text = causeText(cause, deviceName);
+    if (text) return REVOKED_PREFIX + text;
+  }
+  return reasonText(reason);
+}
+
+/** What a signed-out device shows its user (`signed out: signed in on the phone`). */
+export function signedOutText(cause, deviceName = '') {
+  const text = cause === undefined || cause === null ? '' : causeText(cause, deviceName);
+  return SIGNED_OUT_PREFIX + (text || 'the session has ended');
 }

@@ -85,19 +85,28 @@ export class LocalVerification {
 
   vouch(claims) {
     if (!this.mirror.isFresh()) return ASK_AUTHORITY;
-    if (this.mirror.isRevoked(claims.sessionId, claims.tokenId)) throw new InvalidToken(InvalidReason.REVOKED);
+    const refusal = this.mirror.refusal(claims.sessionId, claims.tokenId);
+    if (refusal !== null) throw refusal;
     return claims;
   }
 
   /** The authority's answer, checked against what the mirror already knows. */
   answer(validation) {
-    if (!validation.valid) throw new InvalidToken(validation.reason);
+    if (!validation.valid) throw refused(validation);
     // A revocation is final: one the mirror knows of wins over a replica that has not seen it.
-    if (this.mirror.isRevoked(validation.claims.sessionId, validation.claims.tokenId)) {
-      throw new InvalidToken(InvalidReason.REVOKED);
-    }
+    const refusal = this.mirror.refusal(validation.claims.sessionId, validation.claims.tokenId);
+    if (refusal !== null) throw refusal;
     return validation.claims;
   }
+}
+
+/** The InvalidToken for a ValidateToken refusal, with its cause and replacing device. */
+function refused(validation) {
+  return new InvalidToken(validation.reason, {
+    cause: validation.revocationCause,
+    replacedByDeviceId: validation.replacedByDeviceId,
+    replacedByDeviceName: validation.replacedByDeviceName,
+  });
 }
 
 function unavailable(error, log) {
@@ -167,7 +176,7 @@ export class Validator {
 
   async remote(token, audience) {
     const validation = await this.ask(token, audience);
-    if (!validation.valid) throw new InvalidToken(validation.reason);
+    if (!validation.valid) throw refused(validation);
     return validation.claims;
   }
 

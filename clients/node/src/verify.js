@@ -42,10 +42,15 @@ const TIME_CLAIMS = ['exp', 'iat', 'nbf'];
 
 /** A token failed verification; `reason` names the step. The message never quotes the token. */
 export class InvalidToken extends Error {
-  constructor(reason) {
+  /** For REVOKED, when known: the cause's name, and for a replacement the device that
+   * signed in (its name only from ValidateToken: the stream carries the id alone). */
+  constructor(reason, { cause, replacedByDeviceId = '', replacedByDeviceName = '' } = {}) {
     super(reason);
     this.name = 'InvalidToken';
     this.reason = reason;
+    if (cause !== undefined) this.revocationCause = cause;
+    this.replacedByDeviceId = replacedByDeviceId;
+    this.replacedByDeviceName = replacedByDeviceName;
   }
 }
 

@@ -45,9 +45,14 @@ test('sign-in, validation, replacement on a second device, refresh and logout', 
 
   assert.deepEqual(await client.validateToken(laptop.accessToken, 'billing'), { valid: false, reason: 'WRONG_AUDIENCE' });
 
-  const phone = await client.issueToken(user, 'phone', { audience: 'api' });
+  const phone = await client.issueToken(user, 'phone', { audience: 'api', deviceName: 'the phone' });
   assert.deepEqual(phone.replacedSessionIds, [laptop.sessionId]);
-  assert.deepEqual(await client.validateToken(laptop.accessToken, 'api'), { valid: false, reason: 'REVOKED' });
+  const { revokedAt, ...revoked } = await client.validateToken(laptop.accessToken, 'api');
+  assert.deepEqual(revoked, {
+    valid: false, reason: 'REVOKED', revocationCause: 'REPLACED_BY_SIGN_IN',
+    replacedByDeviceId: 'phone', replacedByDeviceName: 'the phone',
+  });
+  assert.ok(revokedAt instanceof Date && Math.abs(revokedAt.getTime() - Date.now()) < 60_000);
   const sessions = await client.listSessions(user);
   assert.deepEqual(sessions.map((s) => [s.deviceId, s.sessionId]), [['phone', phone.sessionId]]);
   assert.ok(sessions[0].createdAt instanceof Date);

@@ -90,7 +90,9 @@ for (const mode of ['remote', 'local']) {
         letIn++;
       }
       assert.deepEqual(last.error?.metadata.get('x-token-invalid-reason'), ['REVOKED']);
-      assert.equal(last.error.details, 'the token has been revoked');
+      // The cause, in both modes: its short name in the trailers, its text in the details.
+      assert.deepEqual(last.error.metadata.get('x-token-revocation-cause'), ['LOGGED_OUT']);
+      assert.equal(last.error.details, 'revoked: logged out');
       assert.equal(greeter.handled.length, before + letIn, 'no refused call reached a handler');
     });
 

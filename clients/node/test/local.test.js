@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { AuthorityClient, InvalidToken, Unavailable, Validator } from '../src/index.js';
+import { AuthorityClient, InvalidToken, RevocationMirror, Unavailable, Validator } from '../src/index.js';
 import { Authority, missingAuthority, quietLog, until } from './support/authority.js';
 
 const skip = missingAuthority();
@@ -55,6 +55,13 @@ test('a revocation reaches the local consumer within the staleness bound', { ski
   const elapsed = performance.now() - started;
   console.log(`# revocation visible to the local consumer after ${elapsed.toFixed(1)} ms (bound ${MAX_STALENESS_MS} ms)`);
   assert.ok(elapsed <= MAX_STALENESS_MS);
+  // The mirror kept the cause and the replacing device from the stream, and the consumer reports them.
+  const kept = validator.mirror.refusal(laptop.sessionId, '');
+  assert.deepEqual([kept?.reason, kept?.revocationCause, kept?.replacedByDeviceId], ['REVOKED', 'REPLACED_BY_SIGN_IN', 'phone']);
+  const refused = await validator.validate(laptop.accessToken, 'api').catch((error) => error);
+  assert.ok(refused instanceof InvalidToken);
+  assert.equal(refused.revocationCause, 'REPLACED_BY_SIGN_IN');
+  assert.equal(refused.replacedByDeviceId, 'phone');
 });
 
 test('bad tokens are refused locally, without the authority', { skip }, async () => {
@@ -144,4 +151,28 @@ test('past its staleness bound the consumer asks the authority, which still deci
     await consumer.close();
     consumerClient.close();
   }
+});
+
+test('the mirror keeps the cause and the replacing device of each revocation, and drops them with the entry', () => {
+  let now = 1_000_000;
+  const mirror = new RevocationMirror({ leewaySeconds: 0, clock: () => now, monotonic: () => 0 });
+  const revocation = (sequence, sessionId, cause, replacedByDeviceId, expiresAtMs) => ({
+    kind: 'REVOCATION', sequence: BigInt(sequence), sessionId, tokenId: '', expiresAt: new Date(expiresAtMs),
+    jwksJson: '', cause, replacedByDeviceId,
+  });
+  mirror.apply(revocation(1, 'replaced', 'REPLACED_BY_SIGN_IN', 'phone', now + 1000));
+  mirror.apply(revocation(2, 'old', 'UNSPECIFIED', '', now + 1000));
+  mirror.apply(revocation(3, 'later', 'LOGGED_OUT', '', now + 5000));
+
+  const replaced = mirror.refusal('replaced', '');
+  assert.deepEqual([replaced.revocationCause, replaced.replacedByDeviceId], ['REPLACED_BY_SIGN_IN', 'phone']);
+  assert.equal(mirror.refusal('old', '').revocationCause, undefined); // no cause to tell
+  assert.equal(mirror.refusal('later', '').revocationCause, 'LOGGED_OUT');
+  assert.equal(mirror.refusal('never', ''), null);
+
+  now += 2000; // the first two entries' tokens have expired
+  mirror.purge();
+  assert.equal(mirror.refusal('replaced', ''), null);
+  assert.deepEqual([...mirror.causes.keys()], ['later']);
+  assert.equal(mirror.replacedBy.size, 0);
 });

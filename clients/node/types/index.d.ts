@@ -14,6 +14,22 @@ export declare const REASON_TEXTS: Readonly<Record<Reason, string>>;
 export declare const MISSING_TEXT: string;
 /** What a person is told about a token refused for `reason`. */
 export declare function reasonText(reason: Reason): string;
+
+export type Cause =
+  | 'UNSPECIFIED' | 'REPLACED_BY_SIGN_IN' | 'LOGGED_OUT' | 'SIGNED_OUT_EVERYWHERE'
+  | 'SESSION_REVOKED' | 'REFRESH_TOKEN_REUSED' | 'OTHER_DEVICES_SIGNED_OUT';
+/** Why a revoked token's session was revoked. */
+export declare const RevocationCause: { readonly [C in Cause]: C };
+/** The texts of the causes (UNSPECIFIED has none), from the one table. */
+export declare const CAUSE_TEXTS: Readonly<Record<Exclude<Cause, 'UNSPECIFIED'>, string>>;
+/** REPLACED_BY_SIGN_IN when the replacing device's name is known (`{device_name}` in it). */
+export declare const REPLACED_BY_DEVICE_TEXT: string;
+/** Why a session was revoked, naming the replacing device when known; '' for UNSPECIFIED. */
+export declare function causeText(cause: Cause, deviceName?: string): string;
+/** What a refused call is told: `revoked: <cause>` for a revoked token with a cause, else the reason's text. */
+export declare function refusalText(reason: Reason, cause?: Cause | null, deviceName?: string): string;
+/** What a signed-out device shows its user (`signed out: signed in on the phone`). */
+export declare function signedOutText(cause?: Cause | null, deviceName?: string): string;
 export declare const MAX_TOKEN_BYTES: number;
 export declare const MAX_JSON_DEPTH: number;
 
@@ -33,10 +49,14 @@ export interface AccessClaims {
 
 /** A token failed verification; `reason` names the step. Never quotes the token. */
 export declare class InvalidToken extends Error {
-  constructor(reason: Reason);
+  constructor(reason: Reason, options?: { cause?: Cause; replacedByDeviceId?: string; replacedByDeviceName?: string });
   readonly reason: Reason;
-  /** Why a revoked token was revoked, once the authority sends causes. */
-  readonly revocationCause?: string;
+  /** Why a revoked token was revoked, when known. */
+  readonly revocationCause?: Cause;
+  /** For REPLACED_BY_SIGN_IN: the device that signed in ('' when unknown). */
+  readonly replacedByDeviceId: string;
+  /** Its name: from ValidateToken only (the revocation stream carries the id alone). */
+  readonly replacedByDeviceName: string;
 }
 
 /** An immutable set of public verification keys, by kid. */
@@ -90,7 +110,13 @@ export interface Session {
   expiresAt: Date;
 }
 
-export type Validation = { valid: true; claims: AccessClaims } | { valid: false; reason: Reason };
+export type Validation =
+  | { valid: true; claims: AccessClaims }
+  | { valid: false; reason: Exclude<Reason, 'REVOKED'> }
+  | {
+    valid: false; reason: 'REVOKED'; revocationCause: Cause; revokedAt?: Date;
+    replacedByDeviceId: string; replacedByDeviceName: string;
+  };
 
 export interface RevocationEvent {
   kind: 'REVOCATION' | 'CAUGHT_UP' | 'HEARTBEAT' | 'SIGNING_KEYS' | 'UNSPECIFIED';
@@ -102,6 +128,10 @@ export interface RevocationEvent {
   jwksJson: string;
   /** The revocation log's epoch ('' from an authority without epochs): `sequence` is a position in it. */
   epoch: string;
+  /** For REVOCATION: why ('UNSPECIFIED' otherwise). */
+  cause: Cause;
+  /** For REPLACED_BY_SIGN_IN: the device that signed in. */
+  replacedByDeviceId: string;
 }
 
 export interface CallOptions { timeoutMs?: number }
@@ -130,6 +160,7 @@ export declare class AuthorityClient {
   constructor(target: string, options?: ClientOptions);
   issueToken(subject: string, deviceId: string, options?: CallOptions & {
     policy?: 'DEFAULT' | 'REPLACE' | 'REJECT'; audience?: string; claims?: Record<string, JsonValue>; ttlMs?: number;
+    deviceClass?: string; deviceName?: string;
   }): Promise<IssuedToken>;
   validateToken(token: string, audience?: string, options?: CallOptions): Promise<Validation>;
   revokeToken(target: CallOptions & { reason?: string } & (
@@ -160,6 +191,8 @@ export declare class RevocationMirror {
   stalenessMs(): number | null;
   isFresh(): boolean;
   isRevoked(sessionId: string, tokenId: string): boolean;
+  /** The InvalidToken (with its cause) for a revoked token; null when it is not revoked. */
+  refusal(sessionId: string, tokenId: string): InvalidToken | null;
   readonly size: number;
 }
 
@@ -210,10 +243,9 @@ export declare class Validator {
 }
 
 export declare const MISSING: 'MISSING';
-/** Revocation cause texts, by cause; empty until the authority sends causes. */
-export declare const CAUSE_TEXTS: Readonly<Record<string, string>>;
 export declare function bearerToken(header: string | undefined): string | undefined;
-export declare function describe(reason: Reason | 'MISSING', cause?: string): string;
+/** The text of a refusal: MISSING_TEXT, or refusalText(reason, cause, deviceName). */
+export declare function describe(reason: Reason | 'MISSING', cause?: Cause, deviceName?: string): string;
 
 type GateOptions = Omit<ValidatorOptions, 'mode'> & {
   validator?: Validator;

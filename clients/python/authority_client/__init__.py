@@ -33,6 +33,7 @@ from authority_client.types import (
     RevocationEventKind,
     Session,
     SessionPolicy,
+    SignInPreview,
     Validation,
 )
 from authority_client.validation import AsyncValidator, Mode, ValidationSettings, Validator
@@ -57,6 +58,7 @@ __all__ = [
     "RevocationEventKind",
     "Session",
     "SessionPolicy",
+    "SignInPreview",
     "Validation",
     "ValidationSettings",
     "Validator",

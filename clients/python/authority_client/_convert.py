@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -13,10 +13,12 @@ from authority_client.types import (
     AccessClaims,
     InvalidReason,
     IssuedToken,
+    RevocationCause,
     RevocationEvent,
     RevocationEventKind,
     Session,
     SessionPolicy,
+    SignInPreview,
     Validation,
 )
 from authority_client.v1 import authority_pb2 as pb
@@ -59,7 +61,10 @@ def revoke_request(
     named = {key: value for key, value in targets.items() if value is not None}
     if len(named) != 1:
         raise ValueError("name exactly one of token, refresh_token, session_id or subject")
-    return pb.RevokeTokenRequest(reason=reason, **named)
+    request = pb.RevokeTokenRequest(reason=reason)
+    for key, value in named.items():
+        setattr(request, key, value)
+    return request
 
 
 def issued(response: pb.IssueTokenResponse) -> IssuedToken:
@@ -117,15 +122,55 @@ def validation(response: pb.ValidateTokenResponse) -> Validation:
         reason = InvalidReason(response.reason)
     except ValueError:  # a reason newer than this client: still not valid
         reason = InvalidReason.MALFORMED
-    return Validation(valid=False, reason=reason)
+    return Validation(
+        valid=False,
+        reason=reason,
+        revocation_cause=_cause(response.revocation_cause) if reason is InvalidReason.REVOKED else None,
+        revoked_at=seconds(response.revoked_at),
+        replaced_by_device_id=response.replaced_by_device_id,
+        replaced_by_device_name=response.replaced_by_device_name,
+    )
+
+
+def _cause(number: int) -> RevocationCause:
+    try:
+        return RevocationCause(number)
+    except ValueError:  # a cause newer than this client
+        return RevocationCause.UNSPECIFIED
+
+
+def session(s: pb.Session) -> Session:
+    """One session as the authority reports it."""
+    return Session(
+        s.session_id, s.subject, s.device_id, seconds(s.created_at), seconds(s.expires_at),
+        s.device_class, s.device_name, seconds(s.last_used_at),
+    )
 
 
 def sessions(response: pb.ListSessionsResponse) -> list[Session]:
     """A ListSessions answer."""
-    return [
-        Session(s.session_id, s.subject, s.device_id, seconds(s.created_at), seconds(s.expires_at))
-        for s in response.sessions
-    ]
+    return [session(s) for s in response.sessions]
+
+
+def preview(response: pb.PreviewSignInResponse) -> SignInPreview:
+    """A PreviewSignIn answer."""
+    return SignInPreview(response.allowed, tuple(session(s) for s in response.would_replace))
+
+
+def guard(request: pb.IssueTokenRequest, expected_replacements: Sequence[str] | None) -> pb.IssueTokenRequest:
+    """``request`` guarded by ``expected_replacements`` (None: unguarded; empty: replace nothing)."""
+    if expected_replacements is not None:
+        request.expected_replacements.SetInParent()
+        request.expected_replacements.session_ids.extend(expected_replacements)
+    return request
+
+
+def other_sessions_request(token: str | None, session_id: str | None, reason: str) -> pb.RevokeTokenRequest:
+    """The RevokeToken request that ends every other session of the one referenced."""
+    if (token is None) == (session_id is None):
+        raise ValueError("name exactly one of token or session_id")
+    ref = pb.SessionRef(token=token) if token is not None else pb.SessionRef(session_id=session_id)
+    return pb.RevokeTokenRequest(other_sessions=ref, reason=reason)
 
 
 def revocation_event(message: pb.RevocationEvent) -> RevocationEvent:
@@ -146,6 +191,8 @@ def revocation_event(message: pb.RevocationEvent) -> RevocationEvent:
         sent_at=seconds(message.sent_at),
         jwks_json=message.jwks_json,
         epoch=message.epoch,
+        cause=_cause(message.cause),
+        replaced_by_device_id=message.replaced_by_device_id,
     )
 
 

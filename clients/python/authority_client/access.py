@@ -5,7 +5,9 @@ methods need no token and which audience the others require; :class:`Gate` reads
 ``authorization: Bearer <token>`` metadata and turns every way a call can be refused
 into one :class:`Refusal`: a status code, a generic message (never the token, never
 why in words a prober could use beyond the reason name) and the reason name for the
-``x-token-invalid-reason`` trailing metadata.
+``x-token-invalid-reason`` trailing metadata, with, for a revoked token whose cause is
+known, the cause's name in ``x-token-revocation-cause``
+(:data:`authority_client.reasons.CAUSE_TEXTS` has the words for a person).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Final
 import grpc
 
 from authority_client.errors import Unavailable
-from authority_client.types import InvalidReason
+from authority_client.types import InvalidReason, RevocationCause
 from authority_client.verify import InvalidToken
 
 log = logging.getLogger(__name__)
 
 AUTHORIZATION_HEADER: Final = "authorization"
 REASON_HEADER: Final = "x-token-invalid-reason"
+CAUSE_HEADER: Final = "x-token-revocation-cause"
 MISSING: Final = "MISSING"
 # The standard health and reflection services answer without a token by default.
 DEFAULT_PUBLIC: Final = frozenset(
@@ -82,10 +85,14 @@ class Refusal:
     code: grpc.StatusCode
     message: str
     reason: str
+    # The revocation cause's short name (REPLACED_BY_SIGN_IN), when known.
+    cause: str = ""
 
     @property
     def trailing_metadata(self) -> tuple[tuple[str, str], ...]:
-        """The reason as trailing metadata."""
+        """The reason (and the cause, when known) as trailing metadata."""
+        if self.cause:
+            return ((REASON_HEADER, self.reason), (CAUSE_HEADER, self.cause))
         return ((REASON_HEADER, self.reason),)
 
 
@@ -119,7 +126,9 @@ class Gate:
     def refusal(error: Exception) -> Refusal:
         """The refusal for what the validator raised."""
         if isinstance(error, InvalidToken):
-            return Refusal(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED, InvalidReason(error.reason).name)
+            # UNSPECIFIED is 0, so falsy like None: no cause header for it.
+            cause = RevocationCause(error.cause).name if error.cause else ""
+            return Refusal(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED, InvalidReason(error.reason).name, cause)
         if isinstance(error, Unavailable):
             return Refusal(grpc.StatusCode.UNAVAILABLE, "the token cannot be checked right now", "UNAVAILABLE")
         # A bug, not the caller's doing: fail closed, the traceback stays in the log.

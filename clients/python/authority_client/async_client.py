@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -11,7 +11,7 @@ import grpc
 from authority_client import _convert
 from authority_client.channel import ChannelSettings, call_metadata, warn_if_plaintext_api_key
 from authority_client.errors import from_rpc_error
-from authority_client.types import IssuedToken, RevocationEvent, Session, SessionPolicy, Validation
+from authority_client.types import IssuedToken, RevocationEvent, Session, SessionPolicy, SignInPreview, Validation
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 
@@ -68,9 +68,17 @@ class AsyncAuthorityClient:
         claims: Mapping[str, Any] | None = None,
         ttl: float | None = None,
         timeout: float | None = None,
+        device_class: str = "",
+        device_name: str = "",
+        expected_replacements: Sequence[str] | None = None,
     ) -> IssuedToken:
-        """Signs ``subject`` in on ``device_id``; never retried (a sign-in is not idempotent)."""
+        """Signs ``subject`` in on ``device_id`` (of ``device_class``, shown as ``device_name``);
+        never retried (a sign-in is not idempotent). With ``expected_replacements`` (from
+        :meth:`preview_sign_in`) it commits only if it would sign out exactly those
+        sessions, else raises :class:`~authority_client.errors.SignInAborted`."""
         request = _convert.issue_request(subject, device_id, policy, audience, claims, ttl)
+        request.device_class, request.device_name = device_class, device_name
+        _convert.guard(request, expected_replacements)
         return _convert.issued(await self._call("IssueToken", request, timeout))
 
     async def validate_token(self, token: str, audience: str = "", *, timeout: float | None = None) -> Validation:
@@ -91,6 +99,33 @@ class AsyncAuthorityClient:
         """Logout by access token or refresh token (either works for the session's whole
         life), end one session, or sign a subject out; returns sessions ended."""
         request = _convert.revoke_request(token, session_id, subject, reason, refresh_token)
+        response: pb.RevokeTokenResponse = await self._call("RevokeToken", request, timeout)
+        return response.revoked_sessions
+
+    async def preview_sign_in(
+        self,
+        subject: str,
+        device_id: str,
+        *,
+        policy: SessionPolicy = SessionPolicy.DEFAULT,
+        device_class: str = "",
+        expected_replacements: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> SignInPreview:
+        """What :meth:`issue_token` would do now (allowed, and whom it would sign out); changes nothing."""
+        request = _convert.guard(
+            pb.IssueTokenRequest(subject=subject, device_id=device_id, policy=int(policy), device_class=device_class),  # type: ignore[arg-type]
+            expected_replacements,
+        )
+        return _convert.preview(await self._call("PreviewSignIn", request, timeout))
+
+    async def revoke_other_sessions(
+        self, *, token: str | None = None, session_id: str | None = None, reason: str = "",
+        timeout: float | None = None,
+    ) -> int:
+        """"Sign out my other devices": ends every other live session of the subject of the
+        session that ``token`` (or ``session_id``) names; returns how many ended."""
+        request = _convert.other_sessions_request(token, session_id, reason)
         response: pb.RevokeTokenResponse = await self._call("RevokeToken", request, timeout)
         return response.revoked_sessions
 

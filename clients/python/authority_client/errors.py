@@ -72,6 +72,13 @@ class SessionLimitReached(AuthorityError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class SignInAborted(AuthorityError):
+    """A guarded sign-in (``expected_replacements``) would sign out other sessions than
+    expected; nothing changed: preview again and ask the user again."""
+
+    code = grpc.StatusCode.ABORTED
+
+
 class ResourceExhausted(AuthorityError):
     """Too many calls, or a revocation watcher fell too far behind."""
 
@@ -91,6 +98,7 @@ _BY_CODE: dict[grpc.StatusCode, type[AuthorityError]] = {
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.FAILED_PRECONDITION: SessionLimitReached,
+    grpc.StatusCode.ABORTED: SignInAborted,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
 }
 

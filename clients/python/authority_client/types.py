@@ -9,16 +9,18 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-from authority_client.verify import AccessClaims, InvalidReason
+from authority_client.verify import AccessClaims, InvalidReason, RevocationCause
 
 __all__ = [
     "AccessClaims",
     "InvalidReason",
     "IssuedToken",
+    "RevocationCause",
     "RevocationEvent",
     "RevocationEventKind",
     "Session",
     "SessionPolicy",
+    "SignInPreview",
     "Validation",
 ]
 
@@ -65,6 +67,17 @@ class Session:
     device_id: str
     created_at: float
     expires_at: float
+    device_class: str = ""
+    device_name: str = ""
+    last_used_at: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SignInPreview:
+    """What a sign-in would do now: whether it is allowed, and whom it would sign out."""
+
+    allowed: bool
+    would_replace: tuple[Session, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +87,11 @@ class Validation:
     valid: bool
     reason: InvalidReason | None = None
     claims: AccessClaims | None = None
+    # For reason REVOKED: why and when; for REPLACED_BY_SIGN_IN, the device that signed in.
+    revocation_cause: RevocationCause | None = None
+    revoked_at: float = 0.0
+    replaced_by_device_id: str = ""
+    replaced_by_device_name: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -89,3 +107,5 @@ class RevocationEvent:
     jwks_json: str = ""
     # The revocation log's epoch: sequences are positions within one epoch.
     epoch: str = ""
+    cause: RevocationCause = RevocationCause.UNSPECIFIED
+    replaced_by_device_id: str = ""

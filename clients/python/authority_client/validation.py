@@ -169,17 +169,23 @@ class _Decisions:
     def answer(self, token: str, audience: str, validation: Validation) -> AccessClaims:
         """The authority's verdict, remembered when there is a cache."""
         if not validation.valid or validation.claims is None:
-            raise InvalidToken(validation.reason or InvalidReason.MALFORMED)
+            raise InvalidToken(
+                validation.reason or InvalidReason.MALFORMED,
+                validation.revocation_cause,
+                replaced_by_device_id=validation.replaced_by_device_id,
+                replaced_by_device_name=validation.replaced_by_device_name,
+            )
         claims = validation.claims
         if self.cache is not None:
             self.cache.put(token, audience, claims)
         # Checked after the put: a revocation that arrived while the call was in flight
         # either shows here or evicts the entry just put, never neither. A revocation is
         # final, so one the mirror knows of wins over a replica that has not seen it yet.
-        if self.mirror is not None and self.mirror.is_revoked(claims.session_id, claims.token_id):
+        refusal = None if self.mirror is None else self.mirror.refusal(claims.session_id, claims.token_id)
+        if refusal is not None:
             if self.cache is not None:
                 self.cache.evict(claims.session_id, claims.token_id)
-            raise InvalidToken(InvalidReason.REVOKED)
+            raise refusal
         return claims
 
     def _vouch(self, claims: AccessClaims) -> AccessClaims | _Step:
@@ -187,7 +193,7 @@ class _Decisions:
             return _Step.ASK_AUTHORITY
         assert self.mirror is not None
         if self.mirror.is_revoked(claims.session_id, claims.token_id):
-            raise InvalidToken(InvalidReason.REVOKED)
+            raise self.mirror.refusal(claims.session_id, claims.token_id) or InvalidToken(InvalidReason.REVOKED)
         return claims
 
     def _mirror_fresh(self) -> bool:

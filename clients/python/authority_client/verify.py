@@ -123,13 +123,37 @@ class InvalidReason(enum.IntEnum):
     REVOKED = 8
 
 
+class RevocationCause(enum.IntEnum):
+    """Why a revoked token's session was revoked; the numbers are those of
+    ``authority.v1.RevocationCause``."""
+
+    UNSPECIFIED = 0
+    REPLACED_BY_SIGN_IN = 1
+    LOGGED_OUT = 2
+    SIGNED_OUT_EVERYWHERE = 3
+    SESSION_REVOKED = 4
+    REFRESH_TOKEN_REUSED = 5
+    OTHER_DEVICES_SIGNED_OUT = 6
+
+
 class InvalidToken(Exception):
     """A token failed verification; ``reason`` says at which step. The message is the
     reason's name and never quotes the token."""
 
-    def __init__(self, reason: InvalidReason) -> None:
+    def __init__(
+        self,
+        reason: InvalidReason,
+        cause: RevocationCause | None = None,
+        *,
+        replaced_by_device_id: str = "",
+        replaced_by_device_name: str = "",
+    ) -> None:
         super().__init__(reason.name)
         self.reason = reason
+        # For REVOKED, when known: why, and for a replacement the device that signed in.
+        self.cause = cause
+        self.replaced_by_device_id = replaced_by_device_id
+        self.replaced_by_device_name = replaced_by_device_name
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,12 +17,14 @@ from authority_client import (
     RevocationEventKind,
     SessionPolicy,
 )
+from authority_client.types import RevocationCause
 from authority_client.channel import IDEMPOTENT_METHODS
 from authority_client.errors import (
     DeadlineExceeded,
     InvalidArgument,
     RefreshRejected,
     SessionLimitReached,
+    SignInAborted,
     Unavailable,
 )
 
@@ -254,3 +256,39 @@ def test_unavailable_is_retried_for_idempotent_calls_only() -> None:
     finally:
         server.stop(None)
     assert attempts == {"GetSigningKeys": 3, "IssueToken": 1}
+
+
+def test_devices_preview_guard_and_sign_out_other_devices(authority: InProcessAuthority) -> None:
+    client = authority.client
+    laptop = client.issue_token("dana", "laptop", device_name="the laptop")
+    preview = client.preview_sign_in("dana", "phone")
+    assert preview.allowed and [s.device_name for s in preview.would_replace] == ["the laptop"]
+    assert not client.preview_sign_in("dana", "phone", policy=SessionPolicy.REJECT).allowed
+    with pytest.raises(SignInAborted):
+        client.issue_token("dana", "phone", expected_replacements=[])
+    phone = client.issue_token("dana", "phone", device_name="the phone",
+                               expected_replacements=[s.session_id for s in preview.would_replace])
+    assert phone.replaced_session_ids == (laptop.session_id,)
+
+    refused = client.validate_token(laptop.access_token)
+    assert refused.revocation_cause is RevocationCause.REPLACED_BY_SIGN_IN
+    assert (refused.replaced_by_device_id, refused.replaced_by_device_name) == ("phone", "the phone")
+    [listed] = client.list_sessions("dana")
+    assert (listed.device_name, listed.last_used_at) == ("the phone", listed.created_at)
+    assert client.revoke_other_sessions(token=phone.access_token) == 0
+    with pytest.raises(ValueError):
+        client.revoke_other_sessions()
+
+
+@pytest.mark.timeout(20)
+async def test_the_async_client_previews_guards_and_signs_out_other_devices() -> None:
+    async with AsyncInProcessAuthority(max_sessions_per_subject=3) as authority:
+        async with AsyncAuthorityClient(authority.target) as client:
+            keep = await client.issue_token("erin", "laptop")
+            await client.issue_token("erin", "phone")
+            preview = await client.preview_sign_in("erin", "tablet", expected_replacements=[])
+            assert preview.allowed and preview.would_replace == ()
+            with pytest.raises(SignInAborted):
+                await client.issue_token("erin", "laptop", expected_replacements=["unknown"])
+            assert await client.revoke_other_sessions(session_id=keep.session_id) == 1
+            assert [s.session_id for s in await client.list_sessions("erin")] == [keep.session_id]

@@ -155,3 +155,54 @@ async def test_an_asyncio_consumer_tests_itself_in_one_event_loop() -> None:
                         pytest.fail("the replaced device's token was still accepted after a second")
             finally:
                 await server.stop(None)
+
+
+def _cause_trailer(consumer: Consumer, token: str) -> tuple[str, str]:
+    """The reason and the cause of a refused SayHello, from its trailing metadata."""
+    with pytest.raises(grpc.RpcError) as failed:
+        consumer.say_hello(token)
+    trailers = dict(failed.value.trailing_metadata() or ())  # type: ignore[attr-defined]
+    return trailers.get("x-token-invalid-reason", ""), trailers.get("x-token-revocation-cause", "")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_signed_out_device_is_told_why_in_the_trailers(
+    authority: InProcessAuthority, start_consumer: StartConsumer, flavour: str, mode: str
+) -> None:
+    consumer = start_consumer(flavour, mode)
+    assert consumer.wait_until_fresh()
+    laptop = authority.sign_in("alice", "laptop", audience=AUDIENCE)
+    authority.sign_in("alice", "phone", audience=AUDIENCE, device_name="the phone")
+    if mode != "remote":
+        wait_for_refusal(consumer, laptop.access_token, within=5.0)
+
+    assert _cause_trailer(consumer, laptop.access_token) == ("REVOKED", "REPLACED_BY_SIGN_IN")
+
+    tablet = authority.sign_in("bob", "tablet", audience=AUDIENCE)
+    authority.client.revoke_token(token=tablet.access_token)
+    if mode != "remote":
+        wait_for_refusal(consumer, tablet.access_token, within=5.0)
+    assert _cause_trailer(consumer, tablet.access_token) == ("REVOKED", "LOGGED_OUT")
+    expired = authority.mint("dave", audience=AUDIENCE, ttl=-60)
+    assert _cause_trailer(consumer, expired) == ("EXPIRED", "")
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_local_mode_consumer_knows_the_cause_and_the_replacing_device_from_the_stream(
+    authority: InProcessAuthority, start_consumer: StartConsumer, flavour: str
+) -> None:
+    consumer = start_consumer(flavour, "local")
+    assert consumer.wait_until_fresh()
+    laptop = authority.sign_in("alice", "laptop", audience=AUDIENCE)
+    phone = authority.sign_in("alice", "phone-7", audience=AUDIENCE, device_name="the phone")
+    wait_for_refusal(consumer, laptop.access_token, within=5.0)
+    # Stop the authority: the answer below is the consumer's own, from its mirror.
+    authority.stop()
+
+    refusal = consumer.mirror.refusal(laptop.session_id, "")
+
+    assert refusal is not None
+    assert (refusal.reason.name, refusal.cause and refusal.cause.name) == ("REVOKED", "REPLACED_BY_SIGN_IN")
+    assert refusal.replaced_by_device_id == "phone-7"
+    assert consumer.mirror.refusal(phone.session_id, "") is None

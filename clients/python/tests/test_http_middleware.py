@@ -29,6 +29,7 @@ from authority_client import (
 )
 from authority_client.http import asgi, wsgi
 from authority_client.reasons import MISSING_TEXT, UNAVAILABLE_TEXT, RequestProblem, problem_text, reason_text
+from authority_client.validation import Mode
 from authority_client.verify import InvalidReason
 from conftest import _Loop, validation_settings
 from starlette.applications import Starlette
@@ -94,6 +95,7 @@ class WebApp:
 
     def __init__(self, flavour: str, target: str, settings: ValidationSettings) -> None:
         self.flavour = flavour
+        self.mode = settings.mode
         self._stops: list[Callable[[], None]] = []
         if flavour == "wsgi":
             client = AuthorityClient(target)
@@ -200,10 +202,15 @@ def test_the_single_device_rule_behind_the_middleware(app: WebApp, authority: In
     assert allowed.json() == {"subject": "alice", "device_id": "laptop", "session_id": laptop.session_id,
                               "current_subject": "alice"}
 
-    # A second device signs in: the first gets 401 and the reason.
-    authority.sign_in("alice", "phone", audience=AUDIENCE, policy=SessionPolicy.REPLACE)
+    # A second device signs in: the first gets 401, the reason and its cause. Remote mode
+    # names the device (ValidateToken reads it); the local mirror knows the cause alone.
+    authority.sign_in("alice", "phone", audience=AUDIENCE, policy=SessionPolicy.REPLACE, device_name="the phone")
     revoked = app.eventually(laptop.access_token, 401)
-    text = reason_text(InvalidReason.REVOKED)
+    text = {
+        Mode.REMOTE: "revoked: signed in on the phone",
+        Mode.LOCAL: "revoked: signed in on another device",
+    }[app.mode]
+    assert text != reason_text(InvalidReason.REVOKED)
     assert revoked.status_code == 401
     assert revoked.headers["www-authenticate"] == f'Bearer error="invalid_token", error_description="{text}"'
     assert revoked.json() == {"error": "invalid_token", "error_description": text}

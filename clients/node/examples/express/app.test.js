@@ -1,6 +1,6 @@
 // The single-device scenario through the example app, over real HTTP, against a real
 // `authority serve`: sign in on the laptop, use the API, sign in on the phone, the laptop
-// gets 401 with why, the phone logs out.
+// gets 401 with the cause, the phone logs out.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { after, before, test } from 'node:test';
@@ -41,7 +41,9 @@ test('one device at a time: the phone signs the laptop out, then logs out', { sk
   assert.equal(phone.replaced_sessions, 1);
   let refused;
   assert.ok(await until(async () => (refused = await me(laptop.access_token)).status === 401, 2000));
-  assert.match(refused.headers.get('www-authenticate'), /error="invalid_token", error_description="the token has been revoked"/);
+  // The laptop is told why: the cause, from the one table of texts.
+  assert.match(refused.headers.get('www-authenticate'), /error="invalid_token", error_description="revoked: signed in on another device"/);
+  assert.deepEqual(await refused.json(), { error: 'invalid_token', error_description: 'revoked: signed in on another device' });
   assert.equal((await me(phone.access_token)).status, 200);
 
   assert.equal((await fetch(`${base}/logout`, { method: 'POST', headers: { authorization: `Bearer ${phone.access_token}` } })).status, 204);

@@ -5,13 +5,18 @@
 // when the stream says CAUGHT_UP after its backlog, and stays so while HEARTBEATs keep
 // arriving. Freshness is measured on this process's monotonic clock when an event
 // arrives, never on the server's sent_at, so clock skew cannot make a stale view look
-// fresh. Entries expire with the tokens they revoke (plus the leeway).
+// fresh. Entries expire with the tokens they revoke (plus the leeway). Each revoked
+// session also keeps why (its cause) and, for a replacement, the device that signed in,
+// in side tables holding only those that have one, purged with the entry.
 //
 // The position is kept with the log's epoch (an opaque string, compared for equality
 // only): a sequence means something only within its epoch. A stream of another epoch (the
 // authority's database restored, or failed over to a new timeline) drops the position,
 // and the copy vouches for nothing until a stream from 0 has caught up again.
 import { performance } from 'node:perf_hooks';
+
+import { InvalidReason } from '../reasons.js';
+import { InvalidToken } from '../verify.js';
 
 const PURGE_EVERY_MS = 10_000;
 
@@ -24,6 +29,8 @@ export class RevocationMirror {
     this.clock = clock;
     this.sessions = new Map(); // session id -> expiry (ms since the epoch)
     this.tokens = new Map(); // token id -> expiry
+    this.causes = new Map(); // session id -> cause name (not UNSPECIFIED)
+    this.replacedBy = new Map(); // session id -> the device id that signed in
     /** The sequence to resume after: everything up to it has been applied. */
     this.lastSequence = 0n;
     /** The epoch lastSequence is a position in ('' before any stream): send both when resuming. */
@@ -90,7 +97,11 @@ export class RevocationMirror {
     switch (event.kind) {
       case 'REVOCATION': {
         const expiresAt = event.expiresAt?.getTime() ?? 0;
-        if (event.sessionId) this.sessions.set(event.sessionId, Math.max(expiresAt, this.sessions.get(event.sessionId) ?? 0));
+        if (event.sessionId) {
+          this.sessions.set(event.sessionId, Math.max(expiresAt, this.sessions.get(event.sessionId) ?? 0));
+          if (event.cause && event.cause !== 'UNSPECIFIED') this.causes.set(event.sessionId, event.cause);
+          if (event.replacedByDeviceId) this.replacedBy.set(event.sessionId, event.replacedByDeviceId);
+        }
         if (event.tokenId) this.tokens.set(event.tokenId, expiresAt);
         // Not a confirmation of completeness: a consumer that fell behind reads old events.
         raise(event.sequence);
@@ -135,6 +146,16 @@ export class RevocationMirror {
     return this.sessions.has(sessionId) || this.tokens.has(tokenId);
   }
 
+  /** The InvalidToken for a revoked token of `sessionId` (or the token `tokenId`), with
+   * the cause the stream sent; null when it is not revoked. */
+  refusal(sessionId, tokenId) {
+    if (!this.isRevoked(sessionId, tokenId)) return null;
+    return new InvalidToken(InvalidReason.REVOKED, {
+      cause: this.causes.get(sessionId),
+      replacedByDeviceId: this.replacedBy.get(sessionId) ?? '',
+    });
+  }
+
   get size() {
     return this.sessions.size + this.tokens.size;
   }
@@ -143,6 +164,9 @@ export class RevocationMirror {
     const cutoff = this.clock() - this.leewayMs;
     for (const entries of [this.sessions, this.tokens]) {
       for (const [key, expiresAt] of entries) if (expiresAt < cutoff) entries.delete(key);
+    }
+    for (const side of [this.causes, this.replacedBy]) {
+      for (const sessionId of side.keys()) if (!this.sessions.has(sessionId)) side.delete(sessionId);
     }
   }
 }

@@ -37,8 +37,8 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Final
 
-from authority_client.reasons import MISSING_TEXT, UNAVAILABLE_TEXT, RequestProblem, problem_text, reason_text
-from authority_client.verify import InvalidReason
+from authority_client.reasons import MISSING_TEXT, UNAVAILABLE_TEXT, RequestProblem, problem_text, refusal_text
+from authority_client.verify import InvalidReason, RevocationCause
 
 BEARER: Final = "Bearer"
 # Far above any token this authority signs (authority_client.verify.MAX_TOKEN_BYTES), far
@@ -129,9 +129,14 @@ def invalid_request(problem: RequestProblem, scheme: str = BEARER) -> Denial:
     return Denial(400, problem.name, INVALID_REQUEST, problem_text(problem), scheme)
 
 
-def invalid_token(reason: InvalidReason, scheme: str = BEARER) -> Denial:
-    """The refusal of a token that does not validate, with the reason's text."""
-    return Denial(401, InvalidReason(reason).name, INVALID_TOKEN, reason_text(reason), scheme)
+def invalid_token(
+    reason: InvalidReason, scheme: str = BEARER, cause: RevocationCause | None = None, device_name: str = ""
+) -> Denial:
+    """The refusal of a token that does not validate, with the reason's text; for a revoked
+    one whose cause is known, the cause's (``revoked: signed in on another device``, or
+    with the replacing device's name, ``revoked: signed in on the phone``)."""
+    description = refusal_text(InvalidReason(reason), cause, device_name)
+    return Denial(401, InvalidReason(reason).name, INVALID_TOKEN, description, scheme)
 
 
 def unavailable(retry_after: int) -> Denial:

@@ -20,7 +20,7 @@ import grpc
 
 from authority_client.access import Gate
 from authority_client.http.bearer import Denial, Presented, invalid_token, read_token, unavailable
-from authority_client.verify import InvalidReason
+from authority_client.verify import InvalidToken
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class HttpGate:
     def denial(self, error: Exception, presented: Presented) -> Denial:
         """The refusal for what the validator raised (a bug fails closed: 503, logged)."""
         refusal = Gate.refusal(error)
-        if refusal.code is grpc.StatusCode.UNAUTHENTICATED:
-            return invalid_token(InvalidReason[refusal.reason], presented.scheme)
+        if refusal.code is grpc.StatusCode.UNAUTHENTICATED and isinstance(error, InvalidToken):
+            # The description carries the revocation cause, and the replacing device's name
+            # where the validator knows it (remote mode, from ValidateToken).
+            return invalid_token(error.reason, presented.scheme, error.cause, error.replaced_by_device_name)
         return unavailable(self.rules.retry_after)

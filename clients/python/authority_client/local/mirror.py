@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from authority_client.types import RevocationEvent, RevocationEventKind
+from authority_client.types import RevocationCause, RevocationEvent, RevocationEventKind
+from authority_client.verify import InvalidReason, InvalidToken
 
 # How often expired entries are dropped, in seconds.
 _PURGE_EVERY = 10.0
@@ -46,6 +47,10 @@ class RevocationMirror:
         self._lock = threading.Lock()
         self._sessions: dict[str, float] = {}
         self._tokens: dict[str, float] = {}
+        # Why a session was revoked, and the device that replaced it, beside the entry
+        # (only when known) and purged with it: needed only to explain a refused token.
+        self._causes: dict[str, RevocationCause] = {}
+        self._replaced_by: dict[str, str] = {}
         self._last_sequence = 0
         # The epoch of the log _last_sequence is a position in ("" before any stream).
         self._epoch = ""
@@ -125,6 +130,10 @@ class RevocationMirror:
             if event.kind is RevocationEventKind.REVOCATION:
                 if event.session_id:
                     self._sessions[event.session_id] = max(event.expires_at, self._sessions.get(event.session_id, 0.0))
+                    if event.cause is not RevocationCause.UNSPECIFIED:
+                        self._causes[event.session_id] = event.cause
+                    if event.replaced_by_device_id:
+                        self._replaced_by[event.session_id] = event.replaced_by_device_id
                 if event.token_id:
                     self._tokens[event.token_id] = event.expires_at
                 self._last_sequence = max(self._last_sequence, event.sequence)
@@ -164,6 +173,18 @@ class RevocationMirror:
         with self._lock:
             return session_id in self._sessions or token_id in self._tokens
 
+    def refusal(self, session_id: str, token_id: str) -> InvalidToken | None:
+        """The REVOKED refusal of a token of ``session_id`` (or of ``token_id``), with the
+        cause and replacing device when the stream said them; None when not revoked."""
+        with self._lock:
+            if session_id not in self._sessions and token_id not in self._tokens:
+                return None
+            return InvalidToken(
+                InvalidReason.REVOKED,
+                self._causes.get(session_id),
+                replaced_by_device_id=self._replaced_by.get(session_id, ""),
+            )
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions) + len(self._tokens)
@@ -173,3 +194,5 @@ class RevocationMirror:
         for entries in (self._sessions, self._tokens):
             for key in [key for key, expires_at in entries.items() if expires_at < cutoff]:
                 del entries[key]
+                self._causes.pop(key, None)
+                self._replaced_by.pop(key, None)

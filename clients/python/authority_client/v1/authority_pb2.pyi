@@ -30,6 +30,16 @@ class InvalidReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_REASON_WRONG_ISSUER: _ClassVar[InvalidReason]
     INVALID_REASON_REVOKED: _ClassVar[InvalidReason]
 
+class RevocationCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVOCATION_CAUSE_UNSPECIFIED: _ClassVar[RevocationCause]
+    REVOCATION_CAUSE_REPLACED_BY_SIGN_IN: _ClassVar[RevocationCause]
+    REVOCATION_CAUSE_LOGGED_OUT: _ClassVar[RevocationCause]
+    REVOCATION_CAUSE_SIGNED_OUT_EVERYWHERE: _ClassVar[RevocationCause]
+    REVOCATION_CAUSE_SESSION_REVOKED: _ClassVar[RevocationCause]
+    REVOCATION_CAUSE_REFRESH_TOKEN_REUSED: _ClassVar[RevocationCause]
+    REVOCATION_CAUSE_OTHER_DEVICES_SIGNED_OUT: _ClassVar[RevocationCause]
+
 class RevocationEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REVOCATION_EVENT_KIND_UNSPECIFIED: _ClassVar[RevocationEventKind]
@@ -37,6 +47,16 @@ class RevocationEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REVOCATION_EVENT_KIND_CAUGHT_UP: _ClassVar[RevocationEventKind]
     REVOCATION_EVENT_KIND_HEARTBEAT: _ClassVar[RevocationEventKind]
     REVOCATION_EVENT_KIND_SIGNING_KEYS: _ClassVar[RevocationEventKind]
+
+class SessionEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_EVENT_KIND_UNSPECIFIED: _ClassVar[SessionEventKind]
+    SESSION_EVENT_KIND_SIGNED_IN: _ClassVar[SessionEventKind]
+    SESSION_EVENT_KIND_SIGN_IN_REFUSED: _ClassVar[SessionEventKind]
+    SESSION_EVENT_KIND_REFRESH_TOKEN_REUSED: _ClassVar[SessionEventKind]
+    SESSION_EVENT_KIND_SESSION_ENDED: _ClassVar[SessionEventKind]
+    SESSION_EVENT_KIND_CAUGHT_UP: _ClassVar[SessionEventKind]
+    SESSION_EVENT_KIND_HEARTBEAT: _ClassVar[SessionEventKind]
 SESSION_POLICY_UNSPECIFIED: SessionPolicy
 SESSION_POLICY_REPLACE: SessionPolicy
 SESSION_POLICY_REJECT: SessionPolicy
@@ -49,27 +69,61 @@ INVALID_REASON_NOT_YET_VALID: InvalidReason
 INVALID_REASON_WRONG_AUDIENCE: InvalidReason
 INVALID_REASON_WRONG_ISSUER: InvalidReason
 INVALID_REASON_REVOKED: InvalidReason
+REVOCATION_CAUSE_UNSPECIFIED: RevocationCause
+REVOCATION_CAUSE_REPLACED_BY_SIGN_IN: RevocationCause
+REVOCATION_CAUSE_LOGGED_OUT: RevocationCause
+REVOCATION_CAUSE_SIGNED_OUT_EVERYWHERE: RevocationCause
+REVOCATION_CAUSE_SESSION_REVOKED: RevocationCause
+REVOCATION_CAUSE_REFRESH_TOKEN_REUSED: RevocationCause
+REVOCATION_CAUSE_OTHER_DEVICES_SIGNED_OUT: RevocationCause
 REVOCATION_EVENT_KIND_UNSPECIFIED: RevocationEventKind
 REVOCATION_EVENT_KIND_REVOCATION: RevocationEventKind
 REVOCATION_EVENT_KIND_CAUGHT_UP: RevocationEventKind
 REVOCATION_EVENT_KIND_HEARTBEAT: RevocationEventKind
 REVOCATION_EVENT_KIND_SIGNING_KEYS: RevocationEventKind
+SESSION_EVENT_KIND_UNSPECIFIED: SessionEventKind
+SESSION_EVENT_KIND_SIGNED_IN: SessionEventKind
+SESSION_EVENT_KIND_SIGN_IN_REFUSED: SessionEventKind
+SESSION_EVENT_KIND_REFRESH_TOKEN_REUSED: SessionEventKind
+SESSION_EVENT_KIND_SESSION_ENDED: SessionEventKind
+SESSION_EVENT_KIND_CAUGHT_UP: SessionEventKind
+SESSION_EVENT_KIND_HEARTBEAT: SessionEventKind
 
 class IssueTokenRequest(_message.Message):
-    __slots__ = ("subject", "device_id", "policy", "audience", "claims", "ttl")
+    __slots__ = ("subject", "device_id", "policy", "audience", "claims", "ttl", "device_class", "device_name", "expected_replacements")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REPLACEMENTS_FIELD_NUMBER: _ClassVar[int]
     subject: str
     device_id: str
     policy: SessionPolicy
     audience: str
     claims: _struct_pb2.Struct
     ttl: _duration_pb2.Duration
-    def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., policy: _Optional[_Union[SessionPolicy, str]] = ..., audience: _Optional[str] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    device_class: str
+    device_name: str
+    expected_replacements: SessionIds
+    def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., policy: _Optional[_Union[SessionPolicy, str]] = ..., audience: _Optional[str] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., device_class: _Optional[str] = ..., device_name: _Optional[str] = ..., expected_replacements: _Optional[_Union[SessionIds, _Mapping]] = ...) -> None: ...
+
+class SessionIds(_message.Message):
+    __slots__ = ("session_ids",)
+    SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    session_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PreviewSignInResponse(_message.Message):
+    __slots__ = ("allowed", "would_replace")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    WOULD_REPLACE_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    would_replace: _containers.RepeatedCompositeFieldContainer[Session]
+    def __init__(self, allowed: _Optional[bool] = ..., would_replace: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
 
 class IssueTokenResponse(_message.Message):
     __slots__ = ("access_token", "refresh_token", "session_id", "expires_at", "replaced_session_ids", "refresh_expires_at")
@@ -96,14 +150,22 @@ class ValidateTokenRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ..., audience: _Optional[str] = ...) -> None: ...
 
 class ValidateTokenResponse(_message.Message):
-    __slots__ = ("valid", "reason", "claims")
+    __slots__ = ("valid", "reason", "claims", "revocation_cause", "revoked_at", "replaced_by_device_id", "replaced_by_device_name")
     VALID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    REVOCATION_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_BY_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_BY_DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     reason: InvalidReason
     claims: Claims
-    def __init__(self, valid: _Optional[bool] = ..., reason: _Optional[_Union[InvalidReason, str]] = ..., claims: _Optional[_Union[Claims, _Mapping]] = ...) -> None: ...
+    revocation_cause: RevocationCause
+    revoked_at: _timestamp_pb2.Timestamp
+    replaced_by_device_id: str
+    replaced_by_device_name: str
+    def __init__(self, valid: _Optional[bool] = ..., reason: _Optional[_Union[InvalidReason, str]] = ..., claims: _Optional[_Union[Claims, _Mapping]] = ..., revocation_cause: _Optional[_Union[RevocationCause, str]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaced_by_device_id: _Optional[str] = ..., replaced_by_device_name: _Optional[str] = ...) -> None: ...
 
 class Claims(_message.Message):
     __slots__ = ("subject", "device_id", "session_id", "token_id", "issuer", "audience", "issued_at", "expires_at", "extra")
@@ -128,18 +190,28 @@ class Claims(_message.Message):
     def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., session_id: _Optional[str] = ..., token_id: _Optional[str] = ..., issuer: _Optional[str] = ..., audience: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class RevokeTokenRequest(_message.Message):
-    __slots__ = ("token", "session_id", "subject", "refresh_token", "reason")
+    __slots__ = ("token", "session_id", "subject", "refresh_token", "other_sessions", "reason")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OTHER_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     token: str
     session_id: str
     subject: str
     refresh_token: str
+    other_sessions: SessionRef
     reason: str
-    def __init__(self, token: _Optional[str] = ..., session_id: _Optional[str] = ..., subject: _Optional[str] = ..., refresh_token: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, token: _Optional[str] = ..., session_id: _Optional[str] = ..., subject: _Optional[str] = ..., refresh_token: _Optional[str] = ..., other_sessions: _Optional[_Union[SessionRef, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SessionRef(_message.Message):
+    __slots__ = ("token", "session_id")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    session_id: str
+    def __init__(self, token: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class RevokeTokenResponse(_message.Message):
     __slots__ = ("revoked_sessions",)
@@ -166,18 +238,24 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "subject", "device_id", "created_at", "expires_at")
+    __slots__ = ("session_id", "subject", "device_id", "created_at", "expires_at", "device_class", "device_name", "last_used_at")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     subject: str
     device_id: str
     created_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., subject: _Optional[str] = ..., device_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    device_class: str
+    device_name: str
+    last_used_at: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., subject: _Optional[str] = ..., device_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., device_class: _Optional[str] = ..., device_name: _Optional[str] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetSigningKeysRequest(_message.Message):
     __slots__ = ()
@@ -200,7 +278,7 @@ class WatchRevocationsRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class RevocationEvent(_message.Message):
-    __slots__ = ("sequence", "token_id", "session_id", "expires_at", "kind", "sent_at", "jwks_json", "epoch")
+    __slots__ = ("sequence", "token_id", "session_id", "expires_at", "kind", "sent_at", "jwks_json", "epoch", "cause", "replaced_by_device_id")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +287,8 @@ class RevocationEvent(_message.Message):
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
     JWKS_JSON_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_BY_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     token_id: str
     session_id: str
@@ -217,4 +297,42 @@ class RevocationEvent(_message.Message):
     sent_at: _timestamp_pb2.Timestamp
     jwks_json: str
     epoch: str
-    def __init__(self, sequence: _Optional[int] = ..., token_id: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RevocationEventKind, str]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jwks_json: _Optional[str] = ..., epoch: _Optional[str] = ...) -> None: ...
+    cause: RevocationCause
+    replaced_by_device_id: str
+    def __init__(self, sequence: _Optional[int] = ..., token_id: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RevocationEventKind, str]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jwks_json: _Optional[str] = ..., epoch: _Optional[str] = ..., cause: _Optional[_Union[RevocationCause, str]] = ..., replaced_by_device_id: _Optional[str] = ...) -> None: ...
+
+class WatchSessionEventsRequest(_message.Message):
+    __slots__ = ("after_sequence", "heartbeat_interval")
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    after_sequence: int
+    heartbeat_interval: _duration_pb2.Duration
+    def __init__(self, after_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SessionEvent(_message.Message):
+    __slots__ = ("sequence", "kind", "occurred_at", "sent_at", "subject", "session_id", "device_id", "device_class", "device_name", "replaced_session_ids", "cause", "caller")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    kind: SessionEventKind
+    occurred_at: _timestamp_pb2.Timestamp
+    sent_at: _timestamp_pb2.Timestamp
+    subject: str
+    session_id: str
+    device_id: str
+    device_class: str
+    device_name: str
+    replaced_session_ids: _containers.RepeatedScalarFieldContainer[str]
+    cause: RevocationCause
+    caller: str
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[SessionEventKind, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subject: _Optional[str] = ..., session_id: _Optional[str] = ..., device_id: _Optional[str] = ..., device_class: _Optional[str] = ..., device_name: _Optional[str] = ..., replaced_session_ids: _Optional[_Iterable[str]] = ..., cause: _Optional[_Union[RevocationCause, str]] = ..., caller: _Optional[str] = ...) -> None: ...

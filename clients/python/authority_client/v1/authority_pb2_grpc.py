@@ -70,6 +70,16 @@ class TokenAuthorityStub:
                 request_serializer=authority_dot_v1_dot_authority__pb2.WatchRevocationsRequest.SerializeToString,
                 response_deserializer=authority_dot_v1_dot_authority__pb2.RevocationEvent.FromString,
                 _registered_method=True)
+        self.PreviewSignIn = channel.unary_unary(
+                '/authority.v1.TokenAuthority/PreviewSignIn',
+                request_serializer=authority_dot_v1_dot_authority__pb2.IssueTokenRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_authority__pb2.PreviewSignInResponse.FromString,
+                _registered_method=True)
+        self.WatchSessionEvents = channel.unary_stream(
+                '/authority.v1.TokenAuthority/WatchSessionEvents',
+                request_serializer=authority_dot_v1_dot_authority__pb2.WatchSessionEventsRequest.SerializeToString,
+                response_deserializer=authority_dot_v1_dot_authority__pb2.SessionEvent.FromString,
+                _registered_method=True)
 
 
 class TokenAuthorityServicer:
@@ -133,6 +143,23 @@ class TokenAuthorityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PreviewSignIn(self, request, context):
+        """What IssueToken would do now with this request (allowed, and which sessions it
+        would sign out), changing nothing: for a login service that asks the user first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchSessionEvents(self, request, context):
+        """The session event log: every sign-in, refused sign-in, reused refresh token and
+        ended session after the given sequence, a CAUGHT_UP marker, then new events and
+        heartbeats as they happen; the same stream contract as WatchRevocations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenAuthorityServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -170,6 +197,16 @@ def add_TokenAuthorityServicer_to_server(servicer, server):
                     servicer.WatchRevocations,
                     request_deserializer=authority_dot_v1_dot_authority__pb2.WatchRevocationsRequest.FromString,
                     response_serializer=authority_dot_v1_dot_authority__pb2.RevocationEvent.SerializeToString,
+            ),
+            'PreviewSignIn': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewSignIn,
+                    request_deserializer=authority_dot_v1_dot_authority__pb2.IssueTokenRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_authority__pb2.PreviewSignInResponse.SerializeToString,
+            ),
+            'WatchSessionEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSessionEvents,
+                    request_deserializer=authority_dot_v1_dot_authority__pb2.WatchSessionEventsRequest.FromString,
+                    response_serializer=authority_dot_v1_dot_authority__pb2.SessionEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +399,60 @@ class TokenAuthority:
             '/authority.v1.TokenAuthority/WatchRevocations',
             authority_dot_v1_dot_authority__pb2.WatchRevocationsRequest.SerializeToString,
             authority_dot_v1_dot_authority__pb2.RevocationEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewSignIn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/authority.v1.TokenAuthority/PreviewSignIn',
+            authority_dot_v1_dot_authority__pb2.IssueTokenRequest.SerializeToString,
+            authority_dot_v1_dot_authority__pb2.PreviewSignInResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSessionEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/authority.v1.TokenAuthority/WatchSessionEvents',
+            authority_dot_v1_dot_authority__pb2.WatchSessionEventsRequest.SerializeToString,
+            authority_dot_v1_dot_authority__pb2.SessionEvent.FromString,
             options,
             channel_credentials,
             insecure,
