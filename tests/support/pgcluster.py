@@ -58,7 +58,9 @@ def free_port() -> int:
 def as_postgres(*argv: str | Path) -> list[str]:
     """The command line that runs ``argv`` as the PostgreSQL user (root cannot)."""
     command = [str(part) for part in argv]
-    return ["runuser", "-u", RUN_AS, "--", *command] if os.geteuid() == 0 else command
+    # From /, not the checkout's folder, which that user may not be allowed to enter (a
+    # clone under a 0700 directory): Patroni then never bootstraps. Every path is absolute.
+    return ["runuser", "-u", RUN_AS, "--", "env", "--chdir=/", *command] if os.geteuid() == 0 else command
 
 
 def private_directory(prefix: str) -> Path:
