@@ -9,6 +9,10 @@
 import { bearerToken, check, validatorFrom } from './access.js';
 
 const quoted = (text) => `"${text.replace(/["\\]/g, '\\$&')}"`;
+// What a quoted error_description may hold (RFC 6750 §3): printable ASCII but '"' and '\'.
+// Anything else (a device name in another script) becomes '?' in the header, as in the
+// Python package; the JSON body keeps the text whole. Node refuses other header bytes.
+const headerText = (text) => text.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/gu, '?');
 
 /**
  * The middleware. Options: validator | client | target (+ clientOptions), mode
@@ -46,7 +50,7 @@ export function requireToken({ audience, publicPaths = [], realm = 'token-author
     }
     const challenge = refusal.reason === 'MISSING'
       ? `Bearer realm=${quoted(realm)}`
-      : `Bearer realm=${quoted(realm)}, error="invalid_token", error_description=${quoted(refusal.text)}`;
+      : `Bearer realm=${quoted(realm)}, error="invalid_token", error_description="${headerText(refusal.text)}"`;
     res.set('WWW-Authenticate', challenge);
     res.status(401).json({ error: refusal.reason === 'MISSING' ? 'unauthorized' : 'invalid_token', error_description: refusal.text });
     return undefined;

@@ -76,13 +76,15 @@ for (const mode of ['remote', 'local']) {
     test('a token signed out by a sign-in on another device: 401 revoked, with the cause', async () => {
       const user = `node-express-revoked-${mode}-${Date.now()}`;
       const laptop = await client.issueToken(user, 'laptop', { audience: 'api' });
-      await client.issueToken(user, 'phone', { audience: 'api', deviceName: 'the phone' });
+      // A name in another script, with a character outside the BMP: a header holds ASCII only.
+      await client.issueToken(user, 'phone', { audience: 'api', deviceName: 'Zhang 的手机 📱' });
       let response;
       assert.ok(await until(async () => (response = await get('/me', laptop.accessToken)).status === 401, 2000));
       // Remote mode names the device (ValidateToken reads it); the local mirror knows the cause alone.
-      const text = mode === 'remote' ? 'revoked: signed in on the phone' : 'revoked: signed in on another device';
+      const text = mode === 'remote' ? 'revoked: signed in on Zhang 的手机 📱' : 'revoked: signed in on another device';
+      const inHeader = mode === 'remote' ? 'revoked: signed in on Zhang ??? ?' : text;
       assert.equal(response.headers.get('www-authenticate'),
-        `Bearer realm="token-authority", error="invalid_token", error_description="${text}"`);
+        `Bearer realm="token-authority", error="invalid_token", error_description="${inHeader}"`);
       assert.deepEqual(await response.json(), { error: 'invalid_token', error_description: text });
     });
 
