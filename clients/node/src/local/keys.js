@@ -24,9 +24,10 @@ export class SigningKeys {
 
   /** Swaps in a new key set; a malformed one is logged and ignored. Resolves to whether it took. */
   async replace(jwksJson) {
-    if (jwksJson === this.jwksJson) return true;
-    // Sets arrive in order but parse asynchronously: only the newest may take.
+    // Sets arrive in order but parse asynchronously: only the newest may take, even when it
+    // is the set already installed (a set announced in between must not win after it).
     const generation = ++this.generation;
+    if (jwksJson === this.jwksJson) return true;
     let keys;
     try {
       keys = await KeySet.fromJwks(jwksJson);
