@@ -24,6 +24,7 @@ import logging
 import math
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -141,6 +142,7 @@ class Sessions(SignOuts):
     def _check_device(self, device: Device) -> str:
         """Checks the device fields; returns the class the sign-in counts in."""
         check_identifier("device_id", device.device_id)
+        _check_no_controls("device_id", device.device_id)
         check_device_name(device.device_name)
         return class_of(device.device_class, self._settings.class_limits)
 
@@ -181,6 +183,7 @@ class Sessions(SignOuts):
         """The checked request; :class:`InvalidArgument` naming the first bad field."""
         device = Device(device) if isinstance(device, str) else device
         check_identifier("subject", subject)
+        _check_no_controls("subject", subject)
         counted_class = self._check_device(device)
         audience = audience or self._settings.default_audience
         if audience not in self._settings.audiences:
@@ -401,3 +404,12 @@ class Sessions(SignOuts):
 def _access_expiry(now: float, access_ttl: int, session_expires_at: float) -> int:
     # An access token never outlives its session.
     return min(int(now) + access_ttl, int(session_expires_at))
+
+
+def _check_no_controls(field: str, value: str) -> None:
+    # A new session's subject and device id end up in token claims, log lines and, through
+    # Envoy, in the identity headers of upstream requests: a newline there could forge a
+    # header. Sign-in refuses control characters; lookups and revocations still accept
+    # what was signed in before this rule.
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise InvalidArgument(field, "must not contain control characters")

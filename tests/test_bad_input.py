@@ -28,6 +28,9 @@ BAD_SIGN_INS: list[tuple[str, dict[str, Any], str]] = [
     ("empty device", {"device_id": ""}, "device_id"),
     ("device over 256 bytes", {"device_id": "d" * 257}, "device_id"),
     ("NUL in device", {"device_id": "pho\x00ne"}, "device_id"),
+    # Subjects and device ids reach Envoy's identity headers: a newline could forge one.
+    ("newline in subject", {"subject": "bob\r\nx-authority-subject: admin"}, "subject"),
+    ("control character in device", {"device_id": "phone\x1b[2J"}, "device_id"),
     ("unknown policy", {"policy": 7}, "policy"),
     ("reserved claim iss", {"claims": _claims({"iss": "evil"})}, "claims"),
     ("reserved claim sub", {"claims": _claims({"sub": "someone-else"})}, "claims"),
@@ -100,15 +103,18 @@ async def test_a_sign_in_whose_token_would_exceed_8_kib_is_invalid_argument_and_
     start_server: StartServer,
 ) -> None:
     stub = (await start_server(signing_algorithm=Algorithm.RS256)).stub
-    subject = "\x01" * 256  # each escapes to six characters in the token's JSON
+    # Each character escapes in the token's JSON: an emoji (4 bytes) to twelve characters,
+    # a control character (allowed in claims, not in identifiers) to six.
+    subject = "\U0001F600" * 64
     existing = await sign_in(stub, subject, "laptop")
     claims = struct_pb2.Struct()
-    claims.update({"note": "\x02" * 600})
+    claims.update({"note": "\x02" * 680})
 
-    error = await rpc_error(stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="\x03" * 256, claims=claims)))
+    error = await rpc_error(stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="\U0001F4F1" * 64, claims=claims)))
 
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert (error.details() or "").startswith("claims:")
+    assert "would exceed 8192 bytes" in (error.details() or "")
     assert await reason(stub, existing.access_token) == "VALID"
     assert await live_sessions(stub, subject) == [existing.session_id]
 
