@@ -108,11 +108,22 @@ async def test_each_route_checks_its_own_audience_and_public_routes_need_none(
     issued = await sign_in(authority.stub, new_subject(), "laptop")  # for the default audience
 
     billing = await client.get("/billing/invoices", headers=bearer(issued.access_token))
-    health = await client.get("/healthz")
+    # The path is normalised before routing: no way round /billing/ through the / route.
+    # (raw paths: httpx would resolve them itself.)
+    around, doubled = [
+        await client.get(client.base_url.copy_with(raw_path=raw), headers=bearer(issued.access_token))
+        for raw in (b"/orders/../billing/invoices", b"//billing/invoices")
+    ]
+    # No check runs on the public route, and no client-sent identity reaches the service.
+    health = await client.get("/healthz", headers=[("x-authority-subject", "root")])
 
     assert billing.status_code == 401
     assert billing.json()["error_description"] == reason_text(InvalidReason.WRONG_AUDIENCE)
+    for refused in (around, doubled):
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error_description"] == reason_text(InvalidReason.WRONG_AUDIENCE)
     assert health.status_code == 200
+    assert "root" not in (value for _, value in seen_headers(health))
 
 
 @pytest.mark.parametrize(
