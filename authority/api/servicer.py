@@ -304,7 +304,9 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
                 yield _session_event(event, self._clock(), epoch)
             else:
                 kind = pb.SESSION_EVENT_KIND_CAUGHT_UP if isinstance(event, CaughtUp) else pb.SESSION_EVENT_KIND_HEARTBEAT
-                yield pb.SessionEvent(kind=kind, sequence=event.sequence, sent_at=_timestamp(self._clock()), epoch=epoch)
+                yield pb.SessionEvent(
+                    kind=kind, sequence=event.sequence, sent_at=_timestamp(self._clock()), epoch=epoch
+                )
 
     def _signing_keys_event(self, epoch: str) -> pb.RevocationEvent:
         return pb.RevocationEvent(
