@@ -60,7 +60,7 @@ class Authority:
         # The follower reads on connections of its own: however many consumers read
         # snapshots, and however busy sign-ins are, this process's view stays current.
         self._follower_store = store.dedicated()
-        self.session_events = SessionEventFeed(store, self._follower_store)
+        self.session_events = SessionEventFeed(store, self._follower_store, lambda: mirror.epoch)
         self.follower = LogFollower(
             self._follower_store, mirror, settings.revocation_poll_interval, self.refresh_keys,
             also=self.session_events.catch_up,

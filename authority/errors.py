@@ -119,7 +119,7 @@ class CallerNotPermitted(AuthorityError):
 class LogEpochChanged(SequenceUnknown):
     """A watcher's position is of another epoch of the log (a restore, a failover); it must start from 0."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: str = "revocation log") -> None:
         AuthorityError.__init__(
-            self, "the revocation log is of another epoch (restored or failed over); resume from 0 with no epoch"
+            self, f"the {log} is of another epoch (restored or failed over); start again from 0 with no epoch"
         )

@@ -15,7 +15,8 @@ import pytest
 
 from authority_client.v1 import authority_pb2 as pb
 
-from tests.conftest import TEST_KEY_ENCRYPTION_KEY, Running
+from authority.store import Store
+from tests.conftest import TEST_KEY_ENCRYPTION_KEY, Running, StartServer
 from tests.support.calls import new_subject, reason, sign_in
 
 AUTHORITY = str(Path(sys.executable).with_name("authority"))
@@ -218,6 +219,48 @@ async def test_sessions_events_follow_prints_new_events_as_they_happen(authority
         event = json.loads(line)
         assert event["kind"] in ("SIGNED_IN", "SESSION_ENDED") and event["subject"] == subject
         assert issued is not None
+    finally:
+        process.kill()
+        await process.wait()
+
+
+async def test_sessions_events_follow_prints_a_new_epoch_of_the_log_again_from_its_start(
+    start_server: StartServer, database_url: str
+) -> None:
+    """After `authority migrate --renew-epoch` (a restored copy) the follower neither stops
+    nor skips: the new log may write events at positions it already printed."""
+    running = await start_server(revocation_poll_interval=0.1)
+    subject = new_subject()
+    signed = await sign_in(running.stub, subject, "laptop")
+    process = await asyncio.create_subprocess_exec(
+        AUTHORITY, "sessions", "events", "--follow", "--json", "--subject", subject, "--target", running.target,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        first = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
+        assert (first["kind"], first["session_id"]) == ("SIGNED_IN", signed.session_id) and first["epoch"]
+
+        store = Store.open(database_url)
+        try:
+            await store.renew_epoch()
+            renewed = (await store.log_state()).epoch
+        finally:
+            await store.close()
+
+        # The same event again, now of the new epoch, and a note saying why.
+        again = json.loads(await asyncio.wait_for(process.stdout.readline(), 30))
+        assert (again["sequence"], again["session_id"]) == (first["sequence"], signed.session_id)
+        assert again["epoch"] == renewed
+        assert renewed != first["epoch"]
+        assert "changed epoch" in (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+        # And it goes on following the new log.
+        later = await sign_in(running.stub, subject, "phone")
+        followed = [json.loads(await asyncio.wait_for(process.stdout.readline(), 30)) for _ in range(2)]
+        assert [(e["kind"], e["session_id"], e["epoch"]) for e in followed] == [
+            ("SESSION_ENDED", signed.session_id, renewed), ("SIGNED_IN", later.session_id, renewed)
+        ]
+        assert process.returncode is None
     finally:
         process.kill()
         await process.wait()

@@ -125,8 +125,9 @@ def _expected(request: pb.IssueTokenRequest) -> list[str] | None:
     return ids
 
 
-def _session_event(event: SessionEvent, sent_at: float) -> pb.SessionEvent:
+def _session_event(event: SessionEvent, sent_at: float, epoch: str) -> pb.SessionEvent:
     return pb.SessionEvent(
+        epoch=epoch,
         sequence=event.sequence,
         kind=int(event.kind),  # type: ignore[arg-type]
         occurred_at=_timestamp(event.occurred_at),
@@ -292,15 +293,20 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
     ) -> AsyncIterator[pb.SessionEvent]:
         authority = self._authority
         heartbeat_interval = _heartbeat_interval(request)
+        # The stream's epoch: should the log change epoch, the feed ends (OUT_OF_RANGE).
+        epoch = authority.session_events.epoch
         feed = authority.session_events.follow(
-            request.after_sequence, heartbeat_interval, lambda: authority.mirror.age() <= authority.heartbeat_freshness
+            request.after_sequence, heartbeat_interval, lambda: authority.mirror.age() <= authority.heartbeat_freshness,
+            request.epoch,
         )
         async for event in feed:
             if isinstance(event, SessionEvent):
-                yield _session_event(event, self._clock())
+                yield _session_event(event, self._clock(), epoch)
             else:
                 kind = pb.SESSION_EVENT_KIND_CAUGHT_UP if isinstance(event, CaughtUp) else pb.SESSION_EVENT_KIND_HEARTBEAT
-                yield pb.SessionEvent(kind=kind, sequence=event.sequence, sent_at=_timestamp(self._clock()))
+                yield pb.SessionEvent(
+                    kind=kind, sequence=event.sequence, sent_at=_timestamp(self._clock()), epoch=epoch
+                )
 
     def _signing_keys_event(self, epoch: str) -> pb.RevocationEvent:
         return pb.RevocationEvent(

@@ -134,7 +134,8 @@ async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
 
     async with AdminClient(args.target, api_key=args.api_key, timeout=args.timeout) as client:
         if args.command == "sessions" and args.action == "events":
-            async for event in client.session_events(follow=args.follow, subject=args.subject):
+            async for event in client.session_events(follow=args.follow, subject=args.subject,
+                                                     restarted=_events_restarted):
                 print(json.dumps(event, sort_keys=True) if args.json else _event_line(event), file=out, flush=True)
             return 0
         if args.command == "sessions":
@@ -185,6 +186,11 @@ async def _forget(args: argparse.Namespace, out: TextIO) -> int:
     print(json.dumps(result) if args.json else f"signed out {ended} session(s), deleted {events} event(s), "
           "erased the device names", file=out)
     return 0
+
+
+def _events_restarted() -> None:
+    print("note: the session event log changed epoch (a restore or a failover); printing it again from its start",
+          file=sys.stderr, flush=True)
 
 
 def _event_line(event: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ client package's ``AuthorityClient`` is ready, this module is the only one to ch
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -201,25 +201,49 @@ class AdminClient:
             for s in answer.sessions
         ]
 
-    async def session_events(self, *, follow: bool, subject: str = "") -> AsyncIterator[dict[str, Any]]:
+    async def session_events(
+        self, *, follow: bool, subject: str = "", restarted: Callable[[], None] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """The session event log from its start, as plain dicts; with ``follow`` new events
-        as they happen, else only until the backlog is sent. ``subject`` filters."""
-        stream = self._stub.WatchSessionEvents(
-            pb.WatchSessionEventsRequest(), metadata=self._metadata, timeout=None if follow else self._timeout
-        )
-        try:
-            async for event in stream:
-                if event.kind == pb.SESSION_EVENT_KIND_CAUGHT_UP and not follow:
-                    return
-                if event.kind in (pb.SESSION_EVENT_KIND_CAUGHT_UP, pb.SESSION_EVENT_KIND_HEARTBEAT):
-                    continue
-                if subject and event.subject != subject:
-                    continue
-                yield _event(event)
-        except grpc.aio.AioRpcError as error:
-            raise AdminCallFailed(error.code().name, (error.details() or "").splitlines()[0]) from None
-        finally:
-            stream.cancel()
+        as they happen, else only until the backlog is sent. ``subject`` filters.
+
+        Following, the position is kept with its epoch: a stream cut off for falling
+        behind resumes after it, and a log that changed epoch (a restore, a failover:
+        OUT_OF_RANGE) is printed again from its start, after calling ``restarted``, since
+        the new log may write events at positions already printed."""
+        position, epoch = 0, ""
+        while True:
+            stream = self._stub.WatchSessionEvents(
+                pb.WatchSessionEventsRequest(after_sequence=position, epoch=epoch),
+                metadata=self._metadata, timeout=None if follow else self._timeout,
+            )
+            progressed = False
+            try:
+                async for event in stream:
+                    progressed = True
+                    position, epoch = event.sequence, event.epoch
+                    if event.kind == pb.SESSION_EVENT_KIND_CAUGHT_UP and not follow:
+                        return
+                    if event.kind in (pb.SESSION_EVENT_KIND_CAUGHT_UP, pb.SESSION_EVENT_KIND_HEARTBEAT):
+                        continue
+                    if subject and event.subject != subject:
+                        continue
+                    yield _event(event)
+                return
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                # Started again only where that cannot repeat: a stream from 0 with no epoch
+                # is never OUT_OF_RANGE, and one cut off for falling behind had got somewhere.
+                new_log = code is grpc.StatusCode.OUT_OF_RANGE and bool(position or epoch)
+                behind = code is grpc.StatusCode.RESOURCE_EXHAUSTED and progressed
+                if not (follow and (new_log or behind)):
+                    raise AdminCallFailed(code.name, (error.details() or "").splitlines()[0]) from None
+                if new_log:
+                    position, epoch = 0, ""
+                    if restarted is not None:
+                        restarted()
+            finally:
+                stream.cancel()
 
 
 def _event(event: pb.SessionEvent) -> dict[str, Any]:
@@ -235,4 +259,6 @@ def _event(event: pb.SessionEvent) -> dict[str, Any]:
         "replaced_session_ids": list(event.replaced_session_ids),
         "cause": pb.RevocationCause.Name(event.cause).removeprefix("REVOCATION_CAUSE_") if event.cause else "",
         "caller": event.caller,
+        # The log's epoch: a sequence is a position within it.
+        "epoch": event.epoch,
     }

@@ -302,15 +302,17 @@ class RevocationEvent(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., token_id: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RevocationEventKind, str]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jwks_json: _Optional[str] = ..., epoch: _Optional[str] = ..., cause: _Optional[_Union[RevocationCause, str]] = ..., replaced_by_device_id: _Optional[str] = ...) -> None: ...
 
 class WatchSessionEventsRequest(_message.Message):
-    __slots__ = ("after_sequence", "heartbeat_interval")
+    __slots__ = ("after_sequence", "heartbeat_interval", "epoch")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
     heartbeat_interval: _duration_pb2.Duration
-    def __init__(self, after_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    epoch: str
+    def __init__(self, after_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
-    __slots__ = ("sequence", "kind", "occurred_at", "sent_at", "subject", "session_id", "device_id", "device_class", "device_name", "replaced_session_ids", "cause", "caller")
+    __slots__ = ("sequence", "kind", "occurred_at", "sent_at", "subject", "session_id", "device_id", "device_class", "device_name", "replaced_session_ids", "cause", "caller", "epoch")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +325,7 @@ class SessionEvent(_message.Message):
     REPLACED_SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     kind: SessionEventKind
     occurred_at: _timestamp_pb2.Timestamp
@@ -335,4 +338,5 @@ class SessionEvent(_message.Message):
     replaced_session_ids: _containers.RepeatedScalarFieldContainer[str]
     cause: RevocationCause
     caller: str
-    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[SessionEventKind, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subject: _Optional[str] = ..., session_id: _Optional[str] = ..., device_id: _Optional[str] = ..., device_class: _Optional[str] = ..., device_name: _Optional[str] = ..., replaced_session_ids: _Optional[_Iterable[str]] = ..., cause: _Optional[_Union[RevocationCause, str]] = ..., caller: _Optional[str] = ...) -> None: ...
+    epoch: str
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[SessionEventKind, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., subject: _Optional[str] = ..., session_id: _Optional[str] = ..., device_id: _Optional[str] = ..., device_class: _Optional[str] = ..., device_name: _Optional[str] = ..., replaced_session_ids: _Optional[_Iterable[str]] = ..., cause: _Optional[_Union[RevocationCause, str]] = ..., caller: _Optional[str] = ..., epoch: _Optional[str] = ...) -> None: ...
