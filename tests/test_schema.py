@@ -13,7 +13,7 @@ from authority.errors import SchemaError
 from authority.store.migrate import migrate
 from tests.conftest import StartServer
 
-HEAD = "0005_devices"
+HEAD = "0006_device_key_binding"
 
 
 async def _revision(url: str) -> str:

@@ -40,10 +40,13 @@ sessions = sa.Table(
     # The expiry of the newest access token the session issued.
     sa.Column("access_expires_at", sa.Double, nullable=False),
     sa.Column("revoked_at", sa.Double, nullable=True),
-    # Devices (migration 0003): the class the policy counts the session in, fixed at
+    # Devices (migration 0005): the class the policy counts the session in, fixed at
     # sign-in, and the login service's display label (personal data: erased by forget).
     sa.Column("device_class", sa.String(64), nullable=False, server_default=""),
     sa.Column("device_name", sa.String(256), nullable=False, server_default=""),
+    # Device binding (migration 0006): the RFC 7638 thumbprint of the device key the
+    # session's tokens are bound to (cnf.jkt); "" for bearer tokens.
+    sa.Column("key_thumbprint", sa.String(64), nullable=False, server_default=""),
     sa.Index("ix_sessions_subject", "subject"),
     sa.Index("ix_sessions_expires_at", "expires_at"),
     sa.Index("ix_sessions_access_expires_at", "access_expires_at"),

@@ -15,12 +15,15 @@ export const InvalidReason = Object.freeze({
   WRONG_AUDIENCE: 'WRONG_AUDIENCE',
   WRONG_ISSUER: 'WRONG_ISSUER',
   REVOKED: 'REVOKED',
+  PROOF_REQUIRED: 'PROOF_REQUIRED',
+  BAD_PROOF: 'BAD_PROOF',
 });
 
 /** Reason names by their number in the proto. */
 export const REASON_BY_NUMBER = Object.freeze([
   undefined, 'MALFORMED', 'BAD_SIGNATURE', 'UNKNOWN_KEY', 'EXPIRED',
   'NOT_YET_VALID', 'WRONG_AUDIENCE', 'WRONG_ISSUER', 'REVOKED',
+  'PROOF_REQUIRED', 'BAD_PROOF',
 ]);
 
 /** What a person is told about a token refused for each reason. */
@@ -33,6 +36,8 @@ export const REASON_TEXTS = Object.freeze({
   WRONG_AUDIENCE: 'the token is not for this audience',
   WRONG_ISSUER: 'the token is from another issuer',
   REVOKED: 'the token has been revoked',
+  PROOF_REQUIRED: 'the token is bound to a device key and needs a proof of possession',
+  BAD_PROOF: 'the proof of possession is not valid',
 });
 
 /** For a call that carries no token at all. */

@@ -4,7 +4,8 @@ import type { RequestHandler } from 'express';
 
 export type Reason =
   | 'MALFORMED' | 'BAD_SIGNATURE' | 'UNKNOWN_KEY' | 'EXPIRED'
-  | 'NOT_YET_VALID' | 'WRONG_AUDIENCE' | 'WRONG_ISSUER' | 'REVOKED';
+  | 'NOT_YET_VALID' | 'WRONG_AUDIENCE' | 'WRONG_ISSUER' | 'REVOKED'
+  | 'PROOF_REQUIRED' | 'BAD_PROOF';
 
 /** Why a token is not valid. */
 export declare const InvalidReason: { readonly [R in Reason]: R };

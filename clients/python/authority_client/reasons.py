@@ -34,6 +34,8 @@ REASON_TEXTS: Final[Mapping[InvalidReason, str]] = {
     InvalidReason.WRONG_AUDIENCE: "the token is not for this audience",
     InvalidReason.WRONG_ISSUER: "the token is from another issuer",
     InvalidReason.REVOKED: "the token has been revoked",
+    InvalidReason.PROOF_REQUIRED: "the token is bound to a device key and needs a proof of possession",
+    InvalidReason.BAD_PROOF: "the proof of possession is not valid",
 }
 # For a call that carries no token at all.
 MISSING_TEXT: Final = "no token was presented"

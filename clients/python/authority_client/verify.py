@@ -121,6 +121,8 @@ class InvalidReason(enum.IntEnum):
     WRONG_AUDIENCE = 6
     WRONG_ISSUER = 7
     REVOKED = 8
+    PROOF_REQUIRED = 9
+    BAD_PROOF = 10
 
 
 class RevocationCause(enum.IntEnum):

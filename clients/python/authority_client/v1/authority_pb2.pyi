@@ -29,6 +29,8 @@ class InvalidReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INVALID_REASON_WRONG_AUDIENCE: _ClassVar[InvalidReason]
     INVALID_REASON_WRONG_ISSUER: _ClassVar[InvalidReason]
     INVALID_REASON_REVOKED: _ClassVar[InvalidReason]
+    INVALID_REASON_PROOF_REQUIRED: _ClassVar[InvalidReason]
+    INVALID_REASON_BAD_PROOF: _ClassVar[InvalidReason]
 
 class RevocationCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -69,6 +71,8 @@ INVALID_REASON_NOT_YET_VALID: InvalidReason
 INVALID_REASON_WRONG_AUDIENCE: InvalidReason
 INVALID_REASON_WRONG_ISSUER: InvalidReason
 INVALID_REASON_REVOKED: InvalidReason
+INVALID_REASON_PROOF_REQUIRED: InvalidReason
+INVALID_REASON_BAD_PROOF: InvalidReason
 REVOCATION_CAUSE_UNSPECIFIED: RevocationCause
 REVOCATION_CAUSE_REPLACED_BY_SIGN_IN: RevocationCause
 REVOCATION_CAUSE_LOGGED_OUT: RevocationCause
@@ -90,7 +94,7 @@ SESSION_EVENT_KIND_CAUGHT_UP: SessionEventKind
 SESSION_EVENT_KIND_HEARTBEAT: SessionEventKind
 
 class IssueTokenRequest(_message.Message):
-    __slots__ = ("subject", "device_id", "policy", "audience", "claims", "ttl", "device_class", "device_name", "expected_replacements")
+    __slots__ = ("subject", "device_id", "policy", "audience", "claims", "ttl", "device_class", "device_name", "expected_replacements", "proof")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +104,7 @@ class IssueTokenRequest(_message.Message):
     DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_REPLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     subject: str
     device_id: str
     policy: SessionPolicy
@@ -109,7 +114,18 @@ class IssueTokenRequest(_message.Message):
     device_class: str
     device_name: str
     expected_replacements: SessionIds
-    def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., policy: _Optional[_Union[SessionPolicy, str]] = ..., audience: _Optional[str] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., device_class: _Optional[str] = ..., device_name: _Optional[str] = ..., expected_replacements: _Optional[_Union[SessionIds, _Mapping]] = ...) -> None: ...
+    proof: ProofOfPossession
+    def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., policy: _Optional[_Union[SessionPolicy, str]] = ..., audience: _Optional[str] = ..., claims: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., device_class: _Optional[str] = ..., device_name: _Optional[str] = ..., expected_replacements: _Optional[_Union[SessionIds, _Mapping]] = ..., proof: _Optional[_Union[ProofOfPossession, _Mapping]] = ...) -> None: ...
+
+class ProofOfPossession(_message.Message):
+    __slots__ = ("proof", "http_method", "http_uri")
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    HTTP_METHOD_FIELD_NUMBER: _ClassVar[int]
+    HTTP_URI_FIELD_NUMBER: _ClassVar[int]
+    proof: str
+    http_method: str
+    http_uri: str
+    def __init__(self, proof: _Optional[str] = ..., http_method: _Optional[str] = ..., http_uri: _Optional[str] = ...) -> None: ...
 
 class SessionIds(_message.Message):
     __slots__ = ("session_ids",)
@@ -126,28 +142,32 @@ class PreviewSignInResponse(_message.Message):
     def __init__(self, allowed: _Optional[bool] = ..., would_replace: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
 
 class IssueTokenResponse(_message.Message):
-    __slots__ = ("access_token", "refresh_token", "session_id", "expires_at", "replaced_session_ids", "refresh_expires_at")
+    __slots__ = ("access_token", "refresh_token", "session_id", "expires_at", "replaced_session_ids", "refresh_expires_at", "token_type")
     ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     REPLACED_SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
     REFRESH_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
     access_token: str
     refresh_token: str
     session_id: str
     expires_at: _timestamp_pb2.Timestamp
     replaced_session_ids: _containers.RepeatedScalarFieldContainer[str]
     refresh_expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, access_token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaced_session_ids: _Optional[_Iterable[str]] = ..., refresh_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    token_type: str
+    def __init__(self, access_token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaced_session_ids: _Optional[_Iterable[str]] = ..., refresh_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token_type: _Optional[str] = ...) -> None: ...
 
 class ValidateTokenRequest(_message.Message):
-    __slots__ = ("token", "audience")
+    __slots__ = ("token", "audience", "proof")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     token: str
     audience: str
-    def __init__(self, token: _Optional[str] = ..., audience: _Optional[str] = ...) -> None: ...
+    proof: ProofOfPossession
+    def __init__(self, token: _Optional[str] = ..., audience: _Optional[str] = ..., proof: _Optional[_Union[ProofOfPossession, _Mapping]] = ...) -> None: ...
 
 class ValidateTokenResponse(_message.Message):
     __slots__ = ("valid", "reason", "claims", "revocation_cause", "revoked_at", "replaced_by_device_id", "replaced_by_device_name")
@@ -168,7 +188,7 @@ class ValidateTokenResponse(_message.Message):
     def __init__(self, valid: _Optional[bool] = ..., reason: _Optional[_Union[InvalidReason, str]] = ..., claims: _Optional[_Union[Claims, _Mapping]] = ..., revocation_cause: _Optional[_Union[RevocationCause, str]] = ..., revoked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., replaced_by_device_id: _Optional[str] = ..., replaced_by_device_name: _Optional[str] = ...) -> None: ...
 
 class Claims(_message.Message):
-    __slots__ = ("subject", "device_id", "session_id", "token_id", "issuer", "audience", "issued_at", "expires_at", "extra")
+    __slots__ = ("subject", "device_id", "session_id", "token_id", "issuer", "audience", "issued_at", "expires_at", "extra", "key_thumbprint")
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -178,6 +198,7 @@ class Claims(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
+    KEY_THUMBPRINT_FIELD_NUMBER: _ClassVar[int]
     subject: str
     device_id: str
     session_id: str
@@ -187,7 +208,8 @@ class Claims(_message.Message):
     issued_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
     extra: _struct_pb2.Struct
-    def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., session_id: _Optional[str] = ..., token_id: _Optional[str] = ..., issuer: _Optional[str] = ..., audience: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    key_thumbprint: str
+    def __init__(self, subject: _Optional[str] = ..., device_id: _Optional[str] = ..., session_id: _Optional[str] = ..., token_id: _Optional[str] = ..., issuer: _Optional[str] = ..., audience: _Optional[str] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., key_thumbprint: _Optional[str] = ...) -> None: ...
 
 class RevokeTokenRequest(_message.Message):
     __slots__ = ("token", "session_id", "subject", "refresh_token", "other_sessions", "reason")
@@ -220,10 +242,12 @@ class RevokeTokenResponse(_message.Message):
     def __init__(self, revoked_sessions: _Optional[int] = ...) -> None: ...
 
 class RefreshTokenRequest(_message.Message):
-    __slots__ = ("refresh_token",)
+    __slots__ = ("refresh_token", "proof")
     REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     refresh_token: str
-    def __init__(self, refresh_token: _Optional[str] = ...) -> None: ...
+    proof: ProofOfPossession
+    def __init__(self, refresh_token: _Optional[str] = ..., proof: _Optional[_Union[ProofOfPossession, _Mapping]] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
     __slots__ = ("subject",)
