@@ -513,9 +513,9 @@ def _attacks() -> list[Attack]:
     add("lone-surrogate-deep-in-a-claim", "MALFORMED", lambda t: t.forged(org={"tags": ["a", ["\ud800"]]}))
     add("lone-surrogate-in-the-kid", "UNKNOWN_KEY", lambda t: forge.sign(t.key, t.payload(), kid=t.key.kid + "\ud800"))
 
-    # Device-bound tokens (RFC 9449 cnf): no verifier checks proofs yet, so none accepts
-    # one as a plain bearer token (no downgrade), whatever the confirmation holds.
-    add("cnf-device-bound-without-a-proof", "MALFORMED", lambda t: t.forged(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}))
+    # Device-bound tokens (RFC 9449 cnf): never accepted as a plain bearer token (no
+    # downgrade); a confirmation other than one thumbprint is one nothing could check.
+    add("cnf-device-bound-without-a-proof", "PROOF_REQUIRED", lambda t: t.forged(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}))
     add("cnf-empty", "MALFORMED", lambda t: t.forged(cnf={}))
     add("cnf-null", "MALFORMED", lambda t: t.forged(cnf=None))
     return attacks

@@ -36,10 +36,9 @@ def test_corpus_is_current_with_the_catalogue() -> None:
 
 def test_corpus_covers_every_reason_and_algorithm() -> None:
     cases = _corpus()["cases"]
-    # The proof reasons are new in the contract; their cases (a token with a proof) come
-    # with the proof checker.
+    # BAD_PROOF's cases (a token with a proof) come with the corpus's proof cases.
     assert {case["expected"] for case in cases} == (
-        {"VALID", *(reason.name for reason in REASON_TEXTS)} - {"REVOKED", "PROOF_REQUIRED", "BAD_PROOF"}
+        {"VALID", *(reason.name for reason in REASON_TEXTS)} - {"REVOKED", "BAD_PROOF"}
     )
     assert {case["algorithm"] for case in cases} == {algorithm.value for algorithm in Algorithm}
     assert any(case["name"].endswith("/cnf-device-bound-without-a-proof") for case in cases)
