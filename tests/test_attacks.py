@@ -708,6 +708,12 @@ def proof_outcome(verifier: TokenVerifier, token: str, audience: str, presentati
     return "VALID", None
 
 
+def _checker(attack: ProofAttack, clock: Callable[[], float]) -> ProofChecker:
+    if attack.replay_cache_size is None:
+        return ProofChecker(clock=clock)
+    return ProofChecker(clock=clock, replay_cache_size=attack.replay_cache_size)
+
+
 def test_proof_attack_names_are_unique_and_apart_from_the_token_attacks() -> None:
     names = [attack.name for attack in PROOF_ATTACKS]
     assert len(names) == len(set(names))
@@ -722,6 +728,6 @@ async def test_malicious_proof_is_refused_by_the_local_verifier(target: Target, 
     token, presentations = attack.build(cases)
     # One fresh verifier per case, on the case's clock: its replay cache starts empty.
     verifier = TokenVerifier(target.verifier.keys, issuer=ISSUER, leeway=0, clock=lambda: cases.now,
-                             proofs=ProofChecker(clock=lambda: cases.now))
+                             proofs=_checker(attack, lambda: cases.now))
     outcomes = [proof_outcome(verifier, token, attack.audience, presentation) for presentation in presentations]
     assert outcomes == [(presentation.expected, presentation.check) for presentation in presentations]

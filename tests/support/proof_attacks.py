@@ -76,6 +76,8 @@ class ProofAttack:
     # Proofs at the very edge of the window: only a verifier on the case's own clock can
     # tell, not a server on the wall clock.
     exact_time: bool = False
+    # The verifier's replay cache size for this case; None for the default.
+    replay_cache_size: int | None = None
 
 
 def _bad(proof: str | None, check: str, **request: Any) -> Presentation:
@@ -171,6 +173,13 @@ def _over_8_kib(t: ProofTarget) -> tuple[str, list[Presentation]]:
     return token, [_bad(proof, "size")]
 
 
+def _cache_full(t: ProofTarget) -> tuple[str, list[Presentation]]:
+    # A cache of one: a second good proof is refused rather than the first forgotten.
+    token = t.bound()
+    first = t.proof(token)
+    return token, [Presentation(first), _bad(t.proof(token), "replay-cache-full"), _bad(first, "replayed")]
+
+
 def _without_a_proof(t: ProofTarget) -> tuple[str, list[Presentation]]:
     return t.bound(), [Presentation(None, "PROOF_REQUIRED")]
 
@@ -212,6 +221,7 @@ PROOF_ATTACKS = [
     ProofAttack("proof-iat-future", _one("iat", iat_offset=61)),
     ProofAttack("proof-replayed-jti", _replayed),
     ProofAttack("proof-refused-does-not-use-up-its-jti", _refused_then_good),
+    ProofAttack("proof-replay-cache-full-refuses-rather-than-forgets", _cache_full, replay_cache_size=1),
     ProofAttack("proof-ath-mismatch", _one("ath", ath=dpop.ath("another token"))),
     ProofAttack("proof-ath-missing", _one("ath", ath=...)),
     ProofAttack("proof-by-another-key", _by_another_key),
