@@ -469,8 +469,8 @@ proof_headers = _present(
     typ=mostly(st.just("dpop+jwt"), st.just(MISSING) | st.sampled_from(["JWT", "at+jwt", "DPOP+JWT"]) | json_values),
     alg=mostly(st.just("EdDSA"), st.just(MISSING) | st.sampled_from(["none", "HS256", "ES256", "RS256", "Ed25519"])
                | json_values),
-    jwk=mostly(st.just(_DEVICE_JWK), st.just(MISSING) | json_values
-               | st.just({**_DEVICE_JWK, "d": forge.b64(bytes(32))}) | st.just({**_DEVICE_JWK, "kid": "k", "ext": True})),
+    jwk=mostly(st.just(_DEVICE_JWK), st.just(MISSING) | json_values | st.just({**_DEVICE_JWK, "d": forge.b64(bytes(32))})
+               | st.just({**_DEVICE_JWK, "kid": "k", "ext": True})),
     crit=mostly(st.just(MISSING), json_values),
     kid=mostly(st.just(MISSING), json_values),
 )

@@ -195,5 +195,6 @@ def test_uris_normalize_as_the_corpus_says() -> None:
             return None
 
     uris = _corpus()["uris"]
-    assert {entry["uri"]: normalized(entry["uri"]) for entry in uris} == {entry["uri"]: entry["normalized"] for entry in uris}
+    expected = {entry["uri"]: entry["normalized"] for entry in uris}
+    assert {entry["uri"]: normalized(entry["uri"]) for entry in uris} == expected
     assert any(entry["normalized"] is None for entry in uris) and any(entry["normalized"] for entry in uris)

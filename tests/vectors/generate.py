@@ -98,8 +98,10 @@ def load_devices() -> dict[str, dpop.PrivateKey]:
         made = {"EdDSA": ed25519.Ed25519PrivateKey.generate(), "ES256": ec.generate_private_key(ec.SECP256R1()),
                 "RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
                 "thief": ed25519.Ed25519PrivateKey.generate()}
-        stored["devices"] = {name: key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()).decode() for name, key in made.items()}
+        pkcs8, unencrypted = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        stored["devices"] = {
+            name: key.private_bytes(serialization.Encoding.PEM, pkcs8, unencrypted).decode() for name, key in made.items()
+        }
         KEYS.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
     devices = {name: serialization.load_pem_private_key(stored["devices"][name].encode(), password=None)
                for name in DEVICES}

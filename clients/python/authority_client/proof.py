@@ -100,6 +100,9 @@ class InvalidProof(InvalidToken):
         self.check = check
         self.args = (f"BAD_PROOF ({check})",)
 
+    def __reduce__(self) -> tuple[type[InvalidProof], tuple[str]]:
+        return InvalidProof, (self.check,)
+
 
 def _ath(access_token: str) -> str:
     digest = hashlib.sha256(access_token.encode("ascii", "replace")).digest()
@@ -213,7 +216,8 @@ def _check_claims(claims: dict[str, Any], proof: Proof, now: float, max_age: flo
         raise InvalidProof("iat")
     if access_token is not None:
         ath = claims.get("ath")
-        if type(ath) is not str or not secrets.compare_digest(ath.encode("utf-8", "replace"), _ath(access_token).encode()):
+        expected = _ath(access_token).encode()
+        if type(ath) is not str or not secrets.compare_digest(ath.encode("utf-8", "replace"), expected):
             raise InvalidProof("ath")
     return jti
 
@@ -268,7 +272,8 @@ class DeviceKey:
         encryption: serialization.KeySerializationEncryption = (
             serialization.NoEncryption() if password is None else serialization.BestAvailableEncryption(password)
         )
-        return self._private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+        pkcs8 = serialization.PrivateFormat.PKCS8
+        return self._private_key.private_bytes(serialization.Encoding.PEM, pkcs8, encryption)
 
     def proof(
         self,

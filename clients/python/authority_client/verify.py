@@ -38,8 +38,8 @@ A token is checked in this order, and the first failed step gives the reason:
     :class:`authority_client.proof.ProofChecker`; a bearer token must come without one.
 
 The strict decoding of steps 1 and 2 is :mod:`authority_client.jws`, shared with the
-proof checker. Steps 1 to 5 read only the token and the key set; nothing reaches the network, a file or
-a database before the signature has passed. Revocation is not checked here: the
+proof checker. Steps 1 to 5 read only the token and the key set; nothing reaches the
+network, a file or a database before the signature has passed. Revocation is not checked here: the
 authority checks it after, and a consumer checks it against its mirror of revocations.
 """
 
