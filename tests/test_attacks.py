@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import inspect
 import json
 import secrets
 import time
@@ -731,3 +732,32 @@ async def test_malicious_proof_is_refused_by_the_local_verifier(target: Target, 
                              proofs=_checker(attack, lambda: cases.now))
     outcomes = [proof_outcome(verifier, token, attack.audience, presentation) for presentation in presentations]
     assert outcomes == [(presentation.expected, presentation.check) for presentation in presentations]
+
+
+def _authority_takes_proofs() -> bool:
+    """Whether the authority passes ValidateToken's proof on to its verifier (issue 13)."""
+    from authority.validation import Validator
+
+    return "proof" in inspect.signature(Validator.validate).parameters
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(
+    "attack", [attack for attack in PROOF_ATTACKS if not attack.exact_time and attack.replay_cache_size is None],
+    ids=lambda attack: attack.name,
+)
+async def test_malicious_proof_is_refused_by_the_authority(target: Target, attack: ProofAttack) -> None:
+    if not _authority_takes_proofs():
+        pytest.skip("the authority does not check ValidateToken's proof yet")
+    assert target.stub is not None
+    # Fresh identifiers: the server's replay cache is shared by every case of the module.
+    token, presentations = attack.build(proof_target(target, _devices()))
+    outcomes = []
+    for shown in presentations:
+        proof = None if shown.proof is None else pb.ProofOfPossession(
+            proof=shown.proof, http_method=shown.http_method, http_uri=shown.http_uri)
+        request = pb.ValidateTokenRequest(token=token, audience=attack.audience, proof=proof)
+        answer = await target.stub.ValidateToken(request)
+        name = pb.InvalidReason.Name(answer.reason).removeprefix("INVALID_REASON_")
+        outcomes.append("VALID" if answer.valid else name)
+    assert outcomes == [shown.expected for shown in presentations]
