@@ -11,6 +11,10 @@ on both stores.
 The catalogue also feeds the conformance corpus every verifier is held to
 (``tests/vectors/tokens.json``, written by ``tests/vectors/generate.py``): there a
 :class:`Target` has fixed keys, a fixed time and seeded identifiers instead of a server.
+
+The proof attacks (device-bound tokens with bad DPoP proofs, tests/support/proof_attacks.py)
+run against the local verifier, one fresh verifier per case, and against the authority's
+ValidateToken once it checks proofs.
 """
 
 from __future__ import annotations
@@ -696,7 +700,9 @@ def proof_target(target: Target, devices: dict[str, dpop.PrivateKey]) -> ProofTa
     return ProofTarget(sign=target.forged, now=target.now(), new_id=target.new_id, devices=devices)
 
 
-def proof_outcome(verifier: TokenVerifier, token: str, audience: str, presentation: Presentation) -> tuple[str, str | None]:
+def proof_outcome(
+    verifier: TokenVerifier, token: str, audience: str, presentation: Presentation
+) -> tuple[str, str | None]:
     """What ``verifier`` answers to one presentation: the outcome and the failed check."""
     proof = None if presentation.proof is None else Proof(
         presentation.proof, presentation.http_method, presentation.http_uri)
