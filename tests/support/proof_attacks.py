@@ -144,6 +144,15 @@ def _private_d(t: ProofTarget) -> tuple[str, list[Presentation]]:
     return token, [_bad(proof, "jwk")]
 
 
+def _rsa_bounds(t: ProofTarget) -> tuple[str, list[Presentation]]:
+    # Checked before the signature: made-up numbers of the wrong size, never a real key.
+    token = t.bound("RS256")
+    jwk = dpop.public_jwk(t.devices["RS256"])
+    odd = {bits: forge.b64(((1 << (bits - 1)) | 1).to_bytes((bits + 7) // 8, "big")) for bits in (1024, 8200, 40)}
+    shapes = [{"n": odd[1024]}, {"n": odd[8200]}, {"e": odd[40]}, {"e": forge.b64(b"\x00\x01\x00\x01")}]
+    return token, [_bad(t.proof(token, "RS256", header={"jwk": {**jwk, **shape}}), "jwk") for shape in shapes]
+
+
 def _replayed(t: ProofTarget) -> tuple[str, list[Presentation]]:
     token = t.bound()
     proof = t.proof(token)
@@ -212,6 +221,7 @@ PROOF_ATTACKS = [
     ProofAttack("proof-alg-hs256", _hs256),
     ProofAttack("proof-jwk-missing", _one("jwk", drop=("jwk",))),
     ProofAttack("proof-jwk-with-private-d", _private_d),
+    ProofAttack("proof-jwk-rsa-too-small-too-large-or-non-canonical", _rsa_bounds),
     ProofAttack("proof-jwk-of-another-key-type", _one("jwk", header={"alg": "ES256"})),
     ProofAttack("proof-signature-by-another-key-than-its-jwk", _one("signature", signer="thief")),
     ProofAttack("proof-jti-missing", _one("jti", jti=...)),
