@@ -68,8 +68,8 @@ const KINDS = {
     verify: (key, data, signature) => safeVerify('sha256', data, { key, padding: constants.RSA_PKCS1_PADDING }, signature),
   },
 };
-// Coordinates of a fixed size: 32 bytes, 43 characters of unpadded base64url.
-const FIXED_MEMBERS = { x: 43, y: 43 };
+// Coordinates of 32 bytes: 43 characters of unpadded base64url.
+const COORDINATE_LENGTH = 43;
 
 /** The RFC 7638 thumbprint (SHA-256, base64url) of a public JWK of one of the kinds above. */
 export function jwkThumbprint(jwk) {
@@ -89,41 +89,68 @@ export function accessTokenHash(token) {
   return createHash('sha256').update(token, 'latin1').digest('base64url');
 }
 
-// RFC 3986 appendix B, with the authority required.
-const URI = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)([^?#]*)(?:\?[^#]*)?(?:#.*)?$/s;
-const AUTHORITY = /^(?:[^@]*@)?(\[[0-9A-Fa-f:.]+\]|[^:@[\]]*)(?::([0-9]*))?$/;
 const DEFAULT_PORTS = { http: '80', https: '443' };
-const UNRESERVED = /[A-Za-z0-9\-._~]/;
-// What a path may hold (RFC 3986 pchar and "/"), or a percent-encoding.
-const PATH = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
-const HOST = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*$/;
+// scheme://authority path ?query #fragment (RFC 3986 appendix B, the authority required).
+const ABSOLUTE = /^([^:/?#]+):\/\/([^/?#]*)([^?#]*)(?:\?[^#]*)?(?:#.*)?$/s;
+const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*$/;
+const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[^:[\]]+)(?::([0-9]*))?$/;
+const REG_NAME = /^(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+$/;
+const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
+// What a path may hold as it is (RFC 3986 pchar and "/"), besides percent-encodings.
+const PATH_CHARACTER = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/]$/;
+const PERCENT = /%([0-9A-Fa-f]{2})/g;
+const HEX2 = /^[0-9A-Fa-f]{2}$/;
+// Whitespace and control characters (and DEL): refused, never dropped.
+const CONTROL = /[\u0000-\u0020\u007f]/;
 
 /**
- * The URI as a proof's htu is compared (RFC 9449 section 4.3, RFC 3986 section 6):
- * scheme and host in lower case, the scheme's default port dropped, percent-encodings in
- * upper case and of unreserved characters decoded, dot segments removed, an empty path
- * "/", query and fragment dropped. TypeError unless it is an absolute http(s) URI.
+ * The URI as a proof's htu is compared (RFC 9449 section 4.3; RFC 3986 sections 6.2.2
+ * and 6.2.3), exactly as the Python package's normalize_uri: scheme and host in lower
+ * case; the scheme's default port (and an empty port) dropped; percent-encodings in upper
+ * case, those of unreserved characters decoded, characters a URI may not hold encoded as
+ * their UTF-8; dot segments removed; an empty path "/"; query and fragment dropped.
+ * TypeError unless it is an absolute http(s) URI with a host and no user information.
  */
 export function normalizeUri(uri) {
-  const match = typeof uri === 'string' ? URI.exec(uri) : null;
-  if (match === null) throw new TypeError('not an absolute URI');
+  if (typeof uri !== 'string' || CONTROL.test(uri)) throw new TypeError('a URI has no whitespace or control characters');
+  const match = ABSOLUTE.exec(uri);
+  if (match === null || !SCHEME.test(match[1])) throw new TypeError('not an absolute URI');
   const scheme = match[1].toLowerCase();
-  if (scheme !== 'http' && scheme !== 'https') throw new TypeError('not an http(s) URI');
-  const authority = AUTHORITY.exec(match[2]);
-  if (authority === null || authority[1] === '' || !(authority[1].startsWith('[') || HOST.test(authority[1]))) {
-    throw new TypeError('not a host');
-  }
-  const host = percentEncodings(authority[1]).toLowerCase();
-  const port = authority[2] === undefined || authority[2] === '' || authority[2] === DEFAULT_PORTS[scheme]
-    ? '' : `:${authority[2]}`;
-  if (!PATH.test(match[3])) throw new TypeError('not a path');
-  const path = removeDotSegments(percentEncodings(match[3])) || '/';
-  return `${scheme}://${host}${port}${path}`;
+  if (!Object.hasOwn(DEFAULT_PORTS, scheme)) throw new TypeError('not an http or https URI');
+  const authority = match[2];
+  if (authority.includes('@')) throw new TypeError('a request URI has no user information');
+  const hostPort = HOST_PORT.exec(authority);
+  if (hostPort === null) throw new TypeError('not a valid host and port');
+  let host = hostPort[1];
+  if (!host.startsWith('[') && !REG_NAME.test(host)) throw new TypeError('not a valid host');
+  host = normalizePercent(host).toLowerCase();
+  const given = hostPort[2] ?? '';
+  const port = given.replace(/^0+/, '') || (given ? '0' : '');
+  if (port && Number(port) > 65535) throw new TypeError('not a valid port');
+  const portPart = port === '' || port === DEFAULT_PORTS[scheme] ? '' : `:${port}`;
+  const path = removeDotSegments(normalizePercent(encodePath(match[3]))) || '/';
+  return `${scheme}://${host}${portPart}${path}`;
 }
 
-// RFC 3986 section 6.2.2.1 and 6.2.2.2: %7e is ~, %2f stays %2F.
-function percentEncodings(text) {
-  return text.replace(/%([0-9A-Fa-f]{2})/g, (_, hex) => {
+function encodePath(path) {
+  let out = '';
+  let index = 0;
+  for (const char of path) {
+    if (PATH_CHARACTER.test(char) || (char === '%' && HEX2.test(path.slice(index + 1, index + 3)))) {
+      out += char;
+    } else {
+      // Not valid in a URI as it stands (a stray %, non-ASCII, "\"): its UTF-8, encoded.
+      if (!char.isWellFormed()) throw new TypeError('a URI is text with a UTF-8 form');
+      out += [...Buffer.from(char, 'utf8')].map((byte) => `%${byte.toString(16).toUpperCase().padStart(2, '0')}`).join('');
+    }
+    index += char.length;
+  }
+  return out;
+}
+
+// RFC 3986 sections 6.2.2.1 and 6.2.2.2: %7e is ~, %2f stays %2F.
+function normalizePercent(text) {
+  return text.replace(PERCENT, (_, hex) => {
     const char = String.fromCharCode(parseInt(hex, 16));
     return UNRESERVED.test(char) ? char : `%${hex.toUpperCase()}`;
   });
@@ -152,9 +179,11 @@ function removeDotSegments(path) {
 }
 
 /** A gRPC call's htu: `https://<authority>/<pkg.Service>/<Method>` for grpc's method path
- * "/pkg.Service/Method". The htm of a gRPC call is always POST. */
+ * "/pkg.Service/Method"; TypeError for a method that does not start with "/". The htm of a
+ * gRPC call is always POST. */
 export function grpcProofUri(authority, method) {
-  return `https://${authority}${method.startsWith('/') ? '' : '/'}${method}`;
+  if (typeof method !== 'string' || !method.startsWith('/')) throw new TypeError('a gRPC method name starts with /');
+  return `https://${authority}${method}`;
 }
 
 /** Checks proofs against the requests they came with, and keeps the replay cache. */
@@ -165,6 +194,7 @@ export class ProofChecker {
    *   most; clock in seconds since the epoch
    */
   constructor({ maxAge = DEFAULT_MAX_AGE, replayCacheSize = DEFAULT_REPLAY_CACHE_SIZE, clock = () => Date.now() / 1000 } = {}) {
+    if (!(maxAge > 0) || !(replayCacheSize >= 1)) throw new RangeError('maxAge and replayCacheSize must be positive');
     this.maxAge = maxAge;
     this.replayCacheSize = replayCacheSize;
     this.clock = clock;
@@ -185,7 +215,8 @@ export class ProofChecker {
    */
   check(proof, { accessToken, keyThumbprint } = {}) {
     const text = proof?.proof;
-    if (typeof text === 'string' && (text.length > MAX_PROOF_BYTES || Buffer.byteLength(text) > MAX_PROOF_BYTES)) {
+    // Characters, as Python counts them (code points, not UTF-16 units).
+    if (typeof text !== 'string' || (text.length > MAX_PROOF_BYTES && [...text].length > MAX_PROOF_BYTES)) {
       throw new InvalidProof('size');
     }
     let jws;
@@ -196,6 +227,8 @@ export class ProofChecker {
       throw error;
     }
     const { header, payload: { value: claims }, signature, signingInput } = jws;
+    // No extension is understood here (RFC 7515 section 4.1.11).
+    if (Object.hasOwn(header, 'crit')) throw new InvalidProof('form');
     if (header.typ !== PROOF_TYPE) throw new InvalidProof('typ');
     const kind = typeof header.alg === 'string' && PROOF_ALGORITHMS.includes(header.alg) ? KINDS[header.alg] : undefined;
     if (kind === undefined) throw new InvalidProof('alg');
@@ -209,8 +242,9 @@ export class ProofChecker {
     if (!sameUri(claims.htu, proof.httpUri)) throw new InvalidProof('htu');
     const now = this.clock();
     const { iat } = claims;
-    if (typeof iat !== 'number' || !(Math.abs(now - iat) <= this.maxAge)) throw new InvalidProof('iat');
-    if (accessToken !== undefined && accessToken !== null && claims.ath !== accessTokenHash(accessToken)) {
+    if (typeof iat !== 'number' || !(now - this.maxAge <= iat && iat <= now + this.maxAge)) throw new InvalidProof('iat');
+    if (accessToken !== undefined && accessToken !== null
+        && (typeof claims.ath !== 'string' || claims.ath !== accessTokenHash(accessToken))) {
       throw new InvalidProof('ath');
     }
     const thumbprint = jwkThumbprint(header.jwk);
@@ -222,44 +256,56 @@ export class ProofChecker {
   }
 
   record(pair, endOfWindow, now) {
-    const seenUntil = this.seen.get(pair);
-    if (seenUntil !== undefined && seenUntil >= now) throw new InvalidProof('replayed');
-    this.forgetExpired(now);
-    if (this.seen.size >= this.replayCacheSize) throw new InvalidProof('replay-cache-full');
-    this.seen.set(pair, endOfWindow);
-    this.expiries.push([endOfWindow, pair]);
-  }
-
-  forgetExpired(now) {
-    for (let oldest = this.expiries.peek(); oldest !== undefined && oldest[0] < now; oldest = this.expiries.peek()) {
-      this.expiries.pop();
-      // Only the entry of that window: a pair recorded again later keeps its new one.
-      if (this.seen.get(oldest[1]) === oldest[0]) this.seen.delete(oldest[1]);
+    const { seen, expiries } = this;
+    for (let oldest = expiries.peek(); oldest !== undefined && oldest[0] < now; oldest = expiries.peek()) {
+      expiries.pop();
+      if ((seen.get(oldest[1]) ?? now) < now) seen.delete(oldest[1]);
     }
+    if (seen.has(pair)) throw new InvalidProof('replayed');
+    // Full of pairs still in the window: forgetting one early would let its proof be
+    // replayed, so new proofs are refused until some expire.
+    if (seen.size >= this.replayCacheSize) throw new InvalidProof('replay-cache-full');
+    seen.set(pair, endOfWindow);
+    expiries.push([endOfWindow, pair]);
   }
 }
 
+// The proof's key, in its one canonical spelling (as the Python package's jwk.py), so one
+// key has one thumbprint: coordinates of exactly 32 bytes, RSA numbers without leading
+// zero octets, everything canonical base64url.
 function publicKey(jwk, kind) {
   if (jwk === null || typeof jwk !== 'object' || Array.isArray(jwk)
       || PRIVATE_MEMBERS.some((name) => Object.hasOwn(jwk, name))
       || jwk.kty !== kind.kty || (kind.crv !== undefined && jwk.crv !== kind.crv)) {
     throw new InvalidProof('jwk');
   }
-  const members = {};
-  for (const name of kind.members) {
-    const value = jwk[name];
-    if (!isCanonicalBase64url(value) && name !== 'kty' && name !== 'crv') throw new InvalidProof('jwk');
-    if (FIXED_MEMBERS[name] !== undefined && value.length !== FIXED_MEMBERS[name]) throw new InvalidProof('jwk');
-    members[name] = value;
+  const members = { kty: jwk.kty };
+  if (kind.kty === 'RSA') {
+    const n = unsigned(jwk.n);
+    const e = unsigned(jwk.e);
+    // What an RSA public key can be at all (as cryptography's RSAPublicNumbers checks).
+    if (n.toString(2).length < MIN_RSA_BITS || e < 3n || e >= n || e % 2n === 0n) throw new InvalidProof('jwk');
+    Object.assign(members, { n: jwk.n, e: jwk.e });
+  } else {
+    for (const name of kind.members.filter((member) => member === 'x' || member === 'y')) {
+      if (!isCanonicalBase64url(jwk[name]) || jwk[name].length !== COORDINATE_LENGTH) throw new InvalidProof('jwk');
+      members[name] = jwk[name];
+    }
+    members.crv = jwk.crv;
   }
-  let key;
   try {
-    key = createPublicKey({ key: members, format: 'jwk' });
+    return createPublicKey({ key: members, format: 'jwk' });
   } catch {
-    throw new InvalidProof('jwk'); // not a point of the curve, not an RSA key
+    throw new InvalidProof('jwk'); // not a point of the curve
   }
-  if (kind.kty === 'RSA' && !(key.asymmetricKeyDetails.modulusLength >= MIN_RSA_BITS)) throw new InvalidProof('jwk');
-  return key;
+}
+
+// An RSA number: canonical base64url, big-endian, no leading zero octet (RFC 7518 6.3.1).
+function unsigned(member) {
+  if (!isCanonicalBase64url(member)) throw new InvalidProof('jwk');
+  const bytes = Buffer.from(member, 'base64url');
+  if (bytes.length === 0 || bytes[0] === 0) throw new InvalidProof('jwk');
+  return BigInt('0x' + bytes.toString('hex'));
 }
 
 function sameUri(htu, requestUri) {
