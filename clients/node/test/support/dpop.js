@@ -66,3 +66,17 @@ export async function corpusToken({ cnf, audience = 'api', now = Math.floor(Date
   };
   return new SignJWT(payload).setProtectedHeader({ alg: 'EdDSA', kid, typ: 'at+jwt' }).sign(key);
 }
+
+/** Where the login service takes sign-ins and refreshes: the request a device's proof
+ * for IssueToken and RefreshToken names. */
+export const SIGN_IN_URI = 'https://login.example.com/sign-in';
+export const REFRESH_URI = 'https://login.example.com/refresh';
+
+/** Signs `subject` in on `deviceId` bound to `device`'s key (IssueToken with a proof). */
+export async function signInBound(client, subject, deviceId, device, options = {}) {
+  const issued = await client.issueToken(subject, deviceId, { ...options, proof: await device.proofFor('POST', SIGN_IN_URI) });
+  if (issued.tokenType !== 'DPoP') {
+    throw new Error(`the authority issued ${issued.tokenType} tokens for a sign-in with a proof: it does not bind sessions`);
+  }
+  return issued;
+}
