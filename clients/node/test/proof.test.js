@@ -302,3 +302,34 @@ describe('the token verifier and device-bound tokens (no downgrade)', () => {
   });
 });
 
+
+test('fuzz: any mutation of a proof, method or URI fails only with InvalidProof, never another error', async () => {
+  // A seeded generator: a failure names the iteration, and the run repeats exactly.
+  let seed = 0x9e3779b9;
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed / 2 ** 32;
+  };
+  const pick = (items) => items[Math.floor(random() * items.length)];
+  const device = await Device.generate('ES256');
+  const token = 'the.token.t';
+  const good = await device.proof('GET', URI, { accessToken: token });
+  const alphabet = 'AZaz09-_.=+/ %\u0000\u00e9\ud800{}"';
+  const texts = [
+    () => good.slice(0, Math.floor(random() * good.length)),
+    () => { const i = Math.floor(random() * good.length); return good.slice(0, i) + pick([...alphabet]) + good.slice(i + 1); },
+    () => good.split('.').map((part) => (random() < 0.3 ? '' : part)).join('.'),
+    () => [0, 1, 2].map(() => Buffer.from(JSON.stringify(pick([{}, [], 'x', 1, null, { typ: 'dpop+jwt', alg: pick(['EdDSA', 'ES256', 'RS256', 'none']), jwk: pick([device.jwk, {}, null, 'k', { kty: 'RSA', n: 'AQAB', e: 'AQAB' }]) }]))).toString('base64url')).join('.'),
+    () => Array.from({ length: Math.floor(random() * 40) }, () => pick([...alphabet])).join(''),
+  ];
+  const uris = [URI, 'https://api.example.com/%zz', 'not a uri', '', 'https://[::1/', 'HTTPS://API.EXAMPLE.COM:443/orders?x#y'];
+  for (let i = 0; i < 3000; i++) {
+    const checker = new ProofChecker();
+    const proof = { proof: pick(texts)(), httpMethod: pick(['GET', 'POST', '', 'get']), httpUri: pick(uris) };
+    try {
+      checker.check(proof, random() < 0.5 ? { accessToken: token, keyThumbprint: device.thumbprint } : {});
+    } catch (error) {
+      assert.ok(error instanceof InvalidProof, `iteration ${i}: ${error}`);
+    }
+  }
+});

@@ -160,7 +160,7 @@ export interface IssuedToken {
   refreshExpiresAt: Date;
   replacedSessionIds: string[];
   /** 'DPoP' when bound to the sign-in proof's key (send `Authorization: DPoP` with a proof), else 'Bearer'. */
-  tokenType: 'DPoP' | 'Bearer' | string;
+  tokenType: string;
 }
 
 export interface Session {
