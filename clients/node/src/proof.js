@@ -8,8 +8,8 @@
 //   form      compact JWS in canonical unpadded base64url, strict JSON (jws.js, json.js)
 //   typ       dpop+jwt
 //   alg       EdDSA, ES256 or RS256 (asymmetric only: never none, never HS256)
-//   jwk       a public JWK (no private members) of the type and curve the alg needs;
-//             RSA keys of at least 2048 bits
+//   jwk       a public JWK (no private members) of the type and curve the alg needs, in
+//             its one canonical spelling; RSA of 2048 to 8192 bits, exponent <= 32 bits
 //   signature by that key; ES256 accepts high S (WebCrypto does not normalise it, and a
 //             re-spelt proof keeps its jti, so the replay cache still sees it)
 //   jti       a string of 1 to 256 characters
@@ -32,7 +32,7 @@ import { JwsFormError, decodeCompact, isCanonicalBase64url, safeVerify } from '.
 
 export const PROOF_TYPE = 'dpop+jwt';
 export const MAX_PROOF_BYTES = 8 * 1024;
-/** The allow-list of proof algorithms; RS256 keys need at least 2048 bits. */
+/** The allow-list of proof algorithms; RS256 keys have 2048 to 8192 bits. */
 export const PROOF_ALGORITHMS = Object.freeze(['EdDSA', 'ES256', 'RS256']);
 /** Seconds a proof's iat may be from now, either way. */
 export const DEFAULT_MAX_AGE = 60;
@@ -44,6 +44,8 @@ export const DPOP_HEADER = 'dpop';
 const MAX_JTI_LENGTH = 256;
 const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
 const MIN_RSA_BITS = 2048;
+const MAX_RSA_BITS = 8192;
+const MAX_RSA_EXPONENT_BITS = 32;
 const P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551n;
 
 // For each algorithm: the key it needs, the members that make up that key (RFC 7638's
@@ -284,7 +286,11 @@ function publicKey(jwk, kind) {
     const n = unsigned(jwk.n);
     const e = unsigned(jwk.e);
     // What an RSA public key can be at all (as cryptography's RSAPublicNumbers checks).
-    if (n.toString(2).length < MIN_RSA_BITS || e < 3n || e >= n || e % 2n === 0n) throw new InvalidProof('jwk');
+    // Bounds on the work one proof can ask for: a modulus past 8192 bits or an exponent past
+    // 32 bits makes a single signature check slow.
+    const bits = n.toString(2).length;
+    if (bits < MIN_RSA_BITS || bits > MAX_RSA_BITS || e.toString(2).length > MAX_RSA_EXPONENT_BITS) throw new InvalidProof('jwk');
+    if (e < 3n || e >= n || e % 2n === 0n) throw new InvalidProof('jwk');
     Object.assign(members, { n: jwk.n, e: jwk.e });
   } else {
     for (const name of kind.members.filter((member) => member === 'x' || member === 'y')) {
