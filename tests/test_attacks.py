@@ -11,6 +11,10 @@ on both stores.
 The catalogue also feeds the conformance corpus every verifier is held to
 (``tests/vectors/tokens.json``, written by ``tests/vectors/generate.py``): there a
 :class:`Target` has fixed keys, a fixed time and seeded identifiers instead of a server.
+
+The proof attacks (device-bound tokens with bad DPoP proofs, tests/support/proof_attacks.py)
+run against the local verifier, one fresh verifier per case, and against the authority's
+ValidateToken once it checks proofs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import inspect
 import json
 import secrets
 import time
@@ -695,7 +700,9 @@ def proof_target(target: Target, devices: dict[str, dpop.PrivateKey]) -> ProofTa
     return ProofTarget(sign=target.forged, now=target.now(), new_id=target.new_id, devices=devices)
 
 
-def proof_outcome(verifier: TokenVerifier, token: str, audience: str, presentation: Presentation) -> tuple[str, str | None]:
+def proof_outcome(
+    verifier: TokenVerifier, token: str, audience: str, presentation: Presentation
+) -> tuple[str, str | None]:
     """What ``verifier`` answers to one presentation: the outcome and the failed check."""
     proof = None if presentation.proof is None else Proof(
         presentation.proof, presentation.http_method, presentation.http_uri)
@@ -731,3 +738,32 @@ async def test_malicious_proof_is_refused_by_the_local_verifier(target: Target, 
                              proofs=_checker(attack, lambda: cases.now))
     outcomes = [proof_outcome(verifier, token, attack.audience, presentation) for presentation in presentations]
     assert outcomes == [(presentation.expected, presentation.check) for presentation in presentations]
+
+
+def _authority_takes_proofs() -> bool:
+    """Whether the authority passes ValidateToken's proof on to its verifier (issue 13)."""
+    from authority.validation import Validator
+
+    return "proof" in inspect.signature(Validator.validate).parameters
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(
+    "attack", [attack for attack in PROOF_ATTACKS if not attack.exact_time and attack.replay_cache_size is None],
+    ids=lambda attack: attack.name,
+)
+async def test_malicious_proof_is_refused_by_the_authority(target: Target, attack: ProofAttack) -> None:
+    if not _authority_takes_proofs():
+        pytest.skip("the authority does not check ValidateToken's proof yet")
+    assert target.stub is not None
+    # Fresh identifiers: the server's replay cache is shared by every case of the module.
+    token, presentations = attack.build(proof_target(target, _devices()))
+    outcomes = []
+    for shown in presentations:
+        proof = None if shown.proof is None else pb.ProofOfPossession(
+            proof=shown.proof, http_method=shown.http_method, http_uri=shown.http_uri)
+        request = pb.ValidateTokenRequest(token=token, audience=attack.audience, proof=proof)
+        answer = await target.stub.ValidateToken(request)
+        name = pb.InvalidReason.Name(answer.reason).removeprefix("INVALID_REASON_")
+        outcomes.append("VALID" if answer.valid else name)
+    assert outcomes == [shown.expected for shown in presentations]

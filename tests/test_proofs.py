@@ -6,6 +6,7 @@ keys and signatures throughout."""
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from authority_client.proof import (
     normalize_uri,
 )
 from authority_client.verify import InvalidReason, InvalidToken, KeySet, TokenVerifier
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from authority.config import Algorithm
@@ -480,8 +482,6 @@ def test_a_device_key_with_the_wrong_password_is_a_value_error() -> None:
 
 
 def test_a_device_key_is_ed25519_or_p256() -> None:
-    from cryptography.hazmat.primitives import serialization
-
     rsa_pem = _key("RS256").private_bytes(  # type: ignore[union-attr]
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -497,8 +497,6 @@ def test_a_device_proof_carries_what_the_request_needs() -> None:
     device = DeviceKey.generate("ES256")
     text = device.proof("POST", "https://API.example.com/orders?x#y", access_token=TOKEN, now=NOW, jti="fixed")
     header, claims = (forge.unb64(part) for part in text.split(".")[:2])
-    import json
-
     assert json.loads(header) == {"typ": "dpop+jwt", "alg": "ES256", "jwk": device.public_jwk}
     assert json.loads(claims) == {
         "jti": "fixed", "htm": "POST", "htu": "https://api.example.com/orders", "iat": int(NOW), "ath": dpop.ath(TOKEN),

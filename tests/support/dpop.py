@@ -3,7 +3,6 @@ signed for real by a device key (or by another key than the one the header names
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from typing import Any, Union
@@ -90,7 +89,3 @@ def claims(now: float, method: str = "POST", uri: str = "https://api.example.com
     out.update(changes)
     return {name: value for name, value in out.items() if value is not ...}
 
-
-def b64_json(value: Any) -> str:
-    """Base64url of a JSON value (alias kept short for tables of cases)."""
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
