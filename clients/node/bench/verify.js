@@ -2,12 +2,15 @@
 // bare jose.jwtVerify on the same tokens. Run by the repository's scripts/bench (bench/node.py):
 //   node bench/verify.js input.json  ->  one JSON line of {name: {calls, seconds, per_second}}
 // input.json: {jwks, issuer, audience, leeway, warm_token, tokens: [...], warm_calls}
+// Also the proof checker's rate on DPoP proofs (EdDSA and ES256, every proof new), made
+// here with jose as a device makes them: what a bound token costs on top of its own checks.
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
-import { createLocalJWKSet, jwtVerify } from 'jose';
+import { SignJWT, calculateJwkThumbprint, createLocalJWKSet, exportJWK, generateKeyPair, jwtVerify } from 'jose';
 
-import { KeySet, LocalVerification } from '../src/index.js';
+import { KeySet, LocalVerification, ProofChecker, accessTokenHash } from '../src/index.js';
 
 const input = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const { issuer, audience, leeway } = input;
@@ -54,6 +57,30 @@ await KeySet.fromJwks(input.jwks); // the same parse the consumer does, outside 
 const sample = input.tokens.slice(0, Math.min(200, input.tokens.length));
 for (const token of sample) { verifier.verify(token, audience); await jwtVerify(token, jwks, joseOptions); }
 
+// Proofs for one request, each new (a proof is good once), with the ath of one token.
+const PROOF_URI = 'https://api.example.com/orders';
+async function proofs(algorithm, count) {
+  const { publicKey, privateKey } = await generateKeyPair(algorithm);
+  const jwk = await exportJWK(publicKey);
+  const ath = accessTokenHash(input.warm_token);
+  const made = [];
+  for (let i = 0; i < count; i++) {
+    const claims = { jti: randomBytes(12).toString('base64url'), htm: 'GET', htu: PROOF_URI, iat: Math.floor(Date.now() / 1000), ath };
+    made.push({ proof: await new SignJWT(claims).setProtectedHeader({ typ: 'dpop+jwt', alg: algorithm, jwk }).sign(privateKey), httpMethod: 'GET', httpUri: PROOF_URI });
+  }
+  return { made, thumbprint: await calculateJwkThumbprint(jwk) };
+}
+const PROOFS_PER_PASS = Math.min(2000, input.tokens.length);
+const proofSets = { EdDSA: [], ES256: [] };
+for (const algorithm of Object.keys(proofSets)) {
+  for (let pass = 0; pass < 3; pass++) proofSets[algorithm].push(await proofs(algorithm, PROOFS_PER_PASS));
+}
+const proofLoop = (algorithm) => () => {
+  const { made, thumbprint } = proofSets[algorithm].pop();
+  const checker = new ProofChecker();
+  return timedSync(made, (proof) => checker.check(proof, { accessToken: input.warm_token, keyThumbprint: thumbprint }));
+};
+
 // The machine is shared and noisy: the loops run in interleaved passes, alternating in
 // order, and each reports its median pass (by CPU rate).
 const PASSES = 3;
@@ -68,6 +95,8 @@ const loops = {
   },
   'jose.jwtVerify, warm (same token)': () => timed(joseWarmTokens, (t) => jwtVerify(t, jwks, joseOptions)),
   'local verifier, warm (same token)': () => timedSync(warmTokens, (t) => warm.decide(t, audience)),
+  'ProofChecker.check, EdDSA proofs (every proof new)': proofLoop('EdDSA'),
+  'ProofChecker.check, ES256 proofs (every proof new)': proofLoop('ES256'),
 };
 const passes = Object.fromEntries(Object.keys(loops).map((name) => [name, []]));
 for (let pass = 0; pass < PASSES; pass++) {

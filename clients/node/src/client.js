@@ -42,6 +42,11 @@ function channelCredentials({ credentials, tls }) {
   return grpc.credentials.createSsl(ca, key, cert);
 }
 
+/** The ProofOfPossession message of {proof, httpMethod, httpUri}. */
+function proofMessage({ proof, httpMethod, httpUri }) {
+  return { proof, httpMethod, httpUri };
+}
+
 /** A client of the token authority. */
 export class AuthorityClient {
   /**
@@ -78,12 +83,15 @@ export class AuthorityClient {
   }
 
   /** Signs `subject` in on `deviceId` (of `deviceClass`, labelled `deviceName` for the
-   * device list and for the device it signs out); never retried (a sign-in is not idempotent). */
+   * device list and for the device it signs out); never retried (a sign-in is not idempotent).
+   * With `proof` (the device's DPoP proof and the request it came with) the tokens are
+   * bound to the proof's key, and the result's tokenType is 'DPoP'. */
   async issueToken(subject, deviceId, {
-    policy = 'DEFAULT', audience = '', claims, ttlMs, timeoutMs, deviceClass = '', deviceName = '',
+    policy = 'DEFAULT', audience = '', claims, ttlMs, timeoutMs, deviceClass = '', deviceName = '', proof,
   } = {}) {
     if (!Object.hasOwn(POLICIES, policy)) throw new TypeError('policy must be DEFAULT, REPLACE or REJECT');
     const request = { subject, deviceId, policy: POLICIES[policy], audience, deviceClass, deviceName };
+    if (proof !== undefined) request.proof = proofMessage(proof);
     if (claims !== undefined) request.claims = convert.toStruct(claims);
     if (ttlMs !== undefined) request.ttl = convert.duration(ttlMs);
     return convert.issued(await this.call('IssueToken', request, { timeoutMs }));
@@ -91,9 +99,12 @@ export class AuthorityClient {
 
   /** The authority's verdict: {valid: true, claims} or {valid: false, reason}; for REVOKED
    * also revocationCause (its short name), revokedAt and, for a replacement,
-   * replacedByDeviceId and replacedByDeviceName. */
-  async validateToken(token, audience = '', { timeoutMs } = {}) {
-    const response = await this.call('ValidateToken', { token, audience }, { timeoutMs });
+   * replacedByDeviceId and replacedByDeviceName. `proof`: the DPoP proof that came with a
+   * bound token, and the request it came with (PROOF_REQUIRED without one). */
+  async validateToken(token, audience = '', { timeoutMs, proof } = {}) {
+    const request = { token, audience };
+    if (proof !== undefined) request.proof = proofMessage(proof);
+    const response = await this.call('ValidateToken', request, { timeoutMs });
     if (response.valid) return { valid: true, claims: convert.claims(response.claims) };
     const named = typeof response.reason === 'string'
       ? response.reason.replace(/^INVALID_REASON_/, '')
@@ -118,9 +129,12 @@ export class AuthorityClient {
     return (await this.call('RevokeToken', request, { timeoutMs })).revokedSessions;
   }
 
-  /** A new token pair on the same session; rejects with RefreshRejected for a dead refresh token. */
-  async refreshToken(refreshToken, { timeoutMs } = {}) {
-    return convert.issued(await this.call('RefreshToken', { refreshToken }, { timeoutMs, refreshing: true }));
+  /** A new token pair on the same session; rejects with RefreshRejected for a dead refresh
+   * token, and for a bound session without a good `proof` by its key. */
+  async refreshToken(refreshToken, { timeoutMs, proof } = {}) {
+    const request = { refreshToken };
+    if (proof !== undefined) request.proof = proofMessage(proof);
+    return convert.issued(await this.call('RefreshToken', request, { timeoutMs, refreshing: true }));
   }
 
   /** The subject's live sessions, oldest first. */

@@ -80,6 +80,7 @@ export function claims(message) {
     audience: message.audience,
     issuedAt: toDate(message.issuedAt),
     expiresAt: toDate(message.expiresAt),
+    keyThumbprint: message.keyThumbprint ?? '',
     extra: fromStruct(message.extra),
   };
 }
@@ -91,6 +92,8 @@ export function issued(message) {
     expiresAt: toDate(message.expiresAt),
     refreshExpiresAt: toDate(message.refreshExpiresAt),
     replacedSessionIds: [...message.replacedSessionIds],
+    // 'DPoP' for tokens bound to the proof's key; an authority from before proofs sends ''.
+    tokenType: message.tokenType || 'Bearer',
   };
   // Not enumerable: console.log and JSON.stringify of a result do not print secrets.
   Object.defineProperty(result, 'accessToken', { value: message.accessToken, enumerable: false });

@@ -5,23 +5,54 @@
 // error_description for a bad token; only the realm when there was none, as RFC 6750
 // section 3.1 asks) and a JSON body {error, error_description}. A view too stale to vouch
 // is answered 503 with Retry-After. A valid token's claims are in req.auth.
-// Nothing of the token or of an internal error reaches the response.
-import { bearerToken, check, validatorFrom } from './access.js';
+// Nothing of the token, of its proof or of an internal error reaches the response.
+//
+// Device-bound tokens (RFC 9449): `Authorization: DPoP <token>` with exactly one `DPoP`
+// header, the proof, checked against the request's method (htm) and its URL as the client
+// addressed it (htu: req.protocol, req.host and the path of req.originalUrl, or the
+// `externalOrigin` option behind a proxy that rewrites them). A bound token sent as Bearer
+// is PROOF_REQUIRED. Refusals of a DPoP token or of a proof carry the DPoP challenge
+// (RFC 9449 section 7.1): `DPoP algs="EdDSA ES256 RS256", error="invalid_token"`, or
+// error="invalid_dpop_proof" for a proof that fails (BAD_PROOF); bearer tokens keep theirs.
+import { check, isProofRefusal, presentedToken, validatorFrom } from './access.js';
+import { DPOP_HEADER, PROOF_ALGORITHMS } from './proof.js';
 
 const quoted = (text) => `"${text.replace(/["\\]/g, '\\$&')}"`;
 // What a quoted error_description may hold (RFC 6750 §3): printable ASCII but '"' and '\'.
 // Anything else (a device name in another script) becomes '?' in the header, as in the
 // Python package; the JSON body keeps the text whole. Node refuses other header bytes.
 const headerText = (text) => text.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/gu, '?');
+const DPOP_ALGS = PROOF_ALGORITHMS.join(' ');
+
+/** The challenge for a refusal: DPoP for a proof or a DPoP token, else Bearer (RFC 6750). */
+function challengeOf(refusal, realm) {
+  if (refusal.reason === 'MISSING') return `Bearer realm=${quoted(realm)}`;
+  const description = `error_description="${headerText(refusal.text)}"`;
+  if (!isProofRefusal(refusal)) return `Bearer realm=${quoted(realm)}, error="invalid_token", ${description}`;
+  return `DPoP algs="${DPOP_ALGS}", error="${errorOf(refusal)}", ${description}`;
+}
+
+const errorOf = (refusal) => (refusal.reason === 'BAD_PROOF' ? 'invalid_dpop_proof' : 'invalid_token');
+
+/** The request's URL without query, as the client addressed it: scheme://host/path. */
+function requestUri(req, externalOrigin) {
+  const path = req.originalUrl.split(/[?#]/, 1)[0];
+  return `${externalOrigin ?? `${req.protocol}://${req.host}`}${path}`;
+}
 
 /**
  * The middleware. Options: validator | client | target (+ clientOptions), mode
  * ('remote' default, or 'local'), audience (required), publicPaths (exact paths or
- * RegExps that need no token), realm, retryAfterSeconds, and the Validator's options.
- * The returned function has `ready` (a promise: started) and `close()`.
+ * RegExps that need no token), realm, retryAfterSeconds, externalOrigin (the scheme and
+ * host clients address, 'https://api.example.com', for the htu of proofs behind a proxy),
+ * and the Validator's options. The returned function has `ready` (a promise: started) and
+ * `close()`.
  */
-export function requireToken({ audience, publicPaths = [], realm = 'token-authority', retryAfterSeconds = 1, log = console, ...options } = {}) {
+export function requireToken({
+  audience, publicPaths = [], realm = 'token-authority', retryAfterSeconds = 1, externalOrigin, log = console, ...options
+} = {}) {
   if (typeof audience !== 'string' || audience === '') throw new TypeError('requireToken needs an audience');
+  const origin = externalOrigin?.replace(/\/+$/, '');
   const { validator, ready, owned } = validatorFrom({ log, ...options });
   const isPublic = (path) => publicPaths.some((rule) => (rule instanceof RegExp ? rule.test(path) : rule === path));
   ready.catch(() => {}); // a failure shows on the first request instead
@@ -31,7 +62,11 @@ export function requireToken({ audience, publicPaths = [], realm = 'token-author
     let outcome;
     try {
       await ready;
-      outcome = await check(validator, bearerToken(req.headers.authorization), audience);
+      outcome = await check(validator, presentedToken(req.headers.authorization), audience, {
+        proofs: req.headersDistinct[DPOP_HEADER] ?? [],
+        httpMethod: req.method,
+        httpUri: () => requestUri(req, origin),
+      });
     } catch (error) {
       // A bug, not the caller's doing: fail closed; the detail stays in the log.
       log.error?.('token check failed', error);
@@ -48,11 +83,8 @@ export function requireToken({ audience, publicPaths = [], realm = 'token-author
       res.status(503).json({ error: 'temporarily_unavailable', error_description: refusal.text });
       return undefined;
     }
-    const challenge = refusal.reason === 'MISSING'
-      ? `Bearer realm=${quoted(realm)}`
-      : `Bearer realm=${quoted(realm)}, error="invalid_token", error_description="${headerText(refusal.text)}"`;
-    res.set('WWW-Authenticate', challenge);
-    res.status(401).json({ error: refusal.reason === 'MISSING' ? 'unauthorized' : 'invalid_token', error_description: refusal.text });
+    res.set('WWW-Authenticate', challengeOf(refusal, realm));
+    res.status(401).json({ error: refusal.reason === 'MISSING' ? 'unauthorized' : errorOf(refusal), error_description: refusal.text });
     return undefined;
   }
 

@@ -6,12 +6,19 @@
 // reason's text from the one table, as the Express middleware's error_description. The
 // handler reads the claims with claimsOf(call).
 //
+// Device-bound tokens (RFC 9449): `authorization: DPoP <token>` with the proof in exactly
+// one `dpop` metadata value (two are BAD_PROOF); htm is POST and htu
+// `https://<authority>/<package.Service>/<Method>`, the authority being the call's own
+// (call.getHost(), its :authority) unless `externalAuthority` names the one clients
+// address. A bound token sent as Bearer is PROOF_REQUIRED.
+//
 // The check runs when the call's metadata arrives; grpc-js holds the messages back until
 // it passes it on. The claims are filed under that metadata object, which grpc-js hands
 // to the handler as call.metadata: nothing a caller sends can forge them.
 import * as grpc from '@grpc/grpc-js';
 
-import { bearerToken, check, validatorFrom } from './access.js';
+import { check, presentedToken, validatorFrom } from './access.js';
+import { DPOP_HEADER, grpcProofUri } from './proof.js';
 
 export const REASON_HEADER = 'x-token-invalid-reason';
 export const CAUSE_HEADER = 'x-token-revocation-cause';
@@ -33,10 +40,14 @@ const serviceOf = (path) => path.replace(/^\//, '').split('/')[0];
  * The interceptor, for `new grpc.Server({ interceptors: [...] })`. Options: validator |
  * client | target (+ clientOptions), mode ('remote' default, or 'local'), audience (the
  * default), audiences ({'pkg.Service' or '/pkg.Service/Method': audience}), publicMethods
- * (services or methods added to health and reflection), and the Validator's options.
+ * (services or methods added to health and reflection), externalAuthority (the authority
+ * clients address, for the htu of proofs: by default each call's :authority), and the
+ * Validator's options.
  * The returned function has `ready` and `close()`.
  */
-export function authInterceptor({ audience, audiences = {}, publicMethods = [], log = console, ...options } = {}) {
+export function authInterceptor({
+  audience, audiences = {}, publicMethods = [], externalAuthority, log = console, ...options
+} = {}) {
   if (typeof audience !== 'string' || audience === '') throw new TypeError('authInterceptor needs an audience');
   const { validator, ready, owned } = validatorFrom({ log, ...options });
   ready.catch(() => {});
@@ -57,8 +68,13 @@ export function authInterceptor({ audience, audiences = {}, publicMethods = [], 
     const listener = new grpc.ServerListenerBuilder()
       .withOnReceiveMetadata((metadata, next) => {
         const [header] = metadata.get('authorization');
+        const request = {
+          proofs: metadata.get(DPOP_HEADER),
+          httpMethod: 'POST',
+          httpUri: () => grpcProofUri(externalAuthority ?? call.getHost(), path),
+        };
         ready
-          .then(() => check(validator, bearerToken(header), audienceFor(path)))
+          .then(() => check(validator, presentedToken(header), audienceFor(path), request))
           .then((outcome) => {
             if (outcome.claims !== undefined) {
               claimsByMetadata.set(metadata, outcome.claims);

@@ -3,7 +3,11 @@ export {
   CAUSE_TEXTS, InvalidReason, MISSING_TEXT, REASON_TEXTS, REPLACED_BY_DEVICE_TEXT, RevocationCause,
   causeText, reasonText, refusalText, signedOutText,
 } from './reasons.js';
-export { InvalidToken, KeySet, MAX_TOKEN_BYTES, TokenVerifier } from './verify.js';
+export { InvalidProof, InvalidToken, KeySet, MAX_TOKEN_BYTES, TokenVerifier } from './verify.js';
+export {
+  DEFAULT_MAX_AGE, DEFAULT_REPLAY_CACHE_SIZE, DPOP_HEADER, DPOP_SCHEME, MAX_PROOF_BYTES, PROOF_ALGORITHMS, PROOF_TYPE,
+  ProofChecker, accessTokenHash, grpcProofUri, jwkThumbprint, normalizeUri,
+} from './proof.js';
 export { MAX_JSON_DEPTH } from './json.js';
 export { AuthorityClient, RevocationStream } from './client.js';
 export {
@@ -13,6 +17,6 @@ export {
 export { toStruct, fromStruct } from './convert.js';
 export { RevocationMirror } from './local/mirror.js';
 export { LocalVerification, Validator } from './validation.js';
-export { MISSING, bearerToken, describe } from './access.js';
+export { MISSING, bearerToken, describe, presentedToken } from './access.js';
 export { requireToken } from './express.js';
 export { CAUSE_HEADER, DEFAULT_PUBLIC, REASON_HEADER, authInterceptor, claimsOf } from './grpc-server.js';

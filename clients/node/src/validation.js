@@ -9,6 +9,13 @@
 //   accepted on a view that cannot vouch for it. Local verification without the stream is
 //   not offered: it could not see revocations.
 //
+// A token bound to a device key (cnf.jkt) is accepted only with a proof of that key
+// ({proof, httpMethod, httpUri}: the DPoP proof and the request it came with), in both
+// modes: remote mode passes it to ValidateToken, local mode checks it with the one
+// ProofChecker of this process (proof.js) after the token's own checks, on every call
+// (a proof is good once, so a remembered token still needs a fresh one), and before
+// revocation.
+//
 // LocalVerification holds every decision made without I/O (the hot path); Validator adds
 // the calls to the authority.
 import { AuthorityError, InvalidArgument, Unavailable } from './errors.js';
@@ -17,6 +24,7 @@ import { MirrorFollower } from './local/follow.js';
 import { SigningKeys } from './local/keys.js';
 import { RevocationMirror } from './local/mirror.js';
 import { InvalidReason } from './reasons.js';
+import { DEFAULT_MAX_AGE, DEFAULT_REPLAY_CACHE_SIZE, ProofChecker } from './proof.js';
 import { InvalidToken } from './verify.js';
 
 const UNAVAILABLE_MESSAGE = 'the token authority cannot be reached to check the token';
@@ -27,25 +35,32 @@ export const ASK_AUTHORITY = Symbol('ask the authority');
 /** The decisions of local mode that need no I/O: keys, mirror, and the tokens verified before. */
 export class LocalVerification {
   constructor({ issuer = 'token-authority', leewaySeconds = 30, maxStalenessMs = 5000, keyRefetchIntervalMs = 1000,
-    localCacheSize = 10_000, clock, log = console } = {}) {
+    localCacheSize = 10_000, proofMaxAge = DEFAULT_MAX_AGE, proofReplayCacheSize = DEFAULT_REPLAY_CACHE_SIZE,
+    clock, log = console } = {}) {
     this.mirror = new RevocationMirror({ maxStalenessMs, leewaySeconds });
-    this.keys = new SigningKeys({ issuer, leewaySeconds, refetchIntervalMs: keyRefetchIntervalMs, clock, log });
+    /** The proofs of this consumer, and their replay cache. */
+    this.proofs = new ProofChecker({ maxAge: proofMaxAge, replayCacheSize: proofReplayCacheSize, ...(clock ? { clock } : {}) });
+    this.keys = new SigningKeys({
+      issuer, leewaySeconds, refetchIntervalMs: keyRefetchIntervalMs, clock, log, proofs: this.proofs,
+    });
     this.mirror.onSigningKeys((jwks) => { this.keys.replace(jwks); });
     this.cacheSize = localCacheSize;
     this.leewaySeconds = leewaySeconds;
     // audience -> token -> {claims, keys}: a token verified in full skips the signature
-    // check until it expires or the key set changes; revocation is checked every time.
+    // check until it expires or the key set changes; its binding (the proof) and
+    // revocation are checked every time.
     this.verified = new Map();
     this.cached = 0;
   }
 
-  /** The claims, or what must happen first (REFETCH_KEYS, ASK_AUTHORITY); throws InvalidToken. */
-  decide(token, audience) {
+  /** The claims, or what must happen first (REFETCH_KEYS, ASK_AUTHORITY); throws InvalidToken
+   * (InvalidProof for a bad proof). `proof`: the DPoP proof that came with the token. */
+  decide(token, audience, proof) {
     const verifier = this.keys.verifier;
     if (verifier === null) return this.keys.claimRefetch() ? REFETCH_KEYS : ASK_AUTHORITY;
     let claims;
     try {
-      claims = this.verifiedClaims(verifier, token, audience);
+      claims = this.verifiedClaims(verifier, token, audience, proof);
     } catch (error) {
       // A kid newer than our set: its key may be on its way.
       if (error instanceof InvalidToken && error.reason === InvalidReason.UNKNOWN_KEY && this.keys.claimRefetch()) {
@@ -57,21 +72,27 @@ export class LocalVerification {
   }
 
   /** The verdict once the keys were fetched again. */
-  afterRefetch(token, audience) {
+  afterRefetch(token, audience, proof) {
     const verifier = this.keys.verifier;
     if (verifier === null) return ASK_AUTHORITY;
-    return this.vouch(this.verifiedClaims(verifier, token, audience));
+    return this.vouch(this.verifiedClaims(verifier, token, audience, proof));
   }
 
-  verifiedClaims(verifier, token, audience) {
-    if (this.cacheSize === 0) return verifier.verify(token, audience);
+  verifiedClaims(verifier, token, audience, proof) {
+    const claims = this.tokenClaims(verifier, token, audience);
+    verifier.checkBinding(claims, token, proof);
+    return claims;
+  }
+
+  tokenClaims(verifier, token, audience) {
+    if (this.cacheSize === 0) return verifier.verifyToken(token, audience);
     const byToken = this.verified.get(audience);
     const entry = byToken?.get(token);
     // Read the set before verifying: if it is replaced meanwhile, the entry is filed
     // under the older set and never served again.
     const keys = verifier.keys;
     if (entry !== undefined && entry.keys === keys && verifier.clock() < entry.expiresAt) return entry.claims;
-    const claims = verifier.verify(token, audience);
+    const claims = verifier.verifyToken(token, audience);
     if (this.cached >= this.cacheSize) {
       this.verified.clear(); // refills with the tokens in use; memory stays bounded
       this.cached = 0;
@@ -119,7 +140,7 @@ export class Validator {
   /**
    * @param {object} options client | target (+ clientOptions), mode ('remote' | 'local'),
    *   issuer, maxStalenessMs, leewaySeconds, keyRefetchIntervalMs, localCacheSize,
-   *   follow ({heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs}), log
+   *   proofMaxAge (seconds, default 60), proofReplayCacheSize (default 100,000), follow ({heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs}), log
    */
   constructor({ client, target, clientOptions, mode = 'local', log = console, follow = {}, ...local } = {}) {
     if ((client === undefined) === (target === undefined)) throw new TypeError('give a client or a target, not both');
@@ -157,10 +178,12 @@ export class Validator {
     return true;
   }
 
-  /** The token's claims; rejects with InvalidToken or Unavailable. */
-  async validate(token, audience) {
-    if (this.local === null) return this.remote(token, audience);
-    let step = this.local.decide(token, audience);
+  /** The token's claims; rejects with InvalidToken (InvalidProof for a proof refused
+   * here) or Unavailable. `proof` ({proof, httpMethod, httpUri}): the DPoP proof that came
+   * with the token and the request it came with; a bound token needs one. */
+  async validate(token, audience, proof) {
+    if (this.local === null) return this.remote(token, audience, proof);
+    let step = this.local.decide(token, audience, proof);
     if (step === REFETCH_KEYS) {
       try {
         await this.local.keys.replace(await this.client.getSigningKeys());
@@ -168,21 +191,21 @@ export class Validator {
         if (error instanceof AuthorityError) throw unavailable(error, this.log);
         throw error;
       }
-      step = this.local.afterRefetch(token, audience);
+      step = this.local.afterRefetch(token, audience, proof);
     }
-    if (step === ASK_AUTHORITY) return this.local.answer(await this.ask(token, audience));
+    if (step === ASK_AUTHORITY) return this.local.answer(await this.ask(token, audience, proof));
     return step;
   }
 
-  async remote(token, audience) {
-    const validation = await this.ask(token, audience);
+  async remote(token, audience, proof) {
+    const validation = await this.ask(token, audience, proof);
     if (!validation.valid) throw refused(validation);
     return validation.claims;
   }
 
-  async ask(token, audience) {
+  async ask(token, audience, proof) {
     try {
-      return await this.client.validateToken(token, audience);
+      return await this.client.validateToken(token, audience, proof === undefined ? {} : { proof });
     } catch (error) {
       // Only an empty token is INVALID_ARGUMENT to ValidateToken.
       if (error instanceof InvalidArgument) throw new InvalidToken(InvalidReason.MALFORMED);

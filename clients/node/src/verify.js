@@ -9,16 +9,25 @@
 //    token pick its own key or add rules.
 // 3. Key (UNKNOWN_KEY): kid names a key of the set.
 // 4. Algorithm (BAD_SIGNATURE): alg is the key's; the key decides, never the header.
-// 5. Claims (MALFORMED): exact types; no NUL in identifiers; no lone surrogate; no `cnf`.
+// 5. Claims (MALFORMED): exact types; no NUL in identifiers; no lone surrogate; `cnf`
+//    only as {"jkt": <43 characters of base64url>}.
 // 6. Signature (BAD_SIGNATURE); ES256 low-S only.
 // 7. Time (EXPIRED, NOT_YET_VALID) with the leeway; 8. issuer; 9. audience, exactly.
-// Revocation is the caller's to check, against its mirror.
+// 10. Binding (checkBinding): a token bound to a device key (cnf.jkt) needs a proof by that
+//    key (PROOF_REQUIRED without one, BAD_PROOF for a bad one, proof.js); a proof with an
+//    unbound token is BAD_PROOF too. No downgrade: a bound token is never a bearer token.
+// Revocation is the caller's to check, against its mirror, after all of these.
 
-import { KeyObject, constants, verify as cryptoVerify } from 'node:crypto';
+import { KeyObject, constants } from 'node:crypto';
 import { importJWK } from 'jose';
 
 import { JsonError, parseObject } from './json.js';
+import { JwsFormError, decodeCompact, isCanonicalBase64url, safeVerify } from './jws.js';
+import { InvalidProof, InvalidToken } from './invalid.js';
+import { ProofChecker } from './proof.js';
 import { InvalidReason } from './reasons.js';
+
+export { InvalidProof, InvalidToken };
 
 export const MAX_TOKEN_BYTES = 8 * 1024;
 export const ACCESS_TOKEN_TYPE = 'at+jwt';
@@ -30,29 +39,10 @@ export const RESERVED_CLAIMS = new Set([
 export const FORBIDDEN_HEADERS = Object.freeze(['jku', 'x5u', 'jwk', 'x5c', 'x5t', 'x5t#S256', 'crit']);
 // The latest second a protobuf Timestamp holds (9999-12-31T23:59:59Z).
 const MAX_TIME = 253_402_300_799;
-const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
-// The last character of a segment whose length % 4 is 2 or 3 carries 4 or 2 unused bits,
-// which must be zero: otherwise several strings decode to the same bytes.
-const CANONICAL_LAST = [null, null, new Set('AQgw'), new Set('AEIMQUYcgkosw048')];
-const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551n;
 const P256_HALF_ORDER = P256_ORDER >> 1n;
 const STRING_CLAIMS = ['sub', 'sid', 'device_id', 'jti', 'iss'];
 const TIME_CLAIMS = ['exp', 'iat', 'nbf'];
-
-/** A token failed verification; `reason` names the step. The message never quotes the token. */
-export class InvalidToken extends Error {
-  /** For REVOKED, when known: the cause's name, and for a replacement the device that
-   * signed in (its name only from ValidateToken: the stream carries the id alone). */
-  constructor(reason, { cause, replacedByDeviceId = '', replacedByDeviceName = '' } = {}) {
-    super(reason);
-    this.name = 'InvalidToken';
-    this.reason = reason;
-    if (cause !== undefined) this.revocationCause = cause;
-    this.replacedByDeviceId = replacedByDeviceId;
-    this.replacedByDeviceName = replacedByDeviceName;
-  }
-}
 
 const malformed = () => new InvalidToken(InvalidReason.MALFORMED);
 
@@ -85,13 +75,6 @@ const VERIFIERS = {
   },
 };
 
-function safeVerify(digest, data, key, signature) {
-  try {
-    return cryptoVerify(digest, data, key, signature);
-  } catch {
-    return false; // a signature OpenSSL cannot even parse verifies nothing
-  }
-}
 
 // Key types, curves and algorithms a JWK Set may hold; others are skipped, not refused.
 const JWK_KINDS = new Set(['OKP/Ed25519/EdDSA', 'EC/P-256/ES256', 'RSA//RS256']);
@@ -157,37 +140,35 @@ async function fromJwk(jwk) {
   return new VerificationKey(jwk.kid, jwk.alg, keyObject);
 }
 
-function segment(token, start, end) {
-  const size = end - start;
-  const rest = size % 4;
-  if (rest === 1 || (rest > 1 && !CANONICAL_LAST[rest].has(token[end - 1]))) throw malformed();
-  return Buffer.from(token.slice(start, end), 'base64url');
-}
-
-function jsonObject(bytes) {
-  try {
-    return parseObject(UTF8.decode(bytes));
-  } catch {
-    throw malformed(); // bad UTF-8 (a TypeError) or bad JSON: no detail reaches the caller
-  }
-}
-
 /** Verifies access tokens against a key set; see the steps at the top of this file. */
 export class TokenVerifier {
   /**
    * @param {KeySet} keys assign `verifier.keys` to rotate, even while others verify
-   * @param {{issuer: string, leeway?: number, clock?: () => number}} options
-   *   leeway in seconds; clock in seconds since the epoch
+   * @param {{issuer: string, leeway?: number, clock?: () => number, proofs?: ProofChecker}} options
+   *   leeway in seconds; clock in seconds since the epoch; proofs the checker of proofs
+   *   (and its replay cache), by default one of its own on the same clock
    */
-  constructor(keys, { issuer, leeway = 30, clock = () => Date.now() / 1000 }) {
+  constructor(keys, { issuer, leeway = 30, clock = () => Date.now() / 1000, proofs }) {
     this.keys = keys;
     this.issuer = issuer;
     this.leeway = leeway;
     this.clock = clock;
+    this.proofs = proofs ?? new ProofChecker({ clock });
   }
 
-  /** The claims of a valid token for `audience`, or throws InvalidToken. Revocation is the caller's. */
-  verify(token, audience) {
+  /** The claims of a valid token for `audience`, with `proof` ({proof, httpMethod,
+   * httpUri}: the DPoP proof and the request it came with) for a bound token; throws
+   * InvalidToken (InvalidProof for a bad proof). Revocation is the caller's. */
+  verify(token, audience, proof) {
+    const claims = this.verifyToken(token, audience);
+    this.checkBinding(claims, token, proof);
+    return claims;
+  }
+
+  /** Steps 1 to 9, without the binding: the claims of a token that says what it is for.
+   * Only for callers that then call checkBinding (a cache of verified tokens does, on every
+   * hit: a proof is good once). */
+  verifyToken(token, audience) {
     const payload = this.signedPayload(token);
     const now = this.clock();
     if (payload.exp <= now - this.leeway) throw new InvalidToken(InvalidReason.EXPIRED);
@@ -199,16 +180,29 @@ export class TokenVerifier {
     return claimsOf(payload);
   }
 
+  /** Step 10: a bound token (claims.keyThumbprint) needs a good proof by its key, whose
+   * ath is the hash of `token` (PROOF_REQUIRED without one); a proof with an unbound
+   * token is BAD_PROOF ("unbound"). Throws InvalidToken or InvalidProof. */
+  checkBinding(claims, token, proof) {
+    if (claims.keyThumbprint !== '') {
+      if (proof === undefined || proof === null) throw new InvalidToken(InvalidReason.PROOF_REQUIRED);
+      this.proofs.check(proof, { accessToken: token, keyThumbprint: claims.keyThumbprint });
+    } else if (proof !== undefined && proof !== null) {
+      throw new InvalidProof('unbound');
+    }
+  }
+
   /** Steps 1 to 6: the payload of a well-formed token with a good signature. */
   signedPayload(token) {
-    if (typeof token !== 'string' || token.length > MAX_TOKEN_BYTES || !COMPACT_JWS.test(token)) throw malformed();
-    const first = token.indexOf('.');
-    const second = token.indexOf('.', first + 1);
-    const headerBytes = segment(token, 0, first);
-    const payloadBytes = segment(token, first + 1, second);
-    const signature = segment(token, second + 1, token.length);
-    const header = jsonObject(headerBytes).value;
-    const parsed = jsonObject(payloadBytes);
+    if (typeof token !== 'string' || token.length > MAX_TOKEN_BYTES) throw malformed();
+    let jws;
+    try {
+      jws = decodeCompact(token);
+    } catch (error) {
+      if (error instanceof JwsFormError) throw malformed();
+      throw error;
+    }
+    const { header, payload: parsed, payloadBytes, signature, signingInput } = jws;
     const payload = parsed.value;
 
     const { kid, alg } = header;
@@ -220,9 +214,7 @@ export class TokenVerifier {
     if (key === undefined) throw new InvalidToken(InvalidReason.UNKNOWN_KEY);
     if (alg !== key.algorithm) throw new InvalidToken(InvalidReason.BAD_SIGNATURE);
     checkClaims(payload, parsed, payloadBytes);
-    if (!key.verify(Buffer.from(token.slice(0, second), 'latin1'), signature)) {
-      throw new InvalidToken(InvalidReason.BAD_SIGNATURE);
-    }
+    if (!key.verify(signingInput, signature)) throw new InvalidToken(InvalidReason.BAD_SIGNATURE);
     return payload;
   }
 }
@@ -241,9 +233,9 @@ function checkClaims(payload, parsed, payloadBytes) {
   // RFC 7519 lets aud be a string or a list; anything else is no audience at all.
   const aud = payload.aud;
   if (typeof aud !== 'string' && !Array.isArray(aud)) throw malformed();
-  // A device-bound token is only good with a proof of its key, and nothing here checks
-  // proofs yet: refused outright rather than accepted without one (no downgrade).
-  if (Object.hasOwn(payload, 'cnf')) throw malformed();
+  // A device-bound token names its key by thumbprint, and only so: a cnf this verifier
+  // cannot hold a proof against (x5t#S256, jwk, extra members) is no token of ours.
+  if (Object.hasOwn(payload, 'cnf') && !isKeyConfirmation(payload.cnf)) throw malformed();
   // NUL and surrogates can only be written as \u escapes, so most tokens skip this.
   if (payloadBytes.includes(BACKSLASH_U)) {
     if (STRING_CLAIMS.some((name) => payload[name].includes('\0'))
@@ -253,6 +245,14 @@ function checkClaims(payload, parsed, payloadBytes) {
       throw malformed();
     }
   }
+}
+
+/** {"jkt": <a SHA-256 thumbprint in canonical base64url>}, and nothing else. */
+function isKeyConfirmation(cnf) {
+  if (cnf === null || typeof cnf !== 'object' || Array.isArray(cnf)) return false;
+  const names = Object.keys(cnf);
+  return names.length === 1 && names[0] === 'jkt' && typeof cnf.jkt === 'string' && cnf.jkt.length === 43
+    && isCanonicalBase64url(cnf.jkt);
 }
 
 /** What an access token says, once verified; the same shape as a remote answer's claims. */
@@ -272,6 +272,8 @@ function claimsOf(payload) {
     audience: payload.aud,
     issuedAt: new Date(payload.iat * 1000),
     expiresAt: new Date(payload.exp * 1000),
+    /** The RFC 7638 thumbprint of the device key the token is bound to; '' for a bearer token. */
+    keyThumbprint: payload.cnf?.jkt ?? '',
     extra,
   };
 }

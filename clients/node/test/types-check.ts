@@ -3,8 +3,8 @@ import * as grpc from '@grpc/grpc-js';
 import express from 'express';
 
 import {
-  AuthorityClient, InvalidToken, KeySet, REASON_TEXTS, SessionLimitReached, TokenVerifier, Validator,
-  authInterceptor, claimsOf, requireToken, type AccessClaims, type Reason,
+  AuthorityClient, InvalidProof, InvalidToken, KeySet, ProofChecker, REASON_TEXTS, SessionLimitReached, TokenVerifier, Validator,
+  authInterceptor, claimsOf, grpcProofUri, normalizeUri, requireToken, type AccessClaims, type Proof, type ProofCheck, type Reason,
 } from '@token-authority/client';
 
 export async function usage(): Promise<void> {
@@ -32,4 +32,25 @@ export async function usage(): Promise<void> {
   server.addService({}, {});
   const claims = claimsOf({ metadata: new grpc.Metadata() });
   void [when, ended, claims];
+
+  // Device-bound tokens: proofs through the client, the verifier, the validator and the gates.
+  const proof: Proof = { proof: 'p', httpMethod: 'POST', httpUri: 'https://login.example.com/sign-in' };
+  const bound = await client.issueToken('alice', 'phone', { proof });
+  const type: string = bound.tokenType;
+  await client.refreshToken(bound.refreshToken, { proof });
+  await client.validateToken(bound.accessToken, 'api', { proof, timeoutMs: 500 });
+  const checker = new ProofChecker({ maxAge: 30, replayCacheSize: 1000 });
+  const boundVerifier = new TokenVerifier(await KeySet.fromJwks('{}'), { issuer: 'token-authority', proofs: checker });
+  try {
+    const thumbprint: string = boundVerifier.verify('t', 'api', proof).keyThumbprint;
+    void [thumbprint, checker.check(proof, { accessToken: 't', keyThumbprint: thumbprint }), checker.replayCacheEntries];
+  } catch (error) {
+    if (error instanceof InvalidProof) { const check: ProofCheck = error.check; void check; }
+  }
+  await new Validator({ client, mode: 'local', proofMaxAge: 30, proofReplayCacheSize: 10 }).validate('t', 'api', proof);
+  void [type, normalizeUri('https://a/'), grpcProofUri('a', '/s.S/M')];
+  app.get('/dpop', requireToken({ client, audience: 'api', externalOrigin: 'https://api.example.com' }), (req, res) => {
+    res.json({ key: req.auth?.keyThumbprint });
+  });
+  void authInterceptor({ client, audience: 'api', externalAuthority: 'orders.example.com' });
 }

@@ -1,13 +1,15 @@
 // The shared conformance corpus (tests/vectors/tokens.json, generated from the Python
 // attack catalogue): the Node verifier reaches every outcome the authority and the Python
-// verifier reach, and ships the same table of texts.
+// verifier reach, and ships the same table of texts; its proof checker fails the corpus's
+// DPoP proofs at the same check, and normalises its URIs to the same forms.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import {
-  CAUSE_TEXTS, InvalidToken, KeySet, MISSING_TEXT, REASON_TEXTS, REPLACED_BY_DEVICE_TEXT, RevocationCause,
-  TokenVerifier, describe, reasonText, refusalText, signedOutText,
+  CAUSE_TEXTS, DEFAULT_REPLAY_CACHE_SIZE, InvalidProof, InvalidReason, InvalidToken, KeySet, MISSING_TEXT, ProofChecker,
+  REASON_TEXTS, REPLACED_BY_DEVICE_TEXT, RevocationCause, TokenVerifier, describe, normalizeUri, reasonText, refusalText,
+  signedOutText,
 } from '../src/index.js';
 
 const corpus = JSON.parse(readFileSync(new URL('../../../tests/vectors/tokens.json', import.meta.url), 'utf8'));
@@ -57,5 +59,56 @@ test('the cause texts and how they compose are those of the one table', () => {
   }
   for (const shown of corpus.signed_out) {
     assert.equal(signedOutText(shown.cause ?? undefined, shown.device_name), shown.text, JSON.stringify(shown));
+  }
+});
+
+test('the Node verifier and proof checker reach every outcome and check of the corpus\'s proof cases', async () => {
+  const keys = {};
+  for (const [algorithm, jwks] of Object.entries(corpus.jwks)) keys[algorithm] = await KeySet.fromJwks(jwks);
+  const clock = () => corpus.now;
+  const outcomes = {};
+  const expected = {};
+  for (const c of corpus.proof_cases) {
+    // One fresh verifier per case: a replay meets the memory of the presentations before it.
+    const proofs = new ProofChecker({ maxAge: corpus.proof_max_age, replayCacheSize: c.replay_cache_size ?? DEFAULT_REPLAY_CACHE_SIZE, clock });
+    const verifier = new TokenVerifier(keys[c.algorithm], { issuer: corpus.issuer, leeway: corpus.leeway, clock, proofs });
+    c.presentations.forEach((shown, i) => {
+      const name = `${c.name} #${i}`;
+      expected[name] = [shown.expected, shown.check];
+      const proof = shown.proof === null ? undefined : { proof: shown.proof, httpMethod: shown.http_method, httpUri: shown.http_uri };
+      try {
+        verifier.verify(c.token, c.audience, proof);
+        outcomes[name] = ['VALID', null];
+      } catch (error) {
+        if (!(error instanceof InvalidToken)) throw error;
+        outcomes[name] = [error.reason, error instanceof InvalidProof ? error.check : null];
+        // Never the proof or the token in what is thrown.
+        assert.ok(!error.message.includes(c.token) && (!shown.proof || !error.message.includes(shown.proof)), name);
+      }
+      if (shown.expected !== 'VALID') assert.equal(reasonText(shown.expected), shown.text, name);
+    });
+  }
+  assert.deepEqual(outcomes, expected);
+  assert.ok(corpus.proof_cases.length >= 90);
+  // Every check the corpus names is reached, and both proof reasons.
+  const reached = new Set(Object.values(outcomes).map(([reason, check]) => check ?? reason));
+  for (const name of ['size', 'form', 'typ', 'alg', 'jwk', 'signature', 'jti', 'htm', 'htu', 'iat', 'ath', 'key', 'replayed',
+    'replay-cache-full', 'unbound', InvalidReason.PROOF_REQUIRED, 'VALID']) {
+    assert.ok(reached.has(name), name);
+  }
+});
+
+test('URIs normalise to the corpus\'s forms, as both sides of htu are compared', () => {
+  assert.ok(corpus.uris.length > 20);
+  for (const { uri, normalized } of corpus.uris) {
+    let got;
+    try {
+      got = normalizeUri(uri);
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error;
+      got = null;
+    }
+    assert.equal(got, normalized, uri);
+    if (got !== null) assert.equal(normalizeUri(got), got, `normalising is idempotent: ${uri}`);
   }
 });

@@ -44,6 +44,8 @@ export interface AccessClaims {
   audience: string;
   issuedAt: Date;
   expiresAt: Date;
+  /** The RFC 7638 thumbprint (cnf.jkt) of the device key the token is bound to; '' for a bearer token. */
+  keyThumbprint: string;
   /** Claims the login service added at sign-in. */
   extra: Record<string, unknown>;
 }
@@ -60,6 +62,57 @@ export declare class InvalidToken extends Error {
   readonly replacedByDeviceName: string;
 }
 
+/** Which check of a proof failed (the same names as the Python package's InvalidProof.check). */
+export type ProofCheck =
+  | 'size' | 'form' | 'typ' | 'alg' | 'jwk' | 'signature' | 'jti' | 'htm' | 'htu' | 'iat' | 'ath' | 'key'
+  | 'replayed' | 'replay-cache-full' | 'unbound';
+
+/** A proof of possession failed a check: always BAD_PROOF. Never quotes the proof or the token. */
+export declare class InvalidProof extends InvalidToken {
+  constructor(check: ProofCheck);
+  readonly reason: 'BAD_PROOF';
+  readonly check: ProofCheck;
+}
+
+/** A DPoP proof exactly as sent, and the request it came with (the proto's ProofOfPossession). */
+export interface Proof {
+  proof: string;
+  /** The request's method ('GET'; 'POST' for gRPC). */
+  httpMethod: string;
+  /** The request's URI as the client addressed it; query and fragment are ignored. */
+  httpUri: string;
+}
+
+export declare const PROOF_TYPE: 'dpop+jwt';
+export declare const MAX_PROOF_BYTES: number;
+/** The allow-list of proof algorithms. */
+export declare const PROOF_ALGORITHMS: readonly ['EdDSA', 'ES256', 'RS256'];
+/** Seconds a proof's iat may be from now, either way (60). */
+export declare const DEFAULT_MAX_AGE: number;
+export declare const DEFAULT_REPLAY_CACHE_SIZE: number;
+export declare const DPOP_SCHEME: 'DPoP';
+export declare const DPOP_HEADER: 'dpop';
+
+/** Checks DPoP proofs against their requests and keeps the replay cache (bounded by the
+ * window and by replayCacheSize; full, it refuses proofs rather than forget early). */
+export declare class ProofChecker {
+  constructor(options?: { maxAge?: number; replayCacheSize?: number; clock?: () => number });
+  readonly maxAge: number;
+  readonly replayCacheSize: number;
+  readonly replayCacheEntries: number;
+  /** The RFC 7638 thumbprint of the proof's key; throws InvalidProof. */
+  check(proof: Proof, options?: { accessToken?: string | null; keyThumbprint?: string | null }): string;
+}
+
+/** The RFC 7638 thumbprint (SHA-256, base64url) of a public OKP, EC or RSA JWK. */
+export declare function jwkThumbprint(jwk: Record<string, unknown>): string;
+/** base64url(SHA-256(token)): a proof's ath for the token. */
+export declare function accessTokenHash(token: string): string;
+/** A URI as a proof's htu is compared (RFC 9449 4.3, RFC 3986 6); TypeError unless absolute http(s). */
+export declare function normalizeUri(uri: string): string;
+/** `https://<authority>/<pkg.Service>/<Method>` for grpc's "/pkg.Service/Method". */
+export declare function grpcProofUri(authority: string, method: string): string;
+
 /** An immutable set of public verification keys, by kid. */
 export declare class KeySet {
   /** The keys of a JWK Set; keys of other kinds are skipped; rejects for a malformed set. */
@@ -70,10 +123,15 @@ export declare class KeySet {
 
 /** Verifies access tokens as strictly as the Python TokenVerifier (no revocation check). */
 export declare class TokenVerifier {
-  constructor(keys: KeySet, options: { issuer: string; leeway?: number; clock?: () => number });
+  constructor(keys: KeySet, options: { issuer: string; leeway?: number; clock?: () => number; proofs?: ProofChecker });
   keys: KeySet;
-  /** The claims of a valid token for `audience`; throws InvalidToken. */
-  verify(token: string, audience: string): AccessClaims;
+  readonly proofs: ProofChecker;
+  /** The claims of a valid token for `audience` (a bound one needs `proof`); throws InvalidToken or InvalidProof. */
+  verify(token: string, audience: string, proof?: Proof | null): AccessClaims;
+  /** The token's own checks, without its binding: only for callers that then call checkBinding. */
+  verifyToken(token: string, audience: string): AccessClaims;
+  /** PROOF_REQUIRED for a bound token without a proof; the proof checked for one with; BAD_PROOF for a proof with an unbound token. */
+  checkBinding(claims: AccessClaims, token: string, proof?: Proof | null): void;
 }
 
 /** A call to the token authority failed; `code` is the gRPC status code. */
@@ -101,6 +159,8 @@ export interface IssuedToken {
   expiresAt: Date;
   refreshExpiresAt: Date;
   replacedSessionIds: string[];
+  /** 'DPoP' when bound to the sign-in proof's key (send `Authorization: DPoP` with a proof), else 'Bearer'. */
+  tokenType: string;
 }
 
 export interface Session {
@@ -162,11 +222,14 @@ export declare class AuthorityClient {
   issueToken(subject: string, deviceId: string, options?: CallOptions & {
     policy?: 'DEFAULT' | 'REPLACE' | 'REJECT'; audience?: string; claims?: Record<string, JsonValue>; ttlMs?: number;
     deviceClass?: string; deviceName?: string;
+    /** The device's proof (for the sign-in request): binds the session to its key. */
+    proof?: Proof;
   }): Promise<IssuedToken>;
-  validateToken(token: string, audience?: string, options?: CallOptions): Promise<Validation>;
+  validateToken(token: string, audience?: string, options?: CallOptions & { proof?: Proof }): Promise<Validation>;
   revokeToken(target: CallOptions & { reason?: string } & (
     { token: string } | { sessionId: string } | { subject: string })): Promise<number>;
-  refreshToken(refreshToken: string, options?: CallOptions): Promise<IssuedToken>;
+  /** A bound session needs `proof` by its key. */
+  refreshToken(refreshToken: string, options?: CallOptions & { proof?: Proof }): Promise<IssuedToken>;
   listSessions(subject: string, options?: CallOptions): Promise<Session[]>;
   getSigningKeys(options?: CallOptions): Promise<string>;
   /** `epoch`: the one `afterSequence` came from; a position of another epoch fails with OUT_OF_RANGE. */
@@ -218,6 +281,10 @@ export interface ValidatorOptions {
   keyRefetchIntervalMs?: number;
   /** Tokens remembered once verified in full (0: verify every call in full). */
   localCacheSize?: number;
+  /** Local mode: seconds a proof's iat may be from now (default 60). */
+  proofMaxAge?: number;
+  /** Local mode: the (key, jti) pairs the replay cache holds at most (default 100,000). */
+  proofReplayCacheSize?: number;
   follow?: FollowOptions;
   log?: Log;
 }
@@ -227,8 +294,10 @@ export declare class LocalVerification {
   constructor(options?: Omit<ValidatorOptions, 'client' | 'target' | 'clientOptions' | 'mode' | 'follow'>);
   readonly mirror: RevocationMirror;
   readonly keys: { verifier: TokenVerifier | null; replace(jwksJson: string): Promise<boolean> };
+  /** This consumer's proof checker and its replay cache. */
+  readonly proofs: ProofChecker;
   /** The claims, or a symbol saying the authority must be asked; throws InvalidToken. */
-  decide(token: string, audience: string): AccessClaims | symbol;
+  decide(token: string, audience: string, proof?: Proof): AccessClaims | symbol;
 }
 
 /** Validates tokens in remote or local mode; rejects with InvalidToken or Unavailable. */
@@ -239,12 +308,15 @@ export declare class Validator {
   readonly local: LocalVerification | null;
   start(): Promise<this>;
   waitUntilFresh(timeoutMs: number): Promise<boolean>;
-  validate(token: string, audience: string): Promise<AccessClaims>;
+  /** A bound token needs `proof`, the DPoP proof that came with it and its request. */
+  validate(token: string, audience: string, proof?: Proof): Promise<AccessClaims>;
   close(): Promise<void>;
 }
 
 export declare const MISSING: 'MISSING';
 export declare function bearerToken(header: string | undefined): string | undefined;
+/** The scheme and token of an Authorization value (Bearer or DPoP, case-insensitive), or undefined. */
+export declare function presentedToken(header: string | undefined): { scheme: 'Bearer' | 'DPoP'; token: string } | undefined;
 /** The text of a refusal: MISSING_TEXT, or refusalText(reason, cause, deviceName). */
 export declare function describe(reason: Reason | 'MISSING', cause?: Cause, deviceName?: string): string;
 
@@ -261,11 +333,14 @@ export interface TokenMiddleware extends RequestHandler {
   close(): Promise<void>;
 }
 
-/** Express middleware: 401 per RFC 6750 for a missing or bad token, 503 when stale; claims in req.auth. */
+/** Express middleware: 401 per RFC 6750 for a missing or bad token (the DPoP challenge of RFC
+ * 9449 for a DPoP token or a proof), 503 when stale; claims in req.auth. */
 export declare function requireToken(options: GateOptions & {
   publicPaths?: Array<string | RegExp>;
   realm?: string;
   retryAfterSeconds?: number;
+  /** The scheme and host clients address ('https://api.example.com'), for proofs' htu behind a proxy. */
+  externalOrigin?: string;
 }): TokenMiddleware;
 
 declare global {
@@ -291,6 +366,8 @@ export interface AuthInterceptor extends grpc.ServerInterceptor {
 export declare function authInterceptor(options: GateOptions & {
   audiences?: Record<string, string>;
   publicMethods?: string[];
+  /** The authority clients address, for proofs' htu (default: each call's :authority). */
+  externalAuthority?: string;
 }): AuthInterceptor;
 
 /** The claims of the token that let this call in (undefined for a public method). */

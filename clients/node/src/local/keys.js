@@ -9,7 +9,7 @@ import { KeySet, TokenVerifier } from '../verify.js';
 
 /** The verifier and the key set in it, replaced as the authority announces new ones. */
 export class SigningKeys {
-  constructor({ issuer, leewaySeconds = 30, refetchIntervalMs = 1000, clock, log = console }) {
+  constructor({ issuer, leewaySeconds = 30, refetchIntervalMs = 1000, clock, log = console, proofs }) {
     /** null until the first key set arrives. */
     this.verifier = null;
     this.issuer = issuer;
@@ -17,6 +17,7 @@ export class SigningKeys {
     this.refetchIntervalMs = refetchIntervalMs;
     this.clock = clock;
     this.log = log;
+    this.proofs = proofs;
     this.lastRefetch = null;
     this.jwksJson = '';
     this.generation = 0;
@@ -39,6 +40,7 @@ export class SigningKeys {
     if (this.verifier === null) {
       const options = { issuer: this.issuer, leeway: this.leewaySeconds };
       if (this.clock !== undefined) options.clock = this.clock;
+      if (this.proofs !== undefined) options.proofs = this.proofs;
       this.verifier = new TokenVerifier(keys, options);
     } else {
       this.verifier.keys = keys;

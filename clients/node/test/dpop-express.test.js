@@ -1,0 +1,192 @@
+// requireToken and device-bound tokens (RFC 9449) through real HTTP requests to a real
+// Express app, in both modes, against a real `authority serve` that binds sessions to the
+// key of a sign-in's proof: `Authorization: DPoP` with exactly one DPoP header, checked
+// against the request's method and URL; each bad proof refused with the DPoP challenge;
+// a stolen token (and refresh token) useless with another key while the device goes on.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { request as httpRequest } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+
+import express from 'express';
+import { SignJWT } from 'jose';
+
+import { AuthorityClient, MAX_PROOF_BYTES, REASON_TEXTS, RefreshRejected, requireToken } from '../src/index.js';
+import { Authority, missingAuthority, quietLog } from './support/authority.js';
+import { Device, REFRESH_URI, signInBound, unsigned } from './support/dpop.js';
+
+const skip = missingAuthority();
+const DPOP_ALGS = 'DPoP algs="EdDSA ES256 RS256"';
+let authority;
+let client;
+before(async () => {
+  if (skip) return;
+  authority = await new Authority().start();
+  client = new AuthorityClient(authority.target);
+});
+after(async () => {
+  client?.close();
+  await authority?.close();
+});
+
+async function serve(mode, options = {}) {
+  const auth = requireToken({
+    target: authority.target, mode, audience: 'api', log: quietLog(), follow: { heartbeatIntervalMs: 100 }, ...options,
+  });
+  await auth.ready;
+  if (mode === 'local') assert.ok(await auth.validator.waitUntilFresh(10_000));
+  const app = express();
+  app.all('/me', auth, (req, res) => res.json({ subject: req.auth.subject, keyThumbprint: req.auth.keyThumbprint }));
+  const server = app.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const origin = `http://127.0.0.1:${server.address().port}`;
+  return { origin, url: `${origin}/me`, close: async () => { server.close(); await auth.close(); } };
+}
+
+/** One request with exactly the headers given (an array value: one header line each). */
+function send(url, { method = 'GET', path, headers = {} } = {}) {
+  const target = new URL(url);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: target.hostname, port: target.port, path: path ?? target.pathname, method, headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => { body += chunk; });
+      res.on('end', () => resolve({ status: res.statusCode, challenge: res.headers['www-authenticate'], body, json: () => JSON.parse(body) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const dpop = (token, proof) => ({ authorization: `DPoP ${token}`, ...(proof === undefined ? {} : { dpop: proof }) });
+
+function assertRefused(response, reason, secrets = []) {
+  assert.equal(response.status, 401, response.body);
+  const error = reason === 'BAD_PROOF' ? 'invalid_dpop_proof' : 'invalid_token';
+  assert.equal(response.challenge, `${DPOP_ALGS}, error="${error}", error_description="${REASON_TEXTS[reason]}"`);
+  assert.deepEqual(response.json(), { error, error_description: REASON_TEXTS[reason] });
+  for (const secret of secrets) assert.ok(!response.body.includes(secret) && !response.challenge.includes(secret));
+}
+
+for (const mode of ['remote', 'local']) {
+  describe(`requireToken with device-bound tokens in ${mode} mode`, { skip }, () => {
+    let app;
+    let device;
+    let signedIn;
+    before(async () => {
+      app = await serve(mode);
+      device = await Device.generate();
+      signedIn = await signInBound(client, `node-dpop-express-${mode}-${Date.now()}`, 'laptop', device, { audience: 'api' });
+    });
+    after(async () => { await app?.close(); });
+
+    test('a bound token with a fresh proof of its key reaches the handler, with the key in req.auth', async () => {
+      const token = signedIn.accessToken;
+      for (const method of ['GET', 'POST']) {
+        const response = await send(app.url, { method, headers: dpop(token, await device.proof(method, app.url, { accessToken: token })) });
+        assert.equal(response.status, 200, response.body);
+        assert.equal(response.json().keyThumbprint, device.thumbprint);
+      }
+      // The query is not part of htu: a proof for /me is good for /me?page=2.
+      const response = await send(app.url, { path: '/me?page=2', headers: dpop(token, await device.proof('GET', app.url, { accessToken: token })) });
+      assert.equal(response.status, 200, response.body);
+    });
+
+    test('a bound token sent as Bearer, or as DPoP without a proof, is PROOF_REQUIRED with the DPoP challenge', async () => {
+      const token = signedIn.accessToken;
+      assertRefused(await send(app.url, { headers: { authorization: `Bearer ${token}` } }), 'PROOF_REQUIRED', [token]);
+      // A DPoP header does not rescue a Bearer token: the scheme is the promise.
+      const proof = await device.proof('GET', app.url, { accessToken: token });
+      assertRefused(await send(app.url, { headers: { authorization: `Bearer ${token}`, dpop: proof } }), 'PROOF_REQUIRED', [token, proof]);
+      assertRefused(await send(app.url, { headers: dpop(token) }), 'PROOF_REQUIRED', [token]);
+    });
+
+    test('two DPoP headers are BAD_PROOF, even when both are good proofs', async () => {
+      const token = signedIn.accessToken;
+      const proofs = [await device.proof('GET', app.url, { accessToken: token }), await device.proof('GET', app.url, { accessToken: token })];
+      assertRefused(await send(app.url, { headers: dpop(token, proofs) }), 'BAD_PROOF', [token, ...proofs]);
+      // Joined into one by a proxy: a compact JWS holds no comma.
+      assertRefused(await send(app.url, { headers: dpop(token, proofs.join(', ')) }), 'BAD_PROOF', [token]);
+      // Neither was spent: one of them alone still lets the request in.
+      assert.equal((await send(app.url, { headers: dpop(token, proofs[0]) })).status, 200);
+    });
+
+    test('every bad proof is BAD_PROOF (invalid_dpop_proof), never quoting the proof or the token', async () => {
+      const token = signedIn.accessToken;
+      const url = app.url;
+      const iat = Math.floor(Date.now() / 1000);
+      const jwk = device.jwk;
+      const thief = await Device.generate('ES256');
+      const bad = {
+        'a malformed proof': 'not.a-proof',
+        'a wrong typ': await device.proof('GET', url, { accessToken: token, header: { typ: 'JWT' } }),
+        'alg none': unsigned({ typ: 'dpop+jwt', alg: 'none', jwk }, { jti: 'n', htm: 'GET', htu: url, iat, ath: '' }),
+        'alg HS256': await new SignJWT({ jti: 'h', htm: 'GET', htu: url, iat }).setProtectedHeader({ typ: 'dpop+jwt', alg: 'HS256', jwk }).sign(Buffer.alloc(32, 1)),
+        'a jwk with the private member d': await device.proof('GET', url, { accessToken: token, header: { jwk: { ...jwk, d: jwk.x } } }),
+        'a wrong htm': await device.proof('PUT', url, { accessToken: token }),
+        'a wrong htu': await device.proof('GET', `${app.origin}/other`, { accessToken: token }),
+        'an htu on another host': await device.proof('GET', url.replace('127.0.0.1', 'localhost'), { accessToken: token }),
+        'a stale iat': await device.proof('GET', url, { accessToken: token, iat: iat - 600 }),
+        'a future iat': await device.proof('GET', url, { accessToken: token, iat: iat + 600 }),
+        'an ath mismatch': await device.proof('GET', url, { accessToken: `${token}x` }),
+        'no ath': await device.proof('GET', url),
+        'a proof by another key': await thief.proof('GET', url, { accessToken: token }),
+        'a proof over 8 KiB': await device.proof('GET', url, { accessToken: token, claims: { pad: 'p'.repeat(MAX_PROOF_BYTES) } }),
+      };
+      for (const [name, proof] of Object.entries(bad)) {
+        const response = await send(url, { headers: dpop(token, proof) });
+        assert.equal(response.status, 401, name);
+        assertRefused(response, 'BAD_PROOF', [token, proof]);
+      }
+      // A replayed jti: the same good proof twice.
+      const proof = await device.proof('GET', url, { accessToken: token });
+      assert.equal((await send(url, { headers: dpop(token, proof) })).status, 200);
+      assertRefused(await send(url, { headers: dpop(token, proof) }), 'BAD_PROOF', [token, proof]);
+    });
+
+    test('an unbound token with a proof is BAD_PROOF; as Bearer it keeps the Bearer challenge', async () => {
+      const bearer = await client.issueToken(`node-dpop-express-bearer-${mode}-${Date.now()}`, 'laptop', { audience: 'api' });
+      assert.equal(bearer.tokenType, 'Bearer');
+      const token = bearer.accessToken;
+      assertRefused(await send(app.url, { headers: dpop(token, await device.proof('GET', app.url, { accessToken: token })) }), 'BAD_PROOF', [token]);
+      assert.equal((await send(app.url, { headers: { authorization: `Bearer ${token}` } })).status, 200);
+      const wrong = await send(app.url, { headers: { authorization: `Bearer ${token}x` } });
+      assert.match(wrong.challenge, /^Bearer realm="token-authority", error="invalid_token"/);
+    });
+
+    test('a stolen token and refresh token are useless with another key, and the device goes on working', async () => {
+      const user = `node-dpop-stolen-${mode}-${Date.now()}`;
+      const phone = await Device.generate('ES256');
+      const attacker = await Device.generate();
+      const stolen = await signInBound(client, user, 'phone', phone, { audience: 'api' });
+      const token = stolen.accessToken;
+      // The attacker presents the copied tokens with proofs of its own key, every way it can.
+      assertRefused(await send(app.url, { headers: dpop(token, await attacker.proof('GET', app.url, { accessToken: token })) }), 'BAD_PROOF');
+      assertRefused(await send(app.url, { headers: { authorization: `Bearer ${token}` } }), 'PROOF_REQUIRED');
+      await assert.rejects(client.refreshToken(stolen.refreshToken, { proof: await attacker.proofFor('POST', REFRESH_URI) }), RefreshRejected);
+      await assert.rejects(client.refreshToken(stolen.refreshToken), RefreshRejected);
+      // The phone is not signed out by any of it: its token works, and so does its refresh.
+      const ok = await send(app.url, { headers: dpop(token, await phone.proof('GET', app.url, { accessToken: token })) });
+      assert.equal(ok.status, 200);
+      const renewed = await client.refreshToken(stolen.refreshToken, { proof: await phone.proofFor('POST', REFRESH_URI) });
+      assert.equal(renewed.tokenType, 'DPoP');
+      const next = renewed.accessToken;
+      assert.equal((await send(app.url, { headers: dpop(next, await phone.proof('GET', app.url, { accessToken: next })) })).status, 200);
+      assertRefused(await send(app.url, { headers: dpop(next, await attacker.proof('GET', app.url, { accessToken: next })) }), 'BAD_PROOF');
+    });
+  });
+}
+
+test('behind a proxy, externalOrigin names the URL clients address (htu)', { skip }, async () => {
+  const app = await serve('local', { externalOrigin: 'https://api.example.com/' });
+  try {
+    const device = await Device.generate();
+    const { accessToken: token } = await signInBound(client, `node-dpop-origin-${Date.now()}`, 'laptop', device, { audience: 'api' });
+    const external = await send(app.url, { headers: dpop(token, await device.proof('GET', 'https://api.example.com/me', { accessToken: token })) });
+    assert.equal(external.status, 200, external.body);
+    // The URL as the proxy reached the app is not the one the device signed.
+    assertRefused(await send(app.url, { headers: dpop(token, await device.proof('GET', app.url, { accessToken: token })) }), 'BAD_PROOF');
+  } finally {
+    await app.close();
+  }
+});
