@@ -330,3 +330,27 @@ def test_a_bad_worker_count_is_refused_naming_the_option(text: str) -> None:
 
     with pytest.raises(ConfigError, match="^workers: "):
         load_settings({"AUTHORITY_WORKERS": text})
+
+
+async def test_the_http_port_is_shared_by_the_workers_too(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'authority.db'}"
+    async with _serve(url, tmp_path, "--workers", "2", "--metrics-listen", "127.0.0.1:0",
+                      "--http-listen", "127.0.0.1:0") as served:
+        await served.workers(2)
+        ports = {int(match) for match in re.findall(r"HTTP endpoints on http://127\.0\.0\.1:(\d+)", "".join(served.lines))}
+        assert len(ports) == 1  # both workers on the one port the parent picked
+        async with httpx.AsyncClient(timeout=10) as http:
+            answer = await http.get(f"http://127.0.0.1:{ports.pop()}/healthz")
+        assert answer.json() == {"status": "SERVING"}
+
+
+def test_each_worker_gets_a_metrics_port_of_its_own() -> None:
+    from authority.api.workers import worker_settings
+
+    settings = load_settings({"AUTHORITY_WORKERS": "3", "AUTHORITY_METRICS_LISTEN": "9100"})
+    each = worker_settings(settings, "127.0.0.1:50051", "")
+    assert [s.metrics_listen for s in each] == ["127.0.0.1:9100", "127.0.0.1:9101", "127.0.0.1:9102"]
+    picked = worker_settings(load_settings({"AUTHORITY_WORKERS": "2", "AUTHORITY_METRICS_LISTEN": "127.0.0.1:0"}),
+                             "127.0.0.1:50051", "")
+    assert [s.metrics_listen for s in picked] == ["127.0.0.1:0", "127.0.0.1:0"]
+    assert {s.listen for s in each} == {"127.0.0.1:50051"}

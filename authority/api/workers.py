@@ -13,7 +13,9 @@ worker its connection reached, and each worker serves /metrics on a port of its 
 (``metrics_listen`` plus its index; port 0: one picked each), naming itself in
 ``authority_worker{worker, pid}``. Scrape every worker and sum.
 
-SIGTERM or SIGINT to the parent stops every worker gracefully (SIGTERM to each; one that
+The first worker starts alone (on a new database it creates the schema and the first key
+before the others open it), then the rest. SIGTERM or SIGINT to the parent stops every
+worker gracefully (SIGTERM to each; one that
 has not stopped after :data:`STOP_SECONDS` is killed). A worker that dies is started
 again after a pause that doubles with each failure in a row (:data:`FIRST_RESTART_SECONDS`
 up to :data:`LAST_RESTART_SECONDS`). A worker that dies before it ever served (a refused
