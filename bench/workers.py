@@ -155,7 +155,7 @@ async def measure(run: Run) -> list[Goal]:
     size = run.size
     database = run.workdir / "workers.db"
     url = f"sqlite+aiosqlite:///{database}"
-    start_workers(run, url, "workers-schema", 1).stop()  # the schema and a key, before either serves
+    # One after the other: the first creates the schema and a key, the second finds them.
     servers = {count: start_workers(run, url, f"workers-{count}", count) for count in (1, 2)}
     try:
         token = await _sign_in_all(servers[1].target, [("bench-workers", "laptop")])
