@@ -121,6 +121,9 @@ class Settings:
     session_limits: tuple[str, ...] = ()
     # How long the session event log keeps an event.
     session_events_retention: int = 30 * 24 * 3600
+    # `authority serve` runs this many processes on one port (authority/api/workers.py);
+    # "auto" is one per core. 1 serves from the process itself, as before workers existed.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         _check(self)
@@ -204,6 +207,8 @@ def _parse(field: dataclasses.Field[Any], text: str) -> Any:
     if field.type == "float":
         return parse_seconds(option, text)
     if field.type == "int":
+        if option == "workers" and text.strip().lower() == "auto":
+            return os.cpu_count() or 1
         if option in _DURATIONS:
             return parse_duration(option, text)
         try:
@@ -283,6 +288,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: str | N
 # is longer.
 MAX_DURATION_SECONDS = 3650 * 86400
 _SECOND_OPTIONS = ("max_staleness", "revocation_poll_interval", "refresh_token_reuse_grace")
+# More workers than this is a typo, not a machine: each holds its own pools and mirror.
+MAX_WORKERS = 64
 # A retry comes within seconds; a longer grace only widens what a stolen token can do.
 MAX_REUSE_GRACE_SECONDS = 60.0
 
@@ -325,6 +332,8 @@ def _check(s: Settings) -> None:
     for option in ("access_token_ttl", "max_access_token_ttl", "refresh_token_ttl", "purge_interval",
                    "purge_batch_size", "session_events_retention"):
         positive(option, getattr(s, option))
+    if not 1 <= s.workers <= MAX_WORKERS:
+        raise ConfigError("workers", f"must be between 1 and {MAX_WORKERS}, or auto (one per core)")
     if s.max_sessions_per_subject < 0:
         raise ConfigError("max_sessions_per_subject", "must not be negative (0: 1, or the sum of session_limits)")
     classes = [_class_limit(entry)[0] for entry in s.session_limits]

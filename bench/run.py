@@ -4,8 +4,9 @@ Order: the authority on PostgreSQL (health floor, ValidateToken warm and cold, a
 PyJWT decode), the baseline on the same database, the consumer package's local verifier
 in this process, how soon a revocation is seen by a second replica and by a local-mode
 consumer, the HTTP edge (ext_authz Check beside ValidateToken, HTTP through Envoy with and
-without the authority; bench/edge.py), sign-ins on PostgreSQL and SQLite, then growth with 0 and more live
-revocations on a database of its own. Each server runs in its own process, and load
+without the authority; bench/edge.py), sign-ins on PostgreSQL and SQLite, ValidateToken
+and SQLite sign-ins with ``--workers`` 1 and 2 beside the fsync ceiling (bench/workers.py),
+then growth with 0 and more live revocations on a database of its own. Each server runs in its own process, and load
 comes from ``workers`` more.
 """
 
@@ -36,7 +37,7 @@ from authority.config import Settings
 from authority.keys import load_keyring
 from authority.store import Store
 from authority.tokens import AccessClaims, TokenCodec
-from bench import consumer, edge, node, previous, snapshots, visibility
+from bench import consumer, edge, node, previous, snapshots, visibility, workers
 from bench.baseline import BaselineServer, create_revoked_table
 from bench.load import Outcome, Phase, merge, run_phase, stderr_progress
 from bench.memory import mirror_bytes
@@ -332,6 +333,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
         finally:
             sqlite.stop()
         goals.append(at_least("IssueToken (replacing a device) on PostgreSQL", pg_sign_ins.rate, 1000, "/s"))
+        goals += await workers.measure(run)
         if run.sign_in_baseline:
             goals += await _sign_in_comparison(run, databases)
         goals += await _growth(run, databases)

@@ -82,16 +82,18 @@ BENCH_KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 def start_authority(
     database_url: str, workdir: Path, name: str, log_level: str = "INFO", http: bool = False,
-    source: Path | None = None,
+    source: Path | None = None, env: dict[str, str] | None = None,
 ) -> ServedAuthority:
     """Starts ``authority serve`` on a free loopback port and waits until its health
     service answers SERVING (whatever the log level, which may hide the start-up lines);
     with ``http``, the HTTP endpoints too, on another free port.
 
     ``source``: run the server (and client package) from that source tree instead, an
-    earlier version exported by :func:`bench.previous.export`."""
+    earlier version exported by :func:`bench.previous.export`. ``env``: more ``AUTHORITY_*``
+    settings (``AUTHORITY_WORKERS``, say)."""
     log_path = workdir / f"{name}.log"
     paths = {} if source is None else {"PYTHONPATH": f"{source}{os.pathsep}{source / 'clients' / 'python'}"}
+    settings = env or {}
     env = {
         **os.environ,
         **paths,
@@ -99,6 +101,7 @@ def start_authority(
         "AUTHORITY_LOG_FORMAT": "json",
         # As in production: signing keys sealed under a key-encryption key.
         "AUTHORITY_KEY_ENCRYPTION_KEY": BENCH_KEY_ENCRYPTION_KEY,
+        **settings,
     }
     target = f"127.0.0.1:{_free_port()}"
     http_url = ""

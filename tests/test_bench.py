@@ -11,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import POSTGRES_URL, _require_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.timeout(330)  # the run itself may take its subprocess timeout, 300 s, on a busy machine
 async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path: Path) -> None:
     await _require_postgres()
     out = tmp_path / "report.json"
@@ -40,7 +43,9 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
                      "ext_authz Check warm (same token)", "ValidateToken warm, beside Check",
                      "HTTP GET through Envoy alone", "HTTP GET through Envoy + authority (ext_authz)",
                      "POST /introspect warm (same token), HTTP",
-                     "IssueToken replacing a device, PostgreSQL, this version"):
+                     "IssueToken replacing a device, PostgreSQL, this version",
+                     "ValidateToken warm, --workers 1", "ValidateToken warm, --workers 2",
+                     "IssueToken replacing a device, SQLite, --workers 2"):
         assert expected in names
     for name, phase in report["throughput"].items():
         assert phase["calls"] > 0 and phase["errors"] == 0, (name, phase)

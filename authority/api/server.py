@@ -5,6 +5,8 @@ Besides ``authority.v1.TokenAuthority`` the server carries Envoy's external auth
 (``envoy.service.auth.v3.Authorization``, :mod:`authority.api.ext_authz`), the standard
 health service (``grpc.health.v1``) and server reflection, so generic gRPC tools can talk to it.
 With ``http_listen`` set, the HTTP endpoints (:mod:`authority.http`) start and stop with it.
+Under ``serve --workers N`` every worker runs :func:`serve` with a :class:`WorkerRole`
+(see :mod:`authority.api.workers`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -20,6 +23,7 @@ import grpc
 from authority_client.v1 import authority_pb2, authority_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import Gauge
 
 from authority.api import ext_authz
 from authority.api.callers import prepare_transport
@@ -43,6 +47,18 @@ SERVICE_NAME = authority_pb2.DESCRIPTOR.services_by_name["TokenAuthority"].full_
 STOP_GRACE_SECONDS = 5.0
 # How often the health status is brought in line with the revocation view's freshness.
 HEALTH_CHECK_INTERVAL = 0.2
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerRole:
+    """How a worker of ``serve --workers`` serves: on ports it shares with the others
+    (SO_REUSEPORT), telling its parent when it is ready, and stopping when the parent is gone."""
+
+    index: int
+    # Called once the worker serves.
+    ready: Callable[[], None]
+    # A descriptor that becomes readable (end of file) once the parent has exited.
+    lifeline: int
 
 
 @dataclasses.dataclass
@@ -114,8 +130,14 @@ async def _stop_http(http: HttpListener | None) -> None:
         await http.stop()
 
 
-async def create_server(settings: Settings, clock: Callable[[], float] = time.time) -> AuthorityServer:
+async def create_server(
+    settings: Settings, clock: Callable[[], float] = time.time, worker: int | None = None
+) -> AuthorityServer:
     """Serves the authority on ``settings.listen`` (port 0 picks a free port).
+
+    ``worker`` (its index) makes this one of the workers of ``serve --workers``: the
+    gRPC and HTTP ports are shared with the other workers, the parent having checked and
+    reserved them, and the metrics name the worker and its pid.
 
     The port comes first: a busy one is refused before the database is touched, and
     while the store opens and the keys and revocations load, health answers NOT_SERVING
@@ -123,22 +145,25 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
     the authority's database pool and background purge, so this returns a handle whose
     ``stop()`` does both.
     """
-    refuse_taken_port(settings.listen)
+    if worker is None:
+        refuse_taken_port(settings.listen)
     transport = prepare_transport(settings)  # before the database: a bad TLS file stops us first
     logs.quiet_client_disconnects()
     metrics = Metrics()
+    if worker is not None:
+        name_worker(metrics, worker)
     metrics_http: MetricsHttpServer | None = None
     http: HttpListener | None = None
     background: list[asyncio.Task[None]] = []
     authority: Authority | None = None
     # Health and /healthz read it; set once the handle exists.
     handle: AuthorityServer | None = None
-    # SO_REUSEPORT off: a second server on a taken port must fail, not share it. The
-    # observer comes first so that it sees the status of everything inside it, caller
+    # SO_REUSEPORT off: a second server on a taken port must fail, not share it (workers
+    # share theirs on purpose, the parent having refused one already taken). The observer comes first so that it sees the status of everything inside it, caller
     # authentication next: a refused call reaches no other check and no handler.
     server = grpc.aio.server(
         interceptors=[RpcObserver(metrics), *transport.interceptors, RejectUndecodableRequests()],
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 0 if worker is None else 1)],
     )
     try:
         service = ServiceWhenReady()
@@ -173,7 +198,7 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
         if settings.http_listen:
             http = await HttpListener.start(
                 authority, transport.registry, metrics, lambda: handle is not None and handle.serving,
-                STOP_GRACE_SECONDS,
+                STOP_GRACE_SECONDS, reuse_port=worker is not None,
             )
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -190,27 +215,45 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
     return handle
 
 
-async def serve(settings: Settings) -> None:
-    """Runs the authority until SIGTERM or SIGINT, then stops gracefully."""
+def name_worker(metrics: Metrics, index: int) -> None:
+    """Adds ``authority_worker{worker, pid}`` to a worker's metrics: which of the workers
+    a scrape (each has a metrics port of its own) or a dashboard is looking at."""
+    Gauge(
+        "authority_worker", "This process is worker `worker` of `serve --workers`, process id `pid`.",
+        ["worker", "pid"], registry=metrics.registry,
+    ).labels(str(index), str(os.getpid())).set(1)
+
+
+async def serve(settings: Settings, worker: WorkerRole | None = None) -> None:
+    """Runs the authority until SIGTERM or SIGINT (for a worker: or until its parent is
+    gone), then stops gracefully."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    if worker is not None:
+        loop.add_reader(worker.lifeline, stopping.set)
     kek = settings.key_encryption_key_bytes()
     if kek is not None:
         logs.use_subject_key(kek)
-    running = await create_server(settings)
+    running = await create_server(settings, worker=None if worker is None else worker.index)
     host = settings.listen.rpartition(":")[0]
-    log.info("token authority listening on %s:%d (store: %s)", host, running.port, describe_store(settings.database_url))
+    who = "token authority" if worker is None else f"worker {worker.index} (pid {os.getpid()})"
+    log.info("%s listening on %s:%d (store: %s)", who, host, running.port, describe_store(settings.database_url))
     if running.metrics_http is not None:
-        log.info("metrics on http://%s:%d/metrics", host_of(settings.metrics_listen), running.metrics_http.port)
+        log.info("%smetrics on http://%s:%d/metrics", "" if worker is None else f"worker {worker.index} ",
+                 host_of(settings.metrics_listen), running.metrics_http.port)
     if running.http is not None:
         log.info("HTTP endpoints on %s://%s:%d", running.http.scheme, settings.http_listen.rpartition(":")[0],
                  running.http.port)
+    if worker is not None:
+        worker.ready()
     try:
         await stopping.wait()
         log.info("stopping: finishing in-flight calls")
     finally:
+        if worker is not None:
+            loop.remove_reader(worker.lifeline)
         await running.stop()
     log.info("stopped")
 

@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
             help="on PostgreSQL, store private signing keys unencrypted when no key-encryption key "
                  "is configured (AUTHORITY_ALLOW_PLAINTEXT_KEYS)",
         )
+        command.add_argument(
+            "--workers", help="processes serving the port, one core each: a number, or auto for one per core "
+                              "(AUTHORITY_WORKERS, default 1)",
+        )
     config = commands.choices["config"]
     config.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -118,6 +122,7 @@ _FLAGS = (
     "http_listen",
     "allow_unauthenticated_callers",
     "allow_plaintext_keys",
+    "workers",
 )
 
 
@@ -203,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.renew_epoch:
                 print(f"the revocation log's epoch is now {asyncio.run(renew_epoch(settings.database_url))}")
             return 0
+        if settings.workers > 1:
+            from authority.api.workers import run_workers
+
+            return run_workers(settings)
         from authority.api.ports import refuse_taken_port
 
         # Before the server's imports (grpc, the store's drivers): a busy port is said at once.

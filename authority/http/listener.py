@@ -143,8 +143,10 @@ class HttpListener:
         metrics: Metrics,
         serving: Callable[[], bool],
         shutdown_timeout: float,
+        reuse_port: bool = False,
     ) -> HttpListener:
-        """Serves the endpoints on ``http_listen``; ``serving`` is what /healthz reports."""
+        """Serves the endpoints on ``http_listen``; ``serving`` is what /healthz reports.
+        ``reuse_port``: the port is shared with the other workers of ``serve --workers``."""
         settings = authority.settings
         context = ssl_context(settings)
         callers = HttpCallers(registry, bool(settings.tls_client_ca_file))
@@ -171,7 +173,7 @@ class HttpListener:
         )
         await runner.setup()
         host, _, port = settings.http_listen.rpartition(":")
-        site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=False)
+        site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=reuse_port)
         try:
             await site.start()
         except OSError as error:

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from authority.errors import StoreUnavailable
+from authority.store.file_lock import held_beside
 from authority.store.postgres import LOG_STATE_QUERY, create_postgres_engine
 from authority.store.records import (
     KeyRecord,
@@ -44,6 +45,7 @@ from authority.store.records import (
     SessionEventKind,
     SessionRecord,
 )
+from authority.store.reach import sqlite_path
 from authority.store.schema import (
     log_epoch,
     refresh_tokens,
@@ -358,9 +360,15 @@ class Store:
     @asynccontextmanager
     async def exclusive(self, lock_id: int) -> AsyncIterator[bool]:
         """Yields whether this process holds ``lock_id`` across all replicas for the block
-        (PostgreSQL session-level advisory lock, not waited for); always True on SQLite."""
+        (PostgreSQL session-level advisory lock, not waited for; on SQLite a lock file beside
+        the database, see :mod:`authority.store.file_lock`; always True for a memory database)."""
         if not self.is_postgres:
-            yield True
+            path = sqlite_path(_url_of(self.engine))
+            if path is None:
+                yield True
+                return
+            with held_beside(path, lock_id) as held:
+                yield held
             return
         try:
             async with self.session_engine.connect() as conn:
