@@ -108,7 +108,7 @@ async def test_required_proofs_refuse_a_sign_in_without_one_and_change_nothing(s
     error = await rpc_error(sign_in(stub, subject, "laptop"))
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.details().startswith("proof: is required")
+    assert str(error.details()).startswith("proof: is required")
     assert await live_sessions(stub, subject) == []
     assert (await bound_sign_in(stub, DeviceKey.generate(), subject)).token_type == "DPoP"
 
@@ -120,7 +120,7 @@ async def test_required_proofs_apply_to_the_audiences_named_only(start_server: S
     error = await rpc_error(sign_in(stub, new_subject(), "laptop", audience="payments"))
 
     assert web.token_type == "Bearer"
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("proof:")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and str(error.details()).startswith("proof:")
     bound = await bound_sign_in(stub, DeviceKey.generate(), audience="payments")
     assert bound.token_type == "DPoP"
 
@@ -134,7 +134,7 @@ async def test_preview_requires_a_proof_where_sign_in_does_and_leaves_it_unused(
     preview = await stub.PreviewSignIn(pb.IssueTokenRequest(subject=subject, device_id="phone", proof=proof))
     signed_in = await sign_in(stub, subject, "phone", proof=proof)
 
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error.details().startswith("proof:")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and str(error.details()).startswith("proof:")
     assert preview.allowed
     assert signed_in.token_type == "DPoP"  # the preview did not use the proof up
 
@@ -162,7 +162,7 @@ async def test_a_bound_session_does_not_refresh_without_a_proof_and_nothing_chan
     error = await rpc_error(refresh(stub, signed_in.refresh_token, None))
 
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert error.details() == "proof: is required: the session is bound to a device key"
+    assert str(error.details()) == "proof: is required: the session is bound to a device key"
     # Not rotated, not revoked: the device's own refresh still works.
     assert (await refresh(stub, signed_in.refresh_token, key)).session_id == signed_in.session_id
 
@@ -173,7 +173,7 @@ async def test_a_bearer_session_refuses_a_refresh_with_a_proof_and_nothing_chang
     error = await rpc_error(refresh(stub, signed_in.refresh_token, DeviceKey.generate()))
 
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert "not bound" in error.details()
+    assert "not bound" in str(error.details())
     refreshed = await refresh(stub, signed_in.refresh_token, None)
     assert refreshed.token_type == "Bearer"
 
@@ -260,7 +260,7 @@ async def test_a_full_replay_cache_refuses_a_bound_sign_in_with_invalid_argument
     error = await rpc_error(bound_sign_in(stub, DeviceKey.generate(), subject))
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.details().startswith("proof: cannot be checked now")
+    assert str(error.details()).startswith("proof: cannot be checked now")
     assert await live_sessions(stub, subject) == []
 
 

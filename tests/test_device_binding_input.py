@@ -77,8 +77,8 @@ async def test_issue_token_refuses_with_invalid_argument_naming_proof(stub: Stub
     error = await rpc_error(sign_in(stub, subject, "phone", proof=proof))
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    _assert_names_the_check(error.details(), name)
-    _no_secret_in(error.details(), proof)
+    _assert_names_the_check(str(error.details()), name)
+    _no_secret_in(str(error.details()), proof)
     assert await live_sessions(stub, subject) == []
 
 
@@ -92,8 +92,8 @@ async def test_refresh_token_refuses_with_unauthenticated_and_changes_nothing(st
                                                                      proof=proof)))
 
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    _assert_names_the_check(error.details(), name)
-    _no_secret_in(error.details(), proof)
+    _assert_names_the_check(str(error.details()), name)
+    _no_secret_in(str(error.details()), proof)
     # Not rotated and not revoked: the session's token validates and its refresh token trades.
     assert await live_sessions(stub, subject) == [signed_in.session_id]
     assert await verdict(stub, signed_in.access_token, api_proof(device.key, signed_in.access_token)) == "VALID"
@@ -109,7 +109,7 @@ async def test_a_proof_replayed_at_sign_in_is_refused(stub: Stub) -> None:
     error = await rpc_error(sign_in(stub, subject, "phone", proof=proof))
 
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.details() == "proof: its jti was used already: a proof is good for one request"
+    assert str(error.details()) == "proof: its jti was used already: a proof is good for one request"
     assert await live_sessions(stub, subject) == []
 
 
