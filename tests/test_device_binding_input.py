@@ -138,3 +138,29 @@ async def test_an_over_size_proof_on_a_bearer_token_is_a_bad_proof_too(stub: Stu
 def _good(device: RawDevice, request: tuple[str, str]) -> pb.ProofOfPossession:
     return pb.ProofOfPossession(proof=device.sign(device.claims(request, None, None)), http_method=request[0],
                                 http_uri=request[1])
+
+
+async def test_an_empty_proof_message_is_a_bad_proof_not_an_absent_one(stub: Stub) -> None:
+    token = (await sign_in(stub, new_subject(), "laptop")).access_token
+
+    answer = await stub.ValidateToken(pb.ValidateTokenRequest(token=token, proof=pb.ProofOfPossession()))
+
+    assert (answer.valid, answer.reason) == (False, pb.INVALID_REASON_BAD_PROOF)
+
+
+async def test_an_unknown_refresh_token_with_a_proof_is_unauthenticated(stub: Stub) -> None:
+    proof = _good(RawDevice(), REFRESH)
+
+    error = await rpc_error(stub.RefreshToken(pb.RefreshTokenRequest(refresh_token="A" * 43, proof=proof)))
+
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_preview_refuses_an_over_size_proof_naming_the_field(stub: Stub) -> None:
+    proof = pb.ProofOfPossession(proof="x" * (8 * 1024 + 1), http_method="POST", http_uri=SIGN_IN[1])
+    request = pb.IssueTokenRequest(subject=new_subject(), device_id="phone", proof=proof)
+
+    error = await rpc_error(stub.PreviewSignIn(request))
+
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(error.details()) == "proof.proof: must be 1 to 8192 bytes"
