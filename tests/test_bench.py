@@ -43,6 +43,7 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
                      "ext_authz Check warm (same token)", "ValidateToken warm, beside Check",
                      "HTTP GET through Envoy alone", "HTTP GET through Envoy + authority (ext_authz)",
                      "POST /introspect warm (same token), HTTP",
+                     "ValidateToken cold, device-bound token with its DPoP proof",
                      "IssueToken replacing a device, PostgreSQL, this version",
                      "ValidateToken warm, --workers 1", "ValidateToken warm, --workers 2",
                      "IssueToken replacing a device, SQLite, --workers 2"):
@@ -59,6 +60,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert len(compared) == 1 and goals[compared[0]]["measured"] > 0
     assert report["raw"]["growth"]["mirror_entries"] >= 10_000
     assert report["facts"]["/introspect / ValidateToken, warm, same server"].endswith(")")
+    assert goals["ValidateToken cold: device-bound with its proof / bearer, by server CPU per call"]["measured"] > 0
+    assert report["in_process"]["TokenVerifier.verify + ProofChecker, cold bound token with its proof"]["calls"] > 0
     assert [goal["name"] for goal in report["goals"] if goal["passed"] is None] == []  # every goal measured
     for store in ("PostgreSQL", "SQLite"):
         assert goals[f"IssueToken p99 under 5 snapshot readers, {store}"]["measured"] > 0
