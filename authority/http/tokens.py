@@ -12,6 +12,13 @@ answers 503, never an answer that might be wrong.
 Revoking a token this authority did not issue answers 200, as RFC 7009 §2.2 requires (an
 unknown token is as revoked as it will ever be). A refresh token ends its session as an
 access token does; which one was sent is told by its shape, not by ``token_type_hint``.
+
+A device-bound token (RFC 9449 section 6.2) is introspected without a proof: the
+introspecting resource server checks the proof that came to it, against the key this
+answer names, ``cnf: {"jkt": <thumbprint>}``, with ``token_type: "DPoP"``. Every other check
+is the validator's: the token's own steps come before the proof's, so a bound token it
+refuses only for the missing proof (PROOF_REQUIRED) passed all of them, and its session is
+then checked for revocation as for any token.
 """
 
 from __future__ import annotations
@@ -28,14 +35,15 @@ from authority.errors import InvalidArgument, TokenRejected
 from authority.http.callers import HttpCallers
 from authority.http.status import HttpRefusal
 from authority.ops.metrics import Metrics
-from authority.tokens import AccessClaims, InvalidToken
+from authority.tokens import AccessClaims, InvalidReason, InvalidToken
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 # Far more than a form of an 8 KiB token and a few short fields needs.
 MAX_FORM_FIELDS = 8
 INACTIVE: Mapping[str, Any] = {"active": False}
-# RFC 6749 §7.1: the access tokens are bearer tokens.
+# RFC 6749 §7.1: unbound access tokens are bearer tokens; bound ones DPoP (RFC 9449 §6.2).
 TOKEN_TYPE = "Bearer"
+BOUND_TOKEN_TYPE = "DPoP"
 # Refresh tokens are 256 random bits, base64url: 43 characters and never a dot, where an
 # access token (a JWT) always has two.
 _REFRESH_TOKEN_CHARS = 43
@@ -71,8 +79,8 @@ def _required(form: Mapping[str, str], field: str) -> str:
 
 
 def introspection(claims: AccessClaims) -> dict[str, Any]:
-    """The RFC 7662 §2.2 answer for an active token."""
-    return {
+    """The RFC 7662 §2.2 answer for an active token; a bound one's names its key (RFC 9449 §6.2)."""
+    answer: dict[str, Any] = {
         "active": True,
         "sub": claims.subject,
         "exp": claims.expires_at,
@@ -84,6 +92,10 @@ def introspection(claims: AccessClaims) -> dict[str, Any]:
         "device_id": claims.device_id,
         "token_type": TOKEN_TYPE,
     }
+    if claims.key_thumbprint:
+        answer["token_type"] = BOUND_TOKEN_TYPE
+        answer["cnf"] = {"jkt": claims.key_thumbprint}
+    return answer
 
 
 def _looks_like_refresh_token(token: str) -> bool:
@@ -95,6 +107,8 @@ class TokenEndpoints:
 
     def __init__(self, authority: Authority, callers: HttpCallers, metrics: Metrics) -> None:
         self._validator = authority.validator
+        self._codec = authority.codec
+        self._mirror = authority.mirror
         self._sessions = authority.sessions
         self._callers = callers
         # Introspections count in the same validation outcomes as ValidateToken.
@@ -106,12 +120,26 @@ class TokenEndpoints:
         form = await read_form(request)
         token = _required(form, "token")
         try:
-            claims = self._validator.validate(token, form.get("audience", ""))
+            claims = self._active(token, form.get("audience", ""))
         except InvalidToken as invalid:
             self._validations[invalid.reason].inc()
             return web.json_response(INACTIVE, headers=_NO_STORE)
         self._validations[None].inc()
         return web.json_response(introspection(claims), headers=_NO_STORE)
+
+    def _active(self, token: str, audience: str) -> AccessClaims:
+        """The claims of a token that is active for ``audience``, bound or not; InvalidToken otherwise."""
+        try:
+            return self._validator.validate(token, audience)
+        except InvalidToken as invalid:
+            if invalid.reason is not InvalidReason.PROOF_REQUIRED:
+                raise
+        # Every step of the token passed (the proof's come after them): read its claims
+        # again, and check its session as the validator checks every token's, last.
+        claims = self._codec.identify(token)
+        if self._mirror.cause(claims.session_id) is not None:
+            raise InvalidToken(InvalidReason.REVOKED)
+        return claims
 
     async def revoke(self, request: web.Request) -> web.Response:
         """RFC 7009: ``token``, and a ``token_type_hint`` that, being a hint, decides nothing."""
