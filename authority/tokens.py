@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
+from authority_client.proof import Proof
 from authority_client.verify import (
     ACCESS_TOKEN_TYPE,
     MAX_JSON_DEPTH,
@@ -99,9 +100,10 @@ class TokenCodec:
             token = _low_s(token)
         return token
 
-    def verify(self, token: str, audience: str) -> AccessClaims:
-        """The claims of a valid token for ``audience``, or :class:`InvalidToken`."""
-        return self._verifier.verify(token, audience)
+    def verify(self, token: str, audience: str, proof: Proof | None = None) -> AccessClaims:
+        """The claims of a valid token for ``audience``, or :class:`InvalidToken`; a bound
+        token needs ``proof``, its DPoP proof (see :meth:`TokenVerifier.check_binding`)."""
+        return self._verifier.verify(token, audience, proof)
 
     def identify(self, token: str) -> AccessClaims:
         """The claims of a token this authority signed, expired or not, for any audience,

@@ -11,6 +11,10 @@ on both stores.
 The catalogue also feeds the conformance corpus every verifier is held to
 (``tests/vectors/tokens.json``, written by ``tests/vectors/generate.py``): there a
 :class:`Target` has fixed keys, a fixed time and seeded identifiers instead of a server.
+
+The proof attacks (device-bound tokens with bad DPoP proofs, tests/support/proof_attacks.py)
+run against the local verifier, one fresh verifier per case, and against the authority's
+ValidateToken once it checks proofs.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import inspect
 import json
 import secrets
 import time
@@ -30,6 +35,7 @@ import pytest
 import pytest_asyncio
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
+from authority_client.proof import InvalidProof, Proof, ProofChecker
 from authority_client.verify import InvalidToken, KeySet, TokenVerifier
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -39,8 +45,9 @@ from google.protobuf.struct_pb2 import Struct
 from authority.api.server import create_server
 from authority.config import Algorithm, Settings
 from authority.keys import SigningKey, generate_key
-from tests.support import forge
+from tests.support import dpop, forge
 from tests.support.calls import Stub, new_subject, reason, sign_in
+from tests.support.proof_attacks import PROOF_ATTACKS, Presentation, ProofAttack, ProofTarget
 
 ISSUER = "token-authority"
 AUDIENCE = "api"
@@ -513,11 +520,19 @@ def _attacks() -> list[Attack]:
     add("lone-surrogate-deep-in-a-claim", "MALFORMED", lambda t: t.forged(org={"tags": ["a", ["\ud800"]]}))
     add("lone-surrogate-in-the-kid", "UNKNOWN_KEY", lambda t: forge.sign(t.key, t.payload(), kid=t.key.kid + "\ud800"))
 
-    # Device-bound tokens (RFC 9449 cnf): no verifier checks proofs yet, so none accepts
-    # one as a plain bearer token (no downgrade), whatever the confirmation holds.
-    add("cnf-device-bound-without-a-proof", "MALFORMED", lambda t: t.forged(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}))
+    # Device-bound tokens (RFC 9449 cnf): never accepted as a plain bearer token (no
+    # downgrade); a confirmation other than one thumbprint is one nothing could check.
+    add("cnf-device-bound-without-a-proof", "PROOF_REQUIRED", lambda t: t.forged(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}))
     add("cnf-empty", "MALFORMED", lambda t: t.forged(cnf={}))
     add("cnf-null", "MALFORMED", lambda t: t.forged(cnf=None))
+    add("cnf-a-string", "MALFORMED", lambda t: t.forged(cnf="0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"))
+    add("cnf-jkt-not-a-string", "MALFORMED", lambda t: t.forged(cnf={"jkt": 1}))
+    add("cnf-jkt-too-short", "MALFORMED", lambda t: t.forged(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4"}))
+    add("cnf-jkt-padded", "MALFORMED", lambda t: t.forged(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I="}))
+    add("cnf-jkt-trailing-bits-set", "MALFORMED", lambda t: t.forged(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4J"}))
+    add("cnf-jkt-and-another-member", "MALFORMED",
+        lambda t: t.forged(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I", "x5t#S256": "AAAA"}))
+    add("cnf-jwk-instead-of-jkt", "MALFORMED", lambda t: t.forged(cnf={"jwk": {"kty": "OKP", "crv": "Ed25519"}}))
     return attacks
 
 
@@ -665,3 +680,90 @@ async def test_replay_of_a_revoked_token_with_another_spelling_is_malformed(stub
     await stub.RevokeToken(pb.RevokeTokenRequest(token=signed_in.access_token))
     assert await reason(stub, signed_in.access_token + "=") == "MALFORMED"
     assert await reason(stub, signed_in.access_token) == "REVOKED"
+
+
+# --- proofs of possession: device-bound tokens with bad proofs (issue 13 section 6) --------
+
+
+@functools.cache
+def _devices() -> dict[str, dpop.PrivateKey]:
+    """Device keys of no authority (generated once: RSA is slow)."""
+    return {
+        "EdDSA": ed25519.Ed25519PrivateKey.generate(), "ES256": ec.generate_private_key(ec.SECP256R1()),
+        "RS256": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "thief": ed25519.Ed25519PrivateKey.generate(),
+    }
+
+
+def proof_target(target: Target, devices: dict[str, dpop.PrivateKey]) -> ProofTarget:
+    """The proof cases' view of ``target``: tokens of its key at its time."""
+    return ProofTarget(sign=target.forged, now=target.now(), new_id=target.new_id, devices=devices)
+
+
+def proof_outcome(
+    verifier: TokenVerifier, token: str, audience: str, presentation: Presentation
+) -> tuple[str, str | None]:
+    """What ``verifier`` answers to one presentation: the outcome and the failed check."""
+    proof = None if presentation.proof is None else Proof(
+        presentation.proof, presentation.http_method, presentation.http_uri)
+    try:
+        verifier.verify(token, audience, proof)
+    except InvalidProof as invalid:
+        return invalid.reason.name, invalid.check
+    except InvalidToken as invalid:
+        return invalid.reason.name, None
+    return "VALID", None
+
+
+def _checker(attack: ProofAttack, clock: Callable[[], float]) -> ProofChecker:
+    if attack.replay_cache_size is None:
+        return ProofChecker(clock=clock)
+    return ProofChecker(clock=clock, replay_cache_size=attack.replay_cache_size)
+
+
+def test_proof_attack_names_are_unique_and_apart_from_the_token_attacks() -> None:
+    names = [attack.name for attack in PROOF_ATTACKS]
+    assert len(names) == len(set(names))
+    assert not set(names) & {attack.name for attack in ATTACKS}
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("attack", PROOF_ATTACKS, ids=lambda attack: attack.name)
+async def test_malicious_proof_is_refused_by_the_local_verifier(target: Target, attack: ProofAttack) -> None:
+    assert target.verifier is not None
+    cases = proof_target(target, _devices())
+    token, presentations = attack.build(cases)
+    # One fresh verifier per case, on the case's clock: its replay cache starts empty.
+    verifier = TokenVerifier(target.verifier.keys, issuer=ISSUER, leeway=0, clock=lambda: cases.now,
+                             proofs=_checker(attack, lambda: cases.now))
+    outcomes = [proof_outcome(verifier, token, attack.audience, presentation) for presentation in presentations]
+    assert outcomes == [(presentation.expected, presentation.check) for presentation in presentations]
+
+
+def _authority_takes_proofs() -> bool:
+    """Whether the authority passes ValidateToken's proof on to its verifier (issue 13)."""
+    from authority.validation import Validator
+
+    return "proof" in inspect.signature(Validator.validate).parameters
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(
+    "attack", [attack for attack in PROOF_ATTACKS if not attack.exact_time and attack.replay_cache_size is None],
+    ids=lambda attack: attack.name,
+)
+async def test_malicious_proof_is_refused_by_the_authority(target: Target, attack: ProofAttack) -> None:
+    if not _authority_takes_proofs():
+        pytest.skip("the authority does not check ValidateToken's proof yet")
+    assert target.stub is not None
+    # Fresh identifiers: the server's replay cache is shared by every case of the module.
+    token, presentations = attack.build(proof_target(target, _devices()))
+    outcomes = []
+    for shown in presentations:
+        proof = None if shown.proof is None else pb.ProofOfPossession(
+            proof=shown.proof, http_method=shown.http_method, http_uri=shown.http_uri)
+        request = pb.ValidateTokenRequest(token=token, audience=attack.audience, proof=proof)
+        answer = await target.stub.ValidateToken(request)
+        name = pb.InvalidReason.Name(answer.reason).removeprefix("INVALID_REASON_")
+        outcomes.append("VALID" if answer.valid else name)
+    assert outcomes == [shown.expected for shown in presentations]

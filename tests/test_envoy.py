@@ -17,7 +17,7 @@ from authority_client.verify import InvalidReason, RevocationCause
 
 from tests.conftest import Running, StartServer
 from tests.support.calls import new_subject, sign_in
-from tests.support.dpop import bound_sign_in
+from tests.support.bound import bound_sign_in
 from tests.support.envoy import EchoService, Envoy, echo_service, envoy_binary, render
 
 IDENTITY = ("x-authority-subject", "x-authority-session-id", "x-authority-device-id", "x-authority-token-id")

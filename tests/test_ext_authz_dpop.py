@@ -19,7 +19,7 @@ from google.rpc import code_pb2
 from tests.conftest import Running
 from tests.support.calls import new_subject, reason, sign_in
 from tests.support.checks import check_request
-from tests.support.dpop import bound_sign_in, proof_message
+from tests.support.bound import bound_sign_in, proof_message
 from tests.test_ext_authz import check, denial_of, headers_of
 
 # check_request's request: GET http://app.test/orders (Envoy reports no scheme for

@@ -11,6 +11,7 @@ verifier alone, on any text at all, raises nothing but InvalidToken.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 from typing import Any
@@ -18,7 +19,9 @@ from typing import Any
 import grpc
 import pytest
 from authority_client.v1 import authority_pb2 as pb
-from authority_client.verify import RESERVED_CLAIMS, InvalidToken, KeySet, TokenVerifier
+from authority_client.proof import InvalidProof, Proof, ProofChecker, normalize_uri
+from authority_client.verify import RESERVED_CLAIMS, InvalidReason, InvalidToken, KeySet, TokenVerifier
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.struct_pb2 import Struct
@@ -28,7 +31,7 @@ from hypothesis import strategies as st
 from authority.config import Algorithm
 from authority.keys import generate_key
 from tests.conftest import Running, StartServer
-from tests.support import forge
+from tests.support import dpop, forge
 from tests.support.calls import Stub, new_subject, sign_in
 
 ISSUER = "token-authority"
@@ -383,3 +386,124 @@ def test_local_verifier_on_signed_structures_accepts_only_well_typed_claims(
     assert claims.issued_at <= time.time() < claims.expires_at
     assert claims.extra == {k: v for k, v in payload.items() if k not in RESERVED_CLAIMS}
     assert (claims.issuer, claims.audience) == (ISSUER, AUDIENCES[0])
+
+
+# --- proofs of possession: the checker alone -----------------------------------------------
+
+PROOF_NOW = 1_800_000_000
+PROOF_URI = "https://api.example.com/orders"
+_DEVICE = ed25519.Ed25519PrivateKey.generate()
+_DEVICE_JWK = dpop.public_jwk(_DEVICE)
+
+
+def _proof_checker() -> ProofChecker:
+    return ProofChecker(clock=lambda: PROOF_NOW)
+
+
+@functools.cache
+def _bound_verifier() -> tuple[TokenVerifier, str]:
+    """A verifier and a token of its key, bound to the fuzzing device."""
+    key = generate_key(Algorithm.EDDSA, PROOF_NOW)
+    verifier = TokenVerifier(KeySet.of([(key.kid, "EdDSA", key.public_key)]), issuer=ISSUER, leeway=0,
+                             clock=lambda: PROOF_NOW, proofs=_proof_checker())
+    token = forge.sign(key, {
+        "iss": ISSUER, "sub": "alice", "aud": AUDIENCES[0], "iat": PROOF_NOW, "nbf": PROOF_NOW, "exp": PROOF_NOW + 300,
+        "jti": "t", "sid": "s", "device_id": "laptop", "cnf": {"jkt": dpop.thumbprint(_DEVICE)},
+    })
+    return verifier, token
+
+
+@st.composite
+def proof_mutations(draw: st.DrawFn) -> str:
+    """A good proof for the bound token, then cut, spliced or re-spelt."""
+    _, token = _bound_verifier()
+    good = dpop.craft(_DEVICE, dpop.claims(PROOF_NOW, "POST", PROOF_URI, token=token, jti=draw(st.text(max_size=8))))
+    return draw(mutations(good, dpop.craft(_DEVICE, dpop.claims(PROOF_NOW, "GET", PROOF_URI))))
+
+
+@FUZZ
+@given(proof=any_text | jwt_like_text | proof_mutations(), method=any_text | st.sampled_from(["POST", "GET"]),
+       uri=any_text | st.just(PROOF_URI), thumbprint=st.none() | any_text, access_token=st.none() | any_text)
+def test_proof_checker_raises_nothing_but_invalid_proof_on_any_text(
+    proof: str, method: str, uri: str, thumbprint: str | None, access_token: str | None
+) -> None:
+    try:
+        _proof_checker().check(Proof(proof, method, uri), access_token=access_token, key_thumbprint=thumbprint)
+    except InvalidProof as invalid:
+        event(invalid.check)
+        assert invalid.reason is InvalidReason.BAD_PROOF
+        assert proof not in str(invalid) or len(proof) < 16
+        return
+    # Only a proof signed by the device key passes: an unmangled good one, for its request.
+    event("VALID")
+    assert proof.count(".") == 2 and method == "POST" and thumbprint in (None, dpop.thumbprint(_DEVICE))
+
+
+@FUZZ
+@given(proof=any_text | jwt_like_text | proof_mutations(), method=any_text, uri=any_text)
+def test_the_verifier_with_any_proof_raises_nothing_but_invalid_token(proof: str, method: str, uri: str) -> None:
+    verifier, token = _bound_verifier()
+    try:
+        verifier.verify(token, AUDIENCES[0], Proof(proof, method, uri))
+    except InvalidToken as invalid:
+        event(invalid.reason.name)
+        assert invalid.reason is InvalidReason.BAD_PROOF
+        return
+    event("VALID")
+    assert method == "POST"
+
+
+@FUZZ
+@given(uri=any_text | st.from_regex(r"\A[hH][tT][tT][pP][sS]?://[\w.:\[\]@%-]{0,20}(/[\w.%~-]{0,6}){0,4}([?#].*)?\Z"))
+def test_uri_normalisation_raises_nothing_but_value_error_and_is_idempotent(uri: str) -> None:
+    try:
+        normalized = normalize_uri(uri)
+    except ValueError:
+        return
+    assert normalize_uri(normalized) == normalized
+    assert "?" not in normalized and "#" not in normalized
+
+
+_TOKEN = "a.b.c"
+proof_headers = _present(
+    typ=mostly(st.just("dpop+jwt"), st.just(MISSING) | st.sampled_from(["JWT", "at+jwt", "DPOP+JWT"]) | json_values),
+    alg=mostly(st.just("EdDSA"), st.just(MISSING) | st.sampled_from(["none", "HS256", "ES256", "RS256", "Ed25519"])
+               | json_values),
+    jwk=mostly(st.just(_DEVICE_JWK), st.just(MISSING) | json_values | st.just({**_DEVICE_JWK, "d": forge.b64(bytes(32))})
+               | st.just({**_DEVICE_JWK, "kid": "k", "ext": True})),
+    crit=mostly(st.just(MISSING), json_values),
+    kid=mostly(st.just(MISSING), json_values),
+)
+proof_claims = _present(
+    jti=mostly(st.text(min_size=1, max_size=20), st.just(MISSING) | st.just("") | st.text(min_size=257, max_size=260)
+               | json_values),
+    htm=mostly(st.just("POST"), st.just(MISSING) | st.sampled_from(["GET", "post"]) | json_values),
+    htu=mostly(st.sampled_from([PROOF_URI, "HTTPS://api.example.com:443/orders?x"]),
+               st.just(MISSING) | st.just("https://api.example.com/other") | json_values),
+    iat=mostly(st.integers(PROOF_NOW - 60, PROOF_NOW + 60) | st.floats(PROOF_NOW - 60, PROOF_NOW + 60),
+               st.just(MISSING) | st.integers(-(2**64), 2**64) | json_values),
+    ath=mostly(st.just(dpop.ath(_TOKEN)), st.just(MISSING) | json_values),
+    extra=mostly(st.just(MISSING), finite_json_values),
+)
+
+
+@FUZZ
+@given(header=proof_headers, claims=proof_claims)
+def test_proof_checker_on_signed_structures_accepts_only_well_formed_proofs(
+    header: dict[str, Any], claims: dict[str, Any]
+) -> None:
+    # Signed for real by the key the header names (when it names it), so every check is reached.
+    proof = dpop.sign_raw(_DEVICE, f"{dpop.segment(header)}.{dpop.segment(claims)}")
+    try:
+        thumbprint = _proof_checker().check(Proof(proof, "POST", PROOF_URI), access_token=_TOKEN)
+    except InvalidProof as invalid:
+        event(invalid.check)
+        return
+    event("VALID")
+    assert thumbprint == dpop.thumbprint(_DEVICE)
+    assert header["typ"] == "dpop+jwt" and header["alg"] == "EdDSA" and "crit" not in header
+    assert {name: header["jwk"][name] for name in _DEVICE_JWK} == _DEVICE_JWK and "d" not in header["jwk"]
+    assert type(claims["jti"]) is str and 0 < len(claims["jti"]) <= 256
+    assert claims["htm"] == "POST" and normalize_uri(claims["htu"]) == PROOF_URI
+    assert type(claims["iat"]) in (int, float) and abs(claims["iat"] - PROOF_NOW) <= 60
+    assert claims["ath"] == dpop.ath(_TOKEN)

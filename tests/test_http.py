@@ -26,7 +26,7 @@ from authority.store.store import subject_lock_id
 from authority.tokens import AccessClaims
 from tests.conftest import Running, StartServer
 from tests.support.calls import new_subject, reason, sign_in, validate
-from tests.support.dpop import bound_sign_in
+from tests.support.bound import bound_sign_in
 from tests.support.proxy import TcpProxy
 
 FORM = "application/x-www-form-urlencoded"

@@ -7,6 +7,8 @@
   :class:`AsyncValidator` in remote or local mode; handlers read the caller with
   :func:`current_claims`.
 - :class:`BearerToken` / :class:`AsyncBearerToken`: client interceptors that send one.
+- :class:`DeviceKey`: a device's proof key, signing DPoP proofs (RFC 9449) for
+  device-bound tokens; :class:`ProofChecker` checks them (:mod:`authority_client.proof`).
 - :mod:`authority_client.local`: local mode's signing keys, revocation mirror and the
   follower of the revocation stream.
 
@@ -25,6 +27,15 @@ from authority_client.client import AuthorityClient
 from authority_client.context import current_claims
 from authority_client.interceptors import AsyncAuthInterceptor, AuthInterceptor
 from authority_client.local.follow import FollowSettings
+from authority_client.proof import (
+    DeviceKey,
+    InvalidProof,
+    Proof,
+    ProofChecker,
+    grpc_proof_uri,
+    jwk_thumbprint,
+    normalize_uri,
+)
 from authority_client.types import (
     AccessClaims,
     InvalidReason,
@@ -49,11 +60,15 @@ __all__ = [
     "AuthorityClient",
     "BearerToken",
     "ChannelSettings",
+    "DeviceKey",
     "FollowSettings",
+    "InvalidProof",
     "InvalidReason",
     "IssuedToken",
     "Mode",
     "PlaintextApiKeyWarning",
+    "Proof",
+    "ProofChecker",
     "RevocationEvent",
     "RevocationEventKind",
     "Session",
@@ -63,4 +78,7 @@ __all__ = [
     "ValidationSettings",
     "Validator",
     "current_claims",
+    "grpc_proof_uri",
+    "jwk_thumbprint",
+    "normalize_uri",
 ]

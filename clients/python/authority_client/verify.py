@@ -21,8 +21,9 @@ A token is checked in this order, and the first failed step gives the reason:
    fit a protobuf Timestamp; ``aud`` is a string or a list. No NUL in those strings, in ``aud`` or
    in a claim's name (the authority issues none; the values of application claims may
    hold one). No string anywhere holds a lone surrogate: it has no UTF-8 form, so it
-   could not be passed on. No ``cnf``: a device-bound token is only good with a proof
-   of its key, which nothing checks yet, so it is refused rather than taken without one.
+   could not be passed on. ``cnf``, when present, is an object with exactly one member,
+   ``jkt``: a 43-character canonical base64url RFC 7638 thumbprint (the key the token is
+   bound to); any other confirmation is refused, never taken as a bearer token.
 6. **Signature** (``BAD_SIGNATURE``), over the bytes of the first two segments; an
    ES256 signature must be low-S (``s <= n/2``), so ``(r, n - s)`` is not a second
    spelling of a valid signature.
@@ -32,41 +33,39 @@ A token is checked in this order, and the first failed step gives the reason:
 9. **Audience** (``WRONG_AUDIENCE``): ``aud`` is the expected audience, exactly. The
    authority always issues one string; a list is refused even when it holds the
    audience, as the token then serves several services at once.
+10. **Binding** (``PROOF_REQUIRED``, ``BAD_PROOF``): a bound token needs a DPoP proof
+    (RFC 9449) of its key for this token, checked by
+    :class:`authority_client.proof.ProofChecker`; a bearer token must come without one.
 
-Steps 1 to 5 read only the token and the key set; nothing reaches the network, a file or
-a database before the signature has passed. Revocation is not checked here: the
+The strict decoding of steps 1 and 2 is :mod:`authority_client.jws`, shared with the
+proof checker. Steps 1 to 5 read only the token and the key set; nothing reaches the
+network, a file or a database before the signature has passed. Revocation is not checked here: the
 authority checks it after, and a consumer checks it against its mirror of revocations.
 """
 
 from __future__ import annotations
 
 import abc
-import binascii
 import dataclasses
 import enum
-import json
-import math
-import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import jwt
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from authority_client import jws
+from authority_client.jws import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+
+if TYPE_CHECKING:
+    from authority_client.proof import Proof, ProofChecker
 
 PublicKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
 
 # Tokens are small; anything near this size is an attack, refused before decoding.
 MAX_TOKEN_BYTES = 8 * 1024
-# The payload object and 32 levels of claims in it: as deep as a protobuf Struct can
-# carry any claim (an object costs it three message levels, and protobuf stops at 100),
-# so every valid token's claims can be passed on. Far below the depth at which the JSON
-# parser would recurse out of stack.
-MAX_JSON_DEPTH = 33
 ACCESS_TOKEN_TYPE = "at+jwt"
 # Claims with a meaning of their own (RFC 7519, 9068, 8693, 9449): never application claims.
 RESERVED_CLAIMS = frozenset(
@@ -76,39 +75,6 @@ RESERVED_CLAIMS = frozenset(
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"})
 # The latest second a protobuf Timestamp holds (9999-12-31T23:59:59Z).
 _MAX_TIME = 253_402_300_799
-
-_COMPACT_JWS = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_PADDING = (b"", b"", b"==", b"=")  # by length % 4; 1 is never valid
-# The last character of a segment whose length % 4 is 2 or 3 carries 4 or 2 unused bits,
-# which must be zero: otherwise several strings decode to the same bytes.
-_CANONICAL_LAST: tuple[frozenset[int], ...] = (
-    frozenset(),
-    frozenset(),
-    frozenset(b"AQgw"),
-    frozenset(b"AEIMQUYcgkosw048"),
-)
-# For the nesting check: strings go (their brackets are text), then everything but the
-# brackets, which become parentheses; what is left must match a pattern of balanced
-# parentheses at most MAX_JSON_DEPTH deep. Possessive loops: the regex never backtracks,
-# and a bomb fails at the first level too many. UTF-8 continuation bytes are all >= 0x80,
-# so working on the bytes is sound.
-# A string left open runs to the end (even after a lone backslash): every match that
-# starts succeeds, so no text is scanned twice.
-_JSON_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
-_BRACKETS_AS_PARENTHESES = bytes.maketrans(b"[]{}", b"()()")
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-
-
-def _nesting_pattern(depth: int) -> re.Pattern[bytes]:
-    level = rb"\(\)"
-    for _ in range(depth - 1):
-        level = rb"\((?:" + level + rb")*+\)"
-    return re.compile(rb"(?:" + level + rb")*+")
-
-
-_AT_MOST_MAX_DEPTH = _nesting_pattern(MAX_JSON_DEPTH)
-
 
 class InvalidReason(enum.IntEnum):
     """Why a token is not valid; the numbers are those of ``authority.v1.InvalidReason``."""
@@ -171,6 +137,9 @@ class AccessClaims:
     issued_at: int
     expires_at: int
     extra: dict[str, Any]
+    # The RFC 7638 thumbprint of the device key the token is bound to (cnf.jkt); "" for
+    # a bearer token.
+    key_thumbprint: str = ""
 
 
 _MALFORMED = InvalidReason.MALFORMED
@@ -199,15 +168,7 @@ class _EdDSAKey(VerificationKey):
     public_key: ed25519.Ed25519PublicKey
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
-        try:
-            self.public_key.verify(signature, signing_input)
-        except InvalidSignature:
-            return False
-        return True
-
-
-_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
-_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+        return jws.verify_eddsa(self.public_key, signing_input, signature)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -216,22 +177,8 @@ class _ES256Key(VerificationKey):
     public_key: ec.EllipticCurvePublicKey
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
-        if len(signature) != 64:
-            return False
-        r = int.from_bytes(signature[:32], "big")
-        s = int.from_bytes(signature[32:], "big")
         # Low S only: (r, n - s) verifies as well as (r, s), and a token has one spelling.
-        if not (0 < r < _P256_ORDER and 0 < s <= _P256_ORDER >> 1):
-            return False
-        try:
-            self.public_key.verify(encode_dss_signature(r, s), signing_input, _ECDSA_SHA256)
-        except InvalidSignature:
-            return False
-        return True
-
-
-_PKCS1V15 = padding.PKCS1v15()
-_SHA256 = hashes.SHA256()
+        return jws.verify_es256(self.public_key, signing_input, signature, low_s_only=True)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -240,11 +187,7 @@ class _RS256Key(VerificationKey):
     public_key: rsa.RSAPublicKey
 
     def verify(self, signing_input: bytes, signature: bytes) -> bool:
-        try:
-            self.public_key.verify(signature, signing_input, _PKCS1V15, _SHA256)
-        except InvalidSignature:
-            return False
-        return True
+        return jws.verify_rs256(self.public_key, signing_input, signature)
 
 
 def _verification_key(kid: str, algorithm: str, public_key: object) -> VerificationKey:
@@ -271,7 +214,6 @@ _JWK_PARSERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "EC": ECAlgorithm.from_jwk,
     "RSA": RSAAlgorithm.from_jwk,
 }
-_PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
 class KeySet:
@@ -299,7 +241,7 @@ class KeySet:
         """The keys of a JWK Set (``GetSigningKeys``). Keys of other types or algorithms, or
         not for signatures, are skipped; a set that is not well-formed is a ValueError."""
         try:
-            document = _STRICT_JSON.decode(jwks_json)
+            document = jws.STRICT_JSON.decode(jwks_json)
         except (OverflowError, RecursionError):
             raise ValueError("the JWK set is not well-formed JSON") from None
         keys = document.get("keys") if isinstance(document, dict) else None
@@ -325,7 +267,7 @@ def _from_jwk(jwk: dict[str, Any]) -> VerificationKey | None:
     if kind not in _JWK_ALGORITHMS or jwk.get("use", "sig") != "sig":
         return None
     kty, _, algorithm = kind
-    if _PRIVATE_JWK_MEMBERS & jwk.keys():
+    if jws.PRIVATE_JWK_MEMBERS & jwk.keys():
         raise ValueError("a JWK set of verification keys must not hold private keys")
     try:
         public_key = _JWK_PARSERS[kty](jwk)
@@ -334,71 +276,12 @@ def _from_jwk(jwk: dict[str, Any]) -> VerificationKey | None:
     return _verification_key(jwk.get("kid"), algorithm, public_key)  # type: ignore[arg-type]
 
 
-# --- strict JSON -----------------------------------------------------------------------
-
-
-def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Two values for one name: some readers take the first, some the last.
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate name")
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _double_int(text: str) -> int:
-    value = int(text)
-    float(value)  # OverflowError past a double's range: no consumer could hold it
-    return value
-
-
-def _double_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999 reads as infinity
-        raise ValueError("number out of range")
-    return value
-
-
-_STRICT_JSON = json.JSONDecoder(
-    object_pairs_hook=_unique_names,
-    parse_constant=_no_constants,
-    parse_int=_double_int,
-    parse_float=_double_float,
-)
-
-
 def _json_object(data: bytes) -> dict[str, Any]:
     """A UTF-8 JSON object read strictly; MALFORMED otherwise."""
-    # Each bracket adds at most one level, so counting them is a sound first check; the
-    # exact check runs only for tokens with many brackets.
-    if data.count(b"{") + data.count(b"[") > MAX_JSON_DEPTH and _too_deep(data):
-        raise InvalidToken(_MALFORMED)
     try:
-        text = data.decode("utf-8")
-        value, end = _STRICT_JSON.raw_decode(text)
-    except (ValueError, OverflowError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return jws.json_object(data)
+    except jws.MalformedJWS:
         raise InvalidToken(_MALFORMED) from None
-    if end != len(text) or type(value) is not dict:
-        raise InvalidToken(_MALFORMED)
-    return value
-
-
-def _too_deep(data: bytes) -> bool:
-    """Whether brackets outside strings nest deeper than MAX_JSON_DEPTH (or do not balance,
-    which is broken JSON anyway); a few passes in C, whatever the input."""
-    brackets = _JSON_STRING.sub(b"", data).translate(_BRACKETS_AS_PARENTHESES, _NOT_BRACKETS)
-    return _AT_MOST_MAX_DEPTH.fullmatch(brackets) is None
-
-
-def _lone_surrogate(value: Any) -> bool:
-    try:
-        json.dumps(value, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 # --- the verifier ----------------------------------------------------------------------
@@ -414,15 +297,24 @@ class TokenVerifier:
         issuer: str,
         leeway: float = 30,
         clock: Callable[[], float] = time.time,
+        proofs: ProofChecker | None = None,
     ) -> None:
         # A plain attribute: assign a new KeySet to rotate keys, even while others verify.
         self.keys = keys
         self.issuer = issuer
         self.leeway = leeway
         self.clock = clock
+        if proofs is None:
+            # Imported here: proof.py builds on this module (InvalidToken, InvalidReason).
+            from authority_client.proof import ProofChecker
 
-    def verify(self, token: str, audience: str) -> AccessClaims:
-        """The claims of a valid token for ``audience``, or :class:`InvalidToken`.
+            proofs = ProofChecker(clock=clock)
+        self.proofs = proofs
+
+    def verify(self, token: str, audience: str, proof: Proof | None = None) -> AccessClaims:
+        """The claims of a valid token for ``audience``, or :class:`InvalidToken`: steps 1 to
+        9, then the device binding (step 10, :meth:`check_binding`) with ``proof``, the DPoP
+        proof that came with the token, if any.
 
         Revocation is the caller's to check."""
         payload = self._signed_payload(token)
@@ -436,11 +328,30 @@ class TokenVerifier:
             raise InvalidToken(InvalidReason.WRONG_ISSUER)
         if payload["aud"] != audience:
             raise InvalidToken(InvalidReason.WRONG_AUDIENCE)
-        return _claims(payload)
+        claims = _claims(payload)
+        self.check_binding(claims, token, proof)
+        return claims
+
+    def check_binding(self, claims: AccessClaims, token: str, proof: Proof | None) -> None:
+        """Step 10, for the verified ``claims`` of ``token``: a token bound to a device key
+        needs a valid proof of that key (``PROOF_REQUIRED`` without one, ``BAD_PROOF``,
+        an :class:`~authority_client.proof.InvalidProof`, for a bad one); a bearer token
+        must come without a proof (``BAD_PROOF``, check ``unbound``).
+
+        A cache that skips the signature of a token it has seen must still call this on
+        every hit: a proof is good once."""
+        if claims.key_thumbprint:
+            if proof is None:
+                raise InvalidToken(InvalidReason.PROOF_REQUIRED)
+            self.proofs.check(proof, access_token=token, key_thumbprint=claims.key_thumbprint)
+        elif proof is not None:
+            from authority_client.proof import InvalidProof
+
+            raise InvalidProof("unbound")
 
     def identify(self, token: str) -> AccessClaims:
         """The claims of a token signed by a key of the set for this issuer, expired or not,
-        for any audience (``aud`` must still be one string).
+        for any audience (``aud`` must still be one string), bound or not, without a proof.
 
         For logout only, where the token names the session to end and is not trusted."""
         payload = self._signed_payload(token)
@@ -455,18 +366,11 @@ class TokenVerifier:
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken(_MALFORMED)
         try:
-            raw = token.encode("ascii")
-        except (UnicodeEncodeError, AttributeError):
+            segments = jws.split_compact(token)
+            header = jws.json_object(segments.header_json)
+            payload = jws.json_object(segments.payload_json)
+        except jws.MalformedJWS:
             raise InvalidToken(_MALFORMED) from None
-        if _COMPACT_JWS.fullmatch(raw) is None:
-            raise InvalidToken(_MALFORMED)
-        first = raw.index(b".")
-        second = raw.index(b".", first + 1)
-        header_json = _b64decode(raw, 0, first)
-        payload_json = _b64decode(raw, first + 1, second)
-        signature = _b64decode(raw, second + 1, len(raw))
-        header = _json_object(header_json)
-        payload = _json_object(payload_json)
 
         kid = header.get("kid")
         algorithm = header.get("alg")
@@ -482,25 +386,16 @@ class TokenVerifier:
             raise InvalidToken(InvalidReason.UNKNOWN_KEY)
         if algorithm != key.algorithm:
             raise InvalidToken(_BAD_SIGNATURE)
-        _check_claims(payload, payload_json)
-        if not key.verify(raw[:second], signature):
+        _check_claims(payload, segments.payload_json)
+        if not key.verify(segments.signing_input, segments.signature):
             raise InvalidToken(_BAD_SIGNATURE)
         return payload
 
 
-def _b64decode(raw: bytes, start: int, end: int) -> bytes:
-    """One segment of canonical unpadded base64url (the alphabet is already checked)."""
-    size = end - start
-    if size % 4 == 1 or (size % 4 > 1 and raw[end - 1] not in _CANONICAL_LAST[size % 4]):
-        raise InvalidToken(_MALFORMED)
-    try:
-        return binascii.a2b_base64(raw[start:end].translate(_URLSAFE_TO_STANDARD) + _PADDING[size % 4])
-    except binascii.Error:  # unreachable after the checks above; kept as a guard
-        raise InvalidToken(_MALFORMED) from None
-
-
 _STRING_CLAIMS = ("sub", "sid", "device_id", "jti", "iss")
 _TIME_CLAIMS = ("exp", "iat", "nbf")
+# RFC 7638 SHA-256 thumbprint: 32 bytes, 43 characters of base64url.
+_THUMBPRINT_BYTES = 32
 
 
 def _check_claims(payload: dict[str, Any], payload_json: bytes) -> None:
@@ -517,23 +412,30 @@ def _check_claims(payload: dict[str, Any], payload_json: bytes) -> None:
     aud_type = type(payload.get("aud"))
     if aud_type is not str and aud_type is not list:
         raise InvalidToken(_MALFORMED)
-    # A token bound to a device key (RFC 9449 ``cnf``) is good only with a proof of that
-    # key. Proof checking arrives with device binding; until then such a token is refused
-    # outright, never accepted as a plain bearer token (no downgrade).
+    # A device-bound token (RFC 9449 cnf) names its key by thumbprint and nothing else:
+    # any other confirmation is one no verifier here could check, so it is refused rather
+    # than taken as a bearer token (no downgrade).
     if "cnf" in payload:
-        raise InvalidToken(_MALFORMED)
+        cnf = payload["cnf"]
+        if (
+            type(cnf) is not dict
+            or cnf.keys() != {"jkt"}
+            or not jws.is_canonical_b64url(cnf["jkt"], _THUMBPRINT_BYTES)
+        ):
+            raise InvalidToken(_MALFORMED)
     # NUL and surrogates can only be written as \u escapes, so most tokens skip this.
     if b"\\u" in payload_json:
         if (
             any("\x00" in payload[name] for name in _STRING_CLAIMS)
             or (aud_type is str and "\x00" in payload["aud"])
             or any("\x00" in name for name in payload)
-            or _lone_surrogate(payload)
+            or jws.has_lone_surrogate(payload)
         ):
             raise InvalidToken(_MALFORMED)
 
 
 def _claims(payload: dict[str, Any]) -> AccessClaims:
+    cnf = payload.get("cnf")
     return AccessClaims(
         subject=payload["sub"],
         device_id=payload["device_id"],
@@ -544,4 +446,5 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         issued_at=payload["iat"],
         expires_at=payload["exp"],
         extra={name: value for name, value in payload.items() if name not in RESERVED_CLAIMS},
+        key_thumbprint="" if cnf is None else cnf["jkt"],
     )
