@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from authority.binding import Binding, proof_checker
 from authority.config import Settings
 from authority.errors import StoreUnavailable
 from authority.keys import KeyRing, check_key_protection, load_key, load_keyring, rotate_if_due, rotate_key
@@ -54,8 +55,11 @@ class Authority:
         self.settings = settings
         self.store = store
         self.mirror = mirror
-        self.codec = TokenCodec(keyring, settings.issuer, settings.leeway)
-        self.sessions = Sessions(store, self.codec, mirror, settings, clock)
+        # One proof checker, so one replay cache, for validation, sign-in and refresh: a
+        # proof's jti is used once in this process, whichever of them saw it first.
+        self.proofs = proof_checker(settings, clock)
+        self.codec = TokenCodec(keyring, settings.issuer, settings.leeway, proofs=self.proofs)
+        self.sessions = Sessions(store, self.codec, mirror, settings, clock, Binding(self.proofs, settings))
         self.validator = Validator(self.codec, mirror, settings.default_audience, settings.max_staleness)
         # The follower reads on connections of its own: however many consumers read
         # snapshots, and however busy sign-ins are, this process's view stays current.

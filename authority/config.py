@@ -121,6 +121,15 @@ class Settings:
     session_limits: tuple[str, ...] = ()
     # How long the session event log keeps an event.
     session_events_retention: int = 30 * 24 * 3600
+    # Device-bound tokens (README "Device-bound tokens", authority/binding.py): a DPoP
+    # proof's iat may be this far from now either way, and its jti is remembered as long.
+    proof_max_age: float = 60.0
+    # "false" (proofs optional), "true" (every sign-in needs one), or the audiences whose
+    # sign-ins need one, comma-separated.
+    require_proof_of_possession: str = "false"
+    # The most proof jtis remembered at once per process; when full, proofs are refused
+    # rather than a jti forgotten before its window ends.
+    proof_replay_cache_size: int = 100_000
 
     def __post_init__(self) -> None:
         _check(self)
@@ -142,6 +151,11 @@ class Settings:
         if self.max_sessions_per_subject:
             return self.max_sessions_per_subject
         return sum(self.class_limits.values()) or 1
+
+    def proof_required_for(self, audience: str) -> bool:
+        """Whether a sign-in for ``audience`` must come with a proof of possession."""
+        audiences = _proof_audiences(self.require_proof_of_possession)
+        return audiences is None or audience in audiences
 
     def idle_cutoff(self, now: float) -> float | None:
         """Sessions last used before this have ended idle; None when there is no idle timeout."""
@@ -282,9 +296,23 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: str | N
 # Timestamp, a JWT and a 32-bit column hold, for centuries to come; nothing sensible
 # is longer.
 MAX_DURATION_SECONDS = 3650 * 86400
-_SECOND_OPTIONS = ("max_staleness", "revocation_poll_interval", "refresh_token_reuse_grace")
+_SECOND_OPTIONS = ("max_staleness", "revocation_poll_interval", "refresh_token_reuse_grace", "proof_max_age")
 # A retry comes within seconds; a longer grace only widens what a stolen token can do.
 MAX_REUSE_GRACE_SECONDS = 60.0
+# A proof is made for one request; a long window only widens the replay that reaches
+# another process (each keeps its own replay cache) and the memory the cache needs.
+MAX_PROOF_AGE_SECONDS = 600.0
+
+
+def _proof_audiences(text: str) -> frozenset[str] | None:
+    """``require_proof_of_possession`` as the audiences it names: None for every
+    audience ("true"), empty for none ("false")."""
+    word = text.strip().lower()
+    if word in ("true", "yes", "on", "1"):
+        return None
+    if word in ("", "false", "no", "off", "0"):
+        return frozenset()
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
 
 
 def _check_representable(s: Settings) -> None:
@@ -373,6 +401,21 @@ def _check(s: Settings) -> None:
         raise ConfigError("http_listen", f"{s.http_listen!r} is not HOST:PORT")
     if s.public_url and not is_https_url(s.public_url):
         raise ConfigError("public_url", f"{s.public_url!r} is not an https URL without query or fragment")
+    _check_proofs(s)
+
+
+def _check_proofs(s: Settings) -> None:
+    if not 0 < s.proof_max_age <= MAX_PROOF_AGE_SECONDS:
+        raise ConfigError("proof_max_age", "must be greater than zero and at most 10m")
+    if s.proof_replay_cache_size < 1:
+        raise ConfigError("proof_replay_cache_size", "must be at least 1")
+    audiences = _proof_audiences(s.require_proof_of_possession)
+    unknown = sorted((audiences or frozenset()) - set(s.audiences))
+    if unknown:
+        raise ConfigError(
+            "require_proof_of_possession",
+            f"{unknown[0]!r} is not one of the audiences; give false, true, or audiences of AUTHORITY_AUDIENCES",
+        )
 
 
 # The authority writes: every connection must land on a server that takes writes.

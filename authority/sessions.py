@@ -10,6 +10,10 @@ sessions than expected is aborted; either way nothing changes but the refusal's 
 
 Every change is recorded in the session event log in the same transaction.
 
+A sign-in with a DPoP proof binds its session to the proof's key, and a bound session's
+refresh token is traded only with a proof by that key, checked before reuse detection
+and before anything is written (:mod:`authority.binding`).
+
 Every revocation committed here is applied to the in-memory mirror before the call
 returns, so this process rejects the revoked tokens from then on. A unit of work runs to
 its end even when the RPC that started it is cancelled, so a commit is never left
@@ -28,6 +32,9 @@ import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from authority_client.proof import Proof
+
+from authority.binding import Binding, proof_checker
 from authority.config import Policy, Settings
 from authority.errors import (
     InvalidArgument,
@@ -66,6 +73,8 @@ class SignIn:
     expires_at: int
     refresh_expires_at: float
     replaced_session_ids: tuple[str, ...] = ()
+    # The thumbprint of the device key the tokens are bound to; "" for bearer tokens.
+    key_thumbprint: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,6 +129,7 @@ class _SignInRequest:
     audience: str
     claims_json: str
     access_ttl: int
+    key_thumbprint: str = ""
 
 
 class Sessions(SignOuts):
@@ -132,12 +142,14 @@ class Sessions(SignOuts):
         mirror: RevocationMirror,
         settings: Settings,
         clock: Callable[[], float] = time.time,
+        binding: Binding | None = None,
     ) -> None:
         self._store = store
         self._codec = codec
         self._mirror = mirror
         self._settings = settings
         self._clock = clock
+        self._binding = binding or Binding(proof_checker(settings, clock), settings)
 
     def _check_device(self, device: Device) -> str:
         """Checks the device fields; returns the class the sign-in counts in."""
@@ -158,10 +170,13 @@ class Sessions(SignOuts):
         expected_replacements: Sequence[str] | None = None,
         caller: str = "",
         before_commit: BeforeCommit | None = None,
+        proof: Proof | None = None,
     ) -> SignIn:
-        """Signs ``subject`` in on ``device`` under the single-device policy.
+        """Signs ``subject`` in on ``device`` under the single-device policy; with a
+        ``proof``, the session is bound to the proof's key.
 
-        Raises :class:`InvalidArgument` for a bad request, :class:`SessionLimitReached`
+        Raises :class:`InvalidArgument` for a bad request (``proof`` for one required and
+        absent, or one that fails a check), :class:`SessionLimitReached`
         when the policy is REJECT and another device would be signed out, and
         :class:`SignInAborted` when ``expected_replacements`` is given and the sessions
         the sign-in would sign out are not exactly those. ``before_commit`` is called
@@ -169,6 +184,8 @@ class Sessions(SignOuts):
         whatever it raises rolls the sign-in back.
         """
         request = self._request(subject, device, policy, audience, claims, ttl)
+        # Last of the checks: a sign-in refused for another field leaves the proof unused.
+        request = dataclasses.replace(request, key_thumbprint=self._binding.sign_in_key(proof, request.audience))
         expected = None if expected_replacements is None else frozenset(expected_replacements)
         try:
             return await to_the_end(self._sign_in(request, expected, caller, before_commit or _accept))
@@ -203,10 +220,14 @@ class Sessions(SignOuts):
         claims: Mapping[str, Any] | None = None,
         ttl: float | None = None,
         expected_replacements: Sequence[str] | None = None,
+        proof: Proof | None = None,
     ) -> Preview:
         """What :meth:`sign_in` would do now with these arguments (the same checks, the same
-        decision); changes nothing."""
+        decision); changes nothing. A proof required and absent is refused as by
+        :meth:`sign_in`; a proof given is not checked: checking records its jti, and the
+        device's sign-in proof must stay good for the sign-in that follows."""
         request = self._request(subject, device, policy, audience, claims, ttl)
+        self._binding.require(proof, request.audience)
         now = self._clock()
         live = await self._store.live_sessions(subject, now, self._settings.idle_cutoff(now))
         decision = self._decide(live, request.device.device_id, request.counted_class, request.policy)
@@ -300,6 +321,7 @@ class Sessions(SignOuts):
             revoked_at=None,
             device_class=request.device.device_class,
             device_name=request.device.device_name,
+            key_thumbprint=request.key_thumbprint,
         )
 
     def _tokens(self, session: SessionRecord, refresh_token: str, now: float) -> SignIn:
@@ -315,6 +337,7 @@ class Sessions(SignOuts):
             issued_at=int(now),
             expires_at=_access_expiry(now, session.access_ttl, session.expires_at),
             extra=json.loads(session.claims),
+            key_thumbprint=session.key_thumbprint,
         )
         access_token = self._codec.sign(claims)
         if len(access_token) > MAX_TOKEN_BYTES:
@@ -327,10 +350,17 @@ class Sessions(SignOuts):
             session_id=session.session_id,
             expires_at=claims.expires_at,
             refresh_expires_at=session.expires_at,
+            key_thumbprint=session.key_thumbprint,
         )
 
-    async def refresh(self, refresh_token: str, before_commit: BeforeCommit | None = None) -> SignIn:
+    async def refresh(
+        self, refresh_token: str, before_commit: BeforeCommit | None = None, proof: Proof | None = None
+    ) -> SignIn:
         """A new token pair on the refresh token's session; the presented one dies.
+
+        A session bound to a device key needs a ``proof`` by that key (and a bearer
+        session takes none): else :class:`RefreshTokenRejected`, decided before reuse
+        detection, so a thief's copy of a traded refresh token cannot revoke the session.
 
         Raises :class:`RefreshTokenRejected` for an unknown token or an ended session,
         and :class:`RefreshTokenReused` (after revoking the session) for a token that was
@@ -342,9 +372,9 @@ class Sessions(SignOuts):
             raise InvalidArgument("refresh_token", "must not be empty")
         if len(refresh_token) != REFRESH_TOKEN_CHARS:
             raise RefreshTokenRejected("the refresh token is not valid")
-        return await to_the_end(self._refresh(hash_refresh_token(refresh_token), before_commit or _accept))
+        return await to_the_end(self._refresh(hash_refresh_token(refresh_token), before_commit or _accept, proof))
 
-    async def _refresh(self, token_hash: str, before_commit: BeforeCommit) -> SignIn:
+    async def _refresh(self, token_hash: str, before_commit: BeforeCommit, proof: Proof | None) -> SignIn:
         new_token = secrets.token_urlsafe(32)
         reused: list[Revocation] | None = None
         async with self._store.transaction() as tx:
@@ -355,8 +385,10 @@ class Sessions(SignOuts):
                 found = await tx.refresh_token(token_hash, for_update=True)
             if found is None:
                 raise RefreshTokenRejected("the refresh token is not valid")
-            now = self._clock()
             session = found.session
+            # Before anything is written or revoked: without the device's key, the token is no one's.
+            self._binding.check_refresh(proof, session.key_thumbprint)
+            now = self._clock()
             live = await tx.live_sessions(session.subject, now, self._settings.idle_cutoff(now))
             is_live = any(s.session_id == session.session_id for s in live)
             if found.used_at is not None and not (

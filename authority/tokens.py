@@ -4,7 +4,9 @@ Verification is :class:`authority_client.verify.TokenVerifier`, the same code a
 consumer service runs locally, so the authority and its consumers reject the same
 tokens for the same reasons; its module docstring gives the order of the checks.
 Revocation is checked after it, by the caller. ES256 signatures are made low-S here,
-as the verifier accepts no other.
+as the verifier accepts no other. A token of a session bound to a device key carries
+``cnf: {"jkt": <thumbprint>}`` (RFC 9449 section 6.1), and verifies only with a proof by
+that key, checked by the process's one proof checker.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jwt
-from authority_client.proof import Proof
+from authority_client.proof import Proof, ProofChecker
 from authority_client.verify import (
     ACCESS_TOKEN_TYPE,
     MAX_JSON_DEPTH,
@@ -41,11 +43,13 @@ __all__ = [
     "AccessClaims",
     "InvalidReason",
     "InvalidToken",
+    "Proof",
     "TokenCodec",
 ]
 
 DEVICE_CLAIM = "device_id"
 SESSION_CLAIM = "sid"
+CONFIRMATION_CLAIM = "cnf"
 
 _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
@@ -53,12 +57,16 @@ _P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 class TokenCodec:
     """Signs access tokens with the key ring's newest key and verifies them with any of its keys."""
 
-    def __init__(self, keyring: KeyRing, issuer: str, leeway: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, keyring: KeyRing, issuer: str, leeway: int, clock: Callable[[], float] = time.time,
+        proofs: ProofChecker | None = None,
+    ) -> None:
         self.issuer = issuer
         self.leeway = leeway
         self._jwt = jwt.PyJWT()
         # ``clock`` is for tests that verify at a fixed time (the shared token corpus).
-        self._verifier = TokenVerifier(_published(keyring), issuer=issuer, leeway=leeway, clock=clock)
+        # ``proofs`` is the process's one proof checker, shared with sign-in and refresh.
+        self._verifier = TokenVerifier(_published(keyring), issuer=issuer, leeway=leeway, clock=clock, proofs=proofs)
         # Logout alone also accepts the retained public halves of purged keys.
         self._logout_verifier = TokenVerifier(_for_logout(keyring), issuer=issuer, leeway=leeway, clock=clock)
         self._keyring = keyring
@@ -94,6 +102,8 @@ class TokenCodec:
             SESSION_CLAIM: claims.session_id,
             DEVICE_CLAIM: claims.device_id,
         }
+        if claims.key_thumbprint:
+            payload[CONFIRMATION_CLAIM] = {"jkt": claims.key_thumbprint}
         headers = {"kid": key.kid, "typ": ACCESS_TOKEN_TYPE}
         token = self._jwt.encode(payload, key.private_key, algorithm=key.algorithm.value, headers=headers)
         if key.algorithm is Algorithm.ES256:
@@ -102,8 +112,13 @@ class TokenCodec:
 
     def verify(self, token: str, audience: str, proof: Proof | None = None) -> AccessClaims:
         """The claims of a valid token for ``audience``, or :class:`InvalidToken`; a bound
-        token needs ``proof``, its DPoP proof (see :meth:`TokenVerifier.check_binding`)."""
+        token needs a valid ``proof`` by its key (PROOF_REQUIRED, BAD_PROOF)."""
         return self._verifier.verify(token, audience, proof)
+
+    def check_binding(self, claims: AccessClaims, token: str, proof: Proof | None) -> None:
+        """The proof check of :meth:`verify` alone, for a token whose claims were verified
+        before: a proof is good for one request, so it is checked on every one."""
+        self._verifier.check_binding(claims, token, proof)
 
     def identify(self, token: str) -> AccessClaims:
         """The claims of a token this authority signed, expired or not, for any audience,

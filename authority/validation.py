@@ -13,6 +13,11 @@ of key ring (a new ``codec.keyring`` object) forgets every remembered token, so 
 withdrawn key stops validating at once. When the cache is full it is emptied and
 refills with the tokens in use; a flood of distinct tokens costs the full check it
 would have cost anyway, and memory stays bounded (about 1 KiB per entry).
+
+A token bound to a device key needs a proof by that key on every call, remembered or
+not: a proof is good for one request (its jti is recorded), so the cache saves the
+token's signature check, never the proof's. A token is remembered only once it passed
+with its proof, so a bad proof costs the full check again next time.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from authority.errors import StaleView
 from authority.keys import KeyRing
 from authority.revocations import RevocationMirror
 from authority.store import RevocationCause
-from authority.tokens import AccessClaims, InvalidReason, InvalidToken, TokenCodec
+from authority.tokens import AccessClaims, InvalidReason, InvalidToken, Proof, TokenCodec
 
 DEFAULT_CACHE_SIZE = 10_000
 
@@ -68,9 +73,10 @@ class Validator:
         """How many verified tokens are remembered now."""
         return self._cached
 
-    def validate(self, token: str, audience: str = "") -> AccessClaims:
-        """The token's claims, or :class:`InvalidToken` with the first failed step's reason;
-        :class:`StaleView` when the revocation view is too old to vouch for any token."""
+    def validate(self, token: str, audience: str = "", proof: Proof | None = None) -> AccessClaims:
+        """The token's claims, or :class:`InvalidToken` with the first failed step's reason
+        (the token's steps, then the proof's, then revocation); :class:`StaleView` when the
+        revocation view is too old to vouch for any token."""
         if self._mirror.age() > self._max_staleness:
             raise StaleView()
         audience = audience or self._default_audience
@@ -79,14 +85,16 @@ class Validator:
         by_token = self._verified.get(audience)
         claims = None if by_token is None else by_token.get(token)
         if claims is None or self._clock() >= claims.expires_at + self._codec.leeway:
-            claims = self._verify(token, audience)
+            claims = self._verify(token, audience, proof)
+        else:
+            self._codec.check_binding(claims, token, proof)
         cause = self._mirror.cause(claims.session_id)
         if cause is not None:
             raise Revoked(claims.session_id, cause)
         return claims
 
-    def _verify(self, token: str, audience: str) -> AccessClaims:
-        claims = self._codec.verify(token, audience)
+    def _verify(self, token: str, audience: str, proof: Proof | None) -> AccessClaims:
+        claims = self._codec.verify(token, audience, proof)
         if self._cached >= self._cache_size:
             self._forget(self._keyring)
         by_token = self._verified.setdefault(audience, {})

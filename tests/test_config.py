@@ -77,6 +77,13 @@ def test_a_flag_wins_over_its_variable() -> None:
         ({"AUTHORITY_SESSION_LIMITS": "mobile=1,mobile=2"}, "session_limits"),
         ({"AUTHORITY_SESSION_EVENTS_RETENTION": "0"}, "session_events_retention"),
         ({"AUTHORITY_SESSION_EVENTS_RETENTION": "a month"}, "session_events_retention"),
+        ({"AUTHORITY_PROOF_MAX_AGE": "0"}, "proof_max_age"),
+        ({"AUTHORITY_PROOF_MAX_AGE": "11m"}, "proof_max_age"),
+        ({"AUTHORITY_PROOF_MAX_AGE": "a minute"}, "proof_max_age"),
+        ({"AUTHORITY_PROOF_REPLAY_CACHE_SIZE": "0"}, "proof_replay_cache_size"),
+        ({"AUTHORITY_PROOF_REPLAY_CACHE_SIZE": "many"}, "proof_replay_cache_size"),
+        ({"AUTHORITY_REQUIRE_PROOF_OF_POSSESSION": "payments"}, "require_proof_of_possession"),
+        ({"AUTHORITY_REQUIRE_PROOF_OF_POSSESSION": "true,token-authority"}, "require_proof_of_possession"),
     ],
 )
 def test_an_invalid_value_is_refused_naming_the_option(environ: dict[str, str], option: str) -> None:
@@ -142,3 +149,28 @@ def test_session_limits_and_the_total_cap() -> None:
     assert load_settings({}).class_limits == {} and load_settings({}).total_session_cap == 1
     assert load_settings({"AUTHORITY_SESSION_EVENTS_RETENTION": "7d"}).session_events_retention == 7 * 86400
     assert Settings().session_events_retention == 30 * 86400
+
+
+def test_proof_settings_from_variables_and_flags() -> None:
+    environ = {
+        "AUTHORITY_AUDIENCES": "web,payments",
+        "AUTHORITY_PROOF_MAX_AGE": "30s",
+        "AUTHORITY_PROOF_REPLAY_CACHE_SIZE": "5000",
+        "AUTHORITY_REQUIRE_PROOF_OF_POSSESSION": "payments",
+    }
+
+    settings = load_settings(environ)
+    flagged = load_settings(environ, require_proof_of_possession="true", proof_max_age="250ms")
+
+    assert (settings.proof_max_age, settings.proof_replay_cache_size) == (30.0, 5000)
+    assert [settings.proof_required_for(a) for a in ("web", "payments")] == [False, True]
+    assert [flagged.proof_required_for(a) for a in ("web", "payments")] == [True, True]
+    assert flagged.proof_max_age == 0.25
+    assert not Settings().proof_required_for("token-authority")
+
+
+def test_an_unknown_audience_in_require_proof_of_possession_is_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AUTHORITY_REQUIRE_PROOF_OF_POSSESSION": "payments"})
+
+    assert "'payments' is not one of the audiences" in str(caught.value)

@@ -12,12 +12,21 @@ Every handler's request passes :func:`check_request` before the handler sees it:
 Each refusal names the field by its path in the request (``ttl``, ``heartbeat_interval``).
 What a field then means (a ttl must be positive) is the handler's: :func:`positive_seconds`
 turns a checked Duration into seconds, exactly, down to the nanosecond.
+
+A ``ProofOfPossession`` is present when its field is set (an empty ``proof`` in it is a
+malformed proof, not an absent one). :func:`proof_problem` is its rule: ``proof`` at most
+8 KiB, ``http_method`` 1 to 32 bytes, ``http_uri`` 1 byte to 8 KiB, so no check of a proof
+works on more than that. Each RPC answers a refusal its own way: ValidateToken with
+``valid = false`` and BAD_PROOF, IssueToken with INVALID_ARGUMENT, RefreshToken with
+UNAUTHENTICATED, each naming the field.
 """
 
 from __future__ import annotations
 
 import functools
 
+from authority_client.proof import MAX_PROOF_BYTES, Proof
+from authority_client.v1 import authority_pb2 as pb
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
@@ -37,6 +46,9 @@ _TIMESTAMP = Timestamp.DESCRIPTOR.full_name
 # JSON-like values (Struct claims): their numbers are doubles, checked where they are used.
 _FREE_FORM = frozenset({"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"})
 _UNSIGNED_64 = frozenset({FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64})
+# Far above any real method (the longest standard one is 7 bytes) and request URI.
+MAX_HTTP_METHOD_BYTES = 32
+MAX_HTTP_URI_BYTES = 8 * 1024
 
 
 def check_request(request: Message) -> None:
@@ -107,3 +119,22 @@ def _check_timestamp(name: str, timestamp: Timestamp) -> None:
         raise InvalidArgument(name, "must be between 0001-01-01 and 9999-12-31 UTC")
     if not 0 <= timestamp.nanos <= MAX_NANOS:
         raise InvalidArgument(name, f"nanos must be from 0 to {MAX_NANOS}")
+
+
+def proof_of(message: pb.ProofOfPossession) -> Proof:
+    """The proof a request carries, as the proof checker takes it."""
+    return Proof(message.proof, message.http_method, message.http_uri)
+
+
+def proof_problem(message: pb.ProofOfPossession) -> InvalidArgument | None:
+    """What breaks the rule for a ``ProofOfPossession``, naming the field by its path
+    (``proof.http_uri``), or None. Sizes are counted in UTF-8 bytes, as on the wire."""
+    for field, value, most in (
+        ("proof", message.proof, MAX_PROOF_BYTES),
+        ("http_method", message.http_method, MAX_HTTP_METHOD_BYTES),
+        ("http_uri", message.http_uri, MAX_HTTP_URI_BYTES),
+    ):
+        size = len(value.encode(errors="surrogatepass"))
+        if not 0 < size <= most:
+            return InvalidArgument(f"proof.{field}", f"must be 1 to {most} bytes")
+    return None

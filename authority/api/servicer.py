@@ -12,17 +12,24 @@ from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from authority.api.callers import CALLER
-from authority.api.inputs import MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS, positive_seconds
+from authority.api.inputs import (
+    MAX_TIMESTAMP_SECONDS,
+    MIN_TIMESTAMP_SECONDS,
+    positive_seconds,
+    proof_of,
+    proof_problem,
+)
 from authority.api.status import streaming, unary
 from authority.app import Authority
+from authority.binding import token_type
 from authority.claims import from_struct
 from authority.config import Policy
-from authority.errors import InvalidArgument, SessionLimitReached
+from authority.errors import InvalidArgument, RefreshTokenRejected, SessionLimitReached
 from authority.ops.metrics import Metrics
 from authority.revocations import CaughtUp, Heartbeat
 from authority.sessions import Device, SignIn
 from authority.store import Revocation, RevocationCause, SessionEvent, SessionRecord
-from authority.tokens import AccessClaims, InvalidToken
+from authority.tokens import AccessClaims, InvalidReason, InvalidToken, Proof
 from authority.validation import Revoked
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -63,6 +70,7 @@ def _issue_response(sign_in: SignIn) -> pb.IssueTokenResponse:
         expires_at=_timestamp(sign_in.expires_at),
         refresh_expires_at=_timestamp(sign_in.refresh_expires_at),
         replaced_session_ids=sign_in.replaced_session_ids,
+        token_type=token_type(sign_in.key_thumbprint),
     )
 
 
@@ -76,6 +84,7 @@ def _claims(claims: AccessClaims) -> pb.Claims:
         audience=claims.audience,
         issued_at=Timestamp(seconds=claims.issued_at),
         expires_at=Timestamp(seconds=claims.expires_at),
+        key_thumbprint=claims.key_thumbprint,
     )
     if claims.extra:
         message.extra.update(claims.extra)
@@ -143,6 +152,17 @@ def _session_event(event: SessionEvent, sent_at: float, epoch: str) -> pb.Sessio
     )
 
 
+def _proof(request: pb.IssueTokenRequest | pb.RefreshTokenRequest) -> Proof | None:
+    """The request's proof, None when it has none; :class:`InvalidArgument` naming the
+    field that breaks the input rule (see :mod:`authority.api.inputs`)."""
+    if not request.HasField("proof"):
+        return None
+    problem = proof_problem(request.proof)
+    if problem is not None:
+        raise problem
+    return proof_of(request.proof)
+
+
 def _ttl(request: pb.IssueTokenRequest) -> float | None:
     return positive_seconds("ttl", request.ttl) if request.HasField("ttl") else None
 
@@ -174,6 +194,7 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
                 caller=CALLER.get(),
                 # Built inside the transaction: nothing commits whose reply cannot be built.
                 before_commit=_issue_response,
+                proof=_proof(request),
             )
         except SessionLimitReached:
             self._metrics.count_rejected_sign_in()
@@ -185,8 +206,15 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
     async def ValidateToken(self, request: pb.ValidateTokenRequest, context: Context) -> pb.ValidateTokenResponse:
         if not request.token:
             raise InvalidArgument("token", "must not be empty")
+        proof = None
+        if request.HasField("proof"):
+            # A proof breaking the input rule is a bad proof: an answer, never an error.
+            if proof_problem(request.proof) is not None:
+                self._validations[InvalidReason.BAD_PROOF].inc()
+                return pb.ValidateTokenResponse(valid=False, reason=pb.INVALID_REASON_BAD_PROOF)
+            proof = proof_of(request.proof)
         try:
-            claims = self._validator.validate(request.token, request.audience)
+            claims = self._validator.validate(request.token, request.audience, proof)
         except Revoked as revoked:
             self._validations[revoked.reason].inc()
             return await self._explained(revoked)
@@ -238,6 +266,7 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
         preview = await self._sessions.preview(
             request.subject, _device(request), policy=_policy(request), audience=request.audience,
             claims=_extra_claims(request), ttl=_ttl(request), expected_replacements=_expected(request),
+            proof=_proof(request),
         )
         return pb.PreviewSignInResponse(
             allowed=preview.allowed, would_replace=[_session(s) for s in preview.would_replace]
@@ -245,7 +274,13 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
 
     @unary
     async def RefreshToken(self, request: pb.RefreshTokenRequest, context: Context) -> pb.IssueTokenResponse:
-        return _issue_response(await self._sessions.refresh(request.refresh_token, before_commit=_issue_response))
+        try:
+            proof = _proof(request)
+        except InvalidArgument as problem:
+            # As any proof a refresh cannot take: the refresh token is not traded.
+            raise RefreshTokenRejected(str(problem)) from None
+        refreshed = await self._sessions.refresh(request.refresh_token, before_commit=_issue_response, proof=proof)
+        return _issue_response(refreshed)
 
     @unary
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Context) -> pb.ListSessionsResponse:

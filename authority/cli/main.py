@@ -62,6 +62,19 @@ def _parser() -> argparse.ArgumentParser:
                                   "(AUTHORITY_HTTP_LISTEN, default off)"
         )
         command.add_argument(
+            "--require-proof-of-possession",
+            help="false, true, or comma-separated audiences whose sign-ins must bind the session to a device "
+                 "key with a DPoP proof (AUTHORITY_REQUIRE_PROOF_OF_POSSESSION, default false)",
+        )
+        command.add_argument(
+            "--proof-max-age", help="how far a DPoP proof's iat may be from now, either way "
+                                    "(AUTHORITY_PROOF_MAX_AGE, default 60s)"
+        )
+        command.add_argument(
+            "--proof-replay-cache-size", help="the most DPoP proof jtis remembered at once; when full, proofs "
+                                              "are refused (AUTHORITY_PROOF_REPLAY_CACHE_SIZE, default 100000)"
+        )
+        command.add_argument(
             "--allow-unauthenticated-callers", action="store_const", const="true",
             help="serve a non-loopback address with no caller authentication: anyone who reaches it "
                  "may issue and revoke tokens (AUTHORITY_ALLOW_UNAUTHENTICATED_CALLERS)",
@@ -116,6 +129,9 @@ _FLAGS = (
     "log_format",
     "metrics_listen",
     "http_listen",
+    "require_proof_of_possession",
+    "proof_max_age",
+    "proof_replay_cache_size",
     "allow_unauthenticated_callers",
     "allow_plaintext_keys",
 )

@@ -35,6 +35,8 @@ class SessionRecord:
     revoked_at: float | None
     device_class: str = ""
     device_name: str = ""
+    # The RFC 7638 thumbprint of the device key the session is bound to; "" for bearer.
+    key_thumbprint: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from authority_client.types import (
     RevocationEvent,
     RevocationEventKind,
     Session,
+    Proof,
     SessionPolicy,
     SignInPreview,
     Validation,
@@ -43,13 +44,37 @@ def issue_request(
     audience: str,
     claims: Mapping[str, Any] | None,
     ttl: float | None,
+    proof: Proof | None = None,
 ) -> pb.IssueTokenRequest:
-    """The IssueToken request for a sign-in."""
+    """The IssueToken request for a sign-in (bound to the proof's key, when given)."""
     request = pb.IssueTokenRequest(subject=subject, device_id=device_id, policy=int(policy), audience=audience)  # type: ignore[arg-type]
     if claims is not None:
         request.claims.update(dict(claims))
     if ttl is not None:
         request.ttl.CopyFrom(duration(ttl))
+    if proof is not None:
+        request.proof.CopyFrom(proof_message(proof))
+    return request
+
+
+def proof_message(proof: Proof) -> pb.ProofOfPossession:
+    """The contract's ProofOfPossession for ``proof``."""
+    return pb.ProofOfPossession(proof=proof.proof, http_method=proof.http_method, http_uri=proof.http_uri)
+
+
+def refresh_request(refresh_token: str, proof: Proof | None) -> pb.RefreshTokenRequest:
+    """The RefreshToken request; a bound session's needs a proof by its key."""
+    request = pb.RefreshTokenRequest(refresh_token=refresh_token)
+    if proof is not None:
+        request.proof.CopyFrom(proof_message(proof))
+    return request
+
+
+def validate_request(token: str, audience: str, proof: Proof | None) -> pb.ValidateTokenRequest:
+    """The ValidateToken request; a bound token's needs the proof that came with it."""
+    request = pb.ValidateTokenRequest(token=token, audience=audience)
+    if proof is not None:
+        request.proof.CopyFrom(proof_message(proof))
     return request
 
 
@@ -76,6 +101,8 @@ def issued(response: pb.IssueTokenResponse) -> IssuedToken:
         expires_at=seconds(response.expires_at),
         refresh_expires_at=seconds(response.refresh_expires_at),
         replaced_session_ids=tuple(response.replaced_session_ids),
+        # An authority older than device-bound tokens says nothing: its tokens are bearer tokens.
+        token_type=response.token_type or "Bearer",
     )
 
 
@@ -91,6 +118,7 @@ def claims(message: pb.Claims) -> AccessClaims:
         issued_at=message.issued_at.seconds,
         expires_at=message.expires_at.seconds,
         extra=json_numbers(json_format.MessageToDict(message.extra)) if message.HasField("extra") else {},
+        key_thumbprint=message.key_thumbprint,
     )
 
 

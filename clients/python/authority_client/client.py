@@ -11,7 +11,7 @@ import grpc
 from authority_client import _convert
 from authority_client.channel import ChannelSettings, call_metadata, warn_if_plaintext_api_key
 from authority_client.errors import from_rpc_error
-from authority_client.types import IssuedToken, RevocationEvent, Session, SessionPolicy, SignInPreview, Validation
+from authority_client.types import IssuedToken, Proof, RevocationEvent, Session, SessionPolicy, SignInPreview, Validation
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 
@@ -73,19 +73,31 @@ class AuthorityClient:
         device_class: str = "",
         device_name: str = "",
         expected_replacements: Sequence[str] | None = None,
+        proof: Proof | None = None,
     ) -> IssuedToken:
         """Signs ``subject`` in on ``device_id`` (of ``device_class``, shown as ``device_name``);
         never retried (a sign-in is not idempotent). With ``expected_replacements`` (from
         :meth:`preview_sign_in`) it commits only if it would sign out exactly those
-        sessions, else raises :class:`~authority_client.errors.SignInAborted`."""
-        request = _convert.issue_request(subject, device_id, policy, audience, claims, ttl)
+        sessions, else raises :class:`~authority_client.errors.SignInAborted`.
+
+        With ``proof`` (the DPoP proof the device sent with its sign-in request, see
+        :class:`~authority_client.proof.DeviceKey`) the session is bound to the device's
+        key: the result's ``token_type`` is ``"DPoP"``. A bad proof, or none where the
+        authority requires one, raises :class:`~authority_client.errors.InvalidArgument`."""
+        request = _convert.issue_request(subject, device_id, policy, audience, claims, ttl, proof)
         request.device_class, request.device_name = device_class, device_name
         _convert.guard(request, expected_replacements)
         return _convert.issued(self._call("IssueToken", request, timeout))
 
-    def validate_token(self, token: str, audience: str = "", *, timeout: float | None = None) -> Validation:
-        """The authority's verdict on ``token`` for ``audience`` (empty: its default)."""
-        request = pb.ValidateTokenRequest(token=token, audience=audience)
+    def validate_token(
+        self, token: str, audience: str = "", proof: Proof | None = None, *, timeout: float | None = None
+    ) -> Validation:
+        """The authority's verdict on ``token`` for ``audience`` (empty: its default).
+
+        A bound token (``claims.key_thumbprint`` set) is valid only with the ``proof``
+        that came with the request being authorised: without one the verdict is
+        PROOF_REQUIRED, with a bad one BAD_PROOF. A proof is good for one request."""
+        request = _convert.validate_request(token, audience, proof)
         return _convert.validation(self._call("ValidateToken", request, timeout))
 
     def revoke_token(
@@ -113,12 +125,18 @@ class AuthorityClient:
         device_class: str = "",
         expected_replacements: Sequence[str] | None = None,
         timeout: float | None = None,
+        proof: Proof | None = None,
     ) -> SignInPreview:
-        """What :meth:`issue_token` would do now (allowed, and whom it would sign out); changes nothing."""
+        """What :meth:`issue_token` would do now (allowed, and whom it would sign out); changes nothing.
+
+        Where the authority requires proofs, give the sign-in's ``proof``: it is not
+        checked (nor used up) here, only required."""
         request = _convert.guard(
             pb.IssueTokenRequest(subject=subject, device_id=device_id, policy=int(policy), device_class=device_class),  # type: ignore[arg-type]
             expected_replacements,
         )
+        if proof is not None:
+            request.proof.CopyFrom(_convert.proof_message(proof))
         return _convert.preview(self._call("PreviewSignIn", request, timeout))
 
     def revoke_other_sessions(
@@ -131,9 +149,14 @@ class AuthorityClient:
         response: pb.RevokeTokenResponse = self._call("RevokeToken", request, timeout)
         return response.revoked_sessions
 
-    def refresh_token(self, refresh_token: str, *, timeout: float | None = None) -> IssuedToken:
-        """A new token pair on the same session; raises :class:`RefreshRejected`."""
-        request = pb.RefreshTokenRequest(refresh_token=refresh_token)
+    def refresh_token(
+        self, refresh_token: str, proof: Proof | None = None, *, timeout: float | None = None
+    ) -> IssuedToken:
+        """A new token pair on the same session; raises :class:`RefreshRejected`.
+
+        A bound session (``token_type`` DPoP) needs a ``proof`` by its device key, and a
+        bearer session takes none: otherwise the refresh is refused and nothing changes."""
+        request = _convert.refresh_request(refresh_token, proof)
         return _convert.issued(self._call("RefreshToken", request, timeout, refreshing=True))
 
     def list_sessions(self, subject: str, *, timeout: float | None = None) -> list[Session]:

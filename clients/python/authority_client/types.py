@@ -1,7 +1,8 @@
 """The Python shapes of the authority's messages: what the clients take and return.
 
 Claims and reasons are the verifier's own (:class:`AccessClaims`,
-:class:`InvalidReason`), so a token checked remotely and one checked in-process look alike.
+:class:`InvalidReason`), so a token checked remotely and one checked in-process look alike;
+a proof of possession is the proof checker's own :class:`Proof`.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 
+from authority_client.proof import Proof
 from authority_client.verify import AccessClaims, InvalidReason, RevocationCause
 
 __all__ = [
     "AccessClaims",
     "InvalidReason",
     "IssuedToken",
+    "Proof",
     "RevocationCause",
     "RevocationEvent",
     "RevocationEventKind",
@@ -45,7 +48,12 @@ class RevocationEventKind(enum.IntEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class IssuedToken:
-    """A token pair from a sign-in or a refresh; times are Unix seconds."""
+    """A token pair from a sign-in or a refresh; times are Unix seconds.
+
+    ``token_type`` is ``"DPoP"`` when the tokens are bound to the device key of the
+    sign-in's proof (send the access token as ``authorization: DPoP <token>`` with a
+    fresh proof, and refresh with a proof by the same key), else ``"Bearer"``.
+    """
 
     access_token: str
     refresh_token: str
@@ -53,9 +61,18 @@ class IssuedToken:
     expires_at: float
     refresh_expires_at: float
     replaced_session_ids: tuple[str, ...] = ()
+    token_type: str = "Bearer"
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether the tokens are bound to a device key (``token_type`` DPoP)."""
+        return self.token_type == "DPoP"
 
     def __repr__(self) -> str:  # the tokens are secrets: keep them out of logs
-        return f"IssuedToken(session_id={self.session_id!r}, expires_at={self.expires_at})"
+        return (
+            f"IssuedToken(session_id={self.session_id!r}, expires_at={self.expires_at}, "
+            f"token_type={self.token_type!r})"
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
