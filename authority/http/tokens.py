@@ -16,9 +16,7 @@ access token does; which one was sent is told by its shape, not by ``token_type_
 A device-bound token (RFC 9449 section 6.2) is introspected without a proof: the
 introspecting resource server checks the proof that came to it, against the key this
 answer names, ``cnf: {"jkt": <thumbprint>}``, with ``token_type: "DPoP"``. Every other check
-is the validator's: the token's own steps come before the proof's, so a bound token it
-refuses only for the missing proof (PROOF_REQUIRED) passed all of them, and its session is
-then checked for revocation as for any token.
+is the validator's (:meth:`~authority.validation.Validator.introspect`).
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from authority.errors import InvalidArgument, TokenRejected
 from authority.http.callers import HttpCallers
 from authority.http.status import HttpRefusal
 from authority.ops.metrics import Metrics
-from authority.tokens import AccessClaims, InvalidReason, InvalidToken
+from authority.tokens import AccessClaims, InvalidToken
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 # Far more than a form of an 8 KiB token and a few short fields needs.
@@ -107,8 +105,6 @@ class TokenEndpoints:
 
     def __init__(self, authority: Authority, callers: HttpCallers, metrics: Metrics) -> None:
         self._validator = authority.validator
-        self._codec = authority.codec
-        self._mirror = authority.mirror
         self._sessions = authority.sessions
         self._callers = callers
         # Introspections count in the same validation outcomes as ValidateToken.
@@ -120,26 +116,12 @@ class TokenEndpoints:
         form = await read_form(request)
         token = _required(form, "token")
         try:
-            claims = self._active(token, form.get("audience", ""))
+            claims = self._validator.introspect(token, form.get("audience", ""))
         except InvalidToken as invalid:
             self._validations[invalid.reason].inc()
             return web.json_response(INACTIVE, headers=_NO_STORE)
         self._validations[None].inc()
         return web.json_response(introspection(claims), headers=_NO_STORE)
-
-    def _active(self, token: str, audience: str) -> AccessClaims:
-        """The claims of a token that is active for ``audience``, bound or not; InvalidToken otherwise."""
-        try:
-            return self._validator.validate(token, audience)
-        except InvalidToken as invalid:
-            if invalid.reason is not InvalidReason.PROOF_REQUIRED:
-                raise
-        # Every step of the token passed (the proof's come after them): read its claims
-        # again, and check its session as the validator checks every token's, last.
-        claims = self._codec.identify(token)
-        if self._mirror.cause(claims.session_id) is not None:
-            raise InvalidToken(InvalidReason.REVOKED)
-        return claims
 
     async def revoke(self, request: web.Request) -> web.Response:
         """RFC 7009: ``token``, and a ``token_type_hint`` that, being a hint, decides nothing."""
