@@ -153,3 +153,14 @@ async def test_a_proof_used_through_envoy_is_refused_at_validate_token(authority
 
     assert not answer.valid and answer.reason == pb.INVALID_REASON_BAD_PROOF
     assert await reason(authority.stub, token) == "PROOF_REQUIRED"
+
+
+async def test_a_host_no_url_can_hold_is_bad_proof_not_an_error(authority: Running) -> None:
+    key, issued = await bound_sign_in(authority.stub, new_subject(), "laptop")
+    token = issued.access_token
+    request = dpop_request(token, key.proof("GET", URI, access_token=token))
+    request.attributes.request.http.host = "bad host"
+
+    status, www_authenticate, _ = denial_of(await check(authority, request))
+
+    assert (status, www_authenticate) == (401, challenge("invalid_dpop_proof", InvalidReason.BAD_PROOF))

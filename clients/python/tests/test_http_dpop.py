@@ -161,3 +161,14 @@ def test_a_websocket_handshake_with_a_bound_token_needs_its_proof(mode: str, aut
                 ws_url, additional_headers={"authorization": f"DPoP {token}", "dpop": proof}, open_timeout=10
             )
         assert replayed.value.response.status_code == 401
+
+
+@pytest.mark.parametrize("host", ["bad host", "a@b", "[::1", ""])
+def test_a_request_url_no_proof_can_name_is_bad_proof_not_an_error(host: str) -> None:
+    from authority_client.http.bearer import Denial, Presented
+    from authority_client.http.gate import HttpGate, HttpRules
+
+    denial = HttpGate(HttpRules()).proof(Presented("DPoP", "t.t.t", "p.p.p"), "GET", "http", host, "/orders")
+
+    assert isinstance(denial, Denial)
+    assert (denial.status, denial.reason, denial.error) == (401, "BAD_PROOF", "invalid_dpop_proof")
