@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 WARMUP_CALLS = 20
+# The request a bound token's proof is made for, in the validate-bound phases (bench/proofs.py).
+PROOF_METHOD = "POST"
+PROOF_URI = "https://bench.example.com/bench.v1.Bench/Call"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,10 +31,10 @@ class Phase:
 
     name: str
     target: str
-    # "health", "validate", "check" (ext_authz), "issue", "http" (GETs, bench.http_load),
+    # "health", "validate", "validate-bound" (a bound token and its proof), "check" (ext_authz), "issue", "http" (GETs, bench.http_load),
     # or "introspect" (HTTP: target is the base URL)
     rpc: str
-    # validate, check, http: tokens; issue: "subject device" pairs; health: unused
+    # validate, check, http: tokens; validate-bound: "token proof" pairs; issue: "subject device" pairs; health: unused
     items: Sequence[str]
     workers: int
     concurrency: int
@@ -94,6 +97,14 @@ def _requests(rpc: str, items: Sequence[str]) -> tuple[list[Any], Callable[[Any]
         return [health_pb2.HealthCheckRequest()], lambda stubs: stubs[1].Check
     if rpc == "validate":
         return [pb.ValidateTokenRequest(token=t) for t in items], lambda stubs: stubs[0].ValidateToken
+    if rpc == "validate-bound":
+        pairs = [item.split(" ", 1) for item in items]
+        return [
+            pb.ValidateTokenRequest(
+                token=t, proof=pb.ProofOfPossession(proof=p, http_method=PROOF_METHOD, http_uri=PROOF_URI)
+            )
+            for t, p in pairs
+        ], lambda stubs: stubs[0].ValidateToken
     if rpc == "check":
         return [_check_request(t) for t in items], lambda stubs: stubs[2].Check
     pairs = [item.split(" ", 1) for item in items]

@@ -36,9 +36,11 @@ from authority.config import Settings
 from authority.keys import load_keyring
 from authority.store import Store
 from authority.tokens import AccessClaims, TokenCodec
-from bench import consumer, edge, node, previous, snapshots, visibility
+from authority_client.proof import DeviceKey
+
+from bench import consumer, edge, node, previous, proofs, snapshots, visibility
 from bench.baseline import BaselineServer, create_revoked_table
-from bench.load import Outcome, Phase, merge, run_phase, stderr_progress
+from bench.load import PROOF_METHOD, PROOF_URI, Outcome, Phase, merge, run_phase, stderr_progress
 from bench.memory import mirror_bytes
 from bench.report import Goal, at_least, at_most, environment, load_average, render
 from bench.servers import (
@@ -59,6 +61,7 @@ DEFAULT_POSTGRES = os.environ.get(
 FLOOR = "grpc.health Check (empty-RPC floor)"
 WARM = "ValidateToken warm (same token)"
 COLD = "ValidateToken cold (every token new)"
+BOUND_COLD = "ValidateToken cold, device-bound token with its DPoP proof"
 BASE_WARM = "baseline ValidateToken warm"
 BASE_COLD = "baseline ValidateToken cold"
 INTROSPECT = "POST /introspect warm (same token), HTTP"
@@ -275,6 +278,9 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             run.say(f"minting {2 * size.rounds * cold_count:,} tokens for the cold runs ...")
             cold_tokens = [_mint(codec, settings, cold_count) for _ in range(size.rounds)]
             base_cold_tokens = [_mint(codec, settings, cold_count) for _ in range(size.rounds)]
+            device = DeviceKey.generate()
+            bound_tokens = [proofs.mint_bound(codec, settings, device, cold_count) for _ in range(size.rounds)]
+            await _check_bound(authority.target, device, codec, settings)
             run.say("timing a bare PyJWT decode ...")
             t_decode = _decode_seconds(codec, settings, cold_tokens[0][: size.decode_samples])
             run.facts["t_decode (bare PyJWT decode, EdDSA)"] = f"{t_decode * 1e6:.1f} us"
@@ -284,6 +290,9 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
                 Spec(FLOOR, target, "health", lambda _: ["-"], pid),
                 Spec(WARM, target, "validate", lambda _: [warm_token], pid),
                 Spec(COLD, target, "validate", lambda r: cold_tokens[r], pid, once=True),
+                # Proofs signed as the round starts: each is good for one call, for 60 s.
+                Spec(BOUND_COLD, target, "validate-bound", lambda r: proofs.with_proofs(device, bound_tokens[r]), pid,
+                     once=True),
                 Spec(BASE_WARM, baseline.target, "validate", lambda _: [warm_token], baseline.pid),
                 Spec(BASE_COLD, baseline.target, "validate", lambda r: base_cold_tokens[r], baseline.pid, once=True),
                 Spec(INTROSPECT, authority.http_url, "introspect", lambda _: [warm_token], pid),
@@ -315,6 +324,12 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
                 at_least("ValidateToken cold / baseline cold", cold.rate / base_cold.rate, 1.8,
                          note=f"by server CPU per call: {cpu(BASE_COLD) / cpu(COLD):.2f}x (baseline without PostgreSQL's CPU)"),
             ]
+            goals.append(at_least(
+                "ValidateToken cold: device-bound with its proof / bearer, by server CPU per call",
+                cpu(COLD) / cpu(BOUND_COLD), 0.75,
+                note=f"by rate: {results[BOUND_COLD].rate / cold.rate:.2f}x "
+                     f"({results[BOUND_COLD].rate:,.0f}/s against {cold.rate:,.0f}/s)",
+            ))
             goals += _local_verifier(run, authority, codec, settings, warm_token)
             goals += _visibility(run, authority, main_url, settings)
             goals += edge.measure(run, authority, warm_token)
@@ -357,6 +372,15 @@ def _local_verifier(run: Run, authority: ServedAuthority, codec: TokenCodec, set
     cold = rates[consumer.COLD_VALIDATOR].per_second
     pyjwt = rates[consumer.COLD_PYJWT].per_second
     verifier = rates[consumer.COLD_VERIFIER].per_second
+    run.say("timing the local verifier with proofs (TokenVerifier + ProofChecker) ...")
+    device = DeviceKey.generate()
+    bound = proofs.local_rates(codec, settings, tokens, proofs.mint_bound(codec, settings, device, len(tokens)), device)
+    for name, rate in bound.items():
+        run.in_process[name] = rate.summary()
+        run.say(f"  {name}: {rate.per_second:,.0f}/s")
+    run.facts["local verifier: bound token with its proof / bearer token, cold"] = (
+        f"{bound[proofs.LOCAL_BOUND].per_second / bound[proofs.LOCAL_BEARER].per_second:.2f}x"
+    )
     run.say("timing the Node.js local verifier against bare jose.jwtVerify (clients/node) ...")
     node_rates, node_goals = node.measure(run.workdir, codec.keyring.jwks_json, settings.issuer,
                                           settings.default_audience, settings.leeway, warm_token, tokens,
@@ -372,6 +396,19 @@ def _local_verifier(run: Run, authority: ServedAuthority, codec: TokenCodec, set
         at_least("consumer local verifier, cold / bare PyJWT decode", cold / pyjwt, 0.9,
                  note=f"{cold:,.0f}/s against {pyjwt:,.0f}/s; bare TokenVerifier.verify {verifier / pyjwt:.2f}x"),
     ]
+
+
+async def _check_bound(target: str, device: DeviceKey, codec: TokenCodec, settings: Settings) -> None:
+    """A bound token and its proof as the load sends them validate: a phase of refusals
+    would measure nothing (a refusal is an answer, not an error the load would count)."""
+    [item] = proofs.with_proofs(device, proofs.mint_bound(codec, settings, device, 1))
+    token, proof = item.split(" ", 1)
+    request = pb.ValidateTokenRequest(
+        token=token, proof=pb.ProofOfPossession(proof=proof, http_method=PROOF_METHOD, http_uri=PROOF_URI)
+    )
+    answer = await _stub_call(target, "ValidateToken", request)
+    if not answer.valid:
+        raise RuntimeError(f"a bound token with its proof did not validate: reason {answer.reason}")
 
 
 def _ms_summary(delays: list[float]) -> dict[str, Any]:

@@ -175,6 +175,8 @@ CASES: dict[str, tuple[str, Any]] = {
     "jwk-point-off-the-curve": ("jwk", lambda: dpop.craft(_key("ES256"), dpop.claims(NOW, token=TOKEN), jwk={
         **dpop.public_jwk(_key("ES256")), "y": forge.b64((1).to_bytes(32, "big"))})),
     "jwk-rsa-1024": ("jwk", lambda: dpop.craft(_rsa_1024(), dpop.claims(NOW, token=TOKEN))),
+    "jwk-rsa-exponent-over-32-bits": ("jwk", lambda: dpop.craft(_key("RS256"), dpop.claims(NOW, token=TOKEN), jwk={
+        **dpop.public_jwk(_key("RS256")), "e": forge.b64((2**40 + 1).to_bytes(6, "big"))})),
     "jwk-rsa-leading-zero": ("jwk", lambda: dpop.craft(_key("RS256"), dpop.claims(NOW, token=TOKEN), jwk={
         **dpop.public_jwk(_key("RS256")), "e": forge.b64(b"\x00\x01\x00\x01")})),
     "signature-by-another-key": ("signature", lambda: dpop.craft(
@@ -446,6 +448,13 @@ def test_the_thumbprint_hashes_only_the_required_members() -> None:
         jwk_thumbprint({"kty": "oct", "k": "AAAA"})
     with pytest.raises(ValueError):
         jwk_thumbprint({"kty": "EC", "crv": "P-256", "x": "AA"})
+    with pytest.raises(ValueError):
+        jwk_thumbprint({"kty": ["RSA"], "n": "AQAB", "e": "AQAB"})
+
+
+def test_a_thumbprint_to_match_may_be_any_text() -> None:
+    # Compared in constant time as bytes: text a caller passes never raises.
+    assert _refused(_proof(_good()), access_token=TOKEN, key_thumbprint="\u00e9\ud800") == "key"
 
 
 def test_the_checker_returns_the_rfc_7638_thumbprint_of_the_proofs_key() -> None:

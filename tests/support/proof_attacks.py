@@ -144,6 +144,15 @@ def _private_d(t: ProofTarget) -> tuple[str, list[Presentation]]:
     return token, [_bad(proof, "jwk")]
 
 
+def _rsa_bounds(t: ProofTarget) -> tuple[str, list[Presentation]]:
+    # Checked before the signature: made-up numbers of the wrong size, never a real key.
+    token = t.bound("RS256")
+    jwk = dpop.public_jwk(t.devices["RS256"])
+    odd = {bits: forge.b64(((1 << (bits - 1)) | 1).to_bytes((bits + 7) // 8, "big")) for bits in (1024, 8200, 40)}
+    shapes = [{"n": odd[1024]}, {"n": odd[8200]}, {"e": odd[40]}, {"e": forge.b64(b"\x00\x01\x00\x01")}]
+    return token, [_bad(t.proof(token, "RS256", header={"jwk": {**jwk, **shape}}), "jwk") for shape in shapes]
+
+
 def _replayed(t: ProofTarget) -> tuple[str, list[Presentation]]:
     token = t.bound()
     proof = t.proof(token)
@@ -212,13 +221,16 @@ PROOF_ATTACKS = [
     ProofAttack("proof-alg-hs256", _hs256),
     ProofAttack("proof-jwk-missing", _one("jwk", drop=("jwk",))),
     ProofAttack("proof-jwk-with-private-d", _private_d),
+    ProofAttack("proof-jwk-rsa-too-small-too-large-or-non-canonical", _rsa_bounds),
     ProofAttack("proof-jwk-of-another-key-type", _one("jwk", header={"alg": "ES256"})),
     ProofAttack("proof-signature-by-another-key-than-its-jwk", _one("signature", signer="thief")),
     ProofAttack("proof-jti-missing", _one("jti", jti=...)),
     ProofAttack("proof-wrong-htm", _one("htm", htm="GET")),
     ProofAttack("proof-wrong-htu", _one("htu", htu="https://api.example.com/payments")),
     ProofAttack("proof-iat-stale", _one("iat", iat_offset=-61)),
-    ProofAttack("proof-iat-future", _one("iat", iat_offset=61)),
+    # Well past the window: against the authority's real clock a case made at the start of
+    # a second and checked a second later must still be in the future by more than 60 s.
+    ProofAttack("proof-iat-future", _one("iat", iat_offset=90)),
     ProofAttack("proof-replayed-jti", _replayed),
     ProofAttack("proof-refused-does-not-use-up-its-jti", _refused_then_good),
     ProofAttack("proof-replay-cache-full-refuses-rather-than-forgets", _cache_full, replay_cache_size=1),

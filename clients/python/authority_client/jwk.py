@@ -20,6 +20,10 @@ from authority_client import jws
 
 ProofKey = Union[ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
 MIN_RSA_BITS = 2048
+# Bounds on the work one proof can ask for: a modulus past MAX_RSA_BITS, or a public
+# exponent past MAX_RSA_EXPONENT_BITS, makes a single signature check slow.
+MAX_RSA_BITS = 8192
+MAX_RSA_EXPONENT_BITS = 32
 
 # The members RFC 7638 section 3.2 hashes, by key type.
 _REQUIRED_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}
@@ -35,7 +39,8 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """The RFC 7638 thumbprint of a public JWK: SHA-256 over its required members, as
     base64url without padding. ValueError for a key type other than EC, OKP or RSA, or
     a required member that is missing or not a string."""
-    members = _REQUIRED_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
+    kty = jwk.get("kty")
+    members = _REQUIRED_MEMBERS.get(kty) if type(kty) is str else None
     if members is None:
         raise ValueError("a thumbprint needs a JWK of type EC, OKP or RSA")
     required = {name: jwk.get(name) for name in members}
@@ -50,7 +55,8 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 def proof_key(algorithm: str, jwk: object) -> ProofKey:
     """The public key of ``jwk`` for ``algorithm`` (EdDSA, ES256 or RS256), or
     :class:`BadKey`: not an object, private members, another key type or curve, members
-    not in their canonical spelling, a point off the curve, an RSA key under 2048 bits."""
+    not in their canonical spelling, a point off the curve, an RSA modulus outside 2048 to
+    8192 bits or an exponent over 32 bits."""
     if type(jwk) is not dict:
         raise BadKey("jwk is not an object")
     if not jws.PRIVATE_JWK_MEMBERS.isdisjoint(jwk):
@@ -67,8 +73,8 @@ def proof_key(algorithm: str, jwk: object) -> ProofKey:
             return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()  # ValueError off the curve
         n = _unsigned(jwk.get("n"))
         e = _unsigned(jwk.get("e"))
-        if n.bit_length() < MIN_RSA_BITS:
-            raise BadKey("an RSA proof key needs at least 2048 bits")
+        if not MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS or e.bit_length() > MAX_RSA_EXPONENT_BITS:
+            raise BadKey("an RSA proof key has 2048 to 8192 bits and an exponent of at most 32 bits")
         return rsa.RSAPublicNumbers(e, n).public_key()  # ValueError for an impossible e
     except (ValueError, TypeError) as error:  # BadKey and MalformedJWS are ValueErrors
         raise BadKey("jwk is not a valid public key") from error

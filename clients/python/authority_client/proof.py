@@ -11,7 +11,8 @@ uses, and the device side's signer.
 3. ``typ``: ``dpop+jwt``.
 4. ``alg``: one of :data:`PROOF_ALGORITHMS` (asymmetric only: never ``none`` or HMAC).
 5. ``jwk``: a public key of the type and curve ``alg`` needs, without private members,
-   in its one canonical spelling (:mod:`authority_client.jwk`); RSA at least 2048 bits.
+   in its one canonical spelling (:mod:`authority_client.jwk`); RSA of 2048 to 8192
+   bits with a public exponent of at most 32 bits.
 6. ``signature``: by that key. ES256 accepts high-S as well as low-S signatures
    (WebCrypto does not normalise S; a re-spelt proof keeps its jti, so replay still fails).
 7. ``jti``: a non-empty string of at most 256 characters.
@@ -167,7 +168,9 @@ class ProofChecker:
         now = self.clock()
         jti = _check_claims(claims, proof, now, self.max_age, access_token)
         thumbprint = jwk_thumbprint(header["jwk"])
-        if key_thumbprint is not None and not secrets.compare_digest(thumbprint, key_thumbprint):
+        if key_thumbprint is not None and not secrets.compare_digest(
+            thumbprint.encode(), key_thumbprint.encode("utf-8", "replace")
+        ):
             raise InvalidProof("key")
         self._remember((thumbprint, jti), claims["iat"] + self.max_age, now)
         return thumbprint

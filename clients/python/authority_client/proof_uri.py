@@ -19,6 +19,7 @@ For gRPC, ``htm`` is always ``POST`` and ``htu`` is :func:`grpc_proof_uri`:
 
 from __future__ import annotations
 
+import functools
 import re
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -32,12 +33,22 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _PATH_CHARACTERS = _UNRESERVED | frozenset("!$&'()*+,;=:@/")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _HEX = frozenset("0123456789ABCDEFabcdef")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 
 
 def normalize_uri(uri: str) -> str:
     """``uri`` normalised as the module docstring says; ValueError when it is not an
     absolute http(s) URI with a host."""
-    if type(uri) is not str or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in uri):
+    if type(uri) is not str:
+        raise ValueError("a URI is text")
+    return _normalized(uri)
+
+
+# A server sees few distinct request URIs, and every proof names one of them: remember
+# the last few normal forms (a pure function; errors are not remembered).
+@functools.lru_cache(maxsize=1024)
+def _normalized(uri: str) -> str:
+    if _CONTROL_OR_SPACE.search(uri) is not None:
         raise ValueError("a URI has no whitespace or control characters")
     match = _ABSOLUTE.fullmatch(uri)
     if match is None or _SCHEME.fullmatch(match["scheme"]) is None:
