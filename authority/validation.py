@@ -93,6 +93,23 @@ class Validator:
             raise Revoked(claims.session_id, cause)
         return claims
 
+    def introspect(self, token: str, audience: str = "") -> AccessClaims:
+        """The claims of a token active for ``audience``, bound or not, for introspection
+        (RFC 9449 section 6.2): every check of :meth:`validate` but the proof's, which is
+        the introspecting resource server's, against the answer's ``cnf.jkt``."""
+        try:
+            return self.validate(token, audience)
+        except InvalidToken as invalid:
+            if invalid.reason is not InvalidReason.PROOF_REQUIRED:
+                raise
+        # Refused only for the missing proof: the token's own steps, which come before the
+        # proof's, all passed. Revocation comes after the proof, so it is checked here.
+        claims = self._codec.identify(token)
+        cause = self._mirror.cause(claims.session_id)
+        if cause is not None:
+            raise Revoked(claims.session_id, cause)
+        return claims
+
     def _verify(self, token: str, audience: str, proof: Proof | None) -> AccessClaims:
         claims = self._codec.verify(token, audience, proof)
         if self._cached >= self._cache_size:

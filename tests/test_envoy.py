@@ -9,12 +9,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from authority_client.http.bearer import DPOP_ALGS
+from authority_client.proof import DeviceKey
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.reasons import MISSING_TEXT, RequestProblem, problem_text, reason_text, refusal_text
 from authority_client.verify import InvalidReason, RevocationCause
 
 from tests.conftest import Running, StartServer
 from tests.support.calls import new_subject, sign_in
+from tests.support.bound import bound_sign_in
 from tests.support.envoy import EchoService, Envoy, echo_service, envoy_binary, render
 
 IDENTITY = ("x-authority-subject", "x-authority-session-id", "x-authority-device-id", "x-authority-token-id")
@@ -148,3 +151,47 @@ async def test_bad_headers_get_400_through_envoy(
     )
     assert response.json() == {"error": "invalid_request", "error_description": problem_text(problem)}
     assert service.seen == []
+
+
+async def test_a_bound_token_with_its_proof_passes_through_envoy_and_a_replayed_or_stolen_one_does_not(
+    authority: Running, service: EchoService, envoy: Envoy, client: httpx.AsyncClient
+) -> None:
+    subject = new_subject()
+    key, issued = await bound_sign_in(authority.stub, subject, "laptop")
+    token = issued.access_token
+    uri = f"{envoy.url}/orders"
+
+    def dpop(proof: str) -> list[tuple[str, str]]:
+        return [("authorization", f"DPoP {token}"), ("dpop", proof)]
+
+    proof = key.proof("GET", uri, access_token=token)
+    allowed = await client.get("/orders", headers=dpop(proof))
+    assert allowed.status_code == 200, allowed.text
+    assert dict(seen_headers(allowed))["x-authority-subject"] == subject
+    calls = len(service.seen)
+
+    # The same proof again: a replay, refused with the DPoP challenge.
+    replayed = await client.get("/orders", headers=dpop(proof))
+    # The copied token with a proof by the attacker's own key.
+    attacker = DeviceKey.generate()
+    stolen = await client.get("/orders", headers=dpop(attacker.proof("GET", uri, access_token=token)))
+    # The copied token sent as a bearer token.
+    as_bearer = await client.get("/orders", headers=bearer(token))
+
+    bad_proof = f'DPoP algs="{DPOP_ALGS}", error="invalid_dpop_proof", error_description="{reason_text(InvalidReason.BAD_PROOF)}"'
+    for refused in (replayed, stolen):
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == bad_proof
+        assert refused.json() == {"error": "invalid_dpop_proof", "error_description": reason_text(InvalidReason.BAD_PROOF)}
+    assert as_bearer.status_code == 401
+    assert as_bearer.headers["www-authenticate"].startswith(f'DPoP algs="{DPOP_ALGS}", error="invalid_token"')
+    assert as_bearer.json()["error_description"] == reason_text(InvalidReason.PROOF_REQUIRED)
+    assert len(service.seen) == calls
+
+    # The device goes on working (a query string is no part of htu); two DPoP headers
+    # reach the authority as two (encode_raw_headers) and are refused.
+    again = await client.get("/orders?page=2", headers=dpop(key.proof("GET", uri, access_token=token)))
+    assert again.status_code == 200
+    two = await client.get("/orders", headers=[*dpop(key.proof("GET", uri, access_token=token)),
+                                               ("dpop", key.proof("GET", uri, access_token=token))])
+    assert two.status_code == 401 and two.json()["error"] == "invalid_dpop_proof"

@@ -26,6 +26,7 @@ from authority.store.store import subject_lock_id
 from authority.tokens import AccessClaims
 from tests.conftest import Running, StartServer
 from tests.support.calls import new_subject, reason, sign_in, validate
+from tests.support.bound import bound_sign_in
 from tests.support.proxy import TcpProxy
 
 FORM = "application/x-www-form-urlencoded"
@@ -100,6 +101,24 @@ async def test_an_active_token_introspects_with_the_claims_validate_token_gives(
         "jti": claims.token_id, "aud": claims.audience, "iss": claims.issuer, "sid": claims.session_id,
         "device_id": claims.device_id, "token_type": "Bearer",
     }
+
+
+async def test_a_bound_token_introspects_with_its_key_and_the_dpop_token_type_without_a_proof(
+    running: Running, http: httpx.AsyncClient
+) -> None:
+    # RFC 9449 §6.2: the resource server checks the proof it received against cnf.jkt.
+    key, issued = await bound_sign_in(running.stub, subject := new_subject(), "laptop")
+
+    body = await introspect(http, issued.access_token)
+
+    assert body["active"] is True and body["sub"] == subject
+    assert body["token_type"] == "DPoP"
+    assert body["cnf"] == {"jkt": key.thumbprint}
+    # Everything else is checked as for any token: another audience, or a signed-out
+    # session, is inactive.
+    assert await introspect(http, issued.access_token, audience="billing") == {"active": False}
+    await running.stub.RevokeToken(pb.RevokeTokenRequest(token=issued.access_token))
+    assert await introspect(http, issued.access_token) == {"active": False}
 
 
 async def test_requests_are_counted_by_route_and_status_and_introspections_as_validations(

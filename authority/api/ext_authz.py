@@ -22,6 +22,17 @@ other HTTP surface's: the token is read and a refusal built by
 
 The audience is the check request's context extension ``audience``, which Envoy sets
 per route; without one, the authority's default audience.
+
+**Device-bound tokens** (RFC 9449): ``Authorization: DPoP <token>`` with exactly one
+``DPoP`` header, read from the check request like the token (two: BAD_PROOF; none:
+PROOF_REQUIRED). The proof is checked, by the same validator, against the request's
+method and its URL without the query: ``<scheme>://<host><path>`` as Envoy saw them, or,
+behind another proxy that rewrites them, the context extension ``origin``
+(``https://api.example.com``) and the path. A refusal about the proof, or of a bound
+token, carries the ``DPoP`` challenge (``DPoP algs="EdDSA ES256 RS256",
+error="invalid_dpop_proof"`` or ``error="invalid_token"``); bearer tokens keep theirs.
+The replay cache is the authority process's one: a proof used once through Envoy is
+refused the second time, and so is the same proof at ValidateToken.
 """
 
 from __future__ import annotations
@@ -30,7 +41,8 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import grpc
-from authority_client.http.bearer import Denial, invalid_token, read_token
+from authority_client.http.bearer import Denial, Presented, invalid_token, read_token
+from authority_client.proof import DPOP_HEADER, Proof, normalize_uri
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc
@@ -41,7 +53,7 @@ from authority.api.status import unary
 from authority.app import Authority
 from authority.ops.metrics import Metrics
 from authority.store import RevocationCause
-from authority.tokens import AccessClaims, InvalidToken
+from authority.tokens import AccessClaims, InvalidReason, InvalidToken
 from authority.validation import Revoked
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -49,6 +61,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 SERVICE: Final = ext.DESCRIPTOR.services_by_name["Authorization"]
 SERVICE_NAME: Final = SERVICE.full_name
 AUDIENCE_EXTENSION: Final = "audience"
+ORIGIN_EXTENSION: Final = "origin"
 SUBJECT_HEADER: Final = "x-authority-subject"
 SESSION_HEADER: Final = "x-authority-session-id"
 DEVICE_HEADER: Final = "x-authority-device-id"
@@ -60,14 +73,34 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _RPC_CODES: Final = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED}
 
 
-def _authorization(http: Any) -> list[str | bytes]:
-    """Every ``authorization`` value, one per header line when Envoy sends them raw
+def _header_values(http: Any, name: str) -> list[str | bytes]:
+    """Every ``name`` value, one per header line when Envoy sends them raw
     (``encode_raw_headers``), else the map's single value, where Envoy joined repeats with commas."""
     if http.header_map.headers:
         return [header.raw_value or header.value for header in http.header_map.headers
-                if header.key.lower() == "authorization"]
-    value = http.headers.get("authorization")
+                if header.key.lower() == name]
+    value = http.headers.get(name)
     return [] if value is None else [value]
+
+
+def _authorization(http: Any) -> list[str | bytes]:
+    """Every ``authorization`` value (see :func:`_header_values`)."""
+    return _header_values(http, "authorization")
+
+
+def request_proof(presented: Presented, http: Any, origin: str) -> Proof | Denial | None:
+    """The proof that came with a DPoP token and the request it came with, as Envoy saw it
+    (``origin`` replaces its scheme and host); None for a bearer token."""
+    if presented.proof is None:
+        return None
+    path = http.path.partition("?")[0]
+    uri = f"{origin.rstrip('/')}{path}" if origin else f"{http.scheme or 'http'}://{http.host}{path}"
+    try:
+        normalize_uri(uri)
+    except ValueError:
+        # A host or path no URL can hold: no proof can name it.
+        return invalid_token(InvalidReason.BAD_PROOF)
+    return presented.proof_for(http.method, uri)
 
 
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
@@ -110,13 +143,17 @@ class ExternalAuthorization(external_auth_pb2_grpc.AuthorizationServicer):  # ty
     @unary
     async def Check(self, request: ext.CheckRequest, context: Context) -> ext.CheckResponse:
         http = request.attributes.request.http
-        presented = read_token(_authorization(http), http.path.partition("?")[2])
+        presented = read_token(_authorization(http), http.path.partition("?")[2], dpop=_header_values(http, DPOP_HEADER))
         if isinstance(presented, Denial):
             return denied(presented)
-        audience = request.attributes.context_extensions.get(AUDIENCE_EXTENSION, "")
+        extensions = request.attributes.context_extensions
+        proof = request_proof(presented, http, extensions.get(ORIGIN_EXTENSION, ""))
+        if isinstance(proof, Denial):
+            return denied(proof)
+        audience = extensions.get(AUDIENCE_EXTENSION, "")
         try:
             # StaleView escapes to the status map: UNAVAILABLE, as for ValidateToken.
-            claims = self._validator.validate(presented.token, audience)
+            claims = self._validator.validate(presented.token, audience, proof)
         except Revoked as revoked:
             self._validations[revoked.reason].inc()
             return denied(invalid_token(revoked.reason, presented.scheme, revoked.cause, await self._device_name(revoked)))

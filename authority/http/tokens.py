@@ -12,6 +12,11 @@ answers 503, never an answer that might be wrong.
 Revoking a token this authority did not issue answers 200, as RFC 7009 §2.2 requires (an
 unknown token is as revoked as it will ever be). A refresh token ends its session as an
 access token does; which one was sent is told by its shape, not by ``token_type_hint``.
+
+A device-bound token (RFC 9449 section 6.2) is introspected without a proof: the
+introspecting resource server checks the proof that came to it, against the key this
+answer names, ``cnf: {"jkt": <thumbprint>}``, with ``token_type: "DPoP"``. Every other check
+is the validator's (:meth:`~authority.validation.Validator.introspect`).
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 # Far more than a form of an 8 KiB token and a few short fields needs.
 MAX_FORM_FIELDS = 8
 INACTIVE: Mapping[str, Any] = {"active": False}
-# RFC 6749 §7.1: the access tokens are bearer tokens.
+# RFC 6749 §7.1: unbound access tokens are bearer tokens; bound ones DPoP (RFC 9449 §6.2).
 TOKEN_TYPE = "Bearer"
+BOUND_TOKEN_TYPE = "DPoP"
 # Refresh tokens are 256 random bits, base64url: 43 characters and never a dot, where an
 # access token (a JWT) always has two.
 _REFRESH_TOKEN_CHARS = 43
@@ -71,8 +77,8 @@ def _required(form: Mapping[str, str], field: str) -> str:
 
 
 def introspection(claims: AccessClaims) -> dict[str, Any]:
-    """The RFC 7662 §2.2 answer for an active token."""
-    return {
+    """The RFC 7662 §2.2 answer for an active token; a bound one's names its key (RFC 9449 §6.2)."""
+    answer: dict[str, Any] = {
         "active": True,
         "sub": claims.subject,
         "exp": claims.expires_at,
@@ -84,6 +90,10 @@ def introspection(claims: AccessClaims) -> dict[str, Any]:
         "device_id": claims.device_id,
         "token_type": TOKEN_TYPE,
     }
+    if claims.key_thumbprint:
+        answer["token_type"] = BOUND_TOKEN_TYPE
+        answer["cnf"] = {"jkt": claims.key_thumbprint}
+    return answer
 
 
 def _looks_like_refresh_token(token: str) -> bool:
@@ -106,7 +116,7 @@ class TokenEndpoints:
         form = await read_form(request)
         token = _required(form, "token")
         try:
-            claims = self._validator.validate(token, form.get("audience", ""))
+            claims = self._validator.introspect(token, form.get("audience", ""))
         except InvalidToken as invalid:
             self._validations[invalid.reason].inc()
             return web.json_response(INACTIVE, headers=_NO_STORE)

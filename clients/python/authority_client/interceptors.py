@@ -1,4 +1,6 @@
-"""Server interceptors that let a call reach its handler only with a valid bearer token.
+"""Server interceptors that let a call reach its handler only with a valid token: a bearer
+token, or a device-bound one with its proof (``authorization: DPoP <token>`` and one
+``dpop`` metadata value, RFC 9449).
 
 :class:`AuthInterceptor` is for ``grpc.server`` and :class:`AsyncAuthInterceptor` for
 ``grpc.aio.server``; both follow :class:`~authority_client.access.Gate`. A refused call is
@@ -6,6 +8,14 @@ aborted with UNAUTHENTICATED (or UNAVAILABLE when the token cannot be checked) b
 handler runs, with the reason name in the ``x-token-invalid-reason`` trailing metadata.
 An accepted call's claims are readable in the handler through
 :func:`authority_client.current_claims`.
+
+Device-bound tokens need ``AccessRules(external_authority="orders.example.com")``: the
+name clients dial, which their proofs name in ``htu``
+(``https://orders.example.com/<package.Service>/<Method>``, ``htm`` ``POST``). grpcio does
+not show the server the ``:authority`` a call was made to, so it cannot be read from the
+call. Without it every device-bound token is refused (BAD_PROOF with a proof,
+PROOF_REQUIRED without), and the first such call logs one warning; bearer tokens work
+as before. See :mod:`authority_client.access` for every rule.
 
 The check runs inside the wrapped handler, not in ``intercept_service``: a grpc server
 calls interceptors on its polling thread, where a remote check would stall every call,
@@ -49,7 +59,7 @@ def _rewrap(handler: grpc.RpcMethodHandler[Any, Any], wrap: Callable[[Callable[.
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
-    """Requires a valid bearer token on every non-public call of a grpc server."""
+    """Requires a valid token (bearer, or DPoP with its proof) on every non-public call of a grpc server."""
 
     def __init__(self, validator: Validator, rules: AccessRules = AccessRules()) -> None:
         self._validator = validator
@@ -73,7 +83,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
     def _admit(self, check: Check | Refusal, context: grpc.ServicerContext) -> Any:
         if isinstance(check, Check):
             try:
-                return set_claims(self._validator.validate(check.token, check.audience))
+                return set_claims(self._validator.validate(check.token, check.audience, check.proof))
             except Exception as error:
                 check = self._gate.refusal(error)
         context.set_trailing_metadata(check.trailing_metadata)
@@ -102,7 +112,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
 
 class AsyncAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Requires a valid bearer token on every non-public call of a grpc.aio server."""
+    """Requires a valid token (bearer, or DPoP with its proof) on every non-public call of a grpc.aio server."""
 
     def __init__(self, validator: AsyncValidator, rules: AccessRules = AccessRules()) -> None:
         self._validator = validator
@@ -126,7 +136,7 @@ class AsyncAuthInterceptor(grpc.aio.ServerInterceptor):
     async def _admit(self, check: Check | Refusal, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if isinstance(check, Check):
             try:
-                return set_claims(await self._validator.validate(check.token, check.audience))
+                return set_claims(await self._validator.validate(check.token, check.audience, check.proof))
             except Exception as error:
                 check = self._gate.refusal(error)
         await context.abort(check.code, check.message, trailing_metadata=check.trailing_metadata)

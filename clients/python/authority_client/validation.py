@@ -1,4 +1,4 @@
-"""Deciding whether a bearer token is good: remotely, or in-process with a revocation mirror.
+"""Deciding whether a token is good: remotely, or in-process with a revocation mirror.
 
 Two modes, chosen by :class:`ValidationSettings`:
 
@@ -7,7 +7,10 @@ Two modes, chosen by :class:`ValidationSettings`:
     cached (see :mod:`authority_client.cache`); the cache then follows the revocation
     stream, which evicts a revoked session's entries as soon as the revocation arrives,
     and is consulted only while that stream is fresh, so a cached answer is never older
-    than ``max_staleness`` in what it knows of revocations.
+    than ``max_staleness`` in what it knows of revocations. A device-bound token is never
+    cached, and a call that comes with a proof never reads the cache: a proof is
+    single-use and checked by the authority (its replay cache) on every call, so a cached
+    answer could admit a replayed proof or a copied token with none.
 
 ``Mode.LOCAL``
     Signatures and claims are checked in-process (:mod:`authority_client.verify`) with the
@@ -16,7 +19,8 @@ Two modes, chosen by :class:`ValidationSettings`:
     are bad is refused on the spot. With ``local_cache_size`` > 0, a token verified in
     full is remembered until it expires or the key set changes
     (:mod:`authority_client.local.verified`), so the same token again skips the signature check;
-    revocation and freshness are still checked on every call. A good one is accepted only while the mirror is fresh;
+    revocation and freshness are still checked on every call, and so is a device-bound
+    token's proof, hit or miss. A good one is accepted only while the mirror is fresh;
     otherwise ValidateToken decides, and when the authority cannot be reached either, the
     call is refused with :class:`~authority_client.errors.Unavailable`. Nothing is ever
     accepted on a view that cannot vouch for it.
@@ -25,6 +29,14 @@ Two modes, chosen by :class:`ValidationSettings`:
 the decisions in :class:`_Decisions` and differ only in how they call the authority.
 Both raise :class:`InvalidToken` for a bad token and :class:`Unavailable` when they cannot
 tell.
+
+``validate(token, audience, proof)`` takes the DPoP proof that came with the call
+(:class:`~authority_client.proof.Proof`: the proof and the method and URI it must name),
+or None. Local mode checks it with the verifier's :class:`~authority_client.proof.ProofChecker`
+(one per validator, so its replay cache spans every call this process admits); remote mode
+passes it to ValidateToken. Either way a bound token without a proof is PROOF_REQUIRED and
+a bad proof BAD_PROOF. When local mode must ask the authority (a stale mirror), a proof
+already checked here is checked there too, in the authority's own replay cache.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ from authority_client.local.follow import AsyncMirrorFollower, FollowSettings, M
 from authority_client.local.keys import SigningKeys
 from authority_client.local.mirror import RevocationMirror
 from authority_client.local.verified import DEFAULT_SIZE, VerifiedTokens
+from authority_client.proof import DEFAULT_MAX_AGE, DEFAULT_REPLAY_CACHE_SIZE, Proof, ProofChecker
 from authority_client.types import AccessClaims, InvalidReason, Validation
 from authority_client.verify import InvalidToken, TokenVerifier
 
@@ -77,6 +90,10 @@ class ValidationSettings:
     key_refetch_interval: float = 1.0
     # Local mode: tokens remembered once verified in full (0: verify every call in full).
     local_cache_size: int = DEFAULT_SIZE
+    # Local mode, DPoP proofs: how far a proof's iat may be from now (either way), and how
+    # many proofs the replay cache holds before it refuses new ones rather than forget.
+    proof_max_age: float = DEFAULT_MAX_AGE
+    proof_replay_cache_size: int = DEFAULT_REPLAY_CACHE_SIZE
     follow: FollowSettings = FollowSettings()
 
     def __post_init__(self) -> None:
@@ -84,6 +101,8 @@ class ValidationSettings:
             raise ValueError("durations must be positive and cache_size not negative")
         if self.local_cache_size < 0:
             raise ValueError("local_cache_size must not be negative")
+        if self.proof_max_age <= 0 or self.proof_replay_cache_size <= 0:
+            raise ValueError("proof_max_age and proof_replay_cache_size must be positive")
 
     @property
     def follows_stream(self) -> bool:
@@ -116,6 +135,9 @@ class _Decisions:
                 leeway=settings.leeway,
                 refetch_interval=settings.key_refetch_interval,
                 clock=clock,
+                proofs=ProofChecker(
+                    max_age=settings.proof_max_age, replay_cache_size=settings.proof_replay_cache_size, clock=clock
+                ),
             )
             assert self.mirror is not None
             self.mirror.on_signing_keys(self.keys.replace)
@@ -126,10 +148,12 @@ class _Decisions:
             assert self.mirror is not None
             self.mirror.on_revocation(self.cache.evict)
 
-    def first(self, token: str, audience: str) -> AccessClaims | _Step:
+    def first(self, token: str, audience: str, proof: Proof | None = None) -> AccessClaims | _Step:
         """The verdict, or what must happen before there can be one."""
         if self.keys is None:
-            if self.cache is not None and self._mirror_fresh():
+            # A bound token is never put; a proof, even with an unbound token, is the
+            # authority's to judge (an unbound token with a proof is BAD_PROOF).
+            if self.cache is not None and proof is None and self._mirror_fresh():
                 cached = self.cache.get(token, audience)
                 if cached is not None:
                     return cached
@@ -138,7 +162,7 @@ class _Decisions:
         if verifier is None:
             return _Step.REFETCH_KEYS if self.keys.claim_refetch() else _Step.ASK_AUTHORITY
         try:
-            claims = self._verified(verifier, token, audience)
+            claims = self._verified(verifier, token, audience, proof)
         except InvalidToken as invalid:
             # A kid newer than our set: its key may be on its way.
             if invalid.reason is InvalidReason.UNKNOWN_KEY and self.keys.claim_refetch():
@@ -146,25 +170,19 @@ class _Decisions:
             raise
         return self._vouch(claims)
 
-    def after_refetch(self, token: str, audience: str) -> AccessClaims | _Step:
+    def after_refetch(self, token: str, audience: str, proof: Proof | None = None) -> AccessClaims | _Step:
         """The verdict once the keys were fetched again (or could not be)."""
         assert self.keys is not None
         if self.keys.verifier is None:
             return _Step.ASK_AUTHORITY
-        return self._vouch(self._verified(self.keys.verifier, token, audience))
+        return self._vouch(self._verified(self.keys.verifier, token, audience, proof))
 
-    def _verified(self, verifier: TokenVerifier, token: str, audience: str) -> AccessClaims:
-        """The claims of a token verified now or remembered from before (revocation unchecked)."""
+    def _verified(self, verifier: TokenVerifier, token: str, audience: str, proof: Proof | None) -> AccessClaims:
+        """The claims of a token verified now or remembered from before, its proof checked
+        either way (revocation unchecked)."""
         if self.verified is None:
-            return verifier.verify(token, audience)
-        # Read before verifying: if the set is replaced meanwhile, the entry is filed under
-        # the older set and never served again.
-        keys = verifier.keys
-        claims = self.verified.get(keys, token, audience)
-        if claims is None:
-            claims = verifier.verify(token, audience)
-            self.verified.put(keys, token, claims)
-        return claims
+            return verifier.verify(token, audience, proof)
+        return self.verified.verify(verifier, token, audience, proof)
 
     def answer(self, token: str, audience: str, validation: Validation) -> AccessClaims:
         """The authority's verdict, remembered when there is a cache."""
@@ -176,7 +194,7 @@ class _Decisions:
                 replaced_by_device_name=validation.replaced_by_device_name,
             )
         claims = validation.claims
-        if self.cache is not None:
+        if self.cache is not None and not claims.key_thumbprint:
             self.cache.put(token, audience, claims)
         # Checked after the put: a revocation that arrived while the call was in flight
         # either shows here or evicts the entry just put, never neither. A revocation is
@@ -247,19 +265,21 @@ class Validator:
             time.sleep(0.01)
         return True
 
-    def validate(self, token: str, audience: str) -> AccessClaims:
-        """The token's claims; raises :class:`InvalidToken` or :class:`Unavailable`."""
-        step = self._decisions.first(token, audience)
+    def validate(self, token: str, audience: str, proof: Proof | None = None) -> AccessClaims:
+        """The token's claims; raises :class:`InvalidToken` or :class:`Unavailable`.
+
+        ``proof``: the DPoP proof that came with the call, for a device-bound token."""
+        step = self._decisions.first(token, audience, proof)
         if step is _Step.REFETCH_KEYS:
             assert self._decisions.keys is not None
             try:
                 self._decisions.keys.replace(self.client.get_signing_keys())
             except AuthorityError as error:
                 raise _unavailable(error) from None
-            step = self._decisions.after_refetch(token, audience)
+            step = self._decisions.after_refetch(token, audience, proof)
         if step is _Step.ASK_AUTHORITY:
             try:
-                validation = self.client.validate_token(token, audience)
+                validation = self.client.validate_token(token, audience, proof=proof)
             except AuthorityError as error:
                 raise _unavailable(error) from None
             return self._decisions.answer(token, audience, validation)
@@ -318,19 +338,21 @@ class AsyncValidator:
             await asyncio.sleep(0.01)
         return True
 
-    async def validate(self, token: str, audience: str) -> AccessClaims:
-        """The token's claims; raises :class:`InvalidToken` or :class:`Unavailable`."""
-        step = self._decisions.first(token, audience)
+    async def validate(self, token: str, audience: str, proof: Proof | None = None) -> AccessClaims:
+        """The token's claims; raises :class:`InvalidToken` or :class:`Unavailable`.
+
+        ``proof``: the DPoP proof that came with the call, for a device-bound token."""
+        step = self._decisions.first(token, audience, proof)
         if step is _Step.REFETCH_KEYS:
             assert self._decisions.keys is not None
             try:
                 self._decisions.keys.replace(await self.client.get_signing_keys())
             except AuthorityError as error:
                 raise _unavailable(error) from None
-            step = self._decisions.after_refetch(token, audience)
+            step = self._decisions.after_refetch(token, audience, proof)
         if step is _Step.ASK_AUTHORITY:
             try:
-                validation = await self.client.validate_token(token, audience)
+                validation = await self.client.validate_token(token, audience, proof=proof)
             except AuthorityError as error:
                 raise _unavailable(error) from None
             return self._decisions.answer(token, audience, validation)

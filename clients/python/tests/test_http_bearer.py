@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from authority_client.http.bearer import (
+    DPOP_ALGS,
     MAX_AUTHORIZATION_BYTES,
     Denial,
     Presented,
@@ -19,6 +20,7 @@ from authority_client.http.bearer import (
     unavailable,
 )
 from authority_client.reasons import MISSING_TEXT, UNAVAILABLE_TEXT, RequestProblem, problem_text, reason_text
+from authority_client.proof import PROOF_ALGORITHMS, Proof
 from authority_client.verify import InvalidReason
 
 TOKEN = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
@@ -33,7 +35,7 @@ def test_bytes_values_are_read_like_text() -> None:
     assert read_token([f"Bearer {TOKEN}".encode()], b"page=2") == Presented("Bearer", TOKEN)
 
 
-@pytest.mark.parametrize("headers", [[], [f"Basic {TOKEN}"], ["DPoP " + TOKEN]])
+@pytest.mark.parametrize("headers", [[], [f"Basic {TOKEN}"], [f"Bearerx {TOKEN}"]])
 def test_no_bearer_token_gets_the_bare_challenge(headers: list[str]) -> None:
     denial = read_token(headers)
     assert isinstance(denial, Denial)
@@ -78,7 +80,10 @@ def test_a_query_that_only_mentions_access_token_is_not_refused() -> None:
     assert read_token([f"Bearer {TOKEN}"], "q=access_token_docs&access_tokens=1") == Presented("Bearer", TOKEN)
 
 
-@pytest.mark.parametrize("reason", list(InvalidReason))
+PROOF_REASONS = (InvalidReason.PROOF_REQUIRED, InvalidReason.BAD_PROOF)
+
+
+@pytest.mark.parametrize("reason", [reason for reason in InvalidReason if reason not in PROOF_REASONS])
 def test_a_bad_token_gets_invalid_token_with_the_reason_text(reason: InvalidReason) -> None:
     denial = invalid_token(reason)
     assert denial.status == 401
@@ -87,8 +92,75 @@ def test_a_bad_token_gets_invalid_token_with_the_reason_text(reason: InvalidReas
     assert ("content-type", "application/json") in denial.headers
 
 
-def test_the_challenge_takes_its_scheme_for_bound_tokens_to_come() -> None:
-    assert invalid_token(InvalidReason.REVOKED, "DPoP").www_authenticate.startswith('DPoP error="invalid_token"')  # type: ignore[union-attr]
+def test_a_dpop_token_refused_gets_the_dpop_challenge_with_the_proof_algorithms() -> None:
+    denial = invalid_token(InvalidReason.REVOKED, "DPoP")
+    assert denial.www_authenticate == (
+        f'DPoP algs="EdDSA ES256 RS256", error="invalid_token", error_description="{reason_text(InvalidReason.REVOKED)}"'
+    )
+    assert set(DPOP_ALGS.split()) == PROOF_ALGORITHMS
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "DPoP"])
+def test_a_bad_proof_is_invalid_dpop_proof_and_a_missing_one_invalid_token_both_with_the_dpop_challenge(
+    scheme: str,
+) -> None:
+    # Even a bound token sent as Bearer is told the scheme it needs (RFC 9449 §7.1).
+    bad, required = invalid_token(InvalidReason.BAD_PROOF, scheme), invalid_token(InvalidReason.PROOF_REQUIRED, scheme)
+    assert (bad.status, bad.error, bad.reason) == (401, "invalid_dpop_proof", "BAD_PROOF")
+    assert bad.www_authenticate == (
+        f'DPoP algs="{DPOP_ALGS}", error="invalid_dpop_proof", '
+        f'error_description="{reason_text(InvalidReason.BAD_PROOF)}"'
+    )
+    assert (required.status, required.error, required.reason) == (401, "invalid_token", "PROOF_REQUIRED")
+    assert required.www_authenticate == (
+        f'DPoP algs="{DPOP_ALGS}", error="invalid_token", '
+        f'error_description="{reason_text(InvalidReason.PROOF_REQUIRED)}"'
+    )
+
+
+PROOF = "eyJ0eXAiOiJkcG9wK2p3dCJ9.eyJqdGkiOiIxIn0.c2ln"
+
+
+@pytest.mark.parametrize("value", [f"DPoP {TOKEN}", f"dpop {TOKEN}", f" DPOP  {TOKEN} "])
+def test_a_dpop_token_is_read_with_its_one_proof(value: str) -> None:
+    presented = read_token([value], dpop=[PROOF])
+    assert presented == Presented("DPoP", TOKEN, PROOF)
+    assert isinstance(presented, Presented)
+    assert presented.proof_for("GET", "https://app.test/orders") == Proof(PROOF, "GET", "https://app.test/orders")
+    # Neither the token nor the proof is ever in a repr (a log line).
+    assert TOKEN not in repr(presented) and PROOF not in repr(presented)
+
+
+def test_a_bearer_token_ignores_a_dpop_header() -> None:
+    presented = read_token([f"Bearer {TOKEN}"], dpop=[PROOF, PROOF])
+    assert presented == Presented("Bearer", TOKEN)
+    assert isinstance(presented, Presented) and presented.proof_for("GET", "https://app.test/") is None
+
+
+@pytest.mark.parametrize(
+    ("dpop", "reason"),
+    [
+        ([], InvalidReason.PROOF_REQUIRED),
+        ([PROOF, PROOF], InvalidReason.BAD_PROOF),
+        ([f"{PROOF}, {PROOF}"], InvalidReason.BAD_PROOF),  # joined by a proxy or a WSGI server
+    ],
+)
+def test_a_dpop_token_needs_exactly_one_proof(dpop: list[str], reason: InvalidReason) -> None:
+    denial = read_token([f"DPoP {TOKEN}"], dpop=dpop)
+    assert isinstance(denial, Denial)
+    assert (denial.status, denial.reason) == (401, reason.name)
+    assert denial.www_authenticate is not None and denial.www_authenticate.startswith(f'DPoP algs="{DPOP_ALGS}"')
+    assert PROOF not in denial.body.decode() and TOKEN not in denial.body.decode()
+
+
+def test_a_malformed_dpop_header_is_an_invalid_request_with_the_dpop_challenge() -> None:
+    denial = read_token(["DPoP"], dpop=[PROOF])
+    assert isinstance(denial, Denial)
+    assert denial.status == 400
+    assert denial.www_authenticate == (
+        f'DPoP algs="{DPOP_ALGS}", error="invalid_request", '
+        f'error_description="{problem_text(RequestProblem.EMPTY_TOKEN)}"'
+    )
 
 
 def test_a_description_cannot_break_out_of_its_quotes() -> None:

@@ -53,7 +53,7 @@ def _claims_json(claims: Any, current: Any) -> dict[str, str]:
             "current_subject": current.subject}
 
 
-def _starlette(validator: AsyncValidator) -> Starlette:
+def _starlette(validator: AsyncValidator, **options: Any) -> Starlette:
     async def orders(request: Request) -> JSONResponse:
         return JSONResponse(_claims_json(request.state.authority_claims, current_claims()))
 
@@ -66,16 +66,17 @@ def _starlette(validator: AsyncValidator) -> Starlette:
         await websocket.close()
 
     return Starlette(
-        routes=[Route("/orders", orders), Route("/healthz", healthz), WebSocketRoute("/live", live)],
+        routes=[Route("/orders", orders, methods=["GET", "POST"]), Route("/healthz", healthz),
+                WebSocketRoute("/live", live)],
         middleware=[Middleware(asgi.BearerAuthMiddleware, validator=validator, audience=AUDIENCE,
-                               public_paths=["/healthz"], retry_after=2)],
+                               public_paths=["/healthz"], retry_after=2, **options)],
     )
 
 
-def _flask(validator: Validator) -> flask.Flask:
+def _flask(validator: Validator, **options: Any) -> flask.Flask:
     app = flask.Flask(__name__)
 
-    @app.get("/orders")
+    @app.route("/orders", methods=["GET", "POST"])
     def orders() -> dict[str, str]:
         flask.g.claims = wsgi.claims_of(flask.request.environ)
         return _claims_json(flask.g.claims, current_claims())
@@ -85,15 +86,15 @@ def _flask(validator: Validator) -> flask.Flask:
         return "ok"
 
     app.wsgi_app = wsgi.BearerAuthMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, validator, audience=AUDIENCE, public_paths=["/healthz"], retry_after=2
+        app.wsgi_app, validator, audience=AUDIENCE, public_paths=["/healthz"], retry_after=2, **options
     )
     return app
 
 
 class WebApp:
-    """An app behind the middleware, served on a free loopback port."""
+    """An app behind the middleware (``options`` are the middleware's), served on a free loopback port."""
 
-    def __init__(self, flavour: str, target: str, settings: ValidationSettings) -> None:
+    def __init__(self, flavour: str, target: str, settings: ValidationSettings, **options: Any) -> None:
         self.flavour = flavour
         self.mode = settings.mode
         self._stops: list[Callable[[], None]] = []
@@ -101,7 +102,7 @@ class WebApp:
             client = AuthorityClient(target)
             validator = Validator(client, settings).start()
             self._wait_fresh: Callable[[], bool] = lambda: validator.wait_until_fresh(WITHIN)
-            server = werkzeug.serving.make_server("127.0.0.1", 0, _flask(validator), threaded=True)
+            server = werkzeug.serving.make_server("127.0.0.1", 0, _flask(validator, **options), threaded=True)
             thread = threading.Thread(target=server.serve_forever, daemon=True)
             thread.start()
             self.port = server.port
@@ -115,7 +116,7 @@ class WebApp:
             async def start() -> tuple[AsyncAuthorityClient, AsyncValidator, uvicorn.Server, asyncio.Task[None]]:
                 client = AsyncAuthorityClient(target)
                 validator = await AsyncValidator(client, settings).start()
-                server = uvicorn.Server(uvicorn.Config(_starlette(validator), lifespan="off", log_level="warning"))
+                server = uvicorn.Server(uvicorn.Config(_starlette(validator, **options), lifespan="off", log_level="warning"))
                 task = asyncio.create_task(server.serve(sockets=[sock]))
                 deadline = time.monotonic() + WITHIN
                 while not server.started:

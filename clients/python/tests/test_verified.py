@@ -14,6 +14,7 @@ import jwt
 import pytest
 from authority_client import InvalidReason, Mode, RevocationEvent, RevocationEventKind, ValidationSettings
 from authority_client.local.verified import VerifiedTokens
+from authority_client.proof import DeviceKey, InvalidProof, Proof
 from authority_client.validation import _Decisions, _Step
 from authority_client.verify import InvalidToken, KeySet
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -41,9 +42,9 @@ class Key:
         return {**json.loads(OKPAlgorithm.to_jwk(self.private.public_key())), "kid": self.kid, "alg": "EdDSA",
                 "use": "sig"}
 
-    def sign(self, session_id: str = "s1", ttl: int = 300, audience: str = AUDIENCE) -> str:
+    def sign(self, session_id: str = "s1", ttl: int = 300, audience: str = AUDIENCE, **extra: Any) -> str:
         claims = {"sub": "alice", "sid": session_id, "device_id": "laptop", "jti": secrets.token_hex(8),
-                  "iss": ISSUER, "aud": audience, "iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + ttl}
+                  "iss": ISSUER, "aud": audience, "iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + ttl, **extra}
         return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.kid, "typ": "at+jwt"})
 
 
@@ -168,3 +169,28 @@ def test_the_cache_is_bounded_and_can_be_turned_off() -> None:
     assert off.first(token, AUDIENCE) is not off.first(token, AUDIENCE)
     with pytest.raises(ValueError):
         ValidationSettings(local_cache_size=-1)
+
+
+def test_a_remembered_bound_token_still_needs_a_fresh_proof_on_every_call() -> None:
+    # Guards the cache against serving a device-bound token on an earlier call's proof.
+    key, device = Key(), DeviceKey.generate()
+    made = decisions(Clock(), key)
+    token = key.sign(cnf={"jkt": device.thumbprint})
+    uri = "https://orders.example.com/orders.v1.Orders/Whoami"
+
+    def proof(signer: DeviceKey = device) -> Proof:
+        return Proof(signer.proof("POST", uri, access_token=token, now=NOW), "POST", uri)
+
+    used = proof()
+    first = made.first(token, AUDIENCE, used)
+    assert not isinstance(first, _Step) and first.key_thumbprint == device.thumbprint
+    assert made.first(token, AUDIENCE, proof()) is first  # remembered: no second signature check
+    with pytest.raises(InvalidToken) as missing:
+        made.first(token, AUDIENCE)
+    with pytest.raises(InvalidProof) as replayed:
+        made.first(token, AUDIENCE, used)
+    with pytest.raises(InvalidProof) as stolen:
+        made.first(token, AUDIENCE, proof(DeviceKey.generate()))
+    assert missing.value.reason is InvalidReason.PROOF_REQUIRED
+    assert (replayed.value.reason, replayed.value.check) == (InvalidReason.BAD_PROOF, "replayed")
+    assert (stolen.value.reason, stolen.value.check) == (InvalidReason.BAD_PROOF, "key")

@@ -1,7 +1,8 @@
-"""The header rules every HTTP surface shares: reading the bearer token, answering a refusal.
+"""The header rules every HTTP surface shares: reading the token, answering a refusal.
 
 :func:`read_token` reads the ``Authorization`` header(s) of a request (and its query
-string, to refuse a token there); every way a request can fail becomes one
+string, to refuse a token there, and its ``DPoP`` headers for a device-bound token);
+every way a request can fail becomes one
 :class:`Denial`, which carries the status, the ``WWW-Authenticate`` challenge and the
 JSON body, so that the Envoy external authorization, the ASGI and WSGI middlewares
 answer alike. Texts come from :mod:`authority_client.reasons`, never from here.
@@ -16,6 +17,9 @@ the scheme with no token (``Bearer``)                     400     ``error="inval
 anything but ``<scheme> <token68>``                       400     ``error="invalid_request"``
 ``access_token`` in the query string (§2.3, refused)      400     ``error="invalid_request"``
 a token that does not validate                            401     ``error="invalid_token"``
+``DPoP <token>`` without a ``DPoP`` header (PROOF_REQUIRED) 401     ``DPoP algs=..., error="invalid_token"``
+a bound token sent as ``Bearer`` (PROOF_REQUIRED)           401     ``DPoP algs=..., error="invalid_token"``
+two ``DPoP`` headers, or a proof that fails (BAD_PROOF)    401     ``DPoP algs=..., error="invalid_dpop_proof"``
 a token that cannot be checked right now                  503     none; ``Retry-After``
 ========================================================  ======  =============================
 
@@ -23,9 +27,15 @@ RFC 6750 §3.1 makes a request that is missing a parameter, repeats one, uses mo
 one way of sending the token or is otherwise malformed ``invalid_request``, answered 400;
 a token that is expired, revoked or otherwise not valid is ``invalid_token``, 401.
 
-The scheme name is case-insensitive (RFC 7235 §2.1). Only ``Bearer`` is read today; the
-challenge builder takes the scheme, so bound tokens (``DPoP``, RFC 9449) can be answered
-with their own challenge once the authority issues them.
+The scheme name is case-insensitive (RFC 7235 §2.1). ``Bearer`` and ``DPoP`` (RFC 9449)
+are read. A ``DPoP`` token needs exactly one ``DPoP`` header, the proof: the proof itself
+is checked by the validator (:mod:`authority_client.proof`), against the request's method
+and URL, which only the surface knows (:meth:`Presented.proof_for`). A ``Bearer`` token's
+``DPoP`` header is ignored: a bound token sent as ``Bearer`` is refused PROOF_REQUIRED by
+the validator, whatever else came with it. Refusals about a proof, and of a ``DPoP``
+token, carry the ``DPoP`` challenge with the proof algorithms accepted (RFC 9449 §7.1);
+a bearer token keeps its ``Bearer`` challenge. A request with no token at all is told
+``Bearer`` alone, as before: it has promised nothing.
 """
 
 from __future__ import annotations
@@ -37,10 +47,14 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Final
 
+from authority_client.proof import DPOP_SCHEME, PROOF_ALGORITHMS, Proof
 from authority_client.reasons import MISSING_TEXT, UNAVAILABLE_TEXT, RequestProblem, problem_text, refusal_text
 from authority_client.verify import InvalidReason, RevocationCause
 
 BEARER: Final = "Bearer"
+DPOP: Final = DPOP_SCHEME
+# The challenge's ``algs`` (RFC 9449 §7.1): the proof checker's allow-list, in a fixed order.
+DPOP_ALGS: Final = " ".join(sorted(PROOF_ALGORITHMS, key=("EdDSA", "ES256", "RS256").index))
 # Far above any token this authority signs (authority_client.verify.MAX_TOKEN_BYTES), far
 # below what lets a header cost real work.
 MAX_AUTHORIZATION_BYTES: Final = 8192
@@ -55,6 +69,7 @@ _NOT_DESCRIPTION = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 
 INVALID_REQUEST: Final = "invalid_request"
 INVALID_TOKEN: Final = "invalid_token"
+INVALID_DPOP_PROOF: Final = "invalid_dpop_proof"
 TEMPORARILY_UNAVAILABLE: Final = "temporarily_unavailable"
 MISSING: Final = "MISSING"
 UNAVAILABLE: Final = "UNAVAILABLE"
@@ -66,6 +81,13 @@ class Presented:
 
     scheme: str
     token: str = dataclasses.field(repr=False)
+    # The ``DPoP`` header's value, exactly as sent; only for the ``DPoP`` scheme.
+    proof: str | None = dataclasses.field(default=None, repr=False)
+
+    def proof_for(self, method: str, uri: str) -> Proof | None:
+        """The proof with the request it came with (``uri``: scheme, host and path as the
+        client addressed them), or None for a bearer token."""
+        return None if self.proof is None else Proof(self.proof, method, uri)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,13 +132,14 @@ class Denial:
 
 
 def challenge(scheme: str, error: str | None = None, description: str | None = None) -> str:
-    """A ``WWW-Authenticate`` challenge: ``Bearer`` alone, or with its error and description."""
-    if error is None:
-        return scheme
-    value = f'{scheme} error="{error}"'
-    if description:
-        value += f', error_description="{_NOT_DESCRIPTION.sub("?", description)}"'
-    return value
+    """A ``WWW-Authenticate`` challenge: the scheme alone, or with its error and description;
+    ``DPoP`` always names the proof algorithms (RFC 9449 §7.1)."""
+    parameters = [f'algs="{DPOP_ALGS}"'] if scheme == DPOP else []
+    if error is not None:
+        parameters.append(f'error="{error}"')
+        if description:
+            parameters.append(f'error_description="{_NOT_DESCRIPTION.sub("?", description)}"')
+    return f"{scheme} {', '.join(parameters)}" if parameters else scheme
 
 
 def missing(scheme: str = BEARER) -> Denial:
@@ -135,8 +158,14 @@ def invalid_token(
     """The refusal of a token that does not validate, with the reason's text; for a revoked
     one whose cause is known, the cause's (``revoked: signed in on another device``, or
     with the replacing device's name, ``revoked: signed in on the phone``)."""
-    description = refusal_text(InvalidReason(reason), cause, device_name)
-    return Denial(401, InvalidReason(reason).name, INVALID_TOKEN, description, scheme)
+    reason = InvalidReason(reason)
+    description = refusal_text(reason, cause, device_name)
+    if reason is InvalidReason.BAD_PROOF:
+        return Denial(401, reason.name, INVALID_DPOP_PROOF, description, DPOP)
+    if reason is InvalidReason.PROOF_REQUIRED:
+        # Sent as Bearer, it is told which scheme it needs.
+        return Denial(401, reason.name, INVALID_TOKEN, description, DPOP)
+    return Denial(401, reason.name, INVALID_TOKEN, description, scheme)
 
 
 def unavailable(retry_after: int) -> Denial:
@@ -145,14 +174,16 @@ def unavailable(retry_after: int) -> Denial:
 
 
 def read_token(
-    authorization: Sequence[str | bytes], query: str | bytes = "", schemes: Sequence[str] = (BEARER,)
+    authorization: Sequence[str | bytes], query: str | bytes = "", schemes: Sequence[str] = (BEARER, DPOP),
+    dpop: Sequence[str | bytes] = (),
 ) -> Presented | Denial:
     """The token of a request, from its ``Authorization`` values (one per header line, as
-    received) and its raw query string; or the :class:`Denial` to answer.
+    received), its raw query string and its ``DPoP`` values; or the :class:`Denial` to answer.
 
     ``schemes`` are the schemes read (case-insensitive); a header in any other scheme
     counts as no token. A proxy or server that joined repeated headers with commas is
-    seen through: a token68 never holds a comma.
+    seen through: a token68 never holds a comma, and neither does a proof (a compact JWS).
+    A ``DPoP`` token with no ``DPoP`` value is PROOF_REQUIRED, with two BAD_PROOF.
     """
     if _token_in_query(query):
         return invalid_request(RequestProblem.TOKEN_IN_QUERY)
@@ -164,7 +195,19 @@ def read_token(
     if len(raw) > MAX_AUTHORIZATION_BYTES:
         return invalid_request(RequestProblem.OVERSIZED)
     value = raw.decode("latin-1") if isinstance(raw, bytes) else raw
-    return _parse(value.strip(" \t"), schemes)
+    presented = _parse(value.strip(" \t"), schemes)
+    if isinstance(presented, Denial) or presented.scheme != DPOP:
+        return presented
+    return _with_proof(presented, dpop)
+
+
+def _with_proof(presented: Presented, dpop: Sequence[str | bytes]) -> Presented | Denial:
+    if not dpop:
+        return invalid_token(InvalidReason.PROOF_REQUIRED, DPOP)
+    values = [value.decode("latin-1") if isinstance(value, bytes) else value for value in dpop]
+    if len(values) > 1 or "," in values[0]:
+        return invalid_token(InvalidReason.BAD_PROOF, DPOP)
+    return Presented(DPOP, presented.token, values[0].strip(" \t"))
 
 
 def _parse(value: str, schemes: Sequence[str]) -> Presented | Denial:

@@ -1,18 +1,28 @@
 """What the HTTP middlewares decide around the validator, shared by ASGI and WSGI.
 
 :class:`HttpRules` says which paths answer without a token, which audience the others
-require and what ``Retry-After`` a 503 carries. :class:`HttpGate` reads the request's
-token through :mod:`authority_client.http.bearer` and turns what the validator raised
-into a :class:`~authority_client.http.bearer.Denial`, classifying it with the gRPC
-interceptors' own :class:`~authority_client.access.Gate`: a bad token, a token that cannot
-be checked now, and a bug (which fails closed and is logged) are told apart in one place
-for every surface.
+require, what ``Retry-After`` a 503 carries and, for apps behind a proxy, the origin
+clients address (``external_origin``), which a DPoP proof's ``htu`` is checked against.
+:class:`HttpGate` reads the request's token through :mod:`authority_client.http.bearer`
+and turns what the validator raised into a :class:`~authority_client.http.bearer.Denial`,
+classifying it with the gRPC interceptors' own :class:`~authority_client.access.Gate`: a
+bad token, a token that cannot be checked now, and a bug (which fails closed and is
+logged) are told apart in one place for every surface.
+
+A DPoP proof is checked against the request's method and its URL as the client
+addressed it: scheme, host and path, no query (RFC 9449 §4.3). Without
+``external_origin`` the scheme and host are the request's own (its ``Host`` header), which
+is right for an app reached directly; behind a proxy or load balancer that rewrites
+them, set ``external_origin="https://orders.example.com"`` and only the path is taken
+from the request. Setting it is also what stops a proof made for another host from being
+admitted here by a client that sends that host's name in ``Host``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -20,7 +30,8 @@ import grpc
 
 from authority_client.access import Gate
 from authority_client.http.bearer import Denial, Presented, invalid_token, read_token, unavailable
-from authority_client.verify import InvalidToken
+from authority_client.proof import Proof, normalize_uri
+from authority_client.verify import InvalidReason, InvalidToken
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +52,32 @@ class HttpRules:
     public_paths: frozenset[str] = frozenset()
     # Seconds a client is told to wait (Retry-After) when the token cannot be checked.
     retry_after: int = DEFAULT_RETRY_AFTER
+    # ``scheme://host[:port]`` clients address (behind a proxy); "" takes the request's own.
+    external_origin: str = ""
 
     def __post_init__(self) -> None:
         if self.retry_after < 0:
             raise ValueError("retry_after must not be negative")
         if any(not path.startswith("/") for path in self.public_paths):
             raise ValueError("public paths start with /")
+        if self.external_origin:
+            parts = urllib.parse.urlsplit(self.external_origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
+                    or parts.query or parts.fragment:
+                raise ValueError("external_origin is scheme://host[:port], as clients address the app")
 
     @classmethod
     def of(cls, audience: str = "token-authority", *, public_paths: Iterable[str] = (),
-           retry_after: int = DEFAULT_RETRY_AFTER) -> HttpRules:
+           retry_after: int = DEFAULT_RETRY_AFTER, external_origin: str = "") -> HttpRules:
         """Rules from plain collections."""
-        return cls(audience, frozenset(public_paths), retry_after)
+        return cls(audience, frozenset(public_paths), retry_after, external_origin)
+
+    def request_uri(self, scheme: str, host: str, path: str) -> str:
+        """The URL a proof's ``htu`` is checked against: ``external_origin`` (or the
+        request's scheme and host) and the request's path as sent (percent-encoded)."""
+        if self.external_origin:
+            return self.external_origin.rstrip("/") + path
+        return f"{scheme}://{host}{path}"
 
     def is_public(self, path: str) -> bool:
         """Whether ``path`` answers without a token."""
@@ -67,11 +92,26 @@ class HttpGate:
     def __init__(self, rules: HttpRules) -> None:
         self.rules = rules
 
-    def check_for(self, path: str, authorization: Sequence[str | bytes], query: str | bytes) -> Presented | Denial | None:
+    def check_for(
+        self, path: str, authorization: Sequence[str | bytes], query: str | bytes, dpop: Sequence[str | bytes] = ()
+    ) -> Presented | Denial | None:
         """None for a public path, else the token to check, or the refusal when it is not readable."""
         if self.rules.is_public(path):
             return None
-        return read_token(authorization, query)
+        return read_token(authorization, query, dpop=dpop)
+
+    def proof(self, presented: Presented, method: str, scheme: str, host: str, path: str) -> Proof | Denial | None:
+        """The proof that came with ``presented`` and the request it came with (None: a bearer
+        token); the refusal when the request's own URL is not one a proof can name."""
+        if presented.proof is None:
+            return None
+        uri = self.rules.request_uri(scheme, host, path)
+        try:
+            normalize_uri(uri)
+        except ValueError:
+            # A Host header no URL can hold: no proof can match it.
+            return invalid_token(InvalidReason.BAD_PROOF)
+        return presented.proof_for(method, uri)
 
     def denial(self, error: Exception, presented: Presented) -> Denial:
         """The refusal for what the validator raised (a bug fails closed: 503, logged)."""

@@ -1,5 +1,5 @@
 """WSGI middleware (Flask, Django, any WSGI app) that admits only requests with a valid
-bearer token.
+bearer token, or a valid device-bound token (``Authorization: DPoP <token>``) with its proof.
 
 ::
 
@@ -14,11 +14,19 @@ one's :class:`~authority_client.types.AccessClaims` are in ``environ["authority_
 (read them with :func:`claims_of`), and :func:`authority_client.current_claims` returns
 them while the app handles the request, so a Flask view may do
 ``g.claims = current_claims()`` or read them wherever it needs them.
+
+A DPoP proof (one ``DPoP`` header) is checked against ``REQUEST_METHOD`` and the request's
+URL: ``external_origin`` (set it behind a proxy; see :mod:`authority_client.http.gate`) or
+``wsgi.url_scheme`` and the ``Host`` header, and the path as sent (the server's
+``RAW_URI`` or ``REQUEST_URI`` when it gives one, else ``SCRIPT_NAME`` and ``PATH_INFO``
+quoted again). WSGI joins repeated headers with commas, so two ``DPoP`` headers arrive as
+one value with a comma, which no proof holds: refused, BAD_PROOF.
 """
 
 from __future__ import annotations
 
 import http
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -52,25 +60,31 @@ class BearerAuthMiddleware:
         audience: str = "token-authority",
         public_paths: Iterable[str] = (),
         retry_after: int = DEFAULT_RETRY_AFTER,
+        external_origin: str = "",
     ) -> None:
         self.app = app
         self._validator = validator
-        self._gate = HttpGate(HttpRules.of(audience, public_paths=public_paths, retry_after=retry_after))
+        self._gate = HttpGate(HttpRules.of(audience, public_paths=public_paths, retry_after=retry_after,
+                                           external_origin=external_origin))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         # WSGI servers hand over one HTTP_AUTHORIZATION; repeated headers arrive joined by
         # commas, which the header rules recognise.
         authorization = environ.get("HTTP_AUTHORIZATION")
+        dpop = environ.get("HTTP_DPOP")
         check = self._gate.check_for(
             environ.get("PATH_INFO") or "/", [] if authorization is None else [authorization],
-            environ.get("QUERY_STRING", ""),
+            environ.get("QUERY_STRING", ""), [] if dpop is None else [dpop],
         )
         if check is None:
             return self.app(environ, start_response)
         if isinstance(check, Denial):
             return _refuse(start_response, check)
+        proof = self._gate.proof(check, environ.get("REQUEST_METHOD", "GET"), *_address(environ))
+        if isinstance(proof, Denial):
+            return _refuse(start_response, proof)
         try:
-            claims = self._validator.validate(check.token, self._gate.rules.audience)
+            claims = self._validator.validate(check.token, self._gate.rules.audience, proof)
         except Exception as error:
             return _refuse(start_response, self._gate.denial(error, check))
         environ[CLAIMS_KEY] = claims
@@ -79,6 +93,17 @@ class BearerAuthMiddleware:
             return self.app(environ, start_response)
         finally:
             reset_claims(reset)
+
+
+def _address(environ: Environ) -> tuple[str, str, str]:
+    """The request's scheme, host and path (percent-encoded as sent, no query)."""
+    host = environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if isinstance(raw, str) and raw.startswith("/"):
+        path = raw.partition("?")[0]
+    else:
+        path = urllib.parse.quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), encoding="latin-1")
+    return str(environ.get("wsgi.url_scheme", "http")), str(host), path
 
 
 def _refuse(start_response: StartResponse, denial: Denial) -> list[bytes]:

@@ -5,6 +5,10 @@ revocation stream, which replaces the whole set. A token naming a kid the set la
 may be signed with a key newer than the set: it triggers a refetch, at most one per
 ``refetch_interval``, so a stream of made-up kids cannot turn into a stream of calls.
 A set that fails to parse, or a fetch that fails, leaves the last good set in place.
+
+There is one verifier, whose key set is replaced, so its DPoP proof checker (and the
+replay cache in it) outlives every key set: a proof seen before a rotation is still
+seen after it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from authority_client.proof import ProofChecker
 from authority_client.verify import KeySet, TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,7 @@ class SigningKeys:
         refetch_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        proofs: ProofChecker | None = None,
     ) -> None:
         # None until the first key set arrives.
         self.verifier: TokenVerifier | None = None
@@ -41,6 +47,8 @@ class SigningKeys:
         self._lock = threading.Lock()
         self._last_refetch: float | None = None
         self._jwks_json = ""
+        # The verifier's; None: its own, with the checker's defaults.
+        self._proofs = proofs
 
     def replace(self, jwks_json: str) -> bool:
         """Swaps in a new key set; a malformed one is logged and ignored. Returns whether it took."""
@@ -52,7 +60,9 @@ class SigningKeys:
             log.warning("ignored a malformed signing key set; keeping the last good one")
             return False
         if self.verifier is None:
-            self.verifier = TokenVerifier(keys, issuer=self._issuer, leeway=self._leeway, clock=self._clock)
+            self.verifier = TokenVerifier(
+                keys, issuer=self._issuer, leeway=self._leeway, clock=self._clock, proofs=self._proofs
+            )
         else:
             self.verifier.keys = keys  # one attribute store: readers see the old set or the new
         self._jwks_json = jwks_json

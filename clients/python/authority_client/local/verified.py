@@ -8,7 +8,10 @@ miss and the full check refuses it. An entry lives until its token expires (with
 verifier's leeway, as verification counts it) and only as long as the key set it was
 verified with is the current one: a new key set (a rotation, a key withdrawn) forgets
 every entry at once. Revocation is not remembered: the caller checks the mirror on every
-call, hit or miss. When the cache is full it is emptied and refills with the tokens in
+call, hit or miss. Nor is a proof of possession: a proof is single-use, so
+:meth:`VerifiedTokens.verify` checks a device-bound token's proof
+(:meth:`~authority_client.verify.TokenVerifier.check_binding`) on every call, hit or miss,
+and :meth:`~VerifiedTokens.get` alone is never enough to admit a call. When the cache is full it is emptied and refills with the tokens in
 use, so a flood of distinct tokens costs the full check it would have cost anyway and
 memory stays bounded.
 
@@ -21,8 +24,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from authority_client.proof import Proof
 from authority_client.types import AccessClaims
-from authority_client.verify import KeySet
+from authority_client.verify import KeySet, TokenVerifier
 
 DEFAULT_SIZE = 10_000
 
@@ -43,9 +47,26 @@ class VerifiedTokens:
     def __len__(self) -> int:
         return len(self._state[1])
 
+    def verify(self, verifier: TokenVerifier, token: str, audience: str, proof: Proof | None = None) -> AccessClaims:
+        """The claims of ``token`` for ``audience``, remembered or verified in full now, with
+        its proof checked either way; :class:`~authority_client.verify.InvalidToken` (and
+        :class:`~authority_client.proof.InvalidProof`) as the verifier raises them.
+        Revocation is the caller's to check."""
+        # Read before verifying: if the set is replaced meanwhile, the entry is filed under
+        # the older set and never served again.
+        keys = verifier.keys
+        claims = self.get(keys, token, audience)
+        if claims is None:
+            claims = verifier.verify(token, audience, proof)
+            self.put(keys, token, claims)
+        else:
+            verifier.check_binding(claims, token, proof)
+        return claims
+
     def get(self, keys: KeySet, token: str, audience: str) -> AccessClaims | None:
         """The claims of ``token`` if it was verified for ``audience`` with ``keys`` and has
-        not expired since; None otherwise (then verify it in full)."""
+        not expired since; None otherwise (then verify it in full). The proof is not
+        checked here: admit a call with :meth:`verify`."""
         verified_with, entries = self._state
         if verified_with is not keys:
             return None
