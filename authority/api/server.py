@@ -154,8 +154,13 @@ async def create_server(settings: Settings, clock: Callable[[], float] = time.ti
         ext_authz.add_to_server(check, services)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
-            (SERVICE_NAME, ext_authz.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)), services)
+        # Not reflection.enable_server_reflection: it picks the asyncio servicer only for a grpc.aio.Server.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+            reflection.aio.ReflectionServicer(
+                (SERVICE_NAME, ext_authz.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            ),
+            services,
+        )
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         try:

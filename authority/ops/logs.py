@@ -23,7 +23,7 @@ import json
 import logging
 import sys
 import time
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import IO, Any
 
 RPC_LOGGER = "authority.rpc"
@@ -119,7 +119,7 @@ class RpcLine:
             return
         handler = _sole_json_handler()
         formatter = None if handler is None else handler.formatter
-        if not isinstance(formatter, JsonFormatter):
+        if handler is None or not isinstance(formatter, JsonFormatter):
             _record_rpc(self.method, code, duration_ms, peer, subject)
             return
         head, middle = self._parts(code)
