@@ -11,11 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import POSTGRES_URL, _require_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# As long as the subprocess may take: the whole benchmark, tiny, on a busy two-core machine.
+@pytest.mark.timeout(300)
 async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path: Path) -> None:
     await _require_postgres()
     out = tmp_path / "report.json"
@@ -84,6 +88,7 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert "ValidateToken cold" in result.stderr  # progress while it ran
 
 
+@pytest.mark.timeout(300)
 async def test_only_validation_measures_the_floor_rows_alone(tmp_path: Path) -> None:
     await _require_postgres()
     out = tmp_path / "report.json"

@@ -5,6 +5,7 @@ authentication, refusals too); a warm token's message is built once."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -12,7 +13,6 @@ import re
 from collections.abc import Iterator
 
 import grpc
-import pytest
 from authority_client.v1 import authority_pb2 as pb
 
 from authority.api.answers import PerVerifiedToken
@@ -27,25 +27,28 @@ from tests.test_metrics import TA, scrape, value
 VALIDATE = TA + "ValidateToken"
 
 
-@pytest.fixture
-def sole_json(captured: io.StringIO) -> Iterator[io.StringIO]:  # noqa: F811
-    """The installed JSON handler as the root's only handler (as in `authority serve`),
-    without the test runner's capturing handlers."""
+@contextlib.contextmanager
+def sole_json_handler() -> Iterator[None]:
+    """The installed JSON handler as the root's only handler, as in `authority serve`:
+    the test runner's capturing handlers (added for each test's body) set aside."""
     root = logging.getLogger()
     others = [handler for handler in root.handlers if handler is not logs._installed]
     for handler in others:
         root.removeHandler(handler)
-    yield captured
-    for handler in others:
-        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in others:
+            root.addHandler(handler)
 
 
-def test_the_straight_line_is_exactly_the_line_the_json_formatter_writes(sole_json: io.StringIO) -> None:
+def test_the_straight_line_is_exactly_the_line_the_json_formatter_writes(captured: io.StringIO) -> None:  # noqa: F811
     odd_peer = 'ipv6:[::1]:5 "quoted" \\ tab\t é'
-    assert logs._sole_json_handler() is logs._installed is not None  # the straight path is taken
-    logs.log_rpc(VALIDATE, "OK", 0.1234, "ipv4:127.0.0.1:1", "")
-    logs.log_rpc("a.B/Odd \"name\"", "INVALID_ARGUMENT", 12.5, odd_peer, "alice")
-    straight = sole_json.getvalue().splitlines()
+    with sole_json_handler():
+        assert logs._sole_json_handler() is logs._installed is not None  # the straight path is taken
+        logs.log_rpc(VALIDATE, "OK", 0.1234, "ipv4:127.0.0.1:1", "")
+        logs.log_rpc("a.B/Odd \"name\"", "INVALID_ARGUMENT", 12.5, odd_peer, "alice")
+        straight = captured.getvalue().splitlines()
     # A second handler on the way: the ordinary log record, through JsonFormatter.
     beside = logging.StreamHandler(io.StringIO())
     logging.getLogger().addHandler(beside)
@@ -54,7 +57,7 @@ def test_the_straight_line_is_exactly_the_line_the_json_formatter_writes(sole_js
         logs.log_rpc("a.B/Odd \"name\"", "INVALID_ARGUMENT", 12.5, odd_peer, "alice")
     finally:
         logging.getLogger().removeHandler(beside)
-    formatted = sole_json.getvalue().splitlines()[2:]
+    formatted = captured.getvalue().splitlines()[2:]
 
     assert len(straight) == len(formatted) == 2
     stamp = re.compile(r'^\{"time": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", ')
@@ -65,12 +68,12 @@ def test_the_straight_line_is_exactly_the_line_the_json_formatter_writes(sole_js
     assert json.loads(straight[1])["subject_hash"] == logs.subject_hash("alice")
 
 
-def test_no_line_is_written_while_info_is_off(sole_json: io.StringIO) -> None:
+def test_no_line_is_written_while_info_is_off(captured: io.StringIO) -> None:  # noqa: F811
     logging.getLogger().setLevel(logging.WARNING)  # the fixture puts the level back
+    with sole_json_handler():
+        logs.log_rpc(VALIDATE, "OK", 0.1, "ipv4:127.0.0.1:1", "")
 
-    logs.log_rpc(VALIDATE, "OK", 0.1, "ipv4:127.0.0.1:1", "")
-
-    assert sole_json.getvalue() == ""
+    assert captured.getvalue() == ""
 
 
 async def test_sampled_token_checks_log_one_ok_line_in_n_and_metrics_count_every_call(
