@@ -5,6 +5,7 @@ authentication, refusals too); a warm token's message is built once."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -138,3 +139,18 @@ def test_a_message_is_built_once_per_verified_claims_and_anew_when_they_change()
 
     assert built == ["one", "one-again", "two", "three"]
     assert len(messages) == 1
+
+
+async def test_lines_of_one_turn_of_the_event_loop_are_written_together_at_its_end(
+    captured: io.StringIO,  # noqa: F811
+) -> None:
+    with sole_json_handler():
+        logs.log_rpc(VALIDATE, "OK", 0.1, "ipv4:127.0.0.1:1", "")
+        logs.log_rpc(VALIDATE, "UNAVAILABLE", 0.2, "ipv4:127.0.0.1:2", "")
+        before_the_turn_ends = captured.getvalue()
+        await asyncio.sleep(0)  # the end of this turn
+        lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+
+    assert before_the_turn_ends == ""
+    assert [(line["code"], line["peer"]) for line in lines] == [("OK", "ipv4:127.0.0.1:1"),
+                                                                 ("UNAVAILABLE", "ipv4:127.0.0.1:2")]

@@ -9,14 +9,17 @@ nothing from a request reaches a log line except through the hash.
 Every RPC writes a line, so the line is cheap: while the JSON handler :func:`install`
 set up is the only place ``authority.rpc`` records can go (no other handler or filter
 on the way), the line is written straight to its stream, built from parts made once
-per method and status, exactly as :class:`JsonFormatter` would have written it. Any
-other set-up (a test's capture, a handler added later, text lines) gets an ordinary
-log record. Callers check ``rpc_log.isEnabledFor(logging.INFO)`` first, so a line
-whose level is off costs nothing.
+per method and status, exactly as :class:`JsonFormatter` would have written it. On the
+event loop the lines of the calls that end in one turn of the loop are written together,
+in one write, at the end of that turn (a write to the stream costs more than building
+a line). Any other set-up (a test's capture, a handler added later, text lines) gets an
+ordinary log record. A line whose level is off costs nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime
 import hashlib
 import json
@@ -128,14 +131,56 @@ class RpcLine:
         if subject:
             line += f', "subject_hash": "{subject_hash(subject)}"'
         line += "}\n"
-        handler.acquire()
-        try:
-            handler.stream.write(line)
-            handler.flush()
-        except (OSError, ValueError):
-            pass  # the log's stream is gone (closed, full): nothing to tell it with
-        finally:
-            handler.release()
+        _submit(handler, line)
+
+
+# Lines waiting for the end of this turn of the event loop (see the module docstring),
+# the loop whose turn it is and the handler they go to.
+_pending: list[str] = []
+_pending_loop: asyncio.AbstractEventLoop | None = None
+_pending_handler: logging.StreamHandler[IO[str]] | None = None
+
+
+def _submit(handler: logging.StreamHandler[IO[str]], line: str) -> None:
+    global _pending_loop, _pending_handler
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if _pending:
+        if loop is _pending_loop and handler is _pending_handler:
+            _pending.append(line)
+            return
+        # Left by another loop (one that ended before its turn did) or for another handler.
+        _write_pending()
+    if loop is None:  # no event loop in this thread: written now
+        _write(handler, line)
+        return
+    _pending.append(line)
+    _pending_loop, _pending_handler = loop, handler
+    loop.call_soon(_write_pending)
+
+
+def _write(handler: logging.StreamHandler[IO[str]], text: str) -> None:
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.flush()
+    except (OSError, ValueError):
+        pass  # the log's stream is gone (closed, full): nothing to tell it with
+    finally:
+        handler.release()
+
+
+def _write_pending() -> None:
+    text = "".join(_pending)
+    _pending.clear()
+    if text and _pending_handler is not None:
+        _write(_pending_handler, text)
+
+
+# A line still waiting when the interpreter exits is written then.
+atexit.register(_write_pending)
 
 
 class JsonFormatter(logging.Formatter):
