@@ -141,16 +141,25 @@ def test_a_message_is_built_once_per_verified_claims_and_anew_when_they_change()
     assert len(messages) == 1
 
 
-async def test_lines_of_one_turn_of_the_event_loop_are_written_together_at_its_end(
-    captured: io.StringIO,  # noqa: F811
-) -> None:
+async def test_lines_are_written_together_soon_after_the_first(captured: io.StringIO) -> None:  # noqa: F811
     with sole_json_handler():
         logs.log_rpc(VALIDATE, "OK", 0.1, "ipv4:127.0.0.1:1", "")
         logs.log_rpc(VALIDATE, "UNAVAILABLE", 0.2, "ipv4:127.0.0.1:2", "")
-        before_the_turn_ends = captured.getvalue()
-        await asyncio.sleep(0)  # the end of this turn
+        at_once = captured.getvalue()
+        deadline = asyncio.get_running_loop().time() + 5
+        while captured.getvalue().count("\n") < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         lines = [json.loads(line) for line in captured.getvalue().splitlines()]
 
-    assert before_the_turn_ends == ""
+    assert at_once == ""
     assert [(line["code"], line["peer"]) for line in lines] == [("OK", "ipv4:127.0.0.1:1"),
                                                                  ("UNAVAILABLE", "ipv4:127.0.0.1:2")]
+
+
+async def test_a_full_batch_is_written_at_once(captured: io.StringIO) -> None:  # noqa: F811
+    with sole_json_handler():
+        for n in range(logs.RPC_LINES_BATCH):
+            logs.log_rpc(VALIDATE, "OK", 0.1, f"ipv4:127.0.0.1:{n}", "")
+        written = captured.getvalue().splitlines()
+
+    assert [json.loads(line)["peer"] for line in written] == [f"ipv4:127.0.0.1:{n}" for n in range(logs.RPC_LINES_BATCH)]

@@ -10,10 +10,13 @@ Every RPC writes a line, so the line is cheap: while the JSON handler :func:`ins
 set up is the only place ``authority.rpc`` records can go (no other handler or filter
 on the way), the line is written straight to its stream, built from parts made once
 per method and status, exactly as :class:`JsonFormatter` would have written it. On the
-event loop the lines of the calls that end in one turn of the loop are written together,
-in one write, at the end of that turn (a write to the stream costs more than building
-a line). Any other set-up (a test's capture, a handler added later, text lines) gets an
-ordinary log record. A line whose level is off costs nothing.
+event loop the lines are gathered and written together, in one write, at most
+``RPC_LINES_DELAY`` seconds after the first of them (or at once past ``RPC_LINES_BATCH``
+lines, and at exit): a write to the stream costs several times what building a line
+does, and one call rarely ends alone in a busy second. So an RPC line may follow, by
+that much at most, a record written after it. Any other set-up (a test's capture, a
+handler added later, text lines) gets an ordinary log record. A line whose level is
+off costs nothing.
 """
 
 from __future__ import annotations
@@ -134,8 +137,10 @@ class RpcLine:
         _submit(handler, line)
 
 
-# Lines waiting for the end of this turn of the event loop (see the module docstring),
-# the loop whose turn it is and the handler they go to.
+RPC_LINES_DELAY = 0.05
+RPC_LINES_BATCH = 256
+# Lines waiting to be written together (see the module docstring), the loop that will
+# write them and the handler they go to.
 _pending: list[str] = []
 _pending_loop: asyncio.AbstractEventLoop | None = None
 _pending_handler: logging.StreamHandler[IO[str]] | None = None
@@ -150,15 +155,17 @@ def _submit(handler: logging.StreamHandler[IO[str]], line: str) -> None:
     if _pending:
         if loop is _pending_loop and handler is _pending_handler:
             _pending.append(line)
+            if len(_pending) >= RPC_LINES_BATCH:
+                _write_pending()  # the timer finds nothing left, and does nothing
             return
-        # Left by another loop (one that ended before its turn did) or for another handler.
+        # Left by another loop (one that ended before it wrote them) or for another handler.
         _write_pending()
     if loop is None:  # no event loop in this thread: written now
         _write(handler, line)
         return
     _pending.append(line)
     _pending_loop, _pending_handler = loop, handler
-    loop.call_soon(_write_pending)
+    loop.call_later(RPC_LINES_DELAY, _write_pending)
 
 
 def _write(handler: logging.StreamHandler[IO[str]], text: str) -> None:
