@@ -144,6 +144,8 @@ class Run:
         self.tables: dict[str, dict[str, Any]] = {}
         # Every phase's latencies (seconds, sorted), for the plot.
         self.latencies: dict[str, list[float]] = {}
+        # An interleaved phase's server CPU seconds per call in each round, in order.
+        self.cpu_by_round: dict[str, list[float]] = {}
 
     def rows(self, key: str) -> dict[str, Any]:
         """The rows of the report's table ``key`` (see :func:`bench.report.table`)."""
@@ -176,9 +178,12 @@ class Run:
                 phase = Phase(spec.name, spec.target, spec.rpc, spec.items(number), size.workers,
                               size.concurrency, size.seconds, spec.once)
                 before = cpu_seconds(spec.server_pid)
-                runs[spec.name].append(run_phase(phase, self.say))
+                outcome = run_phase(phase, self.say)
+                runs[spec.name].append(outcome)
                 # Includes the workers' warm-up calls (a few dozen): negligible in a full run.
-                cpu[spec.name] += cpu_seconds(spec.server_pid) - before
+                spent = cpu_seconds(spec.server_pid) - before
+                cpu[spec.name] += spent
+                self.cpu_by_round.setdefault(spec.name, []).append(spent / max(outcome.calls, 1))
         merged = {}
         for name, outcomes in runs.items():
             outcome = merge(name, outcomes)
