@@ -96,6 +96,9 @@ class Settings:
     allow_plaintext_keys: bool = False
     # json, text, or auto: text when stderr is a terminal, JSON lines otherwise.
     log_format: str = "auto"
+    # Log one OK line in N of the token checks (ValidateToken, ext_authz Check); 1: every
+    # line. Other statuses are always logged, and the metrics count every call.
+    log_sample_validate: int = 1
     # HOST:PORT (or a bare PORT, on loopback) for the Prometheus metrics; empty is off.
     metrics_listen: str = ""
     # High availability (README "Running at scale"). LISTEN/NOTIFY and the session-level
@@ -358,7 +361,7 @@ def _check(s: Settings) -> None:
     _check_representable(s)
 
     for option in ("access_token_ttl", "max_access_token_ttl", "refresh_token_ttl", "purge_interval",
-                   "purge_batch_size", "session_events_retention"):
+                   "purge_batch_size", "session_events_retention", "log_sample_validate"):
         positive(option, getattr(s, option))
     if not 1 <= s.workers <= MAX_WORKERS:
         raise ConfigError("workers", f"must be between 1 and {MAX_WORKERS}, or auto (one per core)")

@@ -11,6 +11,7 @@ import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,46 @@ def _table(rows: list[tuple[str, ...]], right: set[int]) -> str:
     return "\n".join(lines)
 
 
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One table of the readable report: the rows kept under ``key`` in the JSON report
+    (a map from each row's name to its numbers), shown under ``header``."""
+
+    key: str
+    header: tuple[str, ...]  # the first column names the row
+    cells: Callable[[dict[str, Any]], tuple[str, ...]]  # a row's numbers -> the other columns
+    right: frozenset[int] = frozenset()  # columns aligned right
+
+
+# Every table the readable report shows, in order. A measurement with rows of a new
+# kind registers its table with :func:`table` and fills ``run.rows(key)``; rows of an
+# existing kind (a phase under load: ``throughput``) need nothing registered.
+TABLES: list[Table] = []
+
+
+def table(key: str, header: tuple[str, ...], cells: Callable[[dict[str, Any]], tuple[str, ...]],
+          right: tuple[int, ...] = ()) -> Table:
+    """Registers a table (replacing one with the same key) and returns it."""
+    entry = Table(key, header, cells, frozenset(right))
+    TABLES[:] = [t for t in TABLES if t.key != key] + [entry]
+    return entry
+
+
+table("throughput", ("measurement", "per second", "p50 ms", "p99 ms", "server CPU us/call", "calls", "errors"),
+      lambda r: (f"{r['per_second']:,.0f}", f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                 f"{r['server_cpu_us_per_call']:,.0f}", f"{r['calls']:,}", str(r["errors"])),
+      right=(1, 2, 3, 4, 5, 6))
+table("floor", ("against the floor, by server CPU per call", "us/call", "floor us/call", "ratio", "target", "result"),
+      lambda r: (f"{r['us_per_call']:,.0f}", f"{r['floor_us_per_call']:,.0f}", f"{r['ratio']:.2f}x",
+                 r["target"], r["result"]),
+      right=(1, 2, 3))
+table("in_process", ("in-process (this process, one thread)", "per second", "us per call", "calls"),
+      lambda r: (f"{r['per_second']:,.0f}", f"{r['us_per_call']:.2f}", f"{r['calls']:,}"), right=(1, 2, 3))
+table("visibility", ("revocation visibility", "samples", "p50 ms", "p99 ms", "max ms"),
+      lambda r: (str(r["samples"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['max_ms']:.2f}"),
+      right=(1, 2, 3, 4))
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as a readable table (what the README carries)."""
     env = report["environment"]
@@ -136,25 +177,13 @@ def render(report: dict[str, Any]) -> str:
         f"load average before / after the run: {report['load_average']['before']} / {report['load_average']['after']}",
         "",
     ]
-    rows: list[tuple[str, ...]] = [
-        ("measurement", "per second", "p50 ms", "p99 ms", "server CPU us/call", "calls", "errors")
-    ]
-    for name, result in report["throughput"].items():
-        rows.append((name, f"{result['per_second']:,.0f}", f"{result['p50_ms']:.3f}", f"{result['p99_ms']:.3f}",
-                     f"{result['server_cpu_us_per_call']:,.0f}", f"{result['calls']:,}", str(result["errors"])))
-    out.append(_table(rows, {1, 2, 3, 4, 5, 6}))
-    out.append("")
-    if report.get("in_process"):
-        loops: list[tuple[str, ...]] = [("in-process (this process, one thread)", "per second", "us per call", "calls")]
-        loops += [(name, f"{result['per_second']:,.0f}", f"{result['us_per_call']:.2f}", f"{result['calls']:,}")
-                  for name, result in report["in_process"].items()]
-        out.append(_table(loops, {1, 2, 3}))
-        out.append("")
-    if report.get("visibility"):
-        seen: list[tuple[str, ...]] = [("revocation visibility", "samples", "p50 ms", "p99 ms", "max ms")]
-        seen += [(name, str(result["samples"]), f"{result['p50_ms']:.2f}", f"{result['p99_ms']:.2f}",
-                  f"{result['max_ms']:.2f}") for name, result in report["visibility"].items()]
-        out.append(_table(seen, {1, 2, 3, 4}))
+    for entry in TABLES:
+        rows = report.get(entry.key)
+        if not rows:
+            continue
+        shown: list[tuple[str, ...]] = [entry.header]
+        shown += [(name, *entry.cells(result)) for name, result in rows.items()]
+        out.append(_table(shown, set(entry.right)))
         out.append("")
     facts = report["facts"]
     out.append(_table([("fact", "value")] + [(name, value) for name, value in facts.items()], set()))

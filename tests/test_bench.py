@@ -36,7 +36,8 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert {"cpu", "cores", "memory", "os"} <= set(report["environment"]["machine"])
     assert {"python", "grpcio", "PyJWT", "postgresql", "commit"} <= set(report["environment"]["versions"])
     names = set(report["throughput"])
-    for expected in ("grpc.health Check (empty-RPC floor)", "ValidateToken warm (same token)",
+    for expected in ("grpc.health Check, bare grpc.aio server (the floor)", "grpc.health Check, authority",
+                     "ValidateToken warm (same token)",
                      "ValidateToken cold (every token new)", "baseline ValidateToken warm",
                      "baseline ValidateToken cold", "IssueToken replacing a device, PostgreSQL",
                      "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations",
@@ -52,7 +53,15 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
         assert phase["calls"] > 0 and phase["errors"] == 0, (name, phase)
         assert 0 < phase["p50_ms"] <= phase["p99_ms"], (name, phase)
     goals = {goal["name"]: goal for goal in report["goals"]}
-    assert goals["ValidateToken warm / health floor"]["passed"] in (True, False)
+    for name in ("ValidateToken warm / bare floor", "ValidateToken cold / model floor (bare + TokenVerifier.verify)"):
+        assert goals[name]["passed"] in (True, False) and goals[name]["measured"] > 0, name
+    floor = report["floor"]
+    assert set(floor) == {"ValidateToken warm / bare floor", "ValidateToken cold / model floor (bare + TokenVerifier.verify)",
+                          "authority health Check / bare floor"}
+    assert all(row["us_per_call"] > 0 and row["floor_us_per_call"] > 0 and row["ratio"] > 0 for row in floor.values())
+    assert "t_verify (bare TokenVerifier.verify, EdDSA)" in report["facts"]
+    # The latency plot beside the JSON report.
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert goals["ext_authz Check / ValidateToken (same server, same token)"]["measured"] > 0
     assert "HTTP through Envoy + authority / Envoy alone" in report["facts"]
     assert goals["memory per live revocation (mirror, tracemalloc)"]["measured"] > 0
@@ -77,6 +86,27 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
             assert loops[f"{checker}, {kind}"]["per_second"] > 0
     for seen in report["visibility"].values():
         assert seen["samples"] == 20 and 0 < seen["p50_ms"] <= seen["p99_ms"] <= seen["max_ms"]
-    assert "ValidateToken warm / health floor" in result.stdout  # the readable table
+    assert "ValidateToken warm / bare floor" in result.stdout  # the readable table
+    assert "against the floor, by server CPU per call" in result.stdout
     assert "revocation visibility" in result.stdout and "in-process" in result.stdout
     assert "ValidateToken cold" in result.stderr  # progress while it ran
+
+
+@pytest.mark.timeout(300)
+async def test_only_validation_measures_the_floor_rows_alone(tmp_path: Path) -> None:
+    await _require_postgres()
+    out = tmp_path / "report.json"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--only", "validation", "--out", str(out),
+         "--postgres-url", POSTGRES_URL],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert "IssueToken replacing a device, PostgreSQL" not in report["throughput"]
+    assert {"grpc.health Check, bare grpc.aio server (the floor)", "ValidateToken warm (same token)",
+            "ValidateToken cold (every token new)"} <= set(report["throughput"])
+    assert [goal["name"] for goal in report["goals"]] == [
+        "ValidateToken warm / bare floor", "ValidateToken cold / model floor (bare + TokenVerifier.verify)"]

@@ -49,6 +49,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
+from authority.api.answers import PerVerifiedToken
 from authority.api.status import unary
 from authority.app import Authority
 from authority.ops.metrics import Metrics
@@ -139,6 +140,8 @@ class ExternalAuthorization(external_auth_pb2_grpc.AuthorizationServicer):  # ty
         self._explanations = authority.explanations
         # The same counters as ValidateToken: one view of every token checked.
         self._validations = (metrics or Metrics()).validation_outcomes
+        # A warm token's OK answer is built once (authority/api/answers.py).
+        self._allowed = PerVerifiedToken(allowed)
 
     @unary
     async def Check(self, request: ext.CheckRequest, context: Context) -> ext.CheckResponse:
@@ -161,7 +164,7 @@ class ExternalAuthorization(external_auth_pb2_grpc.AuthorizationServicer):  # ty
             self._validations[invalid.reason].inc()
             return denied(invalid_token(invalid.reason, presented.scheme))
         self._validations[None].inc()
-        return allowed(claims)
+        return self._allowed.get(presented.token, claims)
 
     async def _device_name(self, revoked: Revoked) -> str:
         """The name of the device that replaced the revoked session, when there was one."""

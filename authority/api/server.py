@@ -18,20 +18,21 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from typing import cast
 
 import grpc
 from authority_client.v1 import authority_pb2, authority_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from prometheus_client import Gauge
 
 from authority.api import ext_authz
 from authority.api.callers import prepare_transport
-from authority.api.observe import RpcObserver
+from authority.api.observe import Observer, RpcObserver
 from authority.api.ports import refuse_taken_port
 from authority.api.readiness import ServiceWhenReady
 from authority.api.servicer import TokenAuthorityService
-from authority.api.status import RejectUndecodableRequests
+from authority.api.status import tolerate_undecodable
 from authority.app import Authority
 from authority.config import Settings, metrics_address
 from authority.errors import ConfigError
@@ -159,21 +160,32 @@ async def create_server(
     # Health and /healthz read it; set once the handle exists.
     handle: AuthorityServer | None = None
     # SO_REUSEPORT off: a second server on a taken port must fail, not share it (workers
-    # share theirs on purpose, the parent having refused one already taken). The observer comes first so that it sees the status of everything inside it, caller
-    # authentication next: a refused call reaches no other check and no handler.
+    # share theirs on purpose, the parent having refused one already taken). The
+    # observer comes first so that it sees the status of everything inside it, caller
+    # authentication next: a refused call reaches no other check and no handler. With no
+    # interceptor to run inside it, the observer wraps each method's handler once, where
+    # it is registered, and no interceptor runs per call (authority/api/observe.py).
+    observer = Observer(metrics, settings.log_sample_validate)
+    interceptors = transport.interceptors
     server = grpc.aio.server(
-        interceptors=[RpcObserver(metrics), *transport.interceptors, RejectUndecodableRequests()],
+        interceptors=[RpcObserver(observer), *interceptors] if interceptors else None,
         options=[("grpc.so_reuseport", 0 if worker is None else 1)],
     )
+    # Where services are added: it stands in for the server (add_*_to_server take a server).
+    services = cast(grpc.aio.Server, observer.registrar(server, tolerate_undecodable, observe=not interceptors))
     try:
         service = ServiceWhenReady()
-        authority_pb2_grpc.add_TokenAuthorityServicer_to_server(service, server)
+        authority_pb2_grpc.add_TokenAuthorityServicer_to_server(service, services)
         check = ServiceWhenReady(ext_authz.SERVICE)
-        ext_authz.add_to_server(check, server)
+        ext_authz.add_to_server(check, services)
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, ext_authz.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
+        # Not reflection.enable_server_reflection: it picks the asyncio servicer only for a grpc.aio.Server.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+            reflection.aio.ReflectionServicer(
+                (SERVICE_NAME, ext_authz.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            ),
+            services,
         )
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -124,46 +124,42 @@ class _Undecodable:
         self.message = UNDECODABLE_MESSAGE if field is None else f"{field}: must be valid UTF-8"
 
 
-class RejectUndecodableRequests(grpc.aio.ServerInterceptor):
-    """Answers INVALID_ARGUMENT to a request that is not valid protobuf, where grpc itself
-    would answer UNKNOWN with the parser's error text; a string field that is not UTF-8
-    is named (``subject: must be valid UTF-8``)."""
+def tolerate_undecodable(method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """``handler`` (of ``method``) answering INVALID_ARGUMENT to a request that is not valid
+    protobuf, where grpc itself would answer UNKNOWN with the parser's error text; a string
+    field that is not UTF-8 is named (``subject: must be valid UTF-8``). Wraps once, at
+    registration (:meth:`authority.api.observe.Observer.registrar`)."""
+    if handler.request_deserializer is None or handler.request_streaming:
+        return handler
+    deserialize = handler.request_deserializer
+    # A generated message's FromString is bound to its class, which has the descriptor.
+    descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None or handler.request_streaming:
-            return handler
-        deserialize = handler.request_deserializer
-        # A generated message's FromString is bound to its class, which has the descriptor.
-        descriptor = getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None)
+    def tolerant(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return _Undecodable(descriptor, data)
 
-        def tolerant(data: bytes) -> Any:
-            try:
-                return deserialize(data)
-            except Exception:
-                return _Undecodable(descriptor, data)
+    tolerant.__wrapped__ = deserialize  # type: ignore[attr-defined]
+    kind = "unary_stream" if handler.response_streaming else "unary_unary"
+    behavior = getattr(handler, kind)
+    if inspect.isasyncgenfunction(behavior):
 
-        kind = "unary_stream" if handler.response_streaming else "unary_unary"
-        behavior = getattr(handler, kind)
-        if inspect.isasyncgenfunction(behavior):
+        async def guarded_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            async for response in behavior(request, context):
+                yield response
 
-            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                if isinstance(request, _Undecodable):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-                async for response in behavior(request, context):
-                    yield response
+        guarded: Any = guarded_stream
+    else:
 
-            guarded: Any = guarded_stream
-        else:
+        async def guarded_call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if isinstance(request, _Undecodable):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            return await behavior(request, context)
 
-            async def guarded_call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                if isinstance(request, _Undecodable):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-                return await behavior(request, context)
+        guarded = guarded_call
+    return handler._replace(request_deserializer=tolerant, **{kind: guarded})  # type: ignore[attr-defined, no-any-return]
 
-            guarded = guarded_call
-        return handler._replace(request_deserializer=tolerant, **{kind: guarded})  # type: ignore[attr-defined, no-any-return]

@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (AUTHORITY_LOG_LEVEL)")
         command.add_argument("--log-format", help="json, text or auto (AUTHORITY_LOG_FORMAT, default auto)")
         command.add_argument(
+            "--log-sample-validate", help="log one OK ValidateToken / ext_authz Check line in N; metrics still "
+                                          "count every call (AUTHORITY_LOG_SAMPLE_VALIDATE, default 1: every line)"
+        )
+        command.add_argument(
             "--metrics-listen", help="HOST:PORT or PORT for /metrics (AUTHORITY_METRICS_LISTEN, default off)"
         )
         command.add_argument(
@@ -131,6 +135,7 @@ _FLAGS = (
     "database_url",
     "log_level",
     "log_format",
+    "log_sample_validate",
     "metrics_listen",
     "http_listen",
     "require_proof_of_possession",

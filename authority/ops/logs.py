@@ -1,19 +1,35 @@
 """Log output: JSON lines for machines, plain lines for a terminal, one line per RPC.
 
 :func:`install` sets up the root logger once, from the command line. The per-RPC line
-is written by :class:`authority.api.observe.RpcObserver` through :func:`log_rpc`; it
-names the method, the status code, the duration, the peer and, when the request
+is written by :mod:`authority.api.observe` through :class:`RpcLine` (or :func:`log_rpc`);
+it names the method, the status code, the duration, the peer and, when the request
 names a subject, a hash of it. Never a token, a refresh token, a key or an API key:
 nothing from a request reaches a log line except through the hash.
+
+Every RPC writes a line, so the line is cheap: while the JSON handler :func:`install`
+set up is the only place ``authority.rpc`` records can go (no other handler or filter
+on the way), the line is written straight to its stream, built from parts made once
+per method and status, exactly as :class:`JsonFormatter` would have written it. On the
+event loop the lines are gathered and written together, in one write, at most
+``RPC_LINES_DELAY`` seconds after the first of them (or at once past ``RPC_LINES_BATCH``
+lines, and at exit): a write to the stream costs several times what building a line
+does, and one call rarely ends alone in a busy second. So an RPC line may follow, by
+that much at most, a record written after it. Any other set-up (a test's capture, a
+handler added later, text lines) gets an ordinary log record. A line whose level is
+off costs nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime
 import hashlib
 import json
 import logging
 import sys
+import time
+from json.encoder import encode_basestring
 from typing import IO, Any
 
 RPC_LOGGER = "authority.rpc"
@@ -45,10 +61,133 @@ def subject_hash(subject: str) -> str:
 
 def log_rpc(method: str, code: str, duration_ms: float, peer: str, subject: str) -> None:
     """Writes the one line for a finished RPC (at INFO; callers check the level first)."""
+    line = _lines.get(method)
+    if line is None:
+        line = RpcLine(method)
+        if len(_lines) < _MAX_CACHED_LINES:  # methods and routes are few; anything else is not kept
+            _lines[method] = line
+    line.write(code, duration_ms, peer, subject)
+
+
+def _record_rpc(method: str, code: str, duration_ms: float, peer: str, subject: str) -> None:
     fields: dict[str, Any] = {"method": method, "code": code, "duration_ms": round(duration_ms, 3), "peer": peer}
     if subject:
         fields["subject_hash"] = subject_hash(subject)
     rpc_log.info("%s %s %.1fms", method, code, duration_ms, extra={"rpc": fields})
+
+
+# The JSON handler install() set up last; the straight path writes to it alone.
+_installed: logging.StreamHandler[IO[str]] | None = None
+_MAX_CACHED_LINES = 256
+_lines: dict[str, RpcLine] = {}
+
+
+def _sole_json_handler() -> logging.StreamHandler[IO[str]] | None:
+    """The installed JSON handler when it is the only place an RPC record would go."""
+    handler = _installed
+    if handler is None or handler.filters or handler.level > logging.INFO:
+        return None
+    logger: logging.Logger | None = rpc_log
+    root = logging.root
+    while logger is not None and logger is not root:
+        if logger.handlers or logger.filters or not logger.propagate:
+            return None
+        logger = logger.parent
+    handlers = root.handlers
+    return handler if len(handlers) == 1 and handlers[0] is handler else None
+
+
+class RpcLine:
+    """The per-RPC log line of one method, with its constant parts built once."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        # "method code " inside the message, and the method as a JSON string.
+        self._message_head = encode_basestring(method)[:-1]
+        self._method_json = encode_basestring(method)
+        self._by_code: dict[str, tuple[str, str]] = {}
+
+    def _parts(self, code: str) -> tuple[str, str]:
+        parts = self._by_code.get(code)
+        if parts is None:
+            code_json = encode_basestring(code)
+            parts = (
+                f'", "level": "INFO", "logger": "{RPC_LOGGER}", "message": {self._message_head} {code_json[1:-1]} ',
+                f'ms", "method": {self._method_json}, "code": {code_json}, "duration_ms": ',
+            )
+            if len(self._by_code) < 64:  # status codes are few
+                self._by_code[code] = parts
+        return parts
+
+    def write(self, code: str, duration_ms: float, peer: str, subject: str) -> None:
+        """Writes the line for one finished call, at INFO."""
+        if not rpc_log.isEnabledFor(logging.INFO):
+            return
+        handler = _sole_json_handler()
+        formatter = None if handler is None else handler.formatter
+        if handler is None or not isinstance(formatter, JsonFormatter):
+            _record_rpc(self.method, code, duration_ms, peer, subject)
+            return
+        head, middle = self._parts(code)
+        line = (f'{{"time": "{formatter._time(time.time())}{head}{duration_ms:.1f}{middle}'
+                f'{float.__repr__(round(duration_ms, 3))}, "peer": {encode_basestring(peer)}')
+        if subject:
+            line += f', "subject_hash": "{subject_hash(subject)}"'
+        line += "}\n"
+        _submit(handler, line)
+
+
+RPC_LINES_DELAY = 0.05
+RPC_LINES_BATCH = 256
+# Lines waiting to be written together (see the module docstring), the loop that will
+# write them and the handler they go to.
+_pending: list[str] = []
+_pending_loop: asyncio.AbstractEventLoop | None = None
+_pending_handler: logging.StreamHandler[IO[str]] | None = None
+
+
+def _submit(handler: logging.StreamHandler[IO[str]], line: str) -> None:
+    global _pending_loop, _pending_handler
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if _pending:
+        if loop is _pending_loop and handler is _pending_handler:
+            _pending.append(line)
+            if len(_pending) >= RPC_LINES_BATCH:
+                _write_pending()  # the timer finds nothing left, and does nothing
+            return
+        # Left by another loop (one that ended before it wrote them) or for another handler.
+        _write_pending()
+    if loop is None:  # no event loop in this thread: written now
+        _write(handler, line)
+        return
+    _pending.append(line)
+    _pending_loop, _pending_handler = loop, handler
+    loop.call_later(RPC_LINES_DELAY, _write_pending)
+
+
+def _write(handler: logging.StreamHandler[IO[str]], text: str) -> None:
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.flush()
+    except (OSError, ValueError):
+        pass  # the log's stream is gone (closed, full): nothing to tell it with
+    finally:
+        handler.release()
+
+
+def _write_pending() -> None:
+    text = "".join(_pending)
+    _pending.clear()
+    if text and _pending_handler is not None:
+        _write(_pending_handler, text)
+
+
+# A line still waiting when the interpreter exits is written then.
+atexit.register(_write_pending)
 
 
 class JsonFormatter(logging.Formatter):
@@ -108,12 +247,14 @@ def install(level: str = "INFO", log_format: str = "auto", stream: IO[str] | Non
     stream = sys.stderr if stream is None else stream
     if log_format == "auto":
         log_format = "text" if stream.isatty() else "json"
+    global _installed
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    _installed = handler if log_format == "json" else None
     root.setLevel(level.upper())
     # Alembic narrates every migration step at INFO; only its warnings matter here.
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -7,8 +7,9 @@ is set (see :class:`MetricsHttpServer`).
 
 What is counted where:
 
-- RPCs by method and status code, and their latency: :class:`RpcObserver`, a server
-  interceptor (it also writes the one log line per RPC, see :mod:`authority.ops.logs`).
+- RPCs by method and status code, and their latency: :class:`authority.api.observe.Observer`,
+  which wraps each method's handler once, where it is registered (it also writes the one
+  log line per RPC, see :mod:`authority.ops.logs`).
 - Validations by outcome and sign-ins by outcome: the servicer, through the pre-bound
   counters here, so counting costs a dict lookup and an increment.
 - Live revocations, signing-key ages, pool use: read at scrape time from the objects

@@ -1,0 +1,80 @@
+"""The floor rows: the authority's calls against the bare grpc.aio server (bench/bare.py),
+by server CPU per call in one run.
+
+- warm ValidateToken against the bare server's health Check;
+- cold ValidateToken against the model floor: the bare call plus a bare
+  ``TokenVerifier.verify`` (the verification a token the authority has not seen costs),
+  timed in this process in the same run;
+- the authority's own health Check against the bare one (reported: what observing,
+  counting and logging a call costs).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import TYPE_CHECKING
+
+from authority_client.verify import KeySet, TokenVerifier
+
+from authority.config import Settings
+from authority.tokens import TokenCodec
+from bench.report import Goal, at_least
+
+if TYPE_CHECKING:
+    from bench.run import Run
+
+# Goals of the issue, by server CPU per call.
+WARM_TARGET = 0.85
+COLD_TARGET = 0.85
+
+
+def verify_seconds(codec: TokenCodec, settings: Settings, tokens: list[str]) -> float:
+    """Mean seconds of a bare TokenVerifier.verify of these tokens: the verification the
+    authority runs on a token it has not seen (authority/tokens.py), with no revocation check."""
+    verifier = TokenVerifier(KeySet.from_jwks(codec.keyring.jwks_json), issuer=settings.issuer, leeway=settings.leeway)
+    verify, audience = verifier.verify, settings.default_audience
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for token in tokens:
+            verify(token, audience)
+        runs.append((time.perf_counter() - started) / len(tokens))
+    return statistics.median(runs)
+
+
+def against_floor(run: Run, t_verify: float, bare: str, health: str, warm: str, cold: str) -> list[Goal]:
+    """The floor table's rows and goals: warm ValidateToken against the bare server, cold
+    against the model floor (the bare call plus a TokenVerifier.verify), and the
+    authority's own health Check against the bare one, all by server CPU per call."""
+    cpu = run.cpu_per_call
+    model = cpu(bare) + t_verify
+    rows = [
+        ("ValidateToken warm / bare floor", cpu(warm), cpu(bare), WARM_TARGET),
+        ("ValidateToken cold / model floor (bare + TokenVerifier.verify)", cpu(cold), model, COLD_TARGET),
+        ("authority health Check / bare floor", cpu(health), cpu(bare), None),
+    ]
+    # The same ratio in each round alone: a burst of other work on the machine shows as one
+    # round out of line with the others.
+    by_round = run.cpu_by_round
+    bare_rounds = by_round.get(bare, [])
+    round_ratios = {
+        warm: [b / w for b, w in zip(bare_rounds, by_round.get(warm, [])) if w],
+        cold: [(b + t_verify) / c for b, c in zip(bare_rounds, by_round.get(cold, [])) if c],
+        health: [b / h for b, h in zip(bare_rounds, by_round.get(health, [])) if h],
+    }
+    goals = []
+    table = run.rows("floor")
+    for (name, spent, floor, target), phase in zip(rows, (warm, cold, health)):
+        ratio = floor / spent if spent else 0.0
+        rounds = ", ".join(f"{r:.2f}" for r in round_ratios[phase])
+        note = f"by server CPU per call, this run; each round alone: {rounds}"
+        goal = at_least(name, ratio, target, note=note) if target else None
+        table[name] = {"us_per_call": round(spent * 1e6, 1), "floor_us_per_call": round(floor * 1e6, 1),
+                       "ratio": round(ratio, 3), "target": goal.target if goal else "reported",
+                       "result": (goal.row()[3] if goal else "-"), "by_round": [round(r, 3) for r in round_ratios[phase]]}
+        if goal:
+            goals.append(goal)
+    run.facts["model floor: bare call + TokenVerifier.verify"] = (
+        f"{cpu(bare) * 1e6:.0f} + {t_verify * 1e6:.0f} = {model * 1e6:.0f} us of server CPU per call")
+    return goals
