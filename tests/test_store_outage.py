@@ -237,7 +237,7 @@ async def test_a_sign_in_cut_off_just_before_commit_is_rolled_back_whole(
         proxy.resume()
         listed = await eventually(lambda: live_sessions(stub, subject))
         stored = await observer.fetch("SELECT device_id, revoked_at FROM sessions WHERE subject = $1", subject)
-        logged = await observer.fetchval("SELECT count(*) FROM revocations WHERE subject = $1", subject)
+        logged = await observer.fetchval("SELECT count(*) FROM revocation_log WHERE subject = $1", subject)
     finally:
         await observer.close()
 

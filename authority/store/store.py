@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from authority.errors import StoreUnavailable
+from authority.store.log_order import FINAL_BELOW_SQL, LogPage, log_page_query, settled
 from authority.store.postgres import LOG_STATE_QUERY, create_postgres_engine
 from authority.store.records import (
     KeyRecord,
@@ -70,12 +71,12 @@ _UNAVAILABLE_OR_FAILED: tuple[type[BaseException], ...] = (*_UNAVAILABLE, exc.DB
 _PING_FAILED: tuple[type[BaseException], ...] = (*_RAW_UNAVAILABLE, TimeoutError)
 _PING_SECONDS = 5.0
 _READ_ONLY = "authority_read_only"
+# The start-up load stops where the log stops being final: the follower reads on from there.
 _LIVE_ROWS = (
-    "SELECT sequence, session_id, expires_at, cause FROM revocations"
-    " WHERE sequence > $1 AND expires_at > $2 ORDER BY sequence LIMIT $3"
+    "SELECT sequence, session_id, expires_at, cause FROM revocation_log"
+    f" WHERE sequence > $1 AND expires_at > $2 AND sequence < {FINAL_BELOW_SQL} ORDER BY sequence LIMIT $3"
 )
 _KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
-_LOG_LOCK = 0x61757468_6C6F6773  # "auth" "logs"
 MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
 MAINTENANCE_LOCK = 0x61757468_6D61696E  # "auth" "main"
 # Consumers' backlog reads that run at once (see Store.backlog_after).
@@ -286,7 +287,7 @@ class Store:
                 async with conn.begin():
                     tx = Tx(conn, self.is_postgres)
                     yield tx
-                    # Last, so the log's lock is held for as short a time as can be.
+                    # One statement for every event the unit of work recorded.
                     await tx.flush_events()
             if not read_only:
                 self.last_write_at = time.monotonic()
@@ -495,7 +496,8 @@ class Store:
         return epoch
 
     async def revocations_after(self, sequence: int, limit: int) -> list[Revocation]:
-        """Up to ``limit`` log entries after ``sequence``, in order.
+        """Up to ``limit`` log entries after ``sequence``, in order: only those that are
+        final, which no late commit can precede (:mod:`authority.store.log_order`).
 
         Runs to the end even when the caller is cancelled (a consumer hanging up, a
         server stopping): a query cut off midway can leave a connection unusable.
@@ -503,15 +505,18 @@ class Store:
         return await asyncio.shield(self._revocations_after(sequence, limit))
 
     async def _revocations_after(self, sequence: int, limit: int) -> list[Revocation]:
+        return await settled(lambda: self._log_after(sequence, limit))
+
+    async def log_after(self, sequence: int, limit: int) -> LogPage[Revocation]:
+        """Up to ``limit`` log entries after ``sequence``, in order, split where the log
+        stops being final (:mod:`authority.store.log_order`); runs to the end as
+        :meth:`revocations_after` does."""
+        return await asyncio.shield(self._log_after(sequence, limit))
+
+    async def _log_after(self, sequence: int, limit: int) -> LogPage[Revocation]:
         async with self.transaction(read_only=True) as tx:
-            query = (
-                sa.select(revocations)
-                .where(revocations.c.sequence > sequence)
-                .order_by(revocations.c.sequence)
-                .limit(limit)
-            )
-            rows = (await tx.conn.execute(query)).all()
-        return [_revocation(row) for row in rows]
+            rows = (await tx.conn.execute(log_page_query(revocations, sequence, limit, self.is_postgres))).all()
+        return LogPage.of([_revocation(row) for row in rows], rows, lambda entry: entry.sequence)
 
     async def purge_revocations(self, expired_before: float, batch_size: int) -> int:
         """Deletes one batch of expired revocations; returns how many."""
@@ -577,21 +582,14 @@ class Tx:
     def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
-        self._log_locked = False
         self._notified: set[str] = set()
         # Session events recorded in this transaction, written just before it commits.
         self._events: list[SessionEvent] = []
 
-    async def _lock_log(self) -> None:
-        # One lock for both logs (revocations and session events), held until commit, so
-        # that entries become visible in sequence order: a reader that resumes after a
-        # sequence never skips an entry that commits later. Followers are notified before
-        # it is taken (NOTIFY is delivered at commit wherever it is sent), so that the lock,
-        # which every sign-in waits for, is held for the inserts and the commit alone.
+    async def _logged(self) -> None:
+        # Both logs (revocations and session events) share one channel. No lock: entries
+        # reach readers in order by their positions alone (authority/store/log_order.py).
         await self._notify(REVOCATIONS_CHANNEL)
-        if self.is_postgres and not self._log_locked:
-            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK)))
-        self._log_locked = True
 
     def record(self, event: SessionEvent) -> None:
         """Appends ``event`` to the session event log when (and only if) this commits."""
@@ -602,7 +600,7 @@ class Tx:
         just before it commits."""
         if not self._events:
             return
-        await self._lock_log()
+        await self._logged()
         rows = [
             {
                 "kind": int(e.kind),
@@ -733,9 +731,8 @@ class Tx:
         SESSION_ENDED event; returns the entries. ``replaced_by`` is the (device_id,
         device_name) that signed in, for a replacement.
 
-        Call it last in a transaction: on PostgreSQL it takes the log's lock, held until
-        commit, so that entries become visible in sequence order and a reader that
-        resumes after a sequence never skips an entry that commits later.
+        The entries reach followers in position order however the transactions writing
+        them interleave (authority/store/log_order.py).
         """
         entries: list[Revocation] = []
         for session in ended:
@@ -746,7 +743,7 @@ class Tx:
             )
             if result.rowcount != 1:
                 continue
-            await self._lock_log()
+            await self._logged()
             sequence = (
                 await self.conn.execute(
                     sa.insert(revocations)
