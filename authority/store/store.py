@@ -172,8 +172,21 @@ def _sqlite_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _session(row: Any) -> SessionRecord:
+def session_of(row: Any) -> SessionRecord:
+    """The session a ``sessions`` row holds."""
     return SessionRecord(**{column: row._mapping[column] for column in SessionRecord.__slots__})
+
+
+_session = session_of
+
+
+def live_sessions_query(subject: str, now: float, idle_cutoff: float | None) -> sa.Select[Any]:
+    """The subject's live sessions, oldest first."""
+    return (
+        sa.select(sessions)
+        .where(sessions.c.subject == subject, _live(now, idle_cutoff))
+        .order_by(sessions.c.created_at, sessions.c.session_id)
+    )
 
 
 def _revocation(row: Any) -> Revocation:
@@ -291,6 +304,19 @@ class Store:
                     await tx.flush_events()
             if not read_only:
                 self.last_write_at = time.monotonic()
+        except Exception as error:
+            if (translated := self._unavailable(error)) is not None:
+                raise translated from error
+            raise
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection on which every statement commits by itself, in its own round trip
+        (no BEGIN, no COMMIT): for work that is one statement, or a compare-and-write."""
+        try:
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+            self.last_write_at = time.monotonic()
         except Exception as error:
             if (translated := self._unavailable(error)) is not None:
                 raise translated from error
@@ -661,12 +687,7 @@ class Tx:
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""
-        query = (
-            sa.select(sessions)
-            .where(sessions.c.subject == subject, _live(now, idle_cutoff))
-            .order_by(sessions.c.created_at, sessions.c.session_id)
-        )
-        return [_session(row) for row in await self.conn.execute(query)]
+        return [_session(row) for row in await self.conn.execute(live_sessions_query(subject, now, idle_cutoff))]
 
     async def session(self, session_id: str) -> SessionRecord | None:
         """One session, live or not."""

@@ -34,6 +34,59 @@ REFUSAL = (
     "relies on to read them without skipping entries; upgrade this replica (README: Rolling upgrades)"
 )
 
+# The sign-in's compare-and-write (authority/store/signin.py says why it is a function and
+# why it holds no rule of the policy): the subject's lock, the check that its live sessions
+# are still those the decision was made on, then the decision written as given.
+SIGN_IN = """
+CREATE FUNCTION authority_sign_in(
+    p_lock bigint, p_subject text, p_now double precision, p_idle_cutoff double precision,
+    p_live text[], p_session jsonb, p_refresh_hash text, p_replaced text[], p_reason text,
+    p_cause smallint, p_by_device_id text, p_by_device_name text, p_events jsonb
+) RETURNS TABLE (o_written boolean, o_sequence bigint, o_session_id text, o_token_id text,
+                 o_expires_at double precision, o_cause smallint, o_by_device_id text)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM set_config('lock_timeout', '5s', true);
+    PERFORM pg_advisory_xact_lock(p_lock);
+    IF (SELECT coalesce(array_agg(s.session_id::text ORDER BY s.session_id COLLATE "C"), '{}')
+        FROM sessions s
+        WHERE s.subject = p_subject AND s.revoked_at IS NULL AND s.expires_at > p_now
+          AND (p_idle_cutoff IS NULL OR s.last_used_at > p_idle_cutoff)) IS DISTINCT FROM p_live THEN
+        RETURN QUERY SELECT false, NULL::bigint, NULL::text, NULL::text, NULL::double precision,
+                            NULL::smallint, NULL::text;
+        RETURN;
+    END IF;
+    -- Columns a session record may not carry yet take their defaults.
+    INSERT INTO sessions SELECT (jsonb_populate_record(NULL::sessions,
+        '{"device_class": "", "device_name": "", "key_thumbprint": ""}'::jsonb || p_session)).*;
+    INSERT INTO refresh_tokens (token_hash, session_id, issued_at)
+        VALUES (p_refresh_hash, p_session->>'session_id', p_now);
+    RETURN QUERY SELECT true, NULL::bigint, NULL::text, NULL::text, NULL::double precision,
+                        NULL::smallint, NULL::text;
+    RETURN QUERY
+        WITH ended AS (
+            UPDATE sessions s SET revoked_at = p_now
+            WHERE s.session_id = ANY (p_replaced) AND s.revoked_at IS NULL
+            RETURNING s.session_id, s.subject, s.access_expires_at
+        )
+        INSERT INTO revocation_log AS r (session_id, subject, reason, revoked_at, expires_at, cause,
+                                         replaced_by_device_id, replaced_by_device_name)
+        SELECT e.session_id, e.subject, p_reason, p_now, e.access_expires_at, p_cause, p_by_device_id,
+               p_by_device_name
+        FROM ended e ORDER BY array_position(p_replaced, e.session_id::text)
+        RETURNING true, r.sequence, r.session_id::text, r.token_id::text, r.expires_at, r.cause,
+                  r.replaced_by_device_id::text;
+    INSERT INTO session_event_log (kind, occurred_at, subject, session_id, device_id, device_class,
+                                   device_name, replaced_session_ids, cause, caller)
+        SELECT e.kind, e.occurred_at, e.subject, e.session_id, e.device_id, e.device_class,
+               e.device_name, e.replaced_session_ids, e.cause, e.caller
+        FROM jsonb_to_recordset(p_events) AS e(kind smallint, occurred_at double precision, subject text,
+             session_id text, device_id text, device_class text, device_name text,
+             replaced_session_ids text, cause smallint, caller text);
+    PERFORM pg_notify('authority_revocations', '');
+END $$
+"""
+
 
 def upgrade() -> None:
     for old, new in _LOGS:
@@ -74,10 +127,13 @@ def upgrade() -> None:
             f"CREATE TRIGGER authority_old_{old}_refused INSTEAD OF INSERT OR UPDATE OR DELETE ON {old}"
             " FOR EACH ROW EXECUTE FUNCTION authority_old_log_refused()"
         )
+    op.execute(SIGN_IN)
 
 
 def downgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
+    if postgres:
+        op.execute("DROP FUNCTION authority_sign_in")
     for old, new in _LOGS:
         if postgres:
             op.execute(f"DROP VIEW {old}")
