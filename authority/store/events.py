@@ -46,11 +46,11 @@ async def _events_after(store: Store, sequence: int, limit: int, subject: str | 
     # Only the final part of the log: an event a late commit could still precede waits
     # for the next read (authority/store/log_order.py).
     async def read() -> LogPage[SessionEvent]:
-        async with store.transaction(read_only=True) as tx:
+        async with store.reading() as conn:
             query = log_page_query(session_events, sequence, limit, store.is_postgres)
             if subject is not None:
                 query = query.where(session_events.c.subject == subject)
-            rows = (await tx.conn.execute(query)).all()
+            rows = (await conn.execute(query)).all()
         return LogPage.of([_event(row) for row in rows], rows, lambda event: event.sequence)
 
     return await settled(read)

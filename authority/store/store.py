@@ -310,17 +310,31 @@ class Store:
             raise
 
     @asynccontextmanager
-    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
-        """A connection on which every statement commits by itself, in its own round trip
-        (no BEGIN, no COMMIT): for work that is one statement, or a compare-and-write."""
+    async def autocommit(self, *, writes: bool = True) -> AsyncIterator[AsyncConnection]:
+        """A PostgreSQL connection on which every statement commits by itself, in its own
+        round trip (no BEGIN, no COMMIT): for work that is one statement, or a
+        compare-and-write."""
         try:
             async with self.engine.connect() as conn:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")
-            self.last_write_at = time.monotonic()
+            if writes:
+                self.last_write_at = time.monotonic()
         except Exception as error:
             if (translated := self._unavailable(error)) is not None:
                 raise translated from error
             raise
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a read of one statement: on PostgreSQL without a transaction
+        around it (one round trip instead of three: a statement has one snapshot anyway),
+        on SQLite in a read-only transaction."""
+        if self.is_postgres:
+            async with self.autocommit(writes=False) as conn:
+                yield conn
+        else:
+            async with self.transaction(read_only=True) as tx:
+                yield tx.conn
 
     async def keys(self) -> list[KeyRecord]:
         """Every stored signing key."""
@@ -504,11 +518,11 @@ class Store:
         timeline too, which every promotion and point-in-time recovery moves on: after
         either, a position read before may name another entry or none.
         """
-        async with self.transaction(read_only=True) as tx:
+        async with self.reading() as conn:
             if not self.is_postgres:
-                epoch = (await tx.conn.execute(sa.select(log_epoch.c.epoch).where(log_epoch.c.id == 1))).scalar_one()
+                epoch = (await conn.execute(sa.select(log_epoch.c.epoch).where(log_epoch.c.id == 1))).scalar_one()
                 return LogState(str(epoch), "sqlite", True)
-            row = (await tx.conn.exec_driver_sql(LOG_STATE_QUERY)).one()
+            row = (await conn.exec_driver_sql(LOG_STATE_QUERY)).one()
         if row.in_recovery or row.timeline is None:
             # target_session_attrs keeps standbys out; one that slips through is not the log.
             raise StoreUnavailable("the database is a standby; waiting for the primary")
@@ -540,8 +554,8 @@ class Store:
         return await asyncio.shield(self._log_after(sequence, limit))
 
     async def _log_after(self, sequence: int, limit: int) -> LogPage[Revocation]:
-        async with self.transaction(read_only=True) as tx:
-            rows = (await tx.conn.execute(log_page_query(revocations, sequence, limit, self.is_postgres))).all()
+        async with self.reading() as conn:
+            rows = (await conn.execute(log_page_query(revocations, sequence, limit, self.is_postgres))).all()
         return LogPage.of([_revocation(row) for row in rows], rows, lambda entry: entry.sequence)
 
     async def purge_revocations(self, expired_before: float, batch_size: int) -> int:
