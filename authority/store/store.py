@@ -313,7 +313,15 @@ class Store:
     async def autocommit(self, *, writes: bool = True) -> AsyncIterator[AsyncConnection]:
         """A PostgreSQL connection on which every statement commits by itself, in its own
         round trip (no BEGIN, no COMMIT): for work that is one statement, or a
-        compare-and-write."""
+        compare-and-write.
+
+        Through a transaction pooler the statements run in one transaction instead: the
+        driver prepares a statement, then executes it, and outside a transaction PgBouncer
+        may hand the two to different server connections."""
+        if self._transaction_pooling:
+            async with self.transaction(read_only=not writes) as tx:
+                yield tx.conn
+            return
         try:
             async with self.engine.connect() as conn:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -11,7 +11,10 @@ move (``revocations`` becomes ``revocation_log``, ``session_events`` becomes
 ``session_event_log``) and, on PostgreSQL, the old names become views that refuse
 every read and write with a message saying why: a replica still running the older
 code stops following (and its view of the log goes stale, so it fails closed) instead
-of skipping entries. See "Rolling upgrades" in the README.
+of skipping entries. See "Sign-ins, the logs and rolling upgrades" in the README.
+
+It also adds ``authority_sign_in``, the sign-in's compare-and-write in one round trip
+(authority/store/signin.py says why, and why it holds no rule of the policy).
 
 Revision ID: 0007_log_without_lock
 Revises: 0006_device_key_binding
@@ -31,7 +34,7 @@ _LOGS = (("revocations", "revocation_log"), ("session_events", "session_event_lo
 REFUSAL = (
     "the authority logs moved to revocation_log and session_event_log (schema revision "
     "0007_log_without_lock): writers no longer take the log lock that this older authority "
-    "relies on to read them without skipping entries; upgrade this replica (README: Rolling upgrades)"
+    "relies on to read them without skipping entries; upgrade this replica (README: Sign-ins, the logs and rolling upgrades)"
 )
 
 # The sign-in's compare-and-write (authority/store/signin.py says why it is a function and
