@@ -115,14 +115,15 @@ class RevocationMirror:
 
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
         """Bulk-adds ``(sequence, session_id, expires_at, cause)`` rows read in log order
-        after :attr:`sequence`, at start, before anyone watches: the fast path for millions."""
+        after :attr:`sequence`, at start, before anyone watches: the fast path for millions.
+        A row of sequence 0 is committed but not final yet: enforced, and no position."""
         sessions, seconds = self._sessions, self._seconds
         last = self.sequence
         for sequence, session_id, expires_at, cause in rows:
             packed = (math.ceil(expires_at) << _CAUSE_BITS) | cause
             sessions[session_id] = seconds.setdefault(packed, packed)
-            last = sequence
-        self.sequence = max(self.sequence, last)
+            last = max(last, sequence)
+        self.sequence = last
 
     def advance(self, entries: Iterable[Revocation]) -> None:
         """Applies log entries read in order after :attr:`sequence` and passes them on."""

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 from authority_client.v1 import authority_pb2 as pb
 from sqlalchemy import text
 
 from authority.store import Store
 from tests.conftest import Running, StartServer
-from tests.support.calls import new_subject, sign_in
+from tests.support.calls import new_subject, reason, sign_in
 
 REVOKERS = 32
 REVOCATIONS_EACH = 6
@@ -76,7 +77,8 @@ async def test_thirty_two_revokers_over_two_replicas_leave_no_follower_missing_a
         done.set()
         await asyncio.wait_for(asyncio.gather(*reading), DEADLINE)
         async with followers[0].transaction(read_only=True) as tx:
-            committed = [row[0] for row in await tx.conn.execute(text("SELECT sequence FROM revocation_log ORDER BY 1"))]
+            rows = await tx.conn.execute(text("SELECT sequence FROM revocation_log ORDER BY 1"))
+            committed = [row[0] for row in rows]
     finally:
         done.set()
         for task in reading:
@@ -89,3 +91,33 @@ async def test_thirty_two_revokers_over_two_replicas_leave_no_follower_missing_a
         assert len(positions) == len(set(positions)), "a follower saw an entry twice"
         assert positions == sorted(positions), "a follower saw entries out of order"
         assert positions == committed, "a follower missed a committed entry"
+
+
+async def test_entries_held_back_by_an_older_open_transaction_are_enforced_at_once_and_passed_on_after_it(
+    start_server: StartServer, database_url: str
+) -> None:
+    first = await start_server()
+    laptop = await sign_in(first.stub, new_subject(), "laptop")
+    older = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        await older.execute("SET idle_in_transaction_session_timeout = 0")
+        transaction = older.transaction()
+        await transaction.start()
+        await older.fetchval("SELECT pg_current_xact_id()")  # an id older than the revocation's
+        await first.stub.RevokeToken(pb.RevokeTokenRequest(session_id=laptop.session_id), timeout=30)
+        store = first.server.authority.store
+        page = await store.log_after(0, 10)
+        assert [e.session_id for e in page.pending] == [laptop.session_id] and not page.final
+
+        second = await start_server()  # loads the log while the entry is held back
+
+        assert second.server.authority.mirror.is_revoked(laptop.session_id)
+        assert await reason(second.stub, laptop.access_token) == "REVOKED"
+        assert second.server.authority.mirror.sequence == 0  # not passed on: not final yet
+        await transaction.rollback()
+    finally:
+        await older.close()
+    deadline = time.monotonic() + DEADLINE
+    while second.server.authority.mirror.sequence != page.pending[0].sequence:
+        assert time.monotonic() < deadline, "the entry was never passed on once final"
+        await asyncio.sleep(0.02)

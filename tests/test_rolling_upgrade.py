@@ -64,7 +64,9 @@ def _previous_code(into: Path) -> Path:
     ).stdout.split()
     if not added:
         pytest.skip("the checkout has no history of revision 0007")
-    archive = subprocess.run(["git", "archive", f"{added[-1]}^", "authority"], cwd=REPO, check=True, capture_output=True)
+    archive = subprocess.run(
+        ["git", "archive", f"{added[-1]}^", "authority"], cwd=REPO, check=True, capture_output=True
+    )
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
 

@@ -72,6 +72,10 @@ _PING_FAILED: tuple[type[BaseException], ...] = (*_RAW_UNAVAILABLE, TimeoutError
 _PING_SECONDS = 5.0
 _READ_ONLY = "authority_read_only"
 # The start-up load stops where the log stops being final: the follower reads on from there.
+# What committed after that point is loaded as pending (sequence 0: no position).
+_PENDING_LIVE_ROWS = (
+    "SELECT 0, session_id, expires_at, cause FROM revocation_log WHERE sequence > $1 AND expires_at > $2"
+)
 _LIVE_ROWS = (
     "SELECT sequence, session_id, expires_at, cause FROM revocation_log"
     f" WHERE sequence > $1 AND expires_at > $2 AND sequence < {FINAL_BELOW_SQL} ORDER BY sequence LIMIT $3"
@@ -487,8 +491,13 @@ class Store:
     ) -> AsyncIterator[Sequence[Sequence[Any]]]:
         """Every live revocation as ``(sequence, session_id, expires_at)`` rows, in large
         batches in log order: the start-up load, where a million rows must take seconds.
-        On PostgreSQL the rows come straight from the driver, without building objects."""
-        after = 0
+        On PostgreSQL the rows come straight from the driver, without building objects.
+
+        On PostgreSQL the batches stop where the log stops being final; then come, with
+        sequence 0 (no position), the live entries committed after that point, which the
+        follower passes on later (authority/store/log_order.py): the mirror enforces every
+        committed entry from the start."""
+        after, pending = 0, False
         while True:
             try:
                 async with self.engine.connect() as conn:
@@ -497,6 +506,8 @@ class Store:
                         raw = await conn.get_raw_connection()
                         driver: Any = raw.driver_connection
                         rows: Sequence[Sequence[Any]] = await driver.fetch(_LIVE_ROWS, after, expires_after, batch_size)
+                        if not rows:
+                            rows, pending = await driver.fetch(_PENDING_LIVE_ROWS, after, expires_after), True
                     else:
                         query = (
                             sa.select(
@@ -514,9 +525,10 @@ class Store:
             except exc.DBAPIError as error:
                 self._lost = True
                 raise StoreUnavailable("the database connection was lost") from error
-            if not rows:
+            if rows:
+                yield rows
+            if not rows or pending:
                 return
-            yield rows
             after = rows[-1][0]
 
     async def log_state(self) -> LogState:
