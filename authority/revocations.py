@@ -35,6 +35,8 @@ _PAGE = 1_000
 _LISTENER_PING_SECONDS = 15.0
 # Without a notification, the keys are checked every this many polls.
 _KEYS_CHECK_POLLS = 5
+# How soon the log is read again while entries wait to become final.
+_PENDING_RECHECK = 0.05
 
 
 class KeysChanged:
@@ -102,20 +104,26 @@ class RevocationMirror:
 
         They reach watchers when the follower reads them from the log, in log order.
         """
+        self.hold(entries)
+        self.log_moved.set()
+
+    def hold(self, entries: Iterable[Revocation]) -> None:
+        """Enforces committed entries the log cannot pass on yet (an older transaction may
+        still commit entries before them): watchers get them once they are final."""
         for entry in entries:
             self._sessions[entry.session_id] = self._packed(entry.expires_at, entry.cause)
-        self.log_moved.set()
 
     def load(self, rows: Iterable[Sequence[Any]]) -> None:
         """Bulk-adds ``(sequence, session_id, expires_at, cause)`` rows read in log order
-        after :attr:`sequence`, at start, before anyone watches: the fast path for millions."""
+        after :attr:`sequence`, at start, before anyone watches: the fast path for millions.
+        A row of sequence 0 is committed but not final yet: enforced, and no position."""
         sessions, seconds = self._sessions, self._seconds
         last = self.sequence
         for sequence, session_id, expires_at, cause in rows:
             packed = (math.ceil(expires_at) << _CAUSE_BITS) | cause
             sessions[session_id] = seconds.setdefault(packed, packed)
-            last = sequence
-        self.sequence = max(self.sequence, last)
+            last = max(last, sequence)
+        self.sequence = last
 
     def advance(self, entries: Iterable[Revocation]) -> None:
         """Applies log entries read in order after :attr:`sequence` and passes them on."""
@@ -195,8 +203,8 @@ class RevocationMirror:
                 # A position from another log (a database restored or failed over to a
                 # standby that had not seen it): the consumer must start again from 0.
                 raise SequenceUnknown()
-            # The store is read as a prefix of the log (entries become visible in
-            # sequence order), so everything up to here has been sent.
+            # The store's final entries are a prefix of the log that no late commit can
+            # extend before its end, so everything up to here has been sent.
             yield CaughtUp(position)
             async for item in tail(watcher, position, _sequence_of, heartbeat_interval,
                                    lambda: self.age() <= fresh_within, lambda: self.sequence):
@@ -238,6 +246,8 @@ class LogFollower:
         # and when the log was last read to its end (monotonic).
         self.state: LogState | None = None
         self.last_read_at: float | None = None
+        # Whether the last read left committed entries not yet final.
+        self.pending = False
 
     @property
     def reading(self) -> bool:
@@ -258,11 +268,7 @@ class LogFollower:
         """
         while True:
             started = self._monotonic()
-            while True:
-                page = await self._store.revocations_after(self._mirror.sequence, _PAGE)
-                self._mirror.advance(page)
-                if len(page) < _PAGE:
-                    break
+            await self._read_log()
             self.state = await self._store.log_state()
             if self.state.epoch == self._mirror.epoch:
                 break
@@ -283,6 +289,23 @@ class LogFollower:
             self._check_keys = False
             self._keys_checked_at = started
 
+    async def _read_log(self) -> None:
+        # Final entries move the position and reach watchers; committed entries past the
+        # first pending one are enforced now and passed on by a later read, once final
+        # (authority/store/log_order.py). So the mirror holds every committed entry.
+        after, self.pending = self._mirror.sequence, False
+        while True:
+            page = await self._store.log_after(after, _PAGE)
+            if self.pending:
+                self._mirror.hold(page.final)
+            else:
+                self._mirror.advance(page.final)
+            self._mirror.hold(page.pending)
+            self.pending = self.pending or bool(page.pending)
+            if len(page) < _PAGE:
+                return
+            after = (page.pending or page.final)[-1].sequence
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Follows the log until ``stopping`` is set (between reads, never in the middle of one)."""
         try:
@@ -297,7 +320,10 @@ class LogFollower:
                 except Exception:
                     # A bug must not stop the follower: the view would go stale for good.
                     log.exception("reading the revocation log failed")
-                await _first_of(self._mirror.log_moved, stopping, timeout=self._poll_interval)
+                # Entries pending behind an open transaction are passed on soon after it ends,
+                # which may write nothing to the log and so notify nobody.
+                wait = min(self._poll_interval, _PENDING_RECHECK) if self.pending else self._poll_interval
+                await _first_of(self._mirror.log_moved, stopping, timeout=wait)
                 self._mirror.log_moved.clear()
         finally:
             if self._listener is not None:

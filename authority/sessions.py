@@ -1,8 +1,11 @@
 """The single-device policy: who is signed in, who gets signed out, and refresh.
 
-A session is one subject on one device. A sign-in counts the subject's live sessions
-inside one transaction that holds the subject's lock, so concurrent sign-ins of one
-subject (from any number of replicas) are decided one after another. Who is signed out
+A session is one subject on one device. A sign-in reads the subject's live sessions,
+decides here, and writes the decision only if those sessions are still the subject's live
+ones when the write holds the subject's lock (authority.store.signin: two round trips on
+PostgreSQL); otherwise it reads and decides again. So concurrent sign-ins of one subject
+(from any number of replicas) are decided one after another, each on what the one
+before it wrote. Who is signed out
 is decided by :func:`authority.policy.decide` (same device, device classes under
 ``session_limits``, the total cap); REJECT refuses a sign-in that would sign another
 device out, and a guarded sign-in (``expected_replacements``) that would sign out other
@@ -55,12 +58,16 @@ from authority.store import (
     Store,
     Tx,
 )
+from authority.store.signin import SignInWrite, sign_in_unit
 from authority.signouts import REFRESH_TOKEN_CHARS, SignOuts, check_identifier, hash_refresh_token, to_the_end
 from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, TokenCodec
 
 log = logging.getLogger(__name__)
 
 MAX_CLAIMS_BYTES = 4096
+# Sign-ins of one subject that another writer overtook between read and write are tried
+# again this many times unlocked, then under the subject's lock (which cannot be overtaken).
+_UNLOCKED_ATTEMPTS = 2
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -243,36 +250,51 @@ class Sessions(SignOuts):
     async def _sign_in(
         self, request: _SignInRequest, expected: frozenset[str] | None, caller: str, before_commit: BeforeCommit
     ) -> SignIn:
+        # Read, decide here, write if nothing changed meanwhile (authority/store/signin.py);
+        # a subject that keeps changing under the reads is signed in under its lock.
         refresh_token = secrets.token_urlsafe(32)
-        subject, device = request.subject, request.device
-        async with self._store.transaction() as tx:
-            await tx.lock_subject(subject)
-            now = self._clock()
-            live = await tx.live_sessions(subject, now, self._settings.idle_cutoff(now))
-            decision = self._decide(live, device.device_id, request.counted_class, request.policy)
-            if decision.refused:
-                raise SessionLimitReached(
-                    f"the subject is already signed in on {len(live)} device(s), the most allowed"
-                    + ("" if request.counted_class == "*" else f" for device_class {request.counted_class!r}")
-                    + " or in total"
+        for attempt in range(_UNLOCKED_ATTEMPTS + 1):
+            async with sign_in_unit(self._store, request.subject, locked=attempt == _UNLOCKED_ATTEMPTS) as unit:
+                now = self._clock()
+                idle_cutoff = self._settings.idle_cutoff(now)
+                live = await unit.live_sessions(request.subject, now, idle_cutoff)
+                decision = self._checked_decision(request, live, expected)
+                session = self._new_session(request, now)
+                # Signed before the write: a token that cannot be issued writes nothing.
+                signed_in = self._tokens(session, refresh_token, now)
+                replaced = tuple(s.session_id for s in decision.replaced)
+                signed_in = dataclasses.replace(signed_in, replaced_session_ids=replaced)
+                before_commit(signed_in)
+                device = request.device
+                entries = await unit.write(
+                    SignInWrite(
+                        request.subject, now, idle_cutoff, frozenset(s.session_id for s in live), session,
+                        hash_refresh_token(refresh_token), decision.replaced, "replaced by a new sign-in",
+                        RevocationCause.REPLACED_BY_SIGN_IN, (device.device_id, device.device_name), caller,
+                        self._event(SessionEventKind.SIGNED_IN, request, now, session.session_id, replaced, caller),
+                    )
                 )
-            if expected is not None and decision.replaced_ids != expected:
-                raise SignInAborted(
-                    "expected_replacements: the sign-in would sign out other sessions than expected; preview it again"
-                )
-            session = self._new_session(request, now)
-            await tx.insert_session(session, hash_refresh_token(refresh_token))
-            signed_in = self._tokens(session, refresh_token, now)
-            entries = await tx.revoke(
-                decision.replaced, now, "replaced by a new sign-in", cause=RevocationCause.REPLACED_BY_SIGN_IN,
-                replaced_by=(device.device_id, device.device_name), caller=caller,
+            if entries is not None:
+                self._mirror.add(entries)
+                return signed_in
+        raise AssertionError("a locked sign-in cannot conflict")  # pragma: no cover
+
+    def _checked_decision(
+        self, request: _SignInRequest, live: Sequence[SessionRecord], expected: frozenset[str] | None
+    ) -> Decision:
+        """The policy's decision on ``live``; raises for a refused or an unexpected one."""
+        decision = self._decide(live, request.device.device_id, request.counted_class, request.policy)
+        if decision.refused:
+            raise SessionLimitReached(
+                f"the subject is already signed in on {len(live)} device(s), the most allowed"
+                + ("" if request.counted_class == "*" else f" for device_class {request.counted_class!r}")
+                + " or in total"
             )
-            replaced = tuple(entry.session_id for entry in entries)
-            tx.record(self._event(SessionEventKind.SIGNED_IN, request, now, session.session_id, replaced, caller))
-            signed_in = dataclasses.replace(signed_in, replaced_session_ids=replaced)
-            before_commit(signed_in)
-        self._mirror.add(entries)
-        return signed_in
+        if expected is not None and decision.replaced_ids != expected:
+            raise SignInAborted(
+                "expected_replacements: the sign-in would sign out other sessions than expected; preview it again"
+            )
+        return decision
 
     @staticmethod
     def _event(

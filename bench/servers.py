@@ -177,7 +177,7 @@ async def add_revocations(database_url: str, count: int, expires_at: float) -> f
     try:
         await connection.execute(
             """
-            INSERT INTO revocations (session_id, token_id, subject, reason, revoked_at, expires_at, cause,
+            INSERT INTO revocation_log (session_id, token_id, subject, reason, revoked_at, expires_at, cause,
                                      replaced_by_device_id, replaced_by_device_name)
             SELECT substr(md5(random()::text || g::text), 1, 22), NULL, 'bench-' || g, 'bench', $1, $2, 1,
                    substr(md5(g::text), 1, 16), 'Firefox 133 on Linux x86_64, ' || lpad(g::text, 11, '0')

@@ -253,7 +253,7 @@ async def committed(cluster: PatroniCluster) -> tuple[set[str], dict[str, int], 
         live = {r[0]: r[1] for r in await connection.fetch(
             "SELECT subject, count(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > $1 GROUP BY subject",
             time.time())}
-        logged = {r[0] for r in await connection.fetch("SELECT session_id FROM revocations")}
+        logged = {r[0] for r in await connection.fetch("SELECT session_id FROM revocation_log")}
     finally:
         await connection.close()
     return sessions, live, logged

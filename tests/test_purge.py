@@ -30,7 +30,7 @@ async def test_purge_drops_revocations_and_sessions_once_their_tokens_expired(st
 
     assert purged == (1, 1)
     assert len(running.server.authority.mirror) == 0
-    assert await _count(running, "revocations") == 0
+    assert await _count(running, "revocation_log") == 0
     assert await _count(running, "refresh_tokens") == 1
     assert await live_sessions(running.stub, subject) == [phone.session_id]
     assert laptop.session_id not in await live_sessions(running.stub, subject)
@@ -47,7 +47,7 @@ async def test_purge_keeps_revocations_whose_tokens_are_still_alive(start_server
     purged = await running.server.authority.purge()
 
     assert purged == (0, 0)
-    assert await _count(running, "revocations") == 1
+    assert await _count(running, "revocation_log") == 1
     answer = await running.stub.ValidateToken(pb.ValidateTokenRequest(token=laptop.access_token))
     assert answer.reason == pb.INVALID_REASON_REVOKED
 
@@ -64,7 +64,7 @@ async def test_purge_works_through_more_than_one_batch(start_server: StartServer
     purged = await running.server.authority.purge()
 
     assert purged == (5, 5)
-    assert await _count(running, "revocations") == 0
+    assert await _count(running, "revocation_log") == 0
     assert await _count(running, "sessions") == 1
 
 
@@ -78,9 +78,9 @@ async def test_the_background_purge_runs_on_its_interval(start_server: StartServ
     clock.advance(3600)
 
     for _ in range(50):
-        if len(running.server.authority.mirror) == 0 and await _count(running, "revocations") == 0:
+        if len(running.server.authority.mirror) == 0 and await _count(running, "revocation_log") == 0:
             break
         await asyncio.sleep(0.1)
 
     assert len(running.server.authority.mirror) == 0
-    assert await _count(running, "revocations") == 0
+    assert await _count(running, "revocation_log") == 0

@@ -39,7 +39,6 @@ from authority.keys import rotate_key
 from authority.store import Store
 from authority.store.migrate import prepare_schema
 from authority.store.store import _KEYS_LOCK as KEYS_LOCK
-from authority.store.store import _LOG_LOCK as LOG_LOCK
 from authority.store.store import MIGRATIONS_LOCK
 from tests.conftest import TEST_KEY_ENCRYPTION_KEY, postgres_database
 from tests.support.calls import new_subject
@@ -65,11 +64,12 @@ SLOW_LINK = 0.01
 # How long before it signs a rotated key is published.
 PUBLISH_AHEAD = 2.0
 
-# Whether some session holds the advisory lock $1 (a bigint) in this database.
-HOLDS_ADVISORY_LOCK = """
-    SELECT count(*) > 0 FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND ((classid::bigint << 32) | objid::bigint) = $1
-      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+
+# Whether a transaction of this database has written (it holds a transaction id) and is
+# still open: a revocation caught between its first write and its commit.
+WRITING_TRANSACTION_OPEN = """
+    SELECT count(*) > 0 FROM pg_stat_activity
+    WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()
 """
 
 REPLACE = pb.SESSION_POLICY_REPLACE
@@ -727,11 +727,11 @@ async def test_a_replica_partitioned_mid_revocation_does_not_stop_the_others_rev
     other = await sign_in(healthy, new_subject(), "laptop")
     observer = await asyncpg.connect(make_url(shared_url).set(drivername="postgresql").render_as_string(False))
     try:
-        proxy.delay(0.05)  # slow enough to catch the revocation between taking the lock and COMMIT
+        proxy.delay(0.05)  # slow enough to catch the revocation between its first write and COMMIT
         stuck = asyncio.ensure_future(status_of(revoke(replica, session_id=stranded.session_id)))
         deadline = time.monotonic() + CALL_TIMEOUT
-        while not await observer.fetchval(HOLDS_ADVISORY_LOCK, LOG_LOCK):
-            assert not stuck.done() and time.monotonic() < deadline, "never saw the revocation take the log's lock"
+        while not await observer.fetchval(WRITING_TRANSACTION_OPEN):
+            assert not stuck.done() and time.monotonic() < deadline, "never saw the revocation write"
             await asyncio.sleep(0.01)
         proxy.delay(3600)  # the partition: nothing more gets through, and nothing is reset
         started = time.monotonic()

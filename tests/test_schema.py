@@ -13,7 +13,7 @@ from authority.errors import SchemaError
 from authority.store.migrate import migrate
 from tests.conftest import StartServer
 
-HEAD = "0006_device_key_binding"
+HEAD = "0007_log_without_lock"
 
 
 async def _revision(url: str) -> str:

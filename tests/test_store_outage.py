@@ -215,11 +215,12 @@ async def test_a_sign_in_refused_during_a_cut_leaves_no_session(running: Running
     assert await reason(stub, laptop.access_token) == "VALID"
 
 
-async def test_a_sign_in_cut_off_just_before_commit_is_rolled_back_whole(
+async def test_a_sign_in_cut_off_during_its_write_is_written_whole_or_not_at_all(
     running: Running, proxy: TcpProxy, postgres_url: str
 ) -> None:
-    """The cut lands after the sign-in has revoked the laptop's session and written the
-    phone's, and before its COMMIT can reach the database: none of it may stick."""
+    """The cut lands while the sign-in's write (one statement that commits: the phone's
+    session, the laptop's revoked and logged) is at the database and its answer on the way
+    back: the caller is told UNAVAILABLE, and the write stuck whole or not at all."""
     stub, subject = running.stub, new_subject()
     laptop = await sign_in(stub, subject, "laptop")
     observer = await asyncpg.connect(make_url(postgres_url).set(drivername="postgresql").render_as_string(False))
@@ -227,8 +228,8 @@ async def test_a_sign_in_cut_off_just_before_commit_is_rolled_back_whole(
         proxy.delay(0.1)  # COMMIT now reaches the database at least 0.2 s after the last insert
         started = time.monotonic()
         call = asyncio.ensure_future(unavailable(issue(stub, subject, "phone")))
-        while not await _about_to_commit(observer):
-            assert not call.done(), "no open transaction reached the sign-in's last insert"
+        while not await _writing(observer):
+            assert not call.done(), "the sign-in's write never reached the database"
             assert time.monotonic() - started < CALL_TIMEOUT, "the sign-in hung"
             await asyncio.sleep(0.01)
         proxy.cut()
@@ -237,22 +238,30 @@ async def test_a_sign_in_cut_off_just_before_commit_is_rolled_back_whole(
         proxy.resume()
         listed = await eventually(lambda: live_sessions(stub, subject))
         stored = await observer.fetch("SELECT device_id, revoked_at FROM sessions WHERE subject = $1", subject)
-        logged = await observer.fetchval("SELECT count(*) FROM revocations WHERE subject = $1", subject)
+        logged = await observer.fetchval("SELECT count(*) FROM revocation_log WHERE subject = $1", subject)
     finally:
         await observer.close()
 
     assert during[0] == "UNAVAILABLE", during
-    assert listed == [laptop.session_id]
-    assert [tuple(row) for row in stored] == [("laptop", None)]
-    assert logged == 0
-    assert await reason(stub, laptop.access_token) == "VALID"
+    if listed == [laptop.session_id]:  # not at all
+        assert [tuple(row) for row in stored] == [("laptop", None)]
+        assert logged == 0
+        assert await reason(stub, laptop.access_token) == "VALID"
+    else:  # whole
+        assert len(listed) == 1
+        assert {row["device_id"]: row["revoked_at"] is None for row in stored} == {"laptop": False, "phone": True}
+        assert logged == 1
+        deadline = time.monotonic() + RECOVER_WITHIN  # once this replica's follower reads it
+        while await eventually(lambda: reason(stub, laptop.access_token)) != "REVOKED":
+            assert time.monotonic() < deadline, "the written revocation was never enforced"
+            await asyncio.sleep(0.05)
 
 
-async def _about_to_commit(observer: asyncpg.Connection) -> bool:
-    """Whether a transaction in the test database has reached its last insert of a sign-in."""
+async def _writing(observer: asyncpg.Connection) -> bool:
+    """Whether a sign-in's write has reached the test database (it has been seen at it)."""
     query = """
         SELECT count(*) FROM pg_stat_activity
         WHERE datname = current_database() AND pid <> pg_backend_pid()
-          AND state IN ('active', 'idle in transaction') AND query ILIKE 'INSERT INTO refresh_tokens%'
+          AND query ILIKE 'SELECT * FROM authority_sign_in%'
     """
     return bool(await observer.fetchval(query))

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from authority.store.log_order import FINAL_BELOW_SQL, LogPage, log_page_query, settled
 from authority.store.records import RevocationCause, SessionEvent, SessionEventKind
 from authority.store.schema import revocations, session_events, sessions
 from authority.store.store import Store
@@ -42,18 +43,26 @@ async def events_after(store: Store, sequence: int, limit: int, subject: str | N
 
 
 async def _events_after(store: Store, sequence: int, limit: int, subject: str | None) -> list[SessionEvent]:
-    async with store.transaction(read_only=True) as tx:
-        query = sa.select(session_events).where(session_events.c.sequence > sequence)
-        if subject is not None:
-            query = query.where(session_events.c.subject == subject)
-        query = query.order_by(session_events.c.sequence).limit(limit)
-        return [_event(row) for row in await tx.conn.execute(query)]
+    # Only the final part of the log: an event a late commit could still precede waits
+    # for the next read (authority/store/log_order.py).
+    async def read() -> LogPage[SessionEvent]:
+        async with store.reading() as conn:
+            query = log_page_query(session_events, sequence, limit, store.is_postgres)
+            if subject is not None:
+                query = query.where(session_events.c.subject == subject)
+            rows = (await conn.execute(query)).all()
+        return LogPage.of([_event(row) for row in rows], rows, lambda event: event.sequence)
+
+    return await settled(read)
 
 
 async def last_event_sequence(store: Store) -> int:
-    """The highest sequence in the event log (0 when it is empty)."""
+    """The highest sequence in the final part of the event log (0 when there is none): a
+    stream that starts there misses no event that commits late."""
     async with store.transaction(read_only=True) as tx:
         query = sa.select(sa.func.coalesce(sa.func.max(session_events.c.sequence), 0))
+        if store.is_postgres:
+            query = query.where(session_events.c.sequence < sa.literal_column(FINAL_BELOW_SQL))
         return int((await tx.conn.execute(query)).scalar_one())
 
 

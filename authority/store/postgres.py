@@ -73,7 +73,11 @@ def create_postgres_engine(url: str, *, connections: int | None = None, transact
 
 
 def _set_per_transaction(connection: Any) -> None:
-    # Local to the transaction: the server connection goes back to the pooler clean.
+    # Local to the transaction: the server connection goes back to the pooler clean. A
+    # statement on its own (AUTOCOMMIT) has no transaction to set them in: the reads of
+    # one statement wait on no lock, and authority_sign_in sets its lock_timeout itself.
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return
     connection.exec_driver_sql(_SET_PER_TRANSACTION)
 
 

@@ -67,10 +67,13 @@ refresh_tokens = sa.Table(
     sa.Index("ix_refresh_tokens_session_id", "session_id"),
 )
 
+# The revocation log (named revocations before migration 0007; on PostgreSQL that name is
+# now a view refusing the older code, which would skip entries: see store/log_order.py).
 revocations = sa.Table(
-    "revocations",
+    "revocation_log",
     metadata,
-    # The log's order: strictly increasing, never reused.
+    # The log's order: strictly increasing, never reused; on PostgreSQL the writing
+    # transaction's id first (the column default of migration 0007, store/log_order.py).
     sa.Column(
         "sequence",
         sa.BigInteger().with_variant(sa.Integer, "sqlite"),
@@ -97,7 +100,7 @@ revocations = sa.Table(
 # The append-only session event log: sign-ins, refusals, reused refresh tokens, ended
 # sessions. Never a token or a key; purged after session_events_retention.
 session_events = sa.Table(
-    "session_events",
+    "session_event_log",
     metadata,
     sa.Column(
         "sequence",

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from authority.errors import StoreUnavailable
 from authority.store.file_lock import held_beside
+from authority.store.log_order import FINAL_BELOW_SQL, LogPage, log_page_query, settled
 from authority.store.postgres import LOG_STATE_QUERY, create_postgres_engine
 from authority.store.records import (
     KeyRecord,
@@ -72,12 +73,16 @@ _UNAVAILABLE_OR_FAILED: tuple[type[BaseException], ...] = (*_UNAVAILABLE, exc.DB
 _PING_FAILED: tuple[type[BaseException], ...] = (*_RAW_UNAVAILABLE, TimeoutError)
 _PING_SECONDS = 5.0
 _READ_ONLY = "authority_read_only"
+# The start-up load stops where the log stops being final: the follower reads on from there.
+# What committed after that point is loaded as pending (sequence 0: no position).
+_PENDING_LIVE_ROWS = (
+    "SELECT 0, session_id, expires_at, cause FROM revocation_log WHERE sequence > $1 AND expires_at > $2"
+)
 _LIVE_ROWS = (
-    "SELECT sequence, session_id, expires_at, cause FROM revocations"
-    " WHERE sequence > $1 AND expires_at > $2 ORDER BY sequence LIMIT $3"
+    "SELECT sequence, session_id, expires_at, cause FROM revocation_log"
+    f" WHERE sequence > $1 AND expires_at > $2 AND sequence < {FINAL_BELOW_SQL} ORDER BY sequence LIMIT $3"
 )
 _KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"
-_LOG_LOCK = 0x61757468_6C6F6773  # "auth" "logs"
 MIGRATIONS_LOCK = 0x61757468_6D696772  # "auth" "migr"
 MAINTENANCE_LOCK = 0x61757468_6D61696E  # "auth" "main"
 # Consumers' backlog reads that run at once (see Store.backlog_after).
@@ -173,8 +178,21 @@ def _sqlite_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _session(row: Any) -> SessionRecord:
+def session_of(row: Any) -> SessionRecord:
+    """The session a ``sessions`` row holds."""
     return SessionRecord(**{column: row._mapping[column] for column in SessionRecord.__slots__})
+
+
+_session = session_of
+
+
+def live_sessions_query(subject: str, now: float, idle_cutoff: float | None) -> sa.Select[Any]:
+    """The subject's live sessions, oldest first."""
+    return (
+        sa.select(sessions)
+        .where(sessions.c.subject == subject, _live(now, idle_cutoff))
+        .order_by(sessions.c.created_at, sessions.c.session_id)
+    )
 
 
 def _revocation(row: Any) -> Revocation:
@@ -288,7 +306,7 @@ class Store:
                 async with conn.begin():
                     tx = Tx(conn, self.is_postgres)
                     yield tx
-                    # Last, so the log's lock is held for as short a time as can be.
+                    # One statement for every event the unit of work recorded.
                     await tx.flush_events()
             if not read_only:
                 self.last_write_at = time.monotonic()
@@ -296,6 +314,41 @@ class Store:
             if (translated := self._unavailable(error)) is not None:
                 raise translated from error
             raise
+
+    @asynccontextmanager
+    async def autocommit(self, *, writes: bool = True) -> AsyncIterator[AsyncConnection]:
+        """A PostgreSQL connection on which every statement commits by itself, in its own
+        round trip (no BEGIN, no COMMIT): for work that is one statement, or a
+        compare-and-write.
+
+        Through a transaction pooler the statements run in one transaction instead: the
+        driver prepares a statement, then executes it, and outside a transaction PgBouncer
+        may hand the two to different server connections."""
+        if self._transaction_pooling:
+            async with self.transaction(read_only=not writes) as tx:
+                yield tx.conn
+            return
+        try:
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if writes:
+                self.last_write_at = time.monotonic()
+        except Exception as error:
+            if (translated := self._unavailable(error)) is not None:
+                raise translated from error
+            raise
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for a read of one statement: on PostgreSQL without a transaction
+        around it (one round trip instead of three: a statement has one snapshot anyway),
+        on SQLite in a read-only transaction."""
+        if self.is_postgres:
+            async with self.autocommit(writes=False) as conn:
+                yield conn
+        else:
+            async with self.transaction(read_only=True) as tx:
+                yield tx.conn
 
     async def keys(self) -> list[KeyRecord]:
         """Every stored signing key."""
@@ -446,8 +499,13 @@ class Store:
     ) -> AsyncIterator[Sequence[Sequence[Any]]]:
         """Every live revocation as ``(sequence, session_id, expires_at)`` rows, in large
         batches in log order: the start-up load, where a million rows must take seconds.
-        On PostgreSQL the rows come straight from the driver, without building objects."""
-        after = 0
+        On PostgreSQL the rows come straight from the driver, without building objects.
+
+        On PostgreSQL the batches stop where the log stops being final; then come, with
+        sequence 0 (no position), the live entries committed after that point, which the
+        follower passes on later (authority/store/log_order.py): the mirror enforces every
+        committed entry from the start."""
+        after, pending = 0, False
         while True:
             try:
                 async with self.engine.connect() as conn:
@@ -456,6 +514,8 @@ class Store:
                         raw = await conn.get_raw_connection()
                         driver: Any = raw.driver_connection
                         rows: Sequence[Sequence[Any]] = await driver.fetch(_LIVE_ROWS, after, expires_after, batch_size)
+                        if not rows:
+                            rows, pending = await driver.fetch(_PENDING_LIVE_ROWS, after, expires_after), True
                     else:
                         query = (
                             sa.select(
@@ -473,9 +533,10 @@ class Store:
             except exc.DBAPIError as error:
                 self._lost = True
                 raise StoreUnavailable("the database connection was lost") from error
-            if not rows:
+            if rows:
+                yield rows
+            if not rows or pending:
                 return
-            yield rows
             after = rows[-1][0]
 
     async def log_state(self) -> LogState:
@@ -485,11 +546,11 @@ class Store:
         timeline too, which every promotion and point-in-time recovery moves on: after
         either, a position read before may name another entry or none.
         """
-        async with self.transaction(read_only=True) as tx:
+        async with self.reading() as conn:
             if not self.is_postgres:
-                epoch = (await tx.conn.execute(sa.select(log_epoch.c.epoch).where(log_epoch.c.id == 1))).scalar_one()
+                epoch = (await conn.execute(sa.select(log_epoch.c.epoch).where(log_epoch.c.id == 1))).scalar_one()
                 return LogState(str(epoch), "sqlite", True)
-            row = (await tx.conn.exec_driver_sql(LOG_STATE_QUERY)).one()
+            row = (await conn.exec_driver_sql(LOG_STATE_QUERY)).one()
         if row.in_recovery or row.timeline is None:
             # target_session_attrs keeps standbys out; one that slips through is not the log.
             raise StoreUnavailable("the database is a standby; waiting for the primary")
@@ -503,7 +564,8 @@ class Store:
         return epoch
 
     async def revocations_after(self, sequence: int, limit: int) -> list[Revocation]:
-        """Up to ``limit`` log entries after ``sequence``, in order.
+        """Up to ``limit`` log entries after ``sequence``, in order: only those that are
+        final, which no late commit can precede (:mod:`authority.store.log_order`).
 
         Runs to the end even when the caller is cancelled (a consumer hanging up, a
         server stopping): a query cut off midway can leave a connection unusable.
@@ -511,15 +573,18 @@ class Store:
         return await asyncio.shield(self._revocations_after(sequence, limit))
 
     async def _revocations_after(self, sequence: int, limit: int) -> list[Revocation]:
-        async with self.transaction(read_only=True) as tx:
-            query = (
-                sa.select(revocations)
-                .where(revocations.c.sequence > sequence)
-                .order_by(revocations.c.sequence)
-                .limit(limit)
-            )
-            rows = (await tx.conn.execute(query)).all()
-        return [_revocation(row) for row in rows]
+        return await settled(lambda: self._log_after(sequence, limit))
+
+    async def log_after(self, sequence: int, limit: int) -> LogPage[Revocation]:
+        """Up to ``limit`` log entries after ``sequence``, in order, split where the log
+        stops being final (:mod:`authority.store.log_order`); runs to the end as
+        :meth:`revocations_after` does."""
+        return await asyncio.shield(self._log_after(sequence, limit))
+
+    async def _log_after(self, sequence: int, limit: int) -> LogPage[Revocation]:
+        async with self.reading() as conn:
+            rows = (await conn.execute(log_page_query(revocations, sequence, limit, self.is_postgres))).all()
+        return LogPage.of([_revocation(row) for row in rows], rows, lambda entry: entry.sequence)
 
     async def purge_revocations(self, expired_before: float, batch_size: int) -> int:
         """Deletes one batch of expired revocations; returns how many."""
@@ -585,21 +650,14 @@ class Tx:
     def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
-        self._log_locked = False
         self._notified: set[str] = set()
         # Session events recorded in this transaction, written just before it commits.
         self._events: list[SessionEvent] = []
 
-    async def _lock_log(self) -> None:
-        # One lock for both logs (revocations and session events), held until commit, so
-        # that entries become visible in sequence order: a reader that resumes after a
-        # sequence never skips an entry that commits later. Followers are notified before
-        # it is taken (NOTIFY is delivered at commit wherever it is sent), so that the lock,
-        # which every sign-in waits for, is held for the inserts and the commit alone.
+    async def _logged(self) -> None:
+        # Both logs (revocations and session events) share one channel. No lock: entries
+        # reach readers in order by their positions alone (authority/store/log_order.py).
         await self._notify(REVOCATIONS_CHANNEL)
-        if self.is_postgres and not self._log_locked:
-            await self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOG_LOCK)))
-        self._log_locked = True
 
     def record(self, event: SessionEvent) -> None:
         """Appends ``event`` to the session event log when (and only if) this commits."""
@@ -610,7 +668,7 @@ class Tx:
         just before it commits."""
         if not self._events:
             return
-        await self._lock_log()
+        await self._logged()
         rows = [
             {
                 "kind": int(e.kind),
@@ -671,12 +729,7 @@ class Tx:
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""
-        query = (
-            sa.select(sessions)
-            .where(sessions.c.subject == subject, _live(now, idle_cutoff))
-            .order_by(sessions.c.created_at, sessions.c.session_id)
-        )
-        return [_session(row) for row in await self.conn.execute(query)]
+        return [_session(row) for row in await self.conn.execute(live_sessions_query(subject, now, idle_cutoff))]
 
     async def session(self, session_id: str) -> SessionRecord | None:
         """One session, live or not."""
@@ -741,9 +794,8 @@ class Tx:
         SESSION_ENDED event; returns the entries. ``replaced_by`` is the (device_id,
         device_name) that signed in, for a replacement.
 
-        Call it last in a transaction: on PostgreSQL it takes the log's lock, held until
-        commit, so that entries become visible in sequence order and a reader that
-        resumes after a sequence never skips an entry that commits later.
+        The entries reach followers in position order however the transactions writing
+        them interleave (authority/store/log_order.py).
         """
         entries: list[Revocation] = []
         for session in ended:
@@ -754,7 +806,7 @@ class Tx:
             )
             if result.rowcount != 1:
                 continue
-            await self._lock_log()
+            await self._logged()
             sequence = (
                 await self.conn.execute(
                     sa.insert(revocations)

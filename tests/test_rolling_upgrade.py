@@ -1,0 +1,136 @@
+"""A rolling upgrade across schema revision 0007 (the logs without the lock): a replica
+still running the previous code, side by side with a new one on the same database,
+refuses to follow the migrated log, with a message saying why, instead of skipping
+entries. The previous code is the commit before the one that added the revision,
+checked out into a temporary directory and run as a process of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+from authority_client.v1 import authority_pb2 as pb
+
+from authority.store.migrate import migrate
+from tests.conftest import StartServer
+from tests.support.calls import new_subject, reason, sign_in
+
+REPO = Path(__file__).resolve().parent.parent
+REVISION = "authority/store/migrations/versions/0007_log_without_lock.py"
+DEADLINE = 30.0
+
+pytestmark = pytest.mark.parametrize("store", ["postgres"])  # the refusal is PostgreSQL's views
+
+# The previous code's follower, as its replicas run it: prints its position whenever it
+# moves; the follower logs what goes wrong to stderr.
+OLD_FOLLOWER = """
+import asyncio, logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+import authority
+from authority.revocations import LogFollower, RevocationMirror
+from authority.store import Store
+from authority.store.migrate import prepare_schema
+
+async def main(url):
+    print("code", authority.__file__, flush=True)
+    store = Store.open(url)
+    await prepare_schema(store, upgrade=True)
+    mirror = RevocationMirror()
+    async def keys_changed():
+        pass
+    asyncio.create_task(LogFollower(store, mirror, 0.05, keys_changed).run(asyncio.Event()))
+    shown = None
+    while True:
+        if mirror.sequence != shown:
+            shown = mirror.sequence
+            print("position", shown, len(mirror), flush=True)
+        await asyncio.sleep(0.01)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _previous_code(into: Path) -> Path:
+    """The ``authority`` package as it was before revision 0007, extracted under ``into``."""
+    added = subprocess.run(
+        ["git", "log", "--diff-filter=A", "--format=%H", "--", REVISION],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout.split()
+    if not added:
+        pytest.skip("the checkout has no history of revision 0007")
+    archive = subprocess.run(
+        ["git", "archive", f"{added[-1]}^", "authority"], cwd=REPO, check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+class _Lines:
+    """Everything a process writes to one stream, line by line, as it comes."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self.lines: list[str] = []
+        self.task = asyncio.ensure_future(self._read(stream))
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        async for line in stream:
+            self.lines.append(line.decode(errors="replace").rstrip())
+
+    async def wait_for(self, needle: str) -> str:
+        """The first line holding ``needle``, waited for up to DEADLINE seconds."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            found = [line for line in self.lines if needle in line]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline and not self.task.done(), f"no line with {needle!r}: {self.lines[-20:]}"
+            await asyncio.sleep(0.02)
+
+
+async def test_a_replica_of_the_previous_code_refuses_the_migrated_log_instead_of_skipping_entries(
+    start_server: StartServer, database_url: str, tmp_path: Path
+) -> None:
+    old_code = _previous_code(tmp_path)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", OLD_FOLLOWER, database_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(old_code)}, cwd=str(tmp_path),
+    )
+    assert process.stdout is not None and process.stderr is not None
+    out, err = _Lines(process.stdout), _Lines(process.stderr)
+    try:
+        assert str(old_code) in await out.wait_for("code ")
+        await out.wait_for("position 0 0")  # the previous code made its schema (0006) and follows it
+        raw = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+        try:
+            await raw.execute(
+                "INSERT INTO revocations (session_id, subject, reason, revoked_at, expires_at)"
+                " VALUES ('before-the-upgrade', 's', 'test', $1, $2)", time.time(), time.time() + 3600,
+            )
+        finally:
+            await raw.close()
+        before = (await out.wait_for(" 1")).split()
+        assert before[0] == "position" and before[2] == "1"
+
+        assert await migrate(database_url) == "0006_device_key_binding"
+        new = await start_server()
+        subject = new_subject()
+        laptop = await sign_in(new.stub, subject, "laptop")
+        await sign_in(new.stub, subject, "phone", policy=pb.SESSION_POLICY_REPLACE)
+
+        refused = await err.wait_for("upgrade this replica")
+        assert "older authority relies on" in refused
+        assert await reason(new.stub, laptop.access_token) == "REVOKED"  # the new replica writes and follows
+        positions = [line for line in out.lines if line.startswith("position")]
+        assert positions[-1].split() == before, "the previous code read past the migration"
+    finally:
+        process.kill()
+        await process.wait()
+        out.task.cancel()
+        err.task.cancel()
