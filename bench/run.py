@@ -40,7 +40,7 @@ from authority.store import Store
 from authority.tokens import AccessClaims, TokenCodec
 from authority_client.proof import DeviceKey
 
-from bench import consumer, edge, node, plot, previous, proofs, snapshots, visibility, workers
+from bench import consumer, edge, node, plot, previous, proofs, signins, snapshots, visibility, workers
 from bench import floor as floor_row
 from bench.bare import BareServer
 from bench.baseline import BaselineServer, create_revoked_table
@@ -386,6 +386,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             sqlite.stop()
         goals.append(at_least("IssueToken (replacing a device) on PostgreSQL", pg_sign_ins.rate, 1000, "/s"))
         goals += await workers.measure(run)
+        goals += await signins.measure(run, databases, run.throughput[BARE]["server_cpu_us_per_call"])
         if run.sign_in_baseline:
             goals += await _sign_in_comparison(run, databases)
         goals += await _growth(run, databases)

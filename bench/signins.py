@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import Outcome, Phase, run_phase
+from bench.report import Goal, at_most, table
 from bench.servers import BENCH_KEY_ENCRYPTION_KEY, Databases, _free_port, _serving, cpu_seconds, start_authority
 
 SUBJECTS = 64
@@ -181,6 +182,35 @@ async def main(admin_url: str, seconds: float, concurrency: int) -> dict[str, An
     floor = report["bare_floor"]["server_cpu_us_per_call"]
     report["sign_in_cpu_over_bare"] = report["replicas_1"]["server_cpu_us_per_sign_in"] / floor
     return report
+
+
+SIGN_INS = "sign_ins"
+STAGES = "sign_in_stages"
+table(SIGN_INS, ("PostgreSQL sign-ins (each replaces a device)", "sign-ins/s", "server CPU us/sign-in", "p50 ms",
+                 "errors"),
+      lambda r: (f"{r['sign_ins_per_second']:,.0f}", f"{r['server_cpu_us_per_sign_in']:,.0f}", f"{r['p50_ms']:.1f}",
+                 f"{r['errors']:.0f}"),
+      right=(1, 2, 3, 4))
+table(STAGES, ("a sign-in's stages, in process, one at a time", "mean us"), lambda r: (f"{r['us']:,.0f}",),
+      right=(1,))
+
+
+async def measure(run: Any, databases: Databases, bare_cpu_us: float) -> list[Goal]:
+    """The report's rows: sign-ins per second with 1 and 2 replicas, the stage breakdown,
+    and the goal on server CPU per sign-in against ``bare_cpu_us`` (the bare server's
+    empty call, measured in the same run)."""
+    size = run.size
+    rows = run.rows(SIGN_INS)
+    for replicas in (1, 2):
+        run.say(f"sign-ins on PostgreSQL, {replicas} replica(s) ...")
+        url = await databases.create(f"signins{replicas}")
+        rows[f"{replicas} replica(s)"] = await _throughput(url, replicas, size.seconds, size.concurrency, run.workdir)
+    run.say("timing a sign-in's stages ...")
+    stages = await _stages(await databases.create("stages"), 30 if size.seconds < 5 else 300)
+    run.rows(STAGES).update({name: {"us": us} for name, us in stages.items()})
+    ratio = rows["1 replica(s)"]["server_cpu_us_per_sign_in"] / bare_cpu_us
+    return [at_most("IssueToken replacing a device (1 replica) / bare grpc.aio call, by server CPU", ratio, 3, "×",
+                    f"{rows['1 replica(s)']['server_cpu_us_per_sign_in']:,.0f} us against {bare_cpu_us:,.0f} us")]
 
 
 if __name__ == "__main__":

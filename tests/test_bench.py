@@ -72,6 +72,11 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert goals["ValidateToken cold: device-bound with its proof / bearer, by server CPU per call"]["measured"] > 0
     assert report["in_process"]["TokenVerifier.verify + ProofChecker, cold bound token with its proof"]["calls"] > 0
     assert [goal["name"] for goal in report["goals"] if goal["passed"] is None] == []  # every goal measured
+    sign_ins = report["sign_ins"]
+    assert set(sign_ins) == {"1 replica(s)", "2 replica(s)"}
+    assert all(row["sign_ins_per_second"] > 0 and row["errors"] == 0 for row in sign_ins.values()), sign_ins
+    assert {"live_sessions", "write", "_tokens", "total"} <= set(report["sign_in_stages"])
+    assert goals["IssueToken replacing a device (1 replica) / bare grpc.aio call, by server CPU"]["measured"] > 0
     for store in ("PostgreSQL", "SQLite"):
         assert goals[f"IssueToken p99 under 5 snapshot readers, {store}"]["measured"] > 0
         assert report["raw"]["snapshot_readers"][store]["errors"] == {}
