@@ -428,7 +428,10 @@ class Sessions(SignOuts):
                     # A retry: the pair whose reply was lost loses its refresh token, so
                     # the session keeps one live refresh token.
                     await tx.end_unused_refresh_tokens(session.session_id, now)
-                await tx.insert_refresh_token(hash_refresh_token(new_token), session.session_id, now, rotated_from=token_hash)
+                await tx.insert_refresh_token(
+                    hash_refresh_token(new_token), session.session_id, now, rotated_from=token_hash,
+                    key_thumbprint=session.key_thumbprint,
+                )
                 signed_in = self._tokens(session, new_token, now)
                 await tx.touch_session(session.session_id, now, max(session.access_expires_at, signed_in.expires_at))
                 before_commit(signed_in)

@@ -1,7 +1,7 @@
 """A rolling upgrade across schema revision 0007 (the logs without the lock): a replica
 still running the previous code, side by side with a new one on the same database,
 refuses to follow the migrated log, with a message saying why, instead of skipping
-entries. The previous code is the commit before the one that added the revision,
+entries, and cannot trade a device-bound session's refresh token without its proof. The previous code is the commit before the one that added the revision,
 checked out into a temporary directory and run as a process of its own."""
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ import time
 from pathlib import Path
 
 import asyncpg  # type: ignore[import-untyped]
+import grpc
 import pytest
 from authority_client.v1 import authority_pb2 as pb
+from authority_client.v1.authority_pb2_grpc import TokenAuthorityStub
 
 from authority.store.migrate import migrate
-from tests.conftest import StartServer
-from tests.support.calls import new_subject, reason, sign_in
+from bench import previous
+from bench.servers import start_authority
+from tests.conftest import TEST_KEY_ENCRYPTION_KEY, StartServer
+from tests.support.bound import SIGN_IN_URI, bound_sign_in, proof_message
+from tests.support.calls import new_subject, reason, rpc_error, sign_in
 
 REPO = Path(__file__).resolve().parent.parent
 REVISION = "authority/store/migrations/versions/0007_log_without_lock.py"
@@ -134,3 +139,34 @@ async def test_a_replica_of_the_previous_code_refuses_the_migrated_log_instead_o
         await process.wait()
         out.task.cancel()
         err.task.cancel()
+
+
+async def test_a_replica_of_the_previous_code_cannot_trade_a_bound_refresh_token_for_bearer_tokens(
+    start_server: StartServer, database_url: str, tmp_path: Path
+) -> None:
+    # The previous code knows nothing of device binding: were it to trade a bound
+    # session's refresh token, it would do so without a proof and issue bearer tokens.
+    added = subprocess.run(
+        ["git", "log", "--diff-filter=A", "--format=%H", "--", REVISION],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout.split()
+    if not added:
+        pytest.skip("the checkout has no history of revision 0007")
+    source, _ = previous.export(f"{added[-1]}^", tmp_path / "previous")
+    env = {"AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY}
+    old = await asyncio.to_thread(start_authority, database_url, tmp_path, "previous", "INFO", False, source, env)
+    try:
+        await migrate(database_url)
+        new = await start_server()
+        key, issued = await bound_sign_in(new.stub, new_subject(), "laptop")
+        async with grpc.aio.insecure_channel(old.target) as channel:
+            old_stub = TokenAuthorityStub(channel)
+            error = await rpc_error(old_stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=issued.refresh_token)))
+        assert error.code() is not grpc.StatusCode.OK
+        # Nothing changed: the device trades the same refresh token, with its proof, on the new replica.
+        renewed = await new.stub.RefreshToken(pb.RefreshTokenRequest(
+            refresh_token=issued.refresh_token, proof=proof_message(key, "POST", SIGN_IN_URI)))
+        assert renewed.token_type == "DPoP"
+        assert await reason(new.stub, renewed.access_token) == "PROOF_REQUIRED"  # bound: needs its proof
+    finally:
+        old.stop()

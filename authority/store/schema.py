@@ -64,6 +64,11 @@ refresh_tokens = sa.Table(
     # The hash of the token this one was traded for (None for a sign-in's), so that a
     # retry of that token within the reuse grace period is told from a theft.
     sa.Column("rotated_from", sa.String(64), nullable=True),
+    # The session's key_thumbprint, written with every refresh token (migration 0007). On
+    # PostgreSQL a trigger refuses a refresh token whose value is not its session's: an
+    # older authority, which knows nothing of device binding, cannot trade a bound
+    # session's refresh token without a proof during a rolling upgrade.
+    sa.Column("key_thumbprint", sa.String(64), nullable=False, server_default=""),
     sa.Index("ix_refresh_tokens_session_id", "session_id"),
 )
 

@@ -740,15 +740,20 @@ class Tx:
         """Stores a new session with its first refresh token."""
         values = {column: getattr(session, column) for column in SessionRecord.__slots__}
         await self.conn.execute(sa.insert(sessions).values(**values))
-        await self.insert_refresh_token(refresh_hash, session.session_id, session.created_at)
+        await self.insert_refresh_token(
+            refresh_hash, session.session_id, session.created_at, key_thumbprint=session.key_thumbprint
+        )
 
     async def insert_refresh_token(
-        self, token_hash: str, session_id: str, now: float, rotated_from: str | None = None
+        self, token_hash: str, session_id: str, now: float, rotated_from: str | None = None, *, key_thumbprint: str
     ) -> None:
-        """Stores the hash of a newly issued refresh token (and of the one it was traded for)."""
+        """Stores the hash of a newly issued refresh token (and of the one it was traded for),
+        with its session's key thumbprint ("" for a bearer session), which must be the
+        session's (see the column in authority/store/schema.py)."""
         await self.conn.execute(
             sa.insert(refresh_tokens).values(
-                token_hash=token_hash, session_id=session_id, issued_at=now, rotated_from=rotated_from
+                token_hash=token_hash, session_id=session_id, issued_at=now, rotated_from=rotated_from,
+                key_thumbprint=key_thumbprint,
             )
         )
 

@@ -13,6 +13,12 @@ every read and write with a message saying why: a replica still running the olde
 code stops following (and its view of the log goes stale, so it fails closed) instead
 of skipping entries. See "Sign-ins, the logs and rolling upgrades" in the README.
 
+A refresh token also carries its session's key thumbprint from here on, and on
+PostgreSQL a trigger refuses one that does not carry the session's: the older code,
+which knows nothing of device binding (revision 0006 came with it unused), would trade a
+bound session's refresh token without a proof and issue bearer tokens for it. During a
+rolling upgrade its refreshes of bound sessions fail instead.
+
 It also adds ``authority_sign_in``, the sign-in's compare-and-write in one round trip
 (authority/store/signin.py says why, and why it holds no rule of the policy).
 
@@ -62,8 +68,8 @@ BEGIN
     -- Columns a session record may not carry yet take their defaults.
     INSERT INTO sessions SELECT (jsonb_populate_record(NULL::sessions,
         '{"device_class": "", "device_name": "", "key_thumbprint": ""}'::jsonb || p_session)).*;
-    INSERT INTO refresh_tokens (token_hash, session_id, issued_at)
-        VALUES (p_refresh_hash, p_session->>'session_id', p_now);
+    INSERT INTO refresh_tokens (token_hash, session_id, issued_at, key_thumbprint)
+        VALUES (p_refresh_hash, p_session->>'session_id', p_now, coalesce(p_session->>'key_thumbprint', ''));
     RETURN QUERY SELECT true, NULL::bigint, NULL::text, NULL::text, NULL::double precision,
                         NULL::smallint, NULL::text;
     RETURN QUERY
@@ -91,11 +97,40 @@ END $$
 """
 
 
+BINDING_REFUSAL = (
+    "the session of this refresh token is bound to a device key (schema revision 0007_log_without_lock): "
+    "this older authority cannot check its proof; upgrade this replica (README: Sign-ins, the logs and rolling upgrades)"
+)
+BINDING_GUARD = f"""
+CREATE FUNCTION authority_refresh_binding_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.key_thumbprint IS DISTINCT FROM
+       (SELECT s.key_thumbprint FROM sessions s WHERE s.session_id = NEW.session_id) THEN
+        RAISE EXCEPTION '{BINDING_REFUSAL}' USING ERRCODE = 'feature_not_supported';
+    END IF;
+    RETURN NEW;
+END $$
+"""
+
+
 def upgrade() -> None:
+    # Existing refresh tokens take their session's thumbprint ("" for every session made
+    # before device binding was used).
+    with op.batch_alter_table("refresh_tokens") as batch:
+        batch.add_column(sa.Column("key_thumbprint", sa.String(64), nullable=False, server_default=""))
+    op.execute(
+        "UPDATE refresh_tokens SET key_thumbprint = (SELECT s.key_thumbprint FROM sessions s"
+        " WHERE s.session_id = refresh_tokens.session_id)"
+    )
     for old, new in _LOGS:
         op.rename_table(old, new)
     if op.get_bind().dialect.name != "postgresql":
         return  # SQLite has one writer at a time: its logs stay in commit order
+    op.execute(BINDING_GUARD)
+    op.execute(
+        "CREATE TRIGGER authority_refresh_binding_guard BEFORE INSERT ON refresh_tokens"
+        " FOR EACH ROW EXECUTE FUNCTION authority_refresh_binding_guard()"
+    )
     op.execute(
         f"""
         CREATE FUNCTION authority_old_log_refused() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -136,6 +171,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
     if postgres:
+        op.execute("DROP TRIGGER authority_refresh_binding_guard ON refresh_tokens")
+        op.execute("DROP FUNCTION authority_refresh_binding_guard()")
         op.execute("DROP FUNCTION authority_sign_in")
     for old, new in _LOGS:
         if postgres:
@@ -150,3 +187,5 @@ def downgrade() -> None:
         op.rename_table(new, old)
     if postgres:
         op.execute("DROP FUNCTION authority_old_log_refused()")
+    with op.batch_alter_table("refresh_tokens") as batch:
+        batch.drop_column("key_thumbprint")
