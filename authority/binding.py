@@ -40,6 +40,7 @@ _WORDS = {
     "key": "is signed by another key than the session is bound to",
     "replayed": "its jti was used already: a proof is good for one request",
     "replay-cache-full": "cannot be checked now: the replay cache is full of recent proofs; try again shortly",
+    "replay-quota": "cannot be checked now: this device key has sent too many recent proofs; try again shortly",
     "unbound": "the session is not bound to a device key, so it takes no proof",
 }
 

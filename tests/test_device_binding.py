@@ -232,19 +232,40 @@ async def test_a_revoked_bound_token_is_revoked_after_its_proof_is_checked(stub:
 
 async def test_the_replay_cache_when_full_refuses_proofs_until_their_window_ends(start_server: StartServer) -> None:
     clock = Clock()
+    # A quota of one proof per key (3 // 10, at least 1): three keys fill the cache.
     stub = (await start_server(clock, proof_replay_cache_size=3, proof_max_age=30.0)).stub
     key = DeviceKey.generate()
     # The sign-in's proof is the cache's first entry: one checker for sign-in and validation.
     token = (await bound_sign_in_at(stub, key, clock.now)).access_token
+    for other in (DeviceKey.generate(), DeviceKey.generate()):
+        await bound_sign_in_at(stub, other, clock.now)
 
-    accepted = [await verdict(stub, token, api_proof(key, token, clock.now)) for _ in range(2)]
     full = await verdict(stub, token, api_proof(key, token, clock.now))
     clock.advance(31)  # past every remembered proof's window (iat + proof_max_age)
     later = await verdict(stub, token, api_proof(key, token, clock.now))
 
-    assert accepted == ["VALID", "VALID"]
     assert full == "BAD_PROOF"
     assert later == "VALID"
+
+
+async def test_one_key_is_refused_at_its_quota_of_the_replay_cache_while_others_pass(start_server: StartServer) -> None:
+    clock = Clock()
+    # A quota of two proofs per key: proof_replay_cache_size // 10.
+    stub = (await start_server(clock, proof_replay_cache_size=20, proof_max_age=30.0)).stub
+    flooder, other = DeviceKey.generate(), DeviceKey.generate()
+    token = (await bound_sign_in_at(stub, flooder, clock.now)).access_token
+
+    accepted = await verdict(stub, token, api_proof(flooder, token, clock.now))
+    over = await verdict(stub, token, api_proof(flooder, token, clock.now))
+    error = await rpc_error(bound_sign_in_at(stub, flooder, clock.now))
+    other_token = (await bound_sign_in_at(stub, other, clock.now)).access_token
+    other_verdict = await verdict(stub, other_token, api_proof(other, other_token, clock.now))
+    clock.advance(31)  # the flooder's proofs leave their window, and its quota with them
+    later = await verdict(stub, token, api_proof(flooder, token, clock.now))
+
+    assert (accepted, over, other_verdict, later) == ("VALID", "BAD_PROOF", "VALID", "VALID")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert str(error.details()).startswith("proof: cannot be checked now: this device key has sent too many")
 
 
 async def bound_sign_in_at(stub: Stub, key: DeviceKey, now: float) -> pb.IssueTokenResponse:

@@ -1,7 +1,7 @@
 """The DPoP proof checker (authority_client.proof): every check in its order, the window
-both ways, the replay cache (replays, expiry, a full cache, threads), URI normalisation,
-RFC 7638 thumbprints, the device key, and the binding of tokens in TokenVerifier. Real
-keys and signatures throughout."""
+both ways, the replay cache (replays, expiry, per-key quotas, a full cache, threads), URI
+normalisation, RFC 7638 thumbprints, the device key, and the binding of tokens in
+TokenVerifier. Real keys and signatures throughout."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from authority_client.proof import (
+    DEFAULT_REPLAY_CACHE_SIZE,
     MAX_PROOF_BYTES,
     DeviceKey,
     InvalidProof,
@@ -308,7 +309,8 @@ def test_after_the_window_the_entry_expires() -> None:
 
 def test_a_full_cache_refuses_new_proofs_rather_than_forget() -> None:
     clock = Clock()
-    checker = _checker(clock, replay_cache_size=2)
+    # One key, allowed the whole cache: the global bound is what refuses here.
+    checker = _checker(clock, replay_cache_size=2, per_key_limit=2)
     first, second, third = (_proof(_claims_of(jti=f"j{n}")) for n in range(3))
     checker.check(first, access_token=TOKEN)
     checker.check(second, access_token=TOKEN)
@@ -320,6 +322,76 @@ def test_a_full_cache_refuses_new_proofs_rather_than_forget() -> None:
     clock.now = NOW + 61
     fresh = _proof(dpop.craft(_key(_ED), dpop.claims(clock.now, token=TOKEN, jti="j3")))
     assert checker.check(fresh, access_token=TOKEN)
+    assert checker.replay_cache_entries == 1
+
+
+def _device_proof(device: DeviceKey, now: float, jti: str) -> Proof:
+    return _proof(device.proof(METHOD, URI, access_token=TOKEN, now=now, jti=jti))
+
+
+def test_a_flooding_key_is_refused_at_its_quota_while_another_key_passes() -> None:
+    clock = Clock()
+    checker = _checker(clock, replay_cache_size=10, per_key_limit=3)
+    flooder, other = DeviceKey.generate(), DeviceKey.generate("ES256")
+    for n in range(3):
+        assert checker.check(_device_proof(flooder, NOW, f"f{n}"), access_token=TOKEN) == flooder.thumbprint
+    assert _refused(_device_proof(flooder, NOW, "f3"), checker, access_token=TOKEN) == "replay-quota"
+    # The refused proof took no room, and the cache has room for everyone else.
+    assert checker.replay_cache_entries == 3
+    for n in range(3):
+        assert checker.check(_device_proof(other, NOW, f"o{n}"), access_token=TOKEN) == other.thumbprint
+    assert checker.replay_cache_entries == 6
+    # A replay is still a replay, not a quota refusal.
+    assert _refused(_device_proof(flooder, NOW, "f0"), checker, access_token=TOKEN) == "replayed"
+
+
+def test_the_default_quota_is_a_tenth_of_the_cache() -> None:
+    assert ProofChecker().per_key_limit == DEFAULT_REPLAY_CACHE_SIZE // 10
+    assert ProofChecker(replay_cache_size=25).per_key_limit == 2
+    assert ProofChecker(replay_cache_size=9).per_key_limit == 1
+    assert ProofChecker(replay_cache_size=25, per_key_limit=25).per_key_limit == 25
+    clock = Clock()
+    checker = _checker(clock, replay_cache_size=20)
+    flooder, other = DeviceKey.generate(), DeviceKey.generate()
+    checker.check(_device_proof(flooder, NOW, "f0"), access_token=TOKEN)
+    checker.check(_device_proof(flooder, NOW, "f1"), access_token=TOKEN)
+    assert _refused(_device_proof(flooder, NOW, "f2"), checker, access_token=TOKEN) == "replay-quota"
+    assert checker.check(_device_proof(other, NOW, "o0"), access_token=TOKEN) == other.thumbprint
+
+
+def test_expired_entries_free_the_quota() -> None:
+    clock = Clock()
+    checker = _checker(clock, replay_cache_size=10, per_key_limit=2)
+    device = DeviceKey.generate()
+    checker.check(_device_proof(device, NOW, "a"), access_token=TOKEN)
+    clock.now = NOW + 30
+    checker.check(_device_proof(device, clock.now, "b"), access_token=TOKEN)
+    assert _refused(_device_proof(device, clock.now, "c"), checker, access_token=TOKEN) == "replay-quota"
+    # The first entry leaves the window (iat NOW + 60): one place in the quota, not two.
+    clock.now = NOW + 61
+    checker.check(_device_proof(device, clock.now, "c"), access_token=TOKEN)
+    assert _refused(_device_proof(device, clock.now, "d"), checker, access_token=TOKEN) == "replay-quota"
+    assert checker.replay_cache_entries == 2
+    # Both left: the whole quota is back.
+    clock.now = NOW + 200
+    checker.check(_device_proof(device, clock.now, "e"), access_token=TOKEN)
+    checker.check(_device_proof(device, clock.now, "f"), access_token=TOKEN)
+    assert checker.replay_cache_entries == 2
+
+
+def test_keys_within_their_quotas_can_still_fill_the_cache() -> None:
+    clock = Clock()
+    checker = _checker(clock, replay_cache_size=4, per_key_limit=2)
+    first, second, third = DeviceKey.generate(), DeviceKey.generate(), DeviceKey.generate()
+    for device in (first, second):
+        for n in range(2):
+            checker.check(_device_proof(device, NOW, f"j{n}"), access_token=TOKEN)
+    # The third key is within its quota, but the cache is full of unexpired entries.
+    assert _refused(_device_proof(third, NOW, "j0"), checker, access_token=TOKEN) == "replay-cache-full"
+    assert _refused(_device_proof(first, NOW, "j0"), checker, access_token=TOKEN) == "replayed"
+    assert checker.replay_cache_entries == 4
+    clock.now = NOW + 61
+    assert checker.check(_device_proof(third, clock.now, "j0"), access_token=TOKEN) == third.thumbprint
     assert checker.replay_cache_entries == 1
 
 
@@ -359,6 +431,8 @@ def test_settings_must_be_positive() -> None:
         ProofChecker(max_age=0)
     with pytest.raises(ValueError):
         ProofChecker(replay_cache_size=0)
+    with pytest.raises(ValueError):
+        ProofChecker(per_key_limit=0)
 
 
 # --- URIs ------------------------------------------------------------------------------------

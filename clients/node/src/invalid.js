@@ -18,7 +18,7 @@ export class InvalidToken extends Error {
 
 /** A proof of possession failed a check: always BAD_PROOF; `check` names which, for logs
  * and tests ("size", "form", "typ", "alg", "jwk", "signature", "jti", "htm", "htu",
- * "iat", "ath", "key", "replayed", "replay-cache-full", "unbound"). Never quotes the
+ * "iat", "ath", "key", "replayed", "replay-cache-full", "replay-quota", "unbound"). Never quotes the
  * proof or the token. */
 export class InvalidProof extends InvalidToken {
   constructor(check) {

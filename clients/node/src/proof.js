@@ -21,6 +21,8 @@
 //   replayed  the (thumbprint, jti) pair was seen within the window
 //   replay-cache-full  the cache is full of entries still in their window: refused
 //             rather than forgetting a jti early
+//   replay-quota  the proof's key already holds perKeyLimit entries still in their window
+//             (so one key cannot fill the cache and lock every other key out)
 //
 // The pair is recorded only once every other check passed. Server nonces (RFC 9449
 // section 8) are not supported. Each process has its own cache: a replay within the
@@ -37,6 +39,8 @@ export const PROOF_ALGORITHMS = Object.freeze(['EdDSA', 'ES256', 'RS256']);
 /** Seconds a proof's iat may be from now, either way. */
 export const DEFAULT_MAX_AGE = 60;
 export const DEFAULT_REPLAY_CACHE_SIZE = 100_000;
+// The default per-key quota is the replay cache's size divided by this (at least 1).
+const PER_KEY_SHARE = 10;
 /** The authorization scheme of a bound token, and the token_type of one. */
 export const DPOP_SCHEME = 'DPoP';
 /** The HTTP header (and gRPC metadata key) a proof travels in, lower case. */
@@ -191,17 +195,26 @@ export function grpcProofUri(authority, method) {
 /** Checks proofs against the requests they came with, and keeps the replay cache. */
 export class ProofChecker {
   /**
-   * @param {{maxAge?: number, replayCacheSize?: number, clock?: () => number}} [options]
+   * @param {{maxAge?: number, replayCacheSize?: number, perKeyLimit?: number, clock?: () => number}} [options]
    *   maxAge in seconds (either way); replayCacheSize the (thumbprint, jti) pairs kept at
-   *   most; clock in seconds since the epoch
+   *   most; perKeyLimit those of one key thumbprint at most (default
+   *   max(1, floor(replayCacheSize / PER_KEY_SHARE))); clock in seconds since the epoch
    */
-  constructor({ maxAge = DEFAULT_MAX_AGE, replayCacheSize = DEFAULT_REPLAY_CACHE_SIZE, clock = () => Date.now() / 1000 } = {}) {
+  constructor({
+    maxAge = DEFAULT_MAX_AGE, replayCacheSize = DEFAULT_REPLAY_CACHE_SIZE, perKeyLimit, clock = () => Date.now() / 1000,
+  } = {}) {
     if (!(maxAge > 0) || !(replayCacheSize >= 1)) throw new RangeError('maxAge and replayCacheSize must be positive');
+    const limit = perKeyLimit ?? Math.max(1, Math.floor(replayCacheSize / PER_KEY_SHARE));
+    if (!(limit >= 1)) throw new RangeError('perKeyLimit must be positive');
     this.maxAge = maxAge;
     this.replayCacheSize = replayCacheSize;
+    this.perKeyLimit = limit;
     this.clock = clock;
     this.seen = new Map(); // thumbprint + ' ' + jti -> the end of its window (seconds)
-    this.expiries = new MinHeap(); // [end of window, key], to drop the oldest first
+    this.expiries = new MinHeap(); // [end of window, key, thumbprint], to drop the oldest first
+    // thumbprint -> how many of its pairs are in `seen` (absent for none), kept in step
+    // with `seen` so the quota costs O(1) per check.
+    this.perKey = new Map();
   }
 
   /** The number of (thumbprint, jti) pairs in the replay cache. */
@@ -253,22 +266,33 @@ export class ProofChecker {
     if (keyThumbprint !== undefined && keyThumbprint !== null && thumbprint !== keyThumbprint) {
       throw new InvalidProof('key');
     }
-    this.record(`${thumbprint} ${jti}`, iat + this.maxAge, now);
+    this.record(thumbprint, jti, iat + this.maxAge, now);
     return thumbprint;
   }
 
-  record(pair, endOfWindow, now) {
-    const { seen, expiries } = this;
+  record(thumbprint, jti, endOfWindow, now) {
+    const { seen, expiries, perKey } = this;
     for (let oldest = expiries.peek(); oldest !== undefined && oldest[0] < now; oldest = expiries.peek()) {
       expiries.pop();
-      if ((seen.get(oldest[1]) ?? now) < now) seen.delete(oldest[1]);
+      if ((seen.get(oldest[1]) ?? now) < now) {
+        seen.delete(oldest[1]);
+        const left = perKey.get(oldest[2]) - 1;
+        if (left > 0) perKey.set(oldest[2], left);
+        else perKey.delete(oldest[2]);
+      }
     }
+    const pair = `${thumbprint} ${jti}`;
     if (seen.has(pair)) throw new InvalidProof('replayed');
     // Full of pairs still in the window: forgetting one early would let its proof be
     // replayed, so new proofs are refused until some expire.
     if (seen.size >= this.replayCacheSize) throw new InvalidProof('replay-cache-full');
+    // A key at its quota is refused on its own account, before it can take the whole
+    // cache from the other keys.
+    const held = perKey.get(thumbprint) ?? 0;
+    if (held >= this.perKeyLimit) throw new InvalidProof('replay-quota');
     seen.set(pair, endOfWindow);
-    expiries.push([endOfWindow, pair]);
+    perKey.set(thumbprint, held + 1);
+    expiries.push([endOfWindow, pair, thumbprint]);
   }
 }
 

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { SignJWT } from 'jose';
 
 import {
-  InvalidProof, InvalidToken, KeySet, LocalVerification, MAX_PROOF_BYTES, ProofChecker, TokenVerifier,
+  DEFAULT_REPLAY_CACHE_SIZE, InvalidProof, InvalidToken, KeySet, LocalVerification, MAX_PROOF_BYTES, ProofChecker, TokenVerifier,
   accessTokenHash, grpcProofUri, jwkThumbprint, normalizeUri,
 } from '../src/index.js';
 import { Device, ath, corpus, corpusToken, unsigned } from './support/dpop.js';
@@ -154,7 +154,8 @@ describe('bad proofs: each fails its own check, with BAD_PROOF, and is not recor
 describe('the replay cache', () => {
   test('is bounded: full of pairs in their window it refuses new proofs, and takes them again once they expire', async () => {
     let clock = now();
-    const checker = new ProofChecker({ maxAge: 10, replayCacheSize: 2, clock: () => clock });
+    // One key allowed the whole cache: the global bound is what refuses here.
+    const checker = new ProofChecker({ maxAge: 10, replayCacheSize: 2, perKeyLimit: 2, clock: () => clock });
     const device = await Device.generate();
     const proof = (jti, iat = clock) => device.proofFor('GET', URI, { jti, iat });
     assert.equal(checkOf(checker, await proof('a')), 'OK');
@@ -167,6 +168,75 @@ describe('the replay cache', () => {
     assert.equal(checkOf(checker, await proof('c')), 'OK');
     assert.equal(checker.replayCacheEntries, 1);
     assert.equal(checkOf(checker, late), 'iat');
+  });
+
+  test('a flooding key is refused at its quota while another key still passes', async () => {
+    const clock = now();
+    const checker = new ProofChecker({ maxAge: 10, replayCacheSize: 10, perKeyLimit: 3, clock: () => clock });
+    const [flooder, other] = [await Device.generate(), await Device.generate('ES256')];
+    for (const jti of ['f0', 'f1', 'f2']) {
+      assert.deepEqual(outcome(checker, await flooder.proofFor('GET', URI, { jti, iat: clock })), ['OK', flooder.thumbprint]);
+    }
+    assert.equal(checkOf(checker, await flooder.proofFor('GET', URI, { jti: 'f3', iat: clock })), 'replay-quota');
+    // The refused proof took no room, and the cache has room for everyone else.
+    assert.equal(checker.replayCacheEntries, 3);
+    for (const jti of ['o0', 'o1', 'o2']) {
+      assert.deepEqual(outcome(checker, await other.proofFor('GET', URI, { jti, iat: clock })), ['OK', other.thumbprint]);
+    }
+    assert.equal(checker.replayCacheEntries, 6);
+    // A replay is still a replay, not a quota refusal.
+    assert.equal(checkOf(checker, await flooder.proofFor('GET', URI, { jti: 'f0', iat: clock })), 'replayed');
+  });
+
+  test('the default quota is a tenth of the cache, at least one', async () => {
+    assert.equal(new ProofChecker().perKeyLimit, DEFAULT_REPLAY_CACHE_SIZE / 10);
+    assert.equal(new ProofChecker({ replayCacheSize: 25 }).perKeyLimit, 2);
+    assert.equal(new ProofChecker({ replayCacheSize: 9 }).perKeyLimit, 1);
+    assert.equal(new ProofChecker({ replayCacheSize: 25, perKeyLimit: 25 }).perKeyLimit, 25);
+    const clock = now();
+    const checker = new ProofChecker({ replayCacheSize: 20, clock: () => clock });
+    const [flooder, other] = [await Device.generate(), await Device.generate()];
+    assert.equal(checkOf(checker, await flooder.proofFor('GET', URI, { jti: 'f0', iat: clock })), 'OK');
+    assert.equal(checkOf(checker, await flooder.proofFor('GET', URI, { jti: 'f1', iat: clock })), 'OK');
+    assert.equal(checkOf(checker, await flooder.proofFor('GET', URI, { jti: 'f2', iat: clock })), 'replay-quota');
+    assert.equal(checkOf(checker, await other.proofFor('GET', URI, { jti: 'o0', iat: clock })), 'OK');
+  });
+
+  test('entries leaving their window free the quota', async () => {
+    const start = now();
+    let clock = start;
+    const checker = new ProofChecker({ maxAge: 10, replayCacheSize: 10, perKeyLimit: 2, clock: () => clock });
+    const device = await Device.generate();
+    const proof = (jti) => device.proofFor('GET', URI, { jti, iat: clock });
+    assert.equal(checkOf(checker, await proof('a')), 'OK');
+    clock = start + 5;
+    assert.equal(checkOf(checker, await proof('b')), 'OK');
+    assert.equal(checkOf(checker, await proof('c')), 'replay-quota');
+    // a leaves its window (start + 10): one place in the quota, not two.
+    clock = start + 11;
+    assert.equal(checkOf(checker, await proof('c')), 'OK');
+    assert.equal(checkOf(checker, await proof('d')), 'replay-quota');
+    assert.equal(checker.replayCacheEntries, 2);
+    // Both b and c left: the whole quota is back.
+    clock = start + 100;
+    assert.equal(checkOf(checker, await proof('e')), 'OK');
+    assert.equal(checkOf(checker, await proof('f')), 'OK');
+    assert.equal(checker.replayCacheEntries, 2);
+  });
+
+  test('keys within their quotas can still fill the cache, which then refuses every key', async () => {
+    let clock = now();
+    const checker = new ProofChecker({ maxAge: 10, replayCacheSize: 4, perKeyLimit: 2, clock: () => clock });
+    const [first, second, third] = [await Device.generate(), await Device.generate(), await Device.generate()];
+    for (const device of [first, second]) {
+      for (const jti of ['j0', 'j1']) assert.equal(checkOf(checker, await device.proofFor('GET', URI, { jti, iat: clock })), 'OK');
+    }
+    assert.equal(checkOf(checker, await third.proofFor('GET', URI, { jti: 'j0', iat: clock })), 'replay-cache-full');
+    assert.equal(checkOf(checker, await first.proofFor('GET', URI, { jti: 'j0', iat: clock })), 'replayed');
+    assert.equal(checker.replayCacheEntries, 4);
+    clock += 11;
+    assert.equal(checkOf(checker, await third.proofFor('GET', URI, { jti: 'j0', iat: clock })), 'OK');
+    assert.equal(checker.replayCacheEntries, 1);
   });
 
   test('a jti is per key: the same jti from two devices is two proofs', async () => {
@@ -189,6 +259,7 @@ describe('the replay cache', () => {
   test('refuses settings that could never accept a proof', () => {
     assert.throws(() => new ProofChecker({ maxAge: 0 }), RangeError);
     assert.throws(() => new ProofChecker({ replayCacheSize: 0 }), RangeError);
+    assert.throws(() => new ProofChecker({ perKeyLimit: 0 }), RangeError);
   });
 });
 

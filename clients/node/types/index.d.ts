@@ -65,7 +65,7 @@ export declare class InvalidToken extends Error {
 /** Which check of a proof failed (the same names as the Python package's InvalidProof.check). */
 export type ProofCheck =
   | 'size' | 'form' | 'typ' | 'alg' | 'jwk' | 'signature' | 'jti' | 'htm' | 'htu' | 'iat' | 'ath' | 'key'
-  | 'replayed' | 'replay-cache-full' | 'unbound';
+  | 'replayed' | 'replay-quota' | 'replay-cache-full' | 'unbound';
 
 /** A proof of possession failed a check: always BAD_PROOF. Never quotes the proof or the token. */
 export declare class InvalidProof extends InvalidToken {
@@ -94,11 +94,14 @@ export declare const DPOP_SCHEME: 'DPoP';
 export declare const DPOP_HEADER: 'dpop';
 
 /** Checks DPoP proofs against their requests and keeps the replay cache (bounded by the
- * window and by replayCacheSize; full, it refuses proofs rather than forget early). */
+ * window and by replayCacheSize; full, it refuses proofs rather than forget early). One key
+ * thumbprint holds at most perKeyLimit entries (default max(1, floor(replayCacheSize / 10)));
+ * past it that key's new proofs fail 'replay-quota' while other keys keep working. */
 export declare class ProofChecker {
-  constructor(options?: { maxAge?: number; replayCacheSize?: number; clock?: () => number });
+  constructor(options?: { maxAge?: number; replayCacheSize?: number; perKeyLimit?: number; clock?: () => number });
   readonly maxAge: number;
   readonly replayCacheSize: number;
+  readonly perKeyLimit: number;
   readonly replayCacheEntries: number;
   /** The RFC 7638 thumbprint of the proof's key; throws InvalidProof. */
   check(proof: Proof, options?: { accessToken?: string | null; keyThumbprint?: string | null }): string;

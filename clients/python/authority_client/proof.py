@@ -22,7 +22,9 @@ uses, and the device side's signer.
 11. ``ath``: when an access token is given, base64url(SHA-256(token)).
 12. ``key``: when a thumbprint is given, the proof's key has it.
 13. ``replayed``: the (thumbprint, jti) pair was not accepted before within the window;
-    ``replay-cache-full`` when the cache holds only unexpired pairs and no room.
+    ``replay-cache-full`` when the cache holds only unexpired pairs and no room;
+    ``replay-quota`` when the proof's key already holds ``per_key_limit`` unexpired pairs
+    (so one key cannot fill the cache and lock every other key out).
 
 Server nonces (RFC 9449 section 8) are not supported. The replay cache is per checker,
 so per process: a proof replayed within the window to another process is not detected.
@@ -71,6 +73,8 @@ MAX_PROOF_BYTES = 8 * 1024
 PROOF_ALGORITHMS: frozenset[str] = frozenset({"EdDSA", "ES256", "RS256"})
 DEFAULT_MAX_AGE = 60.0
 DEFAULT_REPLAY_CACHE_SIZE = 100_000
+# The default per-key quota is the replay cache's size divided by this (at least 1).
+_PER_KEY_SHARE = 10
 DPOP_SCHEME = "DPoP"
 DPOP_HEADER = "dpop"
 MAX_JTI_LENGTH = 256
@@ -112,25 +116,39 @@ def _ath(access_token: str) -> str:
 
 class ProofChecker:
     """Checks DPoP proofs (module docstring) and remembers the ones it accepted, for the
-    window, to refuse replays. Thread-safe; one per process, shared by every verifier."""
+    window, to refuse replays. Thread-safe; one per process, shared by every verifier.
+
+    ``replay_cache_size`` bounds the pairs remembered at once; ``per_key_limit`` (default
+    ``max(1, replay_cache_size // 10)``) bounds those of one key thumbprint, so
+    that a key flooding the cache with fresh proofs is refused (``replay-quota``) before it
+    can fill it and lock out every other key."""
 
     def __init__(
         self,
         *,
         max_age: float = DEFAULT_MAX_AGE,
         replay_cache_size: int = DEFAULT_REPLAY_CACHE_SIZE,
+        per_key_limit: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not max_age > 0 or replay_cache_size < 1:
             raise ValueError("max_age and replay_cache_size must be positive")
+        if per_key_limit is None:
+            per_key_limit = max(1, replay_cache_size // _PER_KEY_SHARE)
+        if per_key_limit < 1:
+            raise ValueError("per_key_limit must be positive")
         self.max_age = max_age
         self.replay_cache_size = replay_cache_size
+        self.per_key_limit = per_key_limit
         self.clock = clock
         self._lock = threading.Lock()
         # (thumbprint, jti) -> the time after which the proof's iat is out of the window,
         # and a heap of the same by that time, to let expired pairs go in order.
         self._seen: dict[tuple[str, str], float] = {}
         self._expiries: list[tuple[float, tuple[str, str]]] = []
+        # thumbprint -> how many of its pairs are in _seen (no entry for none), kept in
+        # step with _seen so the quota costs O(1) per check.
+        self._per_key: dict[str, int] = {}
 
     @property
     def replay_cache_entries(self) -> int:
@@ -177,18 +195,29 @@ class ProofChecker:
 
     def _remember(self, pair: tuple[str, str], expires: float, now: float) -> None:
         with self._lock:
-            seen, expiries = self._seen, self._expiries
+            seen, expiries, per_key = self._seen, self._expiries, self._per_key
             while expiries and expiries[0][0] < now:
                 _, old = heapq.heappop(expiries)
                 if seen.get(old, now) < now:
                     del seen[old]
+                    left = per_key[old[0]] - 1
+                    if left:
+                        per_key[old[0]] = left
+                    else:
+                        del per_key[old[0]]
             if pair in seen:
                 raise InvalidProof("replayed")
             # Full of pairs still in the window: forgetting one early would let its proof
             # be replayed, so refuse new proofs until some expire.
             if len(seen) >= self.replay_cache_size:
                 raise InvalidProof("replay-cache-full")
+            # A key at its quota is refused on its own account, before it can take the
+            # whole cache from the other keys.
+            held = per_key.get(pair[0], 0)
+            if held >= self.per_key_limit:
+                raise InvalidProof("replay-quota")
             seen[pair] = expires
+            per_key[pair[0]] = held + 1
             heapq.heappush(expiries, (expires, pair))
 
 
