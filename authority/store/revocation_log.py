@@ -2,7 +2,7 @@
 
 Entries reach readers in position order however the transactions writing them
 interleave (:mod:`authority.store.log_order`): a page holds only what is final. The log's
-epoch says which log a position belongs to.
+epoch, read here and renewed after a restore, says which log a position belongs to.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class LogReads(Connections):
 
     async def backlog_after(self, sequence: int, limit: int) -> list[Revocation]:
         """:meth:`revocations_after` for a consumer's feed: on the backlog connections, at
-        most :data:`BACKLOG_READERS` at once."""
+        most :data:`~authority.store.connections.BACKLOG_READERS` at once."""
         async with self._backlog_reads:
             return await (self._backlog or self).revocations_after(sequence, limit)
 
