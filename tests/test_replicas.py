@@ -38,7 +38,7 @@ from authority.config import Algorithm
 from authority.keys import rotate_key
 from authority.store import Store
 from authority.store.migrate import prepare_schema
-from authority.store.store import _KEYS_LOCK as KEYS_LOCK
+from authority.store.store import KEYS_LOCK
 from authority.store.store import MIGRATIONS_LOCK
 from tests.conftest import TEST_KEY_ENCRYPTION_KEY, postgres_database
 from tests.support.calls import new_subject

@@ -18,7 +18,8 @@ what the error says:
   a connection closed under a query.
 
 :func:`means_unavailable` follows the whole chain of causes, so a wrapped error is
-judged by what it wraps.
+judged by what it wraps, and :func:`translated` turns such an error into the domain's
+:class:`~authority.errors.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,21 @@ from collections.abc import Iterator
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import exc
+
+from authority.errors import StoreUnavailable
+
+# Errors that mean "the database is not there", as opposed to a bug in a query; the
+# rest are judged by what they say (means_unavailable).
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    OSError,
+)
+# What asyncpg raises itself where it is called directly (LISTEN, the start-up load).
+RAW_DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
+RAW_UNAVAILABLE = UNAVAILABLE + RAW_DRIVER_ERRORS
+UNAVAILABLE_OR_FAILED: tuple[type[BaseException], ...] = (*UNAVAILABLE, exc.DBAPIError)
 
 # SQLSTATE classes (first two characters) that mean the server cannot serve right now.
 # 28 (authentication failed) and 3D (no such database) refuse the connection itself: a
@@ -78,3 +94,12 @@ def means_unavailable(error: BaseException) -> bool:
         if isinstance(cause, _CLIENT_UNAVAILABLE) and not isinstance(cause, asyncpg.ClientConfigurationError):
             return True
     return False
+
+
+def translated(error: BaseException) -> StoreUnavailable | None:
+    """The domain error for a driver error that means "not available now", else None."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return StoreUnavailable("the database connection was lost")
+    if isinstance(error, UNAVAILABLE) or means_unavailable(error):
+        return StoreUnavailable("the database is unavailable; try again")
+    return None
