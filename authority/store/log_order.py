@@ -95,7 +95,13 @@ class LogPage(Generic[T]):
 
 
 # How long a reader of final entries waits for the transactions that hold some back.
-SETTLE_SECONDS = 1.0
+# The authority's own end within milliseconds, so a stream started after an entry
+# committed gets it before CAUGHT_UP even on a loaded machine; a transaction of another
+# program (or one of ours stranded by a lost client, until
+# idle_in_transaction_session_timeout ends it, 3 s) can hold it back longer, and the
+# entry then comes after CAUGHT_UP, never skipped. Kept below that timeout, so that a
+# reader waiting on a held transaction answers before the transaction is ended.
+SETTLE_SECONDS = 2.0
 
 
 async def settled(read: Callable[[], Awaitable[LogPage[T]]]) -> list[T]:
