@@ -50,7 +50,9 @@ def local_rates(codec: TokenCodec, settings: Settings, bearer: Sequence[str], bo
     """The local verifier on bearer tokens and on bound tokens with their proofs, passes
     interleaved; each pass signs its proofs before its clock starts."""
     keys = KeySet.from_jwks(codec.keyring.jwks_json)
-    proofs = ProofChecker(replay_cache_size=PASSES * len(bound) + 1)
+    # One device key signs every proof here: its quota of the replay cache is the whole cache.
+    size = PASSES * len(bound) + 1
+    proofs = ProofChecker(replay_cache_size=size, per_key_limit=size)
     verifier = TokenVerifier(keys, issuer=settings.issuer, leeway=settings.leeway, proofs=proofs)
     audience = settings.default_audience
     rates: dict[str, list[float]] = {LOCAL_BEARER: [], LOCAL_BOUND: []}
