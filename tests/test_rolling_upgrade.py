@@ -61,16 +61,21 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def _previous_code(into: Path) -> Path:
-    """The ``authority`` package as it was before revision 0007, extracted under ``into``."""
+def _before_revision() -> str:
+    """The commit before the one that added revision 0007: the previous code."""
     added = subprocess.run(
         ["git", "log", "--diff-filter=A", "--format=%H", "--", REVISION],
         cwd=REPO, check=True, capture_output=True, text=True,
     ).stdout.split()
     if not added:
         pytest.skip("the checkout has no history of revision 0007")
+    return f"{added[-1]}^"
+
+
+def _previous_code(into: Path) -> Path:
+    """The ``authority`` package as it was before revision 0007, extracted under ``into``."""
     archive = subprocess.run(
-        ["git", "archive", f"{added[-1]}^", "authority"], cwd=REPO, check=True, capture_output=True
+        ["git", "archive", _before_revision(), "authority"], cwd=REPO, check=True, capture_output=True
     )
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
@@ -146,13 +151,7 @@ async def test_a_replica_of_the_previous_code_cannot_trade_a_bound_refresh_token
 ) -> None:
     # The previous code knows nothing of device binding: were it to trade a bound
     # session's refresh token, it would do so without a proof and issue bearer tokens.
-    added = subprocess.run(
-        ["git", "log", "--diff-filter=A", "--format=%H", "--", REVISION],
-        cwd=REPO, check=True, capture_output=True, text=True,
-    ).stdout.split()
-    if not added:
-        pytest.skip("the checkout has no history of revision 0007")
-    source, _ = previous.export(f"{added[-1]}^", tmp_path / "previous")
+    source, _ = previous.export(_before_revision(), tmp_path / "previous")
     env = {"AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY}
     old = await asyncio.to_thread(start_authority, database_url, tmp_path, "previous", "INFO", False, source, env)
     try:
