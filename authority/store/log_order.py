@@ -89,8 +89,12 @@ class LogPage(Generic[T]):
         being final (everything is final on SQLite)."""
         if not rows or "final_below" not in rows[0]._fields:
             return cls(entries, [])
-        bound = rows[0].final_below
-        split = next((n for n, entry in enumerate(entries) if sequence_of(entry) >= bound), len(entries))
+        return cls.split(entries, rows[0].final_below, sequence_of)
+
+    @classmethod
+    def split(cls, entries: list[T], final_below: int, sequence_of: Callable[[T], int]) -> LogPage[T]:
+        """Splits ``entries`` at the first whose position is ``final_below`` or more."""
+        split = next((n for n, entry in enumerate(entries) if sequence_of(entry) >= final_below), len(entries))
         return cls(entries[:split], entries[split:])
 
 

@@ -34,6 +34,17 @@ _LIVE_ROWS = (
     f" WHERE sequence > $1 AND expires_at > $2 AND sequence < {FINAL_BELOW_SQL} ORDER BY sequence LIMIT $3"
 )
 
+# A follower's page on PostgreSQL, sent to the driver as it is (Connections.driver), and
+# where the log stops being final, from the same snapshot.
+_PAGE = (
+    "SELECT sequence, session_id, token_id, expires_at, cause, replaced_by_device_id,"
+    f" {FINAL_BELOW_SQL} FROM revocation_log WHERE sequence > $1 ORDER BY sequence LIMIT $2"
+)
+
+
+def _sequence(entry: Revocation) -> int:
+    return entry.sequence
+
 
 def _revocation(row: Any) -> Revocation:
     return Revocation(
@@ -142,17 +153,24 @@ class LogReads(Connections):
 
         The epoch is the random id the schema was made with, and on PostgreSQL the
         timeline too, which every promotion and point-in-time recovery moves on: after
-        either, a position read before may name another entry or none.
+        either, a position read before may name another entry or none. The follower reads
+        it after every page, so on PostgreSQL it goes to the driver as it is.
         """
-        async with self.reading() as conn:
-            if not self.is_postgres:
+        if not self.is_postgres:
+            async with self.reading() as conn:
                 epoch = (await conn.execute(sa.select(log_epoch.c.epoch).where(log_epoch.c.id == 1))).scalar_one()
-                return LogState(str(epoch), "sqlite", True)
-            row = (await conn.exec_driver_sql(LOG_STATE_QUERY)).one()
-        if row.in_recovery or row.timeline is None:
+            return LogState(str(epoch), "sqlite", True)
+        if self.transaction_pooling:
+            async with self.reading() as conn:
+                row: Any = (await conn.exec_driver_sql(LOG_STATE_QUERY)).one()
+        else:
+            async with self.driver(writes=False) as driver:
+                row = await driver.fetchrow(LOG_STATE_QUERY)
+        epoch, in_recovery, timeline, host = row[0], row[1], row[2], row[3]
+        if in_recovery or timeline is None:
             # target_session_attrs keeps standbys out; one that slips through is not the log.
             raise StoreUnavailable("the database is a standby; waiting for the primary")
-        return LogState(f"{row.epoch}-{int(row.timeline, 16)}", str(row.host), True)
+        return LogState(f"{epoch}-{int(timeline, 16)}", str(host), True)
 
     async def renew_epoch(self) -> str:
         """Gives the log a new random epoch id (after a restore); returns it."""
@@ -180,6 +198,11 @@ class LogReads(Connections):
         return await asyncio.shield(self._log_after(sequence, limit))
 
     async def _log_after(self, sequence: int, limit: int) -> LogPage[Revocation]:
+        if self.is_postgres and not self.transaction_pooling:
+            async with self.driver(writes=False) as driver:
+                records = await driver.fetch(_PAGE, sequence, limit)
+            entries = [Revocation(r[0], r[1], r[2], r[3], RevocationCause(r[4]), r[5] or "") for r in records]
+            return LogPage.split(entries, records[0][6], _sequence) if records else LogPage(entries, [])
         async with self.reading() as conn:
             rows = (await conn.execute(log_page_query(revocations, sequence, limit, self.is_postgres))).all()
         return LogPage.of([_revocation(row) for row in rows], rows, lambda entry: entry.sequence)

@@ -11,7 +11,7 @@ are still exactly those the decision was made on (nothing else matters to
 session and its refresh token, the replaced sessions revoked and logged, the session
 events, the notification. When another writer changed the subject in between it writes
 nothing, and the caller reads and decides again. So the read takes no lock and the whole
-sign-in is two round trips (and the pool's liveness check).
+sign-in is two round trips.
 
 Why a function and not a batch of statements: every statement of a batch shares the
 snapshot taken when it begins, before the subject's lock is granted, so it could not see
@@ -32,16 +32,21 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authority.store.records import Revocation, RevocationCause, SessionEvent, SessionEventKind, SessionRecord
 from authority.store.store import Store, Tx, live_sessions_query, session_of, subject_lock_id
 
-_SIGN_IN = sa.text(
-    "SELECT * FROM authority_sign_in(:lock, :subject, :now, :idle_cutoff, :live, :session, :refresh_hash,"
-    " :replaced, :reason, :cause, :by_device_id, :by_device_name, :events)"
-)
+# The sign-in's two statements in the driver's own form ($n parameters, asyncpg's and
+# SQLAlchemy's asyncpg dialect's alike), sent to asyncpg as they are: each is prepared
+# once per connection and then costs one round trip and little CPU. The read selects
+# SessionRecord's fields in their order, on the conditions of live_condition.
+_COLUMNS = ", ".join(SessionRecord.__slots__)
+_LIVE = f"SELECT {_COLUMNS} FROM sessions WHERE subject = $1 AND revoked_at IS NULL AND expires_at > $2"
+_ORDER = " ORDER BY created_at, session_id"
+_LIVE_SESSIONS = _LIVE + _ORDER
+_LIVE_SESSIONS_USED_SINCE = _LIVE + " AND last_used_at > $3" + _ORDER
+_SIGN_IN = "SELECT * FROM authority_sign_in($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,14 +70,30 @@ class SignInWrite:
 class SignInUnit:
     """The read and the write of one sign-in attempt (see the module docstring)."""
 
-    def __init__(self, conn: AsyncConnection, is_postgres: bool, tx: Tx | None) -> None:
+    def __init__(self, conn: AsyncConnection | None, is_postgres: bool, tx: Tx | None, driver: Any = None) -> None:
         self._conn = conn
         self._is_postgres = is_postgres
         self._tx = tx
+        # The asyncpg connection, on a connection of our own outside any transaction.
+        self._driver = driver
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""
-        return [session_of(row) for row in await self._conn.execute(live_sessions_query(subject, now, idle_cutoff))]
+        if not self._is_postgres:
+            assert self._conn is not None
+            return [session_of(row) for row in await self._conn.execute(live_sessions_query(subject, now, idle_cutoff))]
+        if idle_cutoff is None:
+            rows = await self._fetch(_LIVE_SESSIONS, subject, now)
+        else:
+            rows = await self._fetch(_LIVE_SESSIONS_USED_SINCE, subject, now, idle_cutoff)
+        return [SessionRecord(*row) for row in rows]
+
+    async def _fetch(self, statement: str, *arguments: Any) -> Sequence[Any]:
+        if self._driver is not None:
+            rows: Sequence[Any] = await self._driver.fetch(statement, *arguments)
+            return rows
+        assert self._conn is not None
+        return (await self._conn.exec_driver_sql(statement, arguments)).all()
 
     async def write(self, plan: SignInWrite) -> list[Revocation] | None:
         """Writes the sign-in; returns the replaced sessions' log entries, or None when the
@@ -80,7 +101,7 @@ class SignInUnit:
         if not self._is_postgres:
             assert self._tx is not None  # SQLite units are always locked transactions
             return await _write_in(self._tx, plan)
-        rows = (await self._conn.execute(_SIGN_IN, _arguments(plan))).all()
+        rows = await self._fetch(_SIGN_IN, *_arguments(plan))
         if not rows[0][0]:
             return None
         return [
@@ -97,8 +118,13 @@ async def sign_in_unit(store: Store, subject: str, *, locked: bool) -> AsyncIter
             await tx.lock_subject(subject)
             yield SignInUnit(tx.conn, store.is_postgres, tx)
         return
-    async with store.autocommit() as conn:
-        yield SignInUnit(conn, True, None)
+    if store.transaction_pooling:
+        # A transaction (Connections.autocommit), whose statements go through SQLAlchemy, which began it.
+        async with store.autocommit() as conn:
+            yield SignInUnit(conn, True, None)
+        return
+    async with store.driver() as driver:
+        yield SignInUnit(None, True, None, driver)
 
 
 async def _write_in(tx: Tx, plan: SignInWrite) -> list[Revocation]:
@@ -127,22 +153,23 @@ def _event_json(event: SessionEvent) -> dict[str, Any]:
     }
 
 
-def _arguments(plan: SignInWrite) -> dict[str, Any]:
+def _arguments(plan: SignInWrite) -> tuple[Any, ...]:
+    """authority_sign_in's arguments, in its order."""
     events: Sequence[SessionEvent] = [*(_ended(plan, s) for s in plan.replaced), plan.signed_in]
     # Every column of the session from the one record, so a new column needs no change here.
     session = {column: getattr(plan.session, column) for column in plan.session.__slots__}
-    return {
-        "lock": subject_lock_id(plan.subject),
-        "subject": plan.subject,
-        "now": plan.now,
-        "idle_cutoff": plan.idle_cutoff,
-        "live": sorted(plan.decided_on),
-        "session": json.dumps(session),
-        "refresh_hash": plan.refresh_hash,
-        "replaced": [s.session_id for s in plan.replaced],
-        "reason": plan.reason,
-        "cause": int(plan.cause),
-        "by_device_id": plan.replaced_by[0],
-        "by_device_name": plan.replaced_by[1],
-        "events": json.dumps([_event_json(e) for e in events]),
-    }
+    return (
+        subject_lock_id(plan.subject),
+        plan.subject,
+        plan.now,
+        plan.idle_cutoff,
+        sorted(plan.decided_on),
+        json.dumps(session),
+        plan.refresh_hash,
+        [s.session_id for s in plan.replaced],
+        plan.reason,
+        int(plan.cause),
+        plan.replaced_by[0],
+        plan.replaced_by[1],
+        json.dumps([_event_json(e) for e in events]),
+    )
