@@ -15,6 +15,7 @@ import asyncpg
 import grpc
 import pytest
 from authority_client.v1 import authority_pb2 as pb
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from tests.conftest import Running, StartServer
@@ -179,6 +180,47 @@ async def test_the_same_server_recovers_when_the_store_comes_back(running: Runni
     assert list(tablet.replaced_session_ids) == [phone.session_id]
     assert [await reason(stub, t.access_token) for t in (laptop, phone, tablet)] == ["REVOKED", "REVOKED", "VALID"]
     assert await live_sessions(stub, subject) == [tablet.session_id]
+
+
+async def test_pooled_connections_the_server_ended_are_replaced_at_checkout_and_no_call_fails(
+    start_server: StartServer, postgres_url: str
+) -> None:
+    """The pool pings nothing per checkout (authority.store.postgres): a pooled connection
+    the server ended while idle (a restart, a failover, an administrator) is refused when it
+    is checked out and replaced by a new one, so no call fails for it."""
+    running = await start_server(database_url=postgres_url)
+    engine = running.server.authority.store.engine.sync_engine
+    returned: dict[int, Any] = {}
+    handed_out: list[Any] = []
+
+    def checked_in(dbapi_connection: Any, _record: Any) -> None:
+        returned[id(dbapi_connection.driver_connection)] = dbapi_connection.driver_connection
+
+    def checked_out(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        handed_out.append(dbapi_connection.driver_connection)
+
+    event.listen(engine, "checkin", checked_in)
+    await asyncio.gather(*(sign_in(running.stub, new_subject(), "laptop") for _ in range(8)))
+    event.remove(engine, "checkin", checked_in)
+    ended = [c for c in returned.values() if not c.is_closed()]
+    assert ended, "the sign-ins returned no connection to the pool"
+    observer = await asyncpg.connect(make_url(postgres_url).set(drivername="postgresql").render_as_string(False))
+    try:
+        await observer.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid",
+                               [c.get_server_pid() for c in ended])
+        deadline = time.monotonic() + RECOVER_WITHIN
+        while not all(c.is_closed() for c in ended):
+            assert time.monotonic() < deadline, "the ended connections were never seen closed"
+            await asyncio.sleep(0.01)
+    finally:
+        await observer.close()
+    event.listen(engine, "checkout", checked_out)
+
+    phones = await asyncio.gather(*(sign_in(running.stub, new_subject(), "phone") for _ in range(8)))
+
+    assert all(phone.session_id for phone in phones)
+    assert handed_out and not any(c.is_closed() for c in handed_out)
+    assert not {id(c) for c in handed_out} & {id(c) for c in ended}
 
 
 async def test_a_revocation_acknowledged_before_the_cut_survives_a_restart(
