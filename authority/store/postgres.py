@@ -59,8 +59,12 @@ def create_postgres_engine(url: str, *, connections: int | None = None, transact
         connect_args["server_settings"] = {**TRANSACTION_SETTINGS, **_SESSION_SETTINGS}
     engine = create_async_engine(
         url,
-        pool_size=connections or 10,
-        max_overflow=0 if connections else 10,
+        # Up to 20 connections, each opened when first needed and then kept: an overflow
+        # connection would be closed as soon as it is returned and opened again for the
+        # next burst (a new server process each time), which under a steady load of more
+        # than the pool size costs more than the statements it runs.
+        pool_size=connections or 20,
+        max_overflow=0,
         pool_timeout=5,
         # No ping per checkout (on asyncpg three round trips: BEGIN, a query, ROLLBACK):
         # _refuse_closed finds a lost connection without one.
