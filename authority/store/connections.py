@@ -145,8 +145,17 @@ class Connections:
         :meth:`autocommit`'s. Not through a transaction pooler, where a statement must run
         inside a transaction SQLAlchemy began: use :meth:`autocommit` there."""
         assert self.is_postgres and not self._transaction_pooling
-        async with self.autocommit(writes=writes) as conn:
-            yield (await conn.get_raw_connection()).driver_connection
+        try:
+            # No isolation level to set: SQLAlchemy begins nothing on a connection it runs
+            # no statement on, and returning it to the pool sends nothing either.
+            async with self.engine.connect() as conn:
+                yield (await conn.get_raw_connection()).driver_connection
+            if writes:
+                self.last_write_at = time.monotonic()
+        except Exception as error:
+            if (unavailable := self._unavailable(error)) is not None:
+                raise unavailable from error
+            raise
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
