@@ -149,7 +149,7 @@ async def _stages(url: str, count: int) -> dict[str, float]:
         for n in range(20):  # warm the pool and the statement caches
             await authority.sessions.sign_in(f"stage-{n % 4}", f"warm-{n}")
         # The read (one round trip), the token, the write with its commit (one round trip);
-        # the rest is the pool's checkout (its liveness ping), the policy and the mirror.
+        # the rest is the pool's checkout, the policy and the mirror.
         with _timed(SignInUnit, ["live_sessions", "write"], spent), _timed(Sessions, ["_tokens"], spent):
             started, cpu = time.perf_counter(), time.process_time()
             for n in range(count):
