@@ -121,3 +121,41 @@ async def test_entries_held_back_by_an_older_open_transaction_are_enforced_at_on
     while second.server.authority.mirror.sequence != page.pending[0].sequence:
         assert time.monotonic() < deadline, "the entry was never passed on once final"
         await asyncio.sleep(0.02)
+
+
+async def test_a_stream_gets_entries_held_back_behind_final_ones_before_caught_up(
+    start_server: StartServer, database_url: str
+) -> None:
+    """A stream starts while the log's last entry is held back by an older transaction
+    that ends within the settle wait, with a final entry before it: both come before
+    CAUGHT_UP, as every entry committed before the stream began must."""
+    running = await start_server()
+    laptop, phone = [await sign_in(running.stub, new_subject(), device) for device in ("laptop", "phone")]
+    await running.stub.RevokeToken(pb.RevokeTokenRequest(session_id=laptop.session_id), timeout=30)
+    older = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        transaction = older.transaction()
+        await transaction.start()
+        await older.fetchval("SELECT pg_current_xact_id()")  # an id older than the next revocation's
+        await running.stub.RevokeToken(pb.RevokeTokenRequest(session_id=phone.session_id), timeout=30)
+        page = await running.server.authority.store.log_after(0, 10)
+        assert [e.session_id for e in page.final] == [laptop.session_id]
+        assert [e.session_id for e in page.pending] == [phone.session_id]
+        stream = running.stub.WatchRevocations(pb.WatchRevocationsRequest(), timeout=30)
+        first = await asyncio.wait_for(stream.read(), DEADLINE)  # the keys; the backlog is read next
+        assert first.kind == pb.REVOCATION_EVENT_KIND_SIGNING_KEYS
+        await transaction.rollback()
+    finally:
+        await older.close()
+    kinds_and_sessions = []
+    while True:
+        event = await asyncio.wait_for(stream.read(), DEADLINE)
+        if event.kind == pb.REVOCATION_EVENT_KIND_CAUGHT_UP:
+            break
+        kinds_and_sessions.append((event.kind, event.session_id))
+    stream.cancel()
+
+    assert kinds_and_sessions == [
+        (pb.REVOCATION_EVENT_KIND_REVOCATION, laptop.session_id),
+        (pb.REVOCATION_EVENT_KIND_REVOCATION, phone.session_id),
+    ]

@@ -110,15 +110,16 @@ SETTLE_SECONDS = 2.0
 
 async def settled(read: Callable[[], Awaitable[LogPage[T]]]) -> list[T]:
     """The final entries of ``read()``, read again while committed entries are pending
-    (at most :data:`SETTLE_SECONDS`): a transaction open elsewhere (ours end within
-    milliseconds) holds back entries that committed before the read, and a reader
-    starting a stream expects those. After the wait the final part is returned as it is:
-    the rest comes with a later read, never skipped."""
+    (at most :data:`SETTLE_SECONDS`), whether or not final ones come before them: a
+    transaction open elsewhere (ours end within milliseconds) holds back entries that
+    committed before the read, and a reader starting a stream expects those before
+    CAUGHT_UP. After the wait the final part is returned as it is: the rest comes with a
+    later read, never skipped."""
     deadline = time.monotonic() + SETTLE_SECONDS
     pause = 0.002
     while True:
         page = await read()
-        if not page.pending or page.final or time.monotonic() >= deadline:
+        if not page.pending or time.monotonic() >= deadline:
             return page.final
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.05)
