@@ -69,6 +69,14 @@ def test_the_straight_line_is_exactly_the_line_the_json_formatter_writes(capture
     assert json.loads(straight[1])["subject_hash"] == logs.subject_hash("alice")
 
 
+def test_the_duration_is_written_as_the_json_formatter_writes_it_rounded() -> None:
+    durations = [0.0, 0.0004, 0.0005, 0.0015, 0.001, 0.1, 0.1234, 0.1235, 1.0005, 2.675, 12.5, 999.9995,
+                 1e6 + 0.0625, 2.0**43 - 0.001, *(n / 1024 for n in range(1, 4096, 37)),
+                 *(n * 0.0001 for n in range(0, 20000, 7))]
+    for duration_ms in durations:
+        assert logs.json_milliseconds(duration_ms) == json.dumps(round(duration_ms, 3)), duration_ms
+
+
 def test_no_line_is_written_while_info_is_off(captured: io.StringIO) -> None:  # noqa: F811
     logging.getLogger().setLevel(logging.WARNING)  # the fixture puts the level back
     with sole_json_handler():

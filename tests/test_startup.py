@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
@@ -21,6 +22,8 @@ from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authority.api.readiness import ServiceWhenReady
+from authority.api.servicer import TokenAuthorityService
 from authority.store import Store
 from tests.conftest import POSTGRES_URL, TEST_KEY_ENCRYPTION_KEY, _driver_url, _require_postgres, _with_database
 
@@ -335,3 +338,16 @@ async def test_config_prints_every_duration_one_way(tmp_path: Path) -> None:
     assert shown["revocation_poll_interval"] == "250ms"
     assert shown["access_token_ttl"] == "15m"
     assert (await _run("config", cwd=tmp_path))[1].split("max_staleness")[1].split()[0] == "5s"
+
+
+def test_a_servicer_whose_unary_handlers_do_not_map_their_errors_is_refused_at_attach() -> None:
+    # Attached calls go straight to the servicer's handlers: one raising a bare exception
+    # would reach grpc, which sends its text to the caller as UNKNOWN.
+    class Unmapped(TokenAuthorityService):
+        async def ValidateToken(self, request: Any, context: Any) -> Any:
+            raise RuntimeError("secret detail")
+
+    standing_in = ServiceWhenReady()
+    with pytest.raises(TypeError, match="ValidateToken"):
+        standing_in.attach(Unmapped.__new__(Unmapped))
+    standing_in.attach(TokenAuthorityService.__new__(TokenAuthorityService))

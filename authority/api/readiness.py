@@ -16,7 +16,7 @@ import grpc
 from authority_client.v1 import authority_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 
-from authority.api.status import streaming, unary
+from authority.api.status import maps_errors, streaming, unary
 from authority.errors import StoreUnavailable
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -30,13 +30,23 @@ class ServiceWhenReady:
 
     def __init__(self, service: ServiceDescriptor = SERVICE) -> None:
         self._service: Any = None
+        # The servicer's unary handlers by name, once attached: a call is a dict lookup.
+        self._unary: dict[str, Callable[[Any, Context], Awaitable[Any]]] = {}
+        self._unary_names = [method.name for method in service.methods if not method.server_streaming]
         for method in service.methods:
             forward = _streaming(method.name) if method.server_streaming else _unary(method.name)
             setattr(self, method.name, forward.__get__(self))
 
     def attach(self, service: Any) -> None:
-        """From now on every call goes to ``service``, the real servicer."""
+        """From now on every call goes to ``service``, the real servicer, whose unary
+        handlers must map their own errors to a status (:func:`authority.api.status.unary`):
+        a unary call is handed straight to them."""
+        handlers = {name: getattr(service, name) for name in self._unary_names}
+        unmapped = sorted(name for name, handler in handlers.items() if not maps_errors(handler))
+        if unmapped:
+            raise TypeError(f"{type(service).__name__}: not made by status.unary: {', '.join(unmapped)}")
         self._service = service
+        self._unary = handlers
 
     def ready(self) -> Any:
         """The servicer; raises :class:`StoreUnavailable` while the authority is starting."""
@@ -46,11 +56,22 @@ class ServiceWhenReady:
 
 
 def _unary(name: str) -> Callable[[ServiceWhenReady, Any, Context], Awaitable[Any]]:
-    async def forward(self: ServiceWhenReady, request: Any, context: Context) -> Any:
+    async def starting(self: ServiceWhenReady, request: Any, context: Context) -> Any:
         return await getattr(self.ready(), name)(request, context)
 
+    starting.__name__ = name
+    # Until attached: the input rule, then UNAVAILABLE, each a status (status.unary).
+    before_attach = unary(starting)
+
+    async def forward(self: ServiceWhenReady, request: Any, context: Context) -> Any:
+        handler = self._unary.get(name)
+        if handler is None:
+            return await before_attach(self, request, context)
+        # Maps its own errors (attach checked): one wrapper per call, not two.
+        return await handler(request, context)
+
     forward.__name__ = name
-    return unary(forward)
+    return forward
 
 
 def _streaming(name: str) -> Callable[[ServiceWhenReady, Any, Context], AsyncIterator[Any]]:

@@ -92,6 +92,10 @@ def _claims(claims: AccessClaims) -> pb.Claims:
     return message
 
 
+def _valid_answer(claims: AccessClaims) -> pb.ValidateTokenResponse:
+    return pb.ValidateTokenResponse(valid=True, claims=_claims(claims))
+
+
 def _extra_claims(request: pb.IssueTokenRequest) -> dict[str, Any] | None:
     if not request.HasField("claims"):
         return None
@@ -179,8 +183,9 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
         self._metrics = metrics or Metrics()
         # Keyed by reason, None for valid: counting is a dict lookup and an increment.
         self._validations = self._metrics.validation_outcomes
-        # A warm token's Claims message is built once (authority/api/answers.py).
-        self._claims = PerVerifiedToken(_claims)
+        self._valid = self._validations[None]
+        # A warm token's answer, its Claims copied in, is built once (authority/api/answers.py).
+        self._answers = PerVerifiedToken(_valid_answer)
 
     @unary
     async def IssueToken(self, request: pb.IssueTokenRequest, context: Context) -> pb.IssueTokenResponse:
@@ -224,8 +229,8 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
         except InvalidToken as invalid:
             self._validations[invalid.reason].inc()
             return pb.ValidateTokenResponse(valid=False, reason=invalid.reason.value)  # type: ignore[arg-type]
-        self._validations[None].inc()
-        return pb.ValidateTokenResponse(valid=True, claims=self._claims.get(request.token, claims))
+        self._valid.inc()
+        return self._answers.get(request.token, claims)
 
     async def _explained(self, revoked: Revoked) -> pb.ValidateTokenResponse:
         """A REVOKED answer with its cause (from the mirror) and, read from the store on this

@@ -76,6 +76,15 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, 
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
+# Set on every handler :func:`unary` made: what it raises is already a status.
+_MAPS_ERRORS = "__maps_errors_to_status__"
+
+
+def maps_errors(handler: Callable[..., Any]) -> bool:
+    """Whether ``handler`` (a function or a bound method) is one :func:`unary` made."""
+    return getattr(handler, _MAPS_ERRORS, False) is True
+
+
 def unary(
     handler: Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]],
 ) -> Callable[[Servicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]:
@@ -92,6 +101,7 @@ def unary(
             await _abort(context, error, handler.__name__)
             raise AssertionError("unreachable: abort raises") from error
 
+    setattr(wrapper, _MAPS_ERRORS, True)
     return wrapper
 
 

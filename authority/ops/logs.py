@@ -130,11 +130,20 @@ class RpcLine:
             return
         head, middle = self._parts(code)
         line = (f'{{"time": "{formatter._time(time.time())}{head}{duration_ms:.1f}{middle}'
-                f'{float.__repr__(round(duration_ms, 3))}, "peer": {encode_basestring(peer)}')
+                f'{json_milliseconds(duration_ms)}, "peer": {encode_basestring(peer)}')
         if subject:
             line += f', "subject_hash": "{subject_hash(subject)}"'
         line += "}\n"
         _submit(handler, line)
+
+
+def json_milliseconds(duration_ms: float) -> str:
+    """``round(duration_ms, 3)`` as JSON writes it, at a third of the cost. Both round the
+    float's exact value correctly to three places; below 2**43 ms (some 280 years) floats
+    lie closer together than 0.001, so no shorter decimal names the rounded float and its
+    shortest form (what JSON writes) is these digits, trailing zeros dropped."""
+    text = f"{duration_ms:.3f}".rstrip("0")
+    return text + "0" if text[-1] == "." else text
 
 
 RPC_LINES_DELAY = 0.05
