@@ -4,11 +4,19 @@
 A proof's key is accepted in one spelling only (canonical base64url members of the exact
 size, no leading zero octets in RSA numbers), so one key has one thumbprint: a re-spelt
 key cannot pass for another key, nor a replayed proof for a new one.
+
+Every proof of a device carries the same ``jwk``, so :func:`read_proof_key` remembers the
+key object and thumbprint of the last :data:`KEY_CACHE_SIZE` keys it read, keyed by the
+algorithm and the exact strings of the members RFC 7638 hashes (all that either is made
+of). Another spelling of a key is another entry, read and refused as before; a key that
+fails is never remembered.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -24,6 +32,10 @@ MIN_RSA_BITS = 2048
 # exponent past MAX_RSA_EXPONENT_BITS, makes a single signature check slow.
 MAX_RSA_BITS = 8192
 MAX_RSA_EXPONENT_BITS = 32
+# The proof keys read_proof_key remembers: a few thousand devices calling one process.
+# By RSS, an entry takes about 0.9 KB for an Ed25519 key and 3.4 KB for an 8192-bit RSA
+# one (the largest a proof may hold), so the cache stays under 15 MB whatever is sent.
+KEY_CACHE_SIZE = 4096
 
 # The members RFC 7638 section 3.2 hashes, by key type.
 _REQUIRED_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}
@@ -33,6 +45,14 @@ _KEY_TYPE = {"EdDSA": ("OKP", "Ed25519"), "ES256": ("EC", "P-256"), "RS256": ("R
 
 class BadKey(ValueError):
     """A ``jwk`` that is not a public key of the type the proof's algorithm needs."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReadKey:
+    """A proof's public key and its RFC 7638 thumbprint."""
+
+    key: ProofKey
+    thumbprint: str
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
@@ -78,6 +98,34 @@ def proof_key(algorithm: str, jwk: object) -> ProofKey:
         return rsa.RSAPublicNumbers(e, n).public_key()  # ValueError for an impossible e
     except (ValueError, TypeError) as error:  # BadKey and MalformedJWS are ValueErrors
         raise BadKey("jwk is not a valid public key") from error
+
+
+def read_proof_key(algorithm: str, jwk: object) -> ReadKey:
+    """:func:`proof_key` and :func:`jwk_thumbprint` of ``jwk`` for ``algorithm``, or
+    :class:`BadKey` as :func:`proof_key` says; a key read before is served from a cache
+    of :data:`KEY_CACHE_SIZE` keys (module docstring; thread-safe)."""
+    if type(jwk) is not dict:
+        raise BadKey("jwk is not an object")
+    if not jws.PRIVATE_JWK_MEMBERS.isdisjoint(jwk):
+        raise BadKey("jwk holds private members")
+    kty = _KEY_TYPE[algorithm][0]
+    members = tuple(jwk.get(name) for name in _REQUIRED_MEMBERS[kty])
+    # Exactly str, so that the cache compares the very strings sent: a subclass of str
+    # could hash and compare as another spelling does.
+    if not all(type(value) is str for value in members):
+        raise BadKey("a jwk's members are strings")
+    return _read_key(algorithm, members)
+
+
+# Bounded (least recently used first out), thread-safe, and it remembers only what
+# returns: a BadKey is raised again, in full, each time.
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def _read_key(algorithm: str, members: tuple[str, ...]) -> ReadKey:
+    # A pure function of its arguments: the required members are all proof_key reads
+    # besides the private ones (refused above, on the whole jwk) and all the thumbprint
+    # hashes, and kty and crv are among them.
+    jwk = dict(zip(_REQUIRED_MEMBERS[_KEY_TYPE[algorithm][0]], members))
+    return ReadKey(proof_key(algorithm, jwk), jwk_thumbprint(jwk))
 
 
 def _fixed(member: object, size: int) -> bytes:

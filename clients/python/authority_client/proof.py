@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from authority_client import jws
-from authority_client.jwk import BadKey, jwk_thumbprint, proof_key
+from authority_client.jwk import BadKey, jwk_thumbprint, read_proof_key
 from authority_client.proof_uri import grpc_proof_uri, normalize_uri
 from authority_client.verify import InvalidReason, InvalidToken
 
@@ -178,14 +178,14 @@ class ProofChecker:
         if type(algorithm) is not str or algorithm not in PROOF_ALGORITHMS:
             raise InvalidProof("alg")
         try:
-            key = proof_key(algorithm, header.get("jwk"))
+            key = read_proof_key(algorithm, header.get("jwk"))
         except BadKey:
             raise InvalidProof("jwk") from None
-        if not _signed_by(key, segments):
+        if not _signed_by(key.key, segments):
             raise InvalidProof("signature")
         now = self.clock()
         jti = _check_claims(claims, proof, now, self.max_age, access_token)
-        thumbprint = jwk_thumbprint(header["jwk"])
+        thumbprint = key.thumbprint
         if key_thumbprint is not None and not secrets.compare_digest(
             thumbprint.encode(), key_thumbprint.encode("utf-8", "replace")
         ):
