@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Self
 
 import sqlalchemy as sa
@@ -89,6 +89,16 @@ class Connections:
             self._lost = True
         return unavailable
 
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Errors that mean the database cannot serve now leave the block as StoreUnavailable."""
+        try:
+            yield
+        except Exception as error:
+            if (unavailable := self._unavailable(error)) is not None:
+                raise unavailable from error
+            raise
+
 
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Tx]:
@@ -96,7 +106,7 @@ class Connections:
 
         ``read_only`` transactions take no write lock on SQLite.
         """
-        try:
+        with self._translated():
             async with self.engine.connect() as conn:
                 if read_only:
                     await conn.execution_options(**{READ_ONLY: True})
@@ -105,12 +115,8 @@ class Connections:
                     yield tx
                     # One statement for every event the unit of work recorded.
                     await tx.flush_events()
-            if not read_only:
-                self.last_write_at = time.monotonic()
-        except Exception as error:
-            if (unavailable := self._unavailable(error)) is not None:
-                raise unavailable from error
-            raise
+        if not read_only:
+            self.last_write_at = time.monotonic()
 
     @asynccontextmanager
     async def autocommit(self, *, writes: bool = True) -> AsyncIterator[AsyncConnection]:
@@ -125,15 +131,11 @@ class Connections:
             async with self.transaction(read_only=not writes) as tx:
                 yield tx.conn
             return
-        try:
+        with self._translated():
             async with self.engine.connect() as conn:
                 yield await conn.execution_options(isolation_level="AUTOCOMMIT")
-            if writes:
-                self.last_write_at = time.monotonic()
-        except Exception as error:
-            if (unavailable := self._unavailable(error)) is not None:
-                raise unavailable from error
-            raise
+        if writes:
+            self.last_write_at = time.monotonic()
 
     @asynccontextmanager
     async def driver(self, *, writes: bool = True) -> AsyncIterator[Any]:
@@ -145,17 +147,13 @@ class Connections:
         :meth:`autocommit`'s. Not through a transaction pooler, where a statement must run
         inside a transaction SQLAlchemy began: use :meth:`autocommit` there."""
         assert self.is_postgres and not self._transaction_pooling
-        try:
+        with self._translated():
             # No isolation level to set: SQLAlchemy begins nothing on a connection it runs
             # no statement on, and returning it to the pool sends nothing either.
             async with self.engine.connect() as conn:
                 yield (await conn.get_raw_connection()).driver_connection
-            if writes:
-                self.last_write_at = time.monotonic()
-        except Exception as error:
-            if (unavailable := self._unavailable(error)) is not None:
-                raise unavailable from error
-            raise
+        if writes:
+            self.last_write_at = time.monotonic()
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:
@@ -222,7 +220,7 @@ class Connections:
             with held_beside(path, lock_id) as held:
                 yield held
             return
-        try:
+        with self._translated():
             async with self.session_engine.connect() as conn:
                 held = bool((await conn.execute(sa.select(sa.func.pg_try_advisory_lock(lock_id)))).scalar_one())
                 await conn.commit()
@@ -236,7 +234,3 @@ class Connections:
                         except UNAVAILABLE_OR_FAILED:
                             # Never back into the pool still holding the lock: closing frees it.
                             await conn.invalidate()
-        except Exception as error:
-            if (unavailable := self._unavailable(error)) is not None:
-                raise unavailable from error
-            raise
