@@ -18,6 +18,9 @@ from authority_client.v1 import authority_pb2 as pb
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from authority.errors import SessionLimitReached
+from authority.store import Store
+from authority.store.engine import create_engine
 from tests.conftest import Running, StartServer
 from tests.support.calls import Stub, live_sessions, new_subject, reason, sign_in
 from tests.support.proxy import TcpProxy
@@ -307,3 +310,32 @@ async def _writing(observer: asyncpg.Connection) -> bool:
           AND query ILIKE 'SELECT * FROM authority_sign_in%'
     """
     return bool(await observer.fetchval(query))
+
+
+async def test_a_connection_whose_statement_failed_is_closed_not_pooled_again(postgres_url: str) -> None:
+    """A statement that failed on the driver's connection (on a failover: a read-only
+    server, a connection ending mid-answer) may leave asyncpg in the middle of an
+    operation, which no check at checkout sees: that connection is closed. A refusal of the
+    domain's, between statements, keeps it."""
+    store = Store(create_engine(postgres_url, connections=1))
+    try:
+        async with store.driver(writes=False) as driver:
+            first = driver.get_server_pid()
+        with pytest.raises(SessionLimitReached):
+            async with store.driver(writes=False) as driver:
+                await driver.fetchval("SELECT 1")
+                raise SessionLimitReached("a refusal between statements")
+        async with store.driver(writes=False) as driver:
+            kept = driver.get_server_pid()
+        with pytest.raises(asyncpg.PostgresError):
+            async with store.driver(writes=False) as driver:
+                await driver.fetchval("SELECT 1 / 0")
+        async with store.driver(writes=False) as driver:
+            after_failure = driver.get_server_pid()
+            answer = await asyncio.wait_for(driver.fetchval("SELECT 41 + 1"), CALL_TIMEOUT)
+    finally:
+        await store.close()
+
+    assert kept == first
+    assert after_failure != first
+    assert answer == 42

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from authority.errors import StoreUnavailable
+from authority.errors import AuthorityError, StoreUnavailable
 from authority.store.coordination import Listening
 from authority.store.engine import READ_ONLY, url_of
 from authority.store.file_lock import held_beside
@@ -151,7 +151,18 @@ class Connections:
             # No isolation level to set: SQLAlchemy begins nothing on a connection it runs
             # no statement on, and returning it to the pool sends nothing either.
             async with self.engine.connect() as conn:
-                yield (await conn.get_raw_connection()).driver_connection
+                driver = (await conn.get_raw_connection()).driver_connection
+                try:
+                    yield driver
+                except BaseException as error:
+                    # A statement cut off midway (cancelled, timed out, its connection
+                    # failing) can leave asyncpg in the middle of an operation, which no
+                    # check at checkout sees: that connection is closed, never pooled
+                    # again. The domain's refusals (AuthorityError) come between statements.
+                    if not isinstance(error, AuthorityError):
+                        with suppress(Exception):
+                            await conn.invalidate()
+                    raise
         if writes:
             self.last_write_at = time.monotonic()
 
