@@ -262,14 +262,14 @@ class LogFollower:
     async def catch_up(self) -> None:
         """Reads every new log entry into the mirror, then confirms it complete.
 
-        The log's epoch is read after the entries: only when it is still the epoch the
-        mirror's position belongs to were they the next entries of that log (an epoch
-        never comes back). Otherwise the mirror starts that epoch, and reads it from 0.
+        The log's epoch is read with the entries (on PostgreSQL in the same statement):
+        only when it is still the epoch the mirror's position belongs to are they the next
+        entries of that log (an epoch never comes back). Otherwise the mirror starts that
+        epoch, and reads it from 0.
         """
         while True:
             started = self._monotonic()
-            await self._read_log()
-            self.state = await self._store.log_state()
+            self.state = await self._read_log()
             if self.state.epoch == self._mirror.epoch:
                 break
             if self._mirror.epoch:
@@ -289,13 +289,17 @@ class LogFollower:
             self._check_keys = False
             self._keys_checked_at = started
 
-    async def _read_log(self) -> None:
+    async def _read_log(self) -> LogState:
         # Final entries move the position and reach watchers; committed entries past the
         # first pending one are enforced now and passed on by a later read, once final
-        # (authority/store/log_order.py). So the mirror holds every committed entry.
+        # (authority/store/log_order.py). So the mirror holds every committed entry. Each
+        # page comes with the state of the log it was read from: a page of another epoch
+        # is left for catch_up to read again from 0. Returns the state of the last page.
         after, self.pending = self._mirror.sequence, False
         while True:
-            page = await self._store.log_after(after, _PAGE)
+            page, state = await self._store.followed_page(after, _PAGE)
+            if state.epoch != self._mirror.epoch:
+                return state
             if self.pending:
                 self._mirror.hold(page.final)
             else:
@@ -303,7 +307,7 @@ class LogFollower:
             self._mirror.hold(page.pending)
             self.pending = self.pending or bool(page.pending)
             if len(page) < _PAGE:
-                return
+                return state
             after = (page.pending or page.final)[-1].sequence
 
     async def run(self, stopping: asyncio.Event) -> None:

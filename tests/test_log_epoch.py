@@ -64,6 +64,24 @@ async def test_every_event_announces_the_epoch_and_a_foreign_epoch_is_out_of_ran
     assert refused.value.code() is grpc.StatusCode.OUT_OF_RANGE
 
 
+async def test_the_followers_page_comes_with_the_state_of_the_log_it_was_read_from(authority: Running) -> None:
+    """Store.followed_page (one statement on PostgreSQL) reads what log_after and then
+    log_state read: the same entries, split the same way, and the same epoch and host."""
+    store = authority.server.authority.store
+    subject = new_subject()
+    for device in ("laptop", "phone", "tablet"):
+        await sign_in(authority.stub, subject, device)  # each signs the one before out
+
+    page, state = await store.followed_page(0, 10)
+    expected = await store.log_after(0, 10)
+    assert state == await store.log_state() and state.epoch == authority.server.authority.mirror.epoch
+    assert (page.final, page.pending) == (expected.final, expected.pending) and len(page) == 2
+    first, rest = await store.followed_page(0, 1), await store.followed_page(page.final[0].sequence, 10)
+    assert first[0].final == page.final[:1] and rest[0].final == page.final[1:]
+    past, state_past = await store.followed_page(page.final[-1].sequence, 10)
+    assert (past.final, past.pending, state_past) == ([], [], state)
+
+
 async def test_a_renewed_epoch_is_a_new_log_to_every_follower(start_server: StartServer, database_url: str) -> None:
     """`authority migrate --renew-epoch` (after restoring a copy): replicas and consumers start from 0."""
     running = await start_server(revocation_poll_interval=0.1)

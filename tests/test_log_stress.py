@@ -108,6 +108,8 @@ async def test_entries_held_back_by_an_older_open_transaction_are_enforced_at_on
         store = first.server.authority.store
         page = await store.log_after(0, 10)
         assert [e.session_id for e in page.pending] == [laptop.session_id] and not page.final
+        followed, _ = await store.followed_page(0, 10)  # the follower's read splits it alike
+        assert (followed.final, followed.pending) == (page.final, page.pending)
 
         second = await start_server()  # loads the log while the entry is held back
 

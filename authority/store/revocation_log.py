@@ -40,6 +40,25 @@ _PAGE = (
     "SELECT sequence, session_id, token_id, expires_at, cause, replaced_by_device_id,"
     f" {FINAL_BELOW_SQL} FROM revocation_log WHERE sequence > $1 ORDER BY sequence LIMIT $2"
 )
+# The follower's page and the log's state in one statement, so in one snapshot and one
+# round trip: a row for each entry (its first seven columns) with the state (the last
+# four), or the state alone with nulls when there is no entry.
+_FOLLOWED_PAGE = (
+    f"SELECT page.*, state.* FROM ({LOG_STATE_QUERY}) AS state LEFT JOIN LATERAL ({_PAGE}) AS page ON true"
+    " ORDER BY page.sequence"
+)
+
+
+def _log_state(epoch: str, in_recovery: bool, timeline: str | None, host: str) -> LogState:
+    if in_recovery or timeline is None:
+        # target_session_attrs keeps standbys out; one that slips through is not the log.
+        raise StoreUnavailable("the database is a standby; waiting for the primary")
+    return LogState(f"{epoch}-{int(timeline, 16)}", str(host), True)
+
+
+def _page(records: Sequence[Any]) -> LogPage[Revocation]:
+    entries = [Revocation(r[0], r[1], r[2], r[3], RevocationCause(r[4]), r[5] or "") for r in records]
+    return LogPage.split(entries, records[0][6], _sequence) if records else LogPage(entries, [])
 
 
 def _sequence(entry: Revocation) -> int:
@@ -166,11 +185,7 @@ class LogReads(Connections):
         else:
             async with self.driver(writes=False) as driver:
                 row = await driver.fetchrow(LOG_STATE_QUERY)
-        epoch, in_recovery, timeline, host = row[0], row[1], row[2], row[3]
-        if in_recovery or timeline is None:
-            # target_session_attrs keeps standbys out; one that slips through is not the log.
-            raise StoreUnavailable("the database is a standby; waiting for the primary")
-        return LogState(f"{epoch}-{int(timeline, 16)}", str(host), True)
+        return _log_state(row[0], row[1], row[2], row[3])
 
     async def renew_epoch(self) -> str:
         """Gives the log a new random epoch id (after a restore); returns it."""
@@ -200,9 +215,21 @@ class LogReads(Connections):
     async def _log_after(self, sequence: int, limit: int) -> LogPage[Revocation]:
         if self.is_postgres and not self.transaction_pooling:
             async with self.driver(writes=False) as driver:
-                records = await driver.fetch(_PAGE, sequence, limit)
-            entries = [Revocation(r[0], r[1], r[2], r[3], RevocationCause(r[4]), r[5] or "") for r in records]
-            return LogPage.split(entries, records[0][6], _sequence) if records else LogPage(entries, [])
+                return _page(await driver.fetch(_PAGE, sequence, limit))
         async with self.reading() as conn:
             rows = (await conn.execute(log_page_query(revocations, sequence, limit, self.is_postgres))).all()
         return LogPage.of([_revocation(row) for row in rows], rows, lambda entry: entry.sequence)
+
+    async def followed_page(self, sequence: int, limit: int) -> tuple[LogPage[Revocation], LogState]:
+        """:meth:`log_after`, then :meth:`log_state`: which log the page was read from.
+        On PostgreSQL both come from one statement (the follower's read after every
+        notification, one round trip instead of two), so from one snapshot of one server."""
+        return await asyncio.shield(self._followed_page(sequence, limit))
+
+    async def _followed_page(self, sequence: int, limit: int) -> tuple[LogPage[Revocation], LogState]:
+        if not self.is_postgres or self.transaction_pooling:
+            return await self._log_after(sequence, limit), await self.log_state()
+        async with self.driver(writes=False) as driver:
+            records = await driver.fetch(_FOLLOWED_PAGE, sequence, limit)
+        state = _log_state(*records[0][7:11])
+        return _page(records if records[0][0] is not None else []), state
