@@ -226,6 +226,55 @@ async def test_pooled_connections_the_server_ended_are_replaced_at_checkout_and_
     assert not {id(c) for c in handed_out} & {id(c) for c in ended}
 
 
+async def test_a_pooled_connection_ended_by_the_server_before_its_close_arrives_answers_unavailable(
+    running: Running, proxy: TcpProxy, postgres_url: str
+) -> None:
+    """A server ending a connection (a switchover, an administrator) sends a FATAL error,
+    then closes it. An idle connection that has the error but not yet the close looks open
+    to the pool, and asyncpg refuses its next statement with InternalClientError ("another
+    operation is in progress"). The proxy holds the close back, so that the window stays
+    open: the calls that get such a connection answer UNAVAILABLE, never INTERNAL, and the
+    authority serves again once the closes arrive."""
+    engine = running.server.authority.store.engine.sync_engine
+    returned: dict[int, Any] = {}
+
+    def checked_in(dbapi_connection: Any, _record: Any) -> None:
+        returned[id(dbapi_connection.driver_connection)] = dbapi_connection.driver_connection
+
+    event.listen(engine, "checkin", checked_in)
+    await asyncio.gather(*(sign_in(running.stub, new_subject(), "laptop") for _ in range(8)))
+    event.remove(engine, "checkin", checked_in)
+    pooled = [c for c in returned.values() if not c.is_closed()]
+    assert pooled, "the sign-ins returned no connection to the pool"
+    proxy.hold_ends()
+    observer = await asyncpg.connect(make_url(postgres_url).set(drivername="postgresql").render_as_string(False))
+    try:
+        await observer.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid",
+                               [c.get_server_pid() for c in pooled])
+    finally:
+        await observer.close()
+    deadline = time.monotonic() + RECOVER_WITHIN
+    while proxy.held < len(pooled):
+        assert time.monotonic() < deadline, "the server never ended the pooled connections"
+        await asyncio.sleep(0.01)
+    assert not any(c.is_closed() for c in pooled)  # the error has reached them, the close has not
+
+    subject = new_subject()
+    answers = {
+        "IssueToken": await unavailable(issue(running.stub, subject, "phone")),
+        "ListSessions": await unavailable(
+            lambda: running.stub.ListSessions(pb.ListSessionsRequest(subject=subject), timeout=CALL_TIMEOUT)
+        ),
+    }
+    proxy.release_ends()
+    back = await eventually(issue(running.stub, new_subject(), "tablet"))
+
+    assert {name: code for name, (code, _, _) in answers.items()} == {
+        "IssueToken": "UNAVAILABLE", "ListSessions": "UNAVAILABLE"
+    }, answers
+    assert back.session_id
+
+
 async def test_a_revocation_acknowledged_before_the_cut_survives_a_restart(
     start_server: StartServer, running: Running, proxy: TcpProxy, proxied_url: str
 ) -> None:

@@ -15,7 +15,11 @@ what the error says:
   (lock_timeout, a cancelled statement, an idle transaction ended);
 - the client side of a connection that failed or was lost: a socket error, a timeout,
   a host that does not match ``target_session_attrs`` (a standby, or no primary yet),
-  a connection closed under a query.
+  a connection closed under a query, and asyncpg's ``InternalClientError``: its protocol
+  cannot go on on that connection. A server ending an idle connection sends a FATAL
+  error before it closes it; asyncpg, which expected nothing, is left in a failed state,
+  and until the close arrives the connection looks open and refuses its next statement
+  ("another operation is in progress", asyncpg issue 1069).
 
 :func:`means_unavailable` follows the whole chain of causes, so a wrapped error is
 judged by what it wraps, and :func:`translated` turns such an error into the domain's
@@ -67,6 +71,7 @@ _CLIENT_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TargetServerAttributeNotMatched,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # its protocol broken on this connection (see the module docstring)
     exc.TimeoutError,  # no pooled connection free within pool_timeout
 )
 

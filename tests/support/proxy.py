@@ -4,6 +4,8 @@
     proxy.cut()          # resets every open connection; new ones are accepted and reset at once
     proxy.resume()       # forwards again
     proxy.delay(0.1)     # adds latency to every chunk, in both directions
+    proxy.hold_ends()    # a connection the server ends stays open to the client, until
+    proxy.release_ends() # ... this closes them (proxy.held counts them)
     await proxy.close()
 
 Connections are reset (SO_LINGER 0, then abort), not shut down politely, so both ends
@@ -40,6 +42,10 @@ class TcpProxy:
         self._cut = False
         self._latency = 0.0
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        # Connections the server ended, held open to the client (hold_ends).
+        self.held = 0
+        self._holding = False
+        self._released = asyncio.Event()
         self._handlers: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -53,6 +59,7 @@ class TcpProxy:
     def cut(self) -> None:
         """Resets every open connection in both directions and refuses new ones."""
         self._cut = True
+        self.release_ends()
         for client, upstream in list(self._links):
             _reset(client)
             _reset(upstream)
@@ -61,6 +68,18 @@ class TcpProxy:
     def resume(self) -> None:
         """Accepts and forwards connections again."""
         self._cut = False
+
+    def hold_ends(self) -> None:
+        """From now on, a connection the server ends is not closed to the client: what the
+        server sent last (a FATAL error, say) reaches the client, the end itself does not,
+        until :meth:`release_ends`. What the client sends meanwhile is dropped."""
+        self._holding = True
+        self._released.clear()
+
+    def release_ends(self) -> None:
+        """Closes the held connections, and holds no more."""
+        self._holding = False
+        self._released.set()
 
     def delay(self, seconds: float) -> None:
         """Holds every chunk back ``seconds`` before forwarding it (0 for none)."""
@@ -101,7 +120,11 @@ class TcpProxy:
         self._links.add(link)
         pipes = [asyncio.create_task(self._pipe(reader, up_writer)), asyncio.create_task(self._pipe(up_reader, writer))]
         try:
-            await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+            if self._holding and pipes[1] in done:  # the server ended it: hold the client side
+                self.held += 1
+                up_writer.transport.abort()
+                await self._released.wait()
         finally:
             for pipe in pipes:
                 pipe.cancel()
