@@ -18,7 +18,6 @@ from typing import Any, Self
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from authority.errors import AuthorityError, StoreUnavailable
 from authority.store.coordination import Listening
@@ -149,23 +148,21 @@ class Connections:
         inside a transaction SQLAlchemy began: use :meth:`autocommit` there."""
         assert self.is_postgres and not self._transaction_pooling
         with self._translated():
-            # Straight from the pool, without a Connection around it (about half the CPU
-            # of a checkout through engine.connect() here): no statement goes through
-            # SQLAlchemy, so nothing is begun, and returning it sends nothing either.
-            pooled = await self.engine.raw_connection()
-            try:
-                yield pooled.driver_connection
-            except BaseException as error:
-                # A statement cut off midway (cancelled, timed out, its connection
-                # failing) can leave asyncpg in the middle of an operation, which no
-                # check at checkout sees: that connection is closed, never pooled
-                # again. The domain's refusals (AuthorityError) come between statements.
-                if not isinstance(error, AuthorityError):
-                    with suppress(Exception):
-                        await greenlet_spawn(pooled.invalidate)
-                raise
-            finally:
-                await greenlet_spawn(pooled.close)
+            # No isolation level to set: SQLAlchemy begins nothing on a connection it runs
+            # no statement on, and returning it to the pool sends nothing either.
+            async with self.engine.connect() as conn:
+                driver = (await conn.get_raw_connection()).driver_connection
+                try:
+                    yield driver
+                except BaseException as error:
+                    # A statement cut off midway (cancelled, timed out, its connection
+                    # failing) can leave asyncpg in the middle of an operation, which no
+                    # check at checkout sees: that connection is closed, never pooled
+                    # again. The domain's refusals (AuthorityError) come between statements.
+                    if not isinstance(error, AuthorityError):
+                        with suppress(Exception):
+                            await conn.invalidate()
+                    raise
         if writes:
             self.last_write_at = time.monotonic()
 
