@@ -16,12 +16,13 @@ import asyncpg
 import grpc
 import pytest
 from authority_client.v1 import authority_pb2 as pb
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 
 from authority.errors import SessionLimitReached
 from authority.store import Store
 from authority.store.engine import create_engine
+from authority.store.unavailable import translated
 from tests.conftest import Running, StartServer
 from tests.support.calls import Stub, live_sessions, new_subject, reason, sign_in
 from tests.support.proxy import TcpProxy
@@ -256,13 +257,12 @@ async def test_a_pooled_connection_ended_by_the_server_before_its_close_arrives_
                                [c.get_server_pid() for c in pooled])
     finally:
         await observer.close()
-    # Each ended connection is held by the proxy, or was closed by the authority itself
-    # (a periodic read that drew it in the meantime closes it): the two calls need two.
     deadline = time.monotonic() + RECOVER_WITHIN
-    while proxy.held + sum(c.is_closed() for c in pooled) < len(pooled):
+    while proxy.held < len(pooled):
         assert time.monotonic() < deadline, "the server never ended the pooled connections"
         await asyncio.sleep(0.01)
-    assert sum(not c.is_closed() for c in pooled) >= 2  # the error has reached them, the close has not
+    stuck = sum(not c.is_closed() for c in pooled)
+    assert stuck >= 2  # the error has reached them, the close has not
 
     subject = new_subject()
     answers = {
@@ -271,13 +271,33 @@ async def test_a_pooled_connection_ended_by_the_server_before_its_close_arrives_
             lambda: running.stub.ListSessions(pb.ListSessionsRequest(subject=subject), timeout=CALL_TIMEOUT)
         ),
     }
+    left_open = sum(not c.is_closed() for c in pooled)
     proxy.release_ends()
     back = await eventually(issue(running.stub, new_subject(), "tablet"))
 
     assert {name: code for name, (code, _, _) in answers.items()} == {
         "IssueToken": "UNAVAILABLE", "ListSessions": "UNAVAILABLE"
     }, answers
+    assert left_open <= stuck - 2  # each call closed the connection it drew, never to pool it again
     assert back.session_id
+
+
+@pytest.mark.parametrize(
+    ("message", "lost"),
+    [
+        ("cannot switch to state 12; another operation (2) is in progress", True),
+        ('cannot switch to state 12; protocol is in the "failed" state', True),
+        ("cannot process message 'E': protocol is in an unexpected state 0.", True),
+        ("no encoder for OID 1234", False),  # a value no codec takes: a fault, not the database
+    ],
+)
+def test_among_asyncpg_internal_client_errors_only_a_stuck_protocol_means_the_connection_is_lost(
+    message: str, lost: bool
+) -> None:
+    error = asyncpg.InternalClientError(message)
+    wrapped = exc.InternalError("SELECT 1", None, error)  # as SQLAlchemy's asyncpg dialect wraps it
+
+    assert (translated(error) is not None, translated(wrapped) is not None) == (lost, lost)
 
 
 async def test_a_revocation_acknowledged_before_the_cut_survives_a_restart(

@@ -15,11 +15,12 @@ what the error says:
   (lock_timeout, a cancelled statement, an idle transaction ended);
 - the client side of a connection that failed or was lost: a socket error, a timeout,
   a host that does not match ``target_session_attrs`` (a standby, or no primary yet),
-  a connection closed under a query, and asyncpg's ``InternalClientError``: its protocol
-  cannot go on on that connection. A server ending an idle connection sends a FATAL
-  error before it closes it; asyncpg, which expected nothing, is left in a failed state,
-  and until the close arrives the connection looks open and refuses its next statement
-  ("another operation is in progress", asyncpg issue 1069).
+  a connection closed under a query, and a connection whose protocol state asyncpg
+  cannot leave (:func:`protocol_broken`). A server ending an idle connection sends a
+  FATAL error before it closes it; asyncpg, which expected nothing, is left in a failed
+  state, and until the close arrives the connection looks open and refuses its next
+  statement ("another operation is in progress", asyncpg issue 1069). asyncpg's other
+  ``InternalClientError`` cases (a value no codec can encode, say) stay faults.
 
 :func:`means_unavailable` follows the whole chain of causes, so a wrapped error is
 judged by what it wraps, and :func:`translated` turns such an error into the domain's
@@ -71,7 +72,6 @@ _CLIENT_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.TargetServerAttributeNotMatched,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # its protocol broken on this connection (see the module docstring)
     exc.TimeoutError,  # no pooled connection free within pool_timeout
 )
 
@@ -88,6 +88,22 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
             current = current.__cause__ or current.__context__
 
 
+# How asyncpg's protocol says that it cannot leave the state a connection is in.
+_BROKEN_PROTOCOL = ("cannot switch to state", "cannot process message")
+
+
+def _stuck(error: BaseException) -> bool:
+    return type(error) is asyncpg.InternalClientError and str(error).startswith(_BROKEN_PROTOCOL)
+
+
+def protocol_broken(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) is asyncpg refusing a statement because its
+    protocol is stuck in another state on that connection: the connection is lost for
+    good, whatever its socket says. Judged by the words of asyncpg's own messages (it has
+    no class for it)."""
+    return any(_stuck(cause) for cause in _causes(error))
+
+
 def means_unavailable(error: BaseException) -> bool:
     """Whether ``error`` says the database cannot serve now (retry later), rather than a fault."""
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
@@ -97,6 +113,8 @@ def means_unavailable(error: BaseException) -> bool:
         if isinstance(state, str) and (state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES):
             return True
         if isinstance(cause, _CLIENT_UNAVAILABLE) and not isinstance(cause, asyncpg.ClientConfigurationError):
+            return True
+        if _stuck(cause):
             return True
     return False
 
