@@ -17,7 +17,7 @@ import asyncpg  # type: ignore[import-untyped]
 from authority.store.unavailable import RAW_UNAVAILABLE
 
 # A ping of SELECT 1 that fails in any of these ways means the connection is lost; an
-# asyncpg InternalClientError there can only be its protocol stuck (unavailable.protocol_broken).
+# asyncpg InternalClientError there can only be its protocol stuck (see authority/store/unavailable.py).
 _PING_FAILED: tuple[type[BaseException], ...] = (*RAW_UNAVAILABLE, TimeoutError, asyncpg.InternalClientError)
 _PING_SECONDS = 5.0
 KEYS_LOCK = 0x61757468_6B657973  # advisory lock ids: "auth" "keys"

@@ -16,7 +16,7 @@ what the error says:
 - the client side of a connection that failed or was lost: a socket error, a timeout,
   a host that does not match ``target_session_attrs`` (a standby, or no primary yet),
   a connection closed under a query, and a connection whose protocol state asyncpg
-  cannot leave (:func:`protocol_broken`). A server ending an idle connection sends a
+  cannot leave (``_protocol_broken``). A server ending an idle connection sends a
   FATAL error before it closes it; asyncpg, which expected nothing, is left in a failed
   state, and until the close arrives the connection looks open and refuses its next
   statement ("another operation is in progress", asyncpg issue 1069). asyncpg's other
@@ -92,16 +92,11 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
 _BROKEN_PROTOCOL = ("cannot switch to state", "cannot process message")
 
 
-def _stuck(error: BaseException) -> bool:
+def _protocol_broken(error: BaseException) -> bool:
+    """Whether ``error`` is asyncpg refusing a statement because its protocol is stuck in
+    another state on that connection: the connection is lost for good, whatever its
+    socket says. Judged by the words of asyncpg's own messages (it has no class for it)."""
     return type(error) is asyncpg.InternalClientError and str(error).startswith(_BROKEN_PROTOCOL)
-
-
-def protocol_broken(error: BaseException) -> bool:
-    """Whether ``error`` (or what it wraps) is asyncpg refusing a statement because its
-    protocol is stuck in another state on that connection: the connection is lost for
-    good, whatever its socket says. Judged by the words of asyncpg's own messages (it has
-    no class for it)."""
-    return any(_stuck(cause) for cause in _causes(error))
 
 
 def means_unavailable(error: BaseException) -> bool:
@@ -114,7 +109,7 @@ def means_unavailable(error: BaseException) -> bool:
             return True
         if isinstance(cause, _CLIENT_UNAVAILABLE) and not isinstance(cause, asyncpg.ClientConfigurationError):
             return True
-        if _stuck(cause):
+        if _protocol_broken(cause):
             return True
     return False
 
