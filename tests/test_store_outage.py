@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import asyncpg
@@ -187,6 +187,23 @@ async def test_the_same_server_recovers_when_the_store_comes_back(running: Runni
     assert await live_sessions(stub, subject) == [tablet.session_id]
 
 
+@contextlib.contextmanager
+def returned_to_pool(engine: Any) -> Iterator[list[Any]]:
+    """The asyncpg connections ``engine``'s pool takes back during the block, each once."""
+    returned: dict[int, Any] = {}
+
+    def checked_in(dbapi_connection: Any, _record: Any) -> None:
+        returned[id(dbapi_connection.driver_connection)] = dbapi_connection.driver_connection
+
+    connections: list[Any] = []
+    event.listen(engine, "checkin", checked_in)
+    try:
+        yield connections
+    finally:
+        event.remove(engine, "checkin", checked_in)
+        connections.extend(returned.values())
+
+
 async def test_pooled_connections_the_server_ended_are_replaced_at_checkout_and_no_call_fails(
     start_server: StartServer, postgres_url: str
 ) -> None:
@@ -195,19 +212,14 @@ async def test_pooled_connections_the_server_ended_are_replaced_at_checkout_and_
     is checked out and replaced by a new one, so no call fails for it."""
     running = await start_server(database_url=postgres_url)
     engine = running.server.authority.store.engine.sync_engine
-    returned: dict[int, Any] = {}
     handed_out: list[Any] = []
-
-    def checked_in(dbapi_connection: Any, _record: Any) -> None:
-        returned[id(dbapi_connection.driver_connection)] = dbapi_connection.driver_connection
 
     def checked_out(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         handed_out.append(dbapi_connection.driver_connection)
 
-    event.listen(engine, "checkin", checked_in)
-    await asyncio.gather(*(sign_in(running.stub, new_subject(), "laptop") for _ in range(8)))
-    event.remove(engine, "checkin", checked_in)
-    ended = [c for c in returned.values() if not c.is_closed()]
+    with returned_to_pool(engine) as returned:
+        await asyncio.gather(*(sign_in(running.stub, new_subject(), "laptop") for _ in range(8)))
+    ended = [c for c in returned if not c.is_closed()]
     assert ended, "the sign-ins returned no connection to the pool"
     observer = await asyncpg.connect(make_url(postgres_url).set(drivername="postgresql").render_as_string(False))
     try:
@@ -238,17 +250,11 @@ async def test_a_pooled_connection_ended_by_the_server_before_its_close_arrives_
     open: the calls that get such a connection answer UNAVAILABLE, never INTERNAL, and the
     authority serves again once the closes arrive."""
     store = running.server.authority.store
-    returned: dict[int, Any] = {}
-
-    def checked_in(dbapi_connection: Any, _record: Any) -> None:
-        returned[id(dbapi_connection.driver_connection)] = dbapi_connection.driver_connection
-
-    event.listen(store.engine.sync_engine, "checkin", checked_in)
-    async with contextlib.AsyncExitStack() as held_at_once:  # four connections into the pool
-        for _ in range(4):
-            await held_at_once.enter_async_context(store.driver())
-    event.remove(store.engine.sync_engine, "checkin", checked_in)
-    pooled = [c for c in returned.values() if not c.is_closed()]
+    with returned_to_pool(store.engine.sync_engine) as returned:
+        async with contextlib.AsyncExitStack() as held_at_once:  # four connections into the pool
+            for _ in range(4):
+                await held_at_once.enter_async_context(store.driver())
+    pooled = [c for c in returned if not c.is_closed()]
     assert len(pooled) >= 4, "the pool holds fewer connections than were returned to it"
     proxy.hold_ends()
     observer = await asyncpg.connect(make_url(postgres_url).set(drivername="postgresql").render_as_string(False))
