@@ -144,6 +144,13 @@ def _tail(log: Path) -> str:
     return log.read_text()[-3000:] if log.exists() else "(no log)"
 
 
+class _EchoServer(http.server.ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: when Envoy opens its upstream connections in a
+    # burst (32 requests in flight, say), the SYNs past the backlog are dropped, retried
+    # after a second, and Envoy's 1 s connect_timeout answers 503 first.
+    request_queue_size = 128
+
+
 class EchoService:
     """An HTTP service on a free loopback port that answers 200 with the headers it received,
     as JSON (``{"path": ..., "headers": [[name, value], ...]}``), and remembers every request."""
@@ -171,7 +178,7 @@ class EchoService:
             def log_message(self, format: str, *args: Any) -> None:  # quiet
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _EchoServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="echo-service", daemon=True)
