@@ -10,6 +10,10 @@ Pure decisions over the subject's live sessions, read under the subject's lock b
 - the total cap (``max_sessions_per_subject``, or the sum of the class limits) binds
   across classes: REPLACE signs out the subject's oldest sessions in any class, REJECT
   refuses.
+
+With none of that configured (REPLACE, no classes, a total cap of one: the single-device
+rule as it comes) a sign-in signs out every live session, whatever they are
+(:func:`replaces_every_live_session`), so on PostgreSQL it need not read them first.
 """
 
 from __future__ import annotations
@@ -96,3 +100,10 @@ def decide(
     signed_out += remaining[: max(len(remaining) + 1 - total_cap, 0)]
     refused = bool(signed_out) and policy is Policy.REJECT
     return Decision(tuple(same_device + signed_out), refused)
+
+
+def replaces_every_live_session(policy: Policy, limits: Mapping[str, int], total_cap: int) -> bool:
+    """Whether :func:`decide` signs out every live session, whichever they are: under
+    REPLACE with no classes and a total cap of one, it replaces the device's own sessions
+    and, to keep one in all, every other. (A guarded sign-in still reads them, to compare.)"""
+    return policy is Policy.REPLACE and not limits and total_cap == 1

@@ -10,6 +10,10 @@ is decided by :func:`authority.policy.decide` (same device, device classes under
 ``session_limits``, the total cap); REJECT refuses a sign-in that would sign another
 device out, and a guarded sign-in (``expected_replacements``) that would sign out other
 sessions than expected is aborted; either way nothing changes but the refusal's event.
+Where the policy signs out every live session whichever they are
+(:func:`authority.policy.replaces_every_live_session`: the single-device rule as it
+comes) there is nothing to decide on, and on PostgreSQL the sign-in is the write alone,
+which revokes the live sessions it finds under the lock (one round trip).
 
 Every change is recorded in the session event log in the same transaction.
 
@@ -47,7 +51,7 @@ from authority.errors import (
     SignInAborted,
     StoreUnavailable,
 )
-from authority.policy import Decision, check_device_name, class_of, decide
+from authority.policy import Decision, check_device_name, class_of, decide, replaces_every_live_session
 from authority.revocations import RevocationMirror
 from authority.store import (
     Revocation,
@@ -187,8 +191,10 @@ class Sessions(SignOuts):
         when the policy is REJECT and another device would be signed out, and
         :class:`SignInAborted` when ``expected_replacements`` is given and the sessions
         the sign-in would sign out are not exactly those. ``before_commit`` is called
-        with the outcome inside the transaction (the caller builds its reply there):
-        whatever it raises rolls the sign-in back.
+        with the outcome before it is written (the caller builds its reply there):
+        whatever it raises writes nothing. A sign-in that replaces every live session
+        without reading them (see :meth:`_sign_in`) learns which it replaced only from
+        the write: its outcome there has no ``replaced_session_ids`` yet.
         """
         request = self._request(subject, device, policy, audience, claims, ttl)
         # Last of the checks: a sign-in refused for another field leaves the proof unused.
@@ -251,14 +257,23 @@ class Sessions(SignOuts):
         self, request: _SignInRequest, expected: frozenset[str] | None, caller: str, before_commit: BeforeCommit
     ) -> SignIn:
         # Read, decide here, write if nothing changed meanwhile (authority/store/signin.py);
-        # a subject that keeps changing under the reads is signed in under its lock.
+        # a subject that keeps changing under the reads is signed in under its lock. One
+        # that replaces every live session, whichever they are, needs no read where the
+        # write can find them itself (PostgreSQL: one round trip, which cannot conflict).
         refresh_token = secrets.token_urlsafe(32)
+        settings = self._settings
+        unread = expected is None and replaces_every_live_session(
+            request.policy, settings.class_limits, settings.total_session_cap
+        )
         for attempt in range(_UNLOCKED_ATTEMPTS + 1):
             async with sign_in_unit(self._store, request.subject, locked=attempt == _UNLOCKED_ATTEMPTS) as unit:
                 now = self._clock()
-                idle_cutoff = self._settings.idle_cutoff(now)
-                live = await unit.live_sessions(request.subject, now, idle_cutoff)
-                decision = self._checked_decision(request, live, expected)
+                idle_cutoff = settings.idle_cutoff(now)
+                live = None
+                if not (unread and unit.writes_unread):
+                    live = await unit.live_sessions(request.subject, now, idle_cutoff)
+                decision = Decision((), False) if live is None else self._checked_decision(request, live, expected)
+                decided_on = None if live is None else frozenset(s.session_id for s in live)
                 session = self._new_session(request, now)
                 # Signed before the write: a token that cannot be issued writes nothing.
                 signed_in = self._tokens(session, refresh_token, now)
@@ -268,14 +283,17 @@ class Sessions(SignOuts):
                 device = request.device
                 entries = await unit.write(
                     SignInWrite(
-                        request.subject, now, idle_cutoff, frozenset(s.session_id for s in live), session,
-                        hash_refresh_token(refresh_token), decision.replaced, "replaced by a new sign-in",
+                        request.subject, now, idle_cutoff, decided_on, session, hash_refresh_token(refresh_token),
+                        decision.replaced, "replaced by a new sign-in",
                         RevocationCause.REPLACED_BY_SIGN_IN, (device.device_id, device.device_name), caller,
                         self._event(SessionEventKind.SIGNED_IN, request, now, session.session_id, replaced, caller),
                     )
                 )
             if entries is not None:
                 self._mirror.add(entries)
+                if live is None:  # written unread: it replaced the sessions of its log entries
+                    replaced = tuple(entry.session_id for entry in entries)
+                    signed_in = dataclasses.replace(signed_in, replaced_session_ids=replaced)
                 return signed_in
         raise AssertionError("a locked sign-in cannot conflict")  # pragma: no cover
 

@@ -13,7 +13,7 @@ from authority.errors import SchemaError
 from authority.store.migrate import migrate
 from tests.conftest import StartServer
 
-HEAD = "0007_log_without_lock"
+HEAD = "0008_sign_in_replacing"
 
 
 async def _revision(url: str) -> str:

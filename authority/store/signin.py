@@ -20,6 +20,11 @@ a snapshot of its own ("VOLATILE functions obtain a fresh snapshot at the start 
 query they execute", PostgreSQL documentation, "Function Volatility Categories"), so the
 check after the lock sees everything committed before it.
 
+A sign-in under the single-device rule as it comes replaces every live session, whichever
+they are (``authority.policy.replaces_every_live_session``): on PostgreSQL it skips the
+read, and ``authority_sign_in_replacing`` (migration 0008) revokes the live sessions it
+finds under the lock. One round trip, and nothing to compare, so it never conflicts.
+
 ``locked`` units (after repeated conflicts, and always on SQLite) take the subject's lock
 first and write inside one transaction: they cannot conflict.
 """
@@ -47,16 +52,19 @@ _ORDER = " ORDER BY created_at, session_id"
 _LIVE_SESSIONS = _LIVE + _ORDER
 _LIVE_SESSIONS_USED_SINCE = _LIVE + " AND last_used_at > $3" + _ORDER
 _SIGN_IN = "SELECT * FROM authority_sign_in($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+_SIGN_IN_REPLACING = "SELECT * FROM authority_sign_in_replacing($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SignInWrite:
-    """What a decided sign-in writes, and the live sessions it was decided on."""
+    """What a decided sign-in writes, and the live sessions it was decided on: None when it
+    replaces every live session, whichever they are (then ``replaced`` is empty, and the
+    write revokes the sessions it finds live)."""
 
     subject: str
     now: float
     idle_cutoff: float | None
-    decided_on: frozenset[str]
+    decided_on: frozenset[str] | None
     session: SessionRecord
     refresh_hash: str
     replaced: tuple[SessionRecord, ...]
@@ -76,6 +84,12 @@ class SignInUnit:
         self._tx = tx
         # The asyncpg connection, on a connection of our own outside any transaction.
         self._driver = driver
+
+    @property
+    def writes_unread(self) -> bool:
+        """Whether a sign-in replacing every live session may write without reading them
+        (an unlocked unit on PostgreSQL); else it reads them, in its locked transaction."""
+        return self._is_postgres and self._tx is None
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""
@@ -97,10 +111,15 @@ class SignInUnit:
 
     async def write(self, plan: SignInWrite) -> list[Revocation] | None:
         """Writes the sign-in; returns the replaced sessions' log entries, or None when the
-        subject's live sessions are no longer those it was decided on (nothing written)."""
+        subject's live sessions are no longer those it was decided on (nothing written).
+        One decided on None (see :class:`SignInWrite`) is only for a unit that
+        :attr:`writes_unread`; its entries name the sessions it replaced, oldest first."""
         if not self._is_postgres:
             assert self._tx is not None  # SQLite units are always locked transactions
             return await _write_in(self._tx, plan)
+        if plan.decided_on is None:
+            rows = await self._fetch(_SIGN_IN_REPLACING, *_replacing_arguments(plan))
+            return [Revocation(row[0], row[1], row[2], row[3], RevocationCause(row[4]), row[5] or "") for row in rows]
         rows = await self._fetch(_SIGN_IN, *_arguments(plan))
         if not rows[0][0]:
             return None
@@ -153,18 +172,22 @@ def _event_json(event: SessionEvent) -> dict[str, Any]:
     }
 
 
+def _session_json(session: SessionRecord) -> str:
+    # Every column of the session from the one record, so a new column needs no change here.
+    return json.dumps({column: getattr(session, column) for column in session.__slots__})
+
+
 def _arguments(plan: SignInWrite) -> tuple[Any, ...]:
     """authority_sign_in's arguments, in its order."""
+    assert plan.decided_on is not None
     events: Sequence[SessionEvent] = [*(_ended(plan, s) for s in plan.replaced), plan.signed_in]
-    # Every column of the session from the one record, so a new column needs no change here.
-    session = {column: getattr(plan.session, column) for column in plan.session.__slots__}
     return (
         subject_lock_id(plan.subject),
         plan.subject,
         plan.now,
         plan.idle_cutoff,
         sorted(plan.decided_on),
-        json.dumps(session),
+        _session_json(plan.session),
         plan.refresh_hash,
         [s.session_id for s in plan.replaced],
         plan.reason,
@@ -172,4 +195,23 @@ def _arguments(plan: SignInWrite) -> tuple[Any, ...]:
         plan.replaced_by[0],
         plan.replaced_by[1],
         json.dumps([_event_json(e) for e in events]),
+    )
+
+
+def _replacing_arguments(plan: SignInWrite) -> tuple[Any, ...]:
+    """authority_sign_in_replacing's arguments, in its order: the sessions ended and the
+    signed-in event's replaced ids are the function's, from the sessions it revokes."""
+    return (
+        subject_lock_id(plan.subject),
+        plan.subject,
+        plan.now,
+        plan.idle_cutoff,
+        _session_json(plan.session),
+        plan.refresh_hash,
+        plan.reason,
+        int(plan.cause),
+        plan.replaced_by[0],
+        plan.replaced_by[1],
+        plan.caller,
+        json.dumps(_event_json(plan.signed_in)),
     )
