@@ -1,8 +1,11 @@
-"""A rolling upgrade across schema revision 0007 (the logs without the lock): a replica
+"""Rolling upgrades. Across schema revision 0007 (the logs without the lock) a replica
 still running the previous code, side by side with a new one on the same database,
 refuses to follow the migrated log, with a message saying why, instead of skipping
-entries, and cannot trade a device-bound session's refresh token without its proof. The previous code is the commit before the one that added the revision,
-checked out into a temporary directory and run as a process of its own."""
+entries, and cannot trade a device-bound session's refresh token without its proof.
+Across 0008 (the sign-in that replaces unread) it keeps serving: its sign-ins and the
+new code's, of one subject at once, keep one device. The previous code is the commit
+before the one that added the revision, checked out into a temporary directory and run
+as a process of its own."""
 
 from __future__ import annotations
 
@@ -24,10 +27,11 @@ from bench import previous
 from bench.servers import start_authority
 from tests.conftest import TEST_KEY_ENCRYPTION_KEY, StartServer
 from tests.support.bound import SIGN_IN_URI, bound_sign_in, proof_message
-from tests.support.calls import new_subject, reason, rpc_error, sign_in
+from tests.support.calls import live_sessions, new_subject, reason, rpc_error, sign_in
 
 REPO = Path(__file__).resolve().parent.parent
 REVISION = "authority/store/migrations/versions/0007_log_without_lock.py"
+UNREAD_REVISION = "authority/store/migrations/versions/0008_sign_in_replacing.py"
 DEADLINE = 30.0
 
 pytestmark = pytest.mark.parametrize("store", ["postgres"])  # the refusal is PostgreSQL's views
@@ -61,14 +65,14 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-def _before_revision() -> str:
-    """The commit before the one that added revision 0007: the previous code."""
+def _before_revision(revision: str = REVISION) -> str:
+    """The commit before the one that added ``revision``: the previous code."""
     added = subprocess.run(
-        ["git", "log", "--diff-filter=A", "--format=%H", "--", REVISION],
+        ["git", "log", "--diff-filter=A", "--format=%H", "--", revision],
         cwd=REPO, check=True, capture_output=True, text=True,
     ).stdout.split()
     if not added:
-        pytest.skip("the checkout has no history of revision 0007")
+        pytest.skip(f"the checkout has no history of {Path(revision).stem}")
     return f"{added[-1]}^"
 
 
@@ -167,5 +171,36 @@ async def test_a_replica_of_the_previous_code_cannot_trade_a_bound_refresh_token
             refresh_token=issued.refresh_token, proof=proof_message(key, "POST", SIGN_IN_URI)))
         assert renewed.token_type == "DPoP"
         assert await reason(new.stub, renewed.access_token) == "PROOF_REQUIRED"  # bound: needs its proof
+    finally:
+        old.stop()
+
+
+async def test_sign_ins_of_the_previous_code_and_unread_ones_of_the_new_keep_one_device(
+    start_server: StartServer, database_url: str, tmp_path: Path
+) -> None:
+    # Revision 0008 only adds a function: a replica of the code before it keeps serving
+    # on the migrated schema, reading and deciding, while the new code replaces unread.
+    source, _ = previous.export(_before_revision(UNREAD_REVISION), tmp_path / "previous")
+    env = {"AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY}
+    old = await asyncio.to_thread(start_authority, database_url, tmp_path, "previous", "INFO", False, source, env)
+    try:
+        assert await migrate(database_url) == "0007_log_without_lock"
+        new = await start_server()
+        subject = new_subject()
+        async with grpc.aio.insecure_channel(old.target) as channel:
+            stubs = [TokenAuthorityStub(channel), new.stub]
+            issued = await asyncio.gather(*(sign_in(stubs[n % 2], subject, f"device-{n}") for n in range(40)))
+            replaced = [sid for r in issued for sid in r.replaced_session_ids]
+            [live] = [r for r in issued if r.session_id not in replaced]
+            assert sorted(replaced) == sorted(r.session_id for r in issued if r is not live)
+            assert await live_sessions(new.stub, subject) == [live.session_id]
+            # Each replica enforces the other's replacements, once its follower reads them.
+            deadline = time.monotonic() + DEADLINE
+            others = [r.access_token for r in issued if r is not live]
+            for stub in stubs:
+                while (answers := {await reason(stub, token) for token in others}) != {"REVOKED"}:
+                    assert time.monotonic() < deadline, answers
+                    await asyncio.sleep(0.05)
+                assert await reason(stub, live.access_token) == "VALID"
     finally:
         old.stop()

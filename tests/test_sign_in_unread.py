@@ -51,7 +51,8 @@ async def test_only_a_sign_in_replacing_every_live_session_skips_the_read_and_on
     phone = await sign_in(plain, subject, "phone")
     unread = len(reads)
     await rpc_error(sign_in(plain, subject, "tablet", policy=pb.SESSION_POLICY_REJECT))
-    guarded = await sign_in(plain, subject, "tablet", expected_replacements=pb.SessionIds(session_ids=[phone.session_id]))
+    expected = pb.SessionIds(session_ids=[phone.session_id])
+    guarded = await sign_in(plain, subject, "tablet", expected_replacements=expected)
     await sign_in(classes, subject, "phone", device_class="mobile")
 
     # PostgreSQL reads nothing for the rule as it comes; SQLite reads in its own transaction.
@@ -86,7 +87,8 @@ async def test_replacing_unread_writes_what_a_decided_replacement_writes(
         subject = new_subject()
         laptop = await sign_in(two.stub, subject, "laptop", device_name="the laptop", device_class="desktop")
         phone = await sign_in(two.stub, subject, "phone", device_name="the phone")
-        guard = {"expected_replacements": pb.SessionIds(session_ids=[laptop.session_id, phone.session_id])} if guarded else {}
+        both = pb.SessionIds(session_ids=[laptop.session_id, phone.session_id])
+        guard = {"expected_replacements": both} if guarded else {}
         tablet = await sign_in(one.stub, subject, "tablet", device_name="the tablet", **guard)
         device_of = {laptop.session_id: "laptop", phone.session_id: "phone", tablet.session_id: "tablet"}
         # Refused at once on the replica that signed the tablet in, with the cause and device.
