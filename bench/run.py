@@ -76,7 +76,7 @@ COLD_RATE_CEILING = 3_000  # calls per second a cold phase is given tokens for
 # Phases drawn against the floor on the plot's first panel.
 FLOOR_PANEL = (BARE, FLOOR, WARM, COLD, BASE_WARM, BASE_COLD, INTROSPECT, edge.VALIDATE, edge.CHECK)
 # --only: the measurements a run can be narrowed to.
-ONLY = ("validation",)
+ONLY = ("validation", "sign-ins")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +282,8 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
     run.raw["postgresql"] = await databases.server_version()
     goals: list[Goal] = []
     try:
+        if run.only == "sign-ins":
+            return {"goals": [dataclasses.asdict(goal) for goal in await _sign_ins_alone(run, databases)]}
         main_url = await databases.create("main")
         run.say("starting the floor (a bare grpc.aio server: health alone, no interceptors, no logging) ...")
         bare = BareServer()
@@ -486,6 +488,21 @@ def _visibility(run: Run, authority: ServedAuthority, url: str, settings: Settin
     ]
 
 
+async def _sign_ins_alone(run: Run, databases: Databases) -> list[Goal]:
+    """--only sign-ins: the floor, then the PostgreSQL sign-in measurements (and the
+    comparison with ``--sign-in-baseline``)."""
+    run.say("starting the floor (a bare grpc.aio server: health alone, no interceptors, no logging) ...")
+    bare = BareServer()
+    try:
+        run.interleaved([Spec(BARE, bare.target, "health", lambda _: ["-"], bare.pid)])
+    finally:
+        bare.stop()
+    goals = await signins.measure(run, databases, run.throughput[BARE]["server_cpu_us_per_call"])
+    if run.sign_in_baseline:
+        goals += await _sign_in_comparison(run, databases)
+    return goals
+
+
 async def _sign_in_comparison(run: Run, databases: Databases) -> list[Goal]:
     """The same sign-in load on this version and on ``--sign-in-baseline``, each on a fresh
     PostgreSQL database, in interleaved rounds."""
@@ -605,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-log-level", default="INFO",
                         help="the authority's log level during the run (INFO writes one line per RPC)")
     parser.add_argument("--only", choices=ONLY, default="",
-                        help="run only these measurements (validation: the floor and remote validation)")
+                        help="run only these measurements (validation: the floor and remote validation; "
+                             "sign-ins: the floor and the PostgreSQL sign-ins)")
     args = parser.parse_args(argv)
     size = TINY if args.tiny else FULL
     command = ["scripts/bench", *(argv if argv is not None else sys.argv[1:])]

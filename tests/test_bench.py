@@ -115,3 +115,22 @@ async def test_only_validation_measures_the_floor_rows_alone(tmp_path: Path) -> 
             "ValidateToken cold (every token new)"} <= set(report["throughput"])
     assert [goal["name"] for goal in report["goals"]] == [
         "ValidateToken warm / bare floor", "ValidateToken cold / model floor (bare + TokenVerifier.verify)"]
+
+
+@pytest.mark.timeout(300)
+async def test_only_sign_ins_measures_the_floor_and_the_postgresql_sign_ins_alone(tmp_path: Path) -> None:
+    await _require_postgres()
+    out = tmp_path / "report.json"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--only", "sign-ins", "--out", str(out),
+         "--postgres-url", POSTGRES_URL],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["throughput"]) == {"grpc.health Check, bare grpc.aio server (the floor)"}
+    assert [goal["name"] for goal in report["goals"]] == [
+        "IssueToken replacing a device (1 replica) / bare grpc.aio call, by server CPU"]
+    assert "PostgreSQL sign-ins (each replaces a device)" in result.stdout

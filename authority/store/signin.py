@@ -1,4 +1,4 @@
-"""A sign-in's reads and writes in two round trips on PostgreSQL.
+"""A sign-in's reads and writes in one or two round trips on PostgreSQL.
 
 A sign-in reads the subject's live sessions, the domain decides (authority.sessions and
 authority.policy: who is signed out, and whether the sign-in is allowed), and the
