@@ -74,12 +74,14 @@ async def _events(running: Running, subject: str) -> list[pb.SessionEvent]:
     return [e for e in events if e.subject == subject]
 
 
+@pytest.mark.parametrize("device", ["tablet", "phone"])
 async def test_replacing_unread_writes_what_a_decided_replacement_writes(
-    start_server: StartServer, store: str, database_url: str
+    start_server: StartServer, store: str, database_url: str, device: str
 ) -> None:
-    """Two devices signed in (under a cap of two), then a third under the rule as it comes:
-    unread on PostgreSQL, and guarded (so read and decided) for a second subject. The
-    replies, the tokens' answers, the session events and the log entries are the same."""
+    """Two devices signed in (under a cap of two), then a new one, or the phone again,
+    under the rule as it comes: unread on PostgreSQL, and guarded (so read and decided)
+    for a second subject. The replies, the tokens' answers, the session events and the
+    log entries are the same, in the same order (the device's own session first)."""
     two = await start_server(max_sessions_per_subject=2)
     one = await start_server()
     outcomes = []
@@ -89,34 +91,35 @@ async def test_replacing_unread_writes_what_a_decided_replacement_writes(
         phone = await sign_in(two.stub, subject, "phone", device_name="the phone")
         both = pb.SessionIds(session_ids=[laptop.session_id, phone.session_id])
         guard = {"expected_replacements": both} if guarded else {}
-        tablet = await sign_in(one.stub, subject, "tablet", device_name="the tablet", **guard)
-        device_of = {laptop.session_id: "laptop", phone.session_id: "phone", tablet.session_id: "tablet"}
-        # Refused at once on the replica that signed the tablet in, with the cause and device.
+        new = await sign_in(one.stub, subject, device, device_name="the new one", **guard)
+        label = {laptop.session_id: "laptop", phone.session_id: "phone", new.session_id: "new"}
+        # Refused at once on the replica that signed the new one in, with the cause and device.
         answers = [await validate(one.stub, t.access_token) for t in (laptop, phone)]
         events = await _events(one, subject)
         outcomes.append({
-            "replaced": [device_of[s] for s in tablet.replaced_session_ids],
+            "replaced": [label[s] for s in new.replaced_session_ids],
             "answers": [(a.reason, a.revocation_cause, a.replaced_by_device_id, a.replaced_by_device_name)
                         for a in answers],
-            "events": [(e.kind, device_of.get(e.session_id, ""), e.device_id, e.device_class, e.device_name,
-                        [device_of[s] for s in e.replaced_session_ids], e.cause) for e in events],
-            "log": await _log(database_url, subject, device_of) if store == "postgres" else None,
-            "live": await live_sessions(one.stub, subject) == [tablet.session_id],
-            "tablet": await reason(one.stub, tablet.access_token),
+            "events": [(e.kind, label.get(e.session_id, ""), e.device_id, e.device_class, e.device_name,
+                        [label[s] for s in e.replaced_session_ids], e.cause) for e in events],
+            "log": await _log(database_url, subject, label) if store == "postgres" else None,
+            "live": await live_sessions(one.stub, subject) == [new.session_id],
+            "new": await reason(one.stub, new.access_token),
         })
 
     unread, decided = outcomes
     assert unread == decided
-    assert unread["replaced"] == ["laptop", "phone"]
-    assert unread["answers"] == [(pb.INVALID_REASON_REVOKED, REPLACED, "tablet", "the tablet")] * 2
-    assert [e[:2] for e in unread["events"]][-3:] == [
-        (pb.SESSION_EVENT_KIND_SESSION_ENDED, "laptop"),
-        (pb.SESSION_EVENT_KIND_SESSION_ENDED, "phone"),
-        (pb.SESSION_EVENT_KIND_SIGNED_IN, "tablet"),
-    ]
-    assert unread["events"][-1][5] == ["laptop", "phone"]
-    assert unread["events"][-3][3:5] == ("desktop", "the laptop")
-    assert unread["live"] and unread["tablet"] == "VALID"
+    order = ["laptop", "phone"] if device == "tablet" else ["phone", "laptop"]
+    assert unread["replaced"] == order
+    assert unread["answers"] == [(pb.INVALID_REASON_REVOKED, REPLACED, device, "the new one")] * 2
+    ended = pb.SESSION_EVENT_KIND_SESSION_ENDED
+    assert [e[:2] for e in unread["events"]][-3:] == [(ended, order[0]), (ended, order[1]),
+                                                       (pb.SESSION_EVENT_KIND_SIGNED_IN, "new")]
+    assert unread["events"][-1][5] == order
+    assert ("desktop", "the laptop") in [e[3:5] for e in unread["events"][-3:-1]]
+    if unread["log"] is not None:
+        assert [row[0] for row in unread["log"]] == order
+    assert unread["live"] and unread["new"] == "VALID"
 
 
 async def _log(database_url: str, subject: str, device_of: dict[str, str]) -> list[tuple[Any, ...]]:
@@ -158,7 +161,8 @@ async def test_concurrent_unread_and_decided_sign_ins_over_two_servers_keep_one_
     calls: list[Awaitable[pb.IssueTokenResponse]] = []
     for n in range(40):
         policy = pb.SESSION_POLICY_REJECT if n % 2 else pb.SESSION_POLICY_REPLACE
-        calls.append(sign_in(servers[n % 2], subject, f"device-{n}", policy=policy))
+        # Each replica takes both kinds.
+        calls.append(sign_in(servers[n // 2 % 2], subject, f"device-{n}", policy=policy))
 
     results = await asyncio.gather(*calls, return_exceptions=True)
 

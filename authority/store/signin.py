@@ -113,7 +113,8 @@ class SignInUnit:
         """Writes the sign-in; returns the replaced sessions' log entries, or None when the
         subject's live sessions are no longer those it was decided on (nothing written).
         One decided on None (see :class:`SignInWrite`) is only for a unit that
-        :attr:`writes_unread`; its entries name the sessions it replaced, oldest first."""
+        :attr:`writes_unread`; its entries name the sessions it replaced, in the order
+        :func:`authority.policy.decide` lists them."""
         if not self._is_postgres:
             assert self._tx is not None  # SQLite units are always locked transactions
             return await _write_in(self._tx, plan)

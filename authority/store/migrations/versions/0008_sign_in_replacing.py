@@ -26,8 +26,10 @@ depends_on = None
 
 # Every statement in a VOLATILE function takes a fresh snapshot (authority/store/signin.py),
 # so the sessions revoked after the lock include those of a sign-in that committed while
-# this one waited. Session columns are named, so a column a later revision adds takes its
-# default from a replica of this one. 4 is SESSION_ENDED, the contract's number.
+# this one waited. They are listed as a decided sign-in lists them: the signing-in
+# device's own first (p_by_device_id is that device), then the oldest first. Session
+# columns are named, so a column a later revision adds takes its default from a replica
+# of this one. 4 is SESSION_ENDED, the contract's number.
 SIGN_IN_REPLACING = """
 CREATE FUNCTION authority_sign_in_replacing(
     p_lock bigint, p_subject text, p_now double precision, p_idle_cutoff double precision,
@@ -45,9 +47,10 @@ BEGIN
         UPDATE sessions s SET revoked_at = p_now
         WHERE s.subject = p_subject AND s.revoked_at IS NULL AND s.expires_at > p_now
           AND (p_idle_cutoff IS NULL OR s.last_used_at > p_idle_cutoff)
-        RETURNING s.session_id, s.created_at
+        RETURNING s.session_id, s.device_id, s.created_at
     )
-    SELECT coalesce(array_agg(e.session_id::text ORDER BY e.created_at, e.session_id), '{}')
+    SELECT coalesce(array_agg(e.session_id::text ORDER BY e.device_id IS DISTINCT FROM p_by_device_id,
+                                                         e.created_at, e.session_id), '{}')
         INTO v_replaced FROM ended e;
     INSERT INTO sessions (session_id, subject, device_id, audience, claims, access_ttl, created_at,
                           expires_at, last_used_at, access_expires_at, revoked_at, device_class,
