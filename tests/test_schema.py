@@ -56,6 +56,39 @@ async def test_serve_refuses_a_schema_newer_than_it_knows(start_server: StartSer
         await start_server()
 
 
+async def _default_isolation(database_url: str, level: str) -> None:
+    engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        database = (await conn.execute(sa.text("SELECT current_database()"))).scalar_one()
+        await conn.execute(sa.text(f"ALTER DATABASE \"{database}\" SET default_transaction_isolation = '{level}'"))
+    await engine.dispose()
+
+
+@pytest.mark.parametrize("store", ["postgres"])
+async def test_the_authority_runs_at_read_committed_whatever_the_database_default(
+    start_server: StartServer, database_url: str
+) -> None:
+    # The sign-in's functions need each statement to see what committed before it.
+    await _default_isolation(database_url, "repeatable read")
+
+    running = await start_server()
+    async with running.server.authority.store.driver(writes=False) as driver:
+        level = await driver.fetchval("SELECT current_setting('transaction_isolation')")
+
+    assert level == "read committed"
+
+
+@pytest.mark.parametrize("store", ["postgres"])
+async def test_through_a_pooler_a_database_not_at_read_committed_is_refused(
+    start_server: StartServer, database_url: str
+) -> None:
+    # A transaction pooler refuses the setting the authority's connections ask for.
+    await _default_isolation(database_url, "repeatable read")
+
+    with pytest.raises(SchemaError, match="REPEATABLE READ by default .* needs READ COMMITTED"):
+        await start_server(database_transaction_pooling=True, listen_database_url=database_url)
+
+
 async def test_an_older_schema_is_refused_until_migrated_and_keeps_its_keys(
     start_server: StartServer, database_url: str
 ) -> None:

@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authority.errors import SchemaError
 from authority.store.store import MIGRATIONS_LOCK, Store
@@ -39,8 +40,26 @@ async def prepare_schema(store: Store, *, upgrade: bool, create: bool = True) ->
     """
     async with store.transaction() as tx:
         if store.is_postgres:
+            await _check_isolation(tx.conn)
             await tx.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATIONS_LOCK)))
         return await tx.conn.run_sync(_prepare, upgrade, create)
+
+
+async def _check_isolation(conn: AsyncConnection) -> None:
+    """Refuses to run where the authority's transactions would not run at READ COMMITTED.
+
+    The sign-in's functions (revisions 0007 and 0008) rely on each of their statements
+    seeing what committed before it, after the subject's lock is granted: at REPEATABLE
+    READ or SERIALIZABLE every statement shares the snapshot taken before the lock, and
+    two concurrent sign-ins could each keep a session live. The authority's own
+    connections ask for READ COMMITTED (authority/store/postgres.py); through a
+    transaction pooler they cannot, and the database's default decides."""
+    level = await conn.scalar(sa.text("SELECT current_setting('transaction_isolation')"))
+    if level != "read committed":
+        raise SchemaError(
+            f"the database's transactions run at {str(level).upper()} by default (default_transaction_isolation); "
+            "the authority needs READ COMMITTED: reset it for this database and role, or in the pooler"
+        )
 
 
 def _prepare(connection: sa.Connection, upgrade: bool, create: bool) -> str | None:

@@ -29,8 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 # more than 5 s.
 TRANSACTION_SETTINGS = {"idle_in_transaction_session_timeout": "3s", "lock_timeout": "5s"}
 # Keepalives find a silent peer in about a minute, which frees the session-level
-# maintenance lock of a replica that vanished. (Behind a pooler, the pooler's own.)
-_SESSION_SETTINGS = {"tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3"}
+# maintenance lock of a replica that vanished. (Behind a pooler, the pooler's own.) The
+# sign-ins' functions need READ COMMITTED whatever the database's default (behind a
+# pooler, which refuses these settings, the start checks it: authority/store/migrate.py).
+_SESSION_SETTINGS = {
+    "tcp_keepalives_idle": "30", "tcp_keepalives_interval": "10", "tcp_keepalives_count": "3",
+    "default_transaction_isolation": "read committed",
+}
 _SET_PER_TRANSACTION = "SELECT " + ", ".join(
     f"set_config('{name}', '{value}', true)" for name, value in TRANSACTION_SETTINGS.items()
 )
