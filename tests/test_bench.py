@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,19 +98,23 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert "ValidateToken cold" in result.stderr  # progress while it ran
 
 
+def _only(what: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
+    """A tiny run narrowed with ``--only what``: what it printed, and its report."""
+    out = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--only", what, "--out", str(out), "--postgres-url", POSTGRES_URL],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, json.loads(out.read_text())
+
+
 @pytest.mark.timeout(300)
 async def test_only_validation_measures_the_floor_rows_alone(tmp_path: Path) -> None:
     await _require_postgres()
-    out = tmp_path / "report.json"
 
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--tiny", "--only", "validation", "--out", str(out),
-         "--postgres-url", POSTGRES_URL],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    _, report = _only("validation", tmp_path)
 
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
     assert "IssueToken replacing a device, PostgreSQL" not in report["throughput"]
     assert {"grpc.health Check, bare grpc.aio server (the floor)", "ValidateToken warm (same token)",
             "ValidateToken cold (every token new)"} <= set(report["throughput"])
@@ -120,17 +125,10 @@ async def test_only_validation_measures_the_floor_rows_alone(tmp_path: Path) -> 
 @pytest.mark.timeout(300)
 async def test_only_sign_ins_measures_the_floor_and_the_postgresql_sign_ins_alone(tmp_path: Path) -> None:
     await _require_postgres()
-    out = tmp_path / "report.json"
 
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--tiny", "--only", "sign-ins", "--out", str(out),
-         "--postgres-url", POSTGRES_URL],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
+    printed, report = _only("sign-ins", tmp_path)
 
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(out.read_text())
     assert set(report["throughput"]) == {"grpc.health Check, bare grpc.aio server (the floor)"}
     assert [goal["name"] for goal in report["goals"]] == [
         "IssueToken replacing a device (1 replica) / bare grpc.aio call, by server CPU"]
-    assert "PostgreSQL sign-ins (each replaces a device)" in result.stdout
+    assert "PostgreSQL sign-ins (each replaces a device)" in printed
