@@ -696,8 +696,12 @@ def _devices() -> dict[str, dpop.PrivateKey]:
 
 
 def proof_target(target: Target, devices: dict[str, dpop.PrivateKey]) -> ProofTarget:
-    """The proof cases' view of ``target``: tokens of its key at its time."""
-    return ProofTarget(sign=target.forged, now=target.now(), new_id=target.new_id, devices=devices)
+    """The proof cases' view of ``target``: tokens of its key at its time, one instant
+    for the token, its proofs and the verifier's clock (a second that ticked between
+    them would make the token not yet valid on that clock)."""
+    now = target.now()
+    return ProofTarget(sign=dataclasses.replace(target, fixed_now=now).forged, now=now, new_id=target.new_id,
+                       devices=devices)
 
 
 def proof_outcome(
