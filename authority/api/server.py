@@ -28,6 +28,7 @@ from prometheus_client import Gauge
 
 from authority.api import ext_authz
 from authority.api.callers import prepare_transport
+from authority.api.loops import loop_name
 from authority.api.observe import Observer, RpcObserver
 from authority.api.ports import refuse_taken_port
 from authority.api.readiness import ServiceWhenReady
@@ -251,7 +252,8 @@ async def serve(settings: Settings, worker: WorkerRole | None = None) -> None:
     running = await create_server(settings, worker=None if worker is None else worker.index)
     host = settings.listen.rpartition(":")[0]
     who = "token authority" if worker is None else f"worker {worker.index} (pid {os.getpid()})"
-    log.info("%s listening on %s:%d (store: %s)", who, host, running.port, describe_store(settings.database_url))
+    log.info("%s listening on %s:%d (store: %s; event loop: %s)", who, host, running.port,
+             describe_store(settings.database_url), loop_name(loop))
     if running.metrics_http is not None:
         log.info("%smetrics on http://%s:%d/metrics", "" if worker is None else f"worker {worker.index} ",
                  host_of(settings.metrics_listen), running.metrics_http.port)

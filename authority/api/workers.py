@@ -233,8 +233,7 @@ class _Supervisor:
 
 def _work(settings: Settings, index: int, told: Connection, lifeline: Connection) -> None:
     """A worker process: one authority serving the shared ports until told to stop."""
-    import asyncio
-
+    from authority.api import loops
     from authority.api.server import WorkerRole, serve
     from authority.ops import logs
     from authority.store import reach
@@ -248,7 +247,7 @@ def _work(settings: Settings, index: int, told: Connection, lifeline: Connection
         told.close()
 
     try:
-        asyncio.run(serve(settings, WorkerRole(index, ready, lifeline.fileno())))
+        loops.run(serve(settings, WorkerRole(index, ready, lifeline.fileno())), settings.event_loop)
     except StoreUnavailable as error:
         print(f"authority serve: worker {index}: cannot use the database ({reach.describe(settings.database_url)}): "
               f"{reach.why_unavailable(settings.database_url, error)}", file=sys.stderr)

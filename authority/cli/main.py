@@ -237,9 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Before the server's imports (grpc, the store's drivers): a busy port is said at once.
         refuse_taken_port(settings.listen)
+        from authority.api import loops
         from authority.api.server import serve
 
-        asyncio.run(serve(settings))
+        loops.run(serve(settings), settings.event_loop)
         return 0
     except StoreUnavailable as error:
         from authority.store import reach

@@ -14,6 +14,7 @@ One module per concern, every public name importable from here:
 """
 
 from authority.config.checks import (
+    EVENT_LOOPS,
     MAX_DURATION_SECONDS,
     MAX_PROOF_AGE_SECONDS,
     MAX_REUSE_GRACE_SECONDS,
@@ -44,6 +45,7 @@ from authority.config.values import (
 
 __all__ = [
     "ENV_PREFIX",
+    "EVENT_LOOPS",
     "MASK",
     "MAX_DURATION_SECONDS",
     "MAX_PROOF_AGE_SECONDS",

@@ -24,6 +24,9 @@ from authority.config.values import (
 )
 from authority.errors import ConfigError
 
+# event_loop: see authority/api/loops.py.
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+
 if TYPE_CHECKING:
     # Only for annotations: Settings runs these checks as it is made.
     from authority.config.settings import Settings
@@ -100,6 +103,8 @@ def check(s: Settings) -> None:
         raise ConfigError("listen", f"{s.listen!r} is not HOST:PORT")
     if s.log_format not in ("json", "text", "auto"):
         raise ConfigError("log_format", "must be one of json, text, auto")
+    if s.event_loop not in EVENT_LOOPS:
+        raise ConfigError("event_loop", f"must be one of {', '.join(EVENT_LOOPS)}")
     if s.metrics_listen and not is_host_port(metrics_address(s.metrics_listen)):
         raise ConfigError("metrics_listen", f"{s.metrics_listen!r} is not HOST:PORT or PORT")
     if not 0 <= s.refresh_token_reuse_grace <= MAX_REUSE_GRACE_SECONDS:

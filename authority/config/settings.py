@@ -118,6 +118,9 @@ class Settings:
     # `authority serve` runs this many processes on one port (authority/api/workers.py);
     # "auto" is one per core. 1 serves from the process itself, as before workers existed.
     workers: int = 1
+    # The event loop `authority serve` runs on (authority/api/loops.py): "auto" is uvloop
+    # where it is installed, else asyncio's own; "uvloop" insists on it; "asyncio".
+    event_loop: str = "auto"
     # Device-bound tokens (README "Device-bound tokens", authority/binding.py): a DPoP
     # proof's iat may be this far from now either way, and its jti is remembered as long.
     proof_max_age: float = 60.0
