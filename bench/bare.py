@@ -3,7 +3,9 @@ interceptors and no logging, in a process of its own.
 
 Driven by the same load workers as the authority, its health Check is the least server
 CPU a Python gRPC call can cost on this machine; the authority's calls are measured
-against it (bench/run.py).
+against it (bench/run.py). The same server on uvloop, the loop ``authority serve`` runs on
+(authority/api/loops.py), is reported beside it: the floor stays the server on asyncio's own
+loop, so choosing a loop for the authority can never lower the bar it is measured against.
 """
 
 from __future__ import annotations
@@ -28,19 +30,25 @@ async def _serve(ports: Any) -> None:
     await server.wait_for_termination()
 
 
-def _main(ports: Any) -> None:
+def _main(ports: Any, uvloop: bool) -> None:
     # No logging at all: not even a warning may cost the floor a write.
     logging.disable(logging.CRITICAL)
-    asyncio.run(_serve(ports))
+    factory = None
+    if uvloop:
+        import uvloop as module
+
+        factory = module.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve(ports))
 
 
 class BareServer:
-    """The bare health server in a process of its own."""
+    """The bare health server in a process of its own; on uvloop with ``uvloop``."""
 
-    def __init__(self) -> None:
+    def __init__(self, uvloop: bool = False) -> None:
         context = multiprocessing.get_context("spawn")
         ports = context.Queue()
-        self._process = context.Process(target=_main, args=(ports,), daemon=True)
+        self._process = context.Process(target=_main, args=(ports, uvloop), daemon=True)
         self._process.start()
         self.target = f"127.0.0.1:{ports.get(timeout=60)}"
 
