@@ -63,7 +63,7 @@ DEFAULT_POSTGRES = os.environ.get(
 
 
 BARE = "grpc.health Check, bare grpc.aio server (the floor)"
-BARE_UVLOOP = "grpc.health Check, bare grpc.aio server on uvloop"
+BARE_ASYNCIO = "grpc.health Check, bare grpc.aio server on asyncio's loop"
 FLOOR = "grpc.health Check, authority"
 WARM = "ValidateToken warm (same token)"
 COLD = "ValidateToken cold (every token new)"
@@ -75,7 +75,7 @@ INTROSPECT = "POST /introspect warm (same token), HTTP"
 BOUND_PHASE_SETTINGS = {"AUTHORITY_PROOF_REPLAY_CACHE_SIZE": "2000000"}
 COLD_RATE_CEILING = 3_000  # calls per second a cold phase is given tokens for
 # Phases drawn against the floor on the plot's first panel.
-FLOOR_PANEL = (BARE, BARE_UVLOOP, FLOOR, WARM, COLD, BASE_WARM, BASE_COLD, INTROSPECT, edge.VALIDATE, edge.CHECK)
+FLOOR_PANEL = (BARE, BARE_ASYNCIO, FLOOR, WARM, COLD, BASE_WARM, BASE_COLD, INTROSPECT, edge.VALIDATE, edge.CHECK)
 # --only: the measurements a run can be narrowed to.
 ONLY = ("validation", "sign-ins")
 
@@ -288,18 +288,18 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
         main_url = await databases.create("main")
         run.say("starting the floor (a bare grpc.aio server: health alone, no interceptors, no logging) ...")
         bare = BareServer()
-        bare_uvloop: BareServer | None = None
+        bare_asyncio: BareServer | None = None
         try:
-            bare_uvloop = BareServer(uvloop=True)
+            bare_asyncio = BareServer(uvloop=False)
             # One device key signs every proof of the bound-token phases, more of them within
             # proof_max_age than its default tenth of the replay cache allows one key.
             authority = run.start(main_url, "postgresql", http=True, env=BOUND_PHASE_SETTINGS)
         except BaseException:
             bare.stop()
-            if bare_uvloop is not None:
-                bare_uvloop.stop()
+            if bare_asyncio is not None:
+                bare_asyncio.stop()
             raise
-        assert bare_uvloop is not None
+        assert bare_asyncio is not None
         baseline: BaselineServer | None = None
         try:
             codec = await _codec(main_url, settings)
@@ -335,7 +335,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             pid, target = authority.process.pid, authority.target
             results = run.interleaved([
                 Spec(BARE, bare.target, "health", lambda _: ["-"], bare.pid),
-                Spec(BARE_UVLOOP, bare_uvloop.target, "health", lambda _: ["-"], bare_uvloop.pid),
+                Spec(BARE_ASYNCIO, bare_asyncio.target, "health", lambda _: ["-"], bare_asyncio.pid),
                 Spec(FLOOR, target, "health", lambda _: ["-"], pid),
                 Spec(WARM, target, "validate", lambda _: [warm_token], pid),
                 Spec(COLD, target, "validate", lambda r: cold_tokens[r], pid, once=True),
@@ -349,7 +349,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             baseline.stop()
             baseline = None
             bare.stop()
-            bare_uvloop.stop()
+            bare_asyncio.stop()
             floor, warm, cold = results[BARE], results[WARM], results[COLD]
             base_warm, base_cold = results[BASE_WARM], results[BASE_COLD]
             # Reported, not a goal: HTTP/1.1 and JSON against HTTP/2 and protobuf, same server.
@@ -366,7 +366,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             # generators do not share its two cores. Against the baseline too (its
             # PostgreSQL's CPU is not counted, which flatters the baseline).
             cpu = run.cpu_per_call
-            goals += floor_row.against_floor(run, t_verify, BARE, FLOOR, WARM, COLD, BARE_UVLOOP)
+            goals += floor_row.against_floor(run, t_verify, BARE, FLOOR, WARM, COLD, BARE_ASYNCIO)
             if run.only == "validation":
                 return {"goals": [dataclasses.asdict(goal) for goal in goals]}
             goals += [
@@ -388,7 +388,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             goals.append(await _under_snapshot_readers(run, authority, main_url, "PostgreSQL"))
         finally:
             bare.stop()
-            bare_uvloop.stop()
+            bare_asyncio.stop()
             if baseline is not None:
                 baseline.stop()
             authority.stop()

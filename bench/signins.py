@@ -5,7 +5,7 @@ sign-in's time goes, stage by stage.
 ``python -m bench.signins --database-url postgresql+asyncpg://postgres@127.0.0.1/postgres``
 
 The bare server here is a minimal one of this module's own (the health service only, no
-interceptors, no logging). The stage timers wrap the store's methods in this process
+interceptors, no logging, on uvloop). The stage timers wrap the store's methods in this process
 only, for an in-process run of sign-ins: the server code carries no timer.
 """
 
@@ -31,8 +31,9 @@ from bench.report import Goal, at_most, table
 from bench.servers import BENCH_KEY_ENCRYPTION_KEY, Databases, _free_port, _serving, cpu_seconds, start_authority
 
 SUBJECTS = 64
+# On uvloop, as the authority and bench/bare.py's floor.
 BARE_SERVER = """
-import asyncio, sys, grpc
+import asyncio, sys, grpc, uvloop
 from grpc_health.v1 import health, health_pb2_grpc
 async def main():
     server = grpc.aio.server()
@@ -40,7 +41,8 @@ async def main():
     server.add_insecure_port(sys.argv[1])
     await server.start()
     await server.wait_for_termination()
-asyncio.run(main())
+with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    runner.run(main())
 """
 
 

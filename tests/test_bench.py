@@ -38,7 +38,7 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     assert {"python", "grpcio", "PyJWT", "postgresql", "commit"} <= set(report["environment"]["versions"])
     names = set(report["throughput"])
     for expected in ("grpc.health Check, bare grpc.aio server (the floor)", "grpc.health Check, authority",
-                     "grpc.health Check, bare grpc.aio server on uvloop", "ValidateToken warm (same token)",
+                     "grpc.health Check, bare grpc.aio server on asyncio's loop", "ValidateToken warm (same token)",
                      "ValidateToken cold (every token new)", "baseline ValidateToken warm",
                      "baseline ValidateToken cold", "IssueToken replacing a device, PostgreSQL",
                      "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations",
@@ -58,7 +58,7 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
         assert goals[name]["passed"] in (True, False) and goals[name]["measured"] > 0, name
     floor = report["floor"]
     assert set(floor) == {"ValidateToken warm / bare floor", "ValidateToken cold / model floor (bare + TokenVerifier.verify)",
-                          "authority health Check / bare floor", "bare server on uvloop / bare floor"}
+                          "authority health Check / bare floor", "bare server on asyncio's loop / bare floor"}
     assert all(row["us_per_call"] > 0 and row["floor_us_per_call"] > 0 and row["ratio"] > 0 for row in floor.values())
     assert "t_verify (bare TokenVerifier.verify, EdDSA)" in report["facts"]
     # The latency plot beside the JSON report.
