@@ -28,6 +28,7 @@ from prometheus_client import Gauge
 
 from authority.api import ext_authz
 from authority.api.callers import prepare_transport
+from authority.api.heap import freeze_start_up_heap
 from authority.api.loops import loop_name
 from authority.api.observe import Observer, RpcObserver
 from authority.api.ports import refuse_taken_port
@@ -250,6 +251,7 @@ async def serve(settings: Settings, worker: WorkerRole | None = None) -> None:
     if kek is not None:
         logs.use_subject_key(kek)
     running = await create_server(settings, worker=None if worker is None else worker.index)
+    log.debug("froze the start-up heap: %d objects that garbage collection skips from now on", freeze_start_up_heap())
     host = settings.listen.rpartition(":")[0]
     who = "token authority" if worker is None else f"worker {worker.index} (pid {os.getpid()})"
     log.info("%s listening on %s:%d (store: %s; event loop: %s)", who, host, running.port,
