@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -107,13 +108,15 @@ async def _serve_exit(tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
     return process.returncode, err.decode()
 
 
-@pytest.mark.parametrize(("env", "message"), [
+@pytest.mark.parametrize(("given", "message"), [
     ({"AUTHORITY_EVENT_LOOP": "trio"}, "event_loop: must be one of auto, uvloop, asyncio"),
-    ({"AUTHORITY_EVENT_LOOP": "uvloop", "HIDE": "1"}, "event_loop: uvloop is not installed"),
-], ids=["unknown-loop", "uvloop-missing"])
+    ({"AUTHORITY_EVENT_LOOP": "uvloop", "HIDE": "1"}, "event_loop: uvloop cannot be imported"),
+    ({"AUTHORITY_EVENT_LOOP": "uvloop", "AUTHORITY_WORKERS": "2", "HIDE": "1"}, "event_loop: uvloop cannot be imported"),
+], ids=["unknown-loop", "uvloop-missing", "uvloop-missing-with-workers"])
 async def test_a_loop_that_cannot_be_had_refuses_the_start_in_one_line(
-    tmp_path: Path, env: dict[str, str], message: str
+    tmp_path: Path, given: dict[str, str], message: str
 ) -> None:
+    env = dict(given)
     if env.pop("HIDE", None):
         env.update(_hide_uvloop(tmp_path))
 
@@ -143,7 +146,30 @@ def test_without_uvloop_auto_is_asyncio_and_uvloop_is_refused(monkeypatch: pytes
     assert loops.loop_factory("auto") is None
     assert loops.run(which(), "auto") == "asyncio"
     refused = which()
-    with pytest.raises(ConfigError, match="uvloop is not installed") as raised:
+    with pytest.raises(ConfigError, match="uvloop cannot be imported") as raised:
         loops.run(refused, "uvloop")
     assert raised.value.option == "event_loop"
     assert inspect.getcoroutinestate(refused) == inspect.CORO_CLOSED
+
+
+def test_an_unknown_choice_is_refused_by_the_loop_factory_too() -> None:
+    with pytest.raises(ConfigError, match="must be one of auto, uvloop, asyncio"):
+        loops.loop_factory("trio")
+
+
+@pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
+def test_stop_signals_stop_while_set_and_leave_the_process_s_own_handlers_behind(choice: str) -> None:
+    before = {signum: signal.getsignal(signum) for signum in loops.STOP_SIGNALS}
+
+    async def serve_until_signalled() -> bool:
+        stopping = asyncio.Event()
+        with loops.stop_signals(asyncio.get_running_loop(), stopping.set):
+            signal.raise_signal(signal.SIGTERM)
+            await asyncio.wait_for(stopping.wait(), DEADLINE)
+        return stopping.is_set()
+
+    stopped = loops.run(serve_until_signalled(), choice)
+
+    # uvloop's closed loop would otherwise keep its handlers, and a later signal be lost.
+    assert stopped
+    assert {signum: signal.getsignal(signum) for signum in loops.STOP_SIGNALS} == before

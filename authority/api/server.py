@@ -15,7 +15,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable
 from typing import cast
@@ -29,7 +28,7 @@ from prometheus_client import Gauge
 from authority.api import ext_authz
 from authority.api.callers import prepare_transport
 from authority.api.heap import freeze_start_up_heap
-from authority.api.loops import loop_name
+from authority.api.loops import loop_name, stop_signals
 from authority.api.observe import Observer, RpcObserver
 from authority.api.ports import refuse_taken_port
 from authority.api.readiness import ServiceWhenReady
@@ -243,19 +242,28 @@ async def serve(settings: Settings, worker: WorkerRole | None = None) -> None:
     gone), then stops gracefully."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    if worker is not None:
-        loop.add_reader(worker.lifeline, stopping.set)
+    with stop_signals(loop, stopping.set):
+        if worker is not None:
+            loop.add_reader(worker.lifeline, stopping.set)
+        try:
+            await _serve_until(stopping, settings, worker)
+        finally:
+            if worker is not None:
+                loop.remove_reader(worker.lifeline)
+    log.info("stopped")
+
+
+async def _serve_until(stopping: asyncio.Event, settings: Settings, worker: WorkerRole | None) -> None:
     kek = settings.key_encryption_key_bytes()
     if kek is not None:
         logs.use_subject_key(kek)
     running = await create_server(settings, worker=None if worker is None else worker.index)
-    log.debug("froze the start-up heap: %d objects that garbage collection skips from now on", freeze_start_up_heap())
+    frozen = freeze_start_up_heap()
+    log.debug("froze the start-up heap: %d objects that garbage collection skips from now on", frozen)
     host = settings.listen.rpartition(":")[0]
     who = "token authority" if worker is None else f"worker {worker.index} (pid {os.getpid()})"
     log.info("%s listening on %s:%d (store: %s; event loop: %s)", who, host, running.port,
-             describe_store(settings.database_url), loop_name(loop))
+             describe_store(settings.database_url), loop_name(asyncio.get_running_loop()))
     if running.metrics_http is not None:
         log.info("%smetrics on http://%s:%d/metrics", "" if worker is None else f"worker {worker.index} ",
                  host_of(settings.metrics_listen), running.metrics_http.port)
@@ -268,10 +276,7 @@ async def serve(settings: Settings, worker: WorkerRole | None = None) -> None:
         await stopping.wait()
         log.info("stopping: finishing in-flight calls")
     finally:
-        if worker is not None:
-            loop.remove_reader(worker.lifeline)
         await running.stop()
-    log.info("stopped")
 
 
 def host_of(metrics_listen: str) -> str:

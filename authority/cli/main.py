@@ -229,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.renew_epoch:
                 print(f"the revocation log's epoch is now {asyncio.run(renew_epoch(settings.database_url))}")
             return 0
+        from authority.api import loops
+
+        # Before any worker or port: a loop that cannot be had is refused in one line.
+        loops.loop_factory(settings.event_loop)
         if settings.workers > 1:
             from authority.api.workers import run_workers
 
@@ -237,7 +241,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # Before the server's imports (grpc, the store's drivers): a busy port is said at once.
         refuse_taken_port(settings.listen)
-        from authority.api import loops
         from authority.api.server import serve
 
         loops.run(serve(settings), settings.event_loop)
