@@ -35,6 +35,16 @@ STORES = ["sqlite", "postgres"]
 TEST_KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Every async test runs on asyncio's loop; one marked ``both_loops`` runs on uvloop
+    too, the loop ``authority serve`` runs on (authority/api/loops.py)."""
+    if item.get_closest_marker("both_loops") is None:
+        return {"asyncio": asyncio.new_event_loop}
+    import uvloop
+
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
 def _driver_url(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 

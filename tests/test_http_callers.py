@@ -34,6 +34,11 @@ from tests.support.pki import CertificateAuthority, Issued
 sqlite_only = pytest.mark.parametrize("store", ["sqlite"])
 
 
+# On uvloop too, the loop `authority serve` runs on: a client certificate is read from the
+# connection's TLS object, which uvloop implements itself (tests/conftest.py).
+pytestmark = pytest.mark.both_loops
+
+
 class Pki:
     """A CA, the server's certificate for 127.0.0.1, and client certificates, as files."""
 
