@@ -9,7 +9,7 @@ differ by no more than the noise. A bare grpc.aio server gains less, which is wh
 benchmark's floor runs on uvloop too (README "The event loop and the heap").
 
 ``event_loop``: ``auto`` (the default) takes uvloop when it can be imported (it is a
-dependency wherever it builds, every platform but Windows) and asyncio's loop otherwise;
+dependency on CPython everywhere but Windows) and asyncio's loop otherwise;
 ``uvloop`` insists on it and refuses to start without it; ``asyncio`` is the standard
 library's loop, for an operator who wants no native loop at all. Each server's start-up
 line says which loop runs. Only the server is chosen for: the client package, the tests'
