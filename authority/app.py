@@ -88,7 +88,7 @@ class Authority:
         self.session_events = SessionEventFeed(store, self._follower_store, lambda: mirror.epoch)
         self.follower = LogFollower(
             self._follower_store, mirror, settings.revocation_poll_interval, self.refresh_keys,
-            also=self.session_events.catch_up,
+            also=self.session_events.catch_up, min_read_interval=settings.revocation_min_read_interval,
         )
         self.explanations = Explanations(store)
         # A feed heartbeats only while the follower's last reads succeeded.

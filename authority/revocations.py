@@ -220,6 +220,11 @@ class LogFollower:
     when lost), by this process's own commits (:attr:`RevocationMirror.log_moved`), and
     every ``poll_interval`` in any case. Each read starts after the mirror's position, so
     after an outage the follower resynchronises from where it stopped and misses nothing.
+
+    Two reads start at least ``min_read_interval`` apart: wake-ups in between are served
+    by one read. Under a stream of revocations (one notification each, from every
+    replica) that is one round trip for many entries rather than one for each, and it
+    delays an entry by at most that interval.
     """
 
     def __init__(
@@ -230,8 +235,10 @@ class LogFollower:
         keys_changed: Callable[[], Awaitable[None]],
         monotonic: Callable[[], float] = time.monotonic,
         also: Callable[[], Awaitable[None]] | None = None,
+        min_read_interval: float = 0.0,
     ) -> None:
         self._store = store
+        self._min_read_interval = min_read_interval
         # Another log read with the same confirmation (the session event feed's catch_up).
         self._also = also
         self._mirror = mirror
@@ -316,6 +323,7 @@ class LogFollower:
             while not stopping.is_set():
                 if self._listener is None or self._listener.done():
                     self._listener = asyncio.create_task(self._listen(), name="revocation-listener")
+                read_started = self._monotonic()
                 try:
                     await self.catch_up()
                     self._recovered()
@@ -328,6 +336,10 @@ class LogFollower:
                 # which may write nothing to the log and so notify nobody.
                 wait = min(self._poll_interval, _PENDING_RECHECK) if self.pending else self._poll_interval
                 await _first_of(self._mirror.log_moved, stopping, timeout=wait)
+                spacing = read_started + self._min_read_interval - self._monotonic()
+                if spacing > 0:
+                    await _first_of(stopping, timeout=spacing)
+                # Cleared before the next read starts: that read sees whatever set it.
                 self._mirror.log_moved.clear()
         finally:
             if self._listener is not None:

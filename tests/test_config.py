@@ -71,6 +71,9 @@ def test_a_flag_wins_over_its_variable() -> None:
         ({"AUTHORITY_PURGE_INTERVAL": "100000000000000h"}, "purge_interval"),
         ({"AUTHORITY_MAX_STALENESS": "9" * 400}, "max_staleness"),  # a float that is infinite
         ({"AUTHORITY_REFRESH_TOKEN_REUSE_GRACE": "61s"}, "refresh_token_reuse_grace"),
+        ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "1s"}, "revocation_min_read_interval"),  # not below the poll
+        ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "-1ms"}, "revocation_min_read_interval"),
+        ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "soon"}, "revocation_min_read_interval"),
         ({"AUTHORITY_SESSION_LIMITS": "mobile"}, "session_limits"),
         ({"AUTHORITY_SESSION_LIMITS": "mobile=0"}, "session_limits"),
         ({"AUTHORITY_SESSION_LIMITS": "mo bile=1"}, "session_limits"),
@@ -99,6 +102,12 @@ def test_durations_up_to_ten_years_are_accepted() -> None:
 
     assert settings.refresh_token_ttl == 3650 * 86400
     assert settings.refresh_token_reuse_grace == 0
+
+
+def test_the_spacing_of_log_reads_takes_milliseconds_and_zero() -> None:
+    assert load_settings({}).revocation_min_read_interval == 0.01
+    assert load_settings({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "50ms"}).revocation_min_read_interval == 0.05
+    assert load_settings({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "0"}).revocation_min_read_interval == 0
 
 
 def test_settings_are_frozen() -> None:

@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 # Timestamp, a JWT and a 32-bit column hold, for centuries to come; nothing sensible
 # is longer.
 MAX_DURATION_SECONDS = 3650 * 86400
-_SECOND_OPTIONS = ("max_staleness", "revocation_poll_interval", "refresh_token_reuse_grace", "proof_max_age")
+_SECOND_OPTIONS = (
+    "max_staleness", "revocation_poll_interval", "revocation_min_read_interval", "refresh_token_reuse_grace",
+    "proof_max_age",
+)
 # More workers than this is a typo, not a machine: each holds its own pools and mirror.
 MAX_WORKERS = 64
 # A retry comes within seconds; a longer grace only widens what a stolen token can do.
@@ -84,6 +87,8 @@ def check(s: Settings) -> None:
         raise ConfigError("max_staleness", "must be greater than zero")
     if not 0 < s.revocation_poll_interval < s.max_staleness:
         raise ConfigError("revocation_poll_interval", "must be greater than zero and less than max_staleness")
+    if not 0 <= s.revocation_min_read_interval < s.revocation_poll_interval:
+        raise ConfigError("revocation_min_read_interval", "must be 0 or more, and less than revocation_poll_interval")
     if s.key_publish_ahead < 0:
         raise ConfigError("key_publish_ahead", "must not be negative")
     if s.key_rotation_interval < 0:

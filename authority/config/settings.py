@@ -66,6 +66,9 @@ class Settings:
     max_staleness: float = 5.0
     # How often each replica reads the revocation log when no notification woke it.
     revocation_poll_interval: float = 1.0
+    # Two reads of the log start at least this far apart: under a stream of revocations
+    # one read carries many entries instead of one read, and its round trip, per entry.
+    revocation_min_read_interval: float = 0.01
     # A new signing key is published this long before it signs.
     key_publish_ahead: int = 60
     # 0: keys rotate only with `authority keys rotate`; otherwise this often, automatically.
