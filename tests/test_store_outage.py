@@ -19,10 +19,10 @@ from authority_client.v1 import authority_pb2 as pb
 from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 
-from authority.errors import SessionLimitReached
+from authority.errors import SessionLimitReached, StoreUnavailable
 from authority.store import Store
 from authority.store.engine import create_engine
-from authority.store.unavailable import translated
+from authority.store.unavailable import connection_lost, translated
 from tests.conftest import Running, StartServer
 from tests.support.calls import Stub, live_sessions, new_subject, reason, sign_in
 from tests.support.proxy import TcpProxy
@@ -306,6 +306,24 @@ def test_among_asyncpg_internal_client_errors_only_a_stuck_protocol_means_the_co
     assert (translated(error) is not None, translated(wrapped) is not None) == (lost, lost)
 
 
+@pytest.mark.parametrize(
+    ("error", "lost"),
+    [
+        (ConnectionResetError("reset by peer"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"), True),
+        (asyncpg.AdminShutdownError("terminating connection due to administrator command"), True),
+        (asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress"), True),
+        (TimeoutError(), False),  # a statement given up, whatever became of its connection
+        (asyncpg.QueryCanceledError("canceling statement due to statement timeout"), False),
+        (asyncpg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"), False),
+        (asyncpg.DivisionByZeroError("division by zero"), False),
+    ],
+)
+def test_a_driver_error_counts_as_a_lost_connection_only_when_it_says_so(error: BaseException, lost: bool) -> None:
+    assert connection_lost(error) is lost
+    assert connection_lost(exc.OperationalError("SELECT 1", None, error)) is lost  # wrapped, it says the same
+
+
 async def test_a_revocation_acknowledged_before_the_cut_survives_a_restart(
     start_server: StartServer, running: Running, proxy: TcpProxy, proxied_url: str
 ) -> None:
@@ -419,3 +437,33 @@ async def test_a_connection_whose_statement_failed_is_closed_not_pooled_again(po
     assert kept == first
     assert after_failure != first
     assert answer == 42
+
+
+async def test_errors_of_what_goes_straight_to_the_driver_are_reported_by_whether_the_connection_was_lost(
+    proxied_url: str, proxy: TcpProxy
+) -> None:
+    """SQLAlchemy's handle_error hook (the metrics' store error counter) never sees the
+    checkouts and statements of Store.driver, so the store reports those itself."""
+    store = Store(create_engine(proxied_url, connections=1))
+    reported: list[bool] = []
+    store.driver_errors = reported.append
+    try:
+        with pytest.raises(SessionLimitReached):
+            async with store.driver(writes=False) as driver:
+                await driver.fetchval("SELECT 1")
+                raise SessionLimitReached("a refusal of the domain's, not an error of the store")
+        with pytest.raises(asyncpg.PostgresError):
+            async with store.driver(writes=False) as driver:
+                await driver.fetchval("SELECT 1 / 0")
+        with pytest.raises(StoreUnavailable):
+            async with store.driver(writes=False) as driver:
+                proxy.cut()  # resets the pooled connection, and refuses new ones
+                await asyncio.wait_for(driver.fetchval("SELECT 1"), CALL_TIMEOUT)
+        with pytest.raises(StoreUnavailable):
+            async with store.driver(writes=False):
+                pass  # the checkout itself fails: a new connection, refused
+    finally:
+        proxy.resume()
+        await store.close()
+
+    assert reported == [False, True, True]

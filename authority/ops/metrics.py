@@ -16,7 +16,8 @@ What is counted where:
   themselves, by collectors; nothing to keep in step.
 - Live sessions: counted in the database every ``LIVE_SESSIONS_INTERVAL`` seconds while
   metrics are served, since only the database knows across replicas.
-- Store errors: a SQLAlchemy ``handle_error`` hook on the engine.
+- Store errors: a SQLAlchemy ``handle_error`` hook on the engine, and the store's own
+  count of the errors of what it sends straight to the driver (sign-ins, log reads).
 - Revocation-feed lag, read from the mirror at scrape time: seconds since the view was
   last confirmed complete, the log position applied (compare replicas: the highest minus
   this one is how far it trails), and the events queued for the slowest watcher.
@@ -116,7 +117,11 @@ class Metrics:
         def on_error(context: Any) -> None:
             self._store_error_kinds[bool(context.is_disconnect)].inc()
 
+        def on_driver_error(lost: bool) -> None:
+            self._store_error_kinds[lost].inc()
+
         event.listen(engine, "handle_error", on_error)
+        authority.store.driver_errors = on_driver_error
 
     async def count_live_sessions_forever(
         self, authority: Authority, clock: Callable[[], float] = time.time, interval: float = LIVE_SESSIONS_INTERVAL

@@ -47,6 +47,9 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 # What asyncpg raises itself where it is called directly (LISTEN, the start-up load).
 RAW_DRIVER_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
 RAW_UNAVAILABLE = UNAVAILABLE + RAW_DRIVER_ERRORS
+# Everything a statement sent straight to asyncpg raises that comes from the database or
+# the driver, as opposed to the code around it.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (*RAW_UNAVAILABLE, asyncpg.InternalClientError)
 UNAVAILABLE_OR_FAILED: tuple[type[BaseException], ...] = (*UNAVAILABLE, exc.DBAPIError)
 
 # SQLSTATE classes (first two characters) that mean the server cannot serve right now.
@@ -110,6 +113,24 @@ def means_unavailable(error: BaseException) -> bool:
         if isinstance(cause, _CLIENT_UNAVAILABLE) and not isinstance(cause, asyncpg.ClientConfigurationError):
             return True
         if _protocol_broken(cause):
+            return True
+    return False
+
+
+# SQLSTATEs of a connection ended by the server: class 08 and these.
+_ENDED_STATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def connection_lost(error: BaseException) -> bool:
+    """Whether ``error`` says the connection failed or could not be made, as SQLAlchemy's
+    ``is_disconnect`` says of the errors it sees (not, say, a statement given up)."""
+    for cause in _causes(error):
+        state = getattr(cause, "sqlstate", None)
+        if isinstance(state, str) and (state[:2] == "08" or state in _ENDED_STATES):
+            return True
+        # A timeout is a statement or a checkout given up, whatever became of the connection.
+        lost = isinstance(cause, _CLIENT_UNAVAILABLE) and not isinstance(cause, (TimeoutError, exc.TimeoutError))
+        if (lost and not isinstance(cause, asyncpg.ClientConfigurationError)) or _protocol_broken(cause):
             return True
     return False
 
