@@ -336,7 +336,8 @@ class LogFollower:
                 # which may write nothing to the log and so notify nobody.
                 wait = min(self._poll_interval, _PENDING_RECHECK) if self.pending else self._poll_interval
                 await _first_of(self._mirror.log_moved, stopping, timeout=wait)
-                spacing = read_started + self._min_read_interval - self._monotonic()
+                # At most the interval, whatever the clock did meanwhile.
+                spacing = min(read_started + self._min_read_interval - self._monotonic(), self._min_read_interval)
                 if spacing > 0:
                     await _first_of(stopping, timeout=spacing)
                 # Cleared before the next read starts: that read sees whatever set it.

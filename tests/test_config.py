@@ -105,6 +105,9 @@ def test_durations_up_to_ten_years_are_accepted() -> None:
 
 
 def test_the_spacing_of_log_reads_takes_milliseconds_and_zero() -> None:
+    with pytest.raises(ConfigError) as negative:
+        Settings(revocation_min_read_interval=-0.001)
+    assert negative.value.option == "revocation_min_read_interval"
     assert load_settings({}).revocation_min_read_interval == 0.01
     assert load_settings({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "50ms"}).revocation_min_read_interval == 0.05
     assert load_settings({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "0"}).revocation_min_read_interval == 0

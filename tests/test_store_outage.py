@@ -317,6 +317,7 @@ def test_among_asyncpg_internal_client_errors_only_a_stuck_protocol_means_the_co
         (asyncpg.QueryCanceledError("canceling statement due to statement timeout"), False),
         (asyncpg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"), False),
         (asyncpg.DivisionByZeroError("division by zero"), False),
+        (asyncpg.InterfaceError("the server expects 2 arguments for this query, 1 was passed"), False),  # a fault
     ],
 )
 def test_a_driver_error_counts_as_a_lost_connection_only_when_it_says_so(error: BaseException, lost: bool) -> None:

@@ -27,7 +27,13 @@ from authority.store.file_lock import held_beside
 from authority.store.key_queries import KeyQueries
 from authority.store.reach import sqlite_path
 from authority.store.session_queries import SessionQueries
-from authority.store.unavailable import DRIVER_ERRORS, RAW_UNAVAILABLE, UNAVAILABLE_OR_FAILED, connection_lost, translated
+from authority.store.unavailable import (
+    DRIVER_ERRORS,
+    RAW_UNAVAILABLE,
+    UNAVAILABLE_OR_FAILED,
+    connection_lost,
+    translated,
+)
 
 # Consumers' backlog reads that run at once (see Store.backlog_after).
 BACKLOG_READERS = 2
@@ -84,9 +90,15 @@ class Connections:
         if self._backlog is not None:
             await self._backlog.close()
 
-    def _driver_error(self, error: BaseException) -> None:
+    def _driver_error(self, error: BaseException, lost: bool) -> None:
         if self.driver_errors is not None and isinstance(error, self._driver_error_types):
-            self.driver_errors(connection_lost(error))
+            self.driver_errors(lost)
+
+    def report_driver_errors(self, lost: bool) -> None:
+        """Passes a driver error on to :attr:`driver_errors`: for a store of the same
+        database on connections of its own (:meth:`Store.dedicated`), counted as this one's."""
+        if self.driver_errors is not None:
+            self.driver_errors(lost)
 
     def _connected(self, _dbapi_connection: Any, _record: Any) -> None:
         if self._lost:
@@ -163,11 +175,15 @@ class Connections:
             # it, and returning it to the pool sends nothing either.
             try:
                 raw = await self.engine.raw_connection()
+            except exc.TimeoutError:
+                raise  # no pooled connection free in time: nothing the driver said
             except Exception as error:
-                self._driver_error(error)
+                # A connect that timed out could not be made, as one refused.
+                self._driver_error(error, isinstance(error, TimeoutError) or connection_lost(error))
                 raise
+            driver: Any = raw.driver_connection
             try:
-                yield raw.driver_connection
+                yield driver
             except BaseException as error:
                 # A statement cut off midway (cancelled, timed out, its connection
                 # failing) can leave asyncpg in the middle of an operation, which no
@@ -176,7 +192,7 @@ class Connections:
                 if isinstance(error, AuthorityError):
                     await greenlet_spawn(raw.close)
                 else:
-                    self._driver_error(error)
+                    self._driver_error(error, driver.is_closed() or connection_lost(error))
                     with suppress(Exception):
                         await greenlet_spawn(raw.invalidate, error)  # which returns it to the pool, closed
                 raise

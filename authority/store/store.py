@@ -81,7 +81,9 @@ class Store(LogReads, Maintenance):
         session_engine = None
         if self.session_engine is not self.engine:
             session_engine = create_engine(url_of(self.session_engine), connections=2)
-        return Store(engine, session_engine, transaction_pooling=self._transaction_pooling)
+        dedicated = Store(engine, session_engine, transaction_pooling=self._transaction_pooling)
+        dedicated.driver_errors = self.report_driver_errors
+        return dedicated
 
     async def keys(self) -> list[KeyRecord]:
         """Every stored signing key."""

@@ -119,18 +119,24 @@ def means_unavailable(error: BaseException) -> bool:
 
 # SQLSTATEs of a connection ended by the server: class 08 and these.
 _ENDED_STATES = frozenset({"57P01", "57P02", "57P03"})
+# A timeout is a statement given up, whatever became of its connection: not one of these.
+_CONNECTION_FAILED: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.ConnectionDoesNotExistError, asyncpg.TargetServerAttributeNotMatched,
+)
 
 
 def connection_lost(error: BaseException) -> bool:
     """Whether ``error`` says the connection failed or could not be made, as SQLAlchemy's
-    ``is_disconnect`` says of the errors it sees (not, say, a statement given up)."""
+    ``is_disconnect`` says of the errors it sees (not a statement given up, nor a fault of
+    the code, such as a wrong number of arguments, that asyncpg also reports as an
+    ``InterfaceError``)."""
     for cause in _causes(error):
         state = getattr(cause, "sqlstate", None)
         if isinstance(state, str) and (state[:2] == "08" or state in _ENDED_STATES):
             return True
-        # A timeout is a statement or a checkout given up, whatever became of the connection.
-        lost = isinstance(cause, _CLIENT_UNAVAILABLE) and not isinstance(cause, (TimeoutError, exc.TimeoutError))
-        if (lost and not isinstance(cause, asyncpg.ClientConfigurationError)) or _protocol_broken(cause):
+        if isinstance(cause, _CONNECTION_FAILED) and not isinstance(cause, TimeoutError):
+            return True
+        if _protocol_broken(cause):
             return True
     return False
 
