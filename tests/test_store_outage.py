@@ -468,3 +468,22 @@ async def test_errors_of_what_goes_straight_to_the_driver_are_reported_by_whethe
         await store.close()
 
     assert reported == [False, True, True]
+
+
+async def test_a_store_on_connections_of_its_own_reports_its_driver_errors_as_the_one_it_was_made_from(
+    postgres_url: str,
+) -> None:
+    """The log follower reads through Store.dedicated: its errors count as the authority's."""
+    store = Store.open(postgres_url)
+    follower = store.dedicated()
+    reported: list[bool] = []
+    store.driver_errors = reported.append  # set after the dedicated store was made, as the metrics do
+    try:
+        with pytest.raises(asyncpg.PostgresError):
+            async with follower.driver(writes=False) as driver:
+                await driver.fetchval("SELECT 1 / 0")
+    finally:
+        await follower.close()
+        await store.close()
+
+    assert reported == [False]
