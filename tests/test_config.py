@@ -71,7 +71,7 @@ def test_a_flag_wins_over_its_variable() -> None:
         ({"AUTHORITY_PURGE_INTERVAL": "100000000000000h"}, "purge_interval"),
         ({"AUTHORITY_MAX_STALENESS": "9" * 400}, "max_staleness"),  # a float that is infinite
         ({"AUTHORITY_REFRESH_TOKEN_REUSE_GRACE": "61s"}, "refresh_token_reuse_grace"),
-        ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "1s"}, "revocation_min_read_interval"),  # not below the poll
+        ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "1500ms"}, "revocation_min_read_interval"),  # over the poll
         ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "-1ms"}, "revocation_min_read_interval"),
         ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "soon"}, "revocation_min_read_interval"),
         ({"AUTHORITY_SESSION_LIMITS": "mobile"}, "session_limits"),
@@ -111,6 +111,8 @@ def test_the_spacing_of_log_reads_takes_milliseconds_and_zero() -> None:
     assert load_settings({}).revocation_min_read_interval == 0.01
     assert load_settings({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "50ms"}).revocation_min_read_interval == 0.05
     assert load_settings({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "0"}).revocation_min_read_interval == 0
+    # The shortest poll the default allows is its own: the interval may equal the poll.
+    assert load_settings({"AUTHORITY_REVOCATION_POLL_INTERVAL": "10ms"}).revocation_min_read_interval == 0.01
 
 
 def test_settings_are_frozen() -> None:

@@ -87,8 +87,9 @@ def check(s: Settings) -> None:
         raise ConfigError("max_staleness", "must be greater than zero")
     if not 0 < s.revocation_poll_interval < s.max_staleness:
         raise ConfigError("revocation_poll_interval", "must be greater than zero and less than max_staleness")
-    if not 0 <= s.revocation_min_read_interval < s.revocation_poll_interval:
-        raise ConfigError("revocation_min_read_interval", "must be 0 or more, and less than revocation_poll_interval")
+    # At most the poll: so every poll interval of 10 ms or more takes the default.
+    if not 0 <= s.revocation_min_read_interval <= s.revocation_poll_interval:
+        raise ConfigError("revocation_min_read_interval", "must be 0 or more, and at most revocation_poll_interval")
     if s.key_publish_ahead < 0:
         raise ConfigError("key_publish_ahead", "must not be negative")
     if s.key_rotation_interval < 0:
