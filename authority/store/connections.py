@@ -91,8 +91,8 @@ class Connections:
             await self._backlog.close()
 
     def _driver_error(self, error: BaseException, lost: bool) -> None:
-        if self.driver_errors is not None and isinstance(error, self._driver_error_types):
-            self.driver_errors(lost)
+        if isinstance(error, self._driver_error_types):
+            self.report_driver_errors(lost)
 
     def report_driver_errors(self, lost: bool) -> None:
         """Passes a driver error on to :attr:`driver_errors`: for a store of the same
