@@ -2,8 +2,9 @@
 still running the previous code, side by side with a new one on the same database,
 refuses to follow the migrated log, with a message saying why, instead of skipping
 entries, and cannot trade a device-bound session's refresh token without its proof.
-Across 0008 (the sign-in that replaces unread) it keeps serving: its sign-ins and the
-new code's, of one subject at once, keep one device. The previous code is the commit
+Across 0008 (the sign-in that replaces unread) and 0009 (the sign-in functions'
+bodies rewritten, their arguments and writes unchanged) it keeps serving: its sign-ins and the new code's, of one
+subject at once, keep one device. The previous code is the commit
 before the one that added the revision, checked out into a temporary directory and run
 as a process of its own."""
 
@@ -32,6 +33,7 @@ from tests.support.calls import live_sessions, new_subject, reason, rpc_error, s
 REPO = Path(__file__).resolve().parent.parent
 REVISION = "authority/store/migrations/versions/0007_log_without_lock.py"
 UNREAD_REVISION = "authority/store/migrations/versions/0008_sign_in_replacing.py"
+ONCE_REVISION = "authority/store/migrations/versions/0009_sign_in_without_rereads.py"
 DEADLINE = 30.0
 
 pytestmark = pytest.mark.parametrize("store", ["postgres"])  # the refusal is PostgreSQL's views
@@ -175,16 +177,20 @@ async def test_a_replica_of_the_previous_code_cannot_trade_a_bound_refresh_token
         old.stop()
 
 
+@pytest.mark.parametrize(("revision", "before"), [
+    (UNREAD_REVISION, "0007_log_without_lock"), (ONCE_REVISION, "0008_sign_in_replacing"),
+])
 async def test_sign_ins_of_the_previous_code_and_unread_ones_of_the_new_keep_one_device(
-    start_server: StartServer, database_url: str, tmp_path: Path
+    start_server: StartServer, database_url: str, tmp_path: Path, revision: str, before: str
 ) -> None:
-    # Revision 0008 only adds a function: a replica of the code before it keeps serving
-    # on the migrated schema, reading and deciding, while the new code replaces unread.
-    source, _ = previous.export(_before_revision(UNREAD_REVISION), tmp_path / "previous")
+    # Revision 0008 only adds a function, and 0009 only rewrites the functions' bodies: a
+    # replica of the code before either keeps serving on the migrated schema (before 0008
+    # reading and deciding, before 0009 calling the rewritten function), beside the new code.
+    source, _ = previous.export(_before_revision(revision), tmp_path / "previous")
     env = {"AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY}
     old = await asyncio.to_thread(start_authority, database_url, tmp_path, "previous", "INFO", False, source, env)
     try:
-        assert await migrate(database_url) == "0007_log_without_lock"
+        assert await migrate(database_url) == before
         new = await start_server()
         subject = new_subject()
         async with grpc.aio.insecure_channel(old.target) as channel:

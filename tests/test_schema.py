@@ -13,7 +13,7 @@ from authority.errors import SchemaError
 from authority.store.migrate import migrate
 from tests.conftest import StartServer
 
-HEAD = "0008_sign_in_replacing"
+HEAD = "0009_sign_in_without_rereads"
 
 
 async def _revision(url: str) -> str:
