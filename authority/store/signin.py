@@ -3,8 +3,8 @@
 A sign-in reads the subject's live sessions, the domain decides (authority.sessions and
 authority.policy: who is signed out, and whether the sign-in is allowed), and the
 decision is written. On PostgreSQL the write is one call of the server-side function
-``authority_sign_in`` (migration 0007), made outside any transaction so that it commits
-in the same round trip. The function holds no rule of the single-device policy: it is a
+``authority_sign_in`` (migration 0007, its body rewritten in 0009), made outside any
+transaction so that it commits in the same round trip. The function holds no rule of the single-device policy: it is a
 compare-and-write. It takes the subject's lock, checks that the subject's live sessions
 are still exactly those the decision was made on (nothing else matters to
 :func:`authority.policy.decide`), and only then writes the decision as given: the new
@@ -22,8 +22,8 @@ check after the lock sees everything committed before it.
 
 A sign-in under the single-device rule as it comes replaces every live session, whichever
 they are (``authority.policy.replaces_every_live_session``): on PostgreSQL it skips the
-read, and ``authority_sign_in_replacing`` (migration 0008) revokes the live sessions it
-finds under the lock. One round trip, and nothing to compare, so it never conflicts.
+read, and ``authority_sign_in_replacing`` (migration 0008, rewritten in 0009) revokes the
+live sessions it finds under the lock. One round trip, and nothing to compare, so it never conflicts.
 
 ``locked`` units (after repeated conflicts, and always on SQLite) take the subject's lock
 first and write inside one transaction: they cannot conflict.
