@@ -3,10 +3,10 @@
 ``authority_sign_in_replacing`` (0008) revoked the subject's live sessions in one
 statement and then found them again by id, twice: for their session events and for
 their log entries (``WHERE session_id = ANY (...)``). PL/pgSQL keeps a statement's
-generic plan for the life of the connection, and one planned while the sessions table
-was still small (a new database, before autovacuum first analyzed it) scans the whole
-table: on a fresh database both lookups read every session ever written, on every
-sign-in, until the table is analyzed. The function now keeps the revoked rows as the
+plan on its connection until the table's statistics change, and a generic plan made
+while the sessions table was still small scans the whole table: on a new database both
+lookups read every session ever written, on every sign-in, until autovacuum first
+analyzed the table. The function now keeps the revoked rows as the
 ``UPDATE`` returns them and writes the events and the log entries from that array, in
 the order it lists them.
 
