@@ -29,6 +29,7 @@ from authority.sessions import Sessions
 from authority.explanations import Explanations
 from authority.store import Store
 from authority.store.events import purge_events
+from authority.store.log_notifier import LogNotifier
 from authority.store.migrate import prepare_schema
 from authority.store.store import MAINTENANCE_LOCK
 from authority.tokens import TokenCodec
@@ -91,6 +92,8 @@ class Authority:
             also=self.session_events.catch_up, min_read_interval=settings.revocation_min_read_interval,
         )
         self.explanations = Explanations(store)
+        # Sign-ins notify the other replicas through it, after they commit (PostgreSQL).
+        self.notifier = LogNotifier(store, settings.revocation_min_read_interval) if store.is_postgres else None
         # A feed heartbeats only while the follower's last reads succeeded.
         self.heartbeat_freshness = min(settings.max_staleness, 2 * settings.revocation_poll_interval)
         self.clock = clock
@@ -198,12 +201,15 @@ class Authority:
         return erased
 
     def start(self) -> None:
-        """Starts the log follower and the periodic maintenance."""
+        """Starts the log follower, the periodic maintenance and, on PostgreSQL, the
+        notifications of this process's sign-ins."""
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self.follower.run(self._stopping), name="log-follower"),
                 asyncio.create_task(self._maintain_forever(), name="maintenance"),
             ]
+            if self.notifier is not None:
+                self._tasks.append(asyncio.create_task(self.notifier.run(self._stopping), name="log-notifier"))
 
     async def close(self) -> None:
         """Stops the background work (letting a database round trip in progress finish,

@@ -2,11 +2,12 @@
 still running the previous code, side by side with a new one on the same database,
 refuses to follow the migrated log, with a message saying why, instead of skipping
 entries, and cannot trade a device-bound session's refresh token without its proof.
-Across 0008 (the sign-in that replaces unread) and 0009 (the sign-in functions'
-bodies rewritten, their arguments and writes unchanged) it keeps serving: its sign-ins and the new code's, of one
-subject at once, keep one device. The previous code is the commit
-before the one that added the revision, checked out into a temporary directory and run
-as a process of its own."""
+Across 0008 (the sign-in that replaces unread), 0009 (the sign-in functions' bodies
+rewritten, their arguments and writes unchanged) and 0010 (the functions notifying only
+when asked, by default as before) it keeps serving: its sign-ins and the new code's, of
+one subject at once, keep one device. The previous code is the commit before the one that
+added the revision, checked out into a temporary directory and run as a process of its
+own."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 REVISION = "authority/store/migrations/versions/0007_log_without_lock.py"
 UNREAD_REVISION = "authority/store/migrations/versions/0008_sign_in_replacing.py"
 ONCE_REVISION = "authority/store/migrations/versions/0009_sign_in_without_rereads.py"
+NOTIFY_REVISION = "authority/store/migrations/versions/0010_sign_in_notify_after_commit.py"
 DEADLINE = 30.0
 
 pytestmark = pytest.mark.parametrize("store", ["postgres"])  # the refusal is PostgreSQL's views
@@ -179,17 +181,22 @@ async def test_a_replica_of_the_previous_code_cannot_trade_a_bound_refresh_token
 
 @pytest.mark.parametrize(("revision", "before"), [
     (UNREAD_REVISION, "0007_log_without_lock"), (ONCE_REVISION, "0008_sign_in_replacing"),
+    (NOTIFY_REVISION, "0009_sign_in_without_rereads"),
 ])
 async def test_sign_ins_of_the_previous_code_and_unread_ones_of_the_new_keep_one_device(
     start_server: StartServer, database_url: str, tmp_path: Path, revision: str, before: str
 ) -> None:
-    # Revision 0008 only adds a function, and 0009 only rewrites the functions' bodies: a
-    # replica of the code before either keeps serving on the migrated schema (before 0008
-    # reading and deciding, before 0009 calling the rewritten function), beside the new code.
+    # Revision 0008 only adds a function, 0009 only rewrites the functions' bodies, and 0010
+    # gives them a last argument with a default: a replica of the code before any of them
+    # keeps serving on the migrated schema (before 0008 reading and deciding, before 0009
+    # and 0010 calling the rewritten functions as it knows them), beside the new code.
     source, _ = previous.export(_before_revision(revision), tmp_path / "previous")
     env = {"AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY}
     old = await asyncio.to_thread(start_authority, database_url, tmp_path, "previous", "INFO", False, source, env)
     try:
+        async with grpc.aio.insecure_channel(old.target) as channel:
+            # Its connections prepare their statements before the functions change under them.
+            await sign_in(TokenAuthorityStub(channel), new_subject(), "before-the-migration")
         assert await migrate(database_url) == before
         new = await start_server()
         subject = new_subject()

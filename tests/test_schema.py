@@ -13,7 +13,7 @@ from authority.errors import SchemaError
 from authority.store.migrate import migrate
 from tests.conftest import StartServer
 
-HEAD = "0009_sign_in_without_rereads"
+HEAD = "0010_sign_in_notify_after_commit"
 
 
 async def _revision(url: str) -> str:

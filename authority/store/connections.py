@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
 from authority.errors import AuthorityError, StoreUnavailable
-from authority.store.coordination import Listening
+from authority.store.coordination import REVOCATIONS_CHANNEL, Listening
 from authority.store.engine import READ_ONLY, url_of
 from authority.store.file_lock import held_beside
 from authority.store.key_queries import KeyQueries
@@ -37,6 +37,9 @@ from authority.store.unavailable import (
 
 # Consumers' backlog reads that run at once (see Store.backlog_after).
 BACKLOG_READERS = 2
+# That the logs moved, committed without waiting for its WAL flush: it only wakes
+# followers, which then read whatever committed before it (authority/store/log_notifier.py).
+_NOTIFY_LOGS = f"SELECT set_config('synchronous_commit', 'off', true), pg_notify('{REVOCATIONS_CHANNEL}', '')"
 
 
 class Tx(SessionQueries, KeyQueries):
@@ -75,6 +78,10 @@ class Connections:
         # and statements of :meth:`driver`, which SQLAlchemy neither makes nor sees (its
         # handle_error hook counts the rest): the metrics' store error counter.
         self.driver_errors: Callable[[bool], None] | None = None
+        # Called after a unit of work that wrote to the logs committed, instead of it
+        # notifying in its own commit, when this process notifies the replicas itself
+        # (log_notifier.py).
+        self.notify_after_commit: Callable[[], None] | None = None
         self._driver_error_types = (*DRIVER_ERRORS, engine.dialect.loaded_dbapi.Error)
 
     @property
@@ -133,12 +140,14 @@ class Connections:
                 if read_only:
                     await conn.execution_options(**{READ_ONLY: True})
                 async with conn.begin():
-                    tx = Tx(conn, self.is_postgres)
+                    tx = Tx(conn, self.is_postgres, self.notify_after_commit)
                     yield tx
                     # One statement for every event the unit of work recorded.
                     await tx.flush_events()
         if not read_only:
             self.last_write_at = time.monotonic()
+        if tx.wrote_to_logs and tx.notify_after_commit is not None:
+            tx.notify_after_commit()
 
     @asynccontextmanager
     async def autocommit(self, *, writes: bool = True) -> AsyncIterator[AsyncConnection]:
@@ -199,6 +208,17 @@ class Connections:
             await greenlet_spawn(raw.close)
         if writes:
             self.last_write_at = time.monotonic()
+
+    async def notify_logs(self) -> None:
+        """Notifies the replicas' followers that the logs moved (PostgreSQL only), in a
+        transaction of its own that does not wait for the disk: it writes nothing to
+        lose, and holds PostgreSQL's notify lock only as long as it takes to commit."""
+        if self._transaction_pooling:
+            async with self.autocommit(writes=False) as conn:  # a transaction, there
+                await conn.exec_driver_sql(_NOTIFY_LOGS)
+            return
+        async with self.driver(writes=False) as driver:
+            await driver.execute(_NOTIFY_LOGS)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:

@@ -1,7 +1,8 @@
 """How replicas coordinate through the database: advisory locks and NOTIFY channels.
 
-The lock ids and channel names here are shared by every replica (and by migration 0007's
-``authority_sign_in``, which notifies :data:`REVOCATIONS_CHANNEL` itself); a
+The lock ids and channel names here are shared by every replica (and by the sign-in
+functions of migrations 0007 to 0010, which notify :data:`REVOCATIONS_CHANNEL` themselves
+when asked); a
 :class:`Listening` is what :meth:`authority.store.Store.notifications` yields.
 """
 

@@ -9,8 +9,9 @@ compare-and-write. It takes the subject's lock, checks that the subject's live s
 are still exactly those the decision was made on (nothing else matters to
 :func:`authority.policy.decide`), and only then writes the decision as given: the new
 session and its refresh token, the replaced sessions revoked and logged, the session
-events, the notification. When another writer changed the subject in between it writes
-nothing, and the caller reads and decides again. So the read takes no lock and the whole
+events, and the notification unless the process sends it after the commit
+(:mod:`authority.store.log_notifier`, migration 0010). When another writer changed the
+subject in between it writes nothing, and the caller reads and decides again. So the read takes no lock and the whole
 sign-in is two round trips.
 
 Why a function and not a batch of statements: every statement of a batch shares the
@@ -51,8 +52,10 @@ _LIVE = f"SELECT {_COLUMNS} FROM sessions WHERE subject = $1 AND revoked_at IS N
 _ORDER = " ORDER BY created_at, session_id"
 _LIVE_SESSIONS = _LIVE + _ORDER
 _LIVE_SESSIONS_USED_SINCE = _LIVE + " AND last_used_at > $3" + _ORDER
-_SIGN_IN = "SELECT * FROM authority_sign_in($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-_SIGN_IN_REPLACING = "SELECT * FROM authority_sign_in_replacing($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+# The last argument says whether the function notifies (migration 0010): not when the
+# process notifies after the commit itself (Connections.notify_after_commit).
+_SIGN_IN = "SELECT * FROM authority_sign_in($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+_SIGN_IN_REPLACING = "SELECT * FROM authority_sign_in_replacing($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,12 +81,17 @@ class SignInWrite:
 class SignInUnit:
     """The read and the write of one sign-in attempt (see the module docstring)."""
 
-    def __init__(self, conn: AsyncConnection | None, is_postgres: bool, tx: Tx | None, driver: Any = None) -> None:
+    def __init__(
+        self, conn: AsyncConnection | None, is_postgres: bool, tx: Tx | None, driver: Any = None,
+        *, notifies: bool = True,
+    ) -> None:
         self._conn = conn
         self._is_postgres = is_postgres
         self._tx = tx
         # The asyncpg connection, on a connection of our own outside any transaction.
         self._driver = driver
+        # Whether the write notifies the other replicas in its own commit.
+        self._notifies = notifies
 
     @property
     def writes_unread(self) -> bool:
@@ -119,9 +127,9 @@ class SignInUnit:
             assert self._tx is not None  # SQLite units are always locked transactions
             return await _write_in(self._tx, plan)
         if plan.decided_on is None:
-            rows = await self._fetch(_SIGN_IN_REPLACING, *_replacing_arguments(plan))
+            rows = await self._fetch(_SIGN_IN_REPLACING, *_replacing_arguments(plan), self._notifies)
             return [Revocation(row[0], row[1], row[2], row[3], RevocationCause(row[4]), row[5] or "") for row in rows]
-        rows = await self._fetch(_SIGN_IN, *_arguments(plan))
+        rows = await self._fetch(_SIGN_IN, *_arguments(plan), self._notifies)
         if not rows[0][0]:
             return None
         return [
@@ -138,13 +146,16 @@ async def sign_in_unit(store: Store, subject: str, *, locked: bool) -> AsyncIter
             await tx.lock_subject(subject)
             yield SignInUnit(tx.conn, store.is_postgres, tx)
         return
+    notify = store.notify_after_commit
     if store.transaction_pooling:
         # A transaction (Connections.autocommit), whose statements go through SQLAlchemy, which began it.
         async with store.autocommit() as conn:
-            yield SignInUnit(conn, True, None)
-        return
-    async with store.driver() as driver:
-        yield SignInUnit(None, True, None, driver)
+            yield SignInUnit(conn, True, None, notifies=notify is None)
+    else:
+        async with store.driver() as driver:
+            yield SignInUnit(None, True, None, driver, notifies=notify is None)
+    if notify is not None:
+        notify()
 
 
 async def _write_in(tx: Tx, plan: SignInWrite) -> list[Revocation]:

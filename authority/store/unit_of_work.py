@@ -1,7 +1,8 @@
 """One open transaction: what every unit of work can do, whatever it queries.
 
 :class:`UnitOfWork` holds the connection, the locks a writer takes, the notifications
-sent when (and only if) it commits, and the session events it records; the queries are
+sent when (and only if) it commits (or, for the logs, after it committed:
+authority/store/log_notifier.py), and the session events it records; the queries are
 mixed in by :mod:`authority.store.session_queries` and :mod:`authority.store.key_queries`
 to make :class:`authority.store.Tx`.
 
@@ -11,6 +12,8 @@ SQLite admits one writer at a time.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,17 +26,25 @@ from authority.store.schema import session_events
 class UnitOfWork:
     """One open transaction; every method runs inside it."""
 
-    def __init__(self, conn: AsyncConnection, is_postgres: bool) -> None:
+    def __init__(
+        self, conn: AsyncConnection, is_postgres: bool, notify_after_commit: Callable[[], None] | None = None
+    ) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
         self._notified: set[str] = set()
+        # When set, a write to the logs does not notify in this transaction: the store
+        # calls it once this commits (authority/store/log_notifier.py).
+        self.notify_after_commit = notify_after_commit
+        self.wrote_to_logs = False
         # Session events recorded in this transaction, written just before it commits.
         self._events: list[SessionEvent] = []
 
     async def _logged(self) -> None:
         # Both logs (revocations and session events) share one channel. No lock: entries
         # reach readers in order by their positions alone (authority/store/log_order.py).
-        await self._notify(REVOCATIONS_CHANNEL)
+        self.wrote_to_logs = True
+        if self.notify_after_commit is None:
+            await self._notify(REVOCATIONS_CHANNEL)
 
     def record(self, event: SessionEvent) -> None:
         """Appends ``event`` to the session event log when (and only if) this commits."""
