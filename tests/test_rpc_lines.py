@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import io
 import json
 import logging
@@ -171,3 +172,28 @@ async def test_a_full_batch_is_written_at_once(captured: io.StringIO) -> None:  
         written = captured.getvalue().splitlines()
 
     assert [json.loads(line)["peer"] for line in written] == [f"ipv4:127.0.0.1:{n}" for n in range(logs.RPC_LINES_BATCH)]
+
+
+async def test_a_line_made_when_its_batch_is_written_is_the_calls_own(captured: io.StringIO) -> None:  # noqa: F811
+    odd_peer = 'ipv6:[::1]:5 "quoted" \\ tab\t é'
+    with sole_json_handler():
+        before = datetime.datetime.now(datetime.timezone.utc)
+        logs.log_rpc(VALIDATE, "INVALID_ARGUMENT", 12.5, odd_peer, "alice")
+        after = datetime.datetime.now(datetime.timezone.utc)
+        assert captured.getvalue() == ""  # queued; made and written with its batch
+        deadline = asyncio.get_running_loop().time() + 5
+        while not captured.getvalue() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        written = datetime.datetime.now(datetime.timezone.utc)
+        (line,) = captured.getvalue().splitlines()
+
+    fields = json.loads(line)
+    # The time is the call's, to the millisecond, not the write's (RPC_LINES_DELAY later).
+    stamp = datetime.datetime.fromisoformat(fields.pop("time"))
+    assert before - datetime.timedelta(milliseconds=1) <= stamp <= after
+    assert written - stamp >= datetime.timedelta(seconds=logs.RPC_LINES_DELAY / 2)
+    assert fields == {
+        "level": "INFO", "logger": logs.RPC_LOGGER, "message": f"{VALIDATE} INVALID_ARGUMENT 12.5ms",
+        "method": VALIDATE, "code": "INVALID_ARGUMENT", "duration_ms": 12.5, "peer": odd_peer,
+        "subject_hash": logs.subject_hash("alice"),
+    }

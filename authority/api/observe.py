@@ -13,6 +13,11 @@ call pays one wrapper. Only when another interceptor must run first inside the
 observation (caller authentication, whose refusals are counted and logged like any
 status) does the observer run as an interceptor itself (:class:`RpcObserver`).
 
+What a call records is queued, not applied: its status count and latency go to the
+metrics' :class:`~authority.ops.tally.Tally`, applied in batches and before every
+scrape, and its log line is made with the others when they are written together
+(:mod:`authority.ops.logs`).
+
 Token checks (ValidateToken, ext_authz Check) may be sampled in the log: with
 ``log_sample_validate`` N above 1 one OK line in N is written. Every other status is
 always written, and the metrics count every call.
@@ -31,6 +36,7 @@ import grpc
 
 from authority.ops.logs import RpcLine, rpc_log
 from authority.ops.metrics import Metrics
+from authority.ops.tally import Apply
 
 Context = grpc.aio.ServicerContext[Any, Any]
 # Strings: grpc's classes are generic only in its type stubs.
@@ -70,13 +76,16 @@ def _names_subject(handler: Handler) -> bool:
 
 
 class _Method:
-    """One method's pre-bound series and log line: a call costs dict lookups, no labels."""
+    """One method's pre-bound series and log line: a call costs dict lookups and queued
+    updates (applied in batches, :mod:`authority.ops.tally`), no labels."""
 
     def __init__(self, metrics: Metrics, method: str, sample: int) -> None:
         self._metrics = metrics
         self._method = method
-        self._calls: dict[str, Any] = {}
-        self._latency = metrics.rpc_seconds.labels(method)
+        self._tally = metrics.tally
+        # A status code's counter child, as the bound ``inc`` the tally applies.
+        self._calls: dict[str, Apply] = {}
+        self._latency: Apply = metrics.rpc_seconds.labels(method).observe
         self._line = RpcLine(method)
         self._sample = sample
         self._unsampled = 0
@@ -85,9 +94,10 @@ class _Method:
         elapsed = time.perf_counter() - started
         calls = self._calls.get(code)
         if calls is None:
-            calls = self._calls[code] = self._metrics.rpcs.labels(self._method, code)
-        calls.inc()
-        self._latency.observe(elapsed)
+            calls = self._calls[code] = self._metrics.rpcs.labels(self._method, code).inc
+        add = self._tally.add
+        add(calls, 1)
+        add(self._latency, elapsed)
         if not rpc_log.isEnabledFor(_INFO):
             return
         if self._sample > 1 and code == _OK:

@@ -92,8 +92,9 @@ def _answering(metrics: Metrics) -> Middleware:
                 log.info("refused %s from %s: %s", route, request.remote, error)
         seconds = time.perf_counter() - started
         # Beside the RPCs, by route and status: a handful of label values, never the path as sent.
-        metrics.rpcs.labels(route, str(response.status)).inc()
-        metrics.rpc_seconds.labels(route).observe(seconds)
+        # Queued like the RPCs' updates, applied in batches and before every scrape.
+        metrics.tally.add(metrics.rpcs.labels(route, str(response.status)).inc, 1)
+        metrics.tally.add(metrics.rpc_seconds.labels(route).observe, seconds)
         if logs.rpc_log.isEnabledFor(logging.INFO):
             logs.log_rpc(route, str(response.status), seconds * 1000, str(request.remote), "")
         return response

@@ -10,7 +10,7 @@ Every RPC writes a line, so the line is cheap: while the JSON handler :func:`ins
 set up is the only place ``authority.rpc`` records can go (no other handler or filter
 on the way), the line is written straight to its stream, built from parts made once
 per method and status, exactly as :class:`JsonFormatter` would have written it. On the
-event loop the lines are gathered and written together, in one write, at most
+event loop the lines are gathered, made and written together, in one write, at most
 ``RPC_LINES_DELAY`` seconds after the first of them (or at once past ``RPC_LINES_BATCH``
 lines, and at exit): a write to the stream costs several times what building a line
 does, and one call rarely ends alone in a busy second. So an RPC line may follow, by
@@ -128,13 +128,21 @@ class RpcLine:
         if handler is None or not isinstance(formatter, JsonFormatter):
             _record_rpc(self.method, code, duration_ms, peer, subject)
             return
+        _submit(handler, formatter, (self, code, duration_ms, peer, subject, time.time()))
+
+    def text(self, formatter: JsonFormatter, code: str, duration_ms: float, peer: str, subject: str,
+             created: float) -> str:
+        """The line, as ``formatter`` would write the call's record, made at ``created``."""
         head, middle = self._parts(code)
-        line = (f'{{"time": "{formatter._time(time.time())}{head}{duration_ms:.1f}{middle}'
+        line = (f'{{"time": "{formatter._time(created)}{head}{duration_ms:.1f}{middle}'
                 f'{json_milliseconds(duration_ms)}, "peer": {encode_basestring(peer)}')
         if subject:
             line += f', "subject_hash": "{subject_hash(subject)}"'
-        line += "}\n"
-        _submit(handler, line)
+        return line + "}\n"
+
+
+# A call's line, made when it is written: the line, code, duration, peer, subject, time.
+_Fields = tuple[RpcLine, str, float, str, str, float]
 
 
 def json_milliseconds(duration_ms: float) -> str:
@@ -148,32 +156,34 @@ def json_milliseconds(duration_ms: float) -> str:
 
 RPC_LINES_DELAY = 0.05
 RPC_LINES_BATCH = 256
-# Lines waiting to be written together (see the module docstring), the loop that will
-# write them and the handler they go to.
-_pending: list[str] = []
+# Lines waiting to be written together (see the module docstring), as their fields: a
+# line is made with the others, when they are written, so that the calls' own path only
+# queues it. The loop that will write them, and the handler and formatter they go to.
+_pending: list[_Fields] = []
 _pending_loop: asyncio.AbstractEventLoop | None = None
 _pending_handler: logging.StreamHandler[IO[str]] | None = None
+_pending_formatter: JsonFormatter | None = None
 
 
-def _submit(handler: logging.StreamHandler[IO[str]], line: str) -> None:
-    global _pending_loop, _pending_handler
+def _submit(handler: logging.StreamHandler[IO[str]], formatter: JsonFormatter, fields: _Fields) -> None:
+    global _pending_loop, _pending_handler, _pending_formatter
     try:
         loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
     if _pending:
-        if loop is _pending_loop and handler is _pending_handler:
-            _pending.append(line)
+        if loop is _pending_loop and handler is _pending_handler and formatter is _pending_formatter:
+            _pending.append(fields)
             if len(_pending) >= RPC_LINES_BATCH:
                 _write_pending()  # the timer finds nothing left, and does nothing
             return
         # Left by another loop (one that ended before it wrote them) or for another handler.
         _write_pending()
     if loop is None:  # no event loop in this thread: written now
-        _write(handler, line)
+        _write(handler, fields[0].text(formatter, *fields[1:]))
         return
-    _pending.append(line)
-    _pending_loop, _pending_handler = loop, handler
+    _pending.append(fields)
+    _pending_loop, _pending_handler, _pending_formatter = loop, handler, formatter
     loop.call_later(RPC_LINES_DELAY, _write_pending)
 
 
@@ -189,10 +199,14 @@ def _write(handler: logging.StreamHandler[IO[str]], text: str) -> None:
 
 
 def _write_pending() -> None:
-    text = "".join(_pending)
+    formatter = _pending_formatter
+    if not _pending or _pending_handler is None or formatter is None:
+        _pending.clear()
+        return
+    text = "".join([line.text(formatter, code, duration_ms, peer, subject, created)
+                    for line, code, duration_ms, peer, subject, created in _pending])
     _pending.clear()
-    if text and _pending_handler is not None:
-        _write(_pending_handler, text)
+    _write(_pending_handler, text)
 
 
 # A line still waiting when the interpreter exits is written then.

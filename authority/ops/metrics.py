@@ -11,7 +11,9 @@ What is counted where:
   which wraps each method's handler once, where it is registered (it also writes the one
   log line per RPC, see :mod:`authority.ops.logs`).
 - Validations by outcome and sign-ins by outcome: the servicer, through the pre-bound
-  counters here, so counting costs a dict lookup and an increment.
+  counters here, so counting costs a dict lookup and an increment. The per-call
+  updates (RPCs, their latency, validations) are queued and applied in batches, and
+  always before a scrape reads them (:mod:`authority.ops.tally`).
 - Live revocations, signing-key ages, pool use: read at scrape time from the objects
   themselves, by collectors; nothing to keep in step.
 - Live sessions: counted in the database every ``LIVE_SESSIONS_INTERVAL`` seconds while
@@ -45,6 +47,7 @@ from sqlalchemy import event
 
 from authority.config import metrics_address
 from authority.errors import StoreUnavailable
+from authority.ops.tally import Deferred, Tally
 from authority.tokens import InvalidReason
 
 if TYPE_CHECKING:
@@ -66,6 +69,10 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
+        # First in the registry: a collection applies what the per-call path queued
+        # before any series is read (authority/ops/tally.py).
+        self.tally = Tally()
+        registry.register(self.tally)
         # CPU, resident memory and open files of the process (process_*).
         ProcessCollector(registry=registry)
         self.rpcs = Counter(
@@ -82,10 +89,12 @@ class Metrics:
             "authority_validations", "Token checks (ValidateToken and ext_authz Check), by outcome.", ["outcome"], registry=registry
         )
         # Pre-bound children keyed by reason (None for a valid token): the hot path does
-        # one dict lookup and one increment, never a label lookup.
-        self.validation_outcomes: dict[InvalidReason | None, Any] = {None: validations.labels("valid")}
+        # one dict lookup and queues one increment, never a label lookup.
+        self.validation_outcomes: dict[InvalidReason | None, Deferred] = {
+            None: Deferred(validations.labels("valid"), self.tally)
+        }
         for reason in InvalidReason:
-            self.validation_outcomes[reason] = validations.labels(reason.name.lower())
+            self.validation_outcomes[reason] = Deferred(validations.labels(reason.name.lower()), self.tally)
         sign_ins = Counter("authority_sign_ins", "Sign-ins (IssueToken), by outcome.", ["outcome"], registry=registry)
         self.sign_in_outcomes = {outcome: sign_ins.labels(outcome) for outcome in SIGN_IN_OUTCOMES}
         self.live_sessions = Gauge(
