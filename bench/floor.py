@@ -8,7 +8,12 @@ by server CPU per call in one run.
 - the authority's own health Check against the bare one (reported: what observing,
   counting and logging a call costs);
 - the bare server on asyncio's own loop against the floor, which runs on uvloop as the
-  authority does (reported: what the loop alone saves a bare call).
+  authority does (reported: what the loop alone saves a bare call);
+- warm and cold again, against the bare server with its load paced to the rate each
+  reached (reported). A server's CPU per call depends on its rate: the more calls one
+  wake of its event loop finds, the less each costs. The authority's calls cost more,
+  so it serves fewer per second than the bare server and each costs more for that
+  alone; the paced floor is the bare call's cost at the authority's own rate.
 """
 
 from __future__ import annotations
@@ -46,12 +51,13 @@ def verify_seconds(codec: TokenCodec, settings: Settings, tokens: list[str]) -> 
 
 
 def against_floor(
-    run: Run, t_verify: float, bare: str, health: str, warm: str, cold: str, bare_asyncio: str
+    run: Run, t_verify: float, bare: str, health: str, warm: str, cold: str, bare_asyncio: str,
+    bare_at_warm: str, bare_at_cold: str,
 ) -> list[Goal]:
     """The floor table's rows and goals: warm ValidateToken against the bare server, cold
     against the model floor (the bare call plus a TokenVerifier.verify), and, reported, the
     authority's own health Check and the bare server on asyncio's loop against the bare one,
-    all by server CPU per call."""
+    and warm and cold against the bare server paced to their rates, all by server CPU per call."""
     cpu = run.cpu_per_call
     model = cpu(bare) + t_verify
     rows = [
@@ -59,6 +65,8 @@ def against_floor(
         ("ValidateToken cold / model floor (bare + TokenVerifier.verify)", cpu(cold), model, COLD_TARGET),
         ("authority health Check / bare floor", cpu(health), cpu(bare), None),
         ("bare server on asyncio's loop / bare floor", cpu(bare_asyncio), cpu(bare), None),
+        ("ValidateToken warm / bare floor paced to the warm rate", cpu(warm), cpu(bare_at_warm), None),
+        ("ValidateToken cold / model floor paced to the cold rate", cpu(cold), cpu(bare_at_cold) + t_verify, None),
     ]
     # The same ratio in each round alone: a burst of other work on the machine shows as one
     # round out of line with the others.
@@ -69,10 +77,13 @@ def against_floor(
         cold: [(b + t_verify) / c for b, c in zip(bare_rounds, by_round.get(cold, [])) if c],
         health: [b / h for b, h in zip(bare_rounds, by_round.get(health, [])) if h],
         bare_asyncio: [b / a for b, a in zip(bare_rounds, by_round.get(bare_asyncio, [])) if a],
+        # Paced rounds run after the others: each pairs with the same round of its phase.
+        bare_at_warm: [b / w for b, w in zip(by_round.get(bare_at_warm, []), by_round.get(warm, [])) if w],
+        bare_at_cold: [(b + t_verify) / c for b, c in zip(by_round.get(bare_at_cold, []), by_round.get(cold, [])) if c],
     }
     goals = []
     table = run.rows("floor")
-    for (name, spent, floor, target), phase in zip(rows, (warm, cold, health, bare_asyncio)):
+    for (name, spent, floor, target), phase in zip(rows, (warm, cold, health, bare_asyncio, bare_at_warm, bare_at_cold)):
         ratio = floor / spent if spent else 0.0
         rounds = ", ".join(f"{r:.2f}" for r in round_ratios[phase])
         note = f"by server CPU per call, this run; each round alone: {rounds}"

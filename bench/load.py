@@ -41,6 +41,11 @@ class Phase:
     seconds: float
     # Each item at most once (cold tokens): a worker stops when its share runs out.
     once: bool = False
+    # Calls per second across the workers, each call sent no sooner than its turn (0:
+    # as fast as the calls in flight allow). The server's CPU per call depends on its
+    # rate (the more calls one wake of its loop finds, the less each costs), so a paced
+    # phase compares servers at the same rate.
+    rate: float = 0.0
 
 
 @dataclasses.dataclass
@@ -148,6 +153,8 @@ async def _drive(
         started = time.perf_counter()
         deadline = started + phase.seconds
         total = len(requests)
+        # This worker's share of the rate: the n-th call no sooner than started + n * gap.
+        gap = phase.workers / phase.rate if phase.rate > 0 else 0.0
 
         async def caller() -> None:
             nonlocal next_index, errors
@@ -156,7 +163,12 @@ async def _drive(
                 if clock() >= deadline or (phase.once and next_index >= total):
                     return
                 request = requests[next_index % total]
+                turn = started + next_index * gap
+                if turn >= deadline:
+                    return
                 next_index += 1
+                if turn > clock():
+                    await asyncio.sleep(turn - clock())
                 begun = clock()
                 try:
                     await call(request, timeout=30)

@@ -48,7 +48,9 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
                      "ValidateToken cold, device-bound token with its DPoP proof",
                      "IssueToken replacing a device, PostgreSQL, this version",
                      "ValidateToken warm, --workers 1", "ValidateToken warm, --workers 2",
-                     "IssueToken replacing a device, SQLite, --workers 2"):
+                     "IssueToken replacing a device, SQLite, --workers 2",
+                     "grpc.health Check, bare grpc.aio server, paced to the warm rate",
+                     "grpc.health Check, bare grpc.aio server, paced to the cold rate"):
         assert expected in names
     for name, phase in report["throughput"].items():
         assert phase["calls"] > 0 and phase["errors"] == 0, (name, phase)
@@ -58,7 +60,9 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
         assert goals[name]["passed"] in (True, False) and goals[name]["measured"] > 0, name
     floor = report["floor"]
     assert set(floor) == {"ValidateToken warm / bare floor", "ValidateToken cold / model floor (bare + TokenVerifier.verify)",
-                          "authority health Check / bare floor", "bare server on asyncio's loop / bare floor"}
+                          "authority health Check / bare floor", "bare server on asyncio's loop / bare floor",
+                          "ValidateToken warm / bare floor paced to the warm rate",
+                          "ValidateToken cold / model floor paced to the cold rate"}
     assert all(row["us_per_call"] > 0 and row["floor_us_per_call"] > 0 and row["ratio"] > 0 for row in floor.values())
     assert "t_verify (bare TokenVerifier.verify, EdDSA)" in report["facts"]
     # The latency plot beside the JSON report.
@@ -107,6 +111,22 @@ def _only(what: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout, json.loads(out.read_text())
+
+
+def test_a_paced_phase_sends_no_call_before_its_turn() -> None:
+    from bench.bare import BareServer
+    from bench.load import Phase, run_phase
+
+    bare = BareServer()
+    try:
+        paced = run_phase(Phase("paced", bare.target, "health", ["-"], 2, 8, 2.0, rate=100), lambda _: None)
+        unpaced = run_phase(Phase("unpaced", bare.target, "health", ["-"], 2, 8, 2.0), lambda _: None)
+    finally:
+        bare.stop()
+    # The n-th call of each worker waits for started + n * (workers / rate), and none is
+    # sent at or past the deadline: at most rate x seconds calls, however fast the server.
+    assert 0 < paced.calls <= 200 and paced.errors == 0
+    assert unpaced.calls > 200
 
 
 @pytest.mark.timeout(300)
