@@ -83,7 +83,8 @@ def against_floor(
     }
     goals = []
     table = run.rows("floor")
-    for (name, spent, floor, target), phase in zip(rows, (warm, cold, health, bare_asyncio, bare_at_warm, bare_at_cold)):
+    phases = (warm, cold, health, bare_asyncio, bare_at_warm, bare_at_cold)
+    for (name, spent, floor, target), phase in zip(rows, phases):
         ratio = floor / spent if spent else 0.0
         rounds = ", ".join(f"{r:.2f}" for r in round_ratios[phase])
         note = f"by server CPU per call, this run; each round alone: {rounds}"

@@ -78,7 +78,8 @@ INTROSPECT = "POST /introspect warm (same token), HTTP"
 BOUND_PHASE_SETTINGS = {"AUTHORITY_PROOF_REPLAY_CACHE_SIZE": "2000000"}
 COLD_RATE_CEILING = 3_000  # calls per second a cold phase is given tokens for
 # Phases drawn against the floor on the plot's first panel.
-FLOOR_PANEL = (BARE, BARE_ASYNCIO, BARE_AT_WARM, BARE_AT_COLD, FLOOR, WARM, COLD, BASE_WARM, BASE_COLD, INTROSPECT, edge.VALIDATE, edge.CHECK)
+FLOOR_PANEL = (BARE, BARE_ASYNCIO, BARE_AT_WARM, BARE_AT_COLD, FLOOR, WARM, COLD, BASE_WARM, BASE_COLD, INTROSPECT,
+               edge.VALIDATE, edge.CHECK)
 # --only: the measurements a run can be narrowed to.
 ONLY = ("validation", "sign-ins")
 
