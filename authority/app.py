@@ -91,7 +91,7 @@ class Authority:
             self._follower_store, mirror, settings.revocation_poll_interval, self.refresh_keys,
             also=self.session_events.catch_up, min_read_interval=settings.revocation_min_read_interval,
         )
-        self.explanations = Explanations(store)
+        self.explanations = Explanations(store, settings.explanation_wait)
         # Sign-ins notify the other replicas through it, after they commit (PostgreSQL).
         self.notifier = LogNotifier(store, settings.revocation_min_read_interval) if store.is_postgres else None
         # A feed heartbeats only while the follower's last reads succeeded.

@@ -3,9 +3,9 @@
 The mirror holds only each revoked session's expiry and cause, so that a million live
 revocations stay small; the rest (``revoked_at``, the replacing device's id and name) is
 read from the store when a REVOKED answer is explained. Validation itself never waits on
-it: an explanation not read within a short wait is left out of that answer (its read goes
-on, and the next answer has it), and the reads in flight are capped, so a flood of
-revoked tokens cannot queue work on the database.
+it: an explanation not read within a short wait (the ``explanation_wait`` setting) is
+left out of that answer (its read goes on, and the next answer has it), and the reads in
+flight are capped, so a flood of revoked tokens cannot queue work on the database.
 """
 
 from __future__ import annotations
@@ -24,17 +24,14 @@ log = logging.getLogger(__name__)
 # each for a minute at most, so that a subject's erased device names leave every replica.
 KEPT = 10_000
 KEPT_SECONDS = 60.0
-# How long an answer waits for its explanation, and how many reads may be in flight.
-WAIT_SECONDS = 0.25
+# How many reads may be in flight (the wait for one is the explanation_wait setting).
 MAX_READING = 64
 
 
 class Explanations:
     """Revocation details read from the store, remembered a while."""
 
-    def __init__(
-        self, store: Store, wait: float = WAIT_SECONDS, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, store: Store, wait: float, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._wait = wait
         self._monotonic = monotonic

@@ -33,6 +33,10 @@ POSTGRES_URL = os.environ.get(
 STORES = ["sqlite", "postgres"]
 # Test servers store their signing keys encrypted, as production on PostgreSQL must.
 TEST_KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+# A REVOKED answer waits this long for why and by which device (explanation_wait; 250 ms
+# by default), so that a test asserting the device's name is not at the mercy of a
+# loaded machine's first read.
+TEST_EXPLANATION_WAIT = 5.0
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
@@ -130,7 +134,8 @@ async def database_url(store: str, tmp_path: Any) -> AsyncIterator[str]:
 def settings(database_url: str) -> Settings:
     """Settings for a test server: port 0, the test's database, no leeway, keys encrypted."""
     return Settings(
-        listen="127.0.0.1:0", database_url=database_url, leeway=0, key_encryption_key=TEST_KEY_ENCRYPTION_KEY
+        listen="127.0.0.1:0", database_url=database_url, leeway=0, key_encryption_key=TEST_KEY_ENCRYPTION_KEY,
+        explanation_wait=TEST_EXPLANATION_WAIT,
     )
 
 

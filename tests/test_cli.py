@@ -15,7 +15,7 @@ import pytest
 
 from authority.credentials import api_key_entry, new_api_key, parse_roles
 from authority.store import Store
-from tests.conftest import TEST_KEY_ENCRYPTION_KEY
+from tests.conftest import TEST_EXPLANATION_WAIT, TEST_KEY_ENCRYPTION_KEY
 
 AUTHORITY = str(Path(sys.executable).with_name("authority"))
 
@@ -38,7 +38,8 @@ async def _serve(
     process = await asyncio.create_subprocess_exec(
         AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--database-url", database_url,
         stderr=asyncio.subprocess.PIPE, cwd=cwd,
-        env={**os.environ, "AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY, **env},
+        env={**os.environ, "AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY,
+             "AUTHORITY_EXPLANATION_WAIT": f"{TEST_EXPLANATION_WAIT}s", **env},
     )
     try:
         assert process.stderr is not None

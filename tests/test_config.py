@@ -74,6 +74,8 @@ def test_a_flag_wins_over_its_variable() -> None:
         ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "1500ms"}, "revocation_min_read_interval"),  # over the poll
         ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "-1ms"}, "revocation_min_read_interval"),
         ({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "soon"}, "revocation_min_read_interval"),
+        ({"AUTHORITY_EXPLANATION_WAIT": "6s"}, "explanation_wait"),
+        ({"AUTHORITY_EXPLANATION_WAIT": "a while"}, "explanation_wait"),
         ({"AUTHORITY_SESSION_LIMITS": "mobile"}, "session_limits"),
         ({"AUTHORITY_SESSION_LIMITS": "mobile=0"}, "session_limits"),
         ({"AUTHORITY_SESSION_LIMITS": "mo bile=1"}, "session_limits"),
@@ -113,6 +115,15 @@ def test_the_spacing_of_log_reads_takes_milliseconds_and_zero() -> None:
     assert load_settings({"AUTHORITY_REVOCATION_MIN_READ_INTERVAL": "0"}).revocation_min_read_interval == 0
     # The shortest poll the default allows is its own: the interval may equal the poll.
     assert load_settings({"AUTHORITY_REVOCATION_POLL_INTERVAL": "10ms"}).revocation_min_read_interval == 0.01
+
+
+def test_the_wait_for_an_explanation_takes_milliseconds_and_zero() -> None:
+    assert load_settings({}).explanation_wait == 0.25
+    assert load_settings({"AUTHORITY_EXPLANATION_WAIT": "2s"}).explanation_wait == 2
+    assert load_settings({"AUTHORITY_EXPLANATION_WAIT": "0"}).explanation_wait == 0
+    with pytest.raises(ConfigError) as negative:
+        Settings(explanation_wait=-0.001)
+    assert negative.value.option == "explanation_wait"
 
 
 def test_settings_are_frozen() -> None:

@@ -3,6 +3,7 @@ device list and "sign out my other devices", through a real server on both store
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -33,6 +34,27 @@ async def test_a_replaced_device_is_told_it_was_replaced_and_by_which_device(stu
     cause = RevocationCause(answer.revocation_cause)
     assert refusal_text(InvalidReason.REVOKED, cause) == "revoked: signed in on another device"
     assert signed_out_text(cause, answer.replaced_by_device_name) == "signed out: signed in on the phone"
+
+
+async def test_an_answer_leaves_out_an_explanation_not_read_within_its_wait(start_server: StartServer) -> None:
+    # explanation_wait 0: the first answer never waits for the store's read, which goes
+    # on, so a later answer names the device.
+    stub = (await start_server(explanation_wait=0)).stub
+    subject = new_subject()
+    laptop = await sign_in(stub, subject, "laptop-1")
+    await sign_in(stub, subject, "phone-1", device_name="the phone")
+
+    first = await validate(stub, laptop.access_token)
+    later = first
+    deadline = time.monotonic() + 10
+    while not later.replaced_by_device_name and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        later = await validate(stub, laptop.access_token)
+
+    assert first.reason == pb.INVALID_REASON_REVOKED
+    assert first.revocation_cause == pb.REVOCATION_CAUSE_REPLACED_BY_SIGN_IN
+    assert (first.replaced_by_device_id, first.replaced_by_device_name) == ("", "")
+    assert (later.replaced_by_device_id, later.replaced_by_device_name) == ("phone-1", "the phone")
 
 
 @pytest.mark.parametrize(

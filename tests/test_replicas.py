@@ -40,7 +40,7 @@ from authority.store import Store
 from authority.store.migrate import prepare_schema
 from authority.store.store import KEYS_LOCK
 from authority.store.store import MIGRATIONS_LOCK
-from tests.conftest import TEST_KEY_ENCRYPTION_KEY, postgres_database
+from tests.conftest import TEST_EXPLANATION_WAIT, TEST_KEY_ENCRYPTION_KEY, postgres_database
 from tests.support.calls import new_subject
 from tests.support.proxy import TcpProxy
 from tests.support.replicas import Replica, ReplicaSet
@@ -48,7 +48,7 @@ from tests.support.replicas import Replica, ReplicaSet
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 # Every replica stores its keys sealed, as production on PostgreSQL must.
-BASE_SETTINGS = {"key_encryption_key": TEST_KEY_ENCRYPTION_KEY}
+BASE_SETTINGS = {"key_encryption_key": TEST_KEY_ENCRYPTION_KEY, "explanation_wait": f"{TEST_EXPLANATION_WAIT}s"}
 CALL_TIMEOUT = 10.0
 # The loose bound on cross-replica visibility (the benchmark holds the 50 ms goal).
 VISIBLE_WITHIN = 1.0

@@ -38,12 +38,14 @@ if TYPE_CHECKING:
 MAX_DURATION_SECONDS = 3650 * 86400
 _SECOND_OPTIONS = (
     "max_staleness", "revocation_poll_interval", "revocation_min_read_interval", "refresh_token_reuse_grace",
-    "proof_max_age",
+    "proof_max_age", "explanation_wait",
 )
 # More workers than this is a typo, not a machine: each holds its own pools and mirror.
 MAX_WORKERS = 64
 # A retry comes within seconds; a longer grace only widens what a stolen token can do.
 MAX_REUSE_GRACE_SECONDS = 60.0
+# An answer waits for its explanation no longer than a caller's deadline is likely to be.
+MAX_EXPLANATION_WAIT_SECONDS = 5.0
 # A proof is made for one request; a long window only widens the replay that reaches
 # another process (each keeps its own replay cache) and the memory the cache needs.
 MAX_PROOF_AGE_SECONDS = 600.0
@@ -90,6 +92,8 @@ def check(s: Settings) -> None:
     # At most the poll: so every poll interval of 10 ms or more takes the default.
     if not 0 <= s.revocation_min_read_interval <= s.revocation_poll_interval:
         raise ConfigError("revocation_min_read_interval", "must be 0 or more, and at most revocation_poll_interval")
+    if not 0 <= s.explanation_wait <= MAX_EXPLANATION_WAIT_SECONDS:
+        raise ConfigError("explanation_wait", "must be between 0 (never wait) and 5 seconds")
     if s.key_publish_ahead < 0:
         raise ConfigError("key_publish_ahead", "must not be negative")
     if s.key_rotation_interval < 0:

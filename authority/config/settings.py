@@ -69,6 +69,10 @@ class Settings:
     # Two reads of the log start at least this far apart: under a stream of revocations
     # one read carries many entries instead of one read, and its round trip, per entry.
     revocation_min_read_interval: float = 0.01
+    # How long a REVOKED answer waits for why and by which device (read from the store on
+    # that rare path, authority/explanations.py); a read not done by then is left out of
+    # that answer, and the next one has it.
+    explanation_wait: float = 0.25
     # A new signing key is published this long before it signs.
     key_publish_ahead: int = 60
     # 0: keys rotate only with `authority keys rotate`; otherwise this often, automatically.
