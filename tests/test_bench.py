@@ -7,6 +7,7 @@ full run (scripts/bench).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,7 @@ async def test_only_sign_ins_measures_the_floor_and_the_postgresql_sign_ins_alon
     assert [goal["name"] for goal in report["goals"]] == [
         "IssueToken replacing a device (1 replica) / bare grpc.aio call, by server CPU"]
     assert "PostgreSQL sign-ins (each replaces a device)" in printed
+    # The paced comparison is reported, never a goal: "N.NNx (spent us against bare us at R calls/s)".
+    paced = report["facts"]["IssueToken (1 replica) / bare call paced to the sign-in rate, by server CPU"]
+    assert re.fullmatch(r"\d+\.\d\dx \([\d,]+ us against [\d,]+ us at [\d,]+ calls/s\)", paced), paced
+    assert float(paced.split("x")[0]) > 0
