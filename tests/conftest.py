@@ -36,7 +36,7 @@ TEST_KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 # A REVOKED answer waits this long for why and by which device (explanation_wait; 250 ms
 # by default), so that a test asserting the device's name is not at the mercy of a
 # loaded machine's first read.
-TEST_EXPLANATION_WAIT = 5.0
+TEST_EXPLANATION_WAIT = 2.0
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
