@@ -3,7 +3,6 @@ device list and "sign out my other devices", through a real server on both store
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import grpc
@@ -13,7 +12,16 @@ from authority_client.types import InvalidReason, RevocationCause
 from authority_client.v1 import authority_pb2 as pb
 
 from tests.conftest import Clock, StartServer
-from tests.support.calls import Stub, live_sessions, new_subject, reason, rpc_error, sign_in, validate
+from tests.support.calls import (
+    Stub,
+    live_sessions,
+    named_in_time,
+    new_subject,
+    reason,
+    rpc_error,
+    sign_in,
+    validate,
+)
 
 CLASSES = ("mobile=1", "web=1")
 
@@ -45,11 +53,9 @@ async def test_an_answer_leaves_out_an_explanation_not_read_within_its_wait(star
     await sign_in(stub, subject, "phone-1", device_name="the phone")
 
     first = await validate(stub, laptop.access_token)
-    later = first
-    deadline = time.monotonic() + 10
-    while not later.replaced_by_device_name and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-        later = await validate(stub, laptop.access_token)
+    later = await named_in_time(
+        lambda: validate(stub, laptop.access_token), lambda validated: bool(validated.replaced_by_device_name)
+    )
 
     assert first.reason == pb.INVALID_REASON_REVOKED
     assert first.revocation_cause == pb.REVOCATION_CAUSE_REPLACED_BY_SIGN_IN

@@ -16,7 +16,7 @@ from authority_client.reasons import MISSING_TEXT, RequestProblem, problem_text,
 from authority_client.verify import InvalidReason, RevocationCause
 
 from tests.conftest import Running, StartServer
-from tests.support.calls import new_subject, sign_in
+from tests.support.calls import named_in_time, new_subject, sign_in
 from tests.support.bound import bound_sign_in
 from tests.support.envoy import EchoService, Envoy, echo_service, envoy_binary, render
 
@@ -52,22 +52,6 @@ def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
-async def explained_refusal(client: httpx.AsyncClient, token: str, device_name: str) -> httpx.Response:
-    """The refusal of ``token`` once it names ``device_name``, or the last one after 10 s.
-
-    The replacing device's name is read from the store on this rare path, and an answer
-    whose read did not finish within its short wait leaves it out; the read goes on and
-    the next answer has it (authority/explanations.py). On a loaded machine the first
-    read can take that long, so the test asks again until the name is in."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while True:
-        answer = await client.get("/orders", headers=bearer(token))
-        if device_name in answer.headers.get("www-authenticate", "") or loop.time() > deadline:
-            return answer
-        await asyncio.sleep(0.05)
-
-
 async def test_the_single_device_rule_through_envoy(
     authority: Running, service: EchoService, client: httpx.AsyncClient
 ) -> None:
@@ -98,7 +82,10 @@ async def test_the_single_device_rule_through_envoy(
     # A second device signs in: the first is refused, and told why: the cause, naming the
     # device that signed in (from the one table of texts).
     phone = await sign_in(authority.stub, subject, "phone", device_name="the phone")
-    revoked = await explained_refusal(client, laptop.access_token, "the phone")
+    revoked = await named_in_time(
+        lambda: client.get("/orders", headers=bearer(laptop.access_token)),
+        lambda refusal: "the phone" in refusal.headers.get("www-authenticate", ""),
+    )
     text = refusal_text(InvalidReason.REVOKED, RevocationCause.REPLACED_BY_SIGN_IN, "the phone")
     assert text == "revoked: signed in on the phone"
     assert revoked.status_code == 401

@@ -41,7 +41,7 @@ from authority.store.migrate import prepare_schema
 from authority.store.store import KEYS_LOCK
 from authority.store.store import MIGRATIONS_LOCK
 from tests.conftest import TEST_KEY_ENCRYPTION_KEY, postgres_database
-from tests.support.calls import new_subject
+from tests.support.calls import named_in_time, new_subject
 from tests.support.proxy import TcpProxy
 from tests.support.replicas import Replica, ReplicaSet
 
@@ -359,14 +359,11 @@ async def test_a_sign_in_on_one_replica_makes_another_say_replaced_by_sign_in_an
         pb.IssueTokenRequest(subject=subject, device_id="phone-7", device_name="the phone"), timeout=CALL_TIMEOUT
     )
     await rejected_after(b, laptop.access_token, time.monotonic())
-    # The device is read from the store on this rare path, and an answer whose read is not
-    # done within explanation_wait (250 ms) leaves it out; the next answer has it.
-    deadline = time.monotonic() + CALL_TIMEOUT
-    while True:
-        answer = await b.stub.ValidateToken(pb.ValidateTokenRequest(token=laptop.access_token), timeout=CALL_TIMEOUT)
-        if answer.replaced_by_device_name or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
+    answer = await named_in_time(
+        lambda: b.stub.ValidateToken(pb.ValidateTokenRequest(token=laptop.access_token), timeout=CALL_TIMEOUT),
+        lambda validated: bool(validated.replaced_by_device_name),
+        within=CALL_TIMEOUT,
+    )
     revoked = await next_event(watching, REVOCATION)
     watching.cancel()
     seen = []
