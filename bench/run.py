@@ -42,7 +42,7 @@ from authority_client.proof import DeviceKey
 
 from bench import consumer, edge, node, plot, previous, proofs, signins, snapshots, visibility, workers
 from bench import floor as floor_row
-from bench.bare import BareServer
+from bench.bare import BareServer, Verifying
 from bench.baseline import BaselineServer, create_revoked_table
 from bench.load import PROOF_METHOD, PROOF_URI, Outcome, Phase, merge, run_phase, stderr_progress
 from bench.memory import mirror_bytes
@@ -67,6 +67,8 @@ BARE_ASYNCIO = "grpc.health Check, bare grpc.aio server on asyncio's loop"
 FLOOR = "grpc.health Check, authority"
 WARM = "ValidateToken warm (same token)"
 COLD = "ValidateToken cold (every token new)"
+# The cold phase's floor measured in one server: the bare server, verifying each token.
+COLD_FLOOR = "ValidateToken cold, bare grpc.aio server verifying each token (TokenVerifier.verify)"
 # The floor again, its load paced to the rate the warm and the cold phase reached.
 BARE_AT_WARM = "grpc.health Check, bare grpc.aio server, paced to the warm rate"
 BARE_AT_COLD = "grpc.health Check, bare grpc.aio server, paced to the cold rate"
@@ -78,8 +80,8 @@ INTROSPECT = "POST /introspect warm (same token), HTTP"
 BOUND_PHASE_SETTINGS = {"AUTHORITY_PROOF_REPLAY_CACHE_SIZE": "2000000"}
 COLD_RATE_CEILING = 3_000  # calls per second a cold phase is given tokens for
 # Phases drawn against the floor on the plot's first panel.
-FLOOR_PANEL = (BARE, BARE_ASYNCIO, BARE_AT_WARM, BARE_AT_COLD, FLOOR, WARM, COLD, BASE_WARM, BASE_COLD, INTROSPECT,
-               edge.VALIDATE, edge.CHECK)
+FLOOR_PANEL = (BARE, BARE_ASYNCIO, BARE_AT_WARM, BARE_AT_COLD, COLD_FLOOR, FLOOR, WARM, COLD, BASE_WARM, BASE_COLD,
+               INTROSPECT, edge.VALIDATE, edge.CHECK)
 # --only: the measurements a run can be narrowed to.
 ONLY = ("validation", "sign-ins")
 
@@ -307,8 +309,11 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             raise
         assert bare_asyncio is not None
         baseline: BaselineServer | None = None
+        bare_verifying: BareServer | None = None
         try:
             codec = await _codec(main_url, settings)
+            bare_verifying = BareServer(verifying=Verifying(
+                codec.keyring.jwks_json, settings.issuer, settings.default_audience, settings.leeway))
             issued = await _stub_call(authority.target, "IssueToken",
                                       pb.IssueTokenRequest(subject="bench-warm", device_id="bench"))
             warm_token = issued.access_token
@@ -344,6 +349,8 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
                 Spec(BARE_ASYNCIO, bare_asyncio.target, "health", lambda _: ["-"], bare_asyncio.pid),
                 Spec(FLOOR, target, "health", lambda _: ["-"], pid),
                 Spec(WARM, target, "validate", lambda _: [warm_token], pid),
+                Spec(COLD_FLOOR, bare_verifying.target, "validate", lambda r: cold_tokens[r], bare_verifying.pid,
+                     once=True),
                 Spec(COLD, target, "validate", lambda r: cold_tokens[r], pid, once=True),
                 # Proofs signed as the round starts: each is good for one call, for 60 s.
                 Spec(BOUND_COLD, target, "validate-bound", lambda r: proofs.with_proofs(device, bound_tokens[r]), pid,
@@ -363,6 +370,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             ]))
             bare.stop()
             bare_asyncio.stop()
+            bare_verifying.stop()
             base_warm, base_cold = results[BASE_WARM], results[BASE_COLD]
             # Reported, not a goal: HTTP/1.1 and JSON against HTTP/2 and protobuf, same server.
             run.facts["/introspect / ValidateToken, warm, same server"] = (
@@ -379,7 +387,7 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
             # PostgreSQL's CPU is not counted, which flatters the baseline).
             cpu = run.cpu_per_call
             goals += floor_row.against_floor(run, t_verify, BARE, FLOOR, WARM, COLD, BARE_ASYNCIO,
-                                             BARE_AT_WARM, BARE_AT_COLD)
+                                             BARE_AT_WARM, BARE_AT_COLD, COLD_FLOOR)
             if run.only == "validation":
                 return {"goals": [dataclasses.asdict(goal) for goal in goals]}
             goals += [
@@ -402,6 +410,8 @@ async def measure(run: Run, postgres_url: str) -> dict[str, Any]:
         finally:
             bare.stop()
             bare_asyncio.stop()
+            if bare_verifying is not None:
+                bare_verifying.stop()
             if baseline is not None:
                 baseline.stop()
             authority.stop()

@@ -6,10 +6,12 @@ full run (scripts/bench).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,9 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     names = set(report["throughput"])
     for expected in ("grpc.health Check, bare grpc.aio server (the floor)", "grpc.health Check, authority",
                      "grpc.health Check, bare grpc.aio server on asyncio's loop", "ValidateToken warm (same token)",
-                     "ValidateToken cold (every token new)", "baseline ValidateToken warm",
+                     "ValidateToken cold (every token new)",
+                     "ValidateToken cold, bare grpc.aio server verifying each token (TokenVerifier.verify)",
+                     "baseline ValidateToken warm",
                      "baseline ValidateToken cold", "IssueToken replacing a device, PostgreSQL",
                      "IssueToken replacing a device, SQLite", "ValidateToken warm, 10,000 live revocations",
                      "ext_authz Check warm (same token)", "ValidateToken warm, beside Check",
@@ -62,10 +66,12 @@ async def test_the_tiny_benchmark_runs_and_writes_a_well_formed_report(tmp_path:
     floor = report["floor"]
     assert set(floor) == {"ValidateToken warm / bare floor", "ValidateToken cold / model floor (bare + TokenVerifier.verify)",
                           "authority health Check / bare floor", "bare server on asyncio's loop / bare floor",
+                          "ValidateToken cold / bare server verifying each token",
                           "ValidateToken warm / bare floor paced to the warm rate",
                           "ValidateToken cold / model floor paced to the cold rate"}
     assert all(row["us_per_call"] > 0 and row["floor_us_per_call"] > 0 and row["ratio"] > 0 for row in floor.values())
     assert "t_verify (bare TokenVerifier.verify, EdDSA)" in report["facts"]
+    assert "a verify in the bare server under load, against t_verify in a tight loop" in report["facts"]
     # The latency plot beside the JSON report.
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert goals["ext_authz Check / ValidateToken (same server, same token)"]["measured"] > 0
@@ -128,6 +134,38 @@ def test_a_paced_phase_sends_no_call_before_its_turn() -> None:
     # sent at or past the deadline: at most rate x seconds calls, however fast the server.
     assert 0 < paced.calls <= 200 and paced.errors == 0
     assert unpaced.calls > 200
+
+
+async def test_the_verifying_bare_server_answers_by_the_verification_alone() -> None:
+    import grpc
+    from authority_client.v1 import authority_pb2, authority_pb2_grpc
+
+    from authority.config import Algorithm
+    from authority.keys import KeyRing, generate_key
+    from authority.tokens import AccessClaims, TokenCodec
+    from bench.bare import BareServer, Verifying
+
+    now = time.time()
+    keyring = KeyRing([generate_key(Algorithm.EDDSA, now - 60, now - 60)], Algorithm.EDDSA)
+    codec = TokenCodec(keyring, "bench-issuer", 30)
+    claims = AccessClaims(subject="s", device_id="d", session_id="sid", token_id="jti", issuer="bench-issuer",
+                          audience="bench-audience", issued_at=int(now), expires_at=int(now) + 600, extra={})
+    token = codec.sign(claims)
+    bare = BareServer(verifying=Verifying(keyring.jwks_json, "bench-issuer", "bench-audience", 30))
+    try:
+        async with grpc.aio.insecure_channel(bare.target) as channel:
+            validate = authority_pb2_grpc.TokenAuthorityStub(channel).ValidateToken
+
+            async def valid(token: str) -> bool:
+                answer = await validate(authority_pb2.ValidateTokenRequest(token=token), timeout=30)
+                return bool(answer.valid)
+
+            # Another issuer's token, and a forged signature, are refused: the verify runs.
+            other = TokenCodec(keyring, "another-issuer", 30).sign(dataclasses.replace(claims, issuer="another-issuer"))
+            forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+            assert [await valid(token), await valid(other), await valid(forged)] == [True, False, False]
+    finally:
+        bare.stop()
 
 
 @pytest.mark.timeout(300)
