@@ -13,7 +13,7 @@ by server CPU per call in one run.
   server answering ValidateToken with nothing but a ``TokenVerifier.verify`` and a fixed
   answer (bench/bare.py). The model adds a verify timed here, in a tight loop, where the
   curve's tables and the verifier's code stay in the core's caches; in a server under
-  load the gRPC work between two verifies evicts them, and each costs more. The
+  load the gRPC work between two verifies most likely evicts them, and each costs more. The
   measured floor is what a Python gRPC service that does only the verification costs;
 - warm and cold again, against the bare server with its load paced to the rate each
   reached (reported). A server's CPU per call depends on its rate: the more calls one
