@@ -39,6 +39,10 @@ T = TypeVar("T")
 FLAVOURS = ["grpc", "aio"]
 # remote+cache keeps a cache evicted by the revocation stream.
 MODES = ["remote", "remote+cache", "local"]
+# A REVOKED answer waits this long for why and by which device (explanation_wait; 250 ms
+# by default), so that a test asserting the device's name is not at the mercy of a
+# loaded machine's first read.
+EXPLANATION_WAIT = 2.0
 # Quick reconnects so outage tests take seconds, not minutes.
 FOLLOW = FollowSettings(heartbeat_interval=0.2, idle_timeout=1.0, min_backoff=0.05, max_backoff=0.3)
 
@@ -152,7 +156,8 @@ StartConsumer = Callable[..., Consumer]
 def authority(tmp_path: Path) -> Iterator[InProcessAuthority]:
     """A real authority on a temporary SQLite file that issues for ``greeter`` too."""
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'authority.db'}"
-    with InProcessAuthority(database_url=database_url, audiences=("token-authority", greeter.AUDIENCE)) as running:
+    with InProcessAuthority(database_url=database_url, audiences=("token-authority", greeter.AUDIENCE),
+                            explanation_wait=EXPLANATION_WAIT) as running:
         yield running
 
 

@@ -31,7 +31,7 @@ from authority_client.http import asgi, wsgi
 from authority_client.reasons import MISSING_TEXT, UNAVAILABLE_TEXT, RequestProblem, problem_text, reason_text
 from authority_client.validation import Mode
 from authority_client.verify import InvalidReason
-from conftest import _Loop, validation_settings
+from conftest import EXPLANATION_WAIT, _Loop, validation_settings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -164,7 +164,8 @@ class WebApp:
 @pytest.fixture
 def authority(tmp_path: Any) -> Iterator[InProcessAuthority]:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'authority.db'}"
-    with InProcessAuthority(database_url=database_url, audiences=("token-authority", AUDIENCE)) as running:
+    with InProcessAuthority(database_url=database_url, audiences=("token-authority", AUDIENCE),
+                            explanation_wait=EXPLANATION_WAIT) as running:
         yield running
 
 

@@ -37,6 +37,9 @@ export const SETTINGS = {
   AUTHORITY_REVOCATION_POLL_INTERVAL: '0.1',
   AUTHORITY_AUDIENCES: 'api,billing',
   AUTHORITY_KEY_PUBLISH_AHEAD: '1',
+  // A REVOKED answer waits this long for the replacing device's name (250 ms by default),
+  // so a test asserting the name is not at the mercy of a loaded machine's first read.
+  AUTHORITY_EXPLANATION_WAIT: '2s',
 };
 
 /** One authority on one database; start(), stop() and start() again on the same port. */
