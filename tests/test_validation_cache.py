@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -22,13 +23,15 @@ ISSUER, AUDIENCE = "token-authority", "api"
 NEVER_STALE = math.inf
 
 
-def _codec() -> TokenCodec:
+def _codec(clock: Callable[[], float] = time.time) -> TokenCodec:
     key = generate_key(Algorithm.EDDSA, time.time())
-    return TokenCodec(KeyRing([key], Algorithm.EDDSA), ISSUER, leeway=0)
+    return TokenCodec(KeyRing([key], Algorithm.EDDSA), ISSUER, leeway=0, clock=clock)
 
 
-def _token(codec: TokenCodec, *, lifetime: int = 600, audience: str = AUDIENCE, session_id: str = "") -> str:
-    now = int(time.time())
+def _token(
+    codec: TokenCodec, *, lifetime: int = 600, audience: str = AUDIENCE, session_id: str = "", now: int | None = None,
+) -> str:
+    now = int(time.time()) if now is None else now
     return codec.sign(
         AccessClaims(
             subject="someone", device_id="laptop", session_id=session_id or secrets.token_urlsafe(16),
@@ -59,12 +62,19 @@ def test_a_remembered_token_is_still_rejected_once_its_session_is_revoked() -> N
 
 
 def test_a_remembered_token_expires_on_time() -> None:
-    codec = _codec()
-    validator = Validator(codec, RevocationMirror(), AUDIENCE, NEVER_STALE)
-    token = _token(codec, lifetime=1)
+    # One clock for the verification and the cache, moved by the test: the token's last
+    # instant and its first expired one, whatever the machine's speed.
+    now = int(time.time())
+    clock = [float(now)]
+    codec = _codec(lambda: clock[0])
+    validator = Validator(codec, RevocationMirror(), AUDIENCE, NEVER_STALE, clock=lambda: clock[0])
+    token = _token(codec, lifetime=1, now=now)
     assert _reason(validator, token) == "VALID"
+    clock[0] = now + 0.999
+    assert _reason(validator, token) == "VALID"
+    assert validator.cached_tokens == 1
 
-    time.sleep(1.1)
+    clock[0] = now + 1
 
     assert _reason(validator, token) == "EXPIRED"
 
