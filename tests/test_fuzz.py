@@ -407,23 +407,29 @@ def _proof_checker() -> ProofChecker:
     return ProofChecker(clock=lambda: PROOF_NOW)
 
 
-@functools.cache
 def _bound_verifier() -> tuple[TokenVerifier, str]:
-    """A verifier and a token of its key, bound to the fuzzing device."""
-    key = generate_key(Algorithm.EDDSA, PROOF_NOW)
+    """A verifier of its own (a fresh proof checker: no jti seen yet) and a token of its
+    key, bound to the fuzzing device."""
+    key, token = _bound_key_and_token()
     verifier = TokenVerifier(KeySet.of([(key.kid, "EdDSA", key.public_key)]), issuer=ISSUER, leeway=0,
                              clock=lambda: PROOF_NOW, proofs=_proof_checker())
+    return verifier, token
+
+
+@functools.cache
+def _bound_key_and_token() -> tuple[Any, str]:
+    key = generate_key(Algorithm.EDDSA, PROOF_NOW)
     token = forge.sign(key, {
         "iss": ISSUER, "sub": "alice", "aud": AUDIENCES[0], "iat": PROOF_NOW, "nbf": PROOF_NOW, "exp": PROOF_NOW + 300,
         "jti": "t", "sid": "s", "device_id": "laptop", "cnf": {"jkt": dpop.thumbprint(_DEVICE)},
     })
-    return verifier, token
+    return key, token
 
 
 @st.composite
 def proof_mutations(draw: st.DrawFn) -> str:
     """A good proof for the bound token, then cut, spliced or re-spelt."""
-    _, token = _bound_verifier()
+    _, token = _bound_key_and_token()
     good = dpop.craft(_DEVICE, dpop.claims(PROOF_NOW, "POST", PROOF_URI, token=token, jti=draw(st.text(max_size=8))))
     return draw(mutations(good, dpop.craft(_DEVICE, dpop.claims(PROOF_NOW, "GET", PROOF_URI))))
 
@@ -447,7 +453,8 @@ def test_proof_checker_raises_nothing_but_invalid_proof_on_any_text(
 
 
 @FUZZ
-@given(proof=any_text | jwt_like_text | proof_mutations(), method=any_text, uri=any_text)
+@given(proof=any_text | jwt_like_text | proof_mutations(), method=any_text | st.sampled_from(["POST", "GET"]),
+       uri=any_text | st.just(PROOF_URI))
 def test_the_verifier_with_any_proof_raises_nothing_but_invalid_token(proof: str, method: str, uri: str) -> None:
     verifier, token = _bound_verifier()
     try:
@@ -457,7 +464,19 @@ def test_the_verifier_with_any_proof_raises_nothing_but_invalid_token(proof: str
         assert invalid.reason is InvalidReason.BAD_PROOF
         return
     event("VALID")
-    assert method == "POST"
+    assert method == "POST" and uri == PROOF_URI and proof.count(".") == 2
+
+
+def test_the_verifier_accepts_the_unmangled_proof_once() -> None:
+    """The accepting path the fuzzing above must be able to reach: a good proof for the
+    request verifies the bound token, once (its jti is then spent)."""
+    verifier, token = _bound_verifier()
+    proof = Proof(dpop.craft(_DEVICE, dpop.claims(PROOF_NOW, "POST", PROOF_URI, token=token, jti="once")),
+                  "POST", PROOF_URI)
+    assert verifier.verify(token, AUDIENCES[0], proof).device_id == "laptop"
+    with pytest.raises(InvalidToken) as replayed:
+        verifier.verify(token, AUDIENCES[0], proof)
+    assert replayed.value.reason is InvalidReason.BAD_PROOF
 
 
 @FUZZ

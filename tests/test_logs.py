@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from authority_client.v1 import authority_pb2 as pb
 
@@ -72,12 +73,14 @@ async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
     phone = await sign_in(stub, subject, "phone")
     traded = await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
     refreshed = await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=traded.refresh_token))
-    with pytest.raises(Exception):  # reuse (not a retry: its pair was used): revokes, and says so
+    with pytest.raises(grpc.aio.AioRpcError) as reused:  # reuse (not a retry: its pair was used): revokes, and says so
         await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=phone.refresh_token))
+    assert reused.value.code() is grpc.StatusCode.UNAUTHENTICATED
     await validate(stub, laptop.access_token)
     await stub.RevokeToken(pb.RevokeTokenRequest(token=refreshed.access_token))
-    with pytest.raises(Exception):
+    with pytest.raises(grpc.aio.AioRpcError) as forged:
         await stub.RevokeToken(pb.RevokeTokenRequest(token=laptop.access_token[:-4] + "AAAA"))
+    assert forged.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     key_pem = authority.server.authority.codec.keyring.signing_key_at(time.time()).private_pem().decode()
 
     text = captured.getvalue()
@@ -85,7 +88,13 @@ async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
     secrets = [laptop.access_token, phone.access_token, phone.refresh_token, refreshed.access_token,
                refreshed.refresh_token, laptop.refresh_token, traded.access_token, traded.refresh_token,
                subject, key_pem.splitlines()[1]]
-    assert len(rpc_lines(captured)) == 8
+    # Every call wrote its line, the refused ones on the paths meant (the reuse detected,
+    # the forged token refused), not on some earlier failure.
+    assert [(line["method"].rpartition("/")[2], line["code"]) for line in rpc_lines(captured)] == [
+        ("IssueToken", "OK"), ("IssueToken", "OK"), ("RefreshToken", "OK"), ("RefreshToken", "OK"),
+        ("RefreshToken", "UNAUTHENTICATED"), ("ValidateToken", "OK"), ("RevokeToken", "OK"),
+        ("RevokeToken", "INVALID_ARGUMENT"),
+    ]
     leaked = [secret[:12] for secret in secrets if secret in text]
     assert not leaked, leaked
 

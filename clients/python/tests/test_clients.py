@@ -170,6 +170,8 @@ def test_the_stream_sends_keys_backlog_caught_up_then_live_revocations(authority
         kinds.append(event.kind)
         if event.kind is RevocationEventKind.CAUGHT_UP:
             break
+    else:
+        pytest.fail(f"the stream ended before CAUGHT_UP: {kinds}")
     assert kinds[0] is RevocationEventKind.SIGNING_KEYS
     assert RevocationEventKind.REVOCATION in kinds
     second = client.issue_token("frank", "laptop")
@@ -179,6 +181,8 @@ def test_the_stream_sends_keys_backlog_caught_up_then_live_revocations(authority
             assert event.session_id == second.session_id
             break
         assert event.kind is RevocationEventKind.HEARTBEAT
+    else:
+        pytest.fail("the stream ended before the live revocation")
     stream.cancel()
 
 

@@ -3,12 +3,16 @@ limit, the access rules and bearer-token parsing."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from authority_client import AccessClaims, AccessRules, RevocationEvent, RevocationEventKind
 from authority_client.access import bearer_token
 from authority_client.cache import ClaimsCache
 from authority_client.local.keys import SigningKeys
 from authority_client.local.mirror import RevocationMirror
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from jwt.algorithms import OKPAlgorithm
 
 
 class Clock:
@@ -124,9 +128,18 @@ def test_key_refetches_are_rate_limited() -> None:
 
 
 def test_a_malformed_key_set_leaves_the_last_good_one() -> None:
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    jwk = {**json.loads(OKPAlgorithm.to_jwk(public)), "kid": "k1", "alg": "EdDSA", "use": "sig"}
     keys = SigningKeys(issuer="iss")
+    assert keys.replace(json.dumps({"keys": [jwk]}))
+    verifier = keys.verifier
+    assert verifier is not None
+    good = verifier.keys
+    assert good.kids == frozenset({"k1"})
+
     assert not keys.replace("{not json")
-    assert keys.verifier is None
+
+    assert keys.verifier is verifier and verifier.keys is good
 
 
 def test_access_rules_by_service_and_method() -> None:
