@@ -148,6 +148,9 @@ async def test_a_body_that_is_not_a_form_is_400(
         missing = await http.post("/introspect", data={"audience": "token-authority"}, headers=headers)
         empty = await http.post("/introspect", data={"token": ""}, headers=headers)
         huge = await http.post("/introspect", data={"token": "a" * 100_000}, headers=headers)
+        # Bytes that the Content-Encoding named does not decode (aiohttp decompresses bodies).
+        undecodable = {encoding: await http.post("/introspect", content=b"token=0123456789", headers={
+            **headers, "Content-Type": FORM, "Content-Encoding": encoding}) for encoding in ("gzip", "deflate")}
 
     for name, answer in answers.items():
         assert answer.status_code == 400, (name, answer.text)
@@ -156,6 +159,8 @@ async def test_a_body_that_is_not_a_form_is_400(
     _error(missing, 400, names="token: must not be empty")
     _error(empty, 400, names="token: must not be empty")
     assert huge.status_code == 413 and huge.json()["error"] == "invalid_request"
+    for answer in undecodable.values():
+        _error(answer, 400, names="the body could not be read")
     _assert_quiet(caplog, issued.access_token, VERIFIER_KEY)
 
 

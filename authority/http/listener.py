@@ -42,19 +42,24 @@ MAX_BODY_BYTES = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# The client's mistakes as aiohttp's protocol reports them: a request that does not
+# parse, and a body that does not decode (read again, after the answer, to drain it).
+_CLIENT_MISTAKES = (HttpProcessingError, web.RequestPayloadError)
+
+
 class _ProtocolLog(logging.Logger):
     """aiohttp's server logger: a request it cannot parse is the client's mistake and is
     logged at INFO by kind alone (the parser's message may quote the header, and with it
     a credential); anything else keeps aiohttp's ERROR and traceback."""
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        if isinstance(exc_info, HttpProcessingError):
+        if isinstance(exc_info, _CLIENT_MISTAKES):
             log.info("refused an HTTP request that does not parse (%s)", type(exc_info).__name__)
             return
         super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
     def debug(self, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
-        if isinstance(exc_info, HttpProcessingError):  # aiohttp's quieter form of the same
+        if isinstance(exc_info, _CLIENT_MISTAKES):  # aiohttp's quieter form of the same
             log.debug("refused an HTTP request that does not parse (%s)", type(exc_info).__name__)
             return
         super().debug(msg, *args, exc_info=exc_info, **kwargs)

@@ -53,7 +53,12 @@ async def read_form(request: web.Request) -> dict[str, str]:
     or :class:`InvalidArgument` (400) for any other body."""
     if request.content_type != FORM_TYPE:
         raise HttpRefusal(400, "invalid_request", f"the body must be {FORM_TYPE}")
-    body = await request.read()  # at most the application's client_max_size, else 413
+    try:
+        body = await request.read()  # at most the application's client_max_size, else 413
+    except (web.RequestPayloadError, ConnectionResetError):
+        # A Content-Encoding its bytes do not decode with (aiohttp decompresses bodies),
+        # or a client gone before the body's end: the client's doing, never a 500.
+        raise HttpRefusal(400, "invalid_request", "the body could not be read") from None
     try:
         pairs = urllib.parse.parse_qsl(
             body.decode("ascii"), keep_blank_values=True, strict_parsing=bool(body),
