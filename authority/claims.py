@@ -17,12 +17,20 @@ from authority.errors import InvalidArgument
 
 # Integers of smaller magnitude are exact as doubles (and as JavaScript numbers).
 EXACT_INTEGER_LIMIT = 2**53
+# How much of a claim's name an error shows: a name is the caller's text, of any length,
+# and the error travels back in a header (grpc-message) that has a size limit.
+NAME_SHOWN = 64
 
 
 def from_struct(values: Mapping[str, Any], field: str = "claims") -> dict[str, Any]:
     """``values`` (a Struct as a dict) with integral numbers as ints; raises
-    :class:`InvalidArgument` naming ``field.NAME`` for an integral number of 2^53 or more."""
-    return {name: _value(value, f"{field}.{name}") for name, value in values.items()}
+    :class:`InvalidArgument` naming ``field.NAME`` for an integral number of 2^53 or more
+    (a name longer than NAME_SHOWN characters cut there, with an ellipsis)."""
+    return {name: _value(value, f"{field}.{_shown(name)}") for name, value in values.items()}
+
+
+def _shown(name: str) -> str:
+    return name if len(name) <= NAME_SHOWN else name[:NAME_SHOWN] + "…"
 
 
 def _value(value: Any, where: str) -> Any:

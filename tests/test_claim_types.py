@@ -18,6 +18,7 @@ from authority_client import AuthorityClient, Mode, ValidationSettings, Validato
 from authority_client.v1 import authority_pb2 as pb
 from google.protobuf import struct_pb2
 
+from authority.claims import NAME_SHOWN
 from tests.conftest import Running
 from tests.test_cli import _serve
 
@@ -92,7 +93,10 @@ async def test_refresh_keeps_integer_claims(authority: Running) -> None:
         ({"big": 12345678901234567}, "claims.big"),
         ({"big": -(2**53)}, "claims.big"),
         ({"a": {"b": [1, 2**60]}}, "claims.a.b[1]"),
+        # A long name is cut in the message, which must fit grpc-message's size limit.
+        ({"x" * 20_000: 2**60}, "claims." + "x" * NAME_SHOWN + "…"),
     ],
+    ids=["big", "negative", "nested", "long name"],
 )
 async def test_an_integer_a_double_cannot_carry_is_refused_naming_the_claim(
     authority: Running, claims: dict[str, Any], named: str
