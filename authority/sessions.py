@@ -64,7 +64,7 @@ from authority.store import (
 )
 from authority.store.signin import SignInWrite, sign_in_unit
 from authority.signouts import REFRESH_TOKEN_CHARS, SignOuts, check_identifier, hash_refresh_token, to_the_end
-from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, TokenCodec
+from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, TokenCodec, check_claims_depth
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,9 @@ def _claims_json(claims: Mapping[str, Any]) -> str:
     if reserved:
         verb = "is" if len(reserved) == 1 else "are"
         raise InvalidArgument("claims", f"{', '.join(reserved)} {verb} set by the authority and may not be given")
+    # Checked with the request, as signing would (tokens.py): before a proof is spent, a
+    # refusal recorded or a preview allowed for a sign-in that could never be signed.
+    check_claims_depth(claims)
     try:
         text = json.dumps(claims, allow_nan=False, separators=(",", ":"), sort_keys=True)
     except ValueError:

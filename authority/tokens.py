@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
@@ -87,8 +87,7 @@ class TokenCodec:
 
         Raises :class:`InvalidArgument` for claims nested deeper than a token may be:
         the authority never issues a token its verifier would refuse."""
-        if _depth(claims.extra) > MAX_JSON_DEPTH:
-            raise InvalidArgument("claims", f"must not nest more than {MAX_JSON_DEPTH - 1} levels deep")
+        check_claims_depth(claims.extra)
         key = self.keyring.signing_key_at(claims.issued_at)
         payload = {
             **claims.extra,
@@ -128,6 +127,13 @@ class TokenCodec:
         Only for logout, where a token names the session to end and is not trusted.
         """
         return self._logout_verifier.identify(token)
+
+
+def check_claims_depth(extra: Mapping[str, Any]) -> None:
+    """Raises :class:`InvalidArgument` for extra claims nested deeper than a token may be
+    (their object is the payload's, the first of MAX_JSON_DEPTH levels)."""
+    if _depth(extra) > MAX_JSON_DEPTH:
+        raise InvalidArgument("claims", f"must not nest more than {MAX_JSON_DEPTH - 1} levels deep")
 
 
 def _depth(value: Any) -> int:

@@ -642,6 +642,19 @@ async def test_sign_in_with_claims_deeper_than_a_token_may_be_is_invalid_argumen
     sessions = await target.stub.ListSessions(pb.ListSessionsRequest(subject=subject))
     assert not sessions.sessions  # refused before commit: no session was opened
 
+    # Refused as the bad request it is before any policy is applied: not as a sign-in the
+    # REJECT policy refuses (FAILED_PRECONDITION), and no preview allows it.
+    laptop = await sign_in(target.stub, subject, "laptop", audience=AUDIENCE)
+    phone = pb.IssueTokenRequest(subject=subject, device_id="phone", audience=AUDIENCE, claims=deep,
+                                 policy=pb.SESSION_POLICY_REJECT)
+    for call in (target.stub.IssueToken, target.stub.PreviewSignIn):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call(phone)
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+        assert "claims: must not nest" in (caught.value.details() or "")
+    sessions = await target.stub.ListSessions(pb.ListSessionsRequest(subject=subject))
+    assert [s.session_id for s in sessions.sessions] == [laptop.session_id]
+
 
 def _nested_lists(depth: int) -> Any:
     value: Any = "bottom"
