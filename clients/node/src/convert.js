@@ -1,5 +1,6 @@
 // Protobuf messages (as @grpc/proto-loader decodes them) to and from plain JavaScript:
 // Timestamp to Date, Duration to milliseconds, Struct to and from plain objects.
+import { frozen } from './json.js';
 import { CAUSE_BY_NUMBER } from './reasons.js';
 
 /** A Date from a Timestamp ({seconds: string, nanos}); undefined when unset. */
@@ -69,9 +70,9 @@ function fromValue(value) {
   }
 }
 
-/** Claims of a ValidateToken answer, shaped as the local verifier's. */
+/** Claims of a ValidateToken answer, shaped (and frozen) as the local verifier's. */
 export function claims(message) {
-  return {
+  return frozen({
     subject: message.subject,
     deviceId: message.deviceId,
     sessionId: message.sessionId,
@@ -82,7 +83,7 @@ export function claims(message) {
     expiresAt: toDate(message.expiresAt),
     keyThumbprint: message.keyThumbprint ?? '',
     extra: fromStruct(message.extra),
-  };
+  });
 }
 
 /** An issued token pair; its tokens are kept out of inspection output. */

@@ -10,6 +10,20 @@ export const MAX_JSON_DEPTH = 33;
 /** Raised for any text that is not strict JSON; carries no part of the text. */
 export class JsonError extends Error {}
 
+/**
+ * `value` with every object and array in it frozen, and returned. Claims are shared: a
+ * token's verified claims are remembered and handed to every request that presents it
+ * (local mode), so no request's code may change them for the others, least of all the
+ * key thumbprint its proof is checked against.
+ */
+export function frozen(value) {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const item of Object.values(value)) frozen(item);
+  }
+  return value;
+}
+
 const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?/y;
 const PLAIN_RUN = /[^"\\\u0000-\u001f]*/y;
 const HEX4 = /^[0-9a-fA-F]{4}$/;

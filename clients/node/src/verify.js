@@ -21,7 +21,7 @@
 import { KeyObject, constants } from 'node:crypto';
 import { importJWK } from 'jose';
 
-import { JsonError, parseObject } from './json.js';
+import { JsonError, frozen, parseObject } from './json.js';
 import { JwsFormError, decodeCompact, isCanonicalBase64url, safeVerify } from './jws.js';
 import { InvalidProof, InvalidToken } from './invalid.js';
 import { ProofChecker } from './proof.js';
@@ -263,7 +263,7 @@ function claimsOf(payload) {
       Object.defineProperty(extra, name, { value: payload[name], enumerable: true, writable: true, configurable: true });
     }
   }
-  return {
+  return frozen({
     subject: payload.sub,
     deviceId: payload.device_id,
     sessionId: payload.sid,
@@ -275,5 +275,5 @@ function claimsOf(payload) {
     /** The RFC 7638 thumbprint of the device key the token is bound to; '' for a bearer token. */
     keyThumbprint: payload.cnf?.jkt ?? '',
     extra,
-  };
+  });
 }

@@ -34,20 +34,21 @@ export declare function signedOutText(cause?: Cause | null, deviceName?: string)
 export declare const MAX_TOKEN_BYTES: number;
 export declare const MAX_JSON_DEPTH: number;
 
-/** What an access token says; the same shape whether checked locally or remotely. */
+/** What an access token says; the same shape whether checked locally or remotely. Frozen,
+ * `extra` all the way down: a token's claims are shared by every request that presents it. */
 export interface AccessClaims {
-  subject: string;
-  deviceId: string;
-  sessionId: string;
-  tokenId: string;
-  issuer: string;
-  audience: string;
-  issuedAt: Date;
-  expiresAt: Date;
+  readonly subject: string;
+  readonly deviceId: string;
+  readonly sessionId: string;
+  readonly tokenId: string;
+  readonly issuer: string;
+  readonly audience: string;
+  readonly issuedAt: Date;
+  readonly expiresAt: Date;
   /** The RFC 7638 thumbprint (cnf.jkt) of the device key the token is bound to; '' for a bearer token. */
-  keyThumbprint: string;
+  readonly keyThumbprint: string;
   /** Claims the login service added at sign-in. */
-  extra: Record<string, unknown>;
+  readonly extra: Readonly<Record<string, unknown>>;
 }
 
 /** A token failed verification; `reason` names the step. Never quotes the token. */
