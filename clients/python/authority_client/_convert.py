@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from authority_client.frozen import frozen
 from authority_client.types import (
     AccessClaims,
     InvalidReason,
@@ -117,7 +118,7 @@ def claims(message: pb.Claims) -> AccessClaims:
         audience=message.audience,
         issued_at=message.issued_at.seconds,
         expires_at=message.expires_at.seconds,
-        extra=json_numbers(json_format.MessageToDict(message.extra)) if message.HasField("extra") else {},
+        extra=frozen(json_numbers(json_format.MessageToDict(message.extra) if message.HasField("extra") else {})),
         key_thumbprint=message.key_thumbprint,
     )
 

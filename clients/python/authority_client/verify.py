@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authority_client import jws
+from authority_client.frozen import FrozenDict, frozen
 from authority_client.jws import MAX_JSON_DEPTH as MAX_JSON_DEPTH
 
 if TYPE_CHECKING:
@@ -136,6 +137,8 @@ class AccessClaims:
     audience: str
     issued_at: int
     expires_at: int
+    # Verified claims are read-only, nested values too (authority_client.frozen): they are
+    # shared by every call that presents the token.
     extra: dict[str, Any]
     # The RFC 7638 thumbprint of the device key the token is bound to (cnf.jkt); "" for
     # a bearer token.
@@ -445,6 +448,6 @@ def _claims(payload: dict[str, Any]) -> AccessClaims:
         audience=payload["aud"],
         issued_at=payload["iat"],
         expires_at=payload["exp"],
-        extra={name: value for name, value in payload.items() if name not in RESERVED_CLAIMS},
+        extra=FrozenDict({name: frozen(value) for name, value in payload.items() if name not in RESERVED_CLAIMS}),
         key_thumbprint="" if cnf is None else cnf["jkt"],
     )

@@ -3,8 +3,10 @@ errors from authority_client.errors, never a raw grpc.RpcError."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -16,6 +18,7 @@ from authority_client import (
     InvalidReason,
     RevocationEventKind,
     SessionPolicy,
+    Validator,
 )
 from authority_client.types import RevocationCause
 from authority_client.channel import IDEMPOTENT_METHODS
@@ -27,6 +30,7 @@ from authority_client.errors import (
     SignInAborted,
     Unavailable,
 )
+from conftest import MODES, validation_settings
 
 from authority.testing import AsyncInProcessAuthority, InProcessAuthority
 
@@ -296,3 +300,36 @@ async def test_the_async_client_previews_guards_and_signs_out_other_devices() ->
                 await client.issue_token("erin", "laptop", expected_replacements=["unknown"])
             assert await client.revoke_other_sessions(session_id=keep.session_id) == 1
             assert [s.session_id for s in await client.list_sessions("erin")] == [keep.session_id]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_verified_claims_cannot_be_changed_for_the_next_call(authority: InProcessAuthority, mode: str) -> None:
+    # A token's claims are remembered (local mode, the remote cache) and handed to every
+    # call that presents it: writable, one call's handler could change them for the rest.
+    extra = {"roles": ["reader"], "org": {"id": 7, "teams": ["a"]}}
+    client = AuthorityClient(authority.target)
+    validator = Validator(client, validation_settings(mode)).start()
+    try:
+        assert validator.wait_until_fresh(10)
+        token = authority.sign_in("frank", "laptop", audience="greeter", claims=extra).access_token
+        first = validator.validate(token, "greeter")
+        assert first.extra == extra and json.loads(json.dumps(first.extra)) == extra
+        changes: list[Callable[[], object]] = [
+            lambda: first.extra["roles"].append("admin"),
+            lambda: first.extra.__setitem__("roles", ["admin"]),
+            lambda: first.extra.pop("org"),
+            lambda: first.extra.update(admin=True),
+            lambda: first.extra["org"]["teams"].clear(),
+            lambda: first.extra["org"].__setitem__("id", 8),
+        ]
+        for change in changes:
+            with pytest.raises(TypeError, match="read-only"):
+                change()
+        assert validator.validate(token, "greeter").extra == extra
+        # A copy is an ordinary one, to change at will.
+        mine = copy.deepcopy(first.extra)
+        mine["roles"].append("admin")
+        assert mine["roles"] == ["reader", "admin"] and first.extra["roles"] == ["reader"]
+    finally:
+        validator.close()
+        client.close()
