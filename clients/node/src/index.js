@@ -20,3 +20,4 @@ export { LocalVerification, Validator } from './validation.js';
 export { MISSING, bearerToken, describe, presentedToken } from './access.js';
 export { requireToken } from './express.js';
 export { CAUSE_HEADER, DEFAULT_PUBLIC, REASON_HEADER, authInterceptor, claimsOf } from './grpc-server.js';
+export { redactedGrpcLine, redactedGrpcLogger } from './grpc-log.js';

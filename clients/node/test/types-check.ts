@@ -4,7 +4,7 @@ import express from 'express';
 
 import {
   AuthorityClient, InvalidProof, InvalidToken, KeySet, ProofChecker, REASON_TEXTS, SessionLimitReached, TokenVerifier, Validator,
-  authInterceptor, claimsOf, grpcProofUri, normalizeUri, requireToken, type AccessClaims, type Proof, type ProofCheck, type Reason,
+  authInterceptor, claimsOf, grpcProofUri, normalizeUri, redactedGrpcLogger, requireToken, type AccessClaims, type Proof, type ProofCheck, type Reason,
 } from '@token-authority/client';
 
 export async function usage(): Promise<void> {
@@ -28,6 +28,8 @@ export async function usage(): Promise<void> {
   app.get('/me', requireToken({ client, mode: 'local', audience: 'api', publicPaths: ['/health'] }), (req, res) => {
     res.json({ user: req.auth?.subject });
   });
+  grpc.setLogger(redactedGrpcLogger());
+  grpc.setLogger(redactedGrpcLogger(console));
   const server = new grpc.Server({ interceptors: [authInterceptor({ target: '127.0.0.1:50051', audience: 'api' })] });
   server.addService({}, {});
   const claims = claimsOf({ metadata: new grpc.Metadata() });

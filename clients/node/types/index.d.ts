@@ -376,3 +376,20 @@ export declare function authInterceptor(options: GateOptions & {
 
 /** The claims of the token that let this call in (undefined for a public method). */
 export declare function claimsOf(call: { metadata: grpc.Metadata }): AccessClaims | undefined;
+
+/** Where grpc-js writes its lines: `console`, or an object with an `error` at least. */
+export interface GrpcLogger {
+  error(message?: any, ...rest: any[]): void;
+  info?(message?: any, ...rest: any[]): void;
+  debug?(message?: any, ...rest: any[]): void;
+}
+
+/** `message` with the value of a metadata entry grpc-js refused left out; anything else as it is. */
+export declare function redactedGrpcLine<T>(message: T): T | string;
+
+/**
+ * A logger for grpc-js's `setLogger` that keeps metadata values (tokens among them) out of
+ * its lines: `grpc.setLogger(redactedGrpcLogger())`. By default it writes to stderr, as
+ * grpc-js does.
+ */
+export declare function redactedGrpcLogger(logger?: GrpcLogger): Readonly<Required<GrpcLogger>>;

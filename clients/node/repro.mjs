@@ -1,0 +1,15 @@
+import * as grpc from '@grpc/grpc-js';
+import http2 from 'node:http2';
+const json = { serialize: (v) => Buffer.from(JSON.stringify(v)), deserialize: (b) => JSON.parse(b.toString()) };
+const GREETER = { Greet: { path: '/demo.Greeter/Greet', requestStream: false, responseStream: false, requestSerialize: json.serialize, requestDeserialize: json.deserialize, responseSerialize: json.serialize, responseDeserialize: json.deserialize } };
+const server = new grpc.Server();
+server.addService(GREETER, { Greet: (call, cb) => { console.log('handler md', JSON.stringify(call.metadata.getMap())); cb(null, {}); } });
+const port = await new Promise((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => e ? rej(e) : res(p)));
+const session = http2.connect(`http://127.0.0.1:${port}`);
+const body = Buffer.from(JSON.stringify({}));
+const frame = Buffer.alloc(5 + body.length); frame.writeUInt32BE(body.length, 1); body.copy(frame, 5);
+const req = session.request({ ':method': 'POST', ':path': '/demo.Greeter/Greet', 'content-type': 'application/grpc', te: 'trailers', authorization: 'Bearer SECRET-TOKEN\u00e9' });
+req.end(frame);
+req.on('response', (h) => console.log('response', h['grpc-status']));
+req.on('trailers', (t) => console.log('trailers', t['grpc-status'], t['grpc-message']));
+req.on('close', () => { session.close(); server.forceShutdown(); });
