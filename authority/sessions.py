@@ -124,6 +124,21 @@ def _claims_json(claims: Mapping[str, Any]) -> str:
     return text
 
 
+# The token-size check's cheap bound (see Sessions._check_token_size): the payload's names,
+# numbers, ids and cnf come to under 300 characters; a header with its kid and an RSA-4096
+# signature, encoded, to under 1,000.
+_ESCAPED_AT_MOST = 12
+_FIXED_PAYLOAD = 300
+_HEADER_AND_SIGNATURE = 1_000
+# As long as a session id and a token id (token_urlsafe(16)), and a JWK thumbprint.
+_STAND_IN_ID = "-" * 22
+_STAND_IN_THUMBPRINT = "-" * 43
+
+
+def _token_too_large() -> InvalidArgument:
+    return InvalidArgument("claims", f"with this subject and device_id the token would exceed {MAX_TOKEN_BYTES} bytes")
+
+
 # Called with a sign-in's or refresh's outcome before it commits; raising rolls it back.
 BeforeCommit = Callable[[SignIn], object]
 
@@ -199,7 +214,7 @@ class Sessions(SignOuts):
         without reading them (see :meth:`_sign_in`) learns which it replaced only from
         the write: its outcome there has no ``replaced_session_ids`` yet.
         """
-        request = self._request(subject, device, policy, audience, claims, ttl)
+        request = self._request(subject, device, policy, audience, claims, ttl, bound=proof is not None)
         # Last of the checks: a sign-in refused for another field leaves the proof unused.
         request = dataclasses.replace(request, key_thumbprint=self._binding.sign_in_key(proof, request.audience))
         expected = None if expected_replacements is None else frozenset(expected_replacements)
@@ -211,9 +226,10 @@ class Sessions(SignOuts):
 
     def _request(
         self, subject: str, device: Device | str, policy: Policy | None, audience: str,
-        claims: Mapping[str, Any] | None, ttl: float | None,
+        claims: Mapping[str, Any] | None, ttl: float | None, *, bound: bool,
     ) -> _SignInRequest:
-        """The checked request; :class:`InvalidArgument` naming the first bad field."""
+        """The checked request; :class:`InvalidArgument` naming the first bad field.
+        ``bound``: whether its token will carry a key thumbprint (a proof was given)."""
         device = Device(device) if isinstance(device, str) else device
         check_identifier("subject", subject)
         _check_no_controls("subject", subject)
@@ -224,7 +240,29 @@ class Sessions(SignOuts):
         claims_json = _claims_json(claims or {})
         access_ttl = self._access_ttl(ttl)
         policy = policy or self._settings.default_policy
-        return _SignInRequest(subject, device, counted_class, policy, audience, claims_json, access_ttl)
+        request = _SignInRequest(subject, device, counted_class, policy, audience, claims_json, access_ttl)
+        self._check_token_size(request, bound)
+        return request
+
+    def _check_token_size(self, request: _SignInRequest, bound: bool) -> None:
+        """Refuses a sign-in whose token would exceed MAX_TOKEN_BYTES, with the request: before
+        a proof is spent, a refusal recorded or a preview allowed for it. Most requests are
+        far below by a cheap bound; a large one is signed once with stand-ins as long as the
+        session's own values. (:meth:`_tokens` still checks the real token.)"""
+        identifiers = request.subject, request.device.device_id, request.audience, self._settings.issuer
+        # Any character escapes to at most 12 in the payload's JSON; the claims are JSON already.
+        payload = _ESCAPED_AT_MOST * sum(map(len, identifiers)) + len(request.claims_json) + _FIXED_PAYLOAD
+        if payload * 4 // 3 + _HEADER_AND_SIGNATURE <= MAX_TOKEN_BYTES:
+            return
+        now = int(self._clock())
+        stand_in = AccessClaims(
+            subject=request.subject, device_id=request.device.device_id, session_id=_STAND_IN_ID,
+            token_id=_STAND_IN_ID, issuer=self._settings.issuer, audience=request.audience, issued_at=now,
+            expires_at=now + request.access_ttl, extra=json.loads(request.claims_json),
+            key_thumbprint=_STAND_IN_THUMBPRINT if bound else "",
+        )
+        if len(self._codec.sign(stand_in)) > MAX_TOKEN_BYTES:
+            raise _token_too_large()
 
     async def preview(
         self,
@@ -242,7 +280,7 @@ class Sessions(SignOuts):
         decision); changes nothing. A proof required and absent is refused as by
         :meth:`sign_in`; a proof given is not checked: checking records its jti, and the
         device's sign-in proof must stay good for the sign-in that follows."""
-        request = self._request(subject, device, policy, audience, claims, ttl)
+        request = self._request(subject, device, policy, audience, claims, ttl, bound=proof is not None)
         self._binding.require(proof, request.audience)
         now = self._clock()
         live = await self._store.live_sessions(subject, now, self._settings.idle_cutoff(now))
@@ -384,9 +422,7 @@ class Sessions(SignOuts):
         )
         access_token = self._codec.sign(claims)
         if len(access_token) > MAX_TOKEN_BYTES:
-            raise InvalidArgument(
-                "claims", f"with this subject and device_id the token would exceed {MAX_TOKEN_BYTES} bytes"
-            )
+            raise _token_too_large()
         return SignIn(
             access_token=access_token,
             refresh_token=refresh_token,

@@ -7,11 +7,13 @@ from typing import Any
 
 import grpc
 import pytest
+from authority_client.proof import DeviceKey
 from authority_client.v1 import authority_pb2 as pb
 from google.protobuf import duration_pb2, struct_pb2
 
 from authority.config import Algorithm
 from tests.conftest import StartServer
+from tests.support.bound import SIGN_IN_URI, proof_message
 from tests.support.calls import Stub, live_sessions, new_subject, reason, rpc_error, sign_in
 
 
@@ -110,13 +112,48 @@ async def test_a_sign_in_whose_token_would_exceed_8_kib_is_invalid_argument_and_
     claims = struct_pb2.Struct()
     claims.update({"note": "\x02" * 680})
 
-    error = await rpc_error(stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="\U0001F4F1" * 64, claims=claims)))
+    too_large = pb.IssueTokenRequest(subject=subject, device_id="\U0001F4F1" * 64, claims=claims)
+
+    error = await rpc_error(stub.IssueToken(too_large))
 
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert (error.details() or "").startswith("claims:")
     assert "would exceed 8192 bytes" in (error.details() or "")
     assert await reason(stub, existing.access_token) == "VALID"
     assert await live_sessions(stub, subject) == [existing.session_id]
+    # Refused with the request, as the other fields are: a preview does not allow it, and
+    # a proof sent with it stays good for the sign-in that follows.
+    preview = await rpc_error(stub.PreviewSignIn(too_large))
+    assert (preview.code(), preview.details()) == (error.code(), error.details())
+    key = DeviceKey.generate()
+    proof = proof_message(key, "POST", SIGN_IN_URI)
+    too_large.proof.CopyFrom(proof)
+    assert (await rpc_error(stub.IssueToken(too_large))).details() == error.details()
+    bound = await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id="phone", proof=proof))
+    assert bound.token_type == "DPoP"
+
+
+async def test_a_bound_token_just_under_8_kib_is_issued(start_server: StartServer) -> None:
+    # The size check's stand-ins are as long as the real values: a request whose bound
+    # token comes close to the limit is not refused for it.
+    stub = (await start_server(signing_algorithm=Algorithm.RS256)).stub
+    subject = device = "\U0001F600" * 64
+    # Each character more of the claim is six more in the payload, eight in the token.
+    for size in range(500, 681):
+        claims = struct_pb2.Struct()
+        claims.update({"note": "\x02" * size})
+        request = pb.IssueTokenRequest(subject=subject, device_id=device, claims=claims)
+        request.proof.CopyFrom(proof_message(DeviceKey.generate(), "POST", SIGN_IN_URI))
+        try:
+            issued = await stub.IssueToken(request)
+        except grpc.aio.AioRpcError as refused:
+            assert "would exceed 8192 bytes" in (refused.details() or "")
+            break
+        assert issued.token_type == "DPoP" and len(issued.access_token) <= 8192
+        largest = len(issued.access_token)
+    else:
+        pytest.fail("no request came to the limit")
+    assert largest > 8192 - 12  # the last one issued was within a step of the limit
 
 
 async def test_nothing_commits_whose_reply_cannot_be_built(start_server: StartServer) -> None:
