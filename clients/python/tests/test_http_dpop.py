@@ -163,7 +163,21 @@ def test_a_websocket_handshake_with_a_bound_token_needs_its_proof(mode: str, aut
         assert replayed.value.response.status_code == 401
 
 
-@pytest.mark.parametrize("host", ["bad host", "a@b", "[::1", ""])
+@pytest.mark.parametrize("ending", ["?", "#"])
+def test_a_host_header_cannot_point_a_proof_at_another_path(app: WebApp, authority: InProcessAuthority,
+                                                           ending: str) -> None:
+    # "Host: 127.0.0.1:port/other?" would make the request's URL /other's, /orders its query.
+    device, token = bound_sign_in(authority)
+    proof = device.proof("GET", url(app, "/other"), token)
+    headers = {"host": f"127.0.0.1:{app.port}/other{ending}", "authorization": f"DPoP {token}", "dpop": proof}
+
+    response = app.http.get("/orders", headers=headers)
+
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_dpop_proof"
+
+
+@pytest.mark.parametrize("host", ["bad host", "a@b", "[::1", "", "a/b?", "a#b"])
 def test_a_request_url_no_proof_can_name_is_bad_proof_not_an_error(host: str) -> None:
     from authority_client.http.bearer import Denial, Presented
     from authority_client.http.gate import HttpGate, HttpRules
