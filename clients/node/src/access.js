@@ -46,7 +46,7 @@ export function describe(reason, cause, deviceName = '') {
  *
  * `request` says what came with a DPoP token: `proofs` (every DPoP header or dpop metadata
  * value: exactly one is needed, none is PROOF_REQUIRED, more BAD_PROOF), and `httpMethod`
- * and `httpUri()` (called only when there is a proof). A token sent as Bearer is checked
+ * and `httpUri()` (called only when there is a proof; undefined: BAD_PROOF). A token sent as Bearer is checked
  * without a proof (its DPoP header ignored): a bound one is then PROOF_REQUIRED, as in the
  * Python package's http/bearer.py. Anything else the validator throws is a bug and propagates.
  */
@@ -63,7 +63,12 @@ export async function check(validator, presented, audience, request = {}) {
     if (refusedFor !== undefined) {
       return { refusal: { kind: 'invalid', reason: refusedFor, text: describe(refusedFor), scheme } };
     }
-    proof = { proof: proofs[0].replace(/^[ \t]+|[ \t]+$/g, ''), httpMethod: request.httpMethod, httpUri: request.httpUri() };
+    const httpUri = request.httpUri();
+    // No URL (a Host header that names no server): no proof can be for this request.
+    if (typeof httpUri !== 'string') {
+      return { refusal: { kind: 'invalid', reason: InvalidReason.BAD_PROOF, text: describe(InvalidReason.BAD_PROOF), scheme } };
+    }
+    proof = { proof: proofs[0].replace(/^[ \t]+|[ \t]+$/g, ''), httpMethod: request.httpMethod, httpUri };
   }
   try {
     return { claims: await validator.validate(token, audience, proof) };

@@ -34,10 +34,20 @@ function challengeOf(refusal, realm) {
 
 const errorOf = (refusal) => (refusal.reason === 'BAD_PROOF' ? 'invalid_dpop_proof' : 'invalid_token');
 
-/** The request's URL without query, as the client addressed it: scheme://host/path. */
+// A Host header as RFC 3986 writes an authority without userinfo: a bracketed IP literal or
+// a name, and an optional port. Anything else ('/', '?', '#', '@', spaces) would change the
+// URL a proof is checked against ('host/other?' makes it /other's), and names no server.
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
+
+/**
+ * The request's URL without query, as the client addressed it: scheme://host/path;
+ * undefined when its host is no host (the proof is then BAD_PROOF).
+ */
 function requestUri(req, externalOrigin) {
   const path = req.originalUrl.split(/[?#]/, 1)[0];
-  return `${externalOrigin ?? `${req.protocol}://${req.host}`}${path}`;
+  if (externalOrigin !== undefined) return `${externalOrigin}${path}`;
+  const { host } = req;
+  return typeof host === 'string' && HOST.test(host) ? `${req.protocol}://${host}${path}` : undefined;
 }
 
 /**

@@ -111,6 +111,16 @@ for (const mode of ['remote', 'local']) {
       assert.equal((await send(app.url, { headers: dpop(token, proofs[0]) })).status, 200);
     });
 
+    test('a Host header cannot point a proof at another path', async () => {
+      // "Host: 127.0.0.1:port/other?" would make the request's URL /other's, /me its query.
+      const token = signedIn.accessToken;
+      const { host } = new URL(app.origin);
+      for (const ending of ['?', '#']) {
+        const proof = await device.proof('GET', `${app.origin}/other`, { accessToken: token });
+        assertRefused(await send(app.url, { headers: { ...dpop(token, proof), host: `${host}/other${ending}` } }), 'BAD_PROOF', [token, proof]);
+      }
+    });
+
     test('every bad proof is BAD_PROOF (invalid_dpop_proof), never quoting the proof or the token', async () => {
       const token = signedIn.accessToken;
       const url = app.url;
