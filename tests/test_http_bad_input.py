@@ -5,6 +5,7 @@ reaches any line, and nothing changes in the store."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -148,9 +149,15 @@ async def test_a_body_that_is_not_a_form_is_400(
         missing = await http.post("/introspect", data={"audience": "token-authority"}, headers=headers)
         empty = await http.post("/introspect", data={"token": ""}, headers=headers)
         huge = await http.post("/introspect", data={"token": "a" * 100_000}, headers=headers)
-        # Bytes that the Content-Encoding named does not decode (aiohttp decompresses bodies).
-        undecodable = {encoding: await http.post("/introspect", content=b"token=0123456789", headers={
-            **headers, "Content-Type": FORM, "Content-Encoding": encoding}) for encoding in ("gzip", "deflate")}
+        # Any Content-Encoding: bytes it does not decode, a gzip stream cut short, one whole,
+        # an unknown coding.
+        form = f"token={issued.access_token}".encode()
+        encoded = {"gzip": b"token=0123456789", "deflate": b"token=0123456789", "x-gzip": gzip.compress(form)[:-12],
+                   "GZIP": gzip.compress(form), "x-unknown": form}
+        undecodable = {encoding: await http.post("/introspect", content=body, headers={
+            **headers, "Content-Type": FORM, "Content-Encoding": encoding}) for encoding, body in encoded.items()}
+        field_twice = await http.post("/introspect", content=f"{issued.access_token}=&{issued.access_token}=",
+                                      headers={**headers, "Content-Type": FORM})
 
     for name, answer in answers.items():
         assert answer.status_code == 400, (name, answer.text)
@@ -160,7 +167,9 @@ async def test_a_body_that_is_not_a_form_is_400(
     _error(empty, 400, names="token: must not be empty")
     assert huge.status_code == 413 and huge.json()["error"] == "invalid_request"
     for answer in undecodable.values():
-        _error(answer, 400, names="the body could not be read")
+        _error(answer, 415, names="the body must not be encoded (Content-Encoding)")
+    # Only the fields the endpoint reads are named: any other name may be a token.
+    _error(field_twice, 400, names="a form field must be given once")
     _assert_quiet(caplog, issued.access_token, VERIFIER_KEY)
 
 
@@ -177,9 +186,12 @@ async def test_bad_revocations_change_nothing(
                             headers={"Authorization": f"Bearer {ISSUER_KEY}", "Content-Type": "text/plain"}),
             await http.post("/revoke", data={"token": issued.access_token},
                             headers=[("Authorization", f"Bearer {ISSUER_KEY}")] * 2),
+            # A gzip stream cut short: read as what arrived, it would revoke nothing and answer 200.
+            await http.post("/revoke", content=gzip.compress(f"token={issued.access_token}".encode())[:-12], headers={
+                "Authorization": f"Bearer {ISSUER_KEY}", "Content-Type": FORM, "Content-Encoding": "gzip"}),
         ]
 
-    assert [answer.status_code for answer in answers] == [401, 403, 400, 400]
+    assert [answer.status_code for answer in answers] == [401, 403, 400, 400, 415]
     assert await valid(running, issued.access_token)
     _assert_quiet(caplog, issued.access_token, ISSUER_KEY)
 

@@ -46,6 +46,9 @@ BOUND_TOKEN_TYPE = "DPoP"
 # access token (a JWT) always has two.
 _REFRESH_TOKEN_CHARS = 43
 _NO_STORE = {"Cache-Control": "no-store"}
+_IDENTITY = frozenset({"", "identity"})
+# The fields the endpoints read; an error names no other.
+_FIELDS = frozenset({"token", "token_type_hint", "audience"})
 
 
 async def read_form(request: web.Request) -> dict[str, str]:
@@ -53,11 +56,16 @@ async def read_form(request: web.Request) -> dict[str, str]:
     or :class:`InvalidArgument` (400) for any other body."""
     if request.content_type != FORM_TYPE:
         raise HttpRefusal(400, "invalid_request", f"the body must be {FORM_TYPE}")
+    if any(coding.strip().lower() not in _IDENTITY for coding in request.headers.getall("Content-Encoding", ())):
+        # aiohttp reads a gzip stream cut short as the part that arrived, and an unknown
+        # coding as plain bytes: a revocation could then answer 200 for a token it never
+        # saw. A form of one token gains nothing from compression (RFC 9110 §15.5.16).
+        raise HttpRefusal(415, "invalid_request", "the body must not be encoded (Content-Encoding)")
     try:
         body = await request.read()  # at most the application's client_max_size, else 413
     except (web.RequestPayloadError, ConnectionResetError):
-        # A Content-Encoding its bytes do not decode with (aiohttp decompresses bodies),
-        # or a client gone before the body's end: the client's doing, never a 500.
+        # A body that ends before its length or its last chunk, a client gone: the
+        # client's doing, never a 500.
         raise HttpRefusal(400, "invalid_request", "the body could not be read") from None
     try:
         pairs = urllib.parse.parse_qsl(
@@ -69,6 +77,8 @@ async def read_form(request: web.Request) -> dict[str, str]:
     form: dict[str, str] = {}
     for name, value in pairs:
         if name in form:
+            if name not in _FIELDS:  # a name the client chose may be anything, a token too
+                raise HttpRefusal(400, "invalid_request", "a form field must be given once")
             raise InvalidArgument(name, "must be given once")
         form[name] = value
     return form
