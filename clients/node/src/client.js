@@ -70,7 +70,15 @@ export class AuthorityClient {
       ...channelOptions,
     });
     this.metadata = new grpc.Metadata();
-    if (apiKey) this.metadata.set(API_KEY_HEADER, apiKey);
+    if (apiKey) {
+      // grpc-js's own refusal quotes the value: the key would reach a crash log.
+      if (typeof apiKey !== 'string' || !/^[!-~](?:[ -~]*[!-~])?$/.test(apiKey)) {
+        throw new TypeError(
+          'apiKey must be printable ASCII without spaces at its ends (one read from a file may end in a newline)',
+        );
+      }
+      this.metadata.set(API_KEY_HEADER, apiKey);
+    }
   }
 
   call(method, request, { timeoutMs = this.timeoutMs, refreshing = false } = {}) {

@@ -116,3 +116,12 @@ test('a stopped authority is Unavailable, after the retries, within the deadline
   assert.ok(Date.now() - started < 5000, 'the deadline bounds the retries');
   nobody.close();
 });
+
+test('an API key metadata cannot carry is refused, never quoted', () => {
+  // grpc-js's own refusal quotes the value; a newline from a file is enough.
+  for (const apiKey of ['tak_s3cret\n', ' tak_s3cret', 'tak_s3cr\u00e9t', 'tak\u0000s3cret']) {
+    assert.throws(() => new AuthorityClient('127.0.0.1:1', { apiKey }), (error) => error instanceof TypeError
+      && error.message.startsWith('apiKey must be printable ASCII') && !error.message.includes('s3c'));
+  }
+  new AuthorityClient('127.0.0.1:1', { apiKey: 'tak_s3cret' }).close();
+});

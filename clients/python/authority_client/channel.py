@@ -71,8 +71,15 @@ class ChannelSettings:
 
 
 def call_metadata(api_key: str | None) -> Sequence[tuple[str, str]] | None:
-    """The metadata sent with every call."""
-    return ((API_KEY_HEADER, api_key),) if api_key else None
+    """The metadata sent with every call; ValueError, never quoting it, for an API key that
+    metadata cannot carry (gRPC would fail every call with INTERNAL)."""
+    if not api_key:
+        return None
+    if not api_key.isascii() or not api_key.isprintable() or api_key != api_key.strip():
+        raise ValueError(
+            "api_key must be printable ASCII without spaces at its ends (one read from a file may end in a newline)"
+        )
+    return ((API_KEY_HEADER, api_key),)
 
 
 class PlaintextApiKeyWarning(UserWarning):

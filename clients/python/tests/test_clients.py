@@ -153,6 +153,15 @@ def test_api_key_is_sent_on_every_call() -> None:
     assert seen == ["k3y"]
 
 
+@pytest.mark.parametrize("api_key", ["tak_s3cret\n", " tak_s3cret", "tak_s3cr\u00e9t", "tak s3cret\x00"])
+async def test_an_api_key_metadata_cannot_carry_is_refused_unquoted(api_key: str) -> None:
+    # gRPC would refuse it on every call, as INTERNAL, and a newline from a file is enough.
+    for make in (AuthorityClient, AsyncAuthorityClient):
+        with pytest.raises(ValueError, match="api_key must be printable ASCII") as refused:
+            make("127.0.0.1:1", api_key=api_key)
+        assert "s3c" not in str(refused.value)
+
+
 def test_a_given_channel_is_used_and_left_open(authority: InProcessAuthority) -> None:
     channel = grpc.insecure_channel(authority.target)
     with AuthorityClient(channel=channel) as client:
