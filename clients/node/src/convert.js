@@ -1,12 +1,18 @@
 // Protobuf messages (as @grpc/proto-loader decodes them) to and from plain JavaScript:
 // Timestamp to Date, Duration to milliseconds, Struct to and from plain objects.
-import { frozen } from './json.js';
+import { frozen, readOnlyDate } from './json.js';
 import { CAUSE_BY_NUMBER } from './reasons.js';
 
 /** A Date from a Timestamp ({seconds: string, nanos}); undefined when unset. */
 export function toDate(timestamp) {
   if (timestamp === null || timestamp === undefined) return undefined;
   return new Date(Number(timestamp.seconds) * 1000 + Math.floor(timestamp.nanos / 1e6));
+}
+
+/** A claims Timestamp as a read-only Date (claims are shared: see json.js frozen). */
+function claimDate(timestamp) {
+  const date = toDate(timestamp);
+  return date === undefined ? undefined : readOnlyDate(date.getTime());
 }
 
 /** A Duration of `ms` milliseconds. */
@@ -79,8 +85,8 @@ export function claims(message) {
     tokenId: message.tokenId,
     issuer: message.issuer,
     audience: message.audience,
-    issuedAt: toDate(message.issuedAt),
-    expiresAt: toDate(message.expiresAt),
+    issuedAt: claimDate(message.issuedAt),
+    expiresAt: claimDate(message.expiresAt),
     keyThumbprint: message.keyThumbprint ?? '',
     extra: fromStruct(message.extra),
   });

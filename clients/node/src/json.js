@@ -24,6 +24,22 @@ export function frozen(value) {
   return value;
 }
 
+class ReadOnlyDate extends Date {}
+for (const name of Object.getOwnPropertyNames(Date.prototype).filter((setter) => setter.startsWith('set'))) {
+  Object.defineProperty(ReadOnlyDate.prototype, name, {
+    value() { throw new TypeError('verified claims are read-only: change a copy (new Date(date))'); },
+  });
+}
+Object.freeze(ReadOnlyDate.prototype);
+
+/**
+ * A Date at `ms` whose setters throw: a frozen Date still changes by setTime, and claims'
+ * dates are shared as the rest of them are (see frozen).
+ */
+export function readOnlyDate(ms) {
+  return Object.freeze(new ReadOnlyDate(ms));
+}
+
 const NUMBER = /-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?/y;
 const PLAIN_RUN = /[^"\\\u0000-\u001f]*/y;
 const HEX4 = /^[0-9a-fA-F]{4}$/;

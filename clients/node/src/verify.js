@@ -21,7 +21,7 @@
 import { KeyObject, constants } from 'node:crypto';
 import { importJWK } from 'jose';
 
-import { JsonError, frozen, parseObject } from './json.js';
+import { JsonError, frozen, parseObject, readOnlyDate } from './json.js';
 import { JwsFormError, decodeCompact, isCanonicalBase64url, safeVerify } from './jws.js';
 import { InvalidProof, InvalidToken } from './invalid.js';
 import { ProofChecker } from './proof.js';
@@ -270,8 +270,8 @@ function claimsOf(payload) {
     tokenId: payload.jti,
     issuer: payload.iss,
     audience: payload.aud,
-    issuedAt: new Date(payload.iat * 1000),
-    expiresAt: new Date(payload.exp * 1000),
+    issuedAt: readOnlyDate(payload.iat * 1000),
+    expiresAt: readOnlyDate(payload.exp * 1000),
     /** The RFC 7638 thumbprint of the device key the token is bound to; '' for a bearer token. */
     keyThumbprint: payload.cnf?.jkt ?? '',
     extra,

@@ -73,11 +73,18 @@ test('the claims a token is remembered with cannot be changed by a request', { s
   assert.throws(() => { first.keyThumbprint = 'x'; }, TypeError);
   assert.throws(() => { delete first.subject; }, TypeError);
   assert.throws(() => { first.extra.roles.push('admin'); }, TypeError);
+  // A frozen Date still changes by its setters: the claims' dates refuse them.
+  const expiresAt = first.expiresAt.getTime();
+  assert.throws(() => { first.expiresAt.setTime(0); }, TypeError);
+  assert.throws(() => { first.issuedAt.setFullYear(1999); }, TypeError);
+  assert.ok(first.expiresAt instanceof Date && new Date(first.expiresAt).setTime(0) === 0);
   const again = await validator.validate(signedIn.accessToken, 'api');
   assert.deepEqual([again.keyThumbprint, again.subject, again.extra], ['', first.subject, { roles: ['reader'] }]);
+  assert.equal(again.expiresAt.getTime(), expiresAt);
   // Answered by the authority (remote mode), the claims are frozen alike.
   const remote = await client.validateToken(signedIn.accessToken, 'api');
   assert.ok(remote.valid && Object.isFrozen(remote.claims) && Object.isFrozen(remote.claims.extra.roles));
+  assert.throws(() => { remote.claims.expiresAt.setTime(0); }, TypeError);
 });
 
 test('bad tokens are refused locally, without the authority', { skip }, async () => {
