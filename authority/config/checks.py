@@ -40,6 +40,10 @@ _SECOND_OPTIONS = (
     "max_staleness", "revocation_poll_interval", "revocation_min_read_interval", "refresh_token_reuse_grace",
     "proof_max_age", "explanation_wait",
 )
+# An HTTP client slower than this is holding a connection, not sending a request.
+MAX_HTTP_READ_TIMEOUT_SECONDS = 3600
+# More HTTP connections than this is a typo: each holds a file descriptor and buffers.
+MAX_HTTP_CONNECTIONS = 1_000_000
 # More workers than this is a typo, not a machine: each holds its own pools and mirror.
 MAX_WORKERS = 64
 # A retry comes within seconds; a longer grace only widens what a stolen token can do.
@@ -121,6 +125,10 @@ def check(s: Settings) -> None:
         raise ConfigError("refresh_token_reuse_grace", "must be between 0 (strict) and 60 seconds")
     if s.http_listen and not is_host_port(s.http_listen):
         raise ConfigError("http_listen", f"{s.http_listen!r} is not HOST:PORT")
+    if not 0 < s.http_read_timeout <= MAX_HTTP_READ_TIMEOUT_SECONDS:
+        raise ConfigError("http_read_timeout", "must be greater than zero and at most 1h")
+    if not 1 <= s.http_max_connections <= MAX_HTTP_CONNECTIONS:
+        raise ConfigError("http_max_connections", f"must be between 1 and {MAX_HTTP_CONNECTIONS:,}")
     if s.public_url and not is_https_url(s.public_url):
         raise ConfigError("public_url", f"{s.public_url!r} is not an https URL without query or fragment")
     _check_proofs(s)

@@ -116,6 +116,12 @@ class Settings:
     # The https base URL the HTTP endpoints are reached at, for the RFC 8414 metadata;
     # empty: the issuer, when it is an https URL.
     public_url: str = ""
+    # HTTP connections (authority/http/connections.py): a client has this long to send a
+    # request's head, from the connection's opening or the last answer (so an idle
+    # keep-alive connection is closed then too), and as long again for its body.
+    http_read_timeout: float = 60.0
+    # The most HTTP connections open at once; past it a new one gets 503 and is closed.
+    http_max_connections: int = 1000
     # Devices (authority/sessions.py): CLASS=N limits, the policy acting within a class;
     # "*" is the class of an empty device_class and of every class not named. Empty: no
     # classes, only the total cap.

@@ -7,6 +7,7 @@ ends up in logs and histories), turns whatever a handler raised into its answer
 the route's pattern, never the path or the query as sent, which could hold a token.
 Requests aiohttp cannot even parse (a header over its limits, a broken request line) get
 its 400, logged at INFO without a traceback: they are the client's fault, not ours.
+How many connections it holds, and for how long, is :mod:`authority.http.connections`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from authority.config import Settings, read_option_file
 from authority.credentials import CallerRegistry
 from authority.errors import ConfigError
 from authority.http.callers import HttpCallers
+from authority.http.connections import LimitedSite, ensure_descriptor_room
 from authority.http.discovery import INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, Discovery, metadata_paths
 from authority.http.status import HttpRefusal, answer_for
 from authority.http.tokens import TokenEndpoints
@@ -155,6 +157,7 @@ class HttpListener:
         ``reuse_port``: the port is shared with the other workers of ``serve --workers``."""
         settings = authority.settings
         context = ssl_context(settings)
+        ensure_descriptor_room(settings.http_max_connections)
         callers = HttpCallers(registry, bool(settings.tls_client_ca_file))
         discovery = Discovery(authority)
         tokens = TokenEndpoints(authority, callers, metrics)
@@ -175,11 +178,14 @@ class HttpListener:
         app.router.add_get(HEALTH_PATH, healthz)
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout,
-            logger=_protocol_log,
+            logger=_protocol_log, keepalive_timeout=settings.http_read_timeout,
         )
         await runner.setup()
         host, _, port = settings.http_listen.rpartition(":")
-        site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=reuse_port)
+        site = LimitedSite(
+            runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=reuse_port,
+            max_connections=settings.http_max_connections, handshake_timeout=settings.http_read_timeout,
+        )
         try:
             await site.start()
         except OSError as error:

@@ -81,7 +81,10 @@ def _quoted(text: str) -> str:
 def answer_for(error: BaseException, endpoint: str) -> web.Response:
     """The response for what a handler raised."""
     if isinstance(error, HttpRefusal):
-        return error_response(error.status, error.error, str(error))
+        response = error_response(error.status, error.error, str(error))
+        if error.status == 408:  # the rest of a body that came too slowly is not awaited
+            response.force_close()
+        return response
     if isinstance(error, web.HTTPException):
         headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
         return error_response(error.status, _HTTP_ERRORS.get(error.status, "invalid_request"), error.reason, headers)

@@ -21,6 +21,7 @@ is the validator's (:meth:`~authority.validation.Validator.introspect`).
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -51,9 +52,10 @@ _IDENTITY = frozenset({"", "identity"})
 _FIELDS = frozenset({"token", "token_type_hint", "audience"})
 
 
-async def read_form(request: web.Request) -> dict[str, str]:
+async def read_form(request: web.Request, timeout: float) -> dict[str, str]:
     """The request's form fields, each at most once (RFC 6749 §3.1); :class:`HttpRefusal`
-    or :class:`InvalidArgument` (400) for any other body."""
+    or :class:`InvalidArgument` (400) for any other body, 408 for one that has not all come
+    within ``timeout`` seconds (``http_read_timeout``)."""
     if request.content_type != FORM_TYPE:
         raise HttpRefusal(400, "invalid_request", f"the body must be {FORM_TYPE}")
     if any(coding.strip().lower() not in _IDENTITY for coding in request.headers.getall("Content-Encoding", ())):
@@ -62,7 +64,10 @@ async def read_form(request: web.Request) -> dict[str, str]:
         # saw. A form of one token gains nothing from compression (RFC 9110 §15.5.16).
         raise HttpRefusal(415, "invalid_request", "the body must not be encoded (Content-Encoding)")
     try:
-        body = await request.read()  # at most the application's client_max_size, else 413
+        async with asyncio.timeout(timeout):
+            body = await request.read()  # at most the application's client_max_size, else 413
+    except TimeoutError:
+        raise HttpRefusal(408, "invalid_request", "the body did not arrive within http_read_timeout") from None
     except (web.RequestPayloadError, ConnectionResetError):
         # A body that ends before its length or its last chunk, a client gone: the
         # client's doing, never a 500.
@@ -122,13 +127,14 @@ class TokenEndpoints:
         self._validator = authority.validator
         self._sessions = authority.sessions
         self._callers = callers
+        self._read_timeout = authority.settings.http_read_timeout
         # Introspections count in the same validation outcomes as ValidateToken.
         self._validations = metrics.validation_outcomes
 
     async def introspect(self, request: web.Request) -> web.Response:
         """RFC 7662: ``token`` (and our ``audience``, ValidateToken's default when absent)."""
         self._callers.admit(request, Role.VERIFIER, "introspect")
-        form = await read_form(request)
+        form = await read_form(request, self._read_timeout)
         token = _required(form, "token")
         try:
             claims = self._validator.introspect(token, form.get("audience", ""))
@@ -143,7 +149,7 @@ class TokenEndpoints:
         caller = self._callers.admit(request, Role.ISSUER, "revoke")
         # Named in the session event log, as a RevokeToken's caller is.
         name = "" if caller is None else caller.name
-        form = await read_form(request)
+        form = await read_form(request, self._read_timeout)
         token = _required(form, "token")
         try:
             if _looks_like_refresh_token(token):

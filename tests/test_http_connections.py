@@ -1,0 +1,208 @@
+"""The HTTP port bounds what a client can hold open: a request's head, its body and a TLS
+handshake must come within ``http_read_timeout``, an idle keep-alive connection lasts as
+long, and past ``http_max_connections`` a new connection gets 503 and is closed. The gRPC
+port keeps answering throughout, and a start whose open-file limit cannot hold the cap
+is refused in one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import TEST_KEY_ENCRYPTION_KEY, Running, StartServer
+from tests.support.pki import CertificateAuthority
+
+READ_TIMEOUT = 1.0
+# Every wait here is bounded: far longer than any timer under test, never a pass by luck.
+DEADLINE = 20.0
+AUTHORITY = str(Path(sys.executable).with_name("authority"))
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+@pytest.fixture
+def store() -> str:
+    """Connections are the listener's business, not the store's: one store is enough."""
+    return "sqlite"
+
+
+async def _connect(running: Running) -> Connection:
+    assert running.server.http is not None
+    return await asyncio.open_connection("127.0.0.1", running.server.http.port)
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[str, dict[str, str], bytes]:
+    """One HTTP/1.1 answer: its status line, headers (lower-case names) and body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+    status, *lines = head.decode("latin-1").split("\r\n")[:-2]
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), DEADLINE)
+    return status, headers, body
+
+
+async def _closed_after(reader: asyncio.StreamReader, since: float) -> float:
+    """Seconds from ``since`` until the server closed the connection; it must send nothing more."""
+    rest = await asyncio.wait_for(reader.read(), DEADLINE)
+    assert rest == b"", rest[:80]
+    return time.monotonic() - since
+
+
+async def _health(running: Running) -> None:
+    answer = await health_pb2_grpc.HealthStub(running.channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def _get_healthz(connection: Connection) -> str:
+    reader, writer = connection
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await writer.drain()
+    status, _, _ = await _answer(reader)
+    return status
+
+
+async def test_a_half_sent_head_is_closed_at_the_read_timeout_however_it_trickles(start_server: StartServer) -> None:
+    running = await start_server(http_listen="127.0.0.1:0", http_read_timeout=READ_TIMEOUT)
+    started = time.monotonic()  # before the server's timer can start
+    reader, writer = await _connect(running)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+
+    async def trickle() -> None:  # a header line every 0.2 s: never silent, never done
+        for _ in range(int(DEADLINE / 0.2)):
+            await asyncio.sleep(0.2)
+            writer.write(b"X-Slow: 1\r\n")
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        await _health(running)  # the gRPC port answers meanwhile
+        elapsed = await _closed_after(reader, started)
+    finally:
+        trickling.cancel()
+        writer.close()
+    assert READ_TIMEOUT <= elapsed < DEADLINE
+    assert await _get_healthz(await _connect(running)) == "HTTP/1.1 200 OK"
+
+
+async def test_an_idle_keep_alive_connection_is_closed_at_the_read_timeout(start_server: StartServer) -> None:
+    running = await start_server(http_listen="127.0.0.1:0", http_read_timeout=READ_TIMEOUT)
+    reader, writer = await _connect(running)
+
+    asked = time.monotonic()  # the server's timer restarts once it has answered
+    assert await _get_healthz((reader, writer)) == "HTTP/1.1 200 OK"
+    elapsed = await _closed_after(reader, asked)
+
+    writer.close()
+    assert READ_TIMEOUT <= elapsed < DEADLINE
+
+
+async def test_a_body_that_does_not_come_in_time_gets_408_and_the_connection_closes(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start_server(http_listen="127.0.0.1:0", http_read_timeout=READ_TIMEOUT)
+    started = time.monotonic()
+    reader, writer = await _connect(running)
+    writer.write(b"POST /introspect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntoken=eyJ")
+
+    status, headers, body = await _answer(reader)
+    elapsed = await _closed_after(reader, started)
+
+    writer.close()
+    assert status == "HTTP/1.1 408 Request Timeout"
+    assert headers["connection"].lower() == "close"
+    assert json.loads(body) == {"error": "invalid_request",
+                                "error_description": "the body did not arrive within http_read_timeout"}
+    assert READ_TIMEOUT <= elapsed < DEADLINE
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
+async def test_a_tls_handshake_that_does_not_come_is_closed_at_the_read_timeout(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    cert, key = CertificateAuthority("test CA").issue("authority", ips=["127.0.0.1"]).write(tmp_path, "server")
+    running = await start_server(http_listen="127.0.0.1:0", http_read_timeout=READ_TIMEOUT,
+                                 tls_cert_file=str(cert), tls_key_file=str(key))
+    started = time.monotonic()
+    reader, writer = await _connect(running)  # plain TCP: no ClientHello ever comes
+
+    elapsed = await _closed_after(reader, started)
+
+    writer.close()
+    assert READ_TIMEOUT <= elapsed < DEADLINE
+
+
+async def test_past_the_connection_limit_a_new_connection_gets_503_until_one_closes(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    running = await start_server(http_listen="127.0.0.1:0", http_max_connections=2)
+    held = [await _connect(running), await _connect(running)]
+    for connection in held:  # answered, so the server holds both
+        assert await _get_healthz(connection) == "HTTP/1.1 200 OK"
+
+    refused = []
+    for _ in range(2):
+        reader, writer = await _connect(running)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # the answer still arrives whole
+        refused.append((await _answer(reader), await _closed_after(reader, time.monotonic())))
+        writer.close()
+    await _health(running)
+
+    for (status, headers, body), _ in refused:
+        assert status == "HTTP/1.1 503 Service Unavailable"
+        assert headers["retry-after"] == "1" and headers["connection"] == "close"
+        assert json.loads(body)["error"] == "temporarily_unavailable"
+    warnings = [r.getMessage() for r in caplog.records if "http_max_connections" in r.getMessage()]
+    assert len(warnings) == 1 and "(2)" in warnings[0], warnings  # once, not per connection
+
+    held[0][1].close()
+    deadline = time.monotonic() + DEADLINE
+    while True:  # the server sees the close soon after; until then the answer is 503
+        status = await _get_healthz(await _connect(running))
+        if status == "HTTP/1.1 200 OK" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert status == "HTTP/1.1 200 OK"
+    held[1][1].close()
+
+
+def _with_open_files(soft: int, hard: int, *command: str, env: dict[str, str] | None = None,
+                     ) -> subprocess.CompletedProcess[str]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return subprocess.run(command, preexec_fn=limit, capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_the_soft_open_file_limit_is_raised_to_hold_the_cap() -> None:
+    shown = _with_open_files(
+        1100, 4096, sys.executable, "-c",
+        "import resource; from authority.http.connections import ensure_descriptor_room; "
+        "ensure_descriptor_room(1000); print(*resource.getrlimit(resource.RLIMIT_NOFILE))",
+    )
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split() == ["2024", "4096"]  # the cap and 1,024 spare; the hard limit kept
+
+
+def test_a_hard_open_file_limit_below_the_cap_refuses_the_start_in_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "authority.db"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AUTHORITY_")},
+           "AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY, "AUTHORITY_HTTP_LISTEN": "127.0.0.1:0",
+           "AUTHORITY_HTTP_MAX_CONNECTIONS": "1000", "AUTHORITY_DATABASE_URL": f"sqlite+aiosqlite:///{database}"}
+
+    refused = _with_open_files(1100, 1500, AUTHORITY, "serve", "--listen", "127.0.0.1:0", env=env)
+
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "authority serve: http_max_connections: 1000 connections need an open-file limit of at least 2024, and "
+        "this process's hard limit is 1500 (ulimit -Hn); lower http_max_connections or raise the limit"
+    ]
+    assert not database.exists()  # refused before the store was opened
