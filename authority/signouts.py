@@ -122,15 +122,18 @@ class SignOuts:
         )
 
     async def revoke_other_sessions(
-        self, *, token: str = "", session_id: str = "", reason: str = "", caller: str = ""
+        self, *, token: str | None = None, session_id: str | None = None, reason: str = "", caller: str = ""
     ) -> int:
         """"Sign out my other devices": ends every live session of the referenced session's
-        subject except that one; 0 when the referenced session is unknown or not live."""
+        subject except that one; 0 when the referenced session is unknown or not live. The
+        session is referenced by ``token`` when it is given (even empty, which is refused
+        naming it), else by ``session_id``."""
         check_reason(reason)
-        if token:
+        if token is not None:
             claims = self._identify("other_sessions.token", token)
             subject, keep = claims.subject, claims.session_id
         else:
+            session_id = session_id or ""
             check_identifier("other_sessions.session_id", session_id)
             async with self._store.transaction(read_only=True) as tx:
                 session = await tx.session(session_id)

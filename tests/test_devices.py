@@ -309,6 +309,18 @@ async def test_other_sessions_with_a_token_of_another_authority_is_invalid_argum
     assert await reason(stub, mine.access_token) == "VALID"
 
 
+@pytest.mark.parametrize("field", ["token", "session_id"])
+async def test_other_sessions_with_an_empty_reference_names_the_field_given(stub: Stub, field: str) -> None:
+    subject = new_subject()
+    mine = await sign_in(stub, subject, "laptop")
+
+    error = await rpc_error(stub.RevokeToken(pb.RevokeTokenRequest(other_sessions=pb.SessionRef(**{field: ""}))))
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == f"other_sessions.{field}: must not be empty"
+    assert await live_sessions(stub, subject) == [mine.session_id]
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

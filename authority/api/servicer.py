@@ -260,10 +260,14 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
             revoked = await self._sessions.revoke_refresh_token(request.refresh_token, request.reason, caller)
         elif target == "other_sessions":
             ref = request.other_sessions
-            if ref.WhichOneof("ref") is None:
+            named = ref.WhichOneof("ref")
+            if named is None:
                 raise InvalidArgument("other_sessions", "name a token or a session_id")
+            # Only the field the request names, even empty: an error names that field.
             revoked = await self._sessions.revoke_other_sessions(
-                token=ref.token, session_id=ref.session_id, reason=request.reason, caller=caller
+                token=ref.token if named == "token" else None,
+                session_id=ref.session_id if named == "session_id" else None,
+                reason=request.reason, caller=caller,
             )
         else:
             raise InvalidArgument("target", "name a token, a refresh_token, a session_id, a subject or other_sessions")
