@@ -44,12 +44,14 @@ from authority_client.proof import Proof
 from authority.binding import Binding, proof_checker
 from authority.config import Policy, Settings
 from authority.errors import (
+    AuthorityError,
     InvalidArgument,
     RefreshTokenRejected,
     RefreshTokenReused,
     SessionLimitReached,
     SignInAborted,
     StoreUnavailable,
+    TokenTooLarge,
 )
 from authority.policy import Decision, check_device_name, class_of, decide, replaces_every_live_session
 from authority.revocations import RevocationMirror
@@ -137,6 +139,15 @@ _STAND_IN_THUMBPRINT = "-" * 43
 
 def _token_too_large() -> InvalidArgument:
     return InvalidArgument("claims", f"with this subject and device_id the token would exceed {MAX_TOKEN_BYTES} bytes")
+
+
+def _refreshed_token_too_large() -> TokenTooLarge:
+    # The request is well-formed and nothing of it is at fault: the session's claims, signed
+    # in under a key with a shorter signature, no longer fit. Retrying cannot help.
+    return TokenTooLarge(
+        f"the session's access token would exceed {MAX_TOKEN_BYTES} bytes with the current signing key, so the "
+        "session cannot be refreshed (nothing changed); sign in again, with smaller claims"
+    )
 
 
 # Called with a sign-in's or refresh's outcome before it commits; raising rolls it back.
@@ -405,9 +416,13 @@ class Sessions(SignOuts):
             key_thumbprint=request.key_thumbprint,
         )
 
-    def _tokens(self, session: SessionRecord, refresh_token: str, now: float) -> SignIn:
+    def _tokens(
+        self, session: SessionRecord, refresh_token: str, now: float,
+        too_large: Callable[[], AuthorityError] = _token_too_large,
+    ) -> SignIn:
         """Signs the session's access token; called before commit, so a token that cannot
-        be issued rolls the sign-in back."""
+        be issued rolls the sign-in (or refresh) back. One over MAX_TOKEN_BYTES raises
+        ``too_large()``."""
         claims = AccessClaims(
             subject=session.subject,
             device_id=session.device_id,
@@ -422,7 +437,7 @@ class Sessions(SignOuts):
         )
         access_token = self._codec.sign(claims)
         if len(access_token) > MAX_TOKEN_BYTES:
-            raise _token_too_large()
+            raise too_large()
         return SignIn(
             access_token=access_token,
             refresh_token=refresh_token,
@@ -446,6 +461,10 @@ class Sessions(SignOuts):
         already traded: someone else holds a copy of it. The one exception is a retry
         within ``refresh_token_reuse_grace`` of the token traded last (see
         :meth:`_is_retry`). ``before_commit`` is as for :meth:`sign_in`.
+
+        Raises :class:`TokenTooLarge` when the session's new access token would exceed
+        MAX_TOKEN_BYTES with the current signing key; then nothing changes, and the
+        refresh token stays untraded (it refreshes again once the signing key allows).
         """
         if not refresh_token:
             raise InvalidArgument("refresh_token", "must not be empty")
@@ -489,7 +508,7 @@ class Sessions(SignOuts):
                     hash_refresh_token(new_token), session.session_id, now, rotated_from=token_hash,
                     key_thumbprint=session.key_thumbprint,
                 )
-                signed_in = self._tokens(session, new_token, now)
+                signed_in = self._tokens(session, new_token, now, _refreshed_token_too_large)
                 await tx.touch_session(session.session_id, now, max(session.access_expires_at, signed_in.expires_at))
                 before_commit(signed_in)
         if reused is not None:

@@ -7,8 +7,11 @@ import hashlib
 import grpc
 import sqlalchemy as sa
 from authority_client.v1 import authority_pb2 as pb
+from google.protobuf import struct_pb2
 
-from tests.conftest import Running, StartServer
+from authority.config import Algorithm
+from authority.tokens import MAX_TOKEN_BYTES
+from tests.conftest import Clock, Running, StartServer
 from tests.support.calls import Stub, live_sessions, new_subject, reason, rpc_error, sign_in
 
 
@@ -76,6 +79,49 @@ async def test_revoking_a_session_kills_access_tokens_minted_before_a_refresh(st
 
     assert await reason(stub, signed_in.access_token) == "REVOKED"
     assert await reason(stub, refreshed.access_token) == "REVOKED"
+
+
+async def _sign_in_with_a_note(stub: Stub, subject: str, device_id: str, size: int) -> pb.IssueTokenResponse:
+    claims = struct_pb2.Struct()
+    claims.update({"note": "\x02" * size})
+    return await stub.IssueToken(pb.IssueTokenRequest(subject=subject, device_id=device_id, claims=claims))
+
+
+async def test_a_session_whose_token_outgrows_the_limit_with_a_new_signing_key_is_refused_and_changes_nothing(
+    start_server: StartServer,
+) -> None:
+    clock = Clock()
+    issuer = "https://authority.example/" + "i" * 230
+    # Each character of the subject and device escapes to twelve in the payload, the
+    # note's to six (eight in the token): an Ed25519-signed token comes close to 8 KiB...
+    subject = device = "\U0001F600" * 64
+    eddsa = await start_server(clock, issuer=issuer)
+    small = await _sign_in_with_a_note(eddsa.stub, subject, device, 0)
+    room = MAX_TOKEN_BYTES - len(small.access_token)
+    signed_in = await _sign_in_with_a_note(eddsa.stub, subject, device, room // 8)
+    assert MAX_TOKEN_BYTES - 16 < len(signed_in.access_token) <= MAX_TOKEN_BYTES
+    await eddsa.server.stop(None)
+    # ... and its 86-character signature becomes 342 once the authority signs with RS256.
+    rs256 = await start_server(clock, issuer=issuer, signing_algorithm=Algorithm.RS256)
+    [before] = (await rs256.stub.ListSessions(pb.ListSessionsRequest(subject=subject))).sessions
+    clock.advance(60)
+
+    for _ in range(2):  # a retry is refused alike: nothing was traded
+        error = await rpc_error(_refresh(rs256.stub, signed_in.refresh_token))
+        assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+        details = error.details() or ""
+        assert not details.startswith("claims:")  # RefreshToken has no claims field
+        assert f"access token would exceed {MAX_TOKEN_BYTES} bytes with the current signing key" in details
+        assert "sign in again" in details
+        assert signed_in.refresh_token not in details
+    # Nothing was written: the session was not touched, its access token is valid, and the
+    # refresh token is still untraded, so it refreshes once the signing key allows it.
+    [after] = (await rs256.stub.ListSessions(pb.ListSessionsRequest(subject=subject))).sessions
+    assert after == before
+    assert await reason(rs256.stub, signed_in.access_token) == "VALID"
+    await rs256.server.stop(None)
+    refreshed = await _refresh((await start_server(clock, issuer=issuer)).stub, signed_in.refresh_token)
+    assert refreshed.session_id == signed_in.session_id
 
 
 async def test_unknown_and_malformed_refresh_tokens_are_unauthenticated(stub: Stub) -> None:
