@@ -36,6 +36,19 @@ export function claimsOf(call) {
 
 const serviceOf = (path) => path.replace(/^\//, '').split('/')[0];
 
+/** The `audiences` option as a Map; TypeError for an entry that is not a non-empty string:
+ * ValidateToken reads '' as the authority's default audience, and local mode as no token's. */
+function audienceMap(audiences) {
+  if (audiences === null || typeof audiences !== 'object' || Array.isArray(audiences)) {
+    throw new TypeError('authInterceptor: audiences maps services and methods to audiences');
+  }
+  const byName = new Map(Object.entries(audiences));
+  for (const [name, value] of byName) {
+    if (typeof value !== 'string' || value === '') throw new TypeError(`authInterceptor: audiences[${JSON.stringify(name)}] needs an audience`);
+  }
+  return byName;
+}
+
 /**
  * The interceptor, for `new grpc.Server({ interceptors: [...] })`. Options: validator |
  * client | target (+ clientOptions), mode ('remote' default, or 'local'), audience (the
@@ -49,11 +62,12 @@ export function authInterceptor({
   audience, audiences = {}, publicMethods = [], externalAuthority, log = console, ...options
 } = {}) {
   if (typeof audience !== 'string' || audience === '') throw new TypeError('authInterceptor needs an audience');
+  const byName = audienceMap(audiences);
   const { validator, ready, owned } = validatorFrom({ log, ...options });
   ready.catch(() => {});
   const publicNames = new Set([...DEFAULT_PUBLIC, ...publicMethods]);
   const isPublic = (path) => publicNames.has(path) || publicNames.has(serviceOf(path));
-  const audienceFor = (path) => audiences[path] ?? audiences[serviceOf(path)] ?? audience;
+  const audienceFor = (path) => byName.get(path) ?? byName.get(serviceOf(path)) ?? audience;
 
   function refuse(call, code, details, reason, cause) {
     const trailer = new grpc.Metadata();

@@ -182,6 +182,8 @@ export class Validator {
    * here) or Unavailable. `proof` ({proof, httpMethod, httpUri}): the DPoP proof that came
    * with the token and the request it came with; a bound token needs one. */
   async validate(token, audience, proof) {
+    // '' would be the authority's default audience in remote mode and no token's in local mode.
+    if (typeof audience !== 'string' || audience === '') throw new TypeError('validate needs an audience');
     if (this.local === null) return this.remote(token, audience, proof);
     let step = this.local.decide(token, audience, proof);
     if (step === REFETCH_KEYS) {

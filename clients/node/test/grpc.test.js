@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
-import { AuthorityClient, MISSING_TEXT, REASON_TEXTS, authInterceptor, claimsOf } from '../src/index.js';
+import { AuthorityClient, MISSING_TEXT, REASON_TEXTS, Validator, authInterceptor, claimsOf, requireToken } from '../src/index.js';
 import { Authority, missingAuthority, quietLog } from './support/authority.js';
 
 const skip = missingAuthority();
@@ -29,9 +29,9 @@ const method = (path) => ({ path, requestStream: false, responseStream: false,
   responseSerialize: json.serialize, responseDeserialize: json.deserialize });
 const GREETER = { Greet: method('/demo.Greeter/Greet'), Ping: method('/demo.Greeter/Ping') };
 
-async function serve(mode) {
+async function serve(mode, options = {}) {
   const interceptor = authInterceptor({
-    target: authority.target, mode, audience: 'api', publicMethods: ['/demo.Greeter/Ping'], log: quietLog(),
+    target: authority.target, mode, audience: 'api', publicMethods: ['/demo.Greeter/Ping'], log: quietLog(), ...options,
   });
   await interceptor.ready;
   if (mode === 'local') assert.ok(await interceptor.validator.waitUntilFresh(10_000));
@@ -96,6 +96,20 @@ for (const mode of ['remote', 'local']) {
       assert.equal(greeter.handled.length, before + letIn, 'no refused call reached a handler');
     });
 
+    test('audiences sets a method\'s audience: a token for another is WRONG_AUDIENCE', async () => {
+      const billing = await serve(mode, { audiences: { '/demo.Greeter/Greet': 'billing' } });
+      try {
+        const forBilling = await client.issueToken(`node-grpc-billing-${mode}`, 'laptop', { audience: 'billing' });
+        const forApi = await client.issueToken(`node-grpc-api-${mode}`, 'laptop', { audience: 'api' });
+        assert.equal((await billing.call('Greet', forBilling.accessToken)).error, null);
+        const { error } = await billing.call('Greet', forApi.accessToken);
+        assert.equal(error.code, grpc.status.UNAUTHENTICATED);
+        assert.deepEqual(error.metadata.get('x-token-invalid-reason'), ['WRONG_AUDIENCE']);
+      } finally {
+        await billing.close();
+      }
+    });
+
     test('public methods answer without a token', async () => {
       const { error, response } = await greeter.call('Ping');
       assert.equal(error, null);
@@ -103,3 +117,29 @@ for (const mode of ['remote', 'local']) {
     });
   });
 }
+
+test('an empty or non-string audience is refused at construction, naming the option', async () => {
+  // ValidateToken reads '' as the authority's default audience (remote mode accepted its
+  // tokens) and local mode as no token's: neither checks the audience that was meant.
+  const target = '127.0.0.1:1';
+  for (const audiences of [{ 'demo.Greeter': '' }, { '/demo.Greeter/Greet': '' }, { 'demo.Greeter': 7 }, { 'demo.Greeter': null }]) {
+    const [name] = Object.keys(audiences);
+    assert.throws(() => authInterceptor({ target, audience: 'api', audiences }),
+      (error) => error instanceof TypeError && error.message === `authInterceptor: audiences["${name}"] needs an audience`);
+  }
+  for (const audiences of [null, 'api', ['api']]) {
+    assert.throws(() => authInterceptor({ target, audience: 'api', audiences }), /^TypeError: authInterceptor: audiences maps/);
+  }
+  for (const audience of ['', undefined, 7]) {
+    assert.throws(() => authInterceptor({ target, audience }), /^TypeError: authInterceptor needs an audience$/);
+    assert.throws(() => requireToken({ target, audience }), /^TypeError: requireToken needs an audience$/);
+  }
+  // A Validator used directly is held to it too, in both modes, before any call is made.
+  for (const mode of ['remote', 'local']) {
+    const validator = new Validator({ target, mode, log: quietLog() });
+    for (const audience of ['', undefined]) {
+      await assert.rejects(validator.validate('a.token.here', audience), /^TypeError: validate needs an audience$/);
+    }
+    await validator.close();
+  }
+});
