@@ -72,7 +72,10 @@ export function requireToken({
     let outcome;
     try {
       await ready;
-      outcome = await check(validator, presentedToken(req.headers.authorization), audience, {
+      // req.headers keeps only the first of several Authorization headers: which one to
+      // believe? None; several are answered as a malformed one is (no token).
+      const authorization = req.headersDistinct.authorization ?? [];
+      outcome = await check(validator, presentedToken(authorization.length === 1 ? authorization[0] : undefined), audience, {
         proofs: req.headersDistinct[DPOP_HEADER] ?? [],
         httpMethod: req.method,
         httpUri: () => requestUri(req, origin),

@@ -111,6 +111,18 @@ for (const mode of ['remote', 'local']) {
       assert.equal((await send(app.url, { headers: dpop(token, proofs[0]) })).status, 200);
     });
 
+    test('two Authorization headers are refused as a malformed one, even with one good proof', async () => {
+      const token = signedIn.accessToken;
+      const proof = await device.proof('GET', app.url, { accessToken: token });
+      const response = await send(app.url, { headers: { authorization: [`DPoP ${token}`, `DPoP ${token}`], dpop: proof } });
+      assert.equal(response.status, 401);
+      assert.equal(response.challenge, 'Bearer realm="token-authority"');
+      assert.deepEqual(response.json(), { error: 'unauthorized', error_description: 'no token was presented' });
+      assert.ok(!response.body.includes(token) && !response.body.includes(proof));
+      // The proof was not spent on it: alone with its token, it lets the request in.
+      assert.equal((await send(app.url, { headers: dpop(token, proof) })).status, 200);
+    });
+
     test('a Host header cannot point a proof at another path', async () => {
       // "Host: 127.0.0.1:port/other?" would make the request's URL /other's, /me its query.
       const token = signedIn.accessToken;

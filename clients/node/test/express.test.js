@@ -2,6 +2,7 @@
 // real `authority serve`.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
 import express from 'express';
@@ -36,6 +37,17 @@ async function serve(mode) {
   await once(server, 'listening');
   const url = `http://127.0.0.1:${server.address().port}`;
   return { url, close: async () => { server.close(); await auth.close(); } };
+}
+
+/** A GET written by hand, its header lines exactly as given (names in any case, repeated). */
+async function rawGet(url, lines) {
+  const { hostname, port, pathname } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  socket.write([`GET ${pathname} HTTP/1.1`, `Host: ${hostname}:${port}`, 'Connection: close', ...lines, '', ''].join('\r\n'));
+  let text = '';
+  for await (const chunk of socket) text += chunk;
+  const [head, body] = text.split('\r\n\r\n');
+  return { status: Number(head.split(' ')[1]), challenge: /^www-authenticate: (.*)$/im.exec(head)?.[1], body };
 }
 
 for (const mode of ['remote', 'local']) {
@@ -94,6 +106,25 @@ for (const mode of ['remote', 'local']) {
       let response;
       assert.ok(await until(async () => (response = await get('/me', signedIn.accessToken)).status === 401, 2000));
       assert.deepEqual(await response.json(), { error: 'invalid_token', error_description: 'revoked: logged out' });
+    });
+
+    test('two Authorization headers are answered as a malformed one, the first never believed', async () => {
+      const signedIn = await client.issueToken(`node-express-twice-${mode}-${Date.now()}`, 'laptop', { audience: 'api' });
+      const token = signedIn.accessToken;
+      const malformed = await rawGet(`${app.url}/me`, ['Authorization: Bearer two words']);
+      assert.equal(malformed.status, 401);
+      assert.equal(malformed.challenge, 'Bearer realm="token-authority"');
+      assert.equal((await rawGet(`${app.url}/me`, [`Authorization: Bearer ${token}`])).status, 200);
+      // Node's req.headers keeps the first of them alone: each of these let the good token in.
+      for (const [name, lines] of Object.entries({
+        'the good one first': [`Authorization: Bearer ${token}`, 'authorization: Bearer not-a-token'],
+        'the good one twice': [`AUTHORIZATION: Bearer ${token}`, `Authorization: Bearer ${token}`],
+        'the good one and Basic': [`authorization: Bearer ${token}`, 'Authorization: Basic dXNlcjpwYXNz'],
+      })) {
+        const response = await rawGet(`${app.url}/me`, lines);
+        assert.deepEqual(response, malformed, name);
+        assert.ok(!response.body.includes(token));
+      }
     });
 
     test('public paths need no token', async () => {
