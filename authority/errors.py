@@ -10,7 +10,6 @@
     ├── SignInAborted          a guarded sign-in would replace other sessions than expected
     ├── RefreshTokenRejected   a refresh token that cannot be traded
     │   └── RefreshTokenReused an already-rotated refresh token: the session is revoked
-    ├── TokenTooLarge          a refresh whose token would exceed 8 KiB with the current signing key
     ├── TokenRejected          a token that cannot be revoked by (not this authority's)
     ├── StoreUnavailable       the database cannot be reached or did not commit
     │   └── StaleView          the revocation view is too old to vouch for a token
@@ -74,12 +73,6 @@ class RefreshTokenRejected(AuthorityError):
 
 class RefreshTokenReused(RefreshTokenRejected):
     """An already-rotated refresh token was presented; its session has been revoked."""
-
-
-class TokenTooLarge(AuthorityError):
-    """A refresh whose session's access token would exceed the token size limit signed with
-    the current signing key (a larger signature than the one the session was signed in
-    with); nothing changed. A sign-in's is :class:`InvalidArgument` naming ``claims``."""
 
 
 class TokenRejected(AuthorityError):

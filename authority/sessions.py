@@ -44,14 +44,12 @@ from authority_client.proof import Proof
 from authority.binding import Binding, proof_checker
 from authority.config import Policy, Settings
 from authority.errors import (
-    AuthorityError,
     InvalidArgument,
     RefreshTokenRejected,
     RefreshTokenReused,
     SessionLimitReached,
     SignInAborted,
     StoreUnavailable,
-    TokenTooLarge,
 )
 from authority.policy import Decision, check_device_name, class_of, decide, replaces_every_live_session
 from authority.revocations import RevocationMirror
@@ -141,12 +139,14 @@ def _token_too_large() -> InvalidArgument:
     return InvalidArgument("claims", f"with this subject and device_id the token would exceed {MAX_TOKEN_BYTES} bytes")
 
 
-def _refreshed_token_too_large() -> TokenTooLarge:
-    # The request is well-formed and nothing of it is at fault: the session's claims, signed
-    # in under a key with a shorter signature, no longer fit. Retrying cannot help.
-    return TokenTooLarge(
-        f"the session's access token would exceed {MAX_TOKEN_BYTES} bytes with the current signing key, so the "
-        "session cannot be refreshed (nothing changed); sign in again, with smaller claims"
+def _refreshed_token_too_large() -> InvalidArgument:
+    # The session's claims, signed in under a key with a shorter signature, no longer fit:
+    # this refresh token cannot be traded as it stands, and retrying cannot help. Named
+    # after RefreshToken's one field: the clients read FAILED_PRECONDITION as a sign-in's
+    # session limit.
+    return InvalidArgument(
+        "refresh_token", f"its session's access token would exceed {MAX_TOKEN_BYTES} bytes with the current "
+        "signing key, so it cannot be refreshed (nothing changed); sign in again, with smaller claims",
     )
 
 
@@ -418,7 +418,7 @@ class Sessions(SignOuts):
 
     def _tokens(
         self, session: SessionRecord, refresh_token: str, now: float,
-        too_large: Callable[[], AuthorityError] = _token_too_large,
+        too_large: Callable[[], InvalidArgument] = _token_too_large,
     ) -> SignIn:
         """Signs the session's access token; called before commit, so a token that cannot
         be issued rolls the sign-in (or refresh) back. One over MAX_TOKEN_BYTES raises
@@ -462,7 +462,7 @@ class Sessions(SignOuts):
         within ``refresh_token_reuse_grace`` of the token traded last (see
         :meth:`_is_retry`). ``before_commit`` is as for :meth:`sign_in`.
 
-        Raises :class:`TokenTooLarge` when the session's new access token would exceed
+        Raises :class:`InvalidArgument` naming ``refresh_token`` when the session's new access token would exceed
         MAX_TOKEN_BYTES with the current signing key; then nothing changes, and the
         refresh token stays untraded (it refreshes again once the signing key allows).
         """

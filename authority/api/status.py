@@ -30,7 +30,6 @@ from authority.errors import (
     StoreUnavailable,
     SequenceUnknown,
     TokenRejected,
-    TokenTooLarge,
     ValueOutOfRange,
     WatcherTooSlow,
 )
@@ -44,7 +43,6 @@ CODES: dict[type[AuthorityError], grpc.StatusCode] = {
     SessionLimitReached: grpc.StatusCode.FAILED_PRECONDITION,
     SignInAborted: grpc.StatusCode.ABORTED,
     RefreshTokenRejected: grpc.StatusCode.UNAUTHENTICATED,
-    TokenTooLarge: grpc.StatusCode.FAILED_PRECONDITION,
     StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
     WatcherTooSlow: grpc.StatusCode.RESOURCE_EXHAUSTED,
     SequenceUnknown: grpc.StatusCode.OUT_OF_RANGE,
