@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import io
@@ -45,6 +46,16 @@ def rpc_lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [line for line in lines if line["logger"] == logs.RPC_LOGGER]
 
 
+async def written_rpc_lines(stream: io.StringIO, count: int) -> list[dict[str, object]]:
+    """The RPC lines once ``count`` are written (at most 5 s): lines are written in batches
+    soon after the first, and a refused call's status can reach its caller before its
+    line is queued."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while len(rpc_lines(stream)) < count and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    return rpc_lines(stream)
+
+
 async def test_each_rpc_is_one_json_line_with_its_status_and_a_hashed_subject(
     authority: Running, captured: io.StringIO
 ) -> None:
@@ -52,7 +63,7 @@ async def test_each_rpc_is_one_json_line_with_its_status_and_a_hashed_subject(
     issued = await sign_in(authority.stub, subject, "laptop")
     await validate(authority.stub, issued.access_token)
 
-    lines = rpc_lines(captured)
+    lines = await written_rpc_lines(captured, 2)
 
     assert [(line["method"], line["code"]) for line in lines] == [
         ("authority.v1.TokenAuthority/IssueToken", "OK"),
@@ -83,6 +94,7 @@ async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
     assert forged.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     key_pem = authority.server.authority.codec.keyring.signing_key_at(time.time()).private_pem().decode()
 
+    lines = await written_rpc_lines(captured, 8)
     text = captured.getvalue()
 
     secrets = [laptop.access_token, phone.access_token, phone.refresh_token, refreshed.access_token,
@@ -90,7 +102,7 @@ async def test_no_token_refresh_token_or_subject_reaches_any_log_line(
                subject, key_pem.splitlines()[1]]
     # Every call wrote its line, the refused ones on the paths meant (the reuse detected,
     # the forged token refused), not on some earlier failure.
-    assert [(line["method"].rpartition("/")[2], line["code"]) for line in rpc_lines(captured)] == [
+    assert [(line["method"].rpartition("/")[2], line["code"]) for line in lines] == [
         ("IssueToken", "OK"), ("IssueToken", "OK"), ("RefreshToken", "OK"), ("RefreshToken", "OK"),
         ("RefreshToken", "UNAUTHENTICATED"), ("ValidateToken", "OK"), ("RevokeToken", "OK"),
         ("RevokeToken", "INVALID_ARGUMENT"),

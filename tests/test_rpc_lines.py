@@ -23,7 +23,7 @@ from authority.ops import logs
 from authority.tokens import AccessClaims
 from tests.conftest import StartServer
 from tests.support.calls import new_subject, rpc_error, sign_in, validate
-from tests.test_logs import captured, rpc_lines  # noqa: F401 (a fixture)
+from tests.test_logs import captured, written_rpc_lines  # noqa: F401 (a fixture)
 from tests.test_metrics import TA, scrape, value
 
 VALIDATE = TA + "ValidateToken"
@@ -95,7 +95,7 @@ async def test_sampled_token_checks_log_one_ok_line_in_n_and_metrics_count_every
         assert (await validate(served.stub, issued.access_token)).valid
     await rpc_error(served.stub.ValidateToken(pb.ValidateTokenRequest(token="")))
 
-    lines = [(line["method"], line["code"]) for line in rpc_lines(captured)]
+    lines = [(line["method"], line["code"]) for line in await written_rpc_lines(captured, 4)]
     samples = await scrape(served)
 
     assert lines == [(TA + "IssueToken", "OK"), (VALIDATE, "OK"), (VALIDATE, "OK"), (VALIDATE, "INVALID_ARGUMENT")]
@@ -116,10 +116,11 @@ async def test_with_caller_authentication_a_refused_call_is_counted_and_logged(
     undecodable = served.channel.unary_unary(f"/{VALIDATE}")
     bad = await rpc_error(undecodable(b"\x0a\x02\xff\xfe", metadata=((API_KEY_HEADER, key),)))
 
+    written = await written_rpc_lines(captured, 3)
     samples = await scrape(served)
     assert refused.code() == grpc.StatusCode.UNAUTHENTICATED and not answer.valid
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert [line["code"] for line in rpc_lines(captured) if line["method"] == VALIDATE] == [
+    assert [line["code"] for line in written if line["method"] == VALIDATE] == [
         "UNAUTHENTICATED", "OK", "INVALID_ARGUMENT"]
     for code in ("UNAUTHENTICATED", "OK", "INVALID_ARGUMENT"):
         assert value(samples, "authority_rpcs_total", method=VALIDATE, code=code) == 1, code
