@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -225,17 +226,26 @@ async def _raw(running: Running, request: bytes) -> bytes:
         writer.close()
 
 
-async def test_a_request_that_does_not_parse_is_400_without_a_traceback(
+async def test_a_request_that_does_not_parse_is_400_without_a_traceback_or_an_echo(
     running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
+    secret = "s3cr3t-" + credentials.new_api_key()  # where a token would be, in each part that fails
     with caplog.at_level(logging.DEBUG):
         answers = [
             await _raw(running, b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n"),
             await _raw(running, b"\x16\x03\x01\x02\x00garbage\r\n\r\n"),
             await _raw(running, b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\x00b\r\n\r\n"),
+            await _raw(running, f"GET /?token={secret} x HTTP/1.1\r\nHost: x\r\n\r\n".encode()),
+            await _raw(running, f"G\x01T /?token={secret} HTTP/1.1\r\n\r\n".encode()),
+            await _raw(running, f"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\x01\r\n\r\n".encode()),
+            await _raw(running, f"GET / HTTP/1.1\r\nHost: x\r\nX-Long: {secret * 200}\r\n\r\n".encode()),
         ]
 
     for answer in answers:
-        status_line = answer.partition(b"\r\n")[0]
-        assert status_line in (b"HTTP/1.0 400 Bad Request", b"HTTP/1.1 400 Bad Request"), answer[:80]
-    _assert_quiet(caplog)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status_line, *headers = head.decode("latin-1").split("\r\n")
+        assert status_line in ("HTTP/1.0 400 Bad Request", "HTTP/1.1 400 Bad Request"), answer[:80]
+        assert "Server: token-authority" in headers, headers  # not aiohttp and its version
+        assert json.loads(body) == {"error": "invalid_request", "error_description": (
+            "the request is not well-formed HTTP/1.1 (a request line or header malformed or over its limit)")}
+    _assert_quiet(caplog, secret)

@@ -24,11 +24,12 @@ import json
 import logging
 import resource
 import ssl
+from collections.abc import Callable
 
 from aiohttp import web
 
 from authority.errors import ConfigError
-from authority.http.status import RETRY_AFTER_SECONDS
+from authority.http.status import RETRY_AFTER_SECONDS, SERVER_NAME
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ _FULL_ANSWER = (
     b"Retry-After: %d\r\n"
     b"Cache-Control: no-store\r\n"
     b"Connection: close\r\n"
-    b"Server: token-authority\r\n\r\n" % (len(_FULL_BODY), RETRY_AFTER_SECONDS)
+    b"Server: %s\r\n\r\n" % (len(_FULL_BODY), RETRY_AFTER_SECONDS, SERVER_NAME.encode())
 ) + _FULL_BODY
 
 
@@ -87,7 +88,7 @@ class LimitedSite(web.BaseSite):
     The count is aiohttp's own list of open connections; a TLS connection joins it once
     its handshake is done, and the handshake is bounded by ``handshake_timeout``."""
 
-    __slots__ = ("_host", "_port", "_reuse_port", "_max_connections", "_handshake_timeout", "_refusing")
+    __slots__ = ("_host", "_port", "_reuse_port", "_max_connections", "_handshake_timeout", "_handler", "_refusing")
 
     def __init__(
         self,
@@ -97,15 +98,18 @@ class LimitedSite(web.BaseSite):
         *,
         max_connections: int,
         handshake_timeout: float,
+        handler: Callable[[web.Server], asyncio.BaseProtocol],
         ssl_context: ssl.SSLContext | None = None,
         reuse_port: bool = False,
     ) -> None:
+        """``handler`` makes a connection's protocol (aiohttp's request handler) for the runner's server."""
         super().__init__(runner, ssl_context=ssl_context)
         self._host = host
         self._port = port
         self._reuse_port = reuse_port
         self._max_connections = max_connections
         self._handshake_timeout = handshake_timeout
+        self._handler = handler
         self._refusing = False
 
     @property
@@ -121,7 +125,7 @@ class LimitedSite(web.BaseSite):
         def accept() -> asyncio.BaseProtocol:
             if len(server.connections) < self._max_connections:
                 self._refusing = False
-                return server()
+                return self._handler(server)
             if not self._refusing:  # once each time the limit is reached, not per connection
                 self._refusing = True
                 log.warning("HTTP connections reached http_max_connections (%d): new ones get 503 until some close",

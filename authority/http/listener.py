@@ -6,12 +6,14 @@ ends up in logs and histories), turns whatever a handler raised into its answer
 (:mod:`authority.http.status`), counts it beside the RPCs and writes its one log line, by
 the route's pattern, never the path or the query as sent, which could hold a token.
 Requests aiohttp cannot even parse (a header over its limits, a broken request line) get
-its 400, logged at INFO without a traceback: they are the client's fault, not ours.
+400 and a JSON error of fixed text, never the parser's words, which quote the request;
+they are logged at INFO without a traceback: they are the client's fault, not ours.
 How many connections it holds, and for how long, is :mod:`authority.http.connections`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -29,7 +31,7 @@ from authority.errors import ConfigError
 from authority.http.callers import HttpCallers
 from authority.http.connections import LimitedSite, ensure_descriptor_room
 from authority.http.discovery import INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, Discovery, metadata_paths
-from authority.http.status import HttpRefusal, answer_for
+from authority.http.status import INTERNAL_DESCRIPTION, SERVER_NAME, HttpRefusal, answer_for, error_response
 from authority.http.tokens import TokenEndpoints
 from authority.ops import logs
 from authority.ops.metrics import Metrics
@@ -110,8 +112,30 @@ def _answering(metrics: Metrics) -> Middleware:
 
 
 async def _name_the_server(request: web.Request, response: web.StreamResponse) -> None:
-    # aiohttp would announce itself and its version; a caller needs neither.
-    response.headers["Server"] = "token-authority"
+    response.headers["Server"] = SERVER_NAME
+
+
+# What an unparsable request is told: the parser's own text would quote it back.
+_UNPARSED = "the request is not well-formed HTTP/1.1 (a request line or header malformed or over its limit)"
+
+
+class _Handler(web.RequestHandler):
+    """aiohttp's protocol for one connection, answering a request it cannot parse as every
+    other refusal is answered: a JSON error of fixed text. aiohttp's own plain text quotes
+    the request line or the header at fault, a token in either included, and names
+    aiohttp and its version."""
+
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs it; refuses once an answer has begun
+        if status < 500:
+            answer = error_response(status, "invalid_request", _UNPARSED)
+        else:
+            answer = error_response(status, "server_error", INTERNAL_DESCRIPTION)
+        answer.headers["Server"] = SERVER_NAME
+        answer.force_close()
+        return answer
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -176,15 +200,17 @@ class HttpListener:
         app.router.add_post(INTROSPECT_PATH, tokens.introspect)
         app.router.add_post(REVOKE_PATH, tokens.revoke)
         app.router.add_get(HEALTH_PATH, healthz)
-        runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout,
-            logger=_protocol_log, keepalive_timeout=settings.http_read_timeout,
-        )
+        # Given to the runner's server and to each connection's handler alike.
+        handler_args: dict[str, Any] = {
+            "access_log": None, "logger": _protocol_log, "keepalive_timeout": settings.http_read_timeout,
+        }
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, **handler_args)
         await runner.setup()
         host, _, port = settings.http_listen.rpartition(":")
         site = LimitedSite(
             runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=reuse_port,
             max_connections=settings.http_max_connections, handshake_timeout=settings.http_read_timeout,
+            handler=lambda server: _Handler(server, loop=asyncio.get_running_loop(), **handler_args),
         )
         try:
             await site.start()

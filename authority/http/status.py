@@ -27,6 +27,8 @@ from authority.errors import (
 log = logging.getLogger(__name__)
 
 INTERNAL_DESCRIPTION = "internal error"
+# The Server header of every answer: a caller needs neither aiohttp's name nor its version.
+SERVER_NAME = "token-authority"
 # How soon a caller turned away by an unavailable store or a stale view may try again.
 RETRY_AFTER_SECONDS = 1
 
