@@ -118,6 +118,9 @@ async def test_a_token_in_the_query_string_is_refused(
             await http.post("/revoke", params={"token": issued.access_token}, data={"token": "x"}, headers=bearer),
             await http.get("/.well-known/jwks.json", params={"access_token": issued.access_token}),
             await http.get("/healthz", params={"api_key": VERIFIER_KEY}),
+            # Names are refused in any case: a server elsewhere may read them so.
+            await http.get("/healthz", params={"Token": issued.access_token}),
+            await http.get("/.well-known/jwks.json", params={"x": "1", "ACCESS_TOKEN": issued.access_token}),
         ]
 
     for answer in answers:
@@ -139,6 +142,9 @@ async def test_a_body_that_is_not_a_form_is_400(
         "not UTF-8": (FORM, b"token=%FF%FE"),
         "not pairs": (FORM, b"token&&=="),
         "too many fields": (FORM, b"&".join(b"f%d=1" % n for n in range(50))),
+        # A % that begins no %XX escape: parse_qsl would keep it, and read another token.
+        "a broken escape": (FORM, b"token=" + issued.access_token.encode() + b"%zz"),
+        "a lone percent": (FORM, b"token=" + issued.access_token.encode() + b"%"),
     }
     with caplog.at_level(logging.DEBUG):
         answers = {}
@@ -163,6 +169,8 @@ async def test_a_body_that_is_not_a_form_is_400(
     for name, answer in answers.items():
         assert answer.status_code == 400, (name, answer.text)
         assert answer.json()["error"] == "invalid_request", name
+    for name in ("a broken escape", "a lone percent"):
+        _error(answers[name], 400, names="the body is not a well-formed form")
     _error(twice, 400, names="token: must be given once")
     _error(missing, 400, names="token: must not be empty")
     _error(empty, 400, names="token: must not be empty")
@@ -210,9 +218,12 @@ async def test_an_unknown_path_is_404_and_a_wrong_method_405(
     _error(wrong, 405)
     assert wrong.headers["allow"] == "POST"
     _error(invented, 405)
-    # An invented method is counted as OTHER: a client cannot mint metric label values.
+    # A path of ours asked with another method is counted by its pattern, an invented
+    # method as OTHER: a client cannot mint metric label values.
     registry = running.server.metrics.registry
-    assert registry.get_sample_value("authority_rpcs_total", {"method": "OTHER (unknown path)", "code": "405"}) == 1
+    assert registry.get_sample_value("authority_rpcs_total", {"method": "GET /introspect", "code": "405"}) == 1
+    assert registry.get_sample_value("authority_rpcs_total", {"method": "OTHER /healthz", "code": "405"}) == 1
+    assert registry.get_sample_value("authority_rpcs_total", {"method": "GET (unknown path)", "code": "404"}) == 1
     _assert_quiet(caplog, issued.access_token)
 
 

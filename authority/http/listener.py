@@ -39,7 +39,7 @@ from authority.ops.metrics import Metrics
 log = logging.getLogger(__name__)
 
 HEALTH_PATH = "/healthz"
-# Query parameters that would carry a token or a credential in the URL.
+# Query parameters that would carry a token or a credential in the URL, in any case.
 _SECRET_PARAMETERS = frozenset({"token", "access_token", "refresh_token", "api_key"})
 # Bodies are forms of one token and a few fields.
 MAX_BODY_BYTES = 64 * 1024
@@ -78,9 +78,15 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 
 
 def _route(request: web.Request) -> str:
-    resource = request.match_info.route.resource
     method = request.method if request.method in _METHODS else "OTHER"
-    return f"{method} {resource.canonical if resource is not None else '(unknown path)'}"
+    resource = request.match_info.route.resource
+    if resource is not None:
+        return f"{method} {resource.canonical}"
+    refused = request.match_info.http_exception
+    if refused is not None and refused.status == 405:  # a path of ours, asked with another method
+        if request.path in {known.canonical for known in request.app.router.resources()}:
+            return f"{method} {request.path}"
+    return f"{method} (unknown path)"
 
 
 def _answering(metrics: Metrics) -> Middleware:
@@ -91,7 +97,7 @@ def _answering(metrics: Metrics) -> Middleware:
         started = time.perf_counter()
         route = _route(request)
         try:
-            if _SECRET_PARAMETERS & request.query.keys():
+            if request.query_string and not _SECRET_PARAMETERS.isdisjoint(name.lower() for name in request.query):
                 raise HttpRefusal(400, "invalid_request",
                                   "send tokens in the request body, never in the URL (RFC 6750 §2.3)")
             response = await handler(request)

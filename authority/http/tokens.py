@@ -22,6 +22,7 @@ is the validator's (:meth:`~authority.validation.Validator.introspect`).
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +49,8 @@ BOUND_TOKEN_TYPE = "DPoP"
 _REFRESH_TOKEN_CHARS = 43
 _NO_STORE = {"Cache-Control": "no-store"}
 _IDENTITY = frozenset({"", "identity"})
+# A percent sign that does not begin a %XX escape (RFC 3986 §2.1).
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 # The fields the endpoints read; an error names no other.
 _FIELDS = frozenset({"token", "token_type_hint", "audience"})
 
@@ -72,6 +75,8 @@ async def read_form(request: web.Request, timeout: float) -> dict[str, str]:
         # A body that ends before its length or its last chunk, a client gone: the
         # client's doing, never a 500.
         raise HttpRefusal(400, "invalid_request", "the body could not be read") from None
+    if _BAD_ESCAPE.search(body):  # parse_qsl would keep "%zz" as it is, and read a token so
+        raise HttpRefusal(400, "invalid_request", "the body is not a well-formed form")
     try:
         pairs = urllib.parse.parse_qsl(
             body.decode("ascii"), keep_blank_values=True, strict_parsing=bool(body),
