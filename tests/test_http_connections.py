@@ -161,6 +161,9 @@ async def test_past_the_connection_limit_a_new_connection_gets_503_until_one_clo
         assert json.loads(body)["error"] == "temporarily_unavailable"
     warnings = [r.getMessage() for r in caplog.records if "http_max_connections" in r.getMessage()]
     assert len(warnings) == 1 and "(2)" in warnings[0], warnings  # once, not per connection
+    registry = running.server.metrics.registry  # and counted each time, beside the two held
+    assert registry.get_sample_value("authority_http_connections_refused_total") == 2
+    assert registry.get_sample_value("authority_http_connections") == 2
 
     held[0][1].close()
     deadline = time.monotonic() + DEADLINE

@@ -88,7 +88,8 @@ class LimitedSite(web.BaseSite):
     The count is aiohttp's own list of open connections; a TLS connection joins it once
     its handshake is done, and the handshake is bounded by ``handshake_timeout``."""
 
-    __slots__ = ("_host", "_port", "_reuse_port", "_max_connections", "_handshake_timeout", "_handler", "_refusing")
+    __slots__ = ("_host", "_port", "_reuse_port", "_max_connections", "_handshake_timeout", "_handler", "_on_refused",
+                 "_refusing")
 
     def __init__(
         self,
@@ -99,10 +100,12 @@ class LimitedSite(web.BaseSite):
         max_connections: int,
         handshake_timeout: float,
         handler: Callable[[web.Server], asyncio.BaseProtocol],
+        on_refused: Callable[[], object] = lambda: None,
         ssl_context: ssl.SSLContext | None = None,
         reuse_port: bool = False,
     ) -> None:
-        """``handler`` makes a connection's protocol (aiohttp's request handler) for the runner's server."""
+        """``handler`` makes a connection's protocol (aiohttp's request handler) for the
+        runner's server; ``on_refused`` is called for each connection refused."""
         super().__init__(runner, ssl_context=ssl_context)
         self._host = host
         self._port = port
@@ -110,12 +113,18 @@ class LimitedSite(web.BaseSite):
         self._max_connections = max_connections
         self._handshake_timeout = handshake_timeout
         self._handler = handler
+        self._on_refused = on_refused
         self._refusing = False
 
     @property
     def name(self) -> str:
         scheme = "https" if self._ssl_context else "http"
         return f"{scheme}://{self._host}:{self._port}"
+
+    def open_connections(self) -> int:
+        """How many connections the site holds now (not those refused)."""
+        server = self._runner.server
+        return 0 if server is None else len(server.connections)
 
     async def start(self) -> None:
         await super().start()
@@ -130,6 +139,7 @@ class LimitedSite(web.BaseSite):
                 self._refusing = True
                 log.warning("HTTP connections reached http_max_connections (%d): new ones get 503 until some close",
                             self._max_connections)
+            self._on_refused()
             return _Refusal()
 
         self._server = await asyncio.get_running_loop().create_server(

@@ -217,12 +217,14 @@ class HttpListener:
             runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=reuse_port,
             max_connections=settings.http_max_connections, handshake_timeout=settings.http_read_timeout,
             handler=lambda server: _Handler(server, loop=asyncio.get_running_loop(), **handler_args),
+            on_refused=metrics.http_connections_refused.inc,
         )
         try:
             await site.start()
         except OSError as error:
             await runner.cleanup()
             raise ConfigError("http_listen", f"cannot listen on {settings.http_listen}") from error
+        metrics.http_connections.set_function(site.open_connections)
         discovery.explain_metadata()
         bound = int(runner.addresses[0][1])
         return cls(runner, bound, "https" if context is not None else "http")

@@ -109,6 +109,14 @@ class Metrics:
             registry=registry,
         )
         self._store_error_kinds = {True: self.store_errors.labels("disconnect"), False: self.store_errors.labels("other")}
+        # The HTTP port's connections (authority/http/connections.py); the gauge is read
+        # from the listener at scrape time once it has started.
+        self.http_connections = Gauge("authority_http_connections", "HTTP connections open.", registry=registry)
+        self.http_connections_refused = Counter(
+            "authority_http_connections_refused",
+            "HTTP connections refused past http_max_connections (answered 503 and closed).",
+            registry=registry,
+        )
 
     def count_sign_in(self, replaced: bool) -> None:
         """Counts a sign-in that committed; ``replaced`` when it signed other sessions out."""
