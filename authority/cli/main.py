@@ -231,13 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from authority.api import loops
 
-        # Before any worker or port: a loop or an open-file limit that cannot be had is
-        # refused in one line (workers inherit the raised limit).
+        # Before any worker or port: a loop that cannot be had is refused in one line.
         loops.loop_factory(settings.event_loop)
-        if settings.http_listen:
-            from authority.http.connections import ensure_descriptor_room
-
-            ensure_descriptor_room(settings.http_max_connections)
         if settings.workers > 1:
             from authority.api.workers import run_workers
 

@@ -5,15 +5,14 @@ Every request passes one middleware that refuses tokens in the URL (RFC 6750 §2
 ends up in logs and histories), turns whatever a handler raised into its answer
 (:mod:`authority.http.status`), counts it beside the RPCs and writes its one log line, by
 the route's pattern, never the path or the query as sent, which could hold a token.
-Requests aiohttp cannot even parse (a header over its limits, a broken request line) get
-400 and a JSON error of fixed text, never the parser's words, which quote the request;
-they are logged at INFO without a traceback: they are the client's fault, not ours.
-How many connections it holds, and for how long, is :mod:`authority.http.connections`.
+Requests aiohttp cannot even parse (a header over its limits, a broken request line) are
+logged at INFO without a traceback: they are the client's fault, not ours. How many
+connections the listener holds, for how long, and what a request that does not parse is
+told, is :mod:`authority.http.connections`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -29,9 +28,9 @@ from authority.config import Settings, read_option_file
 from authority.credentials import CallerRegistry
 from authority.errors import ConfigError
 from authority.http.callers import HttpCallers
-from authority.http.connections import LimitedSite, ensure_descriptor_room
+from authority.http.connections import REFUSAL_LINGER_SECONDS, LimitedSite, descriptor_room
 from authority.http.discovery import INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, Discovery, metadata_paths
-from authority.http.status import INTERNAL_DESCRIPTION, SERVER_NAME, HttpRefusal, answer_for, error_response
+from authority.http.status import SERVER_NAME, HttpRefusal, answer_for
 from authority.http.tokens import TokenEndpoints
 from authority.ops import logs
 from authority.ops.metrics import Metrics
@@ -121,29 +120,6 @@ async def _name_the_server(request: web.Request, response: web.StreamResponse) -
     response.headers["Server"] = SERVER_NAME
 
 
-# What an unparsable request is told: the parser's own text would quote it back.
-_UNPARSED = "the request is not well-formed HTTP/1.1 (a request line or header malformed or over its limit)"
-
-
-class _Handler(web.RequestHandler):
-    """aiohttp's protocol for one connection, answering a request it cannot parse as every
-    other refusal is answered: a JSON error of fixed text. aiohttp's own plain text quotes
-    the request line or the header at fault, a token in either included, and names
-    aiohttp and its version."""
-
-    def handle_error(
-        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
-    ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # logs it; refuses once an answer has begun
-        if status < 500:
-            answer = error_response(status, "invalid_request", _UNPARSED)
-        else:
-            answer = error_response(status, "server_error", INTERNAL_DESCRIPTION)
-        answer.headers["Server"] = SERVER_NAME
-        answer.force_close()
-        return answer
-
-
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The HTTP port's TLS, from the same files as the gRPC port's: the certificate chain
     and key, and with a client CA, a verified client certificate required in the handshake."""
@@ -187,7 +163,7 @@ class HttpListener:
         ``reuse_port``: the port is shared with the other workers of ``serve --workers``."""
         settings = authority.settings
         context = ssl_context(settings)
-        ensure_descriptor_room(settings.http_max_connections)
+        max_connections = descriptor_room(settings.http_max_connections)
         callers = HttpCallers(registry, bool(settings.tls_client_ca_file))
         discovery = Discovery(authority)
         tokens = TokenEndpoints(authority, callers, metrics)
@@ -206,17 +182,18 @@ class HttpListener:
         app.router.add_post(INTROSPECT_PATH, tokens.introspect)
         app.router.add_post(REVOKE_PATH, tokens.revoke)
         app.router.add_get(HEALTH_PATH, healthz)
-        # Given to the runner's server and to each connection's handler alike.
+        # Given to the runner's server and to each connection's handler alike. The linger
+        # after an answer that left a body unread is aiohttp's 10 s, cut to the refusals' own.
         handler_args: dict[str, Any] = {
             "access_log": None, "logger": _protocol_log, "keepalive_timeout": settings.http_read_timeout,
+            "lingering_time": REFUSAL_LINGER_SECONDS,
         }
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, **handler_args)
         await runner.setup()
         host, _, port = settings.http_listen.rpartition(":")
         site = LimitedSite(
             runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=reuse_port,
-            max_connections=settings.http_max_connections, handshake_timeout=settings.http_read_timeout,
-            handler=lambda server: _Handler(server, loop=asyncio.get_running_loop(), **handler_args),
+            max_connections=max_connections, read_timeout=settings.http_read_timeout, handler_args=handler_args,
             on_refused=metrics.http_connections_refused.inc,
         )
         try:
