@@ -240,11 +240,12 @@ async def test_refusals_linger_only_up_to_a_bound(start_server: StartServer, mon
     assert await _get_healthz(held) == "HTTP/1.1 200 OK"
 
     refused = [await _connect(running) for _ in range(connections.MAX_LINGERING_REFUSALS + 2)]
-    lingering = [await asyncio.wait_for(reader.readexactly(len(connections._FULL_ANSWER)), DEADLINE)
-                 for reader, _ in refused[:connections.MAX_LINGERING_REFUSALS]]
-    beyond = [await asyncio.wait_for(reader.read(), DEADLINE) for reader, _ in refused[connections.MAX_LINGERING_REFUSALS:]]
+    bound = connections.MAX_LINGERING_REFUSALS
+    lingering = [await asyncio.wait_for(reader.readexactly(len(connections.REFUSAL_ANSWER)), DEADLINE)
+                 for reader, _ in refused[:bound]]
+    beyond = [await asyncio.wait_for(reader.read(), DEADLINE) for reader, _ in refused[bound:]]
 
-    assert all(answer == connections._FULL_ANSWER for answer in lingering)
+    assert all(answer == connections.REFUSAL_ANSWER for answer in lingering)
     assert beyond == [b"", b""]  # closed at once, no descriptor held for them
     for _, writer in [held, *refused]:
         writer.close()

@@ -59,18 +59,18 @@ _OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errn
 _BACKLOG = 128
 # What an unparsable request is told: the parser's own text would quote it back.
 UNPARSED = "the request is not well-formed HTTP/1.1 (a request line or header malformed or over its limit)"
-_FULL_BODY = json.dumps(
+_REFUSAL_BODY = json.dumps(
     {"error": "temporarily_unavailable", "error_description": "too many connections; retry later"}
 ).encode()
-_FULL_ANSWER = (
+REFUSAL_ANSWER = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
     b"Content-Type: application/json; charset=utf-8\r\n"
     b"Content-Length: %d\r\n"
     b"Retry-After: %d\r\n"
     b"Cache-Control: no-store\r\n"
     b"Connection: close\r\n"
-    b"Server: %s\r\n\r\n" % (len(_FULL_BODY), RETRY_AFTER_SECONDS, SERVER_NAME.encode())
-) + _FULL_BODY
+    b"Server: %s\r\n\r\n" % (len(_REFUSAL_BODY), RETRY_AFTER_SECONDS, SERVER_NAME.encode())
+) + _REFUSAL_BODY
 
 
 def descriptor_room(max_connections: int) -> int:
@@ -162,7 +162,7 @@ class _Refusal(asyncio.Protocol):
         self._on_closed = on_closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        cast(asyncio.WriteTransport, transport).write(_FULL_ANSWER)
+        cast(asyncio.WriteTransport, transport).write(REFUSAL_ANSWER)
         asyncio.get_running_loop().call_later(REFUSAL_LINGER_SECONDS, transport.close)
 
     def data_received(self, data: bytes) -> None:
