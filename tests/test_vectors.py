@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 from authority_client.proof import InvalidProof, Proof, ProofChecker, normalize_uri
-from authority_client.reasons import CAUSE_TEXTS, MISSING_TEXT, REASON_TEXTS, refusal_text, signed_out_text
+from authority_client.reasons import (
+    CAUSE_TEXTS,
+    MISSING_TEXT,
+    REASON_TEXTS,
+    REQUEST_TEXTS,
+    RequestProblem,
+    refusal_text,
+    signed_out_text,
+)
 from authority_client.verify import InvalidReason, InvalidToken, KeySet, RevocationCause, TokenVerifier
 
 from authority.config import Algorithm
@@ -56,6 +64,8 @@ def test_corpus_carries_the_one_table_of_texts() -> None:
     assert corpus["missing_text"] == MISSING_TEXT
     assert corpus["causes"] == {cause.name: text for cause, text in CAUSE_TEXTS.items()}
     assert set(corpus["causes"]) == {cause.name for cause in RevocationCause} - {"UNSPECIFIED"}
+    assert corpus["request_problems"] == {problem.name: text for problem, text in REQUEST_TEXTS.items()}
+    assert set(corpus["request_problems"]) == {problem.name for problem in RequestProblem}
     # Every cause is composed, with and without the replacing device's name.
     revoked = {(r["cause"], r["device_name"]) for r in corpus["refusals"] if r["reason"] == "REVOKED"}
     assert {cause for cause, _ in revoked} == {None, *(cause.name for cause in RevocationCause)}

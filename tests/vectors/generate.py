@@ -2,9 +2,10 @@
 catalogue (tests/test_attacks.py) and its controls, for each signing algorithm, with the
 outcome every verifier must reach (``VALID`` or the reason's name), the reason's text from
 ``authority_client.reasons``, and the JWK Set that verifies them; and the rest of that one
-table of texts: the revocation causes' texts, and what a refused call and a signed-out
+table of texts: the revocation causes' texts, what a refused call and a signed-out
 device are told for each reason and cause (``refusals``, ``signed_out``), so that every
-surface composes them alike.
+surface composes them alike, and the text of each way an HTTP request can present its
+token wrongly (``request_problems``: ``RequestProblem``, answered 400 invalid_request).
 
 The authority's validator, the Python ``TokenVerifier`` and the Node.js verifier
 (clients/node) all run it (tests/test_vectors.py, clients/node/test/vectors.test.js), so
@@ -47,6 +48,7 @@ from authority_client.reasons import (
     MISSING_TEXT,
     REASON_TEXTS,
     REPLACED_BY_DEVICE_TEXT,
+    REQUEST_TEXTS,
     refusal_text,
     signed_out_text,
 )
@@ -201,6 +203,7 @@ def corpus() -> dict[str, Any]:
         "missing_text": MISSING_TEXT,
         "causes": {cause.name: text for cause, text in CAUSE_TEXTS.items()},
         "replaced_by_device_text": REPLACED_BY_DEVICE_TEXT,
+        "request_problems": {problem.name: text for problem, text in REQUEST_TEXTS.items()},
         "refusals": _refusals(),
         "signed_out": _signed_out(),
         "cases": cases,

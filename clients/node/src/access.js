@@ -5,7 +5,7 @@
 // one table (for error_description); never the token, never internal detail.
 import { Unavailable } from './errors.js';
 import { DPOP_SCHEME } from './proof.js';
-import { InvalidReason, MISSING_TEXT, refusalText } from './reasons.js';
+import { InvalidReason, MISSING_TEXT, RequestProblem, refusalText } from './reasons.js';
 import { InvalidToken } from './verify.js';
 import { Validator } from './validation.js';
 
@@ -18,6 +18,80 @@ export function presentedToken(value) {
   const match = CREDENTIALS.exec(value.trim());
   if (match === null) return undefined;
   return { scheme: match[1].toLowerCase() === 'dpop' ? DPOP_SCHEME : 'Bearer', token: match[2] };
+}
+
+// How an HTTP request presents its token, read exactly as the Python package's
+// http/bearer.py read_token reads it, so that a service gets the same answers from either:
+//
+//   no Authorization header, or one in another scheme   no token: 401, the plain challenge
+//   access_token in the query string (RFC 6750 §2.3)    TOKEN_IN_QUERY     400 invalid_request,
+//   two or more Authorization headers                   SEVERAL_HEADERS    Bearer challenge
+//   a header over MAX_AUTHORIZATION_BYTES               OVERSIZED          Bearer challenge
+//   anything but `<scheme> <token68>`                   MALFORMED_HEADER   Bearer challenge, or
+//                                                                          the scheme's when the
+//                                                                          scheme was read
+//   the scheme with no token (`Bearer`)                 EMPTY_TOKEN        the scheme's challenge
+//
+// in that order: a token in the query is refused whatever the headers. The scheme is
+// case-insensitive (RFC 7235 §2.1). One value holding commas is several headers a proxy
+// joined (a token68 never holds one) when every part is a `<scheme> <something>`, and
+// malformed otherwise.
+
+/** The longest Authorization value read, in bytes: far above any token the authority signs
+ * (MAX_TOKEN_BYTES), far below what lets a header cost real work. As in the Python package. */
+export const MAX_AUTHORIZATION_BYTES = 8192;
+const QUERY_PARAMETER = 'access_token';
+const SCHEMES = new Map([['bearer', 'Bearer'], [DPOP_SCHEME.toLowerCase(), DPOP_SCHEME]]);
+// RFC 7235 token68, the form a JWT takes; a scheme is an RFC 7230 token.
+const TOKEN68 = /^[A-Za-z0-9\-._~+/]+=*$/;
+const SCHEME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
+// One `<scheme> <something>` of several joined by a comma. Its first character is one
+// Python's \S matches: Node hands header values over as Latin-1, and among those Python
+// counts \t-\r, \x1c-\x1f, space, \x85 and \xa0 as whitespace.
+const JOINED_CREDENTIALS = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+ +[^\t-\r\x1c-\x20\x85\xa0][^\n]*$/;
+const strip = (text) => text.replace(/^[ \t]+|[ \t]+$/g, '');
+const problem = (name, scheme = 'Bearer') => ({ problem: name, scheme });
+
+/**
+ * What an HTTP request presents: `authorization` its Authorization values (one per header
+ * line, as received: Node's Latin-1 strings), `query` its raw query string. Answers
+ * {presented} (presentedToken's shape; undefined: no token) or {problem, scheme}: a
+ * RequestProblem, to answer 400 invalid_request with that scheme's challenge.
+ */
+export function readRequest(authorization, query = '') {
+  if (tokenInQuery(query)) return problem(RequestProblem.TOKEN_IN_QUERY);
+  if (authorization.length === 0) return { presented: undefined };
+  if (authorization.length > 1) return problem(RequestProblem.SEVERAL_HEADERS);
+  const [raw] = authorization;
+  // A Latin-1 string: one character per byte.
+  if (raw.length > MAX_AUTHORIZATION_BYTES) return problem(RequestProblem.OVERSIZED);
+  const value = strip(raw);
+  if (value.includes(',')) {
+    const joined = value.split(',').every((part) => JOINED_CREDENTIALS.test(strip(part)));
+    return problem(joined ? RequestProblem.SEVERAL_HEADERS : RequestProblem.MALFORMED_HEADER);
+  }
+  const space = value.indexOf(' ');
+  const name = space < 0 ? value : value.slice(0, space);
+  if (!SCHEME.test(name)) return problem(RequestProblem.MALFORMED_HEADER);
+  const scheme = SCHEMES.get(name.toLowerCase());
+  // Another scheme (Basic, say) is no bearer token: the plain challenge says which to use.
+  if (scheme === undefined) return { presented: undefined };
+  const token = space < 0 ? '' : strip(value.slice(space + 1));
+  if (token === '') return problem(RequestProblem.EMPTY_TOKEN, scheme);
+  if (!TOKEN68.test(token)) return problem(RequestProblem.MALFORMED_HEADER, scheme);
+  return { presented: { scheme, token } };
+}
+
+/** Whether a raw query string names access_token, as Python's parse_qsl reads names (split
+ * at '&', the name up to the first '=', '+' a space, %XX escapes decoded); like the Python
+ * package, only a query that holds the name as written is parsed at all. */
+function tokenInQuery(query) {
+  if (!query.includes(QUERY_PARAMETER)) return false;
+  return query.split('&').some((pair) => {
+    const name = pair.split('=', 1)[0].replace(/\+/g, ' ')
+      .replace(/%([0-9A-Fa-f]{2})/g, (_, hex) => String.fromCharCode(Number.parseInt(hex, 16)));
+    return name === QUERY_PARAMETER;
+  });
 }
 
 /** The token of an `Authorization: Bearer <token>` value, or undefined. */

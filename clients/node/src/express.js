@@ -3,8 +3,14 @@
 // A request without a bearer token, or with a bad one, is answered 401 with a
 // WWW-Authenticate header per RFC 6750 (error="invalid_token" and the reason's text in
 // error_description for a bad token; only the realm when there was none, as RFC 6750
-// section 3.1 asks) and a JSON body {error, error_description}. A view too stale to vouch
-// is answered 503 with Retry-After. A valid token's claims are in req.auth.
+// section 3.1 asks) and a JSON body {error, error_description}. A request that presents
+// its token wrongly is answered 400 error="invalid_request" (RFC 6750 section 3.1), in the
+// challenge and the body, with the problem's text, before any token is checked: two
+// Authorization headers, one over 8 KiB, a scheme with no token, anything but
+// `<scheme> <token68>`, or access_token in the query string (section 2.3); as the Python
+// package's HTTP middlewares answer (http/bearer.py; access.js has the table). A header
+// in another scheme (Basic) counts as no token. A view too stale to vouch is answered 503
+// with Retry-After. A valid token's claims are in req.auth.
 // Nothing of the token, of its proof or of an internal error reaches the response.
 //
 // Device-bound tokens (RFC 9449): `Authorization: DPoP <token>` with exactly one `DPoP`
@@ -13,9 +19,11 @@
 // `externalOrigin` option behind a proxy that rewrites them). A bound token sent as Bearer
 // is PROOF_REQUIRED. Refusals of a DPoP token or of a proof carry the DPoP challenge
 // (RFC 9449 section 7.1): `DPoP algs="EdDSA ES256 RS256", error="invalid_token"`, or
-// error="invalid_dpop_proof" for a proof that fails (BAD_PROOF); bearer tokens keep theirs.
-import { check, isProofRefusal, presentedToken, validatorFrom } from './access.js';
-import { DPOP_HEADER, PROOF_ALGORITHMS } from './proof.js';
+// error="invalid_dpop_proof" for a proof that fails (BAD_PROOF), or error="invalid_request"
+// for `DPoP` with no token or with one that is no token68; bearer tokens keep theirs.
+import { check, isProofRefusal, readRequest, validatorFrom } from './access.js';
+import { DPOP_HEADER, DPOP_SCHEME, PROOF_ALGORITHMS } from './proof.js';
+import { problemText } from './reasons.js';
 
 const quoted = (text) => `"${text.replace(/["\\]/g, '\\$&')}"`;
 // What a quoted error_description may hold (RFC 6750 §3): printable ASCII but '"' and '\'.
@@ -32,7 +40,19 @@ function challengeOf(refusal, realm) {
   return `DPoP algs="${DPOP_ALGS}", error="${errorOf(refusal)}", ${description}`;
 }
 
+/** The challenge for a request refused before its token is checked (RFC 6750 invalid_request). */
+function requestChallengeOf(scheme, text, realm) {
+  const parameters = `error="invalid_request", error_description="${headerText(text)}"`;
+  return scheme === DPOP_SCHEME ? `DPoP algs="${DPOP_ALGS}", ${parameters}` : `Bearer realm=${quoted(realm)}, ${parameters}`;
+}
+
 const errorOf = (refusal) => (refusal.reason === 'BAD_PROOF' ? 'invalid_dpop_proof' : 'invalid_token');
+
+/** The raw query string of a request target, as sent ('' without one). */
+function queryOf(url) {
+  const start = url.indexOf('?');
+  return start < 0 ? '' : url.slice(start + 1);
+}
 
 // A Host header as RFC 3986 writes an authority without userinfo: a bracketed IP literal or
 // a name, and an optional port. Anything else ('/', '?', '#', '@', spaces) would change the
@@ -69,21 +89,32 @@ export function requireToken({
 
   async function middleware(req, res, next) {
     if (isPublic(req.path)) return next();
+    let read;
     let outcome;
     try {
-      await ready;
       // req.headers keeps only the first of several Authorization headers: which one to
-      // believe? None; several are answered as a malformed one is (no token).
-      const authorization = req.headersDistinct.authorization ?? [];
-      outcome = await check(validator, presentedToken(authorization.length === 1 ? authorization[0] : undefined), audience, {
-        proofs: req.headersDistinct[DPOP_HEADER] ?? [],
-        httpMethod: req.method,
-        httpUri: () => requestUri(req, origin),
-      });
+      // believe? None; several are SEVERAL_HEADERS.
+      read = readRequest(req.headersDistinct.authorization ?? [], queryOf(req.originalUrl));
+      // A request refused for how it presents its token is answered at once, the validator
+      // ready or not.
+      if (read.problem === undefined) {
+        await ready;
+        outcome = await check(validator, read.presented, audience, {
+          proofs: req.headersDistinct[DPOP_HEADER] ?? [],
+          httpMethod: req.method,
+          httpUri: () => requestUri(req, origin),
+        });
+      }
     } catch (error) {
       // A bug, not the caller's doing: fail closed; the detail stays in the log.
       log.error?.('token check failed', error);
       res.status(500).json({ error: 'server_error', error_description: 'internal error' });
+      return undefined;
+    }
+    if (read.problem !== undefined) {
+      const text = problemText(read.problem);
+      res.set('WWW-Authenticate', requestChallengeOf(read.scheme, text, realm));
+      res.status(400).json({ error: 'invalid_request', error_description: text });
       return undefined;
     }
     if (outcome.claims !== undefined) {

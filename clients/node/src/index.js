@@ -1,7 +1,7 @@
 // @token-authority/client: what a Node.js service needs to trust the token authority.
 export {
-  CAUSE_TEXTS, InvalidReason, MISSING_TEXT, REASON_TEXTS, REPLACED_BY_DEVICE_TEXT, RevocationCause,
-  causeText, reasonText, refusalText, signedOutText,
+  CAUSE_TEXTS, InvalidReason, MISSING_TEXT, REASON_TEXTS, REPLACED_BY_DEVICE_TEXT, REQUEST_TEXTS, RequestProblem,
+  RevocationCause, causeText, problemText, reasonText, refusalText, signedOutText,
 } from './reasons.js';
 export { InvalidProof, InvalidToken, KeySet, MAX_TOKEN_BYTES, TokenVerifier } from './verify.js';
 export {
@@ -17,7 +17,7 @@ export {
 export { toStruct, fromStruct } from './convert.js';
 export { RevocationMirror } from './local/mirror.js';
 export { LocalVerification, Validator } from './validation.js';
-export { MISSING, bearerToken, describe, presentedToken } from './access.js';
+export { MAX_AUTHORIZATION_BYTES, MISSING, bearerToken, describe, presentedToken } from './access.js';
 export { requireToken } from './express.js';
 export { CAUSE_HEADER, DEFAULT_PUBLIC, REASON_HEADER, authInterceptor, claimsOf } from './grpc-server.js';
 export { redactedGrpcLine, redactedGrpcLogger } from './grpc-log.js';

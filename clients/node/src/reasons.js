@@ -1,9 +1,9 @@
-// The one table of texts a person is shown for a refused token: the same table as the
-// Python package's authority_client/reasons.py. The shared corpus (tests/vectors in the
-// repository) carries each reason's and each revocation cause's text, and what a refused
-// call and a signed-out device are told for each; the Node suite checks this table and
-// these functions against it, so the surfaces cannot drift apart. A text never quotes
-// the token.
+// The one table of texts a person is shown for a refused token or request: the same table
+// as the Python package's authority_client/reasons.py. The shared corpus (tests/vectors in
+// the repository) carries each reason's, each revocation cause's and each request
+// problem's text, and what a refused call and a signed-out device are told for each; the
+// Node suite checks this table and these functions against it, so the surfaces cannot
+// drift apart. A text never quotes the token.
 
 /** Why a token is not valid; the numbers are those of `authority.v1.InvalidReason`. */
 export const InvalidReason = Object.freeze({
@@ -43,6 +43,26 @@ export const REASON_TEXTS = Object.freeze({
 /** For a call that carries no token at all. */
 export const MISSING_TEXT = 'no token was presented';
 
+/** Why an HTTP request's way of presenting a token is refused before any token is checked
+ * (RFC 6750 invalid_request, answered 400); the names are those of the Python package's
+ * RequestProblem. */
+export const RequestProblem = Object.freeze({
+  OVERSIZED: 'OVERSIZED',
+  MALFORMED_HEADER: 'MALFORMED_HEADER',
+  SEVERAL_HEADERS: 'SEVERAL_HEADERS',
+  EMPTY_TOKEN: 'EMPTY_TOKEN',
+  TOKEN_IN_QUERY: 'TOKEN_IN_QUERY',
+});
+
+/** What a person is told about a request refused for each problem. */
+export const REQUEST_TEXTS = Object.freeze({
+  OVERSIZED: 'the Authorization header is too long',
+  MALFORMED_HEADER: 'the Authorization header is malformed',
+  SEVERAL_HEADERS: 'send one Authorization header, not several',
+  EMPTY_TOKEN: 'the Authorization header names the scheme but carries no token',
+  TOKEN_IN_QUERY: 'tokens in the query string are refused; send an Authorization header',
+});
+
 /** Why a revoked token's session was revoked; the numbers are those of `authority.v1.RevocationCause`. */
 export const RevocationCause = Object.freeze({
   UNSPECIFIED: 'UNSPECIFIED',
@@ -78,6 +98,12 @@ const SIGNED_OUT_PREFIX = 'signed out: ';
 /** What a person is told about a token refused for `reason`. */
 export function reasonText(reason) {
   return REASON_TEXTS[reason] ?? REASON_TEXTS.MALFORMED;
+}
+
+/** What a person is told about a request refused for `problem` (a RequestProblem). */
+export function problemText(problem) {
+  if (!Object.hasOwn(REQUEST_TEXTS, problem)) throw new TypeError(`not a request problem: ${problem}`);
+  return REQUEST_TEXTS[problem];
 }
 
 /** Why a session was revoked, naming the replacing device when its name is known; '' for

@@ -5,6 +5,7 @@
 // a stolen token (and refresh token) useless with another key while the device goes on.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
@@ -17,6 +18,8 @@ import { Device, REFRESH_URI, signInBound, unsigned } from './support/dpop.js';
 
 const skip = missingAuthority();
 const DPOP_ALGS = 'DPoP algs="EdDSA ES256 RS256"';
+// The request problems' texts as the Python package's reasons.py has them, from the shared corpus.
+const REQUEST_TEXTS = JSON.parse(readFileSync(new URL('../../../tests/vectors/tokens.json', import.meta.url), 'utf8')).request_problems;
 let authority;
 let client;
 before(async () => {
@@ -68,6 +71,17 @@ function assertRefused(response, reason, secrets = []) {
   for (const secret of secrets) assert.ok(!response.body.includes(secret) && !response.challenge.includes(secret));
 }
 
+/** 400 invalid_request for `problem` (RFC 6750 §3.1), with the challenge of `scheme` as the
+ * Python middlewares give it, and none of `secrets` in the answer. */
+function assertInvalidRequest(response, problem, scheme, secrets = [], name = problem) {
+  const text = REQUEST_TEXTS[problem];
+  const parameters = `error="invalid_request", error_description="${text}"`;
+  assert.equal(response.status, 400, `${name}: ${response.body}`);
+  assert.equal(response.challenge, scheme === 'DPoP' ? `${DPOP_ALGS}, ${parameters}` : `Bearer realm="token-authority", ${parameters}`, name);
+  assert.deepEqual(response.json(), { error: 'invalid_request', error_description: text }, name);
+  for (const secret of secrets) assert.ok(!response.body.includes(secret) && !response.challenge.includes(secret), name);
+}
+
 for (const mode of ['remote', 'local']) {
   describe(`requireToken with device-bound tokens in ${mode} mode`, { skip }, () => {
     let app;
@@ -111,16 +125,64 @@ for (const mode of ['remote', 'local']) {
       assert.equal((await send(app.url, { headers: dpop(token, proofs[0]) })).status, 200);
     });
 
-    test('two Authorization headers are refused as a malformed one, even with one good proof', async () => {
+    test('two Authorization headers: 400 SEVERAL_HEADERS with the Bearer challenge, even with one good proof', async () => {
       const token = signedIn.accessToken;
       const proof = await device.proof('GET', app.url, { accessToken: token });
-      const response = await send(app.url, { headers: { authorization: [`DPoP ${token}`, `DPoP ${token}`], dpop: proof } });
-      assert.equal(response.status, 401);
-      assert.equal(response.challenge, 'Bearer realm="token-authority"');
-      assert.deepEqual(response.json(), { error: 'unauthorized', error_description: 'no token was presented' });
-      assert.ok(!response.body.includes(token) && !response.body.includes(proof));
-      // The proof was not spent on it: alone with its token, it lets the request in.
+      assertInvalidRequest(await send(app.url, { headers: { authorization: [`DPoP ${token}`, `DPoP ${token}`], dpop: proof } }),
+        'SEVERAL_HEADERS', 'Bearer', [token, proof]);
+      // Joined into one by a proxy.
+      assertInvalidRequest(await send(app.url, { headers: { authorization: `DPoP ${token}, Bearer ${token}`, dpop: proof } }),
+        'SEVERAL_HEADERS', 'Bearer', [token, proof], 'joined');
+      // The proof was not spent on them: alone with its token, it lets the request in.
       assert.equal((await send(app.url, { headers: dpop(token, proof) })).status, 200);
+    });
+
+    test('DPoP with no token: 400 EMPTY_TOKEN with the DPoP challenge', async () => {
+      const proof = await device.proof('GET', app.url, { accessToken: signedIn.accessToken });
+      for (const value of ['DPoP', 'dpop', 'dPoP   ']) {
+        assertInvalidRequest(await send(app.url, { headers: { authorization: value, dpop: proof } }), 'EMPTY_TOKEN', 'DPoP', [proof], value);
+        assertInvalidRequest(await send(app.url, { headers: { authorization: value } }), 'EMPTY_TOKEN', 'DPoP', [], `${value} without a proof`);
+      }
+    });
+
+    test('DPoP with anything but a token68: 400 MALFORMED_HEADER with the DPoP challenge, its proof not spent', async () => {
+      const token = signedIn.accessToken;
+      const proof = await device.proof('GET', app.url, { accessToken: token });
+      const malformed = {
+        'two words': `DPoP ${token} ${token}`,
+        'a quote in the token': `DPoP "${token}"`,
+        'a byte that is not ASCII': `DPoP ${token}\xf6`,
+        'in lower case': `dpop ${token} x`,
+      };
+      for (const [name, value] of Object.entries(malformed)) {
+        assertInvalidRequest(await send(app.url, { headers: { authorization: value, dpop: proof } }), 'MALFORMED_HEADER', 'DPoP', [token, proof], name);
+      }
+      // A comma (no token68 holds one), or a tab for the space, is refused before any scheme
+      // is read: the challenge is Bearer's, as in the Python package.
+      for (const value of [`DPoP ${token},x`, `DPoP\t${token}`]) {
+        assertInvalidRequest(await send(app.url, { headers: { authorization: value, dpop: proof } }), 'MALFORMED_HEADER', 'Bearer', [token, proof], value.slice(0, 5));
+      }
+      // Without its proof, a malformed DPoP header is still malformed, not PROOF_REQUIRED.
+      assertInvalidRequest(await send(app.url, { headers: { authorization: `DPoP ${token} x` } }), 'MALFORMED_HEADER', 'DPoP', [token]);
+      // The proof was not spent: alone with its token, in any case of the scheme, it lets the request in.
+      assert.equal((await send(app.url, { headers: { authorization: `dpop ${token}`, dpop: proof } })).status, 200);
+    });
+
+    test('a DPoP header over 8192 bytes: 400 OVERSIZED with the Bearer challenge', async () => {
+      const token = signedIn.accessToken;
+      const proof = await device.proof('GET', app.url, { accessToken: token });
+      const value = `DPoP ${token}${'A'.repeat(8193 - 'DPoP '.length - token.length)}`;
+      assertInvalidRequest(await send(app.url, { headers: { authorization: value, dpop: proof } }), 'OVERSIZED', 'Bearer', [token, proof]);
+      assert.equal((await send(app.url, { headers: dpop(token, proof) })).status, 200);
+    });
+
+    test('access_token in the query string: 400 TOKEN_IN_QUERY with the Bearer challenge, even with a good proof', async () => {
+      const token = signedIn.accessToken;
+      const proof = await device.proof('GET', app.url, { accessToken: token });
+      assertInvalidRequest(await send(app.url, { path: `/me?access_token=${token}`, headers: dpop(token, proof) }), 'TOKEN_IN_QUERY', 'Bearer', [token, proof]);
+      assertInvalidRequest(await send(app.url, { path: '/me?page=2&access_token', headers: dpop(token, proof) }), 'TOKEN_IN_QUERY', 'Bearer', [token, proof]);
+      // The proof was not spent (the query is not part of htu).
+      assert.equal((await send(app.url, { path: '/me?page=2', headers: dpop(token, proof) })).status, 200);
     });
 
     test('a Host header cannot point a proof at another path', async () => {

@@ -2,21 +2,29 @@
 // real `authority serve`.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
 import express from 'express';
 
 import { AuthorityClient, REASON_TEXTS, requireToken } from '../src/index.js';
-import { Authority, missingAuthority, quietLog, until } from './support/authority.js';
+import { Authority, missingAuthority, newApiKey, quietLog, until } from './support/authority.js';
 
 const skip = missingAuthority();
+// The request problems' texts as the Python package's reasons.py has them, from the shared corpus.
+const REQUEST_TEXTS = JSON.parse(readFileSync(new URL('../../../tests/vectors/tokens.json', import.meta.url), 'utf8')).request_problems;
+// The Python package's MAX_AUTHORIZATION_BYTES (http/bearer.py).
+const MAX_AUTHORIZATION_BYTES = 8192;
 let authority;
 let client;
+// An API key, sent where a client might wrongly put one: never echoed either.
+let apiKey;
 before(async () => {
   if (skip) return;
   authority = await new Authority().start();
   client = new AuthorityClient(authority.target);
+  apiKey = newApiKey('node-express-misplaced', ['verifier']).key;
 });
 after(async () => {
   client?.close();
@@ -39,7 +47,8 @@ async function serve(mode) {
   return { url, close: async () => { server.close(); await auth.close(); } };
 }
 
-/** A GET written by hand, its header lines exactly as given (names in any case, repeated). */
+/** A GET written by hand, its header lines exactly as given (names in any case, repeated;
+ * a string is written as UTF-8, so 'ö' arrives as two bytes above 0x7f). */
 async function rawGet(url, lines) {
   const { hostname, port, pathname } = new URL(url);
   const socket = connect(Number(port), hostname);
@@ -48,6 +57,21 @@ async function rawGet(url, lines) {
   for await (const chunk of socket) text += chunk;
   const [head, body] = text.split('\r\n\r\n');
   return { status: Number(head.split(' ')[1]), challenge: /^www-authenticate: (.*)$/im.exec(head)?.[1], body };
+}
+
+/** A fetch answer as rawGet gives one. */
+async function answer(response) {
+  return { status: response.status, challenge: response.headers.get('www-authenticate') ?? undefined, body: await response.text() };
+}
+
+/** 400 invalid_request for `problem` with the Bearer challenge (RFC 6750 §3.1), as the
+ * Python middlewares answer, and none of `secrets` in the answer. */
+function assertInvalidRequest(response, problem, secrets, name = problem) {
+  const text = REQUEST_TEXTS[problem];
+  assert.equal(response.status, 400, `${name}: ${response.body}`);
+  assert.equal(response.challenge, `Bearer realm="token-authority", error="invalid_request", error_description="${text}"`, name);
+  assert.deepEqual(JSON.parse(response.body), { error: 'invalid_request', error_description: text }, name);
+  for (const secret of secrets) assert.ok(!response.body.includes(secret) && !response.challenge.includes(secret), name);
 }
 
 for (const mode of ['remote', 'local']) {
@@ -70,6 +94,18 @@ for (const mode of ['remote', 'local']) {
       assert.equal(response.status, 401);
       assert.equal(response.headers.get('www-authenticate'), 'Bearer realm="token-authority"');
       assert.deepEqual(await response.json(), { error: 'unauthorized', error_description: 'no token was presented' });
+    });
+
+    test('a header in another scheme is no token: 401 with the realm only', async () => {
+      const signedIn = await client.issueToken(`node-express-basic-${mode}-${Date.now()}`, 'laptop', { audience: 'api' });
+      // Basic, a scheme alone, a scheme that only begins as Bearer, and a token with no scheme.
+      for (const value of ['Basic dXNlcjpwYXNz', 'basic', `Bearerx ${signedIn.accessToken}`, signedIn.accessToken]) {
+        const response = await answer(await fetch(`${app.url}/me`, { headers: { authorization: value } }));
+        assert.deepEqual({ ...response, body: JSON.parse(response.body) }, {
+          status: 401, challenge: 'Bearer realm="token-authority"', body: { error: 'unauthorized', error_description: 'no token was presented' },
+        }, value);
+        assert.ok(!response.body.includes(signedIn.accessToken));
+      }
     });
 
     test('a bad token: 401 invalid_token with the reason text, never the token', async () => {
@@ -108,27 +144,88 @@ for (const mode of ['remote', 'local']) {
       assert.deepEqual(await response.json(), { error: 'invalid_token', error_description: 'revoked: logged out' });
     });
 
-    test('two Authorization headers are answered as a malformed one, the first never believed', async () => {
+    test('two Authorization headers: 400 SEVERAL_HEADERS, the first never believed', async () => {
       const signedIn = await client.issueToken(`node-express-twice-${mode}-${Date.now()}`, 'laptop', { audience: 'api' });
       const token = signedIn.accessToken;
-      const malformed = await rawGet(`${app.url}/me`, ['Authorization: Bearer two words']);
-      assert.equal(malformed.status, 401);
-      assert.equal(malformed.challenge, 'Bearer realm="token-authority"');
       assert.equal((await rawGet(`${app.url}/me`, [`Authorization: Bearer ${token}`])).status, 200);
-      // Node's req.headers keeps the first of them alone: each of these let the good token in.
+      // Node's req.headers keeps the first of them alone: each of these would let the good token in.
       for (const [name, lines] of Object.entries({
         'the good one first': [`Authorization: Bearer ${token}`, 'authorization: Bearer not-a-token'],
         'the good one twice': [`AUTHORIZATION: Bearer ${token}`, `Authorization: Bearer ${token}`],
         'the good one and Basic': [`authorization: Bearer ${token}`, 'Authorization: Basic dXNlcjpwYXNz'],
+        'the good one and an API key': [`Authorization: Bearer ${token}`, `Authorization: Bearer ${apiKey}`],
+        // Joined by a proxy into one value: every part a `<scheme> <credentials>`.
+        'two joined by a comma': [`Authorization: Bearer ${token}, Bearer ${token}`],
+        'a Bearer and a Basic joined': [`Authorization: Bearer ${token},Basic dXNlcjpwYXNz`],
       })) {
-        const response = await rawGet(`${app.url}/me`, lines);
-        assert.deepEqual(response, malformed, name);
-        assert.ok(!response.body.includes(token));
+        assertInvalidRequest(await rawGet(`${app.url}/me`, lines), 'SEVERAL_HEADERS', [token, apiKey], name);
+      }
+    });
+
+    test(`a header over ${MAX_AUTHORIZATION_BYTES} bytes: 400 OVERSIZED, before any token is read`, async () => {
+      const signedIn = await client.issueToken(`node-express-long-${mode}-${Date.now()}`, 'laptop', { audience: 'api' });
+      const token = signedIn.accessToken;
+      const header = (bytes) => `Bearer ${token}${'A'.repeat(bytes - 'Bearer '.length - token.length)}`;
+      assertInvalidRequest(await answer(await get('/me', header(MAX_AUTHORIZATION_BYTES + 1).slice('Bearer '.length))), 'OVERSIZED', [token]);
+      // In any scheme, and whatever it holds: its length is all that is read.
+      assertInvalidRequest(await rawGet(`${app.url}/me`, [`Authorization: Basic ${'A'.repeat(MAX_AUTHORIZATION_BYTES)}`]), 'OVERSIZED', []);
+      assertInvalidRequest(await rawGet(`${app.url}/me`, [`Authorization: Bearer ${'ö'.repeat(MAX_AUTHORIZATION_BYTES / 2)}`]), 'OVERSIZED', []);
+      // At the limit the token is read, and refused as the token it is (no JWT).
+      const atLimit = await answer(await get('/me', 'A'.repeat(MAX_AUTHORIZATION_BYTES - 'Bearer '.length)));
+      assert.equal(atLimit.status, 401, atLimit.body);
+      assert.deepEqual(JSON.parse(atLimit.body), { error: 'invalid_token', error_description: REASON_TEXTS.MALFORMED });
+    });
+
+    test('Bearer with no token: 400 EMPTY_TOKEN', async () => {
+      for (const value of ['Bearer', 'bearer', 'BEARER   ', ' Bearer \t']) {
+        assertInvalidRequest(await rawGet(`${app.url}/me`, [`Authorization: ${value}`]), 'EMPTY_TOKEN', [], JSON.stringify(value));
+      }
+    });
+
+    test('anything but `<scheme> <token68>`: 400 MALFORMED_HEADER, never quoting it', async () => {
+      const signedIn = await client.issueToken(`node-express-malformed-${mode}-${Date.now()}`, 'laptop', { audience: 'api' });
+      const token = signedIn.accessToken;
+      const malformed = {
+        'two words': `Bearer ${token} ${apiKey}`,
+        'a comma in the token': `Bearer ${token},${token}`,
+        'a trailing comma': `Bearer ${token},`,
+        'a quote in the token': `Bearer ${token}"`,
+        "'=' inside the token": `Bearer ${token.slice(0, 10)}=${token.slice(10)}`,
+        'a tab for the space': `Bearer\t${token}`,
+        'bytes that are not ASCII in the token': `Bearer ${token}ö`,
+        'bytes that are not ASCII in the scheme': `Bëarer ${token}`,
+        'a scheme that is no token': `Bearer/x ${token}`,
+        'nothing at all': '',
+      };
+      for (const [name, value] of Object.entries(malformed)) {
+        assertInvalidRequest(await rawGet(`${app.url}/me`, [`Authorization: ${value}`]), 'MALFORMED_HEADER', [token, apiKey], name);
+      }
+      // The scheme is case-insensitive: the token itself is read so.
+      assert.equal((await rawGet(`${app.url}/me`, [`Authorization: bEARER   ${token}`])).status, 200);
+    });
+
+    test('access_token in the query string: 400 TOKEN_IN_QUERY, whatever the headers (RFC 6750 §2.3)', async () => {
+      const signedIn = await client.issueToken(`node-express-query-${mode}-${Date.now()}`, 'laptop', { audience: 'api' });
+      const token = signedIn.accessToken;
+      for (const [query, headers] of [
+        [`access_token=${token}`, {}],
+        [`page=2&access_token=${token}`, { authorization: `Bearer ${token}` }],
+        [`access_token=${apiKey}`, { authorization: `Bearer ${token}` }],
+        ['access_token', { authorization: `Bearer ${token}` }],
+        [`access_token=${token}`, { authorization: 'Bearer two words' }],
+      ]) {
+        assertInvalidRequest(await answer(await fetch(`${app.url}/me?${query}`, { headers })), 'TOKEN_IN_QUERY', [token, apiKey], query);
+      }
+      // Another parameter, or one that only holds the name, is no token in the query.
+      for (const query of ['page=access_token', 'my_access_token=1']) {
+        assert.equal((await fetch(`${app.url}/me?${query}`, { headers: { authorization: `Bearer ${token}` } })).status, 200, query);
       }
     });
 
     test('public paths need no token', async () => {
       assert.equal((await get('/health')).status, 200);
+      // Nor are they read: as in the Python middlewares, a public path answers whatever comes.
+      assert.equal((await fetch(`${app.url}/health?access_token=x`, { headers: { authorization: 'Bearer two words' } })).status, 200);
     });
   });
 }

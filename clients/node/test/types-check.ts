@@ -3,8 +3,9 @@ import * as grpc from '@grpc/grpc-js';
 import express from 'express';
 
 import {
-  AuthorityClient, InvalidProof, InvalidToken, KeySet, ProofChecker, REASON_TEXTS, SessionLimitReached, TokenVerifier, Validator,
-  authInterceptor, claimsOf, grpcProofUri, normalizeUri, redactedGrpcLogger, requireToken, type AccessClaims, type Proof, type ProofCheck, type Reason,
+  AuthorityClient, InvalidProof, InvalidToken, KeySet, MAX_AUTHORIZATION_BYTES, ProofChecker, REASON_TEXTS, REQUEST_TEXTS, RequestProblem,
+  SessionLimitReached, TokenVerifier, Validator, authInterceptor, claimsOf, grpcProofUri, normalizeUri, problemText, redactedGrpcLogger,
+  requireToken, type AccessClaims, type Problem, type Proof, type ProofCheck, type Reason,
 } from '@token-authority/client';
 
 export async function usage(): Promise<void> {
@@ -55,4 +56,10 @@ export async function usage(): Promise<void> {
     res.json({ key: req.auth?.keyThumbprint });
   });
   void authInterceptor({ client, audience: 'api', externalAuthority: 'orders.example.com' });
+
+  // What a 400 invalid_request says, from the one table.
+  const problem: Problem = RequestProblem.SEVERAL_HEADERS;
+  const said: string = problemText(problem);
+  const limit: number = MAX_AUTHORIZATION_BYTES;
+  void [said, REQUEST_TEXTS.TOKEN_IN_QUERY, limit];
 }

@@ -8,8 +8,8 @@ import { test } from 'node:test';
 
 import {
   CAUSE_TEXTS, DEFAULT_REPLAY_CACHE_SIZE, InvalidProof, InvalidReason, InvalidToken, KeySet, MISSING_TEXT, ProofChecker,
-  REASON_TEXTS, REPLACED_BY_DEVICE_TEXT, RevocationCause, TokenVerifier, describe, normalizeUri, reasonText, refusalText,
-  signedOutText,
+  REASON_TEXTS, REPLACED_BY_DEVICE_TEXT, REQUEST_TEXTS, RequestProblem, RevocationCause, TokenVerifier, describe, normalizeUri,
+  problemText, reasonText, refusalText, signedOutText,
 } from '../src/index.js';
 
 const corpus = JSON.parse(readFileSync(new URL('../../../tests/vectors/tokens.json', import.meta.url), 'utf8'));
@@ -44,6 +44,17 @@ test('the texts are the one table the corpus carries', () => {
   for (const c of corpus.cases) {
     if (c.expected !== 'VALID') assert.equal(reasonText(c.expected), c.text, c.name);
   }
+});
+
+test('the texts of a request refused before its token is checked are those of the one table', () => {
+  assert.deepEqual({ ...REQUEST_TEXTS }, corpus.request_problems);
+  assert.deepEqual(Object.keys(RequestProblem).sort(), Object.keys(corpus.request_problems).sort());
+  for (const [problem, text] of Object.entries(corpus.request_problems)) {
+    assert.equal(RequestProblem[problem], problem);
+    // What the Express middleware puts in error_description for a 400 invalid_request.
+    assert.equal(problemText(problem), text);
+  }
+  assert.throws(() => problemText('MISSING'), TypeError);
 });
 
 test('the cause texts and how they compose are those of the one table', () => {

@@ -13,6 +13,14 @@ export declare const InvalidReason: { readonly [R in Reason]: R };
 export declare const REASON_TEXTS: Readonly<Record<Reason, string>>;
 /** For a call that carries no token at all. */
 export declare const MISSING_TEXT: string;
+
+export type Problem = 'OVERSIZED' | 'MALFORMED_HEADER' | 'SEVERAL_HEADERS' | 'EMPTY_TOKEN' | 'TOKEN_IN_QUERY';
+/** Why an HTTP request's way of presenting a token is refused before any token is checked (400 invalid_request). */
+export declare const RequestProblem: { readonly [P in Problem]: P };
+/** The texts of the request problems, from the one table. */
+export declare const REQUEST_TEXTS: Readonly<Record<Problem, string>>;
+/** What a person is told about a request refused for `problem`; TypeError for anything else. */
+export declare function problemText(problem: Problem): string;
 /** What a person is told about a token refused for `reason`. */
 export declare function reasonText(reason: Reason): string;
 
@@ -318,6 +326,8 @@ export declare class Validator {
 }
 
 export declare const MISSING: 'MISSING';
+/** The longest Authorization value the Express middleware reads (bytes); longer is 400 OVERSIZED. */
+export declare const MAX_AUTHORIZATION_BYTES: number;
 export declare function bearerToken(header: string | undefined): string | undefined;
 /** The scheme and token of an Authorization value (Bearer or DPoP, case-insensitive), or undefined. */
 export declare function presentedToken(header: string | undefined): { scheme: 'Bearer' | 'DPoP'; token: string } | undefined;
@@ -338,7 +348,8 @@ export interface TokenMiddleware extends RequestHandler {
 }
 
 /** Express middleware: 401 per RFC 6750 for a missing or bad token (the DPoP challenge of RFC
- * 9449 for a DPoP token or a proof), 503 when stale; claims in req.auth. */
+ * 9449 for a DPoP token or a proof), 400 invalid_request for a token presented wrongly (a
+ * RequestProblem), 503 when stale; claims in req.auth. */
 export declare function requireToken(options: GateOptions & {
   publicPaths?: Array<string | RegExp>;
   realm?: string;
