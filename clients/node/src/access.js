@@ -82,15 +82,16 @@ export function readRequest(authorization, query = '') {
   return { presented: { scheme, token } };
 }
 
-/** Whether a raw query string names access_token, as Python's parse_qsl reads names (split
- * at '&', the name up to the first '=', '+' a space, %XX escapes decoded); like the Python
- * package, only a query that holds the name as written is parsed at all. */
+/** Whether a raw query string names access_token as a server would read it, as the Python
+ * package does: names as parse_qsl reads them (split at '&', the name up to the first '=',
+ * '+' a space, %XX escapes decoded), in any case; a query with no escape and no such name
+ * is not parsed at all. */
 function tokenInQuery(query) {
-  if (!query.includes(QUERY_PARAMETER)) return false;
+  if (!query.includes('%') && !query.toLowerCase().includes(QUERY_PARAMETER)) return false;
   return query.split('&').some((pair) => {
     const name = pair.split('=', 1)[0].replace(/\+/g, ' ')
       .replace(/%([0-9A-Fa-f]{2})/g, (_, hex) => String.fromCharCode(Number.parseInt(hex, 16)));
-    return name === QUERY_PARAMETER;
+    return name.toLowerCase() === QUERY_PARAMETER;
   });
 }
 

@@ -213,6 +213,8 @@ for (const mode of ['remote', 'local']) {
         [`access_token=${apiKey}`, { authorization: `Bearer ${token}` }],
         ['access_token', { authorization: `Bearer ${token}` }],
         [`access_token=${token}`, { authorization: 'Bearer two words' }],
+        [`access%5Ftoken=${token}`, { authorization: `Bearer ${token}` }], // the same name, escaped
+        [`q=1&ACCESS_TOKEN=${token}`, { authorization: `Bearer ${token}` }], // in another case
       ]) {
         assertInvalidRequest(await answer(await fetch(`${app.url}/me?${query}`, { headers })), 'TOKEN_IN_QUERY', [token, apiKey], query);
       }

@@ -61,6 +61,8 @@ def test_no_bearer_token_gets_the_bare_challenge(headers: list[str]) -> None:
         ([], f"access_token={TOKEN}", RequestProblem.TOKEN_IN_QUERY),
         ([f"Bearer {TOKEN}"], f"page=1&access_token={TOKEN}", RequestProblem.TOKEN_IN_QUERY),
         ([], "access_token=", RequestProblem.TOKEN_IN_QUERY),
+        ([f"Bearer {TOKEN}"], f"access%5Ftoken={TOKEN}", RequestProblem.TOKEN_IN_QUERY),  # the same name, escaped
+        ([f"Bearer {TOKEN}"], f"q=1&ACCESS_TOKEN={TOKEN}", RequestProblem.TOKEN_IN_QUERY),  # in another case
     ],
 )
 def test_a_bad_way_of_presenting_the_token_is_an_invalid_request(

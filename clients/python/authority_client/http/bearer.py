@@ -15,7 +15,7 @@ header longer than :data:`MAX_AUTHORIZATION_BYTES`          400     ``error="inv
 two or more ``Authorization`` headers                     400     ``error="invalid_request"``
 the scheme with no token (``Bearer``)                     400     ``error="invalid_request"``
 anything but ``<scheme> <token68>``                       400     ``error="invalid_request"``
-``access_token`` in the query string (§2.3, refused)      400     ``error="invalid_request"``
+``access_token`` in the query (§2.3; escaped, any case)   400     ``error="invalid_request"``
 a token that does not validate                            401     ``error="invalid_token"``
 ``DPoP <token>`` without a ``DPoP`` header (PROOF_REQUIRED) 401     ``DPoP algs=..., error="invalid_token"``
 a bound token sent as ``Bearer`` (PROOF_REQUIRED)           401     ``DPoP algs=..., error="invalid_token"``
@@ -230,8 +230,10 @@ def _parse(value: str, schemes: Sequence[str]) -> Presented | Denial:
 
 
 def _token_in_query(query: str | bytes) -> bool:
+    # The name as a server would read it: its escapes decoded (access%5Ftoken is the same
+    # name), in any case (a server elsewhere may fold it).
     text = query.decode("latin-1") if isinstance(query, bytes) else query
-    if QUERY_PARAMETER not in text:  # the common case costs one substring search
+    if "%" not in text and QUERY_PARAMETER not in text.lower():  # the common case: no escape, no such name
         return False
     pairs = urllib.parse.parse_qsl(text, keep_blank_values=True)
-    return any(name == QUERY_PARAMETER for name, _ in pairs)
+    return any(name.lower() == QUERY_PARAMETER for name, _ in pairs)
