@@ -188,18 +188,19 @@ class Gate:
 
 
 def presented_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[str, str] | None:
-    """The scheme (``Bearer`` or ``DPoP``) and token of the first ``authorization`` entry, or None."""
-    for key, value in metadata or ():
-        if key.lower() != AUTHORIZATION_HEADER or not isinstance(value, str):
-            continue
-        scheme, _, token = value.strip().partition(" ")
-        if not token.strip():
-            return None
-        if scheme.lower() == "bearer":
-            return "Bearer", token.strip()
-        if scheme.lower() == DPOP_SCHEME.lower():
-            return DPOP_SCHEME, token.strip()
+    """The scheme (``Bearer`` or ``DPoP``) and token of the ``authorization`` entry, or None:
+    for none, one in another scheme or without a token, and for several (which one would
+    be believed?)."""
+    values = [value for key, value in metadata or () if key.lower() == AUTHORIZATION_HEADER]
+    if len(values) != 1 or not isinstance(values[0], str):
         return None
+    scheme, _, token = values[0].strip().partition(" ")
+    if not token.strip():
+        return None
+    if scheme.lower() == "bearer":
+        return "Bearer", token.strip()
+    if scheme.lower() == DPOP_SCHEME.lower():
+        return DPOP_SCHEME, token.strip()
     return None
 
 

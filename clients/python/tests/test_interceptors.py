@@ -144,3 +144,14 @@ def test_every_handler_kind_is_refused_without_a_token(kinds_target: str, method
     assert ("x-token-invalid-reason", "MISSING") in refused.value.trailing_metadata()  # type: ignore[attr-defined]
 
 
+
+
+def test_two_authorization_entries_are_refused_not_the_first_believed(
+    authority: InProcessAuthority, kinds_target: str
+) -> None:
+    token = authority.sign_in("alice", "laptop").access_token
+    metadata = (("authorization", f"Bearer {token}"), ("authorization", "Bearer forged"))
+    with grpc.insecure_channel(kinds_target) as channel, pytest.raises(grpc.RpcError) as refused:
+        list(channel.unary_stream(f"/{SERVICE}/UnaryStream", _encode, bytes.decode)("x", metadata=metadata, timeout=5))
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    assert ("x-token-invalid-reason", "MISSING") in refused.value.trailing_metadata()  # type: ignore[attr-defined]

@@ -165,6 +165,8 @@ def test_access_rules_by_service_and_method() -> None:
         ((("authorization", "Bearer "),), None),
         ((("x-other", "Bearer abc"),), None),
         ((("authorization-bin", b"Bearer abc"),), None),
+        ((("authorization", "Bearer abc"), ("authorization", "Bearer other")), None),  # which one to believe?
+        ((("authorization", "Bearer abc"), ("Authorization", "Basic x")), None),
         ((), None),
         (None, None),
     ],
