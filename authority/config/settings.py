@@ -117,10 +117,12 @@ class Settings:
     # empty: the issuer, when it is an https URL.
     public_url: str = ""
     # HTTP connections (authority/http/connections.py): a client has this long to send a
-    # request's head, from the connection's opening or the last answer (so an idle
-    # keep-alive connection is closed then too), and as long again for its body.
+    # request's head, from the connection's handshake or the last answer (so an idle
+    # keep-alive connection is closed then too), as long again for its body, as long for
+    # a TLS handshake, and as long to resume reading an answer.
     http_read_timeout: float = 60.0
-    # The most HTTP connections open at once; past it a new one gets 503 and is closed.
+    # The most HTTP connections open at once, handshakes included; past it a new one gets
+    # 503 and is closed. Lowered, with a warning, when the open-file limit cannot hold it.
     http_max_connections: int = 1000
     # Devices (authority/sessions.py): CLASS=N limits, the policy acting within a class;
     # "*" is the class of an empty device_class and of every class not named. Empty: no
