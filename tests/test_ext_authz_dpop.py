@@ -164,3 +164,17 @@ async def test_a_host_no_url_can_hold_is_bad_proof_not_an_error(authority: Runni
     status, www_authenticate, _ = denial_of(await check(authority, request))
 
     assert (status, www_authenticate) == (401, challenge("invalid_dpop_proof", InvalidReason.BAD_PROOF))
+
+
+@pytest.mark.parametrize("suffix", ["?", "#"])
+async def test_a_host_that_would_point_the_url_at_another_path_is_bad_proof(authority: Running, suffix: str) -> None:
+    # "app.test/admin?" + "/orders" would read as /admin, the real path as its query: a
+    # proof made for /admin must not pass on /orders.
+    key, issued = await bound_sign_in(authority.stub, new_subject(), "laptop")
+    token = issued.access_token
+    request = dpop_request(token, key.proof("GET", "http://app.test/admin", access_token=token))
+    request.attributes.request.http.host = "app.test/admin" + suffix
+
+    status, www_authenticate, _ = denial_of(await check(authority, request))
+
+    assert (status, www_authenticate) == (401, challenge("invalid_dpop_proof", InvalidReason.BAD_PROOF))

@@ -28,7 +28,9 @@ per route; without one, the authority's default audience.
 PROOF_REQUIRED). The proof is checked, by the same validator, against the request's
 method and its URL without the query: ``<scheme>://<host><path>`` as Envoy saw them, or,
 behind another proxy that rewrites them, the context extension ``origin``
-(``https://api.example.com``) and the path. A refusal about the proof, or of a bound
+(``https://api.example.com``) and the path. Without ``origin``, a host that is not
+only a host and port (``app.test/admin?`` would make the URL /admin's) is BAD_PROOF, as
+in the HTTP middlewares. A refusal about the proof, or of a bound
 token, carries the ``DPoP`` challenge (``DPoP algs="EdDSA ES256 RS256",
 error="invalid_dpop_proof"`` or ``error="invalid_token"``); bearer tokens keep theirs.
 The replay cache is the authority process's one: a proof used once through Envoy is
@@ -43,6 +45,7 @@ from typing import Any, Final
 import grpc
 from authority_client.http.bearer import Denial, Presented, invalid_token, read_token
 from authority_client.proof import DPOP_HEADER, Proof, normalize_uri
+from authority_client.proof_uri import is_host
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2 as ext
 from envoy.service.auth.v3 import external_auth_pb2_grpc
@@ -95,6 +98,8 @@ def request_proof(presented: Presented, http: Any, origin: str) -> Proof | Denia
     if presented.proof is None:
         return None
     path = http.path.partition("?")[0]
+    if not origin and not is_host(http.host):
+        return invalid_token(InvalidReason.BAD_PROOF)  # a Host that would point the URL elsewhere
     uri = f"{origin.rstrip('/')}{path}" if origin else f"{http.scheme or 'http'}://{http.host}{path}"
     try:
         normalize_uri(uri)

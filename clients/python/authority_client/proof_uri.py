@@ -74,6 +74,19 @@ def _normalized(uri: str) -> str:
     return f"{scheme}://{host}{port_part}{path}"
 
 
+# A Host header as RFC 3986 writes an authority without userinfo: a bracketed IP literal or
+# a name, and an optional port.
+_HOST_HEADER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
+
+
+def is_host(host: str) -> bool:
+    """Whether a request's ``Host`` (or ``:authority``) is only a host and port, fit to be
+    the authority of the URL a proof is checked against. Anything else ("/", "?", "#",
+    "@", spaces) would change that URL: ``host/other?`` makes it another path's, the real
+    path its query, which a proof's ``htu`` ignores."""
+    return _HOST_HEADER.fullmatch(host) is not None
+
+
 def grpc_proof_uri(authority: str, method: str) -> str:
     """The ``htu`` of a gRPC call: ``https://<authority>/<package.Service>/<Method>``, for
     ``method`` as grpc names it (``/package.Service/Method``); ``htm`` is ``POST``."""

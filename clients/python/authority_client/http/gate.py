@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -32,12 +31,8 @@ import grpc
 from authority_client.access import Gate
 from authority_client.http.bearer import Denial, Presented, invalid_token, read_token, unavailable
 from authority_client.proof import Proof, normalize_uri
+from authority_client.proof_uri import is_host
 from authority_client.verify import InvalidReason, InvalidToken
-
-# A Host header as RFC 3986 writes an authority without userinfo: a bracketed IP literal or
-# a name, and an optional port. Anything else ("/", "?", "#", "@", spaces) would change
-# the URL a proof is checked against, and cannot name this server.
-_HOST: Final = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +106,7 @@ class HttpGate:
         token); the refusal when the request's own URL is not one a proof can name."""
         if presented.proof is None:
             return None
-        if not self.rules.external_origin and _HOST.fullmatch(host) is None:
-            # "host/other?" would make the URL another path's, the rest its query.
+        if not self.rules.external_origin and not is_host(host):
             return invalid_token(InvalidReason.BAD_PROOF)
         uri = self.rules.request_uri(scheme, host, path)
         try:
