@@ -12,12 +12,12 @@ _claims: contextvars.ContextVar[AccessClaims | None] = contextvars.ContextVar("a
 def current_claims() -> AccessClaims:
     """The claims of the token that authenticated the call being handled.
 
-    Raises :class:`LookupError` outside a call the interceptor authenticated (for
-    instance in a method configured to need no token).
+    Raises :class:`LookupError` outside a call or request an interceptor or middleware
+    authenticated (for instance in a method or path configured to need no token).
     """
     claims = _claims.get()
     if claims is None:
-        raise LookupError("no authenticated caller: this call was not checked by the interceptor")
+        raise LookupError("no authenticated caller: this call was not checked for a token")
     return claims
 
 

@@ -85,6 +85,14 @@ def _flask(validator: Validator, **options: Any) -> flask.Flask:
     def healthz() -> str:
         return "ok"
 
+    @app.get("/orders/stream")
+    def stream() -> flask.Response:
+        def rows() -> Iterator[str]:  # produced after the view and the middleware have returned
+            for n in range(3):
+                yield f"{n}:{current_claims().subject}\n"
+
+        return flask.Response(rows(), mimetype="text/plain")
+
     app.wsgi_app = wsgi.BearerAuthMiddleware(  # type: ignore[method-assign]
         app.wsgi_app, validator, audience=AUDIENCE, public_paths=["/healthz"], retry_after=2, **options
     )
@@ -179,6 +187,12 @@ def _served(flavour: str, mode: str, authority: InProcessAuthority) -> Iterator[
 @pytest.fixture(params=[(f, m) for f in FLAVOURS for m in MODES], ids=lambda p: f"{p[0]}-{p[1]}")
 def app(request: pytest.FixtureRequest, authority: InProcessAuthority) -> Iterator[WebApp]:
     yield from _served(*request.param, authority)
+
+
+@pytest.fixture(params=MODES)
+def wsgi_app(request: pytest.FixtureRequest, authority: InProcessAuthority) -> Iterator[WebApp]:
+    """The Flask app alone: a body produced after the view returned is WSGI's."""
+    yield from _served("wsgi", request.param, authority)
 
 
 @pytest.fixture(params=MODES)
@@ -288,3 +302,12 @@ def test_a_websocket_handshake_is_checked_too(asgi_app: WebApp, authority: InPro
     assert refused.value.response.status_code == 401
     assert refused.value.response.headers["www-authenticate"] == "Bearer"
     assert greeting == "dave"
+
+
+def test_a_streamed_body_reads_the_claims_as_it_is_produced(wsgi_app: WebApp, authority: InProcessAuthority) -> None:
+    signed_in = authority.sign_in("carol", "laptop", audience=AUDIENCE)
+
+    streamed = wsgi_app.get("/orders/stream", token=signed_in.access_token)
+
+    assert streamed.status_code == 200
+    assert streamed.text == "0:carol\n1:carol\n2:carol\n"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import http
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from authority_client.context import reset_claims, set_claims
@@ -90,9 +90,43 @@ class BearerAuthMiddleware:
         environ[CLAIMS_KEY] = claims
         reset = set_claims(claims)
         try:
-            return self.app(environ, start_response)
+            body = self.app(environ, start_response)
         finally:
             reset_claims(reset)
+        # A body already made is handed on as it is (a file wrapper keeps its sendfile);
+        # one still to be produced, a generator's, is produced with the claims readable.
+        return body if isinstance(body, (list, tuple)) else _Claimed(body, claims)
+
+
+class _Claimed:
+    """An app's body, produced with :func:`~authority_client.current_claims` answering: a
+    streamed body runs after the app has returned, as the server iterates it."""
+
+    def __init__(self, body: Iterable[bytes], claims: AccessClaims) -> None:
+        self._body = body
+        self._claims = claims
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._body)
+        while True:
+            reset = set_claims(self._claims)
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                return
+            finally:
+                reset_claims(reset)
+            yield chunk
+
+    def close(self) -> None:
+        """Closes the app's body, as PEP 3333 asks of the server, with the claims readable."""
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            reset = set_claims(self._claims)
+            try:
+                close()
+            finally:
+                reset_claims(reset)
 
 
 def _address(environ: Environ) -> tuple[str, str, str]:
