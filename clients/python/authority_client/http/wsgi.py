@@ -95,7 +95,10 @@ class BearerAuthMiddleware:
             reset_claims(reset)
         # A body already made is handed on as it is (a file wrapper keeps its sendfile);
         # one still to be produced, a generator's, is produced with the claims readable.
-        return body if isinstance(body, (list, tuple)) else _Claimed(body, claims)
+        file_wrapper = environ.get("wsgi.file_wrapper")
+        if isinstance(body, (list, tuple)) or (isinstance(file_wrapper, type) and isinstance(body, file_wrapper)):
+            return body
+        return _Claimed(body, claims)
 
 
 class _Claimed:
