@@ -244,3 +244,37 @@ async def test_serve_on_postgres_with_the_flag_starts_and_warns(database_url: st
         await process.wait()
 
     assert any("private signing keys are stored unencrypted" in line for line in lines)
+
+
+@pytest.mark.parametrize("content", ["", "\n", "\ufeff\r\n"])
+def test_a_kek_file_that_reads_empty_is_refused_never_taken_for_no_key(tmp_path: Path, content: str) -> None:
+    kek_file = tmp_path / "kek"
+    kek_file.write_text(content, encoding="utf-8")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AUTHORITY_KEY_ENCRYPTION_KEY_FILE": str(kek_file)})
+
+    assert caught.value.option == "key_encryption_key_file"
+    assert str(caught.value).endswith(f"{kek_file} is empty: it must hold the key")
+
+
+def test_a_kek_with_a_byte_order_mark_or_line_ends_is_read_without_them(tmp_path: Path) -> None:
+    raw = secrets.token_bytes(32)
+    kek_file = tmp_path / "kek"
+    kek_file.write_text("\ufeff" + base64.b64encode(raw).decode() + "\r\n", encoding="utf-8")
+
+    assert load_settings({"AUTHORITY_KEY_ENCRYPTION_KEY_FILE": str(kek_file)}).key_encryption_key_bytes() == raw
+    assert load_settings({"AUTHORITY_KEY_ENCRYPTION_KEY": base64.b64encode(raw).decode() + "\n"}
+                         ).key_encryption_key_bytes() == raw
+
+
+@pytest.mark.parametrize("option", ["key_encryption_key_file", "api_keys_file", "tls_cert_file"])
+def test_an_option_file_that_never_ends_is_refused_not_read_into_memory(option: str) -> None:
+    environ = {f"AUTHORITY_{option.upper()}": "/dev/zero"}
+    if option == "tls_cert_file":
+        environ["AUTHORITY_TLS_KEY_FILE"] = "/dev/zero"
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ)
+
+    assert caught.value.option == option and str(caught.value).endswith("/dev/zero is larger than 1024 KiB")

@@ -190,11 +190,16 @@ class Settings:
 
     def key_encryption_key_bytes(self) -> bytes | None:
         """The key-encryption key (32 bytes), or None when none is configured."""
-        text = self.key_encryption_key
+        text = self.key_encryption_key.strip()
         option = "key_encryption_key"
         if self.key_encryption_key_file:
             option = "key_encryption_key_file"
-            text = read_option_file(option, self.key_encryption_key_file).decode(errors="replace").strip()
+            raw = read_option_file(option, self.key_encryption_key_file)
+            text = raw.decode(errors="replace").strip("\ufeff \t\r\n")  # a BOM or a line end is no part of it
+            if not text:
+                # A file named for the key that reads empty (emptied, or a pipe read twice)
+                # must never mean "no key", which would store signing keys in plaintext.
+                raise ConfigError(option, f"{self.key_encryption_key_file} is empty: it must hold the key")
         if not text:
             return None
         try:

@@ -133,10 +133,18 @@ def mask_url(url: str) -> str:
     return f"{scheme}{sep}{credentials.partition(':')[0]}:{MASK}@{location}"
 
 
+# Option files hold a key, a few API keys or a certificate chain: far less than this.
+MAX_OPTION_FILE_BYTES = 1024 * 1024
+
+
 def read_option_file(option: str, path: str) -> bytes:
-    """The bytes of a file an option names; ConfigError naming the option if unreadable."""
+    """The bytes of a file an option names; ConfigError naming the option if unreadable or
+    larger than :data:`MAX_OPTION_FILE_BYTES` (``/dev/zero`` never ends)."""
     try:
         with open(path, "rb") as file:
-            return file.read()
+            content = file.read(MAX_OPTION_FILE_BYTES + 1)
     except OSError as error:
         raise ConfigError(option, f"cannot read {path}: {error.strerror}") from None
+    if len(content) > MAX_OPTION_FILE_BYTES:
+        raise ConfigError(option, f"{path} is larger than {MAX_OPTION_FILE_BYTES // 1024} KiB")
+    return content
