@@ -291,6 +291,11 @@ async def rotate_key(
     key = generate_key(algorithm, now, activates_at=activation_time(now, publish_ahead))
     async with store.transaction() as tx:
         await tx.lock_keys()
+        for record in await tx.keys():
+            # The key given must open the keys there (ConfigError if not): a key sealed
+            # under another, or stored in plaintext beside sealed ones, would stop the
+            # next start and be left out by the running servers.
+            open_private_key(record.private_key, record.kid, kek)
         await tx.insert_key(_record(key, kek))
     log.info("rotated: new signing key %s (%s) signs in %.0f s", key.kid, algorithm.value, publish_ahead)
     return key

@@ -268,6 +268,28 @@ def test_a_kek_with_a_byte_order_mark_or_line_ends_is_read_without_them(tmp_path
                          ).key_encryption_key_bytes() == raw
 
 
+@pytest.mark.parametrize("given", ["another key", "no key"])
+async def test_keys_rotate_with_a_kek_that_does_not_open_the_stored_keys_changes_nothing(
+    start_server: StartServer, settings: Settings, given: str
+) -> None:
+    await (await start_server()).server.stop(None)
+    before = await _stored(settings.database_url)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AUTHORITY_")},
+           "AUTHORITY_DATABASE_URL": settings.database_url, "AUTHORITY_ALLOW_PLAINTEXT_KEYS": "true"}
+    if given == "another key":
+        env["AUTHORITY_KEY_ENCRYPTION_KEY"] = new_kek()
+    process = await asyncio.create_subprocess_exec(
+        AUTHORITY, "keys", "rotate", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+
+    assert process.returncode == 2, (out, err)
+    assert err.decode().strip().splitlines()[-1].startswith("authority keys: key_encryption_key: ")
+    assert "Traceback" not in err.decode()
+    assert await _stored(settings.database_url) == before  # no key stored beside the sealed ones
+    await (await start_server()).server.stop(None)  # and the next start, with the right key, still opens them
+
+
 @pytest.mark.parametrize("option", ["key_encryption_key_file", "api_keys_file", "tls_cert_file"])
 def test_an_option_file_that_never_ends_is_refused_not_read_into_memory(option: str) -> None:
     environ = {f"AUTHORITY_{option.upper()}": "/dev/zero"}
