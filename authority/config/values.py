@@ -124,8 +124,14 @@ def metrics_address(metrics_listen: str) -> str:
 MASK = "***"
 
 
+# A password given as a query parameter (libpq's and asyncpg's ``?password=``).
+_QUERY_PASSWORD = re.compile(r"(?i)([?&](?:password|passwd|pwd)=)[^&#]*")
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password, if any, replaced by ``***``."""
+    """The URL with its password, if any, replaced by ``***``: the one in the user
+    information and any ``password=`` query parameter."""
+    url = _QUERY_PASSWORD.sub(lambda found: found.group(1) + MASK, url)
     scheme, sep, rest = url.partition("://")
     credentials, at, location = rest.rpartition("@")
     if not at or ":" not in credentials:
