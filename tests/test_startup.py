@@ -241,6 +241,21 @@ async def test_a_busy_port_is_refused_plainly_before_the_store_is_opened(held_po
     assert "live revocations" not in err and "Failed to add port" not in err
 
 
+@pytest.mark.parametrize("held_port", ["plain"], indirect=True)
+@pytest.mark.parametrize("option", ["http_listen", "metrics_listen"])
+async def test_a_busy_http_or_metrics_port_is_refused_before_the_store_is_opened(
+    held_port: int, tmp_path: Path, option: str
+) -> None:
+    database = tmp_path / "authority.db"
+
+    code, _, err = await _run("serve", "--listen", "127.0.0.1:0", f"--{option.replace('_', '-')}",
+                              f"127.0.0.1:{held_port}", "--database-url", f"sqlite+aiosqlite:///{database}")
+
+    assert code == 2
+    assert f"authority serve: {option}: 127.0.0.1:{held_port} is already in use" in err
+    assert not database.exists()  # refused before the schema and a signing key were written
+
+
 @pytest.fixture
 async def locked_sqlite(tmp_path: Path) -> AsyncIterator[tuple[str, sqlite3.Connection]]:
     """A SQLite file another connection holds the write lock on, so a start waits."""

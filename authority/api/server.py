@@ -147,8 +147,12 @@ async def create_server(
     the authority's database pool and background purge, so this returns a handle whose
     ``stop()`` does both.
     """
-    if worker is None:
+    if worker is None:  # workers: their supervisor checked every port before any started
         refuse_taken_port(settings.listen)
+        if settings.http_listen:
+            refuse_taken_port(settings.http_listen, "http_listen")
+        if settings.metrics_listen:
+            refuse_taken_port(metrics_address(settings.metrics_listen), "metrics_listen")
     transport = prepare_transport(settings)  # before the database: a bad TLS file stops us first
     logs.quiet_client_disconnects()
     metrics = Metrics()
