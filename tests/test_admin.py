@@ -266,6 +266,24 @@ async def test_sessions_events_follow_prints_a_new_epoch_of_the_log_again_from_i
         await process.wait()
 
 
+async def test_sessions_forget_on_a_database_that_is_not_there_says_so_and_creates_nothing(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    missing = tmp_path / "mistyped.db"
+    env = {"AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY}
+
+    no_file = await cli("sessions", "forget", "alice", "--database-url", f"sqlite+aiosqlite:///{missing}", env=env)
+    no_schema = await cli("sessions", "forget", "alice", "--database-url", postgres_url, env=env)
+    unreachable = await cli("sessions", "forget", "alice", "--database-url",
+                            "postgresql+asyncpg://postgres:hunter2@127.0.0.1:1/authority", env=env)
+
+    assert no_file[0] == 2 and no_file[2].strip() == f"authority sessions: no database at {missing}"
+    assert not missing.exists()
+    assert no_schema[0] == 2 and "has no schema yet" in no_schema[2]
+    assert unreachable[0] == 2 and unreachable[2].startswith("authority sessions forget: database_url: cannot use")
+    assert "Traceback" not in no_file[2] + no_schema[2] + unreachable[2] and "hunter2" not in unreachable[2]
+
+
 async def test_sessions_forget_signs_the_subject_out_and_erases_their_events(authority: Running) -> None:
     subject, bystander = new_subject(), new_subject()
     laptop = await sign_in(authority.stub, subject, "laptop", device_name="Alice's laptop")

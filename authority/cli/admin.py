@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from authority.claims import EXACT_INTEGER_LIMIT
 from authority.config import duration_text, load_settings, parse_duration
-from authority.errors import ConfigError
+from authority.errors import ConfigError, StoreUnavailable
 
 if TYPE_CHECKING:
     from authority.cli.admin_client import IssuedTokens
@@ -176,12 +176,28 @@ async def _forget(args: argparse.Namespace, out: TextIO) -> int:
     # Through the store, like `authority keys`: the revocations reach every replica
     # through the log.
     from authority.app import Authority
+    from authority.store import Store
+    from authority.store.migrate import prepare_schema
+    from authority.store.reach import describe, require_existing, why_unavailable
 
-    authority = await Authority.open(load_settings(None, database_url=args.database_url))
+    settings = load_settings(None, database_url=args.database_url)
+    url = settings.database_url
     try:
-        ended, events = await authority.forget(args.subject)
-    finally:
-        await authority.close()
+        # A database that is not there (a mistyped URL) is said, never created: an erasure
+        # reported done on an empty database would be a lie.
+        require_existing(url)
+        store = Store.open(url)
+        try:
+            await prepare_schema(store, upgrade=False, create=False)
+        finally:
+            await store.close()
+        authority = await Authority.open(settings)
+        try:
+            ended, events = await authority.forget(args.subject)
+        finally:
+            await authority.close()
+    except StoreUnavailable as error:
+        raise ConfigError("database_url", f"cannot use {describe(url)}: {why_unavailable(url, error)}") from None
     result = {"ended_sessions": ended, "deleted_events": events}
     print(json.dumps(result) if args.json else f"signed out {ended} session(s), deleted {events} event(s), "
           "erased the device names", file=out)
