@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from authority.config import Algorithm, Policy, Settings, describe, load_settings
+from authority.config import MAX_DURATION_SECONDS, Algorithm, Policy, Settings, describe, load_settings, parse_duration
 from authority.errors import ConfigError
 
 
@@ -205,3 +205,14 @@ def test_an_unknown_audience_in_require_proof_of_possession_is_named() -> None:
         load_settings({"AUTHORITY_REQUIRE_PROOF_OF_POSSESSION": "payments"})
 
     assert "'payments' is not one of the audiences" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["3651d", "99999999999999999999999d"])
+def test_a_duration_over_ten_years_is_refused_where_it_is_read(text: str) -> None:
+    # Flags such as keys rotate --publish-ahead and token issue --ttl read durations too:
+    # one too long to compute a time from is refused there, not stored.
+    with pytest.raises(ConfigError) as caught:
+        parse_duration("--publish-ahead", text)
+
+    assert caught.value.option == "--publish-ahead" and "at most 3650d" in str(caught.value)
+    assert parse_duration("--publish-ahead", "3650d") == MAX_DURATION_SECONDS

@@ -15,7 +15,6 @@ One module per concern, every public name importable from here:
 
 from authority.config.checks import (
     EVENT_LOOPS,
-    MAX_DURATION_SECONDS,
     MAX_PROOF_AGE_SECONDS,
     MAX_REUSE_GRACE_SECONDS,
     MAX_WORKERS,
@@ -33,6 +32,7 @@ from authority.config.environment import (
 from authority.config.settings import Algorithm, Policy, Settings
 from authority.config.values import (
     MASK,
+    MAX_DURATION_SECONDS,
     duration_text,
     is_https_url,
     is_loopback,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from authority import credentials
 from authority.config.values import (
     DURATION_OPTIONS,
+    MAX_DURATION_SECONDS,
     class_limit,
     is_host_port,
     is_https_url,
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
     # Only for annotations: Settings runs these checks as it is made.
     from authority.config.settings import Settings
 
-# The longest any duration option may be: 10 years. Every time the authority computes
-# from one (a session's end, a token's expiry) must stay within what a protobuf
-# Timestamp, a JWT and a 32-bit column hold, for centuries to come; nothing sensible
-# is longer.
-MAX_DURATION_SECONDS = 3650 * 86400
 _SECOND_OPTIONS = (
     "max_staleness", "revocation_poll_interval", "revocation_min_read_interval", "refresh_token_reuse_grace",
     "proof_max_age", "explanation_wait",

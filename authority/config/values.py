@@ -32,12 +32,23 @@ _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+# The longest any duration may be: 10 years. Every time the authority computes from one
+# (a session's end, a token's expiry, a key's activation) must stay within what a
+# protobuf Timestamp, a JWT and a 32-bit column hold, for centuries to come; nothing
+# sensible is longer.
+MAX_DURATION_SECONDS = 3650 * 86400
+
+
 def parse_duration(option: str, text: str) -> int:
-    """Whole seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``30d``."""
+    """Whole seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``30d``, at most
+    :data:`MAX_DURATION_SECONDS`."""
     match = _DURATION.match(text)
     if match is None or match.group(2) == "ms":
         raise ConfigError(option, f"{text!r} is not a duration such as 90s, 15m, 12h or 30d")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION_SECONDS:
+        raise ConfigError(option, "must be at most 3650d (10 years)")
+    return seconds
 
 
 def parse_seconds(option: str, text: str) -> float:
