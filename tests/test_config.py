@@ -87,6 +87,12 @@ def test_a_flag_wins_over_its_variable() -> None:
         ({"AUTHORITY_PROOF_MAX_AGE": "a minute"}, "proof_max_age"),
         ({"AUTHORITY_PROOF_REPLAY_CACHE_SIZE": "0"}, "proof_replay_cache_size"),
         ({"AUTHORITY_PROOF_REPLAY_CACHE_SIZE": "many"}, "proof_replay_cache_size"),
+        ({"AUTHORITY_DATABASE_URL": "postgresql+asyncpg://app:hunter2@db:abc/authority"}, "database_url"),
+        ({"AUTHORITY_DATABASE_URL": "postgresql+asyncpg://app:hunter2@[::1/authority"}, "database_url"),
+        ({"AUTHORITY_DATABASE_URL": "postgresql+asyncpg://app:hunter2@db:99999/authority"}, "database_url"),
+        ({"AUTHORITY_DATABASE_URL": "postgresql+asyncpg://app:hunter2@db/authority?sslmode=require"}, "database_url"),
+        ({"AUTHORITY_DATABASE_URL": "sqlite+aiosqlite:///:memory:"}, "database_url"),
+        ({"AUTHORITY_DATABASE_URL": "sqlite+aiosqlite://"}, "database_url"),
         ({"AUTHORITY_HTTP_READ_TIMEOUT": "0"}, "http_read_timeout"),
         ({"AUTHORITY_HTTP_READ_TIMEOUT": "2h"}, "http_read_timeout"),
         ({"AUTHORITY_HTTP_READ_TIMEOUT": "a minute"}, "http_read_timeout"),
@@ -103,6 +109,7 @@ def test_an_invalid_value_is_refused_naming_the_option(environ: dict[str, str], 
 
     assert caught.value.option == option
     assert str(caught.value).startswith(f"{option}:")
+    assert "hunter2" not in str(caught.value)  # a database URL's password is never quoted
 
 
 def test_durations_up_to_ten_years_are_accepted() -> None:

@@ -106,6 +106,8 @@ def check(s: Settings) -> None:
         raise ConfigError("audiences", "must name at least one audience, none empty")
     if not s.database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError("database_url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+    for option in ("database_url", "listen_database_url"):
+        _check_database_url(option, getattr(s, option))
     _check_high_availability(s)
     if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level", "must be one of DEBUG, INFO, WARNING, ERROR")
@@ -150,6 +152,26 @@ def _check_proofs(s: Settings) -> None:
             "require_proof_of_possession",
             f"{unknown[0]!r} is not one of the audiences; give false, true, or audiences of AUTHORITY_AUDIENCES",
         )
+
+
+def _check_database_url(option: str, url: str) -> None:
+    """Refuses, at start and in one line, a URL the drivers would fail on later with a
+    traceback. The URL itself is never quoted: it may hold a password."""
+    if not url:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises for a port that is not a number from 0 to 65535)
+    except ValueError:
+        raise ConfigError(option, "has a host or port that does not parse (a port is 1 to 65535, an IPv6 "
+                          "address is in brackets)") from None
+    if url.startswith("sqlite"):
+        if parts.path in ("", "/", "/:memory:") or "mode=memory" in parts.query:
+            raise ConfigError(option, "names no file: an in-memory SQLite database would lose every session at "
+                              "a restart, and each connection would see a database of its own")
+        return
+    if "sslmode" in urllib.parse.parse_qs(parts.query):
+        raise ConfigError(option, "sslmode is libpq's: asyncpg takes ssl=require (or verify-ca, verify-full)")
 
 
 def _check_high_availability(s: Settings) -> None:
