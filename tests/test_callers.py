@@ -614,3 +614,15 @@ async def test_the_sync_client_sends_its_api_key_over_tls(
 
     assert '"keys"' in jwks
     assert refused is Unauthenticated
+
+
+def test_an_api_keys_file_with_a_byte_order_mark_reads_and_one_not_utf8_is_refused(tmp_path: Path) -> None:
+    entry = credentials.api_key_entry("billing", {Role.VERIFIER}, credentials.new_api_key())
+    marked, latin = tmp_path / "marked", tmp_path / "latin"
+    marked.write_text("\ufeff" + entry + "\r\n", encoding="utf-8")
+    latin.write_bytes(b"# caf\xe9\n" + entry.encode() + b"\n")
+
+    assert load_settings({"AUTHORITY_API_KEYS_FILE": str(marked)}).api_key_entries() == [entry]
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AUTHORITY_API_KEYS_FILE": str(latin)})
+    assert caught.value.option == "api_keys_file" and str(caught.value).endswith(f"{latin} is not UTF-8 text")

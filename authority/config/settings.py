@@ -185,7 +185,12 @@ class Settings:
         """Every configured API key entry: ``api_keys``, then the lines of ``api_keys_file``."""
         entries = list(self.api_keys)
         if self.api_keys_file:
-            entries += credentials.parse_api_keys_file(read_option_file("api_keys_file", self.api_keys_file).decode())
+            raw = read_option_file("api_keys_file", self.api_keys_file)
+            try:
+                text = raw.decode("utf-8-sig")  # an editor's byte-order mark is no part of the first entry
+            except UnicodeDecodeError:
+                raise ConfigError("api_keys_file", f"{self.api_keys_file} is not UTF-8 text") from None
+            entries += credentials.parse_api_keys_file(text)
         return entries
 
     def key_encryption_key_bytes(self) -> bytes | None:
