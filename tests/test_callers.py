@@ -518,6 +518,20 @@ async def test_a_file_that_is_not_pem_stops_the_server_naming_it(
         assert caught.value.option == option
 
 
+async def test_a_key_of_another_certificate_stops_the_server_naming_it(
+    settings: Settings, pki: Pki, tmp_path: Path, api_keys: ApiKeys
+) -> None:
+    cert, _ = pki.server.write(tmp_path, "server")
+    _, other_key = pki.clients["verifier"].write(tmp_path, "billing")  # a real key, of another certificate
+
+    with pytest.raises(ConfigError) as caught:
+        await create_server(dataclasses.replace(settings, api_keys=api_keys.entries, tls_cert_file=str(cert),
+                                                tls_key_file=str(other_key)))
+
+    assert caught.value.option == "tls_key_file"
+    assert "is not the private key of tls_cert_file's certificate" in str(caught.value)
+
+
 def test_api_key_entries_round_trip() -> None:
     key = credentials.new_api_key()
     entry = credentials.api_key_entry("billing", BOTH, key)

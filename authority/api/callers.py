@@ -123,9 +123,15 @@ def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     chain = _certificates("tls_cert_file", settings.tls_cert_file)
     key = read_option_file("tls_key_file", settings.tls_key_file)
     try:
-        serialization.load_pem_private_key(key, password=None)
+        private_key = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError):
         raise ConfigError("tls_key_file", "is not an unencrypted PEM private key") from None
+    # grpc would refuse a key of another certificate only when the port is added, as a
+    # bare "cannot listen"; said here, it names the files.
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    leaf = x509.load_pem_x509_certificates(chain)[0]
+    if leaf.public_key().public_bytes(*spki) != private_key.public_key().public_bytes(*spki):
+        raise ConfigError("tls_key_file", "is not the private key of tls_cert_file's certificate (the first in it)")
     client_ca = None
     if settings.tls_client_ca_file:
         client_ca = _certificates("tls_client_ca_file", settings.tls_client_ca_file)
