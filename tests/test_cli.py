@@ -68,7 +68,7 @@ async def test_demo_runs_the_seed_scenario_against_a_served_authority(
 ) -> None:
     _, target = served
 
-    code, out, _ = await _run("demo", "--target", target)
+    code, out, _ = await _run("demo", env={"AUTHORITY_TARGET": target})  # as the admin commands read it
 
     assert code == 0, out
     assert "the single-device rule held" in out
@@ -144,6 +144,13 @@ async def test_an_invalid_setting_stops_serve_with_one_line_naming_it(variable: 
     assert code == 2
     assert err.strip().splitlines() == [err.strip()]
     assert f": {option}:" in err
+
+
+async def test_demo_refuses_a_target_that_is_not_host_port() -> None:
+    code, _, err = await _run("demo", "--target", "127.0.0.1:103761")  # grpc would call port 38225
+
+    assert code == 2
+    assert err.strip() == "authority demo: --target: '127.0.0.1:103761' is not HOST:PORT"
 
 
 async def test_demo_against_nothing_fails_with_a_clear_line() -> None:

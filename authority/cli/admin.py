@@ -113,7 +113,8 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, stdin: TextIO = sys.
         return 2
 
 
-def _check_target(target: str) -> None:
+def check_target(target: str) -> None:
+    """ConfigError naming ``--target`` unless it is HOST:PORT with a port grpc will not wrap."""
     # grpc takes a port above 65535 modulo 65536 and calls someone else; a name-resolver
     # target (dns:///host:port) is grpc's to check.
     if ":/" in target:
@@ -126,7 +127,7 @@ def _check_target(target: str) -> None:
 async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     if args.command == "sessions" and args.action == "forget":
         return await _forget(args, out)
-    _check_target(args.target)
+    check_target(args.target)
     def show(value: Any, table: Callable[[Any], str]) -> None:
         print(json.dumps(_plain(value), indent=2, sort_keys=True) if args.json else table(value), file=out)
 

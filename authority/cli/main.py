@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                               "every replica and consumer then reads it again from 0")
 
     demo = commands.add_parser("demo", help="run the single-device scenario against a running authority")
-    demo.add_argument("--target", default="127.0.0.1:50051", help="the authority's HOST:PORT")
+    demo.add_argument("--target", default=os.environ.get(admin.TARGET_VARIABLE, admin.DEFAULT_TARGET),
+                      help=f"the authority's HOST:PORT ({admin.TARGET_VARIABLE}, default {admin.DEFAULT_TARGET})")
     demo.add_argument("--api-key", default=os.environ.get("AUTHORITY_API_KEY"),
                       help="an API key with the issuer and verifier roles, when the authority authenticates "
                            "callers (AUTHORITY_API_KEY)")
@@ -203,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from authority.cli.demo import run_demo
 
+            admin.check_target(args.target)
             return 0 if asyncio.run(run_demo(args.target, print, args.api_key)) else 1
         if args.command == "api-key":
             try:
