@@ -311,3 +311,33 @@ def test_a_streamed_body_reads_the_claims_as_it_is_produced(wsgi_app: WebApp, au
 
     assert streamed.status_code == 200
     assert streamed.text == "0:carol\n1:carol\n2:carol\n"
+
+
+def test_a_file_wrapper_body_is_handed_on_as_it_is_and_a_generator_wrapped(authority: InProcessAuthority) -> None:
+    import io
+
+    from werkzeug.wsgi import FileWrapper
+
+    client = AuthorityClient(authority.target)
+    validator = Validator(client, validation_settings("remote", max_staleness=MAX_STALENESS)).start()
+    token = authority.sign_in("dave", "laptop", audience=AUDIENCE).access_token
+    bodies: list[Any] = []
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        start_response("200 OK", [])
+        bodies.append(FileWrapper(io.BytesIO(b"file")) if environ["PATH_INFO"] == "/file" else iter([b"row"]))
+        return bodies[-1]
+
+    middleware = wsgi.BearerAuthMiddleware(app, validator, audience=AUDIENCE)
+    try:
+        for path in ("/file", "/rows"):
+            environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "HTTP_AUTHORIZATION": f"Bearer {token}",
+                       "HTTP_HOST": "app.test", "wsgi.url_scheme": "http", "wsgi.file_wrapper": FileWrapper}
+            answered = middleware(environ, lambda status, headers: None)
+            if path == "/file":
+                assert answered is bodies[-1]  # the server can still send it with sendfile
+            else:
+                assert answered is not bodies[-1] and list(answered) == [b"row"]
+    finally:
+        validator.close()
+        client.close()
