@@ -24,6 +24,7 @@ from authority_client.verify import (
     MAX_TOKEN_BYTES,
     RESERVED_CLAIMS,
     AccessClaims,
+    Admit,
     InvalidReason,
     InvalidToken,
     KeySet,
@@ -109,15 +110,21 @@ class TokenCodec:
             token = _low_s(token)
         return token
 
-    def verify(self, token: str, audience: str, proof: Proof | None = None) -> AccessClaims:
+    def verify(
+        self, token: str, audience: str, proof: Proof | None = None, *, admit: Admit | None = None
+    ) -> AccessClaims:
         """The claims of a valid token for ``audience``, or :class:`InvalidToken`; a bound
-        token needs a valid ``proof`` by its key (PROOF_REQUIRED, BAD_PROOF)."""
-        return self._verifier.verify(token, audience, proof)
+        token needs a valid ``proof`` by its key (PROOF_REQUIRED, BAD_PROOF). ``admit`` may
+        refuse the token after its proof passed and before the proof is spent
+        (:meth:`~authority_client.verify.TokenVerifier.check_binding`)."""
+        return self._verifier.verify(token, audience, proof, admit=admit)
 
-    def check_binding(self, claims: AccessClaims, token: str, proof: Proof | None) -> None:
+    def check_binding(
+        self, claims: AccessClaims, token: str, proof: Proof | None, *, admit: Admit | None = None
+    ) -> None:
         """The proof check of :meth:`verify` alone, for a token whose claims were verified
         before: a proof is good for one request, so it is checked on every one."""
-        self._verifier.check_binding(claims, token, proof)
+        self._verifier.check_binding(claims, token, proof, admit=admit)
 
     def identify(self, token: str) -> AccessClaims:
         """The claims of a token this authority signed, expired or not, for any audience,

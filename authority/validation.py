@@ -17,7 +17,9 @@ would have cost anyway, and memory stays bounded (about 1 KiB per entry).
 A token bound to a device key needs a proof by that key on every call, remembered or
 not: a proof is good for one request (its jti is recorded), so the cache saves the
 token's signature check, never the proof's. A token is remembered only once it passed
-with its proof, so a bad proof costs the full check again next time.
+with its proof, so a bad proof costs the full check again next time. Revocation is
+checked once more before the proof's jti is recorded: a signed-out device that keeps
+calling is refused REVOKED and spends none of its key's replay quota.
 """
 
 from __future__ import annotations
@@ -86,12 +88,15 @@ class Validator:
         claims = None if by_token is None else by_token.get(token)
         if claims is None or self._clock() >= claims.expires_at + self._codec.leeway:
             claims = self._verify(token, audience, proof)
-        else:
-            self._codec.check_binding(claims, token, proof)
+        elif claims.key_thumbprint or proof is not None:
+            self._codec.check_binding(claims, token, proof, admit=self._not_revoked)
+        self._not_revoked(claims)
+        return claims
+
+    def _not_revoked(self, claims: AccessClaims) -> None:
         cause = self._mirror.cause(claims.session_id)
         if cause is not None:
             raise Revoked(claims.session_id, cause)
-        return claims
 
     def introspect(self, token: str, audience: str = "") -> AccessClaims:
         """The claims of a token active for ``audience``, bound or not, for introspection
@@ -105,13 +110,11 @@ class Validator:
         # Refused only for the missing proof: the token's own steps, which come before the
         # proof's, all passed. Revocation comes after the proof, so it is checked here.
         claims = self._codec.identify(token)
-        cause = self._mirror.cause(claims.session_id)
-        if cause is not None:
-            raise Revoked(claims.session_id, cause)
+        self._not_revoked(claims)
         return claims
 
     def _verify(self, token: str, audience: str, proof: Proof | None) -> AccessClaims:
-        claims = self._codec.verify(token, audience, proof)
+        claims = self._codec.verify(token, audience, proof, admit=self._not_revoked)
         if self._cached >= self._cache_size:
             self._forget(self._keyring)
         by_token = self._verified.setdefault(audience, {})

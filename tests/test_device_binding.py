@@ -230,6 +230,27 @@ async def test_a_revoked_bound_token_is_revoked_after_its_proof_is_checked(stub:
     assert await verdict(stub, token, api_proof(key, token)) == "REVOKED"
 
 
+@pytest.mark.parametrize("remembered", [False, True], ids=["first-seen", "remembered"])
+async def test_a_revoked_bound_token_spends_none_of_its_keys_proofs(start_server: StartServer, remembered: bool) -> None:
+    clock = Clock()
+    # A quota of three proofs per key (30 // 10); the sign-in's proof holds one.
+    stub = (await start_server(clock, proof_replay_cache_size=30, proof_max_age=30.0)).stub
+    key = DeviceKey.generate()
+    signed_in = await bound_sign_in_at(stub, key, clock.now)
+    token = signed_in.access_token
+    if remembered:
+        assert await verdict(stub, token, api_proof(key, token, clock.now)) == "VALID"
+    await stub.RevokeToken(pb.RevokeTokenRequest(session_id=signed_in.session_id))
+
+    proof = api_proof(key, token, clock.now)
+    verdicts = [await verdict(stub, token, one) for one in (proof, proof, api_proof(key, token, clock.now))]
+    # The device signs in again with the same key: its quota still has room.
+    again = await bound_sign_in_at(stub, key, clock.now)
+
+    assert verdicts == ["REVOKED"] * 3
+    assert again.access_token
+
+
 async def test_the_replay_cache_when_full_refuses_proofs_until_their_window_ends(start_server: StartServer) -> None:
     clock = Clock()
     # A quota of one proof per key (3 // 10, at least 1): three keys fill the cache.

@@ -156,12 +156,22 @@ class ProofChecker:
         with self._lock:
             return len(self._seen)
 
-    def check(self, proof: Proof, *, access_token: str | None = None, key_thumbprint: str | None = None) -> str:
+    def check(
+        self,
+        proof: Proof,
+        *,
+        access_token: str | None = None,
+        key_thumbprint: str | None = None,
+        before_spending: Callable[[], object] | None = None,
+    ) -> str:
         """The RFC 7638 thumbprint of the proof's key, or :class:`InvalidProof`.
 
         ``access_token`` given: ``ath`` must be its hash (validation); None (sign-in,
         refresh): ``ath`` is not checked. ``key_thumbprint`` given: the proof's key must
-        have it. The proof's (thumbprint, jti) is recorded only when every other check passed."""
+        have it. The proof's (thumbprint, jti) is recorded only when every other check passed,
+        and after ``before_spending``, if given, returned: what it raises goes to the
+        caller and the proof stays unspent (a verifier refuses a revoked token there, so a
+        signed-out device's calls do not use up its key's quota)."""
         if type(proof.proof) is not str or len(proof.proof) > MAX_PROOF_BYTES:
             raise InvalidProof("size")
         try:
@@ -190,6 +200,8 @@ class ProofChecker:
             thumbprint.encode(), key_thumbprint.encode("utf-8", "replace")
         ):
             raise InvalidProof("key")
+        if before_spending is not None:
+            before_spending()
         self._remember((thumbprint, jti), claims["iat"] + self.max_age, now)
         return thumbprint
 

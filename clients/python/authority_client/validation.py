@@ -179,10 +179,17 @@ class _Decisions:
 
     def _verified(self, verifier: TokenVerifier, token: str, audience: str, proof: Proof | None) -> AccessClaims:
         """The claims of a token verified now or remembered from before, its proof checked
-        either way (revocation unchecked)."""
+        either way. Revocation is checked after (:meth:`_vouch`), and also before a proof is
+        spent: a token the mirror knows to be revoked, fresh or not, spends none."""
         if self.verified is None:
-            return verifier.verify(token, audience, proof)
-        return self.verified.verify(verifier, token, audience, proof)
+            return verifier.verify(token, audience, proof, admit=self._not_known_revoked)
+        return self.verified.verify(verifier, token, audience, proof, admit=self._not_known_revoked)
+
+    def _not_known_revoked(self, claims: AccessClaims) -> None:
+        # A revocation is final, so the mirror's word stands however old the mirror is.
+        refusal = None if self.mirror is None else self.mirror.refusal(claims.session_id, claims.token_id)
+        if refusal is not None:
+            raise refusal
 
     def answer(self, token: str, audience: str, validation: Validation) -> AccessClaims:
         """The authority's verdict, remembered when there is a cache."""

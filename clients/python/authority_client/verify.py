@@ -48,6 +48,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import functools
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Union
@@ -144,6 +145,10 @@ class AccessClaims:
     # a bearer token.
     key_thumbprint: str = ""
 
+
+# Called with a token's verified claims before its proof is spent; raises to refuse it
+# (TokenVerifier.check_binding).
+Admit = Callable[[AccessClaims], object]
 
 _MALFORMED = InvalidReason.MALFORMED
 _BAD_SIGNATURE = InvalidReason.BAD_SIGNATURE
@@ -314,12 +319,15 @@ class TokenVerifier:
             proofs = ProofChecker(clock=clock)
         self.proofs = proofs
 
-    def verify(self, token: str, audience: str, proof: Proof | None = None) -> AccessClaims:
+    def verify(
+        self, token: str, audience: str, proof: Proof | None = None, *, admit: Admit | None = None
+    ) -> AccessClaims:
         """The claims of a valid token for ``audience``, or :class:`InvalidToken`: steps 1 to
         9, then the device binding (step 10, :meth:`check_binding`) with ``proof``, the DPoP
         proof that came with the token, if any.
 
-        Revocation is the caller's to check."""
+        Revocation is the caller's to check. ``admit``, if given, is handed to
+        :meth:`check_binding`."""
         payload = self._signed_payload(token)
         now = self.clock()
         leeway = self.leeway
@@ -332,21 +340,31 @@ class TokenVerifier:
         if payload["aud"] != audience:
             raise InvalidToken(InvalidReason.WRONG_AUDIENCE)
         claims = _claims(payload)
-        self.check_binding(claims, token, proof)
+        self.check_binding(claims, token, proof, admit=admit)
         return claims
 
-    def check_binding(self, claims: AccessClaims, token: str, proof: Proof | None) -> None:
+    def check_binding(
+        self, claims: AccessClaims, token: str, proof: Proof | None, *, admit: Admit | None = None
+    ) -> None:
         """Step 10, for the verified ``claims`` of ``token``: a token bound to a device key
         needs a valid proof of that key (``PROOF_REQUIRED`` without one, ``BAD_PROOF``,
         an :class:`~authority_client.proof.InvalidProof`, for a bad one); a bearer token
         must come without a proof (``BAD_PROOF``, check ``unbound``).
 
         A cache that skips the signature of a token it has seen must still call this on
-        every hit: a proof is good once."""
+        every hit: a proof is good once.
+
+        ``admit``, if given, is called with ``claims`` once the proof passed every check
+        but before its jti is spent, and may raise to refuse the token: a revocation check
+        there keeps a revoked token's calls from spending their key's replay quota. The
+        refusals keep their order (a bad proof is still BAD_PROOF)."""
         if claims.key_thumbprint:
             if proof is None:
                 raise InvalidToken(InvalidReason.PROOF_REQUIRED)
-            self.proofs.check(proof, access_token=token, key_thumbprint=claims.key_thumbprint)
+            before_spending = None if admit is None else functools.partial(admit, claims)
+            self.proofs.check(
+                proof, access_token=token, key_thumbprint=claims.key_thumbprint, before_spending=before_spending
+            )
         elif proof is not None:
             from authority_client.proof import InvalidProof
 

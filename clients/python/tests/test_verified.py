@@ -194,3 +194,31 @@ def test_a_remembered_bound_token_still_needs_a_fresh_proof_on_every_call() -> N
     assert missing.value.reason is InvalidReason.PROOF_REQUIRED
     assert (replayed.value.reason, replayed.value.check) == (InvalidReason.BAD_PROOF, "replayed")
     assert (stolen.value.reason, stolen.value.check) == (InvalidReason.BAD_PROOF, "key")
+
+
+@pytest.mark.parametrize("local_cache_size", [0, 100], ids=["uncached", "cached"])
+@pytest.mark.parametrize("seen_before", [False, True], ids=["first-seen", "remembered"])
+def test_a_revoked_bound_token_spends_none_of_its_keys_proofs(local_cache_size: int, seen_before: bool) -> None:
+    key, device = Key(), DeviceKey.generate()
+    made = decisions(Clock(), key, local_cache_size=local_cache_size)
+    token = key.sign(session_id="s-bound", cnf={"jkt": device.thumbprint})
+    uri = "https://orders.example.com/orders.v1.Orders/Whoami"
+
+    def proof() -> Proof:
+        return Proof(device.proof("POST", uri, access_token=token, now=NOW), "POST", uri)
+
+    if seen_before:
+        assert not isinstance(made.first(token, AUDIENCE, proof()), _Step)
+    assert made.keys is not None and made.keys.verifier is not None and made.mirror is not None
+    spent = made.keys.verifier.proofs.replay_cache_entries
+    made.mirror.apply(RevocationEvent(RevocationEventKind.REVOCATION, sequence=1, session_id="s-bound",
+                                      expires_at=NOW + 300))
+    once = proof()
+    reasons = []
+    for sent in (once, once, proof()):
+        with pytest.raises(InvalidToken) as refused:
+            made.first(token, AUDIENCE, sent)
+        reasons.append(refused.value.reason)
+
+    assert reasons == [InvalidReason.REVOKED] * 3
+    assert made.keys.verifier.proofs.replay_cache_entries == spent

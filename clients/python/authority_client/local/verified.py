@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 from authority_client.proof import Proof
 from authority_client.types import AccessClaims
-from authority_client.verify import KeySet, TokenVerifier
+from authority_client.verify import Admit, KeySet, TokenVerifier
 
 DEFAULT_SIZE = 10_000
 
@@ -47,20 +47,24 @@ class VerifiedTokens:
     def __len__(self) -> int:
         return len(self._state[1])
 
-    def verify(self, verifier: TokenVerifier, token: str, audience: str, proof: Proof | None = None) -> AccessClaims:
+    def verify(
+        self, verifier: TokenVerifier, token: str, audience: str, proof: Proof | None = None, *,
+        admit: Admit | None = None,
+    ) -> AccessClaims:
         """The claims of ``token`` for ``audience``, remembered or verified in full now, with
         its proof checked either way; :class:`~authority_client.verify.InvalidToken` (and
         :class:`~authority_client.proof.InvalidProof`) as the verifier raises them.
-        Revocation is the caller's to check."""
+        Revocation is the caller's to check; ``admit`` goes to the proof check
+        (:meth:`~authority_client.verify.TokenVerifier.check_binding`)."""
         # Read before verifying: if the set is replaced meanwhile, the entry is filed under
         # the older set and never served again.
         keys = verifier.keys
         claims = self.get(keys, token, audience)
         if claims is None:
-            claims = verifier.verify(token, audience, proof)
+            claims = verifier.verify(token, audience, proof, admit=admit)
             self.put(keys, token, claims)
         else:
-            verifier.check_binding(claims, token, proof)
+            verifier.check_binding(claims, token, proof, admit=admit)
         return claims
 
     def get(self, keys: KeySet, token: str, audience: str) -> AccessClaims | None:
