@@ -226,9 +226,12 @@ export class ProofChecker {
    * The RFC 7638 thumbprint of the proof's key, or throws InvalidProof. `proof` is
    * {proof, httpMethod, httpUri} (the proto's ProofOfPossession). With `accessToken` the
    * proof's ath must be its hash (validation); without (sign-in, refresh) ath is not
-   * checked. With `keyThumbprint` the proof must be by that key.
+   * checked. With `keyThumbprint` the proof must be by that key. `beforeSpending`, if
+   * given, is called once every other check passed and before the jti is recorded: what
+   * it throws reaches the caller and the proof stays unspent (validators refuse a revoked
+   * token there, so a signed-out device's calls use none of its key's quota).
    */
-  check(proof, { accessToken, keyThumbprint } = {}) {
+  check(proof, { accessToken, keyThumbprint, beforeSpending } = {}) {
     const text = proof?.proof;
     // Characters, as Python counts them (code points, not UTF-16 units).
     if (typeof text !== 'string' || (text.length > MAX_PROOF_BYTES && [...text].length > MAX_PROOF_BYTES)) {
@@ -266,6 +269,7 @@ export class ProofChecker {
     if (keyThumbprint !== undefined && keyThumbprint !== null && thumbprint !== keyThumbprint) {
       throw new InvalidProof('key');
     }
+    if (beforeSpending !== undefined) beforeSpending();
     this.record(thumbprint, jti, iat + this.maxAge, now);
     return thumbprint;
   }

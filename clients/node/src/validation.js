@@ -14,7 +14,8 @@
 // modes: remote mode passes it to ValidateToken, local mode checks it with the one
 // ProofChecker of this process (proof.js) after the token's own checks, on every call
 // (a proof is good once, so a remembered token still needs a fresh one), and before
-// revocation.
+// revocation; a revocation the mirror knows of is checked again before the proof's jti
+// is recorded, so a revoked token spends no proof.
 //
 // LocalVerification holds every decision made without I/O (the hot path); Validator adds
 // the calls to the authority.
@@ -80,9 +81,16 @@ export class LocalVerification {
 
   verifiedClaims(verifier, token, audience, proof) {
     const claims = this.tokenClaims(verifier, token, audience);
-    verifier.checkBinding(claims, token, proof);
+    // A token the mirror knows to be revoked (fresh or not: a revocation is final) is
+    // refused before its proof's jti is spent.
+    verifier.checkBinding(claims, token, proof, this.refuseKnownRevoked);
     return claims;
   }
+
+  refuseKnownRevoked = (claims) => {
+    const refusal = this.mirror.refusal(claims.sessionId, claims.tokenId);
+    if (refusal !== null) throw refusal;
+  };
 
   tokenClaims(verifier, token, audience) {
     if (this.cacheSize === 0) return verifier.verifyToken(token, audience);

@@ -182,11 +182,14 @@ export class TokenVerifier {
 
   /** Step 10: a bound token (claims.keyThumbprint) needs a good proof by its key, whose
    * ath is the hash of `token` (PROOF_REQUIRED without one); a proof with an unbound
-   * token is BAD_PROOF ("unbound"). Throws InvalidToken or InvalidProof. */
-  checkBinding(claims, token, proof) {
+   * token is BAD_PROOF ("unbound"). Throws InvalidToken or InvalidProof. `admit`, if
+   * given, is called with `claims` once the proof passed and before its jti is spent, and
+   * may throw to refuse the token (a validator's revocation check). */
+  checkBinding(claims, token, proof, admit) {
     if (claims.keyThumbprint !== '') {
       if (proof === undefined || proof === null) throw new InvalidToken(InvalidReason.PROOF_REQUIRED);
-      this.proofs.check(proof, { accessToken: token, keyThumbprint: claims.keyThumbprint });
+      const beforeSpending = admit === undefined ? undefined : () => admit(claims);
+      this.proofs.check(proof, { accessToken: token, keyThumbprint: claims.keyThumbprint, beforeSpending });
     } else if (proof !== undefined && proof !== null) {
       throw new InvalidProof('unbound');
     }

@@ -374,6 +374,29 @@ describe('the token verifier and device-bound tokens (no downgrade)', () => {
     assert.equal(decide(await device.proofFor('GET', URI, { accessToken: token })), 'VALID');
     assert.equal(local.proofs.replayCacheEntries, 2);
   });
+
+  for (const [name, localCacheSize, seenBefore] of [
+    ['first seen, uncached', 0, false], ['remembered, uncached', 0, true],
+    ['first seen, cached', 100, false], ['remembered, cached', 100, true],
+  ]) {
+    test(`local mode (${name}): a revoked bound token spends none of its key's proofs`, async () => {
+      const local = new LocalVerification({ issuer: corpus.issuer, maxStalenessMs: 60_000, localCacheSize, log: { warn() {} } });
+      assert.ok(await local.keys.replace(corpus.jwks.EdDSA));
+      local.mirror.streamStarted();
+      local.mirror.apply({ kind: 'CAUGHT_UP', sequence: 1n });
+      const device = await Device.generate();
+      const token = await corpusToken({ cnf: { jkt: device.thumbprint }, sid: 's-bound' });
+      const proof = () => device.proofFor('GET', URI, { accessToken: token });
+      if (seenBefore) assert.equal(local.decide(token, 'api', await proof()).keyThumbprint, device.thumbprint);
+      const spent = local.proofs.replayCacheEntries;
+      local.mirror.apply({ kind: 'REVOCATION', sequence: 2n, sessionId: 's-bound', expiresAt: new Date(Date.now() + 300_000) });
+      const once = await proof();
+      const reasons = [];
+      for (const sent of [once, once, await proof()]) reasons.push(reasonOf(() => local.decide(token, 'api', sent)));
+      assert.deepEqual(reasons, ['REVOKED', 'REVOKED', 'REVOKED']);
+      assert.equal(local.proofs.replayCacheEntries, spent);
+    });
+  }
 });
 
 

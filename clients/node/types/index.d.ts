@@ -113,7 +113,11 @@ export declare class ProofChecker {
   readonly perKeyLimit: number;
   readonly replayCacheEntries: number;
   /** The RFC 7638 thumbprint of the proof's key; throws InvalidProof. */
-  check(proof: Proof, options?: { accessToken?: string | null; keyThumbprint?: string | null }): string;
+  /** `beforeSpending` runs once every other check passed, before the jti is recorded; what it throws leaves the proof unspent. */
+  check(
+    proof: Proof,
+    options?: { accessToken?: string | null; keyThumbprint?: string | null; beforeSpending?: () => void },
+  ): string;
 }
 
 /** The RFC 7638 thumbprint (SHA-256, base64url) of a public OKP, EC or RSA JWK. */
@@ -143,7 +147,8 @@ export declare class TokenVerifier {
   /** The token's own checks, without its binding: only for callers that then call checkBinding. */
   verifyToken(token: string, audience: string): AccessClaims;
   /** PROOF_REQUIRED for a bound token without a proof; the proof checked for one with; BAD_PROOF for a proof with an unbound token. */
-  checkBinding(claims: AccessClaims, token: string, proof?: Proof | null): void;
+  /** `admit` runs with the claims once the proof passed, before its jti is spent; it may throw to refuse the token. */
+  checkBinding(claims: AccessClaims, token: string, proof?: Proof | null, admit?: (claims: AccessClaims) => void): void;
 }
 
 /** A call to the token authority failed; `code` is the gRPC status code. */
