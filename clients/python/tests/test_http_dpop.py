@@ -135,14 +135,39 @@ def test_behind_a_proxy_the_proof_names_the_external_origin(proxied_app: WebApp,
     assert inside.json()["error"] == "invalid_dpop_proof"
 
 
-def test_the_external_origin_is_an_origin() -> None:
+@pytest.fixture(params=FLAVOURS)
+def prefixed_app(request: pytest.FixtureRequest, authority: InProcessAuthority) -> Iterator[WebApp]:
+    """An app behind a proxy that strips the path prefix /shop its clients address."""
+    yield from _served(request.param, "remote", authority, external_origin="https://example.com/shop/")
+
+
+def test_behind_a_prefix_stripping_proxy_the_proof_names_the_prefix(
+    prefixed_app: WebApp, authority: InProcessAuthority
+) -> None:
+    device, token = bound_sign_in(authority)
+
+    outside = send(prefixed_app, token, device.proof("GET", "https://example.com/shop/orders", token))
+    unprefixed = send(prefixed_app, token, device.proof("GET", "https://example.com/orders", token))
+
+    assert outside.status_code == 200, outside.text
+    assert unprefixed.status_code == 401
+    assert unprefixed.json()["error"] == "invalid_dpop_proof"
+
+
+def test_the_external_origin_is_an_origin_with_an_optional_path_prefix() -> None:
     from authority_client.http.gate import HttpRules
 
-    for bad in ("orders.example.com", "ftp://orders.example.com", "https://orders.example.com/api", "https://"):
-        with pytest.raises(ValueError, match="external_origin"):
-            HttpRules.of(external_origin=bad)
+    bad = ("orders.example.com", "ftp://orders.example.com", "https://", "https://orders.example.com/api?x=1",
+           "https://orders.example.com/#top", "https://user@orders.example.com", "https://orders.example.com:99999",
+           "https://orders.example.com:http", "https://[::1/api")
+    for origin in bad:
+        with pytest.raises(ValueError, match="external_origin") as refused:
+            HttpRules.of(external_origin=origin)
+        assert origin not in str(refused.value)
     assert HttpRules.of(external_origin="https://orders.example.com/").request_uri("http", "x", "/a") == (
         "https://orders.example.com/a")
+    assert HttpRules.of(external_origin="https://example.com/orders/").request_uri("http", "x", "/a") == (
+        "https://example.com/orders/a")
 
 
 @pytest.mark.parametrize("mode", MODES)

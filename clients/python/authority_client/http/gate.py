@@ -14,8 +14,11 @@ addressed it: scheme, host and path, no query (RFC 9449 §4.3). Without
 ``external_origin`` the scheme and host are the request's own (its ``Host`` header), which
 is right for an app reached directly; behind a proxy or load balancer that rewrites
 them, set ``external_origin="https://orders.example.com"`` and only the path is taken
-from the request. Setting it is also what stops a proof made for another host from being
-admitted here by a client that sends that host's name in ``Host``.
+from the request. Behind a proxy that also strips a path prefix (clients address
+``/orders/items``, the app receives ``/items``), give the prefix too:
+``external_origin="https://example.com/orders"``. Setting it is also what stops a proof
+made for another host from being admitted here by a client that sends that host's name in
+``Host``.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ class HttpRules:
     public_paths: frozenset[str] = frozenset()
     # Seconds a client is told to wait (Retry-After) when the token cannot be checked.
     retry_after: int = DEFAULT_RETRY_AFTER
-    # ``scheme://host[:port]`` clients address (behind a proxy); "" takes the request's own.
+    # ``scheme://host[:port]`` clients address (behind a proxy), optionally with the path
+    # prefix a proxy strips before the app sees the request; "" takes the request's own.
     external_origin: str = ""
 
     def __post_init__(self) -> None:
@@ -62,10 +66,7 @@ class HttpRules:
         if any(not path.startswith("/") for path in self.public_paths):
             raise ValueError("public paths start with /")
         if self.external_origin:
-            parts = urllib.parse.urlsplit(self.external_origin)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") \
-                    or parts.query or parts.fragment:
-                raise ValueError("external_origin is scheme://host[:port], as clients address the app")
+            _check_external_origin(self.external_origin)
 
     @classmethod
     def of(cls, audience: str = "token-authority", *, public_paths: Iterable[str] = (),
@@ -75,7 +76,8 @@ class HttpRules:
 
     def request_uri(self, scheme: str, host: str, path: str) -> str:
         """The URL a proof's ``htu`` is checked against: ``external_origin`` (or the
-        request's scheme and host) and the request's path as sent (percent-encoded)."""
+        request's scheme and host) and the request's path as sent (percent-encoded); a
+        path prefix in ``external_origin`` comes before it."""
         if self.external_origin:
             return self.external_origin.rstrip("/") + path
         return f"{scheme}://{host}{path}"
@@ -85,6 +87,21 @@ class HttpRules:
         if path in self.public_paths:
             return True
         return any(public.endswith("/") and path.startswith(public) for public in self.public_paths)
+
+
+def _check_external_origin(origin: str) -> None:
+    """Refuses (ValueError, without quoting it) an ``external_origin`` that is not
+    ``scheme://host[:port][/prefix]`` as clients address the app."""
+    try:
+        parts = urllib.parse.urlsplit(origin)
+        parts.port  # noqa: B018 - raises for a port that is no number
+        normalize_uri(origin)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc \
+            or parts.query or parts.fragment or "?" in origin or "#" in origin:
+        raise ValueError("external_origin is scheme://host[:port], with an optional /path prefix, as clients "
+                         "address the app")
 
 
 class HttpGate:
