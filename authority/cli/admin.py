@@ -16,21 +16,18 @@ import datetime
 import decimal
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from authority.claims import EXACT_INTEGER_LIMIT
+from authority.cli import connection
 from authority.config import duration_text, load_settings, parse_duration
 from authority.errors import ConfigError, StoreUnavailable
 
 if TYPE_CHECKING:
     from authority.cli.admin_client import IssuedTokens
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-TARGET_VARIABLE = "AUTHORITY_TARGET"
-API_KEY_VARIABLE = "AUTHORITY_API_KEY"
 COMMANDS = ("token", "sessions")
 # The names admin_client.POLICIES maps to the proto's policies; spelled here so that
 # building the parser does not load grpc (a refused flag answers at once).
@@ -40,16 +37,7 @@ POLICY_NAMES = ("reject", "replace")
 def add_commands(commands: Any) -> None:
     """Adds ``token`` and ``sessions`` to the ``authority`` command's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--target",
-        default=os.environ.get(TARGET_VARIABLE, DEFAULT_TARGET),
-        help=f"the authority's HOST:PORT ({TARGET_VARIABLE}, default {DEFAULT_TARGET})",
-    )
-    common.add_argument(
-        "--api-key",
-        default=os.environ.get(API_KEY_VARIABLE, ""),
-        help=f"sent as x-api-key metadata ({API_KEY_VARIABLE}); for an authority that asks for one",
-    )
+    connection.add_arguments(common, api_key_help="sent as x-api-key metadata, for an authority that asks for one")
     common.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -113,27 +101,17 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, stdin: TextIO = sys.
         return 2
 
 
-def check_target(target: str) -> None:
-    """ConfigError naming ``--target`` unless it is HOST:PORT with a port grpc will not wrap."""
-    # grpc takes a port above 65535 modulo 65536 and calls someone else; a name-resolver
-    # target (dns:///host:port) is grpc's to check.
-    if ":/" in target:
-        return
-    host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ConfigError("--target", f"{target!r} is not HOST:PORT")
-
-
 async def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     if args.command == "sessions" and args.action == "forget":
         return await _forget(args, out)
-    check_target(args.target)
+    reach = connection.connection(args)
+
     def show(value: Any, table: Callable[[Any], str]) -> None:
         print(json.dumps(_plain(value), indent=2, sort_keys=True) if args.json else table(value), file=out)
 
     from authority.cli.admin_client import AdminClient
 
-    async with AdminClient(args.target, api_key=args.api_key, timeout=args.timeout) as client:
+    async with AdminClient(reach, timeout=args.timeout) as client:
         if args.command == "sessions" and args.action == "events":
             async for event in client.session_events(follow=args.follow, subject=args.subject,
                                                      restarted=_events_restarted):

@@ -21,7 +21,8 @@ from authority_client.v1 import authority_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 
-API_KEY_HEADER = "x-api-key"
+from authority.cli.connection import Connection
+
 POLICIES = {"replace": pb.SESSION_POLICY_REPLACE, "reject": pb.SESSION_POLICY_REJECT}
 
 
@@ -34,21 +35,18 @@ class AdminCallFailed(Exception):
         self.details = details
 
 
-# How grpc words an UNAVAILABLE that never reached a server (refused, unresolvable, reset).
-_NOT_REACHED = ("failed to connect to all addresses", "DNS resolution failed", "Connection refused")
+def not_answering(reach: Connection, error: grpc.aio.AioRpcError) -> str | None:
+    """What to say when the call never reached an authority's service (nothing listening,
+    a failed TLS handshake, a connection closed before it: see
+    :meth:`~authority.cli.connection.Connection.unreached`); None when it did."""
+    if error.code() is not grpc.StatusCode.UNAVAILABLE:
+        return None
+    return reach.unreached(error.details() or "")
 
 
-def not_answering(target: str, error: grpc.aio.AioRpcError) -> str | None:
-    """``no authority answering at TARGET ...`` when the call never reached a server, else None."""
+def _failure(reach: Connection, error: grpc.aio.AioRpcError) -> AdminCallFailed:
     details = error.details() or ""
-    if error.code() is grpc.StatusCode.UNAVAILABLE and any(words in details for words in _NOT_REACHED):
-        return f'no authority answering at {target} (is "authority serve" running?)'
-    return None
-
-
-def _failure(target: str, error: grpc.aio.AioRpcError) -> AdminCallFailed:
-    details = error.details() or ""
-    text = not_answering(target, error)
+    text = not_answering(reach, error)
     return AdminCallFailed(error.code().name, details if text else (details.splitlines()[0] if details else ""), text)
 
 
@@ -104,11 +102,11 @@ def _issued(answer: pb.IssueTokenResponse) -> IssuedTokens:
 class AdminClient:
     """An async connection to one authority; use it as ``async with AdminClient(...)``."""
 
-    def __init__(self, target: str, *, api_key: str = "", timeout: float = 10.0) -> None:
-        self._target = target
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(self, reach: Connection, *, timeout: float = 10.0) -> None:
+        self._reach = reach
+        self._channel = reach.channel()
         self._stub = authority_pb2_grpc.TokenAuthorityStub(self._channel)
-        self._metadata = ((API_KEY_HEADER, api_key),) if api_key else ()
+        self._metadata = reach.metadata
         self._timeout = timeout
 
     async def __aenter__(self) -> AdminClient:
@@ -123,7 +121,7 @@ class AdminClient:
         try:
             return await getattr(self._stub, method)(request, timeout=self._timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
-            raise _failure(self._target, error) from None
+            raise _failure(self._reach, error) from None
 
     async def issue(
         self,

@@ -17,14 +17,15 @@ from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 
 from authority.cli.admin_client import not_answering
-from authority.credentials import API_KEY_HEADER
+from authority.cli.connection import Connection
 
 
-async def run_demo(target: str, say: Callable[[str], object], api_key: str | None = None) -> bool:
-    """Runs the scenario against the authority at ``target`` (with an API key holding both
-    roles when callers must authenticate); True when every step held."""
+async def run_demo(reach: Connection, say: Callable[[str], object]) -> bool:
+    """Runs the scenario against the authority ``reach`` names (with an API key holding
+    both roles when callers must authenticate); True when every step held."""
+    target = reach.target
     subject = f"demo-user-{secrets.token_hex(4)}"
-    call: dict[str, Any] = {"timeout": 5, "metadata": ((API_KEY_HEADER, api_key),) if api_key else ()}
+    call: dict[str, Any] = {"timeout": 5, "metadata": reach.metadata}
     held = True
 
     def step(text: str, outcome: str, expected: bool) -> None:
@@ -32,7 +33,7 @@ async def run_demo(target: str, say: Callable[[str], object], api_key: str | Non
         held = held and expected
         say(f"{'ok ' if expected else 'BAD'}  {text:<58} {outcome}")
 
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with reach.channel() as channel:
         stub = authority_pb2_grpc.TokenAuthorityStub(channel)
 
         async def validate(token: str) -> pb.ValidateTokenResponse:
@@ -94,7 +95,7 @@ async def run_demo(target: str, say: Callable[[str], object], api_key: str | Non
             await stub.RevokeToken(pb.RevokeTokenRequest(subject=subject, reason="demo finished"), **call)
         except grpc.aio.AioRpcError as error:
             answered = f"the authority at {target} answered {error.code().name}: {error.details()}"
-            say(f"BAD  {not_answering(target, error) or answered}")
+            say(f"BAD  {not_answering(reach, error) or answered}")
             return False
     say("the single-device rule held" if held else "the single-device rule did NOT hold")
     return held

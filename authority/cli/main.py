@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from authority.cli import admin
+from authority.cli import admin, connection
 from authority.cli import keys as keys_commands
 from authority.config import Settings, describe, load_settings, sources, unknown_variables
 from authority.credentials import API_KEY_HEADER, Role, api_key_entry, new_api_key, parse_roles
@@ -102,11 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                               "every replica and consumer then reads it again from 0")
 
     demo = commands.add_parser("demo", help="run the single-device scenario against a running authority")
-    demo.add_argument("--target", default=os.environ.get(admin.TARGET_VARIABLE, admin.DEFAULT_TARGET),
-                      help=f"the authority's HOST:PORT ({admin.TARGET_VARIABLE}, default {admin.DEFAULT_TARGET})")
-    demo.add_argument("--api-key", default=os.environ.get("AUTHORITY_API_KEY"),
-                      help="an API key with the issuer and verifier roles, when the authority authenticates "
-                           "callers (AUTHORITY_API_KEY)")
+    connection.add_arguments(demo, api_key_help="an API key with the issuer and verifier roles, when the "
+                                                "authority authenticates callers")
 
     keys_commands.add_parser(commands)
 
@@ -199,13 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     _warn_about_unknown_variables()
     database_url = ""
     try:
+        if args.command in admin.COMMANDS or args.command == "demo":
+            # grpc's core logs a failed handshake at INFO on stderr, beside the one line
+            # these commands print for it; read before grpc is first imported.
+            os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
         if args.command in admin.COMMANDS:
             return admin.run(args)
         if args.command == "demo":
             from authority.cli.demo import run_demo
 
-            admin.check_target(args.target)
-            return 0 if asyncio.run(run_demo(args.target, print, args.api_key)) else 1
+            return 0 if asyncio.run(run_demo(connection.connection(args), print)) else 1
         if args.command == "api-key":
             try:
                 return _new_api_key(args.name, args.role)

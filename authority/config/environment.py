@@ -22,10 +22,14 @@ from authority.errors import ConfigError
 
 ENV_PREFIX = "AUTHORITY_"
 
-# The project's documented variables that are not settings: the admin commands' target
-# and API key (also the demo's), and the tests' PostgreSQL. Every Settings field is known
+# The project's documented variables that are not settings: the admin commands' target,
+# API key and TLS options (also the demo's; authority/cli/connection.py), and the tests'
+# PostgreSQL. Every Settings field is known
 # as AUTHORITY_<FIELD>; anything else with the prefix is reported as a likely typo.
-OTHER_VARIABLES = frozenset({"AUTHORITY_TARGET", "AUTHORITY_API_KEY", "AUTHORITY_TEST_POSTGRES_URL"})
+OTHER_VARIABLES = frozenset({
+    "AUTHORITY_TARGET", "AUTHORITY_API_KEY", "AUTHORITY_TLS", "AUTHORITY_TLS_CA_FILE", "AUTHORITY_TLS_CLIENT_CERT_FILE",
+    "AUTHORITY_TLS_CLIENT_KEY_FILE", "AUTHORITY_TEST_POSTGRES_URL",
+})
 
 
 def _parse(field: dataclasses.Field[Any], text: str) -> Any:

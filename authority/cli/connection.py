@@ -1,0 +1,154 @@
+"""How the admin commands and ``authority demo`` reach a running authority: the target,
+plaintext or TLS (with a client certificate for mutual TLS), and the API key.
+
+Everything is checked before a channel is opened, so a bad option is one line naming
+it (exit 2) and never a call half made: the target must be HOST:PORT, the API key
+printable ASCII (gRPC refuses anything else in metadata, and its own error would quote
+the key), and every TLS file readable PEM of at most 1 MiB. Any TLS file implies TLS.
+A call that never reached the service is said as such, naming the target and the option
+to check: nothing listening, a failed handshake, or a connection the authority closed
+(plaintext to a TLS port, or no client certificate where one is asked for).
+
+grpc is imported only where a channel is made: building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from authority.credentials import API_KEY_HEADER
+from authority.errors import ConfigError
+
+if TYPE_CHECKING:
+    import grpc
+
+TARGET_VARIABLE = "AUTHORITY_TARGET"
+API_KEY_VARIABLE = "AUTHORITY_API_KEY"
+TLS_VARIABLE = "AUTHORITY_TLS"
+TLS_CA_VARIABLE = "AUTHORITY_TLS_CA_FILE"
+TLS_CERT_VARIABLE = "AUTHORITY_TLS_CLIENT_CERT_FILE"
+TLS_KEY_VARIABLE = "AUTHORITY_TLS_CLIENT_KEY_FILE"
+DEFAULT_TARGET = "127.0.0.1:50051"
+MAX_PEM_BYTES = 1024 * 1024
+# How grpc words an UNAVAILABLE that never reached a server (refused, unresolvable).
+_NOT_REACHED = ("failed to connect to all addresses", "DNS resolution failed", "Connection refused")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, api_key_help: str) -> None:
+    """Adds --target, --api-key and the TLS options, each defaulting to its variable."""
+    parser.add_argument("--target", default=os.environ.get(TARGET_VARIABLE, DEFAULT_TARGET),
+                        help=f"the authority's HOST:PORT ({TARGET_VARIABLE}, default {DEFAULT_TARGET})")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_VARIABLE, ""),
+                        help=f"{api_key_help} ({API_KEY_VARIABLE})")
+    parser.add_argument("--tls", action="store_true", default=None,
+                        help=f"connect with TLS, trusting the system's CAs unless --tls-ca-file ({TLS_VARIABLE}=1)")
+    parser.add_argument("--tls-ca-file", default=os.environ.get(TLS_CA_VARIABLE, ""),
+                        help=f"PEM CA certificates the authority's certificate must chain to ({TLS_CA_VARIABLE})")
+    parser.add_argument("--tls-client-cert-file", default=os.environ.get(TLS_CERT_VARIABLE, ""),
+                        help=f"PEM client certificate, for an authority that asks for one ({TLS_CERT_VARIABLE})")
+    parser.add_argument("--tls-client-key-file", default=os.environ.get(TLS_KEY_VARIABLE, ""),
+                        help=f"PEM private key of the client certificate ({TLS_KEY_VARIABLE})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """Where and how to call: checked, with the TLS files read."""
+
+    target: str
+    api_key: str
+    tls: bool = False
+    ca_pem: bytes | None = None
+    client_cert_pem: bytes | None = None
+    client_key_pem: bytes | None = None
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((API_KEY_HEADER, self.api_key),) if self.api_key else ()
+
+    def unreached(self, details: str) -> str | None:
+        """What to say for an UNAVAILABLE whose ``details`` (grpc's words) show the call never
+        reached the authority's service; None when they do not."""
+        words = details.lower()
+        if "handshake" in words or "certificate" in words or "ssl_error" in words:
+            return (f"the TLS handshake with {self.target} failed (check --tls-ca-file and the name in the "
+                    "authority's certificate)")
+        if "socket closed" in words or "connection reset" in words:
+            if self.tls:
+                return (f"the authority at {self.target} closed the connection during TLS (does it ask for a client "
+                        "certificate? give --tls-client-cert-file and --tls-client-key-file)")
+            return f"the authority at {self.target} closed the connection (does it serve TLS? give --tls or --tls-ca-file)"
+        if any(words in details for words in _NOT_REACHED):
+            return f'no authority answering at {self.target} (is "authority serve" running?)'
+        return None
+
+    def channel(self) -> grpc.aio.Channel:
+        """A new channel to the target (the caller closes it)."""
+        import grpc
+
+        if not self.tls:
+            return grpc.aio.insecure_channel(self.target)
+        credentials = grpc.ssl_channel_credentials(self.ca_pem, self.client_key_pem, self.client_cert_pem)
+        return grpc.aio.secure_channel(self.target, credentials)
+
+
+def connection(args: argparse.Namespace) -> Connection:
+    """The checked connection the parsed options describe; ConfigError naming the option."""
+    check_target(args.target)
+    api_key = args.api_key or ""
+    if any(not " " < character < "\x7f" for character in api_key):
+        raise ConfigError("--api-key", "must be printable ASCII without spaces, as API keys are")
+    cert, key = args.tls_client_cert_file, args.tls_client_key_file
+    if bool(cert) != bool(key):
+        raise ConfigError("--tls-client-cert-file" if key else "--tls-client-key-file",
+                          "is needed too: a client certificate goes with its key")
+    tls = _flag(args.tls) or bool(args.tls_ca_file or cert)
+    return Connection(
+        target=args.target,
+        api_key=api_key,
+        tls=tls,
+        ca_pem=_pem("--tls-ca-file", args.tls_ca_file, "CERTIFICATE"),
+        client_cert_pem=_pem("--tls-client-cert-file", cert, "CERTIFICATE"),
+        client_key_pem=_pem("--tls-client-key-file", key, "PRIVATE KEY"),
+    )
+
+
+def check_target(target: str) -> None:
+    """ConfigError naming ``--target`` unless it is HOST:PORT with a port grpc will not wrap."""
+    # grpc takes a port above 65535 modulo 65536 and calls someone else; a name-resolver
+    # target (dns:///host:port) is grpc's to check.
+    if ":/" in target:
+        return
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError("--target", f"{target!r} is not HOST:PORT")
+
+
+def _flag(given: bool | None) -> bool:
+    if given is not None:
+        return given
+    value = os.environ.get(TLS_VARIABLE, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(TLS_VARIABLE, "must be 1 or 0 (true or false)")
+
+
+def _pem(option: str, path: str, label: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with Path(path).open("rb") as file:
+            data = file.read(MAX_PEM_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(option, f"cannot read {path}: {error.strerror or error}") from None
+    if len(data) > MAX_PEM_BYTES:
+        raise ConfigError(option, f"{path} is larger than 1 MiB")
+    if b"-----BEGIN " not in data or label.encode() not in data:
+        raise ConfigError(option, f"{path} holds no PEM {label.lower()}")
+    return data
