@@ -37,6 +37,8 @@ def pki_files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     (directory / "ca.crt").write_bytes(ca.certificate_pem)
     ca.issue("authority", dns=("localhost",), ips=("127.0.0.1",)).write(directory, "server")
     ca.issue("operator.internal", client=True).write(directory, "client")
+    # Valid for a name only, not for the address the tests call.
+    ca.issue("authority", dns=("authority.internal",)).write(directory, "named")
     (directory / "other-ca.crt").write_bytes(CertificateAuthority("someone else's CA").certificate_pem)
     (directory / "not-pem.crt").write_text("not a certificate\n")
     return Files(directory)
@@ -86,6 +88,20 @@ async def test_the_commands_present_a_client_certificate_to_a_mutual_tls_authori
 
 
 @sqlite_only
+async def test_the_server_name_checked_can_be_given_when_the_target_is_an_address(
+    start_server: StartServer, pki_files: Files
+) -> None:
+    authority = await start_server(tls_cert_file=pki_files["named.crt"], tls_key_file=pki_files["named.key"])
+
+    by_address = await list_sessions(authority, "--tls-ca-file", pki_files["ca.crt"])
+    by_name = await list_sessions(authority, "--tls-ca-file", pki_files["ca.crt"],
+                                  env={"AUTHORITY_TLS_SERVER_NAME": "authority.internal"})
+
+    assert by_address[0] == 1 and "the TLS handshake with" in by_address[2]
+    assert (by_name[0], json.loads(by_name[1])) == (0, []), by_name[2]
+
+
+@sqlite_only
 @pytest.mark.parametrize(
     ("configure", "args", "said"),
     [
@@ -125,9 +141,10 @@ async def test_a_call_that_cannot_get_through_says_why_in_one_line(
         ((), {"AUTHORITY_TLS": "maybe"}, "AUTHORITY_TLS: must be 1 or 0"),
         ((), {"AUTHORITY_API_KEY": "k-1\nsecret"}, "--api-key: must be printable ASCII"),
         (("--api-key", "k-1 secret"), {}, "--api-key: must be printable ASCII"),
+        (("--tls-server-name", "authority internal"), {}, "--tls-server-name: must be a DNS name or an IP address"),
     ],
     ids=["cert-without-key", "key-without-cert", "missing-file", "not-pem", "too-large", "cert-as-key",
-         "bad-tls-variable", "key-with-newline", "key-with-space"],
+         "bad-tls-variable", "key-with-newline", "key-with-space", "bad-server-name"],
 )
 async def test_a_bad_connection_option_is_refused_before_any_call(
     pki_files: Files, args: tuple[str, ...], env: dict[str, str], said: str
@@ -157,6 +174,7 @@ async def test_demo_runs_over_tls(start_server: StartServer, pki_files: Files) -
 def test_the_tls_variables_are_known_to_the_configuration() -> None:
     from authority.config import known_variables
 
-    names = {"AUTHORITY_TLS", "AUTHORITY_TLS_CA_FILE", "AUTHORITY_TLS_CLIENT_CERT_FILE", "AUTHORITY_TLS_CLIENT_KEY_FILE"}
+    names = {"AUTHORITY_TLS", "AUTHORITY_TLS_CA_FILE", "AUTHORITY_TLS_CLIENT_CERT_FILE", "AUTHORITY_TLS_CLIENT_KEY_FILE",
+             "AUTHORITY_TLS_SERVER_NAME"}
     assert names <= known_variables()
     assert not names & set(os.environ)  # the tests above set them per process only

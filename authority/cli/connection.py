@@ -4,7 +4,7 @@ plaintext or TLS (with a client certificate for mutual TLS), and the API key.
 Everything is checked before a channel is opened, so a bad option is one line naming
 it (exit 2) and never a call half made: the target must be HOST:PORT, the API key
 printable ASCII (gRPC refuses anything else in metadata, and its own error would quote
-the key), and every TLS file readable PEM of at most 1 MiB. Any TLS file implies TLS.
+the key), and every TLS file readable PEM of at most 1 MiB. Any TLS option implies TLS.
 A call that never reached the service is said as such, naming the target and the option
 to check: nothing listening, a failed handshake, or a connection the authority closed
 (plaintext to a TLS port, or no client certificate where one is asked for).
@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,10 +34,12 @@ TLS_VARIABLE = "AUTHORITY_TLS"
 TLS_CA_VARIABLE = "AUTHORITY_TLS_CA_FILE"
 TLS_CERT_VARIABLE = "AUTHORITY_TLS_CLIENT_CERT_FILE"
 TLS_KEY_VARIABLE = "AUTHORITY_TLS_CLIENT_KEY_FILE"
+TLS_SERVER_NAME_VARIABLE = "AUTHORITY_TLS_SERVER_NAME"
 DEFAULT_TARGET = "127.0.0.1:50051"
 MAX_PEM_BYTES = 1024 * 1024
 # How grpc words an UNAVAILABLE that never reached a server (refused, unresolvable).
 _NOT_REACHED = ("failed to connect to all addresses", "DNS resolution failed", "Connection refused")
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -53,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, api_key_help: str) -> None
                         help=f"PEM client certificate, for an authority that asks for one ({TLS_CERT_VARIABLE})")
     parser.add_argument("--tls-client-key-file", default=os.environ.get(TLS_KEY_VARIABLE, ""),
                         help=f"PEM private key of the client certificate ({TLS_KEY_VARIABLE})")
+    parser.add_argument("--tls-server-name", default=os.environ.get(TLS_SERVER_NAME_VARIABLE, ""),
+                        help="the name the authority's certificate must hold, when the target does not say it "
+                             f"(an address, a tunnel) ({TLS_SERVER_NAME_VARIABLE})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +72,8 @@ class Connection:
     ca_pem: bytes | None = None
     client_cert_pem: bytes | None = None
     client_key_pem: bytes | None = None
+    # The name the server's certificate is checked for; "" is the target's host.
+    server_name: str = ""
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -74,7 +83,7 @@ class Connection:
         """What to say for an UNAVAILABLE whose ``details`` (grpc's words) show the call never
         reached the authority's service; None when they do not."""
         words = details.lower()
-        if "handshake" in words or "certificate" in words or "ssl_error" in words:
+        if any(word in words for word in ("handshake", "certificate", "ssl_error", "verification check")):
             return (f"the TLS handshake with {self.target} failed (check --tls-ca-file and the name in the "
                     "authority's certificate)")
         if "socket closed" in words or "connection reset" in words:
@@ -93,7 +102,8 @@ class Connection:
         if not self.tls:
             return grpc.aio.insecure_channel(self.target)
         credentials = grpc.ssl_channel_credentials(self.ca_pem, self.client_key_pem, self.client_cert_pem)
-        return grpc.aio.secure_channel(self.target, credentials)
+        options = (("grpc.ssl_target_name_override", self.server_name),) if self.server_name else ()
+        return grpc.aio.secure_channel(self.target, credentials, options)
 
 
 def connection(args: argparse.Namespace) -> Connection:
@@ -106,7 +116,10 @@ def connection(args: argparse.Namespace) -> Connection:
     if bool(cert) != bool(key):
         raise ConfigError("--tls-client-cert-file" if key else "--tls-client-key-file",
                           "is needed too: a client certificate goes with its key")
-    tls = _flag(args.tls) or bool(args.tls_ca_file or cert)
+    server_name = args.tls_server_name or ""
+    if server_name and not _is_host_name(server_name):
+        raise ConfigError("--tls-server-name", "must be a DNS name or an IP address, as certificates name servers")
+    tls = _flag(args.tls) or bool(args.tls_ca_file or cert or server_name)
     return Connection(
         target=args.target,
         api_key=api_key,
@@ -114,6 +127,7 @@ def connection(args: argparse.Namespace) -> Connection:
         ca_pem=_pem("--tls-ca-file", args.tls_ca_file, "CERTIFICATE"),
         client_cert_pem=_pem("--tls-client-cert-file", cert, "CERTIFICATE"),
         client_key_pem=_pem("--tls-client-key-file", key, "PRIVATE KEY"),
+        server_name=server_name,
     )
 
 
@@ -126,6 +140,16 @@ def check_target(target: str) -> None:
     host, sep, port = target.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise ConfigError("--target", f"{target!r} is not HOST:PORT")
+
+
+def _is_host_name(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    labels = name.removesuffix(".").split(".")
+    return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
 def _flag(given: bool | None) -> bool:
