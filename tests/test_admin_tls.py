@@ -174,7 +174,7 @@ async def test_demo_runs_over_tls(start_server: StartServer, pki_files: Files) -
 def test_the_tls_variables_are_known_to_the_configuration() -> None:
     from authority.config import known_variables
 
-    names = {"AUTHORITY_TLS", "AUTHORITY_TLS_CA_FILE", "AUTHORITY_TLS_CLIENT_CERT_FILE", "AUTHORITY_TLS_CLIENT_KEY_FILE",
-             "AUTHORITY_TLS_SERVER_NAME"}
+    names = {"AUTHORITY_TLS", "AUTHORITY_TLS_CA_FILE", "AUTHORITY_TLS_CLIENT_CERT_FILE",
+             "AUTHORITY_TLS_CLIENT_KEY_FILE", "AUTHORITY_TLS_SERVER_NAME"}
     assert names <= known_variables()
     assert not names & set(os.environ)  # the tests above set them per process only

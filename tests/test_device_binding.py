@@ -231,7 +231,9 @@ async def test_a_revoked_bound_token_is_revoked_after_its_proof_is_checked(stub:
 
 
 @pytest.mark.parametrize("remembered", [False, True], ids=["first-seen", "remembered"])
-async def test_a_revoked_bound_token_spends_none_of_its_keys_proofs(start_server: StartServer, remembered: bool) -> None:
+async def test_a_revoked_bound_token_spends_none_of_its_keys_proofs(
+    start_server: StartServer, remembered: bool
+) -> None:
     clock = Clock()
     # A quota of three proofs per key (30 // 10); the sign-in's proof holds one.
     stub = (await start_server(clock, proof_replay_cache_size=30, proof_max_age=30.0)).stub

@@ -90,8 +90,9 @@ class Connection:
             if self.tls:
                 return (f"the authority at {self.target} closed the connection during TLS (does it ask for a client "
                         "certificate? give --tls-client-cert-file and --tls-client-key-file)")
-            return f"the authority at {self.target} closed the connection (does it serve TLS? give --tls or --tls-ca-file)"
-        if any(words in details for words in _NOT_REACHED):
+            return (f"the authority at {self.target} closed the connection (does it serve TLS? give --tls or "
+                    "--tls-ca-file)")
+        if any(phrase in details for phrase in _NOT_REACHED):
             return f'no authority answering at {self.target} (is "authority serve" running?)'
         return None
 

@@ -380,7 +380,9 @@ describe('the token verifier and device-bound tokens (no downgrade)', () => {
     ['first seen, cached', 100, false], ['remembered, cached', 100, true],
   ]) {
     test(`local mode (${name}): a revoked bound token spends none of its key's proofs`, async () => {
-      const local = new LocalVerification({ issuer: corpus.issuer, maxStalenessMs: 60_000, localCacheSize, log: { warn() {} } });
+      const local = new LocalVerification({
+        issuer: corpus.issuer, maxStalenessMs: 60_000, localCacheSize, log: { warn() {} },
+      });
       assert.ok(await local.keys.replace(corpus.jwks.EdDSA));
       local.mirror.streamStarted();
       local.mirror.apply({ kind: 'CAUGHT_UP', sequence: 1n });
@@ -389,7 +391,8 @@ describe('the token verifier and device-bound tokens (no downgrade)', () => {
       const proof = () => device.proofFor('GET', URI, { accessToken: token });
       if (seenBefore) assert.equal(local.decide(token, 'api', await proof()).keyThumbprint, device.thumbprint);
       const spent = local.proofs.replayCacheEntries;
-      local.mirror.apply({ kind: 'REVOCATION', sequence: 2n, sessionId: 's-bound', expiresAt: new Date(Date.now() + 300_000) });
+      const expiresAt = new Date(Date.now() + 300_000);
+      local.mirror.apply({ kind: 'REVOCATION', sequence: 2n, sessionId: 's-bound', expiresAt });
       const once = await proof();
       const reasons = [];
       for (const sent of [once, once, await proof()]) reasons.push(reasonOf(() => local.decide(token, 'api', sent)));

@@ -113,7 +113,8 @@ export declare class ProofChecker {
   readonly perKeyLimit: number;
   readonly replayCacheEntries: number;
   /** The RFC 7638 thumbprint of the proof's key; throws InvalidProof. */
-  /** `beforeSpending` runs once every other check passed, before the jti is recorded; what it throws leaves the proof unspent. */
+  /** `beforeSpending` runs once every other check passed, before the jti is recorded;
+   * what it throws leaves the proof unspent. */
   check(
     proof: Proof,
     options?: { accessToken?: string | null; keyThumbprint?: string | null; beforeSpending?: () => void },
