@@ -108,7 +108,8 @@ export function issued(message) {
   return result;
 }
 
-/** A session of ListSessions. */
+/** A session of ListSessions; `lastUsedAt` (the last sign-in or refresh) is
+ * null from an authority that does not send it. */
 export function session(message) {
   return {
     sessionId: message.sessionId,
@@ -116,6 +117,9 @@ export function session(message) {
     deviceId: message.deviceId,
     createdAt: toDate(message.createdAt),
     expiresAt: toDate(message.expiresAt),
+    deviceClass: message.deviceClass ?? '',
+    deviceName: message.deviceName ?? '',
+    lastUsedAt: toDate(message.lastUsedAt) ?? null,
   };
 }
 

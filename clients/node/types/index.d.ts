@@ -181,6 +181,12 @@ export interface Session {
   deviceId: string;
   createdAt: Date;
   expiresAt: Date;
+  /** As given at sign-in ('' for none: the class '*'). */
+  deviceClass: string;
+  /** The display label given at sign-in ('' for none). */
+  deviceName: string;
+  /** The last sign-in or refresh; null from an authority that does not send it. */
+  lastUsedAt: Date | null;
 }
 
 export type Validation =
