@@ -47,6 +47,12 @@ function proofMessage({ proof, httpMethod, httpUri }) {
   return { proof, httpMethod, httpUri };
 }
 
+/** The SessionPolicy enum name of 'DEFAULT', 'REPLACE' or 'REJECT'. */
+function sessionPolicy(policy) {
+  if (!Object.hasOwn(POLICIES, policy)) throw new TypeError('policy must be DEFAULT, REPLACE or REJECT');
+  return POLICIES[policy];
+}
+
 /** A client of the token authority. */
 export class AuthorityClient {
   /**
@@ -93,12 +99,16 @@ export class AuthorityClient {
   /** Signs `subject` in on `deviceId` (of `deviceClass`, labelled `deviceName` for the
    * device list and for the device it signs out); never retried (a sign-in is not idempotent).
    * With `proof` (the device's DPoP proof and the request it came with) the tokens are
-   * bound to the proof's key, and the result's tokenType is 'DPoP'. */
+   * bound to the proof's key, and the result's tokenType is 'DPoP'. With
+   * `expectedReplacements` (session ids, from previewSignIn) it commits only if it would
+   * sign out exactly those sessions ([]: none), else rejects with SignInAborted and
+   * changes nothing. */
   async issueToken(subject, deviceId, {
     policy = 'DEFAULT', audience = '', claims, ttlMs, timeoutMs, deviceClass = '', deviceName = '', proof,
+    expectedReplacements,
   } = {}) {
-    if (!Object.hasOwn(POLICIES, policy)) throw new TypeError('policy must be DEFAULT, REPLACE or REJECT');
-    const request = { subject, deviceId, policy: POLICIES[policy], audience, deviceClass, deviceName };
+    const request = { subject, deviceId, policy: sessionPolicy(policy), audience, deviceClass, deviceName };
+    convert.guard(request, expectedReplacements);
     if (proof !== undefined) request.proof = proofMessage(proof);
     if (claims !== undefined) request.claims = convert.toStruct(claims);
     if (ttlMs !== undefined) request.ttl = convert.duration(ttlMs);
@@ -135,6 +145,17 @@ export class AuthorityClient {
     if (targets.length !== 1) throw new TypeError('name exactly one of token, sessionId or subject');
     const request = { reason, [targets[0][0]]: targets[0][1] };
     return (await this.call('RevokeToken', request, { timeoutMs })).revokedSessions;
+  }
+
+  /** What issueToken would do now, changing nothing: {allowed, wouldReplace} (the sessions it
+   * would sign out, or when not allowed would have to). Where the authority requires proofs,
+   * give the sign-in's `proof`: it is only required here, not checked nor used up. */
+  async previewSignIn(subject, deviceId, {
+    policy = 'DEFAULT', deviceClass = '', expectedReplacements, proof, timeoutMs,
+  } = {}) {
+    const request = convert.guard({ subject, deviceId, policy: sessionPolicy(policy), deviceClass }, expectedReplacements);
+    if (proof !== undefined) request.proof = proofMessage(proof);
+    return convert.preview(await this.call('PreviewSignIn', request, { timeoutMs }));
   }
 
   /** A new token pair on the same session; rejects with RefreshRejected for a dead refresh

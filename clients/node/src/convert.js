@@ -108,7 +108,7 @@ export function issued(message) {
   return result;
 }
 
-/** A session of ListSessions; `lastUsedAt` (the last sign-in or refresh) is
+/** A session of ListSessions or PreviewSignIn; `lastUsedAt` (the last sign-in or refresh) is
  * null from an authority that does not send it. */
 export function session(message) {
   return {
@@ -121,6 +121,22 @@ export function session(message) {
     deviceName: message.deviceName ?? '',
     lastUsedAt: toDate(message.lastUsedAt) ?? null,
   };
+}
+
+/** A PreviewSignIn answer: whether the sign-in would go through, and whom it would sign out. */
+export function preview(message) {
+  return { allowed: message.allowed, wouldReplace: (message.wouldReplace ?? []).map(session) };
+}
+
+/** `request` guarded by `expectedReplacements` (undefined: unguarded; [] : replace nothing). */
+export function guard(request, expectedReplacements) {
+  if (expectedReplacements === undefined) return request;
+  if (!Array.isArray(expectedReplacements) || !expectedReplacements.every((id) => typeof id === 'string')) {
+    throw new TypeError('expectedReplacements must be an array of session ids');
+  }
+  // Set even when empty: an empty SessionIds is the guard "sign out nobody".
+  request.expectedReplacements = { sessionIds: [...expectedReplacements] };
+  return request;
 }
 
 const EVENT_KINDS = {

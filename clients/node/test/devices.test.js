@@ -1,12 +1,18 @@
 // The client's device calls against a real `authority serve`, as the Python client makes
-// them: the device list's class, name and last use. The authority counts two classes,
+// them: the device list's class, name and last use, PreviewSignIn, and the guarded sign-in
+// (expectedReplacements, ABORTED as SignInAborted). The authority counts two classes,
 // `mobile` and every other ('*'), one session each.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { AuthorityClient } from '../src/index.js';
+import * as grpc from '@grpc/grpc-js';
+
+import {
+  AuthorityClient, AuthorityError, Internal, InvalidArgument, SignInAborted,
+} from '../src/index.js';
 import { session } from '../src/convert.js';
 import { Authority, missingAuthority, until } from './support/authority.js';
+import { Device, SIGN_IN_URI } from './support/dpop.js';
 
 const skip = missingAuthority();
 let authority;
@@ -47,4 +53,88 @@ test('a session from an authority that sends no last use has lastUsedAt null', (
   assert.equal(converted.lastUsedAt, null);
   assert.deepEqual([converted.deviceClass, converted.deviceName], ['', '']);
   assert.deepEqual(converted.createdAt, new Date(1_700_000_000_000));
+});
+
+const isAborted = (error) => error instanceof SignInAborted && error instanceof AuthorityError
+  && !(error instanceof Internal) && error.code === grpc.status.ABORTED && /expected_replacements/.test(error.details);
+
+test('a preview names whom the sign-in would sign out, changes nothing, and guards the sign-in', { skip }, async () => {
+  const user = subject();
+  const laptop = await client.issueToken(user, 'laptop', { deviceName: 'the laptop' });
+
+  const preview = await client.previewSignIn(user, 'phone');
+  assert.equal(preview.allowed, true);
+  assert.deepEqual(preview.wouldReplace.map((s) => [s.sessionId, s.subject, s.deviceId, s.deviceName, s.deviceClass]),
+    [[laptop.sessionId, user, 'laptop', 'the laptop', '']]);
+  assert.ok(preview.wouldReplace[0].createdAt instanceof Date && preview.wouldReplace[0].lastUsedAt instanceof Date);
+  const rejecting = await client.previewSignIn(user, 'phone', { policy: 'REJECT' });
+  assert.equal(rejecting.allowed, false);
+  assert.deepEqual(rejecting.wouldReplace.map((s) => s.sessionId), [laptop.sessionId], 'whom it would have to sign out');
+  assert.deepEqual((await client.listSessions(user)).map((s) => s.sessionId), [laptop.sessionId]);
+  assert.equal((await client.validateToken(laptop.accessToken)).valid, true);
+
+  const phone = await client.issueToken(user, 'phone', { expectedReplacements: preview.wouldReplace.map((s) => s.sessionId) });
+  assert.deepEqual(phone.replacedSessionIds, [laptop.sessionId]);
+  assert.deepEqual((await client.listSessions(user)).map((s) => s.sessionId), [phone.sessionId]);
+});
+
+test('a guarded sign-in that would sign out others than expected is SignInAborted, and nothing changes', { skip }, async () => {
+  const user = subject();
+  await client.issueToken(user, 'laptop');
+  const preview = await client.previewSignIn(user, 'phone');
+  const intruder = await client.issueToken(user, 'tablet'); // signs in meanwhile
+  const expected = preview.wouldReplace.map((s) => s.sessionId);
+
+  assert.equal((await client.previewSignIn(user, 'phone', { expectedReplacements: expected })).allowed, false);
+  await assert.rejects(client.issueToken(user, 'phone', { expectedReplacements: expected }), isAborted);
+  // An empty guard is "sign out nobody", not "unguarded".
+  await assert.rejects(client.issueToken(user, 'phone', { expectedReplacements: [] }), isAborted);
+  assert.deepEqual((await client.listSessions(user)).map((s) => s.sessionId), [intruder.sessionId]);
+  assert.equal((await client.validateToken(intruder.accessToken)).valid, true);
+
+  const first = await client.issueToken(subject(), 'laptop', { expectedReplacements: [] });
+  assert.deepEqual(first.replacedSessionIds, []);
+});
+
+test('a preview acts within the device class it names', { skip }, async () => {
+  const user = subject();
+  const phone = await client.issueToken(user, 'phone', { deviceClass: 'mobile' });
+  const laptop = await client.issueToken(user, 'laptop');
+  assert.deepEqual(laptop.replacedSessionIds, [], 'another class: both stay signed in');
+
+  const tablet = await client.previewSignIn(user, 'tablet', { deviceClass: 'mobile' });
+  assert.deepEqual(tablet.wouldReplace.map((s) => [s.sessionId, s.deviceClass]), [[phone.sessionId, 'mobile']]);
+  assert.equal((await client.previewSignIn(user, 'tablet', { deviceClass: 'mobile', expectedReplacements: [] })).allowed, false);
+  assert.deepEqual((await client.previewSignIn(user, 'desktop')).wouldReplace.map((s) => s.sessionId), [laptop.sessionId]);
+});
+
+test('a preview carries the sign-in\'s proof where proofs are required, and does not use it up', { skip }, async () => {
+  const binding = await new Authority({ env: { AUTHORITY_REQUIRE_PROOF_OF_POSSESSION: 'true' } }).start();
+  const bound = new AuthorityClient(binding.target);
+  try {
+    const user = subject();
+    await assert.rejects(bound.previewSignIn(user, 'phone'), (error) => error instanceof InvalidArgument && /^proof/.test(error.details));
+    const proof = await (await Device.generate()).proofFor('POST', SIGN_IN_URI);
+    assert.deepEqual(await bound.previewSignIn(user, 'phone', { proof }), { allowed: true, wouldReplace: [] });
+    const signedIn = await bound.issueToken(user, 'phone', { proof, expectedReplacements: [] });
+    assert.equal(signedIn.tokenType, 'DPoP');
+  } finally {
+    bound.close();
+    await binding.close();
+  }
+});
+
+test('a guard is an array of session ids, and a policy one of three names, or a TypeError before any call', async () => {
+  // Nothing listens on port 1: a request that were sent would fail otherwise.
+  const offline = new AuthorityClient('127.0.0.1:1', { timeoutMs: 200 });
+  try {
+    const typeError = (pattern) => (error) => error instanceof TypeError && pattern.test(error.message);
+    for (const expectedReplacements of ['s1', [1], new Set(['s1'])]) {
+      await assert.rejects(offline.issueToken('u', 'd', { expectedReplacements }), typeError(/expectedReplacements/));
+      await assert.rejects(offline.previewSignIn('u', 'd', { expectedReplacements }), typeError(/expectedReplacements/));
+    }
+    await assert.rejects(offline.previewSignIn('u', 'd', { policy: 'NEWEST' }), typeError(/policy/));
+  } finally {
+    offline.close();
+  }
 });
