@@ -139,11 +139,17 @@ export class AuthorityClient {
     };
   }
 
-  /** Logout by token, end one session, or sign a subject out; resolves to the sessions ended. */
-  async revokeToken({ token, sessionId, subject, reason = '', timeoutMs } = {}) {
-    const targets = Object.entries({ token, sessionId, subject }).filter(([, value]) => value !== undefined);
-    if (targets.length !== 1) throw new TypeError('name exactly one of token, sessionId or subject');
-    const request = { reason, [targets[0][0]]: targets[0][1] };
+  /** Logout by access token or refresh token (either works for the session's whole life),
+   * end one session, or sign a subject out; resolves to the sessions ended. */
+  async revokeToken({ token, refreshToken, sessionId, subject, reason = '', timeoutMs } = {}) {
+    const request = convert.revokeRequest({ token, refreshToken, sessionId, subject }, reason);
+    return (await this.call('RevokeToken', request, { timeoutMs })).revokedSessions;
+  }
+
+  /** "Sign out my other devices": ends every other live session of the subject of the session
+   * that `token` (an access token) or `sessionId` names; resolves to how many ended. */
+  async revokeOtherSessions({ token, sessionId, reason = '', timeoutMs } = {}) {
+    const request = convert.otherSessionsRequest({ token, sessionId }, reason);
     return (await this.call('RevokeToken', request, { timeoutMs })).revokedSessions;
   }
 

@@ -139,6 +139,28 @@ export function guard(request, expectedReplacements) {
   return request;
 }
 
+/** The one target named in `targets` as [field, value]; TypeError unless exactly one is given. */
+function oneTarget(targets) {
+  const named = Object.entries(targets).filter(([, value]) => value !== undefined);
+  if (named.length !== 1) {
+    const names = Object.keys(targets);
+    throw new TypeError(`name exactly one of ${names.slice(0, -1).join(', ')} or ${names.at(-1)}`);
+  }
+  return named[0];
+}
+
+/** The RevokeToken request for exactly one of token, refreshToken, sessionId or subject. */
+export function revokeRequest({ token, refreshToken, sessionId, subject }, reason) {
+  const [field, value] = oneTarget({ token, refreshToken, sessionId, subject });
+  return { reason, [field]: value };
+}
+
+/** The RevokeToken request that ends every other session of the one `token` or `sessionId` names. */
+export function otherSessionsRequest({ token, sessionId }, reason) {
+  const [field, value] = oneTarget({ token, sessionId });
+  return { reason, otherSessions: { [field]: value } };
+}
+
 const EVENT_KINDS = {
   REVOCATION_EVENT_KIND_REVOCATION: 'REVOCATION',
   REVOCATION_EVENT_KIND_CAUGHT_UP: 'CAUGHT_UP',

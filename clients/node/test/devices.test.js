@@ -1,14 +1,15 @@
 // The client's device calls against a real `authority serve`, as the Python client makes
-// them: the device list's class, name and last use, PreviewSignIn, and the guarded sign-in
-// (expectedReplacements, ABORTED as SignInAborted). The authority counts two classes,
-// `mobile` and every other ('*'), one session each.
+// them: the device list's class, name and last use, PreviewSignIn, the guarded sign-in
+// (expectedReplacements, ABORTED as SignInAborted), logout by refresh token, and "sign out
+// my other devices". The authority counts two classes, `mobile` and every other ('*'), one
+// session each.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
 
 import {
-  AuthorityClient, AuthorityError, Internal, InvalidArgument, SignInAborted,
+  AuthorityClient, AuthorityError, Internal, InvalidArgument, RefreshRejected, SignInAborted,
 } from '../src/index.js';
 import { session } from '../src/convert.js';
 import { Authority, missingAuthority, until } from './support/authority.js';
@@ -134,6 +135,53 @@ test('a guard is an array of session ids, and a policy one of three names, or a 
       await assert.rejects(offline.previewSignIn('u', 'd', { expectedReplacements }), typeError(/expectedReplacements/));
     }
     await assert.rejects(offline.previewSignIn('u', 'd', { policy: 'NEWEST' }), typeError(/policy/));
+  } finally {
+    offline.close();
+  }
+});
+
+test('sign out my other devices, by access token or by session id', { skip }, async () => {
+  const user = subject();
+  const phone = await client.issueToken(user, 'phone', { deviceClass: 'mobile' });
+  const laptop = await client.issueToken(user, 'laptop');
+
+  assert.equal(await client.revokeOtherSessions({ token: laptop.accessToken, reason: 'lost phone' }), 1);
+  assert.deepEqual((await client.listSessions(user)).map((s) => s.sessionId), [laptop.sessionId]);
+  const refused = await client.validateToken(phone.accessToken);
+  assert.deepEqual([refused.reason, refused.revocationCause], ['REVOKED', 'OTHER_DEVICES_SIGNED_OUT']);
+  assert.equal((await client.validateToken(laptop.accessToken)).valid, true);
+
+  const again = await client.issueToken(user, 'phone', { deviceClass: 'mobile' });
+  assert.equal(await client.revokeOtherSessions({ sessionId: again.sessionId }), 1);
+  assert.equal(await client.revokeOtherSessions({ sessionId: again.sessionId }), 0, 'nobody else is left');
+  assert.deepEqual((await client.listSessions(user)).map((s) => s.sessionId), [again.sessionId]);
+  // The target is sent as named, even empty, so the authority's refusal names it.
+  await assert.rejects(client.revokeOtherSessions({ token: '' }),
+    (error) => error instanceof InvalidArgument && error.details.startsWith('other_sessions.token'));
+});
+
+test('logout by refresh token ends the session, however idle', { skip }, async () => {
+  const user = subject();
+  const signedIn = await client.issueToken(user, 'laptop');
+  assert.equal(await client.revokeToken({ refreshToken: signedIn.refreshToken, reason: 'logout' }), 1);
+  const refused = await client.validateToken(signedIn.accessToken);
+  assert.deepEqual([refused.reason, refused.revocationCause], ['REVOKED', 'LOGGED_OUT']);
+  await assert.rejects(client.refreshToken(signedIn.refreshToken), RefreshRejected);
+  assert.equal(await client.revokeToken({ refreshToken: signedIn.refreshToken }), 0);
+  assert.deepEqual(await client.listSessions(user), []);
+});
+
+test('a revocation names exactly one target, or a TypeError before any call', async () => {
+  // Nothing listens on port 1: a request that were sent would fail otherwise.
+  const offline = new AuthorityClient('127.0.0.1:1', { timeoutMs: 200 });
+  try {
+    const typeError = (pattern) => (error) => error instanceof TypeError && pattern.test(error.message);
+    for (const target of [{}, { token: 'a', refreshToken: 'b' }, { refreshToken: 'b', subject: 'u' }]) {
+      await assert.rejects(offline.revokeToken(target), typeError(/^name exactly one of token, refreshToken, sessionId or subject$/));
+    }
+    for (const target of [{}, { token: 'a', sessionId: 's' }, { reason: 'r' }]) {
+      await assert.rejects(offline.revokeOtherSessions(target), typeError(/^name exactly one of token or sessionId$/));
+    }
   } finally {
     offline.close();
   }

@@ -17,4 +17,17 @@ export async function devices(client: AuthorityClient, proof: Proof): Promise<vo
   const lastUsed: Date | null = listed.lastUsedAt;
   const label: string = `${listed.deviceName} (${listed.deviceClass})`;
   void [lastUsed, label];
+
+  const ended: number = await client.revokeToken({ refreshToken: 'r', reason: 'logout' });
+  const others: number = await client.revokeOtherSessions({ token: 't', reason: 'lost phone', timeoutMs: 500 });
+  await client.revokeOtherSessions({ sessionId: listed.sessionId });
+  // @ts-expect-error exactly one target
+  await client.revokeToken({ token: 't', refreshToken: 'r' });
+  // @ts-expect-error exactly one target
+  await client.revokeOtherSessions({ token: 't', sessionId: 's' });
+  // @ts-expect-error a target is needed
+  await client.revokeOtherSessions({ reason: 'r' });
+  // @ts-expect-error a subject's sessions are revokeToken's
+  await client.revokeOtherSessions({ subject: 'alice' });
+  void [ended, others];
 }

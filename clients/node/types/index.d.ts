@@ -199,6 +199,9 @@ export interface SignInPreview {
   wouldReplace: Session[];
 }
 
+/** Exactly one of T's members, the others absent. */
+type OneOf<T> = { [K in keyof T]: Pick<T, K> & { [O in Exclude<keyof T, K>]?: never } }[keyof T];
+
 export type Validation =
   | { valid: true; claims: AccessClaims }
   | { valid: false; reason: Exclude<Reason, 'REVOKED'> }
@@ -262,8 +265,11 @@ export declare class AuthorityClient {
     policy?: 'DEFAULT' | 'REPLACE' | 'REJECT'; deviceClass?: string; expectedReplacements?: readonly string[]; proof?: Proof;
   }): Promise<SignInPreview>;
   validateToken(token: string, audience?: string, options?: CallOptions & { proof?: Proof }): Promise<Validation>;
-  revokeToken(target: CallOptions & { reason?: string } & (
-    { token: string } | { sessionId: string } | { subject: string })): Promise<number>;
+  /** Logout by access or refresh token, end one session, or sign a subject out: the sessions ended. */
+  revokeToken(target: CallOptions & { reason?: string }
+    & OneOf<{ token: string; refreshToken: string; sessionId: string; subject: string }>): Promise<number>;
+  /** Ends every other live session of the subject of the session named: how many ended. */
+  revokeOtherSessions(target: CallOptions & { reason?: string } & OneOf<{ token: string; sessionId: string }>): Promise<number>;
   /** A bound session needs `proof` by its key. */
   refreshToken(refreshToken: string, options?: CallOptions & { proof?: Proof }): Promise<IssuedToken>;
   listSessions(subject: string, options?: CallOptions): Promise<Session[]>;
