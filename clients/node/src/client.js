@@ -47,6 +47,12 @@ function proofMessage({ proof, httpMethod, httpUri }) {
   return { proof, httpMethod, httpUri };
 }
 
+/** The SessionPolicy enum name of 'DEFAULT', 'REPLACE' or 'REJECT'. */
+function sessionPolicy(policy) {
+  if (!Object.hasOwn(POLICIES, policy)) throw new TypeError('policy must be DEFAULT, REPLACE or REJECT');
+  return POLICIES[policy];
+}
+
 /** A client of the token authority. */
 export class AuthorityClient {
   /**
@@ -93,12 +99,16 @@ export class AuthorityClient {
   /** Signs `subject` in on `deviceId` (of `deviceClass`, labelled `deviceName` for the
    * device list and for the device it signs out); never retried (a sign-in is not idempotent).
    * With `proof` (the device's DPoP proof and the request it came with) the tokens are
-   * bound to the proof's key, and the result's tokenType is 'DPoP'. */
+   * bound to the proof's key, and the result's tokenType is 'DPoP'. With
+   * `expectedReplacements` (session ids, from previewSignIn) it commits only if it would
+   * sign out exactly those sessions ([]: none), else rejects with SignInAborted and
+   * changes nothing. */
   async issueToken(subject, deviceId, {
     policy = 'DEFAULT', audience = '', claims, ttlMs, timeoutMs, deviceClass = '', deviceName = '', proof,
+    expectedReplacements,
   } = {}) {
-    if (!Object.hasOwn(POLICIES, policy)) throw new TypeError('policy must be DEFAULT, REPLACE or REJECT');
-    const request = { subject, deviceId, policy: POLICIES[policy], audience, deviceClass, deviceName };
+    const request = { subject, deviceId, policy: sessionPolicy(policy), audience, deviceClass, deviceName };
+    convert.guard(request, expectedReplacements);
     if (proof !== undefined) request.proof = proofMessage(proof);
     if (claims !== undefined) request.claims = convert.toStruct(claims);
     if (ttlMs !== undefined) request.ttl = convert.duration(ttlMs);
@@ -129,12 +139,29 @@ export class AuthorityClient {
     };
   }
 
-  /** Logout by token, end one session, or sign a subject out; resolves to the sessions ended. */
-  async revokeToken({ token, sessionId, subject, reason = '', timeoutMs } = {}) {
-    const targets = Object.entries({ token, sessionId, subject }).filter(([, value]) => value !== undefined);
-    if (targets.length !== 1) throw new TypeError('name exactly one of token, sessionId or subject');
-    const request = { reason, [targets[0][0]]: targets[0][1] };
+  /** Logout by access token or refresh token (either works for the session's whole life),
+   * end one session, or sign a subject out; resolves to the sessions ended. */
+  async revokeToken({ token, refreshToken, sessionId, subject, reason = '', timeoutMs } = {}) {
+    const request = convert.revokeRequest({ token, refreshToken, sessionId, subject }, reason);
     return (await this.call('RevokeToken', request, { timeoutMs })).revokedSessions;
+  }
+
+  /** "Sign out my other devices": ends every other live session of the subject of the session
+   * that `token` (an access token) or `sessionId` names; resolves to how many ended. */
+  async revokeOtherSessions({ token, sessionId, reason = '', timeoutMs } = {}) {
+    const request = convert.otherSessionsRequest({ token, sessionId }, reason);
+    return (await this.call('RevokeToken', request, { timeoutMs })).revokedSessions;
+  }
+
+  /** What issueToken would do now, changing nothing: {allowed, wouldReplace} (the sessions it
+   * would sign out, or when not allowed would have to). Where the authority requires proofs,
+   * give the sign-in's `proof`: it is only required here, not checked nor used up. */
+  async previewSignIn(subject, deviceId, {
+    policy = 'DEFAULT', deviceClass = '', expectedReplacements, proof, timeoutMs,
+  } = {}) {
+    const request = convert.guard({ subject, deviceId, policy: sessionPolicy(policy), deviceClass }, expectedReplacements);
+    if (proof !== undefined) request.proof = proofMessage(proof);
+    return convert.preview(await this.call('PreviewSignIn', request, { timeoutMs }));
   }
 
   /** A new token pair on the same session; rejects with RefreshRejected for a dead refresh

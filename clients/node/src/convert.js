@@ -108,7 +108,8 @@ export function issued(message) {
   return result;
 }
 
-/** A session of ListSessions. */
+/** A session of ListSessions or PreviewSignIn; `lastUsedAt` (the last sign-in or refresh) is
+ * null from an authority that does not send it. */
 export function session(message) {
   return {
     sessionId: message.sessionId,
@@ -116,7 +117,48 @@ export function session(message) {
     deviceId: message.deviceId,
     createdAt: toDate(message.createdAt),
     expiresAt: toDate(message.expiresAt),
+    deviceClass: message.deviceClass ?? '',
+    deviceName: message.deviceName ?? '',
+    lastUsedAt: toDate(message.lastUsedAt) ?? null,
   };
+}
+
+/** A PreviewSignIn answer: whether the sign-in would go through, and whom it would sign out. */
+export function preview(message) {
+  return { allowed: message.allowed, wouldReplace: (message.wouldReplace ?? []).map(session) };
+}
+
+/** `request` guarded by `expectedReplacements` (undefined: unguarded; [] : replace nothing). */
+export function guard(request, expectedReplacements) {
+  if (expectedReplacements === undefined) return request;
+  if (!Array.isArray(expectedReplacements) || !expectedReplacements.every((id) => typeof id === 'string')) {
+    throw new TypeError('expectedReplacements must be an array of session ids');
+  }
+  // Set even when empty: an empty SessionIds is the guard "sign out nobody".
+  request.expectedReplacements = { sessionIds: [...expectedReplacements] };
+  return request;
+}
+
+/** The one target named in `targets` as [field, value]; TypeError unless exactly one is given. */
+function oneTarget(targets) {
+  const named = Object.entries(targets).filter(([, value]) => value !== undefined);
+  if (named.length !== 1) {
+    const names = Object.keys(targets);
+    throw new TypeError(`name exactly one of ${names.slice(0, -1).join(', ')} or ${names.at(-1)}`);
+  }
+  return named[0];
+}
+
+/** The RevokeToken request for exactly one of token, refreshToken, sessionId or subject. */
+export function revokeRequest({ token, refreshToken, sessionId, subject }, reason) {
+  const [field, value] = oneTarget({ token, refreshToken, sessionId, subject });
+  return { reason, [field]: value };
+}
+
+/** The RevokeToken request that ends every other session of the one `token` or `sessionId` names. */
+export function otherSessionsRequest({ token, sessionId }, reason) {
+  const [field, value] = oneTarget({ token, sessionId });
+  return { reason, otherSessions: { [field]: value } };
 }
 
 const EVENT_KINDS = {

@@ -9,6 +9,7 @@
 //   ├── PermissionDenied      PERMISSION_DENIED
 //   ├── InvalidArgument       INVALID_ARGUMENT: `details` names the field
 //   ├── SessionLimitReached   FAILED_PRECONDITION: a REJECT sign-in while another device is signed in
+//   ├── SignInAborted         ABORTED: a guarded sign-in would sign out other sessions than expected
 //   ├── ResourceExhausted     RESOURCE_EXHAUSTED
 //   └── Internal              any other status
 import { status } from '@grpc/grpc-js';
@@ -68,6 +69,14 @@ export class SessionLimitReached extends AuthorityError {
   }
 }
 
+/** A guarded sign-in (`expectedReplacements`) would sign out other sessions than expected;
+ * nothing changed: preview again and ask the user again. */
+export class SignInAborted extends AuthorityError {
+  constructor(details = '', code = status.ABORTED) {
+    super(details, code);
+  }
+}
+
 /** Too many calls, or a revocation watcher fell too far behind. */
 export class ResourceExhausted extends AuthorityError {
   constructor(details = '', code = status.RESOURCE_EXHAUSTED) {
@@ -89,6 +98,7 @@ const BY_CODE = new Map([
   [status.PERMISSION_DENIED, PermissionDenied],
   [status.INVALID_ARGUMENT, InvalidArgument],
   [status.FAILED_PRECONDITION, SessionLimitReached],
+  [status.ABORTED, SignInAborted],
   [status.RESOURCE_EXHAUSTED, ResourceExhausted],
 ]);
 

@@ -12,7 +12,7 @@ export { MAX_JSON_DEPTH } from './json.js';
 export { AuthorityClient, RevocationStream } from './client.js';
 export {
   AuthorityError, DeadlineExceeded, Internal, InvalidArgument, PermissionDenied, RefreshRejected,
-  ResourceExhausted, SessionLimitReached, Unauthenticated, Unavailable,
+  ResourceExhausted, SessionLimitReached, SignInAborted, Unauthenticated, Unavailable,
 } from './errors.js';
 export { toStruct, fromStruct } from './convert.js';
 export { RevocationMirror } from './local/mirror.js';

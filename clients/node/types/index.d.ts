@@ -165,6 +165,9 @@ export declare class RefreshRejected extends Unauthenticated {}
 export declare class PermissionDenied extends AuthorityError {}
 export declare class InvalidArgument extends AuthorityError {}
 export declare class SessionLimitReached extends AuthorityError {}
+/** ABORTED: a guarded sign-in (`expectedReplacements`) would sign out other sessions than
+ * expected; nothing changed: preview again and ask the user again. */
+export declare class SignInAborted extends AuthorityError {}
 export declare class ResourceExhausted extends AuthorityError {}
 export declare class Internal extends AuthorityError {}
 
@@ -187,7 +190,23 @@ export interface Session {
   deviceId: string;
   createdAt: Date;
   expiresAt: Date;
+  /** As given at sign-in ('' for none: the class '*'). */
+  deviceClass: string;
+  /** The display label given at sign-in ('' for none). */
+  deviceName: string;
+  /** The last sign-in or refresh; null from an authority that does not send it. */
+  lastUsedAt: Date | null;
 }
+
+/** What a sign-in would do now (PreviewSignIn): whether it is allowed, and the sessions it
+ * would sign out (when not allowed, those it would have to). */
+export interface SignInPreview {
+  allowed: boolean;
+  wouldReplace: Session[];
+}
+
+/** Exactly one of T's members, the others absent. */
+type OneOf<T> = { [K in keyof T]: Pick<T, K> & { [O in Exclude<keyof T, K>]?: never } }[keyof T];
 
 export type Validation =
   | { valid: true; claims: AccessClaims }
@@ -242,10 +261,21 @@ export declare class AuthorityClient {
     deviceClass?: string; deviceName?: string;
     /** The device's proof (for the sign-in request): binds the session to its key. */
     proof?: Proof;
+    /** Commit only if the sign-in signs out exactly these sessions ([]: none), else
+     * SignInAborted; take them from previewSignIn's wouldReplace. */
+    expectedReplacements?: readonly string[];
   }): Promise<IssuedToken>;
+  /** What issueToken would do now, changing nothing. `proof`, where the authority requires
+   * one, is only required here: not checked, nor used up for the sign-in. */
+  previewSignIn(subject: string, deviceId: string, options?: CallOptions & {
+    policy?: 'DEFAULT' | 'REPLACE' | 'REJECT'; deviceClass?: string; expectedReplacements?: readonly string[]; proof?: Proof;
+  }): Promise<SignInPreview>;
   validateToken(token: string, audience?: string, options?: CallOptions & { proof?: Proof }): Promise<Validation>;
-  revokeToken(target: CallOptions & { reason?: string } & (
-    { token: string } | { sessionId: string } | { subject: string })): Promise<number>;
+  /** Logout by access or refresh token, end one session, or sign a subject out: the sessions ended. */
+  revokeToken(target: CallOptions & { reason?: string }
+    & OneOf<{ token: string; refreshToken: string; sessionId: string; subject: string }>): Promise<number>;
+  /** Ends every other live session of the subject of the session named: how many ended. */
+  revokeOtherSessions(target: CallOptions & { reason?: string } & OneOf<{ token: string; sessionId: string }>): Promise<number>;
   /** A bound session needs `proof` by its key. */
   refreshToken(refreshToken: string, options?: CallOptions & { proof?: Proof }): Promise<IssuedToken>;
   listSessions(subject: string, options?: CallOptions): Promise<Session[]>;
