@@ -10,6 +10,8 @@ import { InvalidToken } from './verify.js';
 import { Validator } from './validation.js';
 
 export const MISSING = 'MISSING';
+/** What a call is told when its token cannot be checked right now (503 / UNAVAILABLE). */
+export const UNAVAILABLE_TEXT = 'the token cannot be checked right now';
 const CREDENTIALS = /^(Bearer|DPoP) +([^ ]+) *$/i;
 
 /** The scheme ('Bearer' or 'DPoP') and token of an `Authorization` value, or undefined. */
@@ -155,7 +157,7 @@ export async function check(validator, presented, audience, request = {}) {
       return { refusal: { kind: 'invalid', reason: error.reason, cause, text, scheme } };
     }
     if (error instanceof Unavailable) {
-      return { refusal: { kind: 'unavailable', reason: 'UNAVAILABLE', text: 'the token cannot be checked right now', scheme } };
+      return { refusal: { kind: 'unavailable', reason: 'UNAVAILABLE', text: UNAVAILABLE_TEXT, scheme } };
     }
     throw error;
   }

@@ -349,7 +349,8 @@ export interface TokenMiddleware extends RequestHandler {
 
 /** Express middleware: 401 per RFC 6750 for a missing or bad token (the DPoP challenge of RFC
  * 9449 for a DPoP token or a proof), 400 invalid_request for a token presented wrongly (a
- * RequestProblem), 503 when stale; claims in req.auth. */
+ * RequestProblem), 503 when stale or when the check fails unexpectedly (logged); every
+ * refusal Cache-Control: no-store; claims in req.auth. */
 export declare function requireToken(options: GateOptions & {
   publicPaths?: Array<string | RegExp>;
   realm?: string;
