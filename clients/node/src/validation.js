@@ -28,6 +28,7 @@ import { DEFAULT_MAX_AGE, DEFAULT_REPLAY_CACHE_SIZE, ProofChecker } from './proo
 import { InvalidToken } from './verify.js';
 
 const UNAVAILABLE_MESSAGE = 'the token authority cannot be reached to check the token';
+const CLOSED_MESSAGE = 'the validator is closed';
 /** What LocalVerification.decide answers when it cannot decide alone. */
 export const REFETCH_KEYS = Symbol('refetch keys');
 export const ASK_AUTHORITY = Symbol('ask the authority');
@@ -146,6 +147,8 @@ export class Validator {
     if ((client === undefined) === (target === undefined)) throw new TypeError('give a client or a target, not both');
     if (mode !== 'remote' && mode !== 'local') throw new TypeError("mode must be 'remote' or 'local'");
     this.ownsClient = client === undefined;
+    /** Whether close() was called: validate() and the rest then reject with Unavailable. */
+    this.closed = false;
     this.client = client ?? new AuthorityClient(target, clientOptions);
     this.mode = mode;
     this.log = log;
@@ -154,24 +157,31 @@ export class Validator {
     this.follower = this.local ? new MirrorFollower(this.client, this.local.mirror, { ...follow, log }) : null;
   }
 
-  /** Fetches the signing keys (local mode; a failure is retried later) and starts following. */
+  /** Fetches the signing keys (local mode; a failure is retried later) and starts following.
+   * Closed while it runs, it resolves and follows nothing; called after close(), it rejects
+   * with Unavailable. */
   async start() {
+    this.refuseIfClosed();
     if (this.local !== null) {
       try {
         await this.local.keys.replace(await this.client.getSigningKeys());
       } catch (error) {
         if (!(error instanceof AuthorityError)) throw error;
-        this.log.warn?.(`could not fetch the signing keys at start: ${error.name}`);
+        if (!this.closed) this.log.warn?.(`could not fetch the signing keys at start: ${error.name}`);
       }
+      // close() came first: a follower started now would outlive it, on a closed channel.
+      if (this.closed) return this;
       this.follower.start();
     }
     return this;
   }
 
-  /** Resolves to whether the mirror can vouch within timeoutMs (at once in remote mode). */
+  /** Resolves to whether the mirror can vouch within timeoutMs (at once in remote mode);
+   * rejects with Unavailable once the validator is closed. */
   async waitUntilFresh(timeoutMs) {
     const deadline = Date.now() + timeoutMs;
     while (this.mirror !== null && !this.mirror.isFresh()) {
+      this.refuseIfClosed();
       if (Date.now() >= deadline) return false;
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -184,6 +194,7 @@ export class Validator {
   async validate(token, audience, proof) {
     // '' would be the authority's default audience in remote mode and no token's in local mode.
     if (typeof audience !== 'string' || audience === '') throw new TypeError('validate needs an audience');
+    this.refuseIfClosed();
     if (this.local === null) return this.remote(token, audience, proof);
     let step = this.local.decide(token, audience, proof);
     if (step === REFETCH_KEYS) {
@@ -216,8 +227,14 @@ export class Validator {
     }
   }
 
-  /** Stops following the stream; closes the client if this validator made it. */
+  refuseIfClosed() {
+    if (this.closed) throw new Unavailable(CLOSED_MESSAGE);
+  }
+
+  /** Stops following the stream; closes the client if this validator made it. Every call
+   * after it rejects with Unavailable. */
   async close() {
+    this.closed = true;
     await this.follower?.stop();
     if (this.ownsClient) this.client.close();
   }

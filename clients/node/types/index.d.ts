@@ -246,6 +246,9 @@ export declare class AuthorityClient {
   getSigningKeys(options?: CallOptions): Promise<string>;
   /** `epoch`: the one `afterSequence` came from; a position of another epoch fails with OUT_OF_RANGE. */
   watchRevocations(afterSequence?: bigint | number, options?: { heartbeatIntervalMs?: number; epoch?: string }): RevocationStream;
+  /** Whether close() was called. */
+  readonly closed: boolean;
+  /** Closes the channel: every call after it rejects with Unavailable (a stream when read). */
   close(): void;
 }
 
@@ -318,10 +321,14 @@ export declare class Validator {
   readonly mode: 'remote' | 'local';
   readonly mirror: RevocationMirror | null;
   readonly local: LocalVerification | null;
+  /** Resolves once started, or once close() came first; rejects with Unavailable after close(). */
   start(): Promise<this>;
+  /** Rejects with Unavailable once closed. */
   waitUntilFresh(timeoutMs: number): Promise<boolean>;
-  /** A bound token needs `proof`, the DPoP proof that came with it and its request. */
+  /** A bound token needs `proof`, the DPoP proof that came with it and its request. Rejects
+   * with Unavailable once closed. */
   validate(token: string, audience: string, proof?: Proof): Promise<AccessClaims>;
+  /** Stops following; every call after it rejects with Unavailable. */
   close(): Promise<void>;
 }
 

@@ -5,7 +5,7 @@
 // stream that announces another epoch (the authority's database restored, or failed over
 // to a new timeline) is cancelled before its event is applied, and OUT_OF_RANGE (a position
 // the log does not know) too starts again from 0. A stream that has caught up and then
-// stays silent for idleTimeoutMs is presumed dead and reopened.
+// stays silent for idleTimeoutMs is presumed dead and reopened. A closed client ends it.
 import { status } from '@grpc/grpc-js';
 
 /** Follows the revocation stream until stop(). */
@@ -72,6 +72,12 @@ export class MirrorFollower {
         this.stream = null;
       }
       if (!this.running) break;
+      // Closed under us (a client the validator was given): every reconnection would fail.
+      if (this.client.closed === true) {
+        this.log.warn?.('the authority client was closed; the revocation stream is no longer followed');
+        this.running = false;
+        break;
+      }
       // Loud once per outage, quiet for every retry after it.
       if (epochChanged) {
         this.log.warn?.('the revocation log changed epoch (a restore or a failover); reading it again from 0');
