@@ -13,6 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 
 import * as convert from './convert.js';
 import { Unavailable, fromServiceError } from './errors.js';
+import { checkNumber } from './options.js';
 import { authorityPackage } from './protos.js';
 import { REASON_BY_NUMBER } from './reasons.js';
 
@@ -29,8 +30,9 @@ function serviceConfig({ maxAttempts, initialBackoffMs, maxBackoffMs }) {
       name: IDEMPOTENT_METHODS.map((method) => ({ service: SERVICE, method })),
       retryPolicy: {
         maxAttempts,
-        initialBackoff: `${initialBackoffMs / 1000}s`,
-        maxBackoff: `${maxBackoffMs / 1000}s`,
+        // grpc-js takes at most nine decimals: 1/3 ms written in full would be refused.
+        initialBackoff: `${(initialBackoffMs / 1000).toFixed(9)}s`,
+        maxBackoff: `${(maxBackoffMs / 1000).toFixed(9)}s`,
         backoffMultiplier: 2,
         retryableStatusCodes: ['UNAVAILABLE'],
       },
@@ -57,13 +59,20 @@ export class AuthorityClient {
    * @param {string} target host:port, or a grpc-js target such as dns:///authority:50051
    * @param {object} [options] credentials | tls ({ca, cert, key}: Buffers; cert and key for
    *   mTLS), apiKey, timeoutMs (every unary call's deadline, retries included), maxAttempts,
-   *   initialBackoffMs, maxBackoffMs, channelOptions
+   *   initialBackoffMs, maxBackoffMs, channelOptions. The durations are milliseconds: finite,
+   *   timeoutMs above 0, the backoffs at least 1, all at most ten years; maxAttempts an
+   *   integer of at least 2 (grpc-js makes no more than 5, its retry_max_attempts_limit).
+   *   TypeError for an option that is not a number, RangeError for one out of range.
    */
   constructor(target, options = {}) {
     const {
       apiKey, timeoutMs = 2000, maxAttempts = 4, initialBackoffMs = 50, maxBackoffMs = 1000, channelOptions = {},
     } = options;
     if (typeof target !== 'string' || target === '') throw new TypeError('target must be host:port');
+    checkNumber('timeoutMs', timeoutMs, { above: true });
+    checkNumber('maxAttempts', maxAttempts, { min: 2, max: Number.MAX_SAFE_INTEGER, integer: true });
+    checkNumber('initialBackoffMs', initialBackoffMs, { min: 1 });
+    checkNumber('maxBackoffMs', maxBackoffMs, { min: 1 });
     const Service = authorityPackage().TokenAuthority;
     this.timeoutMs = timeoutMs;
     /** Whether close() was called: every call then rejects with Unavailable. */
@@ -89,6 +98,8 @@ export class AuthorityClient {
 
   call(method, request, { timeoutMs = this.timeoutMs, refreshing = false } = {}) {
     if (this.closed) return Promise.reject(new Unavailable(CLOSED_MESSAGE));
+    // Infinity would be no deadline at all.
+    checkNumber('timeoutMs', timeoutMs, { above: true });
     return new Promise((resolve, reject) => {
       this.stub[method](request, this.metadata, { deadline: Date.now() + timeoutMs }, (error, response) => {
         if (error) reject(fromServiceError(error, { refreshing }));

@@ -25,6 +25,7 @@
 // error="invalid_dpop_proof" for a proof that fails (BAD_PROOF), or error="invalid_request"
 // for `DPoP` with no token or with one that is no token68; bearer tokens keep theirs.
 import { UNAVAILABLE_TEXT, check, isProofRefusal, readRequest, validatorFrom } from './access.js';
+import { MAX_DURATION_SECONDS, checkNumber } from './options.js';
 import { DPOP_HEADER, DPOP_SCHEME, PROOF_ALGORITHMS } from './proof.js';
 import { problemText } from './reasons.js';
 
@@ -88,6 +89,8 @@ export function requireToken({
   audience, publicPaths = [], realm = 'token-authority', retryAfterSeconds = 1, externalOrigin, log = console, ...options
 } = {}) {
   if (typeof audience !== 'string' || audience === '') throw new TypeError('requireToken needs an audience');
+  // Retry-After is a whole number of seconds (RFC 9110 §10.2.3).
+  checkNumber('retryAfterSeconds', retryAfterSeconds, { max: MAX_DURATION_SECONDS, integer: true });
   const origin = externalOrigin?.replace(/\/+$/, '');
   const { validator, ready, owned } = validatorFrom({ log, ...options });
   const isPublic = (path) => publicPaths.some((rule) => (rule instanceof RegExp ? rule.test(path) : rule === path));
@@ -100,8 +103,8 @@ export function requireToken({
     return REFUSED;
   }
 
-  const unavailable = (res) => refuse(res, 503, { error: 'temporarily_unavailable', error_description: UNAVAILABLE_TEXT },
-    { 'Retry-After': String(retryAfterSeconds) });
+  const UNAVAILABLE = { error: 'temporarily_unavailable', error_description: UNAVAILABLE_TEXT };
+  const unavailable = (res) => refuse(res, 503, UNAVAILABLE, { 'Retry-After': String(retryAfterSeconds) });
 
   /** The claims of the request's token, PUBLIC for a public path, or REFUSED once answered. */
   async function admission(req, res) {

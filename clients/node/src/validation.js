@@ -20,9 +20,10 @@
 // the calls to the authority.
 import { AuthorityError, InvalidArgument, Unavailable } from './errors.js';
 import { AuthorityClient } from './client.js';
-import { MirrorFollower } from './local/follow.js';
+import { MirrorFollower, followSettings } from './local/follow.js';
 import { SigningKeys } from './local/keys.js';
 import { RevocationMirror } from './local/mirror.js';
+import { MAX_DURATION_SECONDS, MAX_ENTRIES, checkNumber } from './options.js';
 import { InvalidReason } from './reasons.js';
 import { DEFAULT_MAX_AGE, DEFAULT_REPLAY_CACHE_SIZE, ProofChecker } from './proof.js';
 import { InvalidToken } from './verify.js';
@@ -33,11 +34,26 @@ const CLOSED_MESSAGE = 'the validator is closed';
 export const REFETCH_KEYS = Symbol('refetch keys');
 export const ASK_AUTHORITY = Symbol('ask the authority');
 
+/** TypeError or RangeError, naming the option, for a numeric option of local mode that is
+ * not a number in range (left out: its default, which is). */
+function checkLocalOptions({ leewaySeconds = 30, maxStalenessMs = 5000, keyRefetchIntervalMs = 1000,
+  localCacheSize = 10_000, proofMaxAge = DEFAULT_MAX_AGE, proofReplayCacheSize = DEFAULT_REPLAY_CACHE_SIZE }) {
+  checkNumber('maxStalenessMs', maxStalenessMs, { above: true });
+  checkNumber('leewaySeconds', leewaySeconds, { max: MAX_DURATION_SECONDS });
+  checkNumber('keyRefetchIntervalMs', keyRefetchIntervalMs);
+  checkNumber('localCacheSize', localCacheSize, { max: MAX_ENTRIES, integer: true });
+  checkNumber('proofMaxAge', proofMaxAge, { above: true, max: MAX_DURATION_SECONDS });
+  checkNumber('proofReplayCacheSize', proofReplayCacheSize, { min: 1, max: MAX_ENTRIES, integer: true });
+}
+
 /** The decisions of local mode that need no I/O: keys, mirror, and the tokens verified before. */
 export class LocalVerification {
   constructor({ issuer = 'token-authority', leewaySeconds = 30, maxStalenessMs = 5000, keyRefetchIntervalMs = 1000,
     localCacheSize = 10_000, proofMaxAge = DEFAULT_MAX_AGE, proofReplayCacheSize = DEFAULT_REPLAY_CACHE_SIZE,
     clock, log = console } = {}) {
+    checkLocalOptions({
+      leewaySeconds, maxStalenessMs, keyRefetchIntervalMs, localCacheSize, proofMaxAge, proofReplayCacheSize,
+    });
     this.mirror = new RevocationMirror({ maxStalenessMs, leewaySeconds });
     /** The proofs of this consumer, and their replay cache. */
     this.proofs = new ProofChecker({ maxAge: proofMaxAge, replayCacheSize: proofReplayCacheSize, ...(clock ? { clock } : {}) });
@@ -141,11 +157,17 @@ export class Validator {
   /**
    * @param {object} options client | target (+ clientOptions), mode ('remote' | 'local'),
    *   issuer, maxStalenessMs, leewaySeconds, keyRefetchIntervalMs, localCacheSize,
-   *   proofMaxAge (seconds, default 60), proofReplayCacheSize (default 100,000), follow ({heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs}), log
+   *   proofMaxAge (seconds, default 60), proofReplayCacheSize (default 100,000), follow
+   *   ({heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs}), log. The numeric
+   *   ones are checked in either mode: TypeError for one that is not a number, RangeError
+   *   for one out of range (NaN and Infinity included), naming the option.
    */
   constructor({ client, target, clientOptions, mode = 'local', log = console, follow = {}, ...local } = {}) {
     if ((client === undefined) === (target === undefined)) throw new TypeError('give a client or a target, not both');
     if (mode !== 'remote' && mode !== 'local') throw new TypeError("mode must be 'remote' or 'local'");
+    // Checked in remote mode too, where they are not used: a wrong one is wrong in either.
+    checkLocalOptions(local);
+    followSettings(follow);
     this.ownsClient = client === undefined;
     /** Whether close() was called: validate() and the rest then reject with Unavailable. */
     this.closed = false;

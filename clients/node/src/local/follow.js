@@ -8,14 +8,28 @@
 // stays silent for idleTimeoutMs is presumed dead and reopened. A closed client ends it.
 import { status } from '@grpc/grpc-js';
 
+import { MAX_TIMER_MS, checkNumber } from '../options.js';
+
+/** The follower's settings, defaults filled in; TypeError or RangeError naming an option
+ * that is not a number of milliseconds above 0 that a timer keeps (maxBackoffMs at least
+ * minBackoffMs). */
+export function followSettings({
+  heartbeatIntervalMs = 1000, idleTimeoutMs = 3000, minBackoffMs = 50, maxBackoffMs = 2000,
+} = {}) {
+  const timer = { above: true, max: MAX_TIMER_MS };
+  checkNumber('follow.heartbeatIntervalMs', heartbeatIntervalMs, timer);
+  checkNumber('follow.idleTimeoutMs', idleTimeoutMs, timer);
+  checkNumber('follow.minBackoffMs', minBackoffMs, timer);
+  checkNumber('follow.maxBackoffMs', maxBackoffMs, { ...timer, above: false, min: minBackoffMs });
+  return { heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs };
+}
+
 /** Follows the revocation stream until stop(). */
 export class MirrorFollower {
-  constructor(client, mirror, {
-    heartbeatIntervalMs = 1000, idleTimeoutMs = 3000, minBackoffMs = 50, maxBackoffMs = 2000, log = console,
-  } = {}) {
+  constructor(client, mirror, { log = console, ...settings } = {}) {
     this.client = client;
     this.mirror = mirror;
-    this.settings = { heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs };
+    this.settings = followSettings(settings);
     this.log = log;
     this.running = false;
     this.stream = null;
