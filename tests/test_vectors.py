@@ -1,7 +1,11 @@
 """The conformance corpus (tests/vectors/tokens.json): current with the attack catalogue,
 and refused for the same reasons, with the same texts, by the authority's validator and
 the Python local verifier. The Node.js verifier runs the same file in its own suite
-(clients/node/test/vectors.test.js, run by tests/test_node.py)."""
+(clients/node/test/vectors.test.js, run by tests/test_node.py).
+
+The query vectors (tests/vectors/queries.json, written by hand): the HTTP surfaces' reading
+of a token in the query string, which the Node.js middleware checks against the same
+file (clients/node/test/queries.test.js)."""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ import functools
 import inspect
 import json
 import time
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pytest
+from authority_client.http.bearer import Denial, read_token
 from authority_client.proof import InvalidProof, Proof, ProofChecker, normalize_uri
 from authority_client.reasons import (
     CAUSE_TEXTS,
@@ -30,6 +37,9 @@ from authority.revocations import RevocationMirror
 from authority.tokens import TokenCodec
 from authority.validation import Validator
 from tests.vectors import generate
+
+
+QUERIES = Path(__file__).parent / "vectors" / "queries.json"
 
 
 @functools.cache
@@ -208,3 +218,29 @@ def test_uris_normalize_as_the_corpus_says() -> None:
     expected = {entry["uri"]: entry["normalized"] for entry in uris}
     assert {entry["uri"]: normalized(entry["uri"]) for entry in uris} == expected
     assert any(entry["normalized"] is None for entry in uris) and any(entry["normalized"] for entry in uris)
+
+
+def _query_cases() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = json.loads(QUERIES.read_text())["cases"]
+    return cases
+
+
+@pytest.mark.parametrize("case", _query_cases(), ids=lambda case: case["name"])
+def test_query_strings_are_read_as_the_shared_vectors_say(case: dict[str, Any]) -> None:
+    # The decoding the refusal rests on, as the vectors write it down for the Node package.
+    assert [name for name, _ in urllib.parse.parse_qsl(case["query"], keep_blank_values=True)] == case["names"]
+    # As a str (WSGI) and as bytes (ASGI), with no Authorization header.
+    for query in (case["query"], case["query"].encode("ascii")):
+        answer = read_token([], query)
+        assert isinstance(answer, Denial)
+        if case["expected"] is None:
+            assert answer.reason == "MISSING"
+        else:
+            assert answer.reason == "TOKEN_IN_QUERY"
+            outcome = {"status": answer.status, "error": answer.error, "error_description": answer.description}
+            assert outcome == case["expected"]
+
+
+def test_query_vectors_refuse_and_admit() -> None:
+    expected = [case["expected"] for case in _query_cases()]
+    assert None in expected and any(outcome is not None for outcome in expected)

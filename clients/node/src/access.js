@@ -10,6 +10,8 @@ import { InvalidToken } from './verify.js';
 import { Validator } from './validation.js';
 
 export const MISSING = 'MISSING';
+/** What a call is told when its token cannot be checked right now (503 / UNAVAILABLE). */
+export const UNAVAILABLE_TEXT = 'the token cannot be checked right now';
 const CREDENTIALS = /^(Bearer|DPoP) +([^ ]+) *$/i;
 
 /** The scheme ('Bearer' or 'DPoP') and token of an `Authorization` value, or undefined. */
@@ -83,16 +85,47 @@ export function readRequest(authorization, query = '') {
 }
 
 /** Whether a raw query string names access_token as a server would read it, as the Python
- * package does: names as parse_qsl reads them (split at '&', the name up to the first '=',
- * '+' a space, %XX escapes decoded), in any case; a query with no escape and no such name
- * is not parsed at all. */
+ * package does: any name queryNames reads, in any case; a query with no escape and no such
+ * name is not parsed at all. */
 function tokenInQuery(query) {
   if (!query.includes('%') && !query.toLowerCase().includes(QUERY_PARAMETER)) return false;
-  return query.split('&').some((pair) => {
-    const name = pair.split('=', 1)[0].replace(/\+/g, ' ')
-      .replace(/%([0-9A-Fa-f]{2})/g, (_, hex) => String.fromCharCode(Number.parseInt(hex, 16)));
-    return name.toLowerCase() === QUERY_PARAMETER;
-  });
+  return queryNames(query).some((name) => name.toLowerCase() === QUERY_PARAMETER);
+}
+
+/** The names of a raw query string exactly as Python's parse_qsl reads them (the Python
+ * package's http/bearer.py asks it): split at '&' (not ';'), empty parts skipped, the name
+ * up to the first '=', then '+' a space and the %XX escapes decoded as urllib's unquote
+ * does: each run of ASCII to bytes, read as UTF-8 with U+FFFD for what is not (a BOM kept),
+ * an invalid escape ('%zz', a lone '%') left as it is. So `access_to%E2%84%AAen`, with a
+ * KELVIN SIGN, is `access_token` in lower case, in both packages; `%C1%9F`, an overlong
+ * '_', is no '_'. */
+export function queryNames(query) {
+  return query.split('&').filter((pair) => pair !== '')
+    .map((pair) => unquote(pair.split('=', 1)[0].replace(/\+/g, ' ')));
+}
+
+// ignoreBOM: a leading U+FEFF is part of the name, as Python's utf-8 codec keeps it.
+const UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
+const ESCAPE = /^%[0-9A-Fa-f]{2}/;
+
+function unquote(text) {
+  if (!text.includes('%')) return text;
+  // Characters above U+007F stand as they are, as in Python's unquote (Node's own HTTP
+  // parser answers 400 to a request target holding such bytes before any middleware runs).
+  return text.replace(/[\x00-\x7f]+/g, (run) => UTF8.decode(unquotedBytes(run)));
+}
+
+function unquotedBytes(run) {
+  const bytes = [];
+  for (let i = 0; i < run.length; i++) {
+    if (run[i] === '%' && ESCAPE.test(run.slice(i, i + 3))) {
+      bytes.push(Number.parseInt(run.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else {
+      bytes.push(run.charCodeAt(i));
+    }
+  }
+  return Uint8Array.from(bytes);
 }
 
 /** The token of an `Authorization: Bearer <token>` value, or undefined. */
@@ -155,7 +188,7 @@ export async function check(validator, presented, audience, request = {}) {
       return { refusal: { kind: 'invalid', reason: error.reason, cause, text, scheme } };
     }
     if (error instanceof Unavailable) {
-      return { refusal: { kind: 'unavailable', reason: 'UNAVAILABLE', text: 'the token cannot be checked right now', scheme } };
+      return { refusal: { kind: 'unavailable', reason: 'UNAVAILABLE', text: UNAVAILABLE_TEXT, scheme } };
     }
     throw error;
   }

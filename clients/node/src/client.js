@@ -6,16 +6,21 @@
 // and GetSigningKeys read, and RevokeToken of an already revoked target changes nothing.
 // A sign-in or a refresh is never repeated behind the caller's back: a refresh sent twice
 // would be taken for a stolen refresh token.
+//
+// After close() every call rejects with Unavailable (a stream fails with it when read),
+// never with grpc-js's own Error for a channel that has been shut down.
 import * as grpc from '@grpc/grpc-js';
 
 import * as convert from './convert.js';
-import { fromServiceError } from './errors.js';
+import { Unavailable, fromServiceError } from './errors.js';
+import { checkNumber } from './options.js';
 import { authorityPackage } from './protos.js';
 import { REASON_BY_NUMBER } from './reasons.js';
 
 const SERVICE = 'authority.v1.TokenAuthority';
 const IDEMPOTENT_METHODS = ['ValidateToken', 'GetSigningKeys', 'RevokeToken'];
 export const API_KEY_HEADER = 'x-api-key';
+const CLOSED_MESSAGE = 'the authority client is closed';
 const POLICIES = { DEFAULT: 'SESSION_POLICY_UNSPECIFIED', REPLACE: 'SESSION_POLICY_REPLACE', REJECT: 'SESSION_POLICY_REJECT' };
 
 function serviceConfig({ maxAttempts, initialBackoffMs, maxBackoffMs }) {
@@ -25,8 +30,9 @@ function serviceConfig({ maxAttempts, initialBackoffMs, maxBackoffMs }) {
       name: IDEMPOTENT_METHODS.map((method) => ({ service: SERVICE, method })),
       retryPolicy: {
         maxAttempts,
-        initialBackoff: `${initialBackoffMs / 1000}s`,
-        maxBackoff: `${maxBackoffMs / 1000}s`,
+        // grpc-js takes at most nine decimals: 1/3 ms written in full would be refused.
+        initialBackoff: `${(initialBackoffMs / 1000).toFixed(9)}s`,
+        maxBackoff: `${(maxBackoffMs / 1000).toFixed(9)}s`,
         backoffMultiplier: 2,
         retryableStatusCodes: ['UNAVAILABLE'],
       },
@@ -59,15 +65,24 @@ export class AuthorityClient {
    * @param {string} target host:port, or a grpc-js target such as dns:///authority:50051
    * @param {object} [options] credentials | tls ({ca, cert, key}: Buffers; cert and key for
    *   mTLS), apiKey, timeoutMs (every unary call's deadline, retries included), maxAttempts,
-   *   initialBackoffMs, maxBackoffMs, channelOptions
+   *   initialBackoffMs, maxBackoffMs, channelOptions. The durations are milliseconds: finite,
+   *   timeoutMs above 0, the backoffs at least 1, all at most ten years; maxAttempts an
+   *   integer of at least 2 (grpc-js makes no more than 5, its retry_max_attempts_limit).
+   *   TypeError for an option that is not a number, RangeError for one out of range.
    */
   constructor(target, options = {}) {
     const {
       apiKey, timeoutMs = 2000, maxAttempts = 4, initialBackoffMs = 50, maxBackoffMs = 1000, channelOptions = {},
     } = options;
     if (typeof target !== 'string' || target === '') throw new TypeError('target must be host:port');
+    checkNumber('timeoutMs', timeoutMs, { above: true });
+    checkNumber('maxAttempts', maxAttempts, { min: 2, max: Number.MAX_SAFE_INTEGER, integer: true });
+    checkNumber('initialBackoffMs', initialBackoffMs, { min: 1 });
+    checkNumber('maxBackoffMs', maxBackoffMs, { min: 1 });
     const Service = authorityPackage().TokenAuthority;
     this.timeoutMs = timeoutMs;
+    /** Whether close() was called: every call then rejects with Unavailable. */
+    this.closed = false;
     this.stub = new Service(target, channelCredentials(options), {
       'grpc.service_config': JSON.stringify(serviceConfig({ maxAttempts, initialBackoffMs, maxBackoffMs })),
       // Pings only while calls are open, so a dead peer is noticed on a quiet stream.
@@ -88,6 +103,9 @@ export class AuthorityClient {
   }
 
   call(method, request, { timeoutMs = this.timeoutMs, refreshing = false } = {}) {
+    if (this.closed) return Promise.reject(new Unavailable(CLOSED_MESSAGE));
+    // Infinity would be no deadline at all.
+    checkNumber('timeoutMs', timeoutMs, { above: true });
     return new Promise((resolve, reject) => {
       this.stub[method](request, this.metadata, { deadline: Date.now() + timeoutMs }, (error, response) => {
         if (error) reject(fromServiceError(error, { refreshing }));
@@ -187,22 +205,29 @@ export class AuthorityClient {
   watchRevocations(afterSequence = 0n, { heartbeatIntervalMs, epoch = '' } = {}) {
     const request = { afterSequence: String(afterSequence), epoch };
     if (heartbeatIntervalMs !== undefined) request.heartbeatInterval = convert.duration(heartbeatIntervalMs);
+    if (this.closed) return new RevocationStream(null, new Unavailable(CLOSED_MESSAGE));
     return new RevocationStream(this.stub.WatchRevocations(request, this.metadata));
   }
 
-  /** Closes the channel. */
+  /** Closes the channel; every call after rejects with Unavailable. Calls already under way
+   * run to their end. Closing twice is closing once. */
   close() {
+    if (this.closed) return;
+    this.closed = true;
     this.stub.close();
   }
 }
 
 /** An open WatchRevocations call: iterate it for events; cancel() ends it. */
 export class RevocationStream {
-  constructor(call) {
+  /** `failure`: the error reading fails with when there is no call (a closed client). */
+  constructor(call, failure = undefined) {
     this.grpcCall = call;
+    this.failure = failure;
   }
 
   async *[Symbol.asyncIterator]() {
+    if (this.grpcCall === null) throw this.failure;
     try {
       for await (const message of this.grpcCall) yield convert.revocationEvent(message);
     } catch (error) {
@@ -214,6 +239,6 @@ export class RevocationStream {
 
   /** Ends the call; the iteration then ends with a CANCELLED error or stops. */
   cancel() {
-    this.grpcCall.cancel();
+    this.grpcCall?.cancel();
   }
 }

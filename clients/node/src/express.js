@@ -11,6 +11,9 @@
 // package's HTTP middlewares answer (http/bearer.py; access.js has the table). A header
 // in another scheme (Basic) counts as no token. A view too stale to vouch is answered 503
 // with Retry-After. A valid token's claims are in req.auth.
+// Every refusal carries Cache-Control: no-store, as the Python middlewares' do. An error
+// the middleware did not expect (a bug, not the caller's doing) fails closed with that same
+// 503, its detail in the log only: never Express's error handler, its 500 and its stack.
 // Nothing of the token, of its proof or of an internal error reaches the response.
 //
 // Device-bound tokens (RFC 9449): `Authorization: DPoP <token>` with exactly one `DPoP`
@@ -21,7 +24,8 @@
 // (RFC 9449 section 7.1): `DPoP algs="EdDSA ES256 RS256", error="invalid_token"`, or
 // error="invalid_dpop_proof" for a proof that fails (BAD_PROOF), or error="invalid_request"
 // for `DPoP` with no token or with one that is no token68; bearer tokens keep theirs.
-import { check, isProofRefusal, readRequest, validatorFrom } from './access.js';
+import { UNAVAILABLE_TEXT, check, isProofRefusal, readRequest, validatorFrom } from './access.js';
+import { MAX_DURATION_SECONDS, checkNumber } from './options.js';
 import { DPOP_HEADER, DPOP_SCHEME, PROOF_ALGORITHMS } from './proof.js';
 import { problemText } from './reasons.js';
 
@@ -31,6 +35,9 @@ const quoted = (text) => `"${text.replace(/["\\]/g, '\\$&')}"`;
 // Python package; the JSON body keeps the text whole. Node refuses other header bytes.
 const headerText = (text) => text.replace(/[^\x20\x21\x23-\x5b\x5d-\x7e]/gu, '?');
 const DPOP_ALGS = PROOF_ALGORITHMS.join(' ');
+// What the middleware decided when it calls no next().
+const REFUSED = Symbol('refused');
+const PUBLIC = Symbol('public');
 
 /** The challenge for a refusal: DPoP for a proof or a DPoP token, else Bearer (RFC 6750). */
 function challengeOf(refusal, realm) {
@@ -82,54 +89,73 @@ export function requireToken({
   audience, publicPaths = [], realm = 'token-authority', retryAfterSeconds = 1, externalOrigin, log = console, ...options
 } = {}) {
   if (typeof audience !== 'string' || audience === '') throw new TypeError('requireToken needs an audience');
+  // Retry-After is a whole number of seconds (RFC 9110 §10.2.3).
+  checkNumber('retryAfterSeconds', retryAfterSeconds, { max: MAX_DURATION_SECONDS, integer: true });
   const origin = externalOrigin?.replace(/\/+$/, '');
   const { validator, ready, owned } = validatorFrom({ log, ...options });
   const isPublic = (path) => publicPaths.some((rule) => (rule instanceof RegExp ? rule.test(path) : rule === path));
   ready.catch(() => {}); // a failure shows on the first request instead
 
-  async function middleware(req, res, next) {
-    if (isPublic(req.path)) return next();
-    let read;
-    let outcome;
-    try {
-      // req.headers keeps only the first of several Authorization headers: which one to
-      // believe? None; several are SEVERAL_HEADERS.
-      read = readRequest(req.headersDistinct.authorization ?? [], queryOf(req.originalUrl));
-      // A request refused for how it presents its token is answered at once, the validator
-      // ready or not.
-      if (read.problem === undefined) {
-        await ready;
-        outcome = await check(validator, read.presented, audience, {
-          proofs: req.headersDistinct[DPOP_HEADER] ?? [],
-          httpMethod: req.method,
-          httpUri: () => requestUri(req, origin),
-        });
-      }
-    } catch (error) {
-      // A bug, not the caller's doing: fail closed; the detail stays in the log.
-      log.error?.('token check failed', error);
-      res.status(500).json({ error: 'server_error', error_description: 'internal error' });
-      return undefined;
-    }
+  /** Answers a refusal: `status`, the JSON body and `headers`, never to be stored. */
+  function refuse(res, status, body, headers = {}) {
+    res.set({ ...headers, 'Cache-Control': 'no-store' });
+    res.status(status).json(body);
+    return REFUSED;
+  }
+
+  const UNAVAILABLE = { error: 'temporarily_unavailable', error_description: UNAVAILABLE_TEXT };
+  const unavailable = (res) => refuse(res, 503, UNAVAILABLE, { 'Retry-After': String(retryAfterSeconds) });
+
+  /** The claims of the request's token, PUBLIC for a public path, or REFUSED once answered. */
+  async function admission(req, res) {
+    if (isPublic(req.path)) return PUBLIC;
+    // req.headers keeps only the first of several Authorization headers: which one to
+    // believe? None; several are SEVERAL_HEADERS.
+    const read = readRequest(req.headersDistinct.authorization ?? [], queryOf(req.originalUrl));
+    // A request refused for how it presents its token is answered at once, the validator
+    // ready or not.
     if (read.problem !== undefined) {
       const text = problemText(read.problem);
-      res.set('WWW-Authenticate', requestChallengeOf(read.scheme, text, realm));
-      res.status(400).json({ error: 'invalid_request', error_description: text });
-      return undefined;
+      return refuse(res, 400, { error: 'invalid_request', error_description: text },
+        { 'WWW-Authenticate': requestChallengeOf(read.scheme, text, realm) });
     }
-    if (outcome.claims !== undefined) {
-      req.auth = outcome.claims;
-      return next();
-    }
+    await ready;
+    const outcome = await check(validator, read.presented, audience, {
+      proofs: req.headersDistinct[DPOP_HEADER] ?? [],
+      httpMethod: req.method,
+      httpUri: () => requestUri(req, origin),
+    });
+    if (outcome.claims !== undefined) return outcome.claims;
     const { refusal } = outcome;
-    if (refusal.kind === 'unavailable') {
-      res.set('Retry-After', String(retryAfterSeconds));
-      res.status(503).json({ error: 'temporarily_unavailable', error_description: refusal.text });
-      return undefined;
+    if (refusal.kind === 'unavailable') return unavailable(res);
+    const error = refusal.reason === 'MISSING' ? 'unauthorized' : errorOf(refusal);
+    return refuse(res, 401, { error, error_description: refusal.text }, { 'WWW-Authenticate': challengeOf(refusal, realm) });
+  }
+
+  async function middleware(req, res, next) {
+    let admitted;
+    try {
+      admitted = await admission(req, res);
+    } catch (error) {
+      // A bug, not the caller's doing: fail closed as a token that cannot be checked, as the
+      // Python middlewares do; the detail stays in the log.
+      try {
+        log.error?.('token check failed', error);
+      } catch {
+        // A logger that fails changes nothing of the answer.
+      }
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      res.removeHeader('WWW-Authenticate');
+      unavailable(res);
+      return;
     }
-    res.set('WWW-Authenticate', challengeOf(refusal, realm));
-    res.status(401).json({ error: refusal.reason === 'MISSING' ? 'unauthorized' : errorOf(refusal), error_description: refusal.text });
-    return undefined;
+    if (admitted === REFUSED) return;
+    if (admitted !== PUBLIC) req.auth = admitted;
+    // Outside the try: what the handlers after this one throw is theirs, for Express to handle.
+    next();
   }
 
   middleware.ready = ready;

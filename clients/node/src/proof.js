@@ -31,6 +31,7 @@ import { constants, createHash, createPublicKey } from 'node:crypto';
 
 import { InvalidProof } from './invalid.js';
 import { JwsFormError, decodeCompact, isCanonicalBase64url, safeVerify } from './jws.js';
+import { MAX_DURATION_SECONDS, MAX_ENTRIES, checkNumber } from './options.js';
 
 export const PROOF_TYPE = 'dpop+jwt';
 export const MAX_PROOF_BYTES = 8 * 1024;
@@ -203,9 +204,10 @@ export class ProofChecker {
   constructor({
     maxAge = DEFAULT_MAX_AGE, replayCacheSize = DEFAULT_REPLAY_CACHE_SIZE, perKeyLimit, clock = () => Date.now() / 1000,
   } = {}) {
-    if (!(maxAge > 0) || !(replayCacheSize >= 1)) throw new RangeError('maxAge and replayCacheSize must be positive');
-    const limit = perKeyLimit ?? Math.max(1, Math.floor(replayCacheSize / PER_KEY_SHARE));
-    if (!(limit >= 1)) throw new RangeError('perKeyLimit must be positive');
+    checkNumber('maxAge', maxAge, { above: true, max: MAX_DURATION_SECONDS });
+    checkNumber('replayCacheSize', replayCacheSize, { min: 1, max: MAX_ENTRIES, integer: true });
+    const limit = perKeyLimit === undefined ? Math.max(1, Math.floor(replayCacheSize / PER_KEY_SHARE)) : perKeyLimit;
+    checkNumber('perKeyLimit', limit, { min: 1, max: MAX_ENTRIES, integer: true });
     this.maxAge = maxAge;
     this.replayCacheSize = replayCacheSize;
     this.perKeyLimit = limit;

@@ -21,23 +21,40 @@
 // the calls to the authority.
 import { AuthorityError, InvalidArgument, Unavailable } from './errors.js';
 import { AuthorityClient } from './client.js';
-import { MirrorFollower } from './local/follow.js';
+import { MirrorFollower, followSettings } from './local/follow.js';
 import { SigningKeys } from './local/keys.js';
 import { RevocationMirror } from './local/mirror.js';
+import { MAX_DURATION_SECONDS, MAX_ENTRIES, checkNumber } from './options.js';
 import { InvalidReason } from './reasons.js';
 import { DEFAULT_MAX_AGE, DEFAULT_REPLAY_CACHE_SIZE, ProofChecker } from './proof.js';
 import { InvalidToken } from './verify.js';
 
 const UNAVAILABLE_MESSAGE = 'the token authority cannot be reached to check the token';
+const CLOSED_MESSAGE = 'the validator is closed';
 /** What LocalVerification.decide answers when it cannot decide alone. */
 export const REFETCH_KEYS = Symbol('refetch keys');
 export const ASK_AUTHORITY = Symbol('ask the authority');
+
+/** TypeError or RangeError, naming the option, for a numeric option of local mode that is
+ * not a number in range (left out: its default, which is). */
+function checkLocalOptions({ leewaySeconds = 30, maxStalenessMs = 5000, keyRefetchIntervalMs = 1000,
+  localCacheSize = 10_000, proofMaxAge = DEFAULT_MAX_AGE, proofReplayCacheSize = DEFAULT_REPLAY_CACHE_SIZE }) {
+  checkNumber('maxStalenessMs', maxStalenessMs, { above: true });
+  checkNumber('leewaySeconds', leewaySeconds, { max: MAX_DURATION_SECONDS });
+  checkNumber('keyRefetchIntervalMs', keyRefetchIntervalMs);
+  checkNumber('localCacheSize', localCacheSize, { max: MAX_ENTRIES, integer: true });
+  checkNumber('proofMaxAge', proofMaxAge, { above: true, max: MAX_DURATION_SECONDS });
+  checkNumber('proofReplayCacheSize', proofReplayCacheSize, { min: 1, max: MAX_ENTRIES, integer: true });
+}
 
 /** The decisions of local mode that need no I/O: keys, mirror, and the tokens verified before. */
 export class LocalVerification {
   constructor({ issuer = 'token-authority', leewaySeconds = 30, maxStalenessMs = 5000, keyRefetchIntervalMs = 1000,
     localCacheSize = 10_000, proofMaxAge = DEFAULT_MAX_AGE, proofReplayCacheSize = DEFAULT_REPLAY_CACHE_SIZE,
     clock, log = console } = {}) {
+    checkLocalOptions({
+      leewaySeconds, maxStalenessMs, keyRefetchIntervalMs, localCacheSize, proofMaxAge, proofReplayCacheSize,
+    });
     this.mirror = new RevocationMirror({ maxStalenessMs, leewaySeconds });
     /** The proofs of this consumer, and their replay cache. */
     this.proofs = new ProofChecker({ maxAge: proofMaxAge, replayCacheSize: proofReplayCacheSize, ...(clock ? { clock } : {}) });
@@ -148,12 +165,20 @@ export class Validator {
   /**
    * @param {object} options client | target (+ clientOptions), mode ('remote' | 'local'),
    *   issuer, maxStalenessMs, leewaySeconds, keyRefetchIntervalMs, localCacheSize,
-   *   proofMaxAge (seconds, default 60), proofReplayCacheSize (default 100,000), follow ({heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs}), log
+   *   proofMaxAge (seconds, default 60), proofReplayCacheSize (default 100,000), follow
+   *   ({heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs}), log. The numeric
+   *   ones are checked in either mode: TypeError for one that is not a number, RangeError
+   *   for one out of range (NaN and Infinity included), naming the option.
    */
   constructor({ client, target, clientOptions, mode = 'local', log = console, follow = {}, ...local } = {}) {
     if ((client === undefined) === (target === undefined)) throw new TypeError('give a client or a target, not both');
     if (mode !== 'remote' && mode !== 'local') throw new TypeError("mode must be 'remote' or 'local'");
+    // Checked in remote mode too, where they are not used: a wrong one is wrong in either.
+    checkLocalOptions(local);
+    followSettings(follow);
     this.ownsClient = client === undefined;
+    /** Whether close() was called: validate() and the rest then reject with Unavailable. */
+    this.closed = false;
     this.client = client ?? new AuthorityClient(target, clientOptions);
     this.mode = mode;
     this.log = log;
@@ -162,24 +187,31 @@ export class Validator {
     this.follower = this.local ? new MirrorFollower(this.client, this.local.mirror, { ...follow, log }) : null;
   }
 
-  /** Fetches the signing keys (local mode; a failure is retried later) and starts following. */
+  /** Fetches the signing keys (local mode; a failure is retried later) and starts following.
+   * Closed while it runs, it resolves and follows nothing; called after close(), it rejects
+   * with Unavailable. */
   async start() {
+    this.refuseIfClosed();
     if (this.local !== null) {
       try {
         await this.local.keys.replace(await this.client.getSigningKeys());
       } catch (error) {
         if (!(error instanceof AuthorityError)) throw error;
-        this.log.warn?.(`could not fetch the signing keys at start: ${error.name}`);
+        if (!this.closed) this.log.warn?.(`could not fetch the signing keys at start: ${error.name}`);
       }
+      // close() came first: a follower started now would outlive it, on a closed channel.
+      if (this.closed) return this;
       this.follower.start();
     }
     return this;
   }
 
-  /** Resolves to whether the mirror can vouch within timeoutMs (at once in remote mode). */
+  /** Resolves to whether the mirror can vouch within timeoutMs (at once in remote mode);
+   * rejects with Unavailable once the validator is closed. */
   async waitUntilFresh(timeoutMs) {
     const deadline = Date.now() + timeoutMs;
     while (this.mirror !== null && !this.mirror.isFresh()) {
+      this.refuseIfClosed();
       if (Date.now() >= deadline) return false;
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -192,6 +224,7 @@ export class Validator {
   async validate(token, audience, proof) {
     // '' would be the authority's default audience in remote mode and no token's in local mode.
     if (typeof audience !== 'string' || audience === '') throw new TypeError('validate needs an audience');
+    this.refuseIfClosed();
     if (this.local === null) return this.remote(token, audience, proof);
     let step = this.local.decide(token, audience, proof);
     if (step === REFETCH_KEYS) {
@@ -224,8 +257,14 @@ export class Validator {
     }
   }
 
-  /** Stops following the stream; closes the client if this validator made it. */
+  refuseIfClosed() {
+    if (this.closed) throw new Unavailable(CLOSED_MESSAGE);
+  }
+
+  /** Stops following the stream; closes the client if this validator made it. Every call
+   * after it rejects with Unavailable. */
   async close() {
+    this.closed = true;
     await this.follower?.stop();
     if (this.ownsClient) this.client.close();
   }

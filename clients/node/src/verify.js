@@ -24,6 +24,7 @@ import { importJWK } from 'jose';
 import { JsonError, frozen, parseObject, readOnlyDate } from './json.js';
 import { JwsFormError, decodeCompact, isCanonicalBase64url, safeVerify } from './jws.js';
 import { InvalidProof, InvalidToken } from './invalid.js';
+import { MAX_DURATION_SECONDS, checkNumber } from './options.js';
 import { ProofChecker } from './proof.js';
 import { InvalidReason } from './reasons.js';
 
@@ -151,7 +152,7 @@ export class TokenVerifier {
   constructor(keys, { issuer, leeway = 30, clock = () => Date.now() / 1000, proofs }) {
     this.keys = keys;
     this.issuer = issuer;
-    this.leeway = leeway;
+    this.leeway = checkNumber('leeway', leeway, { max: MAX_DURATION_SECONDS });
     this.clock = clock;
     this.proofs = proofs ?? new ProofChecker({ clock });
   }

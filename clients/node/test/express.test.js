@@ -224,6 +224,15 @@ for (const mode of ['remote', 'local']) {
       }
     });
 
+    test('every refusal is Cache-Control: no-store, as the Python middlewares answer', async () => {
+      const bad = { authorization: 'Bearer not-a-token' };
+      for (const [path, headers, status] of [['/me', {}, 401], ['/me', bad, 401], ['/me?access_token=x', {}, 400]]) {
+        const response = await fetch(app.url + path, { headers });
+        assert.equal(response.status, status, path);
+        assert.equal(response.headers.get('cache-control'), 'no-store', `${status} ${path}`);
+      }
+    });
+
     test('public paths need no token', async () => {
       assert.equal((await get('/health')).status, 200);
       // Nor are they read: as in the Python middlewares, a public path answers whatever comes.
@@ -241,9 +250,46 @@ test('a stale view is 503 with Retry-After', { skip }, async () => {
     let response;
     assert.ok(await until(async () => (response = await fetch(`${app.url}/me`, { headers: { authorization: `Bearer ${signedIn.accessToken}` } })).status === 503, 10_000, 50));
     assert.equal(response.headers.get('retry-after'), '1');
+    assert.equal(response.headers.get('cache-control'), 'no-store');
     assert.deepEqual(await response.json(), { error: 'temporarily_unavailable', error_description: 'the token cannot be checked right now' });
   } finally {
     await app.close();
     await authority.start();
+  }
+});
+
+// A regression test: a validator that throws what it should not (a bug) reached Express's
+// own handler, a 500 with the stack in development, or a 500 the Python middlewares never send.
+test('a failure the middleware did not expect is 503, never the error or the token', async () => {
+  const token = 'eyJhbGciOiJFZERTQSJ9.e30.c2lnbmF0dXJl';
+  const bugs = {
+    'a plain Error': async () => { throw new Error(`bug near ${token}`); },
+    'no claims and no refusal': async () => undefined,
+  };
+  for (const [name, validate] of Object.entries(bugs)) {
+    const logged = [];
+    const log = { error: (...line) => logged.push(line) };
+    const auth = requireToken({ validator: { validate, close: async () => {} }, audience: 'api', log });
+    const app = express();
+    app.get('/me', auth, (req, res) => res.json({ ok: true }));
+    const server = app.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const url = `http://127.0.0.1:${server.address().port}/me`;
+      const response = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
+      const body = await response.text();
+      assert.equal(response.status, 503, `${name}: ${body}`);
+      const unavailable = {
+        error: 'temporarily_unavailable', error_description: 'the token cannot be checked right now',
+      };
+      assert.deepEqual(JSON.parse(body), unavailable, name);
+      assert.equal(response.headers.get('cache-control'), 'no-store', name);
+      assert.equal(response.headers.get('retry-after'), '1', name);
+      assert.equal(response.headers.get('www-authenticate'), null, name);
+      assert.ok(!body.includes(token) && !body.includes('bug'), name);
+      assert.equal(logged.length, 1, name);
+    } finally {
+      server.close();
+    }
   }
 });

@@ -107,6 +107,8 @@ export declare const DPOP_HEADER: 'dpop';
  * thumbprint holds at most perKeyLimit entries (default max(1, floor(replayCacheSize / 10)));
  * past it that key's new proofs fail 'replay-quota' while other keys keep working. */
 export declare class ProofChecker {
+  /** maxAge: seconds above 0; replayCacheSize and perKeyLimit: integers from 1 to 10,000,000
+   * (TypeError or RangeError naming the option). */
   constructor(options?: { maxAge?: number; replayCacheSize?: number; perKeyLimit?: number; clock?: () => number });
   readonly maxAge: number;
   readonly replayCacheSize: number;
@@ -140,6 +142,7 @@ export declare class KeySet {
 
 /** Verifies access tokens as strictly as the Python TokenVerifier (no revocation check). */
 export declare class TokenVerifier {
+  /** `leeway`: seconds, at least 0. */
   constructor(keys: KeySet, options: { issuer: string; leeway?: number; clock?: () => number; proofs?: ProofChecker });
   keys: KeySet;
   readonly proofs: ProofChecker;
@@ -234,15 +237,21 @@ export interface RevocationEvent {
 
 export interface CallOptions { timeoutMs?: number }
 
+/** Numeric options are checked where they are given: a TypeError for one that is not a
+ * number, a RangeError for one out of range (NaN and Infinity always are), naming it.
+ * Durations are at most ten years (3650 days) unless said otherwise. */
 export interface ClientOptions {
   credentials?: grpc.ChannelCredentials;
   /** TLS (true: the system's roots) or mTLS (cert and key). */
   tls?: boolean | { ca?: Buffer; cert?: Buffer; key?: Buffer };
   apiKey?: string;
-  /** Every unary call's deadline, retries included (default 2000). */
+  /** Every unary call's deadline in ms, retries included (default 2000; above 0). A call's own `timeoutMs` too. */
   timeoutMs?: number;
+  /** Attempts of a retried call, an integer of at least 2 (default 4; grpc-js makes at most 5). */
   maxAttempts?: number;
+  /** Retry backoff in ms, at least 1 (default 50). */
   initialBackoffMs?: number;
+  /** At least 1 (default 1000). */
   maxBackoffMs?: number;
   channelOptions?: grpc.ChannelOptions;
 }
@@ -282,6 +291,9 @@ export declare class AuthorityClient {
   getSigningKeys(options?: CallOptions): Promise<string>;
   /** `epoch`: the one `afterSequence` came from; a position of another epoch fails with OUT_OF_RANGE. */
   watchRevocations(afterSequence?: bigint | number, options?: { heartbeatIntervalMs?: number; epoch?: string }): RevocationStream;
+  /** Whether close() was called. */
+  readonly closed: boolean;
+  /** Closes the channel: every call after it rejects with Unavailable (a stream when read). */
   close(): void;
 }
 
@@ -290,6 +302,7 @@ export declare function fromStruct(struct: unknown): Record<string, JsonValue>;
 
 /** A consumer's copy of the live revocations, and how fresh it is. */
 export declare class RevocationMirror {
+  /** maxStalenessMs above 0, leewaySeconds at least 0 (TypeError or RangeError naming the option). */
   constructor(options?: { maxStalenessMs?: number; leewaySeconds?: number });
   readonly lastSequence: bigint;
   /** The epoch lastSequence is a position in ('' before any stream). */
@@ -310,28 +323,40 @@ export declare class RevocationMirror {
 
 export interface Log { warn?(message: string): void; error?(message: string, error?: unknown): void }
 
+/** Milliseconds above 0 and at most 2^31 - 1 (what a Node timer keeps); maxBackoffMs at
+ * least minBackoffMs. A RangeError names the option (`follow.minBackoffMs`). */
 export interface FollowOptions {
+  /** Default 1000. */
   heartbeatIntervalMs?: number;
+  /** Default 3000. */
   idleTimeoutMs?: number;
+  /** Default 50. */
   minBackoffMs?: number;
+  /** Default 2000. */
   maxBackoffMs?: number;
 }
 
+/** The numeric options are checked at construction, in either mode: a TypeError for one
+ * that is not a number, a RangeError for one out of range (NaN and Infinity always are),
+ * naming it. Durations are at most ten years. */
 export interface ValidatorOptions {
   client?: AuthorityClient;
   target?: string;
   clientOptions?: ClientOptions;
   mode?: 'remote' | 'local';
   issuer?: string;
-  /** How long the revocation mirror may go unheard before it stops vouching (default 5000). */
+  /** How long the revocation mirror may go unheard before it stops vouching, in ms (default 5000; above 0). */
   maxStalenessMs?: number;
+  /** Clock skew allowed on exp, nbf and iat, in seconds (default 30; at least 0). */
   leewaySeconds?: number;
+  /** The least time between two key fetches for an unknown kid, in ms (default 1000; at least 0). */
   keyRefetchIntervalMs?: number;
-  /** Tokens remembered once verified in full (0: verify every call in full). */
+  /** Tokens remembered once verified in full (0: verify every call in full); an integer up to 10,000,000. */
   localCacheSize?: number;
-  /** Local mode: seconds a proof's iat may be from now (default 60). */
+  /** Local mode: seconds a proof's iat may be from now (default 60; above 0). */
   proofMaxAge?: number;
-  /** Local mode: the (key, jti) pairs the replay cache holds at most (default 100,000). */
+  /** Local mode: the (key, jti) pairs the replay cache holds at most (default 100,000; an
+   * integer from 1 to 10,000,000). */
   proofReplayCacheSize?: number;
   follow?: FollowOptions;
   log?: Log;
@@ -354,10 +379,14 @@ export declare class Validator {
   readonly mode: 'remote' | 'local';
   readonly mirror: RevocationMirror | null;
   readonly local: LocalVerification | null;
+  /** Resolves once started, or once close() came first; rejects with Unavailable after close(). */
   start(): Promise<this>;
+  /** Rejects with Unavailable once closed. */
   waitUntilFresh(timeoutMs: number): Promise<boolean>;
-  /** A bound token needs `proof`, the DPoP proof that came with it and its request. */
+  /** A bound token needs `proof`, the DPoP proof that came with it and its request. Rejects
+   * with Unavailable once closed. */
   validate(token: string, audience: string, proof?: Proof): Promise<AccessClaims>;
+  /** Stops following; every call after it rejects with Unavailable. */
   close(): Promise<void>;
 }
 
@@ -385,10 +414,12 @@ export interface TokenMiddleware extends RequestHandler {
 
 /** Express middleware: 401 per RFC 6750 for a missing or bad token (the DPoP challenge of RFC
  * 9449 for a DPoP token or a proof), 400 invalid_request for a token presented wrongly (a
- * RequestProblem), 503 when stale; claims in req.auth. */
+ * RequestProblem), 503 when stale or when the check fails unexpectedly (logged); every
+ * refusal Cache-Control: no-store; claims in req.auth. */
 export declare function requireToken(options: GateOptions & {
   publicPaths?: Array<string | RegExp>;
   realm?: string;
+  /** The 503's Retry-After: whole seconds, at least 0 (default 1). */
   retryAfterSeconds?: number;
   /** The scheme and host clients address ('https://api.example.com'), for proofs' htu behind a proxy. */
   externalOrigin?: string;

@@ -5,17 +5,31 @@
 // stream that announces another epoch (the authority's database restored, or failed over
 // to a new timeline) is cancelled before its event is applied, and OUT_OF_RANGE (a position
 // the log does not know) too starts again from 0. A stream that has caught up and then
-// stays silent for idleTimeoutMs is presumed dead and reopened.
+// stays silent for idleTimeoutMs is presumed dead and reopened. A closed client ends it.
 import { status } from '@grpc/grpc-js';
+
+import { MAX_TIMER_MS, checkNumber } from '../options.js';
+
+/** The follower's settings, defaults filled in; TypeError or RangeError naming an option
+ * that is not a number of milliseconds above 0 that a timer keeps (maxBackoffMs at least
+ * minBackoffMs). */
+export function followSettings({
+  heartbeatIntervalMs = 1000, idleTimeoutMs = 3000, minBackoffMs = 50, maxBackoffMs = 2000,
+} = {}) {
+  const timer = { above: true, max: MAX_TIMER_MS };
+  checkNumber('follow.heartbeatIntervalMs', heartbeatIntervalMs, timer);
+  checkNumber('follow.idleTimeoutMs', idleTimeoutMs, timer);
+  checkNumber('follow.minBackoffMs', minBackoffMs, timer);
+  checkNumber('follow.maxBackoffMs', maxBackoffMs, { ...timer, above: false, min: minBackoffMs });
+  return { heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs };
+}
 
 /** Follows the revocation stream until stop(). */
 export class MirrorFollower {
-  constructor(client, mirror, {
-    heartbeatIntervalMs = 1000, idleTimeoutMs = 3000, minBackoffMs = 50, maxBackoffMs = 2000, log = console,
-  } = {}) {
+  constructor(client, mirror, { log = console, ...settings } = {}) {
     this.client = client;
     this.mirror = mirror;
-    this.settings = { heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs };
+    this.settings = followSettings(settings);
     this.log = log;
     this.running = false;
     this.stream = null;
@@ -72,6 +86,12 @@ export class MirrorFollower {
         this.stream = null;
       }
       if (!this.running) break;
+      // Closed under us (a client the validator was given): every reconnection would fail.
+      if (this.client.closed === true) {
+        this.log.warn?.('the authority client was closed; the revocation stream is no longer followed');
+        this.running = false;
+        break;
+      }
       // Loud once per outage, quiet for every retry after it.
       if (epochChanged) {
         this.log.warn?.('the revocation log changed epoch (a restore or a failover); reading it again from 0');

@@ -15,6 +15,7 @@
 // and the copy vouches for nothing until a stream from 0 has caught up again.
 import { performance } from 'node:perf_hooks';
 
+import { MAX_DURATION_SECONDS, checkNumber } from '../options.js';
 import { InvalidReason } from '../reasons.js';
 import { InvalidToken } from '../verify.js';
 
@@ -23,8 +24,8 @@ const PURGE_EVERY_MS = 10_000;
 /** Revoked sessions and tokens that can still matter, and when the copy was last complete. */
 export class RevocationMirror {
   constructor({ maxStalenessMs = 5000, leewaySeconds = 30, monotonic = () => performance.now(), clock = () => Date.now() } = {}) {
-    this.maxStalenessMs = maxStalenessMs;
-    this.leewayMs = leewaySeconds * 1000;
+    this.maxStalenessMs = checkNumber('maxStalenessMs', maxStalenessMs, { above: true });
+    this.leewayMs = checkNumber('leewaySeconds', leewaySeconds, { max: MAX_DURATION_SECONDS }) * 1000;
     this.monotonic = monotonic;
     this.clock = clock;
     this.sessions = new Map(); // session id -> expiry (ms since the epoch)
