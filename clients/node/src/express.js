@@ -89,6 +89,10 @@ export function requireToken({
   audience, publicPaths = [], realm = 'token-authority', retryAfterSeconds = 1, externalOrigin, log = console, ...options
 } = {}) {
   if (typeof audience !== 'string' || audience === '') throw new TypeError('requireToken needs an audience');
+  // It goes into every challenge as a quoted-string: printable ASCII (RFC 7230 §3.2.6).
+  if (typeof realm !== 'string' || !/^[\x20-\x7e]*$/.test(realm)) {
+    throw new TypeError('realm must be a string of printable ASCII');
+  }
   // Retry-After is a whole number of seconds (RFC 9110 §10.2.3).
   checkNumber('retryAfterSeconds', retryAfterSeconds, { max: MAX_DURATION_SECONDS, integer: true });
   const origin = externalOrigin?.replace(/\/+$/, '');

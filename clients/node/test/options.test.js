@@ -76,3 +76,11 @@ test("a call's own timeoutMs is checked too: Infinity would be no deadline", asy
     client.close();
   }
 });
+
+test('requireToken: realm must be printable ASCII, as it goes into every challenge', async () => {
+  const make = (realm) => requireToken({ target: TARGET, audience: 'api', log: quiet, realm });
+  await dispose(make('orders api'));
+  for (const realm of ['api\r\nSet-Cookie: x=1', 'caf\u00e9', 42, null]) {
+    assert.throws(() => make(realm), (error) => error instanceof TypeError && error.message.includes('realm'), String(realm));
+  }
+});

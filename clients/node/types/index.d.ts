@@ -418,6 +418,7 @@ export interface TokenMiddleware extends RequestHandler {
  * refusal Cache-Control: no-store; claims in req.auth. */
 export declare function requireToken(options: GateOptions & {
   publicPaths?: Array<string | RegExp>;
+  /** Printable ASCII (it is quoted into every challenge); default token-authority. */
   realm?: string;
   /** The 503's Retry-After: whole seconds, at least 0 (default 1). */
   retryAfterSeconds?: number;
