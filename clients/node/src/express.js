@@ -78,10 +78,31 @@ function requestUri(req, externalOrigin) {
 }
 
 /**
+ * `externalOrigin` without its trailing slashes, or a TypeError unless it is
+ * scheme://host[:port] with an optional path prefix (the one a proxy strips), as clients
+ * address the app: no user information, query or fragment (as the Python package checks).
+ */
+function checkedOrigin(externalOrigin) {
+  let url;
+  try {
+    url = typeof externalOrigin === 'string' ? new URL(externalOrigin) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || !['http:', 'https:'].includes(url.protocol) || url.hostname === ''
+      || url.username !== '' || url.password !== '' || /[?#]/.test(externalOrigin)
+      || !/^https?:\/\/[^/@]+(?:\/|$)/i.test(externalOrigin)) {
+    throw new TypeError('externalOrigin must be scheme://host[:port], with an optional /path prefix, as clients address the app');
+  }
+  return externalOrigin.replace(/\/+$/, '');
+}
+
+/**
  * The middleware. Options: validator | client | target (+ clientOptions), mode
  * ('remote' default, or 'local'), audience (required), publicPaths (exact paths or
  * RegExps that need no token), realm, retryAfterSeconds, externalOrigin (the scheme and
- * host clients address, 'https://api.example.com', for the htu of proofs behind a proxy),
+ * host clients address, 'https://api.example.com', for the htu of proofs behind a proxy;
+ * with the path prefix a proxy strips, if any: 'https://example.com/shop'),
  * and the Validator's options. The returned function has `ready` (a promise: started) and
  * `close()`.
  */
@@ -95,7 +116,7 @@ export function requireToken({
   }
   // Retry-After is a whole number of seconds (RFC 9110 §10.2.3).
   checkNumber('retryAfterSeconds', retryAfterSeconds, { max: MAX_DURATION_SECONDS, integer: true });
-  const origin = externalOrigin?.replace(/\/+$/, '');
+  const origin = externalOrigin === undefined ? undefined : checkedOrigin(externalOrigin);
   const { validator, ready, owned } = validatorFrom({ log, ...options });
   const isPublic = (path) => publicPaths.some((rule) => (rule instanceof RegExp ? rule.test(path) : rule === path));
   ready.catch(() => {}); // a failure shows on the first request instead

@@ -261,6 +261,29 @@ for (const mode of ['remote', 'local']) {
   });
 }
 
+test('behind a prefix-stripping proxy, externalOrigin carries the prefix clients address', { skip }, async () => {
+  const app = await serve('remote', { externalOrigin: 'https://example.com/shop/' });
+  try {
+    const device = await Device.generate();
+    const { accessToken: token } = await signInBound(client, `node-dpop-prefix-${Date.now()}`, 'laptop', device, { audience: 'api' });
+    const proof = (uri) => device.proof('GET', uri, { accessToken: token });
+    const outside = await send(app.url, { headers: dpop(token, await proof('https://example.com/shop/me')) });
+    assert.equal(outside.status, 200, outside.body);
+    assertRefused(await send(app.url, { headers: dpop(token, await proof('https://example.com/me')) }), 'BAD_PROOF');
+  } finally {
+    await app.close();
+  }
+});
+
+test('externalOrigin is scheme://host[:port] with an optional path prefix, checked at construction', () => {
+  const bad = ['api.example.com', 'ftp://api.example.com', 'https://', 'https://api.example.com/x?y=1',
+    'https://api.example.com/#top', 'https://user@api.example.com', 'https://api.example.com:99999', 42];
+  for (const externalOrigin of bad) {
+    assert.throws(() => requireToken({ target: '127.0.0.1:1', audience: 'api', log: quietLog(), externalOrigin }),
+      (error) => error instanceof TypeError && error.message.includes('externalOrigin'), String(externalOrigin));
+  }
+});
+
 test('behind a proxy, externalOrigin names the URL clients address (htu)', { skip }, async () => {
   const app = await serve('local', { externalOrigin: 'https://api.example.com/' });
   try {
