@@ -422,8 +422,8 @@ export declare function requireToken(options: GateOptions & {
   realm?: string;
   /** The 503's Retry-After: whole seconds, at least 0 (default 1). */
   retryAfterSeconds?: number;
-  /** The scheme and host clients address ('https://api.example.com'), for proofs' htu behind a proxy. */
-  /** scheme://host[:port], with the path prefix a proxy strips if any (TypeError otherwise). */
+  /** The scheme and host clients address ('https://api.example.com'), for proofs' htu behind a proxy,
+   * with the path prefix a proxy strips if any; anything else is a TypeError. */
   externalOrigin?: string;
 }): TokenMiddleware;
 
