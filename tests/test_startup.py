@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authority.api.readiness import ServiceWhenReady
 from authority.api.servicer import TokenAuthorityService
 from authority.store import Store
+from authority.store.reach import describe as describe_store
 from tests.conftest import POSTGRES_URL, TEST_KEY_ENCRYPTION_KEY, _driver_url, _require_postgres, _with_database
 
 AUTHORITY = str(Path(sys.executable).with_name("authority"))
@@ -106,6 +107,38 @@ async def test_config_names_the_database_and_whether_it_answers(tmp_path: Path) 
     assert code == 0
     assert f"database: SQLite file {tmp_path / 'authority.db'} (not there yet" in err
     assert not (tmp_path / "authority.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "where"),
+    [
+        ("?host=pg1:5432&host=pg2:6432", "pg1:5432, pg2:6432"),
+        ("?host=pg1,pg2&port=5432,6432", "pg1:5432, pg2:6432"),
+        ("?host=pg1", "pg1:5432"),
+        ("?host=pg1&port=6432", "pg1:6432"),
+    ],
+)
+def test_the_database_is_named_by_the_hosts_its_query_gives(query: str, where: str) -> None:
+    # Regression: a URL whose hosts are all in its query was described as on localhost:5432.
+    url = "postgresql+asyncpg://authority:hunter2@/authority" + query
+
+    assert describe_store(url) == f'PostgreSQL database "authority" on {where} as user authority'
+
+
+async def test_a_database_url_query_the_driver_cannot_take_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    for url, says in (
+        ("postgresql+asyncpg://app:hunter2@127.0.0.1/authority?foo=1", "foo is not a connection parameter"),
+        ("postgresql+asyncpg://app:hunter2@/authority?host=127.0.0.1,127.0.0.2", "needs a port for every host"),
+        (f"sqlite+aiosqlite:///file:{tmp_path / 'a.db'}?uri=true", "uri (SQLite's URI filenames) is not supported"),
+    ):
+        for command in (["serve", "--listen", "127.0.0.1:0"], ["keys", "list"]):
+            code, out, err = await _run(*command, "--database-url", url)
+
+            assert code == 2, (command, err)
+            assert len(err.strip().splitlines()) == 1
+            assert err.startswith(f"authority {command[0]}: database_url: {says}")
+            assert "hunter2" not in out + err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no SQLite file was made by a read-only command
 
 
 # Commands that only read never create a database.
