@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -139,6 +140,38 @@ async def test_a_database_url_query_the_driver_cannot_take_stops_the_start_in_on
             assert err.startswith(f"authority {command[0]}: database_url: {says}")
             assert "hunter2" not in out + err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no SQLite file was made by a read-only command
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sigterm_while_the_store_opens_stops_at_once_not_after_the_connect_timeout(workers: str) -> None:
+    # Regression: the stop waited for the database's connect timeout (5 s), then exited 2
+    # saying the database did not answer.
+    loop = asyncio.get_running_loop()
+    with socket.socket() as silent:  # accepts, and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.setblocking(False)
+        url = f"postgresql+asyncpg://postgres:pw@127.0.0.1:{silent.getsockname()[1]}/authority"
+        process = await asyncio.create_subprocess_exec(
+            AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--workers", workers, "--database-url", url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=WITH_KEK,
+        )
+        try:
+            connection, _ = await asyncio.wait_for(loop.sock_accept(silent), 60)  # the store is opening
+            with connection:
+                asked = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                _, err = await asyncio.wait_for(process.communicate(), 30)
+                took = time.monotonic() - asked
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    assert process.returncode == 0, err.decode()
+    assert took < 3.0, f"took {took:.1f}s to stop"
+    assert "the stop came before the store was open" in err.decode()
+    assert "cannot use the database" not in err.decode() and "Traceback" not in err.decode()
 
 
 # Commands that only read never create a database.
