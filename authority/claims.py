@@ -6,6 +6,9 @@ a JSON integer in the token (``"n":3``, never ``"n":3.0``). From 2^53 on a doubl
 does (12345678901234567 arrives as 12345678901234568), so such a claim is refused naming
 it rather than signed as something the caller did not say. 2^53 is also where JavaScript
 stops reading integers exactly, so every consumer reads the claims as they were sent.
+
+A claim's value nests at most :data:`MAX_CLAIM_DEPTH` levels of lists and objects, so a
+token's payload (one level more) stays within what every verifier reads.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ EXACT_INTEGER_LIMIT = 2**53
 # How much of a claim's name an error shows: a name is the caller's text, of any length,
 # and the error travels back in a header (grpc-message) that has a size limit.
 NAME_SHOWN = 64
+# How deep lists and objects may nest in one claim's value: the payload that holds the
+# claims is one level more, MAX_JSON_DEPTH (33) of authority_client.jws, the most any
+# verifier reads. Spelled here, not imported, so the command line checks it without
+# loading the verifier (tests/test_claim_types.py holds the two together).
+MAX_CLAIM_DEPTH = 32
 
 
 def from_struct(values: Mapping[str, Any], field: str = "claims") -> dict[str, Any]:

@@ -20,7 +20,6 @@ import jwt
 from authority_client.proof import Proof, ProofChecker
 from authority_client.verify import (
     ACCESS_TOKEN_TYPE,
-    MAX_JSON_DEPTH,
     MAX_TOKEN_BYTES,
     RESERVED_CLAIMS,
     AccessClaims,
@@ -31,6 +30,7 @@ from authority_client.verify import (
     TokenVerifier,
 )
 
+from authority.claims import MAX_CLAIM_DEPTH
 from authority.config import Algorithm
 from authority.errors import InvalidArgument
 from authority.keys import KeyRing
@@ -138,9 +138,10 @@ class TokenCodec:
 
 def check_claims_depth(extra: Mapping[str, Any]) -> None:
     """Raises :class:`InvalidArgument` for extra claims nested deeper than a token may be
-    (their object is the payload's, the first of MAX_JSON_DEPTH levels)."""
-    if _depth(extra) > MAX_JSON_DEPTH:
-        raise InvalidArgument("claims", f"must not nest more than {MAX_JSON_DEPTH - 1} levels deep")
+    (their object is the payload's, the first of MAX_JSON_DEPTH levels: each claim's
+    value has MAX_CLAIM_DEPTH)."""
+    if _depth(extra) > MAX_CLAIM_DEPTH + 1:
+        raise InvalidArgument("claims", f"must not nest more than {MAX_CLAIM_DEPTH} levels deep")
 
 
 def _depth(value: Any) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -40,6 +41,8 @@ BAD_SIGN_INS: list[tuple[str, dict[str, Any], str]] = [
     ("reserved claim sid", {"claims": _claims({"sid": "x"})}, "claims"),
     ("non-finite claim", {"claims": _claims({"score": math.inf})}, "claims"),
     ("oversized claims", {"claims": _claims({"blob": "x" * 5000})}, "claims"),
+    # One level past MAX_CLAIM_DEPTH (32); protobuf itself refuses a message nested past its own limit.
+    ("claim nested 33 levels deep", {"claims": _claims({"deep": json.loads("[" * 33 + "]" * 33)})}, "claims"),
     ("zero ttl", {"ttl": duration_pb2.Duration(seconds=0)}, "ttl"),
     ("negative ttl", {"ttl": duration_pb2.Duration(seconds=-60)}, "ttl"),
     ("unknown audience", {"audience": "someone-elses-api"}, "audience"),

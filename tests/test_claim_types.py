@@ -15,10 +15,11 @@ from typing import Any
 import grpc
 import pytest
 from authority_client import AuthorityClient, Mode, ValidationSettings, Validator
+from authority_client.jws import MAX_JSON_DEPTH
 from authority_client.v1 import authority_pb2 as pb
 from google.protobuf import struct_pb2
 
-from authority.claims import NAME_SHOWN
+from authority.claims import MAX_CLAIM_DEPTH, NAME_SHOWN
 from tests.conftest import Running
 from tests.test_cli import _serve
 
@@ -152,6 +153,43 @@ async def test_the_command_line_keeps_claim_types_and_refuses_inexact_numbers(
 
         code, out, _ = await _cli("sessions", "list", "bob", "--target", target)
         assert out.strip() == "no live sessions"  # nothing was signed in by a refused issue
+
+
+def test_a_claim_nests_one_level_less_than_the_payload_that_holds_it() -> None:
+    # The command line checks MAX_CLAIM_DEPTH without loading the verifier: the two must agree.
+    assert MAX_CLAIM_DEPTH + 1 == MAX_JSON_DEPTH
+
+
+def _lists(depth: int) -> str:
+    return "[" * depth + "1" + "]" * depth
+
+
+def _objects(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize("store", ["sqlite"])
+async def test_the_command_line_refuses_a_claim_nested_too_deep_before_it_recurses(
+    database_url: str, tmp_path: Path
+) -> None:
+    # Regression: '[' * 100000 ended in json's RecursionError, and 500 levels of valid JSON
+    # in the Struct's, each a traceback.
+    async with _serve(database_url, tmp_path) as (_, target):
+        for deep in ("[" * 100_000, _lists(500), _lists(MAX_CLAIM_DEPTH + 1), _objects(MAX_CLAIM_DEPTH + 1),
+                     ' [["]]]]",' + _lists(MAX_CLAIM_DEPTH) + "]]"):
+            code, _, err = await _cli("token", "issue", "bob", "phone", "--target", target, "--claim", f"v={deep}")
+            assert code == 2, deep[:40]
+            assert err.strip() == (f"authority token issue: --claim v: nests lists or objects more than "
+                                   f"{MAX_CLAIM_DEPTH} levels deep, more than a token's claims may"), err[-400:]
+
+        code, out, _ = await _cli("sessions", "list", "bob", "--target", target)
+        assert out.strip() == "no live sessions"  # nothing was signed in by a refused issue
+
+        for deepest in (_lists(MAX_CLAIM_DEPTH), _objects(MAX_CLAIM_DEPTH), '["[[[[' + "[" * 40 + '"]'):
+            code, out, err = await _cli("token", "issue", "bob", "phone", "--target", target, "--json",
+                                        "--claim", f"v={deepest}")
+            assert code == 0, err
+            assert json.loads(_payload_text(json.loads(out)["access_token"]))["v"] == json.loads(deepest)
 
 
 @pytest.mark.parametrize("store", ["sqlite"])

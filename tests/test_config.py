@@ -112,6 +112,79 @@ def test_an_invalid_value_is_refused_naming_the_option(environ: dict[str, str], 
     assert "hunter2" not in str(caught.value)  # a database URL's password is never quoted
 
 
+# Regression: each ended in a traceback from asyncpg or SQLAlchemy at the first connection,
+# or (timeout, command_timeout) was silently overridden by the authority's own.
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("?foo=1", "foo is not a connection parameter asyncpg takes"),
+        ("?a%20b=hunter2", "has a query parameter that is not a connection parameter asyncpg takes"),
+        ("?application_name=a", "application_name is not a connection parameter"),
+        ("?timeout=1", "timeout is not taken from the URL: the authority connects with a timeout of its own"),
+        ("?command_timeout=1", "command_timeout is not taken from the URL: the authority bounds its statements"),
+        ("?statement_cache_size=0", "statement_cache_size cannot be given in the URL"),
+        ("?direct_tls=false", "direct_tls cannot be given in the URL"),
+        ("?ssl=bogus", "ssl must be one of disable, allow, prefer, require, verify-ca, verify-full"),
+        ("?ssl=require&ssl=disable", "gives ssl more than once"),
+        ("?host=a,b", "needs a port for every host"),
+        ("?host=a:5432&host=b", "needs a port for every host"),
+        ("?host=a,b&port=5432", "names 2 hosts in host= and 1 ports in port="),
+        ("?host=a&port=x", "a port in its query that is not a number"),
+        ("?host=a:99999", "a port in its query that is not a number"),
+        ("?host=a:5432&port=5432", "has a port inside a host= list, or beside port="),
+        ("?host=a:5432,b:5432", "has a port inside a host= list"),
+        ("?host=,b&port=5432,5432", "has an empty host"),
+        ("?port=5432,5433", "several ports in port= but no host="),
+    ],
+)
+def test_a_postgres_url_query_the_driver_would_fail_on_is_refused_naming_the_parameter(query: str, says: str) -> None:
+    for option in ("database_url", "listen_database_url"):
+        url = "postgresql+asyncpg://app:hunter2@/authority" + query
+        environ = {f"AUTHORITY_{option.upper()}": url}
+        if option == "listen_database_url":
+            environ["AUTHORITY_DATABASE_URL"] = "postgresql+asyncpg://app@db/authority"
+
+        with pytest.raises(ConfigError) as caught:
+            load_settings(environ)
+
+        assert caught.value.option == option
+        assert str(caught.value).startswith(f"{option}: ") and says in str(caught.value)
+        assert "hunter2=" not in str(caught.value) and ":hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "?host=a:5432&host=b:6432", "?host=a,b&port=5432,6432", "?host=a", "?host=a&port=6432", "?port=6432",
+     "?ssl=verify-full&target_session_attrs=primary", "?passfile=/etc/authority/pgpass&krbsrvname=postgres",
+     "?prepared_statement_cache_size=0&password=x&user=u&database=d"],
+)
+def test_a_postgres_url_query_the_driver_reads_is_accepted(query: str) -> None:
+    settings = load_settings({"AUTHORITY_DATABASE_URL": "postgresql+asyncpg://app@/authority" + query})
+
+    assert settings.database_url.endswith(query)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sqlite+aiosqlite:///file:authority.db?mode=rwc&uri=true", "uri (SQLite's URI filenames) is not supported"),
+        ("sqlite+aiosqlite:///authority.db?uri=1", "uri (SQLite's URI filenames) is not supported"),
+        ("sqlite+aiosqlite:///authority.db?uri=x", "uri (SQLite's URI filenames) is not supported"),
+        ("sqlite+aiosqlite:///authority.db?timeout=soon", "timeout must be a number"),
+    ],
+)
+def test_a_sqlite_url_the_store_cannot_honour_is_refused(url: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"AUTHORITY_DATABASE_URL": url})
+
+    assert str(caught.value).startswith(f"database_url: {says}")
+
+
+def test_a_sqlite_file_named_file_colon_is_a_plain_path() -> None:
+    # Without uri=true SQLite opens "file:authority.db" as a file of that name, which the store honours.
+    assert load_settings({"AUTHORITY_DATABASE_URL": "sqlite+aiosqlite:///file:authority.db"}).database_url
+
+
 def test_durations_up_to_ten_years_are_accepted() -> None:
     settings = load_settings({"AUTHORITY_REFRESH_TOKEN_TTL": "3650d", "AUTHORITY_REFRESH_TOKEN_REUSE_GRACE": "0"})
 
@@ -155,7 +228,8 @@ PG = "postgresql+asyncpg://authority@db/authority"
         ({"AUTHORITY_DATABASE_URL": PG, "AUTHORITY_DATABASE_TRANSACTION_POOLING": "true"},
          "listen_database_url", "must be set under database_transaction_pooling"),
         ({"AUTHORITY_DATABASE_TRANSACTION_POOLING": "true"}, "database_transaction_pooling", "PostgreSQL"),
-        ({"AUTHORITY_DATABASE_URL": PG + "?host=a&host=b&target_session_attrs=any"}, "database_url", "read-write"),
+        ({"AUTHORITY_DATABASE_URL": PG + "?host=a:5432&host=b:5432&target_session_attrs=any"}, "database_url",
+         "read-write"),
         ({"AUTHORITY_DATABASE_URL": PG, "AUTHORITY_LISTEN_DATABASE_URL": PG + "?target_session_attrs=standby"},
          "listen_database_url", "read-write"),
         ({"AUTHORITY_LISTEN_DATABASE_URL": "sqlite+aiosqlite:///x.db"}, "listen_database_url", "postgresql"),
@@ -170,7 +244,7 @@ def test_high_availability_settings_are_checked_at_start(environ: dict[str, str]
 def test_transaction_pooling_with_a_listener_url_is_accepted_and_the_url_is_masked() -> None:
     settings = load_settings({
         "AUTHORITY_DATABASE_URL": PG, "AUTHORITY_DATABASE_TRANSACTION_POOLING": "yes",
-        "AUTHORITY_LISTEN_DATABASE_URL": "postgresql+asyncpg://authority:secret@/authority?host=a&host=b"
+        "AUTHORITY_LISTEN_DATABASE_URL": "postgresql+asyncpg://authority:secret@/authority?host=a:5432&host=b:5432"
         "&target_session_attrs=read-write",
     })
     assert settings.database_transaction_pooling

@@ -151,14 +151,16 @@ def test_describe_masks_the_database_password_the_key_encryption_key_and_api_key
 def test_describe_masks_a_password_given_in_the_query_too() -> None:
     settings = Settings(
         database_url="postgresql+asyncpg://app@db:5432/authority?ssl=require&password=hunter2",
-        listen_database_url="postgresql+asyncpg://app@db/authority?PASSWORD=hunter3&application_name=a",
+        listen_database_url="postgresql+asyncpg://app@db/authority?password=hunter3&target_session_attrs=primary",
         key_encryption_key=base64.b64encode(b"k" * 32).decode(),
     )
 
     shown = describe(settings)
 
     assert shown["database_url"] == "postgresql+asyncpg://app@db:5432/authority?ssl=require&password=***"
-    assert shown["listen_database_url"] == "postgresql+asyncpg://app@db/authority?PASSWORD=***&application_name=a"
+    assert shown["listen_database_url"] == (
+        "postgresql+asyncpg://app@db/authority?password=***&target_session_attrs=primary"
+    )
 
 
 async def test_config_command_shows_every_option_and_where_it_came_from() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sqlite3
 import sys
@@ -25,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authority.api.readiness import ServiceWhenReady
 from authority.api.servicer import TokenAuthorityService
 from authority.store import Store
+from authority.store.reach import describe as describe_store
 from tests.conftest import POSTGRES_URL, TEST_KEY_ENCRYPTION_KEY, _driver_url, _require_postgres, _with_database
 
 AUTHORITY = str(Path(sys.executable).with_name("authority"))
@@ -106,6 +108,70 @@ async def test_config_names_the_database_and_whether_it_answers(tmp_path: Path) 
     assert code == 0
     assert f"database: SQLite file {tmp_path / 'authority.db'} (not there yet" in err
     assert not (tmp_path / "authority.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("query", "where"),
+    [
+        ("?host=pg1:5432&host=pg2:6432", "pg1:5432, pg2:6432"),
+        ("?host=pg1,pg2&port=5432,6432", "pg1:5432, pg2:6432"),
+        ("?host=pg1", "pg1:5432"),
+        ("?host=pg1&port=6432", "pg1:6432"),
+    ],
+)
+def test_the_database_is_named_by_the_hosts_its_query_gives(query: str, where: str) -> None:
+    # Regression: a URL whose hosts are all in its query was described as on localhost:5432.
+    url = "postgresql+asyncpg://authority:hunter2@/authority" + query
+
+    assert describe_store(url) == f'PostgreSQL database "authority" on {where} as user authority'
+
+
+async def test_a_database_url_query_the_driver_cannot_take_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    for url, says in (
+        ("postgresql+asyncpg://app:hunter2@127.0.0.1/authority?foo=1", "foo is not a connection parameter"),
+        ("postgresql+asyncpg://app:hunter2@/authority?host=127.0.0.1,127.0.0.2", "needs a port for every host"),
+        (f"sqlite+aiosqlite:///file:{tmp_path / 'a.db'}?uri=true", "uri (SQLite's URI filenames) is not supported"),
+    ):
+        for command in (["serve", "--listen", "127.0.0.1:0"], ["keys", "list"]):
+            code, out, err = await _run(*command, "--database-url", url)
+
+            assert code == 2, (command, err)
+            assert len(err.strip().splitlines()) == 1
+            assert err.startswith(f"authority {command[0]}: database_url: {says}")
+            assert "hunter2" not in out + err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no SQLite file was made by a read-only command
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_sigterm_while_the_store_opens_stops_at_once_not_after_the_connect_timeout(workers: str) -> None:
+    # Regression: the stop waited for the database's connect timeout (5 s), then exited 2
+    # saying the database did not answer.
+    loop = asyncio.get_running_loop()
+    with socket.socket() as silent:  # accepts, and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.setblocking(False)
+        url = f"postgresql+asyncpg://postgres:pw@127.0.0.1:{silent.getsockname()[1]}/authority"
+        process = await asyncio.create_subprocess_exec(
+            AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--workers", workers, "--database-url", url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=WITH_KEK,
+        )
+        try:
+            connection, _ = await asyncio.wait_for(loop.sock_accept(silent), 60)  # the store is opening
+            with connection:
+                asked = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                _, err = await asyncio.wait_for(process.communicate(), 30)
+                took = time.monotonic() - asked
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+    assert process.returncode == 0, err.decode()
+    assert took < 3.0, f"took {took:.1f}s to stop"
+    assert "the stop came before the store was open" in err.decode()
+    assert "cannot use the database" not in err.decode() and "Traceback" not in err.decode()
 
 
 # Commands that only read never create a database.

@@ -9,6 +9,7 @@ parent was killed outright stops on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -93,10 +94,12 @@ class Served:
 
 
 @asynccontextmanager
-async def _serve(database_url: str, cwd: Path, *args: str, **env: str) -> AsyncIterator[Served]:
+async def _serve(
+    database_url: str, cwd: Path, *args: str, new_session: bool = False, **env: str
+) -> AsyncIterator[Served]:
     process = await asyncio.create_subprocess_exec(
         AUTHORITY, "serve", "--listen", "127.0.0.1:0", "--database-url", database_url, *args,
-        stderr=asyncio.subprocess.PIPE, cwd=cwd,
+        stderr=asyncio.subprocess.PIPE, cwd=cwd, start_new_session=new_session,
         env={**os.environ, "AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY, "AUTHORITY_LOG_FORMAT": "text",
              **env},
     )
@@ -229,6 +232,76 @@ async def test_sigterm_stops_every_worker_gracefully(tmp_path: Path) -> None:
         output = "".join(served.lines)
         assert output.count("authority.api.server: stopped") == 2
         assert "Traceback" not in output and " ERROR " not in output
+
+
+def _signals(pid: int, field: str) -> int:
+    """A process's signal mask ``field`` (SigBlk, SigIgn, SigCgt) from /proc; 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return 0
+    match = re.search(rf"^{field}:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    return int(match.group(1), 16) if match else 0
+
+
+async def _until_python_catches_sigint(pid: int) -> None:
+    """Waits until a just-spawned worker's interpreter has installed its own SIGINT
+    handler (KeyboardInterrupt) and the worker has not yet ignored SIGINT: the window in
+    which a Ctrl-C used to end it in a traceback."""
+    bit = 1 << (signal.SIGINT - 1)
+    deadline = time.monotonic() + START_SECONDS
+    while not _signals(pid, "SigCgt") & bit:
+        assert not _signals(pid, "SigIgn") & bit, "the worker was past its start before it could be signalled"
+        assert time.monotonic() < deadline, "the worker's interpreter never caught SIGINT"
+        await asyncio.sleep(0.002)
+
+
+def _group(leader: int) -> set[int]:
+    """The live processes of the process group ``leader`` leads."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                if fields[2] == str(leader) and fields[0] not in ("Z", "X"):
+                    members.add(int(entry.name))
+    return members
+
+
+async def test_a_ctrl_c_reaching_a_starting_worker_is_dropped_not_a_traceback(tmp_path: Path) -> None:
+    # Regression: a SIGINT landing while a worker still imported ended it in a
+    # KeyboardInterrupt traceback, and the start failed.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'authority.db'}"
+    async with _serve(url, tmp_path, "--workers", "2", "--metrics-listen", "127.0.0.1:0") as served:
+        pid = int((await served.line(r"worker 0 started \(pid (\d+)\)")).group(1))
+        await _until_python_catches_sigint(pid)
+
+        os.kill(pid, signal.SIGINT)
+
+        assert (await served.workers(2))[0][0] == pid  # it went on to serve
+        served.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(served.process.wait(), 30) == 0
+        await served._reader
+        output = "".join(served.lines)
+        assert "Traceback" not in output and "KeyboardInterrupt" not in output
+
+
+async def test_a_ctrl_c_while_workers_are_spawned_stops_them_all_without_a_traceback(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'authority.db'}"
+    async with _serve(url, tmp_path, "--workers", "3", new_session=True) as served:
+        pid = int((await served.line(r"worker 1 started \(pid (\d+)\)")).group(1))
+        await _until_python_catches_sigint(pid)
+
+        os.killpg(served.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+
+        assert await asyncio.wait_for(served.process.wait(), 30) == 0
+        deadline = time.monotonic() + 5
+        while left := _group(served.process.pid):
+            assert time.monotonic() < deadline, f"left running: {left}"
+            await asyncio.sleep(0.05)
+        await served._reader
+        output = "".join(served.lines)
+        assert "Traceback" not in output and "KeyboardInterrupt" not in output
 
 
 async def test_a_killed_worker_is_started_again(tmp_path: Path) -> None:

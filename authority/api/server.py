@@ -261,7 +261,10 @@ async def _serve_until(stopping: asyncio.Event, settings: Settings, worker: Work
     kek = settings.key_encryption_key_bytes()
     if kek is not None:
         logs.use_subject_key(kek)
-    running = await create_server(settings, worker=None if worker is None else worker.index)
+    running = await _started_unless_stopped(stopping, settings, worker)
+    if running is None:
+        log.info("stopping: the stop came before the store was open")
+        return
     frozen = freeze_start_up_heap()
     log.debug("froze the start-up heap: %d objects that garbage collection skips from now on", frozen)
     host = settings.listen.rpartition(":")[0]
@@ -281,6 +284,26 @@ async def _serve_until(stopping: asyncio.Event, settings: Settings, worker: Work
         log.info("stopping: finishing in-flight calls")
     finally:
         await running.stop()
+
+
+async def _started_unless_stopped(
+    stopping: asyncio.Event, settings: Settings, worker: WorkerRole | None
+) -> AuthorityServer | None:
+    """The started server, or None when ``stopping`` is set first.
+
+    Opening the store can take as long as the database's connect timeout, and longer on
+    a host that accepts and never answers; a SIGTERM meanwhile must not wait for it. The
+    start is cancelled then, and create_server stops what it had started."""
+    starting = asyncio.create_task(create_server(settings, worker=None if worker is None else worker.index))
+    stopped = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+    return None if starting.cancelled() else starting.result()
 
 
 def host_of(metrics_listen: str) -> str:

@@ -16,7 +16,9 @@ worker its connection reached, and each worker serves /metrics on a port of its 
 The first worker starts alone (on a new database it creates the schema and the first key
 before the others open it), then the rest. SIGTERM or SIGINT to the parent stops every
 worker gracefully (SIGTERM to each; one that
-has not stopped after :data:`STOP_SECONDS` is killed). A worker that dies is started
+has not stopped after :data:`STOP_SECONDS` is killed). A Ctrl-C that reaches a worker
+while it starts (a terminal signals the whole process group) is dropped: the worker is
+spawned with SIGINT blocked, and ignores it before unblocking it. A worker that dies is started
 again after a pause that doubles with each failure in a row (:data:`FIRST_RESTART_SECONDS`
 up to :data:`LAST_RESTART_SECONDS`). A worker that dies before it ever served (a refused
 configuration, an unreachable database at start) stops them all: the start failed. A
@@ -30,6 +32,7 @@ import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
 import signal
 import socket
@@ -145,7 +148,17 @@ class _Supervisor:
             target=_work, args=(self._settings[worker.index], worker.index, told, self._lifeline),
             name=f"authority-worker-{worker.index}", daemon=False,
         )
-        process.start()
+        # SIGINT blocked while the worker is made, and so in the worker (a spawned process
+        # inherits the mask) until _work ignores it: a terminal's Ctrl-C reaches every
+        # process of the group, and one landing while the worker still imports would end
+        # it in a KeyboardInterrupt traceback. Here it waits, and reaches _stop on restore.
+        # The resource tracker first: starting it (on the first start()) unblocks SIGINT.
+        multiprocessing.resource_tracker.ensure_running()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         told.close()  # the worker's end: once it is gone, `ready` reads end of file
         worker.process, worker.ready, worker.served, worker.launched = process, ready, False, True
         worker.started_at, worker.restart_at = time.monotonic(), None
@@ -239,7 +252,10 @@ def _work(settings: Settings, index: int, told: Connection, lifeline: Connection
     from authority.store import reach
 
     # The parent relays a terminal's Ctrl-C as SIGTERM; serve() handles both once it runs.
+    # Ignored first, then unblocked (the parent spawned it with SIGINT blocked): one that
+    # arrived while this process started is dropped.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     logs.install(settings.log_level, settings.log_format)
 
     def ready() -> None:

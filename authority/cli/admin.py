@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from authority.claims import EXACT_INTEGER_LIMIT
+from authority.claims import EXACT_INTEGER_LIMIT, MAX_CLAIM_DEPTH
 from authority.cli import connection
 from authority.config import duration_text, load_settings, parse_duration
 from authority.errors import ConfigError, StoreUnavailable
@@ -212,6 +212,11 @@ def _claims(pairs: Sequence[str]) -> dict[str, Any]:
         name, sep, text = pair.partition("=")
         if not sep or not name:
             raise ConfigError("--claim", f"{pair!r} is not NAME=VALUE")
+        if _nesting(text) > MAX_CLAIM_DEPTH:
+            # Checked before parsing: json.loads (and the Struct after it) recurse once a
+            # level, and a few thousand levels end in a RecursionError.
+            raise ConfigError(f"--claim {name}", f"nests lists or objects more than {MAX_CLAIM_DEPTH} levels deep, "
+                              "more than a token's claims may")
         try:
             claims[name] = json.loads(text, parse_int=_exact_integer, parse_float=_exact_number,
                                       parse_constant=_no_constant)
@@ -221,6 +226,32 @@ def _claims(pairs: Sequence[str]) -> dict[str, Any]:
         except ValueError:
             claims[name] = text
     return claims
+
+
+def _nesting(text: str) -> int:
+    """How deep ``[`` and ``{`` nest in ``text``, outside strings, if it looks like a JSON
+    list or object (a scalar, or text that is not JSON, nests nothing). Stops counting one
+    past MAX_CLAIM_DEPTH."""
+    if not text.lstrip().startswith(("[", "{")):
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif in_string:
+            escaped = char == "\\"
+            in_string = char != '"'
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_CLAIM_DEPTH:
+                break
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 class _Inexact(ValueError):

@@ -12,6 +12,7 @@ import urllib.parse
 from typing import TYPE_CHECKING
 
 from authority import credentials
+from authority.config.database_urls import check_postgres_query, check_sqlite_query
 from authority.config.values import (
     DURATION_OPTIONS,
     MAX_DURATION_SECONDS,
@@ -169,9 +170,11 @@ def _check_database_url(option: str, url: str) -> None:
         if parts.path in ("", "/", "/:memory:") or "mode=memory" in parts.query:
             raise ConfigError(option, "names no file: an in-memory SQLite database would lose every session at "
                               "a restart, and each connection would see a database of its own")
+        check_sqlite_query(option, url)
         return
     if "sslmode" in urllib.parse.parse_qs(parts.query):
         raise ConfigError(option, "sslmode is libpq's: asyncpg takes ssl=require (or verify-ca, verify-full)")
+    check_postgres_query(option, url)
 
 
 def _check_high_availability(s: Settings) -> None:
