@@ -10,6 +10,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from authority_client.frozen import frozen
+from authority_client.jws import MAX_JSON_DEPTH
 from authority_client.types import (
     AccessClaims,
     InvalidReason,
@@ -50,12 +51,33 @@ def issue_request(
     """The IssueToken request for a sign-in (bound to the proof's key, when given)."""
     request = pb.IssueTokenRequest(subject=subject, device_id=device_id, policy=int(policy), audience=audience)  # type: ignore[arg-type]
     if claims is not None:
+        _check_depth(claims)
         request.claims.update(dict(claims))
     if ttl is not None:
         request.ttl.CopyFrom(duration(ttl))
     if proof is not None:
         request.proof.CopyFrom(proof_message(proof))
     return request
+
+
+def _check_depth(claims: Mapping[str, Any]) -> None:
+    """ValueError for claims nested deeper than a token may carry (the claims object is the
+    payload, the first of MAX_JSON_DEPTH levels), as the authority refuses them, and before
+    the Struct conversion would recurse into a RecursionError."""
+    level: list[Any] = [claims]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [inner for value in level for inner in _children(value)]
+        if not level:
+            return
+    raise ValueError(f"claims must not nest more than {MAX_JSON_DEPTH - 1} levels deep")
+
+
+def _children(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [inner for inner in value.values() if isinstance(inner, (Mapping, list, tuple))]
+    if isinstance(value, (list, tuple)):
+        return [inner for inner in value if isinstance(inner, (Mapping, list, tuple))]
+    return []
 
 
 def proof_message(proof: Proof) -> pb.ProofOfPossession:

@@ -4,6 +4,7 @@ limit, the access rules and bearer-token parsing."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from authority_client import AccessClaims, AccessRules, RevocationEvent, RevocationEventKind
@@ -190,3 +191,26 @@ def test_a_remote_answer_that_raced_a_revocation_is_not_cached() -> None:
         decisions.answer("token", "aud", Validation(valid=True, claims=claims("s1")))
     assert refused.value.reason.name == "REVOKED"
     assert decisions.cache.get("token", "aud") is None
+
+
+def test_claims_nested_past_what_a_token_carries_are_a_value_error_not_a_recursion_error() -> None:
+    from authority_client import _convert
+    from authority_client.types import SessionPolicy
+
+    from authority.tokens import check_claims_depth
+
+    def nested(levels: int) -> dict[str, Any]:
+        value: dict[str, Any] = {}
+        for _ in range(levels - 1):
+            value = {"a": value}
+        return value
+
+    # The deepest the authority takes passes; one more, and far more, are refused here.
+    deepest = {"deep": nested(32), "list": [[[[1]]]]}
+    check_claims_depth(deepest)
+    assert _convert.issue_request("s", "d", SessionPolicy.DEFAULT, "", deepest, None).claims["deep"]
+    for levels in (33, 5000):
+        with pytest.raises(ValueError, match="must not nest more than 32 levels"):
+            _convert.issue_request("s", "d", SessionPolicy.DEFAULT, "", {"deep": nested(levels)}, None)
+    with pytest.raises(ValueError, match="32 levels"):
+        _convert.issue_request("s", "d", SessionPolicy.DEFAULT, "", {"deep": [nested(33)]}, None)
