@@ -1,6 +1,6 @@
 // Protobuf messages (as @grpc/proto-loader decodes them) to and from plain JavaScript:
 // Timestamp to Date, Duration to milliseconds, Struct to and from plain objects.
-import { frozen, readOnlyDate } from './json.js';
+import { MAX_JSON_DEPTH, frozen, readOnlyDate } from './json.js';
 import { CAUSE_BY_NUMBER } from './reasons.js';
 
 /** A Date from a Timestamp ({seconds: string, nanos}); undefined when unset. */
@@ -28,16 +28,23 @@ export function toMilliseconds(value) {
 }
 
 /** A google.protobuf.Struct of a plain object; TypeError naming the path of a value it cannot hold. */
-export function toStruct(object, path = 'claims') {
+export function toStruct(object, path = 'claims', depth = 1) {
   if (object === null || typeof object !== 'object' || Array.isArray(object)) {
     throw new TypeError(`${path} must be a plain object`);
   }
+  tooDeep(path, depth);
   const fields = {};
-  for (const [name, value] of Object.entries(object)) fields[name] = toValue(value, `${path}.${name}`);
+  for (const [name, value] of Object.entries(object)) fields[name] = toValue(value, `${path}.${name}`, depth + 1);
   return { fields };
 }
 
-function toValue(value, path) {
+// The claims object is the token's payload, the first of MAX_JSON_DEPTH levels any
+// verifier reads; the authority refuses deeper claims, and a cycle would never end.
+function tooDeep(path, depth) {
+  if (depth > MAX_JSON_DEPTH) throw new TypeError(`${path}: claims must not nest more than ${MAX_JSON_DEPTH - 1} levels deep`);
+}
+
+function toValue(value, path, depth) {
   if (value === null) return { nullValue: 'NULL_VALUE' };
   switch (typeof value) {
     case 'string': return { stringValue: value };
@@ -49,8 +56,11 @@ function toValue(value, path) {
       }
       return { numberValue: value };
     case 'object':
-      if (Array.isArray(value)) return { listValue: { values: value.map((item, i) => toValue(item, `${path}[${i}]`)) } };
-      return { structValue: toStruct(value, path) };
+      if (Array.isArray(value)) {
+        tooDeep(path, depth);
+        return { listValue: { values: value.map((item, i) => toValue(item, `${path}[${i}]`, depth + 1)) } };
+      }
+      return { structValue: toStruct(value, path, depth) };
     default:
       throw new TypeError(`${path} cannot be sent as a claim (${typeof value})`);
   }

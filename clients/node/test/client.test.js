@@ -85,6 +85,24 @@ test('bad input is InvalidArgument naming the field, and nothing is signed in', 
   await assert.rejects(client.issueToken(user, 'laptop', { claims: { big: 2 ** 60 } }), /claims\.big/);
 });
 
+test('claims nested as deep as the authority takes pass; deeper, or a cycle, are a TypeError, not a stack overflow', { skip }, async () => {
+  const nested = (levels) => {
+    let value = {};
+    for (let i = 1; i < levels; i++) value = { a: value };
+    return value;
+  };
+  const user = subject();
+  const deepest = await client.issueToken(user, 'laptop', { audience: 'api', claims: { deep: nested(32) } });
+  assert.ok((await client.validateToken(deepest.accessToken, 'api')).valid);
+  const cycle = {};
+  cycle.self = cycle;
+  for (const claims of [{ deep: nested(33) }, { deep: nested(100_000) }, { list: [nested(32)] }, cycle]) {
+    await assert.rejects(client.issueToken(user, 'phone', { claims }),
+      (error) => error instanceof TypeError && /claims must not nest more than 32 levels deep/.test(error.message));
+  }
+  assert.deepEqual((await client.listSessions(user)).map((session) => session.deviceId), ['laptop']);
+});
+
 test('the signing keys are a JWK Set', { skip }, async () => {
   const jwks = JSON.parse(await client.getSigningKeys());
   assert.ok(jwks.keys.length >= 1 && jwks.keys.every((key) => key.kid && key.alg));
