@@ -154,6 +154,35 @@ def test_behind_a_prefix_stripping_proxy_the_proof_names_the_prefix(
     assert unprefixed.json()["error"] == "invalid_dpop_proof"
 
 
+@pytest.mark.parametrize("raw_uri", [None, "/orders"], ids=["no-raw-uri", "raw-uri"])
+def test_under_proxy_fix_the_prefix_is_named_once(raw_uri: str | None) -> None:
+    # ProxyFix(x_prefix=1) puts X-Forwarded-Prefix in SCRIPT_NAME; RAW_URI, where the server
+    # gives one, is the request line the proxy sent. Either way the path is as received.
+    from authority_client.http.gate import HttpRules
+    from authority_client.http.wsgi import _address
+    from werkzeug.middleware.proxy_fix import ProxyFix
+    from werkzeug.test import EnvironBuilder
+
+    seen: list[dict[str, Any]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ)
+        return []
+
+    environ = EnvironBuilder(path="/orders", headers={"X-Forwarded-Prefix": "/shop"}).get_environ()
+    environ.pop("REQUEST_URI", None)
+    environ.pop("RAW_URI", None)
+    if raw_uri is not None:
+        environ["RAW_URI"] = raw_uri
+    ProxyFix(app, x_prefix=1)(environ, lambda *args: None)
+    assert seen[0]["SCRIPT_NAME"] == "/shop"  # what ProxyFix did
+
+    _, _, path = _address(seen[0])
+
+    assert HttpRules.of(external_origin="https://example.com/shop").request_uri("http", "x", path) == (
+        "https://example.com/shop/orders")
+
+
 def test_the_external_origin_is_an_origin_with_an_optional_path_prefix() -> None:
     from authority_client.http.gate import HttpRules
 

@@ -17,9 +17,10 @@ them while the app handles the request, so a Flask view may do
 
 A DPoP proof (one ``DPoP`` header) is checked against ``REQUEST_METHOD`` and the request's
 URL: ``external_origin`` (set it behind a proxy; see :mod:`authority_client.http.gate`) or
-``wsgi.url_scheme`` and the ``Host`` header, and the path as sent (the server's
+``wsgi.url_scheme`` and the ``Host`` header, and the path as the server received it (its
 ``RAW_URI`` or ``REQUEST_URI`` when it gives one, else ``SCRIPT_NAME`` and ``PATH_INFO``
-quoted again). WSGI joins repeated headers with commas, so two ``DPoP`` headers arrive as
+quoted again, with the ``SCRIPT_NAME`` from before Werkzeug's ``ProxyFix`` added a
+forwarded prefix: that prefix belongs in ``external_origin``). WSGI joins repeated headers with commas, so two ``DPoP`` headers arrive as
 one value with a comma, which no proof holds: refused, BAD_PROOF.
 """
 
@@ -139,7 +140,13 @@ def _address(environ: Environ) -> tuple[str, str, str]:
     if isinstance(raw, str) and raw.startswith("/"):
         path = raw.partition("?")[0]
     else:
-        path = urllib.parse.quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), encoding="latin-1")
+        # As the server received it, as RAW_URI would say: before Werkzeug's ProxyFix put
+        # X-Forwarded-Prefix in SCRIPT_NAME (external_origin holds that prefix).
+        original = environ.get("werkzeug.proxy_fix.orig")
+        script = original.get("SCRIPT_NAME") if isinstance(original, dict) else None
+        if not isinstance(script, str):
+            script = environ.get("SCRIPT_NAME", "")
+        path = urllib.parse.quote(script + environ.get("PATH_INFO", ""), encoding="latin-1")
     return str(environ.get("wsgi.url_scheme", "http")), str(host), path
 
 
