@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.conftest import Running, StartServer
 from tests.support.pki import CertificateAuthority
@@ -41,6 +42,12 @@ def pki_files(tmp_path_factory: pytest.TempPathFactory) -> Files:
     ca.issue("authority", dns=("authority.internal",)).write(directory, "named")
     (directory / "other-ca.crt").write_bytes(CertificateAuthority("someone else's CA").certificate_pem)
     (directory / "not-pem.crt").write_text("not a certificate\n")
+    (directory / "garbled.crt").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    client_key = serialization.load_pem_private_key((directory / "client.key").read_bytes(), password=None)
+    (directory / "encrypted.key").write_bytes(client_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    ))
     return Files(directory)
 
 
@@ -138,12 +145,19 @@ async def test_a_call_that_cannot_get_through_says_why_in_one_line(
         (("--tls-ca-file", "/dev/zero"), {}, "--tls-ca-file: /dev/zero is larger than 1 MiB"),
         (("--tls-client-cert-file", "client.crt", "--tls-client-key-file", "client.crt"), {},
          "--tls-client-key-file: {dir}/client.crt holds no PEM private key"),
+        (("--tls-ca-file", "garbled.crt"), {}, "--tls-ca-file: {dir}/garbled.crt holds a certificate that does not "
+                                                "parse"),
+        (("--tls-client-cert-file", "client.crt", "--tls-client-key-file", "encrypted.key"), {},
+         "--tls-client-key-file: {dir}/encrypted.key is encrypted; give the key unencrypted"),
+        (("--tls-client-cert-file", "client.crt", "--tls-client-key-file", "server.key"), {},
+         "--tls-client-key-file: {dir}/server.key is not the key of {dir}/client.crt"),
         ((), {"AUTHORITY_TLS": "maybe"}, "AUTHORITY_TLS: must be 1 or 0"),
         ((), {"AUTHORITY_API_KEY": "k-1\nsecret"}, "--api-key: must be printable ASCII"),
         (("--api-key", "k-1 secret"), {}, "--api-key: must be printable ASCII"),
         (("--tls-server-name", "authority internal"), {}, "--tls-server-name: must be a DNS name or an IP address"),
     ],
     ids=["cert-without-key", "key-without-cert", "missing-file", "not-pem", "too-large", "cert-as-key",
+         "garbled-certificate", "encrypted-key", "another-certificates-key",
          "bad-tls-variable", "key-with-newline", "key-with-space", "bad-server-name"],
 )
 async def test_a_bad_connection_option_is_refused_before_any_call(

@@ -4,7 +4,8 @@ plaintext or TLS (with a client certificate for mutual TLS), and the API key.
 Everything is checked before a channel is opened, so a bad option is one line naming
 it (exit 2) and never a call half made: the target must be HOST:PORT, the API key
 printable ASCII (gRPC refuses anything else in metadata, and its own error would quote
-the key), and every TLS file readable PEM of at most 1 MiB. Any TLS option implies TLS.
+the key), and every TLS file readable PEM of at most 1 MiB that parses (the client key
+unencrypted, and the client certificate's). Any TLS option implies TLS.
 A call that never reached the service is said as such, naming the target and the option
 to check: nothing listening, a failed handshake, or a connection the authority closed
 (plaintext to a TLS port, or no client certificate where one is asked for).
@@ -121,13 +122,17 @@ def connection(args: argparse.Namespace) -> Connection:
     if server_name and not _is_host_name(server_name):
         raise ConfigError("--tls-server-name", "must be a DNS name or an IP address, as certificates name servers")
     tls = _flag(args.tls) or bool(args.tls_ca_file or cert or server_name)
+    ca_pem = _pem("--tls-ca-file", args.tls_ca_file, "CERTIFICATE")
+    cert_pem = _pem("--tls-client-cert-file", cert, "CERTIFICATE")
+    key_pem = _pem("--tls-client-key-file", key, "PRIVATE KEY")
+    _check_pem(args.tls_ca_file, ca_pem, cert, cert_pem, key, key_pem)
     return Connection(
         target=args.target,
         api_key=api_key,
         tls=tls,
-        ca_pem=_pem("--tls-ca-file", args.tls_ca_file, "CERTIFICATE"),
-        client_cert_pem=_pem("--tls-client-cert-file", cert, "CERTIFICATE"),
-        client_key_pem=_pem("--tls-client-key-file", key, "PRIVATE KEY"),
+        ca_pem=ca_pem,
+        client_cert_pem=cert_pem,
+        client_key_pem=key_pem,
         server_name=server_name,
     )
 
@@ -141,6 +146,37 @@ def check_target(target: str) -> None:
     host, sep, port = target.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise ConfigError("--target", f"{target!r} is not HOST:PORT")
+
+
+def _check_pem(
+    ca_path: str, ca_pem: bytes | None, cert_path: str, cert_pem: bytes | None, key_path: str, key_pem: bytes | None
+) -> None:
+    """ConfigError naming the option unless the certificates parse, the key opens without a
+    password, and it is the client certificate's key: what grpc would otherwise find only
+    in the handshake, and blame on the other side."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    certificates = {}
+    for option, path, pem in (("--tls-ca-file", ca_path, ca_pem), ("--tls-client-cert-file", cert_path, cert_pem)):
+        if pem is None:
+            continue
+        try:
+            certificates[option] = x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            raise ConfigError(option, f"{path} holds a certificate that does not parse") from None
+    if key_pem is None or cert_pem is None:
+        return
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise ConfigError("--tls-client-key-file", f"{key_path} is encrypted; give the key unencrypted") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError("--tls-client-key-file", f"{key_path} holds a private key that does not parse") from None
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*spki) != certificates["--tls-client-cert-file"][0].public_key().public_bytes(*spki):
+        raise ConfigError("--tls-client-key-file", f"{key_path} is not the key of {cert_path}")
 
 
 def _is_host_name(name: str) -> bool:
