@@ -210,6 +210,7 @@ export class Validator {
    * rejects with Unavailable once the validator is closed. */
   async waitUntilFresh(timeoutMs) {
     const deadline = Date.now() + timeoutMs;
+    this.refuseIfClosed();
     while (this.mirror !== null && !this.mirror.isFresh()) {
       this.refuseIfClosed();
       if (Date.now() >= deadline) return false;

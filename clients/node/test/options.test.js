@@ -26,7 +26,9 @@ const CASES = [
       [`Validator (${mode})`, validator, 'proofMaxAge', [0.5, 60], [0]],
       [`Validator (${mode})`, validator, 'proofReplayCacheSize', [1, 100], [0, 2.5]],
       ...['heartbeatIntervalMs', 'idleTimeoutMs', 'minBackoffMs'].map((name) => [
-        `Validator (${mode})`, (options) => validator({ follow: options }), name, [1, 1000], [0, 2 ** 31],
+        `Validator (${mode})`, (options) => validator({ follow: options }), name, [1, 1000],
+        // Under 1 ms, a heartbeat interval would be sent as a zero Duration.
+        name === 'heartbeatIntervalMs' ? [0, 1e-7, 0.5, 2 ** 31] : [0, 2 ** 31],
       ]),
       [`Validator (${mode})`, (options) => validator({ follow: { minBackoffMs: 50, ...options } }), 'maxBackoffMs',
         [50, 2000], [49]],

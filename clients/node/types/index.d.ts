@@ -326,7 +326,7 @@ export interface Log { warn?(message: string): void; error?(message: string, err
 /** Milliseconds above 0 and at most 2^31 - 1 (what a Node timer keeps); maxBackoffMs at
  * least minBackoffMs. A RangeError names the option (`follow.minBackoffMs`). */
 export interface FollowOptions {
-  /** Default 1000. */
+  /** Default 1000; at least 1 (less would be sent as no interval, which the authority refuses). */
   heartbeatIntervalMs?: number;
   /** Default 3000. */
   idleTimeoutMs?: number;

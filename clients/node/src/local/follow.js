@@ -11,13 +11,15 @@ import { status } from '@grpc/grpc-js';
 import { MAX_TIMER_MS, checkNumber } from '../options.js';
 
 /** The follower's settings, defaults filled in; TypeError or RangeError naming an option
- * that is not a number of milliseconds above 0 that a timer keeps (maxBackoffMs at least
- * minBackoffMs). */
+ * that is not a number of milliseconds above 0 that a timer keeps (heartbeatIntervalMs at
+ * least 1, maxBackoffMs at least minBackoffMs). */
 export function followSettings({
   heartbeatIntervalMs = 1000, idleTimeoutMs = 3000, minBackoffMs = 50, maxBackoffMs = 2000,
 } = {}) {
   const timer = { above: true, max: MAX_TIMER_MS };
-  checkNumber('follow.heartbeatIntervalMs', heartbeatIntervalMs, timer);
+  // At least 1 ms: less is sent as a zero Duration, which the authority refuses, and the
+  // follower would reconnect for ever.
+  checkNumber('follow.heartbeatIntervalMs', heartbeatIntervalMs, { ...timer, above: false, min: 1 });
   checkNumber('follow.idleTimeoutMs', idleTimeoutMs, timer);
   checkNumber('follow.minBackoffMs', minBackoffMs, timer);
   checkNumber('follow.maxBackoffMs', maxBackoffMs, { ...timer, above: false, min: minBackoffMs });
