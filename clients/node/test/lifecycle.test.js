@@ -4,7 +4,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
@@ -20,14 +19,11 @@ before(async () => {
 });
 after(async () => { await authority?.close(); });
 
-/** A loopback port nothing listens on (bound, then released). */
+/** A loopback address nothing listens on. */
 async function deadTarget() {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address();
-  server.close();
-  await once(server, 'close');
-  return `127.0.0.1:${port}`;
+  // Port 1: nothing listens there, and no other test's server can be given it (a port
+  // bound and released here could be).
+  return '127.0.0.1:1';
 }
 
 /** Runs support/close-early.js against `target` in a child process: its exit code and output. */

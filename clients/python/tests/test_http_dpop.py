@@ -193,6 +193,8 @@ def test_the_external_origin_is_an_origin_with_an_optional_path_prefix() -> None
         with pytest.raises(ValueError, match="external_origin") as refused:
             HttpRules.of(external_origin=origin)
         assert origin not in str(refused.value)
+    with pytest.raises(ValueError, match="external_origin"):
+        HttpRules.of(external_origin=42)  # type: ignore[arg-type]
     assert HttpRules.of(external_origin="https://orders.example.com/").request_uri("http", "x", "/a") == (
         "https://orders.example.com/a")
     assert HttpRules.of(external_origin="https://example.com/orders/").request_uri("http", "x", "/a") == (

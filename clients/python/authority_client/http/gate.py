@@ -93,6 +93,8 @@ def _check_external_origin(origin: str) -> None:
     """Refuses (ValueError, without quoting it) an ``external_origin`` that is not
     ``scheme://host[:port][/prefix]`` as clients address the app."""
     try:
+        if not isinstance(origin, str):
+            raise ValueError(origin)
         parts = urllib.parse.urlsplit(origin)
         parts.port  # noqa: B018 - raises for a port that is no number
         normalize_uri(origin)
