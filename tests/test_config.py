@@ -170,7 +170,11 @@ def test_a_postgres_url_query_the_driver_reads_is_accepted(query: str) -> None:
         ("sqlite+aiosqlite:///file:authority.db?mode=rwc&uri=true", "uri (SQLite's URI filenames) is not supported"),
         ("sqlite+aiosqlite:///authority.db?uri=1", "uri (SQLite's URI filenames) is not supported"),
         ("sqlite+aiosqlite:///authority.db?uri=x", "uri (SQLite's URI filenames) is not supported"),
-        ("sqlite+aiosqlite:///authority.db?timeout=soon", "timeout must be a number"),
+        ("sqlite+aiosqlite:///authority.db?timeout=soon", "timeout is not taken in a SQLite URL"),
+        ("sqlite+aiosqlite:///authority.db?timeout=30", "timeout is not taken in a SQLite URL: the store sets"),
+        ("sqlite+aiosqlite:///authority.db?mode=ro", "mode is not taken in a SQLite URL"),
+        ("sqlite+aiosqlite:///authority.db?isolation_level=", "isolation_level is not taken in a SQLite URL"),
+        ("sqlite+aiosqlite:///authority.db?uri=false&x%0Ay=1", "a parameter is not taken in a SQLite URL"),
     ],
 )
 def test_a_sqlite_url_the_store_cannot_honour_is_refused(url: str, says: str) -> None:

@@ -40,8 +40,6 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 _SHOWN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # HOST or HOST:PORT, as SQLAlchemy splits a query host (an IPv6 address goes in the URL's host).
 _HOST_PORT = re.compile(r"([A-Za-z0-9.-]*)(?::(\d*))?")
-# pysqlite's options that SQLAlchemy converts from the query, and what each must convert to.
-_SQLITE_NUMBERS = ("timeout", "detect_types", "cached_statements")
 _FALSE = ("false", "no", "off", "n", "f", "0")
 
 
@@ -122,14 +120,17 @@ def _port(text: str) -> int:
 
 
 def check_sqlite_query(option: str, url: str) -> None:
-    """Raises :class:`ConfigError` naming ``option`` for SQLite's URI filenames, which hide
-    the file's path from the store, and for a pysqlite option that does not convert."""
-    for name, value in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query):
-        if name == "uri" and value.lower() not in _FALSE:
-            raise ConfigError(option, "uri (SQLite's URI filenames) is not supported: the store needs the file's "
-                              "path, to refuse a missing file and to lock beside it; give sqlite+aiosqlite:///PATH")
-        if name in _SQLITE_NUMBERS:
-            try:
-                float(value)
-            except ValueError:
-                raise ConfigError(option, f"{name} must be a number") from None
+    """Raises :class:`ConfigError` naming ``option`` for any query on a SQLite URL: SQLite's
+    URI filenames hide the file's path from the store, and the options pysqlite would take
+    (timeout, isolation_level, ...) the store sets itself, so they would be overridden
+    without a word."""
+    query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True)
+    if any(name == "uri" and value.lower() not in _FALSE for name, value in query):
+        raise ConfigError(option, "uri (SQLite's URI filenames) is not supported: the store needs the file's "
+                          "path, to refuse a missing file and to lock beside it; give sqlite+aiosqlite:///PATH")
+    for name, _ in query:
+        if name == "uri":
+            continue
+        shown = name if _SHOWN_NAME.fullmatch(name) else "a parameter"
+        raise ConfigError(option, f"{shown} is not taken in a SQLite URL: the store sets SQLite's options itself "
+                          "(a 10 s wait for a lock, WAL, full sync); give sqlite+aiosqlite:///PATH")
