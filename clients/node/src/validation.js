@@ -194,7 +194,7 @@ export class Validator {
     this.refuseIfClosed();
     if (this.local !== null) {
       try {
-        await this.local.keys.replace(await this.client.getSigningKeys());
+        await this.local.keys.replace(await this.client.getSigningKeys(), { fetched: true });
       } catch (error) {
         if (!(error instanceof AuthorityError)) throw error;
         if (!this.closed) this.log.warn?.(`could not fetch the signing keys at start: ${error.name}`);
@@ -230,7 +230,7 @@ export class Validator {
     let step = this.local.decide(token, audience, proof);
     if (step === REFETCH_KEYS) {
       try {
-        await this.local.keys.replace(await this.client.getSigningKeys());
+        await this.local.keys.replace(await this.client.getSigningKeys(), { fetched: true });
       } catch (error) {
         if (error instanceof AuthorityError) throw unavailable(error, this.log);
         throw error;

@@ -116,6 +116,12 @@ export class KeySet {
     return this.byKid.get(kid);
   }
 
+  /** This set but the keys named in `kids`. */
+  without(kids) {
+    const leftOut = new Set(kids);
+    return new KeySet([...this.byKid.values()].filter((key) => !leftOut.has(key.kid)));
+  }
+
   get size() {
     return this.byKid.size;
   }

@@ -138,6 +138,8 @@ export declare class KeySet {
   static fromJwks(jwksJson: string): Promise<KeySet>;
   readonly kids: readonly string[];
   readonly size: number;
+  /** This set but the keys named in `kids`. */
+  without(kids: Iterable<string>): KeySet;
 }
 
 /** Verifies access tokens as strictly as the Python TokenVerifier (no revocation check). */
@@ -366,7 +368,11 @@ export interface ValidatorOptions {
 export declare class LocalVerification {
   constructor(options?: Omit<ValidatorOptions, 'client' | 'target' | 'clientOptions' | 'mode' | 'follow'>);
   readonly mirror: RevocationMirror;
-  readonly keys: { verifier: TokenVerifier | null; replace(jwksJson: string): Promise<boolean> };
+  /** `fetched`: a GetSigningKeys answer, which cannot bring back a key the stream withdrew. */
+  readonly keys: {
+    verifier: TokenVerifier | null;
+    replace(jwksJson: string, options?: { fetched?: boolean }): Promise<boolean>;
+  };
   /** This consumer's proof checker and its replay cache. */
   readonly proofs: ProofChecker;
   /** The claims, or a symbol saying the authority must be asked; throws InvalidToken. */

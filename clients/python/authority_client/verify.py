@@ -261,6 +261,11 @@ class KeySet:
         """The key named ``kid``, or None."""
         return self._by_kid.get(kid)
 
+    def without(self, kids: Iterable[str]) -> KeySet:
+        """This set but the keys named in ``kids``."""
+        left_out = frozenset(kids)
+        return KeySet(key for kid, key in self._by_kid.items() if kid not in left_out)
+
     def __len__(self) -> int:
         return len(self._by_kid)
 

@@ -222,3 +222,39 @@ def test_a_revoked_bound_token_spends_none_of_its_keys_proofs(local_cache_size: 
 
     assert reasons == [InvalidReason.REVOKED] * 3
     assert made.keys.verifier.proofs.replay_cache_entries == spent
+
+
+def test_a_key_the_stream_withdrew_is_not_reinstated_by_a_fetch_from_a_lagging_replica() -> None:
+    withdrawn, kept = Key(), Key()
+    made = decisions(Clock(), withdrawn)
+    assert made.keys is not None and made.mirror is not None
+    made.keys.replace(jwks(withdrawn, kept), fetched=True)  # the start's fetch
+    token = withdrawn.sign()
+    assert not isinstance(made.first(token, AUDIENCE), _Step)
+    # Retired (a compromise): the stream's set leaves it out.
+    made.mirror.apply(RevocationEvent(RevocationEventKind.SIGNING_KEYS, sequence=0, jwks_json=jwks(kept)))
+
+    # Its kid is unknown now, so the token asks for a refetch, which a replica that has not
+    # seen the retirement answers with the old set.
+    assert made.first(withdrawn.sign(), AUDIENCE) is _Step.REFETCH_KEYS
+    assert made.keys.replace(jwks(withdrawn, kept), fetched=True)
+    with pytest.raises(InvalidToken) as refused:
+        made.after_refetch(token, AUDIENCE)
+
+    assert refused.value.reason is InvalidReason.UNKNOWN_KEY
+    assert made.keys.verifier is not None and made.keys.verifier.keys.kids == {kept.kid}
+    assert not isinstance(made.first(kept.sign(), AUDIENCE), _Step)  # the rest of the fetched set is used
+    # A later stream set that names the key again (a database restored from before) is believed.
+    made.mirror.apply(RevocationEvent(RevocationEventKind.SIGNING_KEYS, sequence=0,
+                                      jwks_json=jwks(withdrawn, kept)))
+    assert not isinstance(made.first(withdrawn.sign(), AUDIENCE), _Step)
+
+
+def test_a_fetched_set_adds_keys_the_stream_has_not_announced_yet() -> None:
+    old, new = Key(), Key()
+    made = decisions(Clock(), old)
+    assert made.keys is not None
+    # A rotation seen by the replica that answered the fetch before the stream's: taken.
+    assert made.first(new.sign(), AUDIENCE) is _Step.REFETCH_KEYS
+    made.keys.replace(jwks(old, new), fetched=True)
+    assert not isinstance(made.after_refetch(new.sign(), AUDIENCE), _Step)

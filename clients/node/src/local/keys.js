@@ -3,9 +3,19 @@
 // the set lacks may be a key newer than the set: it triggers a refetch, at most one per
 // refetchIntervalMs, so made-up kids cannot turn into a stream of calls. A set that fails
 // to parse leaves the last good one in place.
+//
+// The stream's sets are the authority's word: a key one leaves out is withdrawn (retired
+// after a compromise, or purged), and a fetched set cannot bring it back. GetSigningKeys
+// may be answered by a replica that has not seen the withdrawal yet, and a token naming
+// the withdrawn key is exactly what makes a consumer refetch: without this, such a token
+// would reinstate its own key. Only a later stream set may name the key again (a database
+// restored from before the withdrawal).
 import { performance } from 'node:perf_hooks';
 
 import { KeySet, TokenVerifier } from '../verify.js';
+
+/** Withdrawn kids remembered at most: one a rotation, so years of them. */
+const MAX_WITHDRAWN = 10_000;
 
 /** The verifier and the key set in it, replaced as the authority announces new ones. */
 export class SigningKeys {
@@ -21,10 +31,14 @@ export class SigningKeys {
     this.lastRefetch = null;
     this.jwksJson = '';
     this.generation = 0;
+    /** Kids the stream withdrew, oldest first. */
+    this.withdrawn = new Set();
   }
 
-  /** Swaps in a new key set; a malformed one is logged and ignored. Resolves to whether it took. */
-  async replace(jwksJson) {
+  /** Swaps in a new key set; a malformed one is logged and ignored. Resolves to whether it
+   * took. `fetched`: a GetSigningKeys answer, not a stream event; the keys the stream
+   * withdrew are left out of it. */
+  async replace(jwksJson, { fetched = false } = {}) {
     // Sets arrive in order but parse asynchronously: only the newest may take, even when it
     // is the set already installed (a set announced in between must not win after it).
     const generation = ++this.generation;
@@ -37,6 +51,23 @@ export class SigningKeys {
       return false;
     }
     if (generation !== this.generation) return false;
+    let installed = jwksJson;
+    if (fetched) {
+      const reinstated = keys.kids.filter((kid) => this.withdrawn.has(kid));
+      if (reinstated.length > 0) {
+        this.log.warn?.(`left withdrawn signing keys out of a fetched set: ${reinstated.join(', ')}`);
+        keys = keys.without(reinstated);
+        installed = ''; // not the set installed: the same text again is filtered again
+      }
+    } else {
+      const current = this.verifier?.keys.kids ?? [];
+      for (const kid of current) if (keys.get(kid) === undefined) this.withdrawn.add(kid);
+      for (const kid of keys.kids) this.withdrawn.delete(kid);
+      for (const kid of this.withdrawn) {
+        if (this.withdrawn.size <= MAX_WITHDRAWN) break;
+        this.withdrawn.delete(kid);
+      }
+    }
     if (this.verifier === null) {
       const options = { issuer: this.issuer, leeway: this.leewaySeconds };
       if (this.clock !== undefined) options.clock = this.clock;
@@ -45,7 +76,7 @@ export class SigningKeys {
     } else {
       this.verifier.keys = keys;
     }
-    this.jwksJson = jwksJson;
+    this.jwksJson = installed;
     return true;
   }
 

@@ -6,6 +6,13 @@ may be signed with a key newer than the set: it triggers a refetch, at most one 
 ``refetch_interval``, so a stream of made-up kids cannot turn into a stream of calls.
 A set that fails to parse, or a fetch that fails, leaves the last good set in place.
 
+The stream's sets are the authority's word: a key one leaves out is withdrawn (retired
+after a compromise, or purged), and a fetched set cannot bring it back. GetSigningKeys
+may be answered by a replica that has not seen the withdrawal yet (replicas reread their
+keys about once a second), and a token naming the withdrawn key is exactly what makes a
+consumer refetch: without this, such a token would reinstate its own key. Only a later
+stream set may name the key again (a database restored from before the withdrawal).
+
 There is one verifier, whose key set is replaced, so its DPoP proof checker (and the
 replay cache in it) outlives every key set: a proof seen before a rotation is still
 seen after it.
@@ -22,6 +29,9 @@ from authority_client.proof import ProofChecker
 from authority_client.verify import KeySet, TokenVerifier
 
 log = logging.getLogger(__name__)
+
+# Withdrawn kids remembered at most: one a rotation, so years of them.
+MAX_WITHDRAWN = 10_000
 
 
 class SigningKeys:
@@ -47,11 +57,16 @@ class SigningKeys:
         self._lock = threading.Lock()
         self._last_refetch: float | None = None
         self._jwks_json = ""
+        # Kids the stream withdrew, oldest first (module docstring).
+        self._withdrawn: dict[str, None] = {}
         # The verifier's; None: its own, with the checker's defaults.
         self._proofs = proofs
 
-    def replace(self, jwks_json: str) -> bool:
-        """Swaps in a new key set; a malformed one is logged and ignored. Returns whether it took."""
+    def replace(self, jwks_json: str, *, fetched: bool = False) -> bool:
+        """Swaps in a new key set; a malformed one is logged and ignored. Returns whether it took.
+
+        ``fetched``: the set is a GetSigningKeys answer, not a stream event; the keys the
+        stream withdrew are left out of it (module docstring)."""
         if jwks_json == self._jwks_json:
             return True
         try:
@@ -59,13 +74,30 @@ class SigningKeys:
         except ValueError:
             log.warning("ignored a malformed signing key set; keeping the last good one")
             return False
-        if self.verifier is None:
-            self.verifier = TokenVerifier(
-                keys, issuer=self._issuer, leeway=self._leeway, clock=self._clock, proofs=self._proofs
-            )
-        else:
-            self.verifier.keys = keys  # one attribute store: readers see the old set or the new
-        self._jwks_json = jwks_json
+        with self._lock:
+            if fetched:
+                reinstated = keys.kids & self._withdrawn.keys()
+                if reinstated:
+                    log.warning("left withdrawn signing keys out of a fetched set: %s", ", ".join(sorted(reinstated)))
+                    keys = keys.without(reinstated)
+                    jwks_json = ""  # not the set installed: the same text again is filtered again
+            else:
+                current = frozenset() if self.verifier is None else self.verifier.keys.kids
+                for kid in current - keys.kids:
+                    self._withdrawn[kid] = None
+                for kid in keys.kids & self._withdrawn.keys():
+                    del self._withdrawn[kid]
+                while len(self._withdrawn) > MAX_WITHDRAWN:
+                    del self._withdrawn[next(iter(self._withdrawn))]
+            # Installed under the lock too: a fetched set filtered before a withdrawal must
+            # not be installed after it.
+            if self.verifier is None:
+                self.verifier = TokenVerifier(
+                    keys, issuer=self._issuer, leeway=self._leeway, clock=self._clock, proofs=self._proofs
+                )
+            else:
+                self.verifier.keys = keys  # one attribute store: readers see the old set or the new
+            self._jwks_json = jwks_json
         log.info("signing keys now %s", ", ".join(sorted(keys.kids)))
         return True
 
