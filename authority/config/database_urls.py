@@ -6,7 +6,8 @@ in a traceback at the first connection, and ``timeout`` or ``command_timeout`` w
 silently overridden by the authority's own. ``host=`` and ``port=`` in the query (several
 hosts, for a failover) must be a list SQLAlchemy can read, and :func:`postgres_hosts`
 says which hosts they are. On SQLite the store needs the file's path (to refuse a missing
-file, and for the maintenance lock beside it), which SQLite's URI filenames hide.
+file, and for the maintenance lock beside it), which SQLite's URI filenames hide, and it
+sets the driver's options itself: a SQLite URL takes no query.
 
 Every refusal names the parameter, never its value: the URL may hold a password.
 """
