@@ -5,10 +5,16 @@
 // a value with a character that metadata may not carry (é, say), when the call arrives and
 // before any interceptor sees it. So a caller's token, or any credential sent in metadata,
 // reaches the service's log. Installed with `grpc.setLogger(redactedGrpcLogger())`, on the
-// grpc-js the server is built with, that line names the entry and leaves the value out;
-// every other line passes as it is.
+// grpc-js the server is built with, that line names the entry and leaves the value out.
+// With tracing on (GRPC_TRACE=server_call or all, GRPC_VERBOSITY=DEBUG), grpc-js also
+// writes every request's metadata, the authorization and DPoP headers with the rest: such
+// a line keeps the entries' names and leaves every value out. Every other line passes as
+// it is.
 
 const METADATA_ENTRY = /^Failed to add metadata entry ([^:]*):/;
+// server_call's trace of a request: `... | server_call | Request to /pkg.Service/Method
+// received headers {"name":["value"],...}` (grpc-js server-interceptors.js).
+const RECEIVED_HEADERS = /^([\s\S]* received headers )([\s\S]*)$/;
 // Of an entry's name, at most this much is shown.
 const NAME_SHOWN = 64;
 
@@ -23,8 +29,25 @@ const STDERR = Object.freeze({
 export function redactedGrpcLine(message) {
   if (typeof message !== 'string') return message;
   const entry = METADATA_ENTRY.exec(message);
-  if (entry === null) return message;
-  return `Failed to add metadata entry ${entry[1].slice(0, NAME_SHOWN)}: its value is not valid metadata (not shown)`;
+  if (entry !== null) {
+    return `Failed to add metadata entry ${entry[1].slice(0, NAME_SHOWN)}: its value is not valid metadata (not shown)`;
+  }
+  const received = RECEIVED_HEADERS.exec(message);
+  if (received !== null) return `${received[1]}${headerNames(received[2])}`;
+  return message;
+}
+
+/** The names of a traced metadata object, each value left out; nothing of what does not parse. */
+function headerNames(json) {
+  let names;
+  try {
+    const parsed = JSON.parse(json);
+    names = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? Object.keys(parsed) : null;
+  } catch {
+    names = null;
+  }
+  if (names === null) return '(not shown)';
+  return `${JSON.stringify(Object.fromEntries(names.map((name) => [name.slice(0, NAME_SHOWN), '(not shown)'])))}`;
 }
 
 /**

@@ -2,6 +2,7 @@
 // a caller's token with one character metadata may not carry reaches the log. A real
 // grpc-js server behind the interceptor, a raw HTTP/2 caller, and redactedGrpcLogger.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import http2 from 'node:http2';
 import { after, before, test } from 'node:test';
 
@@ -89,6 +90,29 @@ test('a refused metadata entry is logged by name, never by value', { skip }, asy
   assert.deepEqual(redacted.lines.filter((line) => line.includes('metadata entry')),
     ['Failed to add metadata entry authorization: its value is not valid metadata (not shown)']);
   assert.ok(!redacted.lines.some((line) => line.includes(secret) || line.includes('Bearer')));
+});
+
+/** The lines grpc-js traced for one call, in a child process with tracing on. */
+function tracedCall(mode) {
+  const script = new URL('./support/traced-call.js', import.meta.url).pathname;
+  const env = { ...process.env, GRPC_TRACE: 'server_call', GRPC_VERBOSITY: 'DEBUG' };
+  const run = spawnSync(process.execPath, [script, mode], { env, encoding: 'utf8', timeout: 30_000 });
+  assert.equal(run.status, 0, run.stderr);
+  return JSON.parse(run.stdout);
+}
+
+test("with grpc-js's call tracing on, a request's metadata is traced by name, never by value", () => {
+  const secrets = ['TOKEN-THAT-MUST-NOT-BE-LOGGED', 'PROOF-THAT-MUST-NOT-BE-LOGGED'];
+  // As grpc-js is: the values reach the log (the test's own check that it could fail).
+  const plain = tracedCall('plain');
+  assert.ok(secrets.every((secret) => plain.some((line) => line.includes(secret))), 'grpc-js no longer traces metadata');
+
+  const redacted = tracedCall('redacted');
+  const traced = redacted.filter((line) => line.includes('received headers'));
+  assert.equal(traced.length, 1, redacted.join('\n'));
+  assert.match(traced[0], /Request to \/demo\.Greeter\/Greet received headers \{.*"authorization":"\(not shown\)"/);
+  assert.match(traced[0], /"dpop":"\(not shown\)"/);
+  assert.ok(!redacted.some((line) => secrets.some((secret) => line.includes(secret)) || line.includes('Bearer')));
 });
 
 test('other lines pass as they are, to the level grpc-js chose', () => {
