@@ -83,6 +83,8 @@ export class AuthorityClient {
     this.timeoutMs = timeoutMs;
     /** Whether close() was called: every call then rejects with Unavailable. */
     this.closed = false;
+    /** The revocation streams open now, which close() ends. */
+    this.streams = new Set();
     this.stub = new Service(target, channelCredentials(options), {
       'grpc.service_config': JSON.stringify(serviceConfig({ maxAttempts, initialBackoffMs, maxBackoffMs })),
       // Pings only while calls are open, so a dead peer is noticed on a quiet stream.
@@ -206,14 +208,21 @@ export class AuthorityClient {
     const request = { afterSequence: String(afterSequence), epoch };
     if (heartbeatIntervalMs !== undefined) request.heartbeatInterval = convert.duration(heartbeatIntervalMs);
     if (this.closed) return new RevocationStream(null, new Unavailable(CLOSED_MESSAGE));
-    return new RevocationStream(this.stub.WatchRevocations(request, this.metadata));
+    const stream = new RevocationStream(this.stub.WatchRevocations(request, this.metadata));
+    // Kept until it ends, so that close() can end it: a stream, unlike a call, has no end of its own.
+    this.streams.add(stream);
+    stream.grpcCall.on('close', () => this.streams.delete(stream));
+    return stream;
   }
 
   /** Closes the channel; every call after rejects with Unavailable. Calls already under way
-   * run to their end. Closing twice is closing once. */
+   * run to their end, but a revocation stream still open ends at once, its reading failing
+   * with Unavailable. Closing twice is closing once. */
   close() {
     if (this.closed) return;
     this.closed = true;
+    for (const stream of this.streams) stream.end(new Unavailable(CLOSED_MESSAGE));
+    this.streams.clear();
     this.stub.close();
   }
 }
@@ -231,7 +240,7 @@ export class RevocationStream {
     try {
       for await (const message of this.grpcCall) yield convert.revocationEvent(message);
     } catch (error) {
-      throw fromServiceError(error);
+      throw this.failure ?? fromServiceError(error);
     } finally {
       this.grpcCall.cancel();
     }
@@ -239,6 +248,12 @@ export class RevocationStream {
 
   /** Ends the call; the iteration then ends with a CANCELLED error or stops. */
   cancel() {
+    this.grpcCall?.cancel();
+  }
+
+  /** Ends the call, the iteration failing with `failure` (the client was closed). */
+  end(failure) {
+    this.failure = failure;
     this.grpcCall?.cancel();
   }
 }

@@ -101,6 +101,21 @@ test('a validator stops following the stream when the client it was given is clo
   await validator.close();
 });
 
+test('closing a client ends its open revocation streams: a validator given it stops following', { skip }, async () => {
+  const client = new AuthorityClient(authority.target);
+  const validator = new Validator({ client, mode: 'local', log: quietLog(), follow: { heartbeatIntervalMs: 100 } });
+  await validator.start();
+  assert.ok(await validator.waitUntilFresh(10_000));
+  const stream = client.watchRevocations();
+  const reading = (async () => { for await (const event of stream) assert.ok(event.kind); })();
+  client.close();
+  // A healthy stream never ends of itself: left open, it would keep following, and the process alive.
+  await assertClosed(reading, 'the authority client is closed', 'a stream open at close()');
+  assert.ok(await until(() => !validator.follower.running, 5000), 'still following a closed client');
+  assert.equal(client.streams.size, 0);
+  await validator.close();
+});
+
 test('a closed middleware answers 503 and a closed interceptor UNAVAILABLE, not a 500 or INTERNAL', async () => {
   const target = await deadTarget();
   const middleware = requireToken({ target, audience: 'api', log: quietLog() });

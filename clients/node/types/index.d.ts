@@ -295,7 +295,8 @@ export declare class AuthorityClient {
   watchRevocations(afterSequence?: bigint | number, options?: { heartbeatIntervalMs?: number; epoch?: string }): RevocationStream;
   /** Whether close() was called. */
   readonly closed: boolean;
-  /** Closes the channel: every call after it rejects with Unavailable (a stream when read). */
+  /** Closes the channel: every call after it rejects with Unavailable (a stream when read);
+   * a revocation stream open now ends, its reading failing with Unavailable. */
   close(): void;
 }
 

@@ -62,12 +62,16 @@ export class MirrorFollower {
     while (this.running) {
       let failure = null;
       let epochChanged = false;
+      let silentForMs = null;
       const stream = this.client.watchRevocations(this.mirror.lastSequence, { heartbeatIntervalMs, epoch: this.mirror.epoch });
       this.stream = stream;
       this.mirror.streamStarted();
       // A silent stream gives the iterator nothing to end on: the watchdog cancels it.
       const watchdog = setInterval(() => {
-        if (this.mirror.caughtUp && this.mirror.idleForMs() > idleTimeoutMs) stream.cancel();
+        if (this.mirror.caughtUp && this.mirror.idleForMs() > idleTimeoutMs) {
+          silentForMs = this.mirror.idleForMs();
+          stream.cancel();
+        }
       }, Math.min(heartbeatIntervalMs, idleTimeoutMs) / 2);
       watchdog.unref();
       try {
@@ -97,6 +101,8 @@ export class MirrorFollower {
       // Loud once per outage, quiet for every retry after it.
       if (epochChanged) {
         this.log.warn?.('the revocation log changed epoch (a restore or a failover); reading it again from 0');
+      } else if (silentForMs !== null) {
+        this.log.warn?.(`revocation stream silent for ${Math.round(silentForMs)} ms; reopening`);
       } else if (backoff === minBackoffMs) {
         this.log.warn?.(`revocation stream lost (${failure?.name ?? 'ended'}); reconnecting`);
       }
