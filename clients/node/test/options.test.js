@@ -25,13 +25,16 @@ const CASES = [
       [`Validator (${mode})`, validator, 'localCacheSize', [0, 10], [1.5, 1e12]],
       [`Validator (${mode})`, validator, 'proofMaxAge', [0.5, 60], [0]],
       [`Validator (${mode})`, validator, 'proofReplayCacheSize', [1, 100], [0, 2.5]],
-      ...['heartbeatIntervalMs', 'idleTimeoutMs', 'minBackoffMs'].map((name) => [
+      ...['heartbeatIntervalMs', 'minBackoffMs'].map((name) => [
         `Validator (${mode})`, (options) => validator({ follow: options }), name, [1, 1000],
         // Under 1 ms, a heartbeat interval would be sent as a zero Duration.
         name === 'heartbeatIntervalMs' ? [0, 1e-7, 0.5, 2 ** 31] : [0, 2 ** 31],
       ]),
       [`Validator (${mode})`, (options) => validator({ follow: { minBackoffMs: 50, ...options } }), 'maxBackoffMs',
         [50, 2000], [49]],
+      // A stream cut for silence before each heartbeat could arrive would reopen for ever.
+      [`Validator (${mode})`, (options) => validator({ follow: { heartbeatIntervalMs: 1000, ...options } }),
+        'idleTimeoutMs', [1001, 3000], [0, 500, 1000, 2 ** 31]],
     ];
   }),
   ['LocalVerification', (options) => new LocalVerification({ log: quiet, ...options }), 'maxStalenessMs', [1], [0]],

@@ -326,8 +326,9 @@ export declare class RevocationMirror {
 
 export interface Log { warn?(message: string): void; error?(message: string, error?: unknown): void }
 
-/** Milliseconds above 0 and at most 2^31 - 1 (what a Node timer keeps); maxBackoffMs at
- * least minBackoffMs. A RangeError names the option (`follow.minBackoffMs`). */
+/** Milliseconds above 0 and at most 2^31 - 1 (what a Node timer keeps); idleTimeoutMs above
+ * heartbeatIntervalMs; maxBackoffMs at least minBackoffMs. A RangeError names the option
+ * (`follow.minBackoffMs`). */
 export interface FollowOptions {
   /** Default 1000; at least 1 (less would be sent as no interval, which the authority refuses). */
   heartbeatIntervalMs?: number;

@@ -163,3 +163,20 @@ def test_a_stream_of_another_epoch_makes_the_follower_start_again_from_zero() ->
         finally:
             follower.stop()
             server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"heartbeat_interval": 0}, "heartbeat_interval must be a finite number of seconds above 0"),
+        ({"idle_timeout": float("inf")}, "idle_timeout must be a finite number"),
+        ({"min_backoff": float("nan")}, "min_backoff must be a finite number"),
+        ({"max_backoff": "2"}, "max_backoff must be a finite number"),
+        ({"heartbeat_interval": 1e-7}, "heartbeat_interval must be at least 0.001 s"),
+        ({"heartbeat_interval": 5.0, "idle_timeout": 3.0}, "idle_timeout must be longer than heartbeat_interval"),
+        ({"min_backoff": 1.0, "max_backoff": 0.5}, "max_backoff must be at least min_backoff"),
+    ],
+)
+def test_follow_settings_that_would_never_follow_are_refused(settings: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        FollowSettings(**settings)

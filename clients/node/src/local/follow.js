@@ -12,7 +12,7 @@ import { MAX_TIMER_MS, checkNumber } from '../options.js';
 
 /** The follower's settings, defaults filled in; TypeError or RangeError naming an option
  * that is not a number of milliseconds above 0 that a timer keeps (heartbeatIntervalMs at
- * least 1, maxBackoffMs at least minBackoffMs). */
+ * least 1, idleTimeoutMs above heartbeatIntervalMs, maxBackoffMs at least minBackoffMs). */
 export function followSettings({
   heartbeatIntervalMs = 1000, idleTimeoutMs = 3000, minBackoffMs = 50, maxBackoffMs = 2000,
 } = {}) {
@@ -20,7 +20,8 @@ export function followSettings({
   // At least 1 ms: less is sent as a zero Duration, which the authority refuses, and the
   // follower would reconnect for ever.
   checkNumber('follow.heartbeatIntervalMs', heartbeatIntervalMs, { ...timer, above: false, min: 1 });
-  checkNumber('follow.idleTimeoutMs', idleTimeoutMs, timer);
+  // Longer than a heartbeat: a stream cut for silence before each could arrive would reopen for ever.
+  checkNumber('follow.idleTimeoutMs', idleTimeoutMs, { ...timer, min: heartbeatIntervalMs });
   checkNumber('follow.minBackoffMs', minBackoffMs, timer);
   checkNumber('follow.maxBackoffMs', maxBackoffMs, { ...timer, above: false, min: minBackoffMs });
   return { heartbeatIntervalMs, idleTimeoutMs, minBackoffMs, maxBackoffMs };

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 import threading
 
@@ -37,6 +38,20 @@ class FollowSettings:
     idle_timeout: float = 3.0
     min_backoff: float = 0.05
     max_backoff: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_interval", "idle_timeout", "min_backoff", "max_backoff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number of seconds above 0")
+        # Less than a millisecond goes out as a zero Duration, which the authority refuses.
+        if self.heartbeat_interval < 0.001:
+            raise ValueError("heartbeat_interval must be at least 0.001 s")
+        # A stream cut for silence before each heartbeat could arrive would reopen for ever.
+        if self.idle_timeout <= self.heartbeat_interval:
+            raise ValueError("idle_timeout must be longer than heartbeat_interval")
+        if self.max_backoff < self.min_backoff:
+            raise ValueError("max_backoff must be at least min_backoff")
 
 
 class _Backoff:
