@@ -86,6 +86,22 @@ class Binding:
         except InvalidProof as refusal:
             raise InvalidArgument("proof", describe(refusal)) from None
 
+    def check_presented(self, proof: Proof | None, token: str, key_thumbprint: str, field: str) -> None:
+        """Refuses (:class:`InvalidArgument` naming ``field``) an access token bound to
+        ``key_thumbprint`` that comes without a valid proof by that key for it (``ath``
+        checked), and a bearer token (``""``) that comes with a proof: for a call that a
+        copy of the token must not be enough for, such as signing the other devices out."""
+        if not key_thumbprint:
+            if proof is not None:
+                raise InvalidArgument(field, _WORDS["unbound"])
+            return
+        if proof is None:
+            raise InvalidArgument(field, "is required: the token is bound to a device key")
+        try:
+            self.proofs.check(proof, access_token=token, key_thumbprint=key_thumbprint)
+        except InvalidProof as refusal:
+            raise InvalidArgument(field, describe(refusal)) from None
+
     def check_refresh(self, proof: Proof | None, key_thumbprint: str) -> None:
         """Refuses (:class:`RefreshTokenRejected`) a refresh of a session bound to
         ``key_thumbprint`` without a valid proof by that key, and a refresh of a bearer

@@ -15,6 +15,9 @@ import hashlib
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from authority_client.proof import Proof
+
+from authority.binding import Binding
 from authority.config import Settings
 from authority.errors import InvalidArgument, TokenRejected
 from authority.revocations import RevocationMirror
@@ -69,6 +72,7 @@ class SignOuts:
 
     _store: Store
     _codec: TokenCodec
+    _binding: Binding
     _mirror: RevocationMirror
     _settings: Settings
     _clock: Callable[[], float]
@@ -122,17 +126,22 @@ class SignOuts:
         )
 
     async def revoke_other_sessions(
-        self, *, token: str | None = None, session_id: str | None = None, reason: str = "", caller: str = ""
+        self, *, token: str | None = None, session_id: str | None = None, reason: str = "", caller: str = "",
+        proof: Proof | None = None,
     ) -> int:
         """"Sign out my other devices": ends every live session of the referenced session's
         subject except that one; 0 when the referenced session is unknown or not live. The
         session is referenced by ``token`` when it is given (even empty, which is refused
-        naming it), else by ``session_id``."""
+        naming it), else by ``session_id``. A token bound to a device key needs ``proof``,
+        by that key for that token: a copy of the token alone may not sign the others out."""
         check_reason(reason)
         if token is not None:
             claims = self._identify("other_sessions.token", token)
+            self._binding.check_presented(proof, token, claims.key_thumbprint, "other_sessions.proof")
             subject, keep = claims.subject, claims.session_id
         else:
+            if proof is not None:
+                raise InvalidArgument("other_sessions.proof", "goes with a token only, not with a session_id")
             session_id = session_id or ""
             check_identifier("other_sessions.session_id", session_id)
             async with self._store.transaction(read_only=True) as tx:

@@ -332,3 +332,74 @@ async def test_htu_is_compared_normalised_without_query_and_fragment(stub: Stub,
                                  http_uri=method_uri[1])
 
     assert await verdict(stub, token, proof) == "VALID"
+
+
+# --- signing the other devices out by a bound token -------------------------------------
+
+
+def others_by(token: str, proof: pb.ProofOfPossession | None = None) -> pb.RevokeTokenRequest:
+    ref = pb.SessionRef(token=token)
+    if proof is not None:
+        ref.proof.CopyFrom(proof)
+    return pb.RevokeTokenRequest(other_sessions=ref)
+
+
+async def test_a_copy_of_a_bound_token_cannot_sign_the_other_devices_out(start_server: StartServer) -> None:
+    stub = (await start_server(max_sessions_per_subject=3)).stub
+    subject, key = new_subject(), DeviceKey.generate()
+    laptop = await sign_in(stub, subject, "laptop")
+    phone = await bound_sign_in(stub, key, subject)
+    token = phone.access_token
+
+    missing = await rpc_error(stub.RevokeToken(others_by(token)))
+    stolen = await rpc_error(stub.RevokeToken(others_by(token, api_proof(DeviceKey.generate(), token))))
+    # A proof by the right key, but for another token (its ath): not this request's.
+    other = (await sign_in(stub, subject, "watch", proof=message(key.proof_for(*SIGN_IN)))).access_token
+    borrowed = await rpc_error(stub.RevokeToken(others_by(token, api_proof(key, other))))
+
+    for error in (missing, stolen, borrowed):
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert str(error.details()).startswith("other_sessions.proof: ")
+        assert token not in str(error.details())
+    assert "is required" in str(missing.details())
+    assert await verdict(stub, laptop.access_token) == "VALID"
+    assert len(await live_sessions(stub, subject)) == 3
+
+
+async def test_the_bound_device_signs_the_others_out_with_its_proof_once(start_server: StartServer) -> None:
+    stub = (await start_server(max_sessions_per_subject=3)).stub
+    subject, key = new_subject(), DeviceKey.generate()
+    laptop = await sign_in(stub, subject, "laptop")
+    phone = await bound_sign_in(stub, key, subject)
+    proof = api_proof(key, phone.access_token)
+
+    answer = await stub.RevokeToken(others_by(phone.access_token, proof))
+    replayed = await rpc_error(stub.RevokeToken(others_by(phone.access_token, proof)))
+
+    assert answer.revoked_sessions == 1
+    assert await verdict(stub, laptop.access_token) == "REVOKED"
+    assert await verdict(stub, phone.access_token, api_proof(key, phone.access_token)) == "VALID"
+    assert replayed.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "was used already" in str(replayed.details())
+
+
+async def test_a_proof_with_a_bearer_token_or_a_session_id_is_refused_and_changes_nothing(
+    start_server: StartServer,
+) -> None:
+    stub = (await start_server(max_sessions_per_subject=3)).stub
+    subject, key = new_subject(), DeviceKey.generate()
+    laptop = await sign_in(stub, subject, "laptop")
+    tablet = await sign_in(stub, subject, "tablet")
+    proof = api_proof(key, laptop.access_token)
+
+    bearer = await rpc_error(stub.RevokeToken(others_by(laptop.access_token, proof)))
+    by_id = pb.RevokeTokenRequest(other_sessions=pb.SessionRef(session_id=laptop.session_id, proof=proof))
+    session = await rpc_error(stub.RevokeToken(by_id))
+    bad = pb.ProofOfPossession(proof="x", http_method="", http_uri="https://api.example.com/x")
+    empty_method = await rpc_error(stub.RevokeToken(others_by(laptop.access_token, bad)))
+
+    assert [e.code() for e in (bearer, session, empty_method)] == [grpc.StatusCode.INVALID_ARGUMENT] * 3
+    assert str(bearer.details()).startswith("other_sessions.proof: the session is not bound")
+    assert str(session.details()).startswith("other_sessions.proof: goes with a token only")
+    assert str(empty_method.details()).startswith("other_sessions.proof.http_method: must be 1 to")
+    assert await verdict(stub, tablet.access_token) == "VALID"

@@ -126,8 +126,8 @@ def proof_of(message: pb.ProofOfPossession) -> Proof:
     return Proof(message.proof, message.http_method, message.http_uri)
 
 
-def proof_problem(message: pb.ProofOfPossession) -> InvalidArgument | None:
-    """What breaks the rule for a ``ProofOfPossession``, naming the field by its path
+def proof_problem(message: pb.ProofOfPossession, path: str = "proof") -> InvalidArgument | None:
+    """What breaks the rule for a ``ProofOfPossession``, naming the field by its ``path``
     (``proof.http_uri``), or None. Sizes are counted in UTF-8 bytes, as on the wire."""
     for field, value, most in (
         ("proof", message.proof, MAX_PROOF_BYTES),
@@ -136,5 +136,5 @@ def proof_problem(message: pb.ProofOfPossession) -> InvalidArgument | None:
     ):
         size = len(value.encode(errors="surrogatepass"))
         if not 0 < size <= most:
-            return InvalidArgument(f"proof.{field}", f"must be 1 to {most} bytes")
+            return InvalidArgument(f"{path}.{field}", f"must be 1 to {most} bytes")
     return None

@@ -263,11 +263,17 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
             named = ref.WhichOneof("ref")
             if named is None:
                 raise InvalidArgument("other_sessions", "name a token or a session_id")
+            proof = None
+            if ref.HasField("proof"):
+                problem = proof_problem(ref.proof, "other_sessions.proof")
+                if problem is not None:
+                    raise problem
+                proof = proof_of(ref.proof)
             # Only the field the request names, even empty: an error names that field.
             revoked = await self._sessions.revoke_other_sessions(
                 token=ref.token if named == "token" else None,
                 session_id=ref.session_id if named == "session_id" else None,
-                reason=request.reason, caller=caller,
+                reason=request.reason, caller=caller, proof=proof,
             )
         else:
             raise InvalidArgument("target", "name a token, a refresh_token, a session_id, a subject or other_sessions")

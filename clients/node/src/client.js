@@ -167,9 +167,12 @@ export class AuthorityClient {
   }
 
   /** "Sign out my other devices": ends every other live session of the subject of the session
-   * that `token` (an access token) or `sessionId` names; resolves to how many ended. */
-  async revokeOtherSessions({ token, sessionId, reason = '', timeoutMs } = {}) {
+   * that `token` (an access token) or `sessionId` names; resolves to how many ended. A token
+   * bound to a device key needs the `proof` the device sent with the request that asked for
+   * this (with ath); without a good one the call rejects with InvalidArgument. */
+  async revokeOtherSessions({ token, sessionId, reason = '', timeoutMs, proof } = {}) {
     const request = convert.otherSessionsRequest({ token, sessionId }, reason);
+    if (proof !== undefined) request.otherSessions.proof = proofMessage(proof);
     return (await this.call('RevokeToken', request, { timeoutMs })).revokedSessions;
   }
 

@@ -160,6 +160,24 @@ test('sign out my other devices, by access token or by session id', { skip }, as
     (error) => error instanceof InvalidArgument && error.details.startsWith('other_sessions.token'));
 });
 
+test('a bound token signs the other devices out only with its device\'s proof', { skip }, async () => {
+  const user = subject();
+  const laptop = await client.issueToken(user, 'laptop');
+  const device = await Device.generate();
+  const phone = await client.issueToken(user, 'phone', { deviceClass: 'mobile', proof: await device.proofFor('POST', SIGN_IN_URI) });
+  assert.equal(phone.tokenType, 'DPoP');
+
+  // A copy of the token alone ends nothing.
+  await assert.rejects(client.revokeOtherSessions({ token: phone.accessToken }),
+    (error) => error instanceof InvalidArgument && error.details.startsWith('other_sessions.proof: is required'));
+  assert.equal((await client.listSessions(user)).length, 2);
+
+  const proof = await device.proofFor('POST', 'https://api.example.com/sign-out-others', { accessToken: phone.accessToken });
+  assert.equal(await client.revokeOtherSessions({ token: phone.accessToken, proof }), 1);
+  assert.deepEqual((await client.listSessions(user)).map((s) => s.sessionId), [phone.sessionId]);
+  assert.equal((await client.validateToken(laptop.accessToken)).reason, 'REVOKED');
+});
+
 test('logout by refresh token ends the session, however idle', { skip }, async () => {
   const user = subject();
   const signedIn = await client.issueToken(user, 'laptop');

@@ -286,7 +286,10 @@ export declare class AuthorityClient {
   revokeToken(target: CallOptions & { reason?: string }
     & OneOf<{ token: string; refreshToken: string; sessionId: string; subject: string }>): Promise<number>;
   /** Ends every other live session of the subject of the session named: how many ended. */
-  revokeOtherSessions(target: CallOptions & { reason?: string } & OneOf<{ token: string; sessionId: string }>): Promise<number>;
+  /** A token bound to a device key needs the device's `proof` for it (InvalidArgument without). */
+  revokeOtherSessions(
+    target: CallOptions & { reason?: string; proof?: Proof } & OneOf<{ token: string; sessionId: string }>,
+  ): Promise<number>;
   /** A bound session needs `proof` by its key. */
   refreshToken(refreshToken: string, options?: CallOptions & { proof?: Proof }): Promise<IssuedToken>;
   listSessions(subject: string, options?: CallOptions): Promise<Session[]>;

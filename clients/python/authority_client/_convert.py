@@ -216,11 +216,16 @@ def guard(request: pb.IssueTokenRequest, expected_replacements: Sequence[str] | 
     return request
 
 
-def other_sessions_request(token: str | None, session_id: str | None, reason: str) -> pb.RevokeTokenRequest:
-    """The RevokeToken request that ends every other session of the one referenced."""
+def other_sessions_request(
+    token: str | None, session_id: str | None, reason: str, proof: Proof | None = None
+) -> pb.RevokeTokenRequest:
+    """The RevokeToken request that ends every other session of the one referenced (by a
+    bound token: with the device's ``proof`` for it)."""
     if (token is None) == (session_id is None):
         raise ValueError("name exactly one of token or session_id")
     ref = pb.SessionRef(token=token) if token is not None else pb.SessionRef(session_id=session_id)
+    if proof is not None:
+        ref.proof.CopyFrom(proof_message(proof))
     return pb.RevokeTokenRequest(other_sessions=ref, reason=reason)
 
 

@@ -139,11 +139,15 @@ class AsyncAuthorityClient:
 
     async def revoke_other_sessions(
         self, *, token: str | None = None, session_id: str | None = None, reason: str = "",
-        timeout: float | None = None,
+        timeout: float | None = None, proof: Proof | None = None,
     ) -> int:
         """"Sign out my other devices": ends every other live session of the subject of the
-        session that ``token`` (or ``session_id``) names; returns how many ended."""
-        request = _convert.other_sessions_request(token, session_id, reason)
+        session that ``token`` (or ``session_id``) names; returns how many ended.
+
+        A token bound to a device key (``token_type`` DPoP) needs the ``proof`` the device
+        sent with the request that asked for this (with ``ath``); without a good one the
+        call raises :class:`~authority_client.errors.InvalidArgument` and nothing changes."""
+        request = _convert.other_sessions_request(token, session_id, reason, proof)
         response: pb.RevokeTokenResponse = await self._call("RevokeToken", request, timeout)
         return response.revoked_sessions
 

@@ -342,3 +342,28 @@ def test_verified_claims_cannot_be_changed_for_the_next_call(authority: InProces
     finally:
         validator.close()
         client.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_bound_device_signs_the_others_out_with_its_proof_and_a_copy_of_its_token_cannot() -> None:
+    from authority_client.proof import DeviceKey, Proof
+
+    with InProcessAuthority(max_sessions_per_subject=3) as authority:
+        client = AuthorityClient(authority.target)
+        try:
+            device = DeviceKey.generate()
+            laptop = client.issue_token("gwen", "laptop")
+            phone = client.issue_token("gwen", "phone", proof=device.proof_for("POST", "https://login.example/sign-in"))
+            uri = "https://api.example.com/sign-out-others"
+
+            with pytest.raises(InvalidArgument) as refused:
+                client.revoke_other_sessions(token=phone.access_token)
+            assert refused.value.details.startswith("other_sessions.proof: is required")
+            assert len(client.list_sessions("gwen")) == 2
+
+            proof = Proof(device.proof("POST", uri, access_token=phone.access_token), "POST", uri)
+            assert client.revoke_other_sessions(token=phone.access_token, proof=proof) == 1
+            assert [s.session_id for s in client.list_sessions("gwen")] == [phone.session_id]
+            assert not client.validate_token(laptop.access_token).valid
+        finally:
+            client.close()

@@ -228,12 +228,14 @@ class RevokeTokenRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ..., session_id: _Optional[str] = ..., subject: _Optional[str] = ..., refresh_token: _Optional[str] = ..., other_sessions: _Optional[_Union[SessionRef, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class SessionRef(_message.Message):
-    __slots__ = ("token", "session_id")
+    __slots__ = ("token", "session_id", "proof")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     token: str
     session_id: str
-    def __init__(self, token: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    proof: ProofOfPossession
+    def __init__(self, token: _Optional[str] = ..., session_id: _Optional[str] = ..., proof: _Optional[_Union[ProofOfPossession, _Mapping]] = ...) -> None: ...
 
 class RevokeTokenResponse(_message.Message):
     __slots__ = ("revoked_sessions",)
