@@ -145,6 +145,24 @@ async def test_a_body_that_does_not_come_in_time_gets_408_and_the_connection_clo
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
+async def test_a_body_declared_too_large_is_413_at_once_not_after_the_read_timeout(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Longer than every wait here: an answer only after it would fail the test.
+    running = await start_server(http_listen="127.0.0.1:0", http_read_timeout=DEADLINE * 2)
+    reader, writer = await _connect(running)
+    writer.write(b"POST /introspect HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\ntoken=eyJ")
+
+    status, _, body = await _answer(reader)
+
+    writer.close()
+    assert status == "HTTP/1.1 413 Request Entity Too Large"
+    assert json.loads(body) == {"error": "invalid_request",
+                                "error_description": "the body is larger than the endpoint takes"}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+
+
 async def test_a_tls_handshake_that_does_not_come_is_closed_at_the_read_timeout(
     start_server: StartServer, tmp_path: Path
 ) -> None:

@@ -31,7 +31,7 @@ from authority.http.callers import HttpCallers
 from authority.http.connections import REFUSAL_LINGER_SECONDS, LimitedSite, descriptor_room
 from authority.http.discovery import INTROSPECT_PATH, JWKS_PATH, REVOKE_PATH, Discovery, metadata_paths
 from authority.http.status import SERVER_NAME, HttpRefusal, answer_for
-from authority.http.tokens import TokenEndpoints
+from authority.http.tokens import MAX_BODY_BYTES, TokenEndpoints
 from authority.ops import logs
 from authority.ops.metrics import Metrics
 
@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 HEALTH_PATH = "/healthz"
 # Query parameters that would carry a token or a credential in the URL, in any case.
 _SECRET_PARAMETERS = frozenset({"token", "access_token", "refresh_token", "api_key"})
-# Bodies are forms of one token and a few fields.
-MAX_BODY_BYTES = 64 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -53,6 +53,9 @@ _IDENTITY = frozenset({"", "identity"})
 _BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 # The fields the endpoints read; an error names no other.
 _FIELDS = frozenset({"token", "token_type_hint", "audience"})
+# The most a body may hold (the application's client_max_size): forms of one token and a
+# few fields.
+MAX_BODY_BYTES = 64 * 1024
 
 
 async def read_form(request: web.Request, timeout: float) -> dict[str, str]:
@@ -66,6 +69,11 @@ async def read_form(request: web.Request, timeout: float) -> dict[str, str]:
         # coding as plain bytes: a revocation could then answer 200 for a token it never
         # saw. A form of one token gains nothing from compression (RFC 9110 §15.5.16).
         raise HttpRefusal(415, "invalid_request", "the body must not be encoded (Content-Encoding)")
+    declared = request.content_length
+    if declared is not None and declared > MAX_BODY_BYTES:
+        # Said by the header alone: waiting for a body that will be refused anyway would
+        # hold the connection for http_read_timeout when less than declared is sent.
+        raise HttpRefusal(413, "invalid_request", "the body is larger than the endpoint takes")
     try:
         async with asyncio.timeout(timeout):
             body = await request.read()  # at most the application's client_max_size, else 413
