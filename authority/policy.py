@@ -45,6 +45,23 @@ class Decision:
         return frozenset(s.session_id for s in self.replaced)
 
 
+# Bidirectional controls: embeddings, overrides and isolates, and the marks that steer
+# them. One in a device name shown to a person can make the text read as another.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Cc: the C0 and C1 controls (NUL, newline, escape...); Zl, Zp: the line and paragraph
+# separators, which some viewers break lines at.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def check_no_controls(field: str, value: str) -> None:
+    """Raises :class:`InvalidArgument` naming ``field`` for a control character in
+    ``value``: a C0 or C1 control, a line or paragraph separator, or a bidirectional
+    control. They would garble a device list, a log line or a header, or make a name
+    read as another; the joiners emoji use are not among them."""
+    if any(unicodedata.category(char) in _CONTROL_CATEGORIES or char in _BIDI_CONTROLS for char in value):
+        raise InvalidArgument(field, "must not contain control characters")
+
+
 def _check_label(field: str, value: str, limit: int) -> None:
     try:
         size = len(value.encode())
@@ -52,10 +69,7 @@ def _check_label(field: str, value: str, limit: int) -> None:
         raise InvalidArgument(field, "must be valid UTF-8") from None
     if size > limit:
         raise InvalidArgument(field, f"must be at most {limit} bytes")
-    # Cc: the C0 and C1 controls (NUL, newline, escape...), which would garble a device
-    # list or a log line.
-    if any(unicodedata.category(char) == "Cc" for char in value):
-        raise InvalidArgument(field, "must not contain control characters")
+    check_no_controls(field, value)
 
 
 def check_device_name(device_name: str) -> None:

@@ -35,7 +35,6 @@ import logging
 import math
 import secrets
 import time
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -51,7 +50,14 @@ from authority.errors import (
     SignInAborted,
     StoreUnavailable,
 )
-from authority.policy import Decision, check_device_name, class_of, decide, replaces_every_live_session
+from authority.policy import (
+    Decision,
+    check_device_name,
+    check_no_controls,
+    class_of,
+    decide,
+    replaces_every_live_session,
+)
 from authority.revocations import RevocationMirror
 from authority.store import (
     Revocation,
@@ -544,5 +550,4 @@ def _check_no_controls(field: str, value: str) -> None:
     # Envoy, in the identity headers of upstream requests: a newline there could forge a
     # header. Sign-in refuses control characters; lookups and revocations still accept
     # what was signed in before this rule.
-    if any(unicodedata.category(char) == "Cc" for char in value):
-        raise InvalidArgument(field, "must not contain control characters")
+    check_no_controls(field, value)

@@ -34,6 +34,12 @@ BAD_SIGN_INS: list[tuple[str, dict[str, Any], str]] = [
     # Subjects and device ids reach Envoy's identity headers: a newline could forge one.
     ("newline in subject", {"subject": "bob\r\nx-authority-subject: admin"}, "subject"),
     ("control character in device", {"device_id": "phone\x1b[2J"}, "device_id"),
+    # Shown to people in device lists and sign-out texts: an override makes a name read as another.
+    ("right-to-left override in device name", {"device_name": "iPhone \u202egnp.exe"}, "device_name"),
+    ("isolate in device name", {"device_name": "\u2067laptop\u2069"}, "device_name"),
+    ("line separator in device name", {"device_name": "phone\u2028admin"}, "device_name"),
+    ("right-to-left mark in subject", {"subject": "bob\u200f"}, "subject"),
+    ("paragraph separator in device", {"device_id": "phone\u2029"}, "device_id"),
     ("unknown policy", {"policy": 7}, "policy"),
     ("reserved claim iss", {"claims": _claims({"iss": "evil"})}, "claims"),
     ("reserved claim sub", {"claims": _claims({"sub": "someone-else"})}, "claims"),
@@ -63,6 +69,17 @@ async def test_bad_sign_in_is_invalid_argument_naming_the_field_and_changes_noth
     assert (error.details() or "").startswith(f"{field}:")
     assert await reason(stub, existing.access_token) == "VALID"
     assert await live_sessions(stub, subject) == [existing.session_id]
+
+
+async def test_emoji_sequences_and_right_to_left_scripts_are_names_like_any_other(stub: Stub) -> None:
+    # The zero-width joiner of an emoji family, a variation selector, Arabic and Hebrew
+    # letters: text, not controls.
+    name = "\U0001f468\u200d\U0001f469\u200d\U0001f467 \u0647\u0627\u062a\u0641 \u05d8\u05dc\u05e4\u05d5\u05df \u2764\ufe0f"
+    subject = new_subject()
+    await sign_in(stub, subject, "phone", device_name=name)
+
+    [listed] = (await stub.ListSessions(pb.ListSessionsRequest(subject=subject))).sessions
+    assert listed.device_name == name
 
 
 async def test_subject_of_exactly_256_bytes_is_accepted(stub: Stub) -> None:
