@@ -74,7 +74,8 @@ async def test_bad_sign_in_is_invalid_argument_naming_the_field_and_changes_noth
 async def test_emoji_sequences_and_right_to_left_scripts_are_names_like_any_other(stub: Stub) -> None:
     # The zero-width joiner of an emoji family, a variation selector, Arabic and Hebrew
     # letters: text, not controls.
-    name = "\U0001f468\u200d\U0001f469\u200d\U0001f467 \u0647\u0627\u062a\u0641 \u05d8\u05dc\u05e4\u05d5\u05df \u2764\ufe0f"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    name = f"{family} \u0647\u0627\u062a\u0641 \u05d8\u05dc\u05e4\u05d5\u05df \u2764\ufe0f"
     subject = new_subject()
     await sign_in(stub, subject, "phone", device_name=name)
 

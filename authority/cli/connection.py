@@ -175,7 +175,8 @@ def _check_pem(
     except (ValueError, UnsupportedAlgorithm):
         raise ConfigError("--tls-client-key-file", f"{key_path} holds a private key that does not parse") from None
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(*spki) != certificates["--tls-client-cert-file"][0].public_key().public_bytes(*spki):
+    leaf = certificates["--tls-client-cert-file"][0]
+    if key.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
         raise ConfigError("--tls-client-key-file", f"{key_path} is not the key of {cert_path}")
 
 

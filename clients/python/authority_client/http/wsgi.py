@@ -20,8 +20,9 @@ URL: ``external_origin`` (set it behind a proxy; see :mod:`authority_client.http
 ``wsgi.url_scheme`` and the ``Host`` header, and the path as the server received it (its
 ``RAW_URI`` or ``REQUEST_URI`` when it gives one, else ``SCRIPT_NAME`` and ``PATH_INFO``
 quoted again, with the ``SCRIPT_NAME`` from before Werkzeug's ``ProxyFix`` added a
-forwarded prefix: that prefix belongs in ``external_origin``). WSGI joins repeated headers with commas, so two ``DPoP`` headers arrive as
-one value with a comma, which no proof holds: refused, BAD_PROOF.
+forwarded prefix: that prefix belongs in ``external_origin``). WSGI joins repeated
+headers with commas, so two ``DPoP`` headers arrive as one value with a comma, which no
+proof holds: refused, BAD_PROOF.
 """
 
 from __future__ import annotations
