@@ -122,7 +122,9 @@ class Authority:
             keyring = await load_keyring(
                 store, settings.signing_algorithm, clock(), kek, allow_plaintext=settings.allow_plaintext_keys
             )
-            keyring = KeyRing(keyring, settings.signing_algorithm, load_retained(await store.retained_keys()))
+            keyring = KeyRing(
+                keyring, settings.signing_algorithm, load_retained(await store.retained_keys()), version=keyring.version
+            )
             mirror = RevocationMirror()
             # The epoch first: should it change during the load, the follower sees it.
             mirror.epoch = (await store.log_state()).epoch
@@ -154,11 +156,12 @@ class Authority:
         """
         store = self._follower_store
         current = self.codec.keyring
-        stored, retained = await store.key_ids(), await store.retained_key_ids()
-        if stored == current.kids | self._unopenable and retained == current.retained_kids:
+        (version, stored), retained = await store.versioned_key_ids(), await store.retained_key_ids()
+        if (version, stored, retained) == (current.version, current.kids | self._unopenable, current.retained_kids):
             return
         keys, unopenable = [], set()
-        for record in await store.keys():
+        version, records = await store.versioned_keys()
+        for record in records:
             try:
                 keys.append(load_key(record, self._kek))
             except Exception:  # a wrong key-encryption key, or a row no version of us can read
@@ -171,13 +174,17 @@ class Authority:
             )
         self._unopenable = unopenable
         try:
-            keyring = KeyRing(keys, self.settings.signing_algorithm, load_retained(await store.retained_keys()))
+            keyring = KeyRing(
+                keys, self.settings.signing_algorithm, load_retained(await store.retained_keys()), version=version
+            )
         except ValueError:
             log.error("no stored %s key can be opened: still signing with the keys loaded before",
                       self.settings.signing_algorithm.value)
             return
         if keyring.kids == current.kids:
-            self.codec.keyring = keyring  # only the retained keys changed: nothing to announce
+            # Only the retained keys or the version changed (a key's row rewritten, a change
+            # undone): the published set is the same, nothing to announce.
+            self.codec.keyring = keyring
             return
         self.codec.keyring = keyring
         self.mirror.announce_keys()

@@ -162,7 +162,8 @@ class KeyRing:
     the one it signs with at a given time: the newest active key of the configured algorithm."""
 
     def __init__(
-        self, keys: Iterable[SigningKey], signing_algorithm: Algorithm, retained: Iterable[RetainedKey] = ()
+        self, keys: Iterable[SigningKey], signing_algorithm: Algorithm, retained: Iterable[RetainedKey] = (),
+        *, version: int = 0,
     ) -> None:
         ordered = sorted(keys, key=_age_order)
         self._signing = [key for key in ordered if key.algorithm is signing_algorithm]
@@ -172,6 +173,9 @@ class KeyRing:
         self._by_kid = {key.kid: key for key in ordered}
         self.kids = frozenset(self._by_kid)
         self.jwks_json = json.dumps({"keys": [key.public_jwk() for key in ordered]}, separators=(",", ":"))
+        # The stored set's version these keys were read at (migration 0011), published with
+        # jwks_json so that consumers can tell a newer set from an older one; 0: unknown.
+        self.version = version
         # Kept for logout only: not in kids, jwks_json or get(), so nothing verifies with them
         # but TokenCodec.identify. A kid both stored and retained (a race with the purge) is
         # a stored key.
@@ -266,22 +270,22 @@ async def load_keyring(
     """
     if kek is None and store.is_postgres and not allow_plaintext:
         check_key_protection(store, kek, allow_plaintext)
-    records = await store.keys()
+    version, records = await store.versioned_keys()
     if not any(r.algorithm == algorithm.value for r in records):
         async with store.transaction() as tx:
             await tx.lock_keys()  # replicas starting together create one key, not several
-            records = await tx.keys()
+            version, records = await tx.versioned_keys()
             if not any(r.algorithm == algorithm.value for r in records):
                 key = generate_key(algorithm, now)
                 await tx.insert_key(_record(key, kek))
                 log.info("generated signing key %s (%s)", key.kid, key.algorithm.value)
-                records = await tx.keys()
+                version, records = await tx.versioned_keys()
     if kek is not None:
         for record in records:
             if not is_sealed(record.private_key):
                 log.warning("signing key %s is stored unencrypted (it predates the key-encryption key): "
                             "rotate it out, see SECURITY.md", record.kid)
-    return KeyRing([load_key(r, kek) for r in records], algorithm)
+    return KeyRing([load_key(r, kek) for r in records], algorithm, version=version)
 
 
 async def rotate_key(

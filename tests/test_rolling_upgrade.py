@@ -4,7 +4,8 @@ refuses to follow the migrated log, with a message saying why, instead of skippi
 entries, and cannot trade a device-bound session's refresh token without its proof.
 Across 0008 (the sign-in that replaces unread), 0009 (the sign-in functions' bodies
 rewritten, their arguments and writes unchanged) and 0010 (the functions notifying only
-when asked, by default as before) it keeps serving: its sign-ins and the new code's, of
+when asked, by default as before) it keeps serving, and across 0011 (the key set's
+version) its key changes raise the version the new code publishes: its sign-ins and the new code's, of
 one subject at once, keep one device. The previous code is the commit before the one that
 added the revision, checked out into a temporary directory and run as a process of its
 own."""
@@ -36,6 +37,7 @@ REVISION = "authority/store/migrations/versions/0007_log_without_lock.py"
 UNREAD_REVISION = "authority/store/migrations/versions/0008_sign_in_replacing.py"
 ONCE_REVISION = "authority/store/migrations/versions/0009_sign_in_without_rereads.py"
 NOTIFY_REVISION = "authority/store/migrations/versions/0010_sign_in_notify_after_commit.py"
+KEY_SET_REVISION = "authority/store/migrations/versions/0011_key_set_version.py"
 DEADLINE = 30.0
 
 pytestmark = pytest.mark.parametrize("store", ["postgres"])  # the refusal is PostgreSQL's views
@@ -215,5 +217,41 @@ async def test_sign_ins_of_the_previous_code_and_unread_ones_of_the_new_keep_one
                     assert time.monotonic() < deadline, answers
                     await asyncio.sleep(0.05)
                 assert await reason(stub, live.access_token) == "VALID"
+    finally:
+        old.stop()
+
+
+async def test_a_key_the_previous_code_rotates_in_raises_the_version_the_new_code_publishes(
+    start_server: StartServer, database_url: str, tmp_path: Path
+) -> None:
+    # Revision 0011 adds the version's table and its triggers: the previous code neither
+    # reads nor writes the version, and its own key changes raise it all the same.
+    source, _ = previous.export(_before_revision(KEY_SET_REVISION), tmp_path / "previous")
+    env = {"AUTHORITY_KEY_ENCRYPTION_KEY": TEST_KEY_ENCRYPTION_KEY}
+    old = await asyncio.to_thread(start_authority, database_url, tmp_path, "previous", "INFO", False, source, env)
+    try:
+        assert await migrate(database_url) == "0010_sign_in_notify_after_commit"
+        new = await start_server(revocation_poll_interval=0.2)
+        before = await new.stub.GetSigningKeys(pb.GetSigningKeysRequest(), timeout=5)
+        rotate = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "authority.cli", "keys", "rotate", "--publish-ahead", "0s",
+            env={**os.environ, **env, "AUTHORITY_DATABASE_URL": database_url,
+                 "PYTHONPATH": f"{source}{os.pathsep}{source / 'clients' / 'python'}"},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(rotate.communicate(), DEADLINE)
+        assert rotate.returncode == 0, err.decode()
+        deadline = time.monotonic() + DEADLINE
+        async with grpc.aio.insecure_channel(old.target) as channel:
+            for stub in (TokenAuthorityStub(channel), new.stub):
+                while (answer := await stub.GetSigningKeys(pb.GetSigningKeysRequest(), timeout=5)).jwks_json.count(
+                    '"kid"'
+                ) != 2:
+                    assert time.monotonic() < deadline, answer.jwks_json
+                    await asyncio.sleep(0.05)
+                if stub is new.stub:
+                    assert answer.key_set_version > before.key_set_version >= 1
+                else:
+                    assert answer.key_set_version == 0  # the previous code does not say
     finally:
         old.stop()

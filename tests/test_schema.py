@@ -13,7 +13,7 @@ from authority.errors import SchemaError
 from authority.store.migrate import migrate
 from tests.conftest import StartServer
 
-HEAD = "0010_sign_in_notify_after_commit"
+HEAD = "0011_key_set_version"
 
 
 async def _revision(url: str) -> str:

@@ -307,7 +307,8 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
 
     @unary
     async def GetSigningKeys(self, request: pb.GetSigningKeysRequest, context: Context) -> pb.GetSigningKeysResponse:
-        return pb.GetSigningKeysResponse(jwks_json=self._authority.codec.keyring.jwks_json)
+        keyring = self._authority.codec.keyring
+        return pb.GetSigningKeysResponse(jwks_json=keyring.jwks_json, key_set_version=keyring.version)
 
     @streaming
     async def WatchRevocations(
@@ -362,9 +363,11 @@ class TokenAuthorityService(authority_pb2_grpc.TokenAuthorityServicer):
                 )
 
     def _signing_keys_event(self, epoch: str) -> pb.RevocationEvent:
+        keyring = self._authority.codec.keyring  # the set and its version from one ring
         return pb.RevocationEvent(
             kind=pb.REVOCATION_EVENT_KIND_SIGNING_KEYS,
-            jwks_json=self._authority.codec.keyring.jwks_json,
+            jwks_json=keyring.jwks_json,
+            key_set_version=keyring.version,
             sent_at=_timestamp(self._clock()),
             epoch=epoch,
         )

@@ -12,8 +12,10 @@ import sqlalchemy as sa
 
 from authority.store.coordination import KEYS_CHANNEL
 from authority.store.records import KeyRecord, RetainedKeyRecord
-from authority.store.schema import retained_public_keys, signing_keys
+from authority.store.schema import key_set_version, retained_public_keys, signing_keys
 from authority.store.unit_of_work import UnitOfWork
+
+_VERSION = sa.select(key_set_version.c.version).where(key_set_version.c.id == 1).scalar_subquery()
 
 
 class KeyQueries(UnitOfWork):
@@ -21,8 +23,20 @@ class KeyQueries(UnitOfWork):
 
     async def keys(self) -> list[KeyRecord]:
         """Every stored signing key."""
-        rows = await self.conn.execute(sa.select(signing_keys))
-        return [KeyRecord(r.kid, r.algorithm, r.private_key, r.created_at, r.activates_at) for r in rows]
+        return (await self.versioned_keys())[1]
+
+    async def versioned_keys(self) -> tuple[int, list[KeyRecord]]:
+        """The set's version (0 when no key is stored) and every stored signing key, from
+        one statement, so from one snapshot even outside a transaction's own (migration 0011)."""
+        query = sa.select(signing_keys, _VERSION.label("set_version"))
+        rows = (await self.conn.execute(query)).all()
+        keys = [KeyRecord(r.kid, r.algorithm, r.private_key, r.created_at, r.activates_at) for r in rows]
+        return (int(rows[0].set_version) if rows else 0), keys
+
+    async def versioned_key_ids(self) -> tuple[int, frozenset[str]]:
+        """The set's version and the kids of the stored keys: a cheap way to notice a change."""
+        rows = (await self.conn.execute(sa.select(signing_keys.c.kid, _VERSION.label("set_version")))).all()
+        return (int(rows[0].set_version) if rows else 0), frozenset(r.kid for r in rows)
 
     async def insert_key(self, key: KeyRecord) -> None:
         """Stores a new signing key and tells every replica (at commit)."""

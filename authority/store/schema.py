@@ -138,6 +138,15 @@ log_epoch = sa.Table(
     sa.Column("epoch", sa.String(32), nullable=False),
 )
 
+# The signing keys' set version (one row, id 1): raised by triggers on every change to
+# signing_keys (migration 0011), read with the keys. See KeyQueries.versioned_keys.
+key_set_version = sa.Table(
+    "key_set_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
 retained_public_keys = sa.Table(
     "retained_public_keys",
     metadata,

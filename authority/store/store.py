@@ -100,10 +100,19 @@ class Store(LogReads, Maintenance):
         async with self.transaction(read_only=True) as tx:
             return frozenset((await tx.conn.execute(sa.select(retained_public_keys.c.kid))).scalars())
 
-    async def key_ids(self) -> frozenset[str]:
-        """The kids of the stored signing keys: a cheap way to notice a rotation."""
+    async def versioned_keys(self) -> tuple[int, list[KeyRecord]]:
+        """The stored set's version and every stored signing key (see KeyQueries.versioned_keys)."""
         async with self.transaction(read_only=True) as tx:
-            return frozenset((await tx.conn.execute(sa.select(signing_keys.c.kid))).scalars())
+            return await tx.versioned_keys()
+
+    async def key_ids(self) -> frozenset[str]:
+        """The kids of the stored signing keys."""
+        return (await self.versioned_key_ids())[1]
+
+    async def versioned_key_ids(self) -> tuple[int, frozenset[str]]:
+        """The stored set's version and its kids: a cheap way to notice a rotation."""
+        async with self.transaction(read_only=True) as tx:
+            return await tx.versioned_key_ids()
 
     async def live_sessions(self, subject: str, now: float, idle_cutoff: float | None) -> list[SessionRecord]:
         """The subject's live sessions, oldest first."""

@@ -288,10 +288,12 @@ class GetSigningKeysRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetSigningKeysResponse(_message.Message):
-    __slots__ = ("jwks_json",)
+    __slots__ = ("jwks_json", "key_set_version")
     JWKS_JSON_FIELD_NUMBER: _ClassVar[int]
+    KEY_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
     jwks_json: str
-    def __init__(self, jwks_json: _Optional[str] = ...) -> None: ...
+    key_set_version: int
+    def __init__(self, jwks_json: _Optional[str] = ..., key_set_version: _Optional[int] = ...) -> None: ...
 
 class WatchRevocationsRequest(_message.Message):
     __slots__ = ("after_sequence", "heartbeat_interval", "epoch")
@@ -304,7 +306,7 @@ class WatchRevocationsRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., epoch: _Optional[str] = ...) -> None: ...
 
 class RevocationEvent(_message.Message):
-    __slots__ = ("sequence", "token_id", "session_id", "expires_at", "kind", "sent_at", "jwks_json", "epoch", "cause", "replaced_by_device_id")
+    __slots__ = ("sequence", "token_id", "session_id", "expires_at", "kind", "sent_at", "jwks_json", "epoch", "cause", "replaced_by_device_id", "key_set_version")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -315,6 +317,7 @@ class RevocationEvent(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     CAUSE_FIELD_NUMBER: _ClassVar[int]
     REPLACED_BY_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_SET_VERSION_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     token_id: str
     session_id: str
@@ -325,7 +328,8 @@ class RevocationEvent(_message.Message):
     epoch: str
     cause: RevocationCause
     replaced_by_device_id: str
-    def __init__(self, sequence: _Optional[int] = ..., token_id: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RevocationEventKind, str]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jwks_json: _Optional[str] = ..., epoch: _Optional[str] = ..., cause: _Optional[_Union[RevocationCause, str]] = ..., replaced_by_device_id: _Optional[str] = ...) -> None: ...
+    key_set_version: int
+    def __init__(self, sequence: _Optional[int] = ..., token_id: _Optional[str] = ..., session_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[RevocationEventKind, str]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jwks_json: _Optional[str] = ..., epoch: _Optional[str] = ..., cause: _Optional[_Union[RevocationCause, str]] = ..., replaced_by_device_id: _Optional[str] = ..., key_set_version: _Optional[int] = ...) -> None: ...
 
 class WatchSessionEventsRequest(_message.Message):
     __slots__ = ("after_sequence", "heartbeat_interval", "epoch")
