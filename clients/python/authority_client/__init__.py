@@ -45,6 +45,7 @@ from authority_client.types import (
     Session,
     SessionPolicy,
     SignInPreview,
+    SigningKeySet,
     Validation,
 )
 from authority_client.validation import AsyncValidator, Mode, ValidationSettings, Validator
@@ -74,6 +75,7 @@ __all__ = [
     "Session",
     "SessionPolicy",
     "SignInPreview",
+    "SigningKeySet",
     "Validation",
     "ValidationSettings",
     "Validator",

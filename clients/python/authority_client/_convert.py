@@ -22,6 +22,7 @@ from authority_client.types import (
     Proof,
     SessionPolicy,
     SignInPreview,
+    SigningKeySet,
     Validation,
 )
 from authority_client.v1 import authority_pb2 as pb
@@ -249,6 +250,7 @@ def revocation_event(message: pb.RevocationEvent) -> RevocationEvent:
         epoch=message.epoch,
         cause=_cause(message.cause),
         replaced_by_device_id=message.replaced_by_device_id,
+        key_set_version=message.key_set_version,
     )
 
 
@@ -260,3 +262,7 @@ def watch_request(
     if heartbeat_interval is not None:
         request.heartbeat_interval.CopyFrom(duration(heartbeat_interval))
     return request
+
+
+def key_set(message: pb.GetSigningKeysResponse) -> SigningKeySet:
+    return SigningKeySet(jwks_json=message.jwks_json, version=message.key_set_version)

@@ -11,7 +11,9 @@ import grpc
 from authority_client import _convert
 from authority_client.channel import ChannelSettings, call_metadata, warn_if_plaintext_api_key
 from authority_client.errors import from_rpc_error
-from authority_client.types import IssuedToken, Proof, RevocationEvent, Session, SessionPolicy, SignInPreview, Validation
+from authority_client.types import (
+    IssuedToken, Proof, RevocationEvent, Session, SessionPolicy, SignInPreview, SigningKeySet, Validation,
+)
 from authority_client.v1 import authority_pb2 as pb
 from authority_client.v1 import authority_pb2_grpc
 
@@ -168,8 +170,11 @@ class AsyncAuthorityClient:
 
     async def get_signing_keys(self, *, timeout: float | None = None) -> str:
         """The authority's public keys as a JWK Set (JSON text)."""
-        response: pb.GetSigningKeysResponse = await self._call("GetSigningKeys", pb.GetSigningKeysRequest(), timeout)
-        return response.jwks_json
+        return (await self.get_signing_key_set(timeout=timeout)).jwks_json
+
+    async def get_signing_key_set(self, *, timeout: float | None = None) -> SigningKeySet:
+        """The authority's public keys with the set's version (see :class:`SigningKeySet`)."""
+        return _convert.key_set(await self._call("GetSigningKeys", pb.GetSigningKeysRequest(), timeout))
 
     async def watch_revocations(
         self, after_sequence: int = 0, *, heartbeat_interval: float | None = None, epoch: str = ""

@@ -126,3 +126,17 @@ class RevocationEvent:
     epoch: str = ""
     cause: RevocationCause = RevocationCause.UNSPECIFIED
     replaced_by_device_id: str = ""
+    # For SIGNING_KEYS: the set's version (SigningKeySet.version); 0 when the server does not say.
+    key_set_version: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SigningKeySet:
+    """The authority's public keys, as GetSigningKeys answers them."""
+
+    # The RFC 7517 JWK Set, as JSON text.
+    jwks_json: str
+    # Raised by the database on every change to the stored keys: of two sets of one log
+    # epoch, the higher version is the newer, whichever replica answered. 0: the server
+    # does not say (an authority older than the field).
+    version: int = 0

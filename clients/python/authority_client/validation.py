@@ -140,7 +140,7 @@ class _Decisions:
                 ),
             )
             assert self.mirror is not None
-            self.mirror.on_signing_keys(self.keys.replace)
+            self.mirror.on_signing_keys(self.keys.replace_announced)
             if settings.local_cache_size > 0:
                 self.verified = VerifiedTokens(settings.local_cache_size, leeway=settings.leeway, clock=clock)
         elif settings.cache_size > 0:
@@ -256,7 +256,7 @@ class Validator:
         """Fetches the signing keys (local mode; a failure is retried later) and starts following."""
         if self._decisions.keys is not None:
             try:
-                self._decisions.keys.replace(self.client.get_signing_keys(), fetched=True)
+                self._decisions.keys.replace_fetched(self.client.get_signing_key_set())
             except AuthorityError as error:
                 log.warning("could not fetch the signing keys at start: %s", error.code.name)
         if self._follower is not None:
@@ -280,7 +280,7 @@ class Validator:
         if step is _Step.REFETCH_KEYS:
             assert self._decisions.keys is not None
             try:
-                self._decisions.keys.replace(self.client.get_signing_keys(), fetched=True)
+                self._decisions.keys.replace_fetched(self.client.get_signing_key_set())
             except AuthorityError as error:
                 raise _unavailable(error) from None
             step = self._decisions.after_refetch(token, audience, proof)
@@ -329,7 +329,7 @@ class AsyncValidator:
         """Fetches the signing keys (local mode; a failure is retried later) and starts following."""
         if self._decisions.keys is not None:
             try:
-                self._decisions.keys.replace(await self.client.get_signing_keys(), fetched=True)
+                self._decisions.keys.replace_fetched(await self.client.get_signing_key_set())
             except AuthorityError as error:
                 log.warning("could not fetch the signing keys at start: %s", error.code.name)
         if self._follower is not None:
@@ -353,7 +353,7 @@ class AsyncValidator:
         if step is _Step.REFETCH_KEYS:
             assert self._decisions.keys is not None
             try:
-                self._decisions.keys.replace(await self.client.get_signing_keys(), fetched=True)
+                self._decisions.keys.replace_fetched(await self.client.get_signing_key_set())
             except AuthorityError as error:
                 raise _unavailable(error) from None
             step = self._decisions.after_refetch(token, audience, proof)

@@ -108,13 +108,13 @@ def test_mirror_entries_expire_with_their_tokens() -> None:
 
 def test_mirror_passes_key_announcements_and_revocations_on() -> None:
     mirror = RevocationMirror()
-    keys: list[str] = []
+    keys: list[tuple[str, int, str]] = []
     revoked: list[tuple[str, str]] = []
-    mirror.on_signing_keys(keys.append)
+    mirror.on_signing_keys(lambda jwks_json, version, epoch: keys.append((jwks_json, version, epoch)))
     mirror.on_revocation(lambda session_id, token_id: revoked.append((session_id, token_id)))
-    mirror.apply(event(RevocationEventKind.SIGNING_KEYS, jwks_json='{"keys":[]}'))
+    mirror.apply(event(RevocationEventKind.SIGNING_KEYS, jwks_json='{"keys":[]}', key_set_version=7, epoch="e"))
     mirror.apply(event(RevocationEventKind.REVOCATION, 1, session_id="s1", token_id="t1", expires_at=9e9))
-    assert keys == ['{"keys":[]}'] and revoked == [("s1", "t1")]
+    assert keys == [('{"keys":[]}', 7, "e")] and revoked == [("s1", "t1")]
 
 
 def test_key_refetches_are_rate_limited() -> None:

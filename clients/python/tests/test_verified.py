@@ -12,7 +12,9 @@ from typing import Any
 
 import jwt
 import pytest
-from authority_client import InvalidReason, Mode, RevocationEvent, RevocationEventKind, ValidationSettings
+from authority_client import (
+    InvalidReason, Mode, RevocationEvent, RevocationEventKind, SigningKeySet, ValidationSettings,
+)
 from authority_client.local.verified import VerifiedTokens
 from authority_client.proof import DeviceKey, InvalidProof, Proof
 from authority_client.validation import _Decisions, _Step
@@ -258,3 +260,83 @@ def test_a_fetched_set_adds_keys_the_stream_has_not_announced_yet() -> None:
     assert made.first(new.sign(), AUDIENCE) is _Step.REFETCH_KEYS
     made.keys.replace(jwks(old, new), fetched=True)
     assert not isinstance(made.after_refetch(new.sign(), AUDIENCE), _Step)
+
+
+def _announce(made: _Decisions, *keys: Key, version: int, epoch: str = "e1") -> None:
+    assert made.mirror is not None
+    made.mirror.apply(RevocationEvent(RevocationEventKind.SIGNING_KEYS, sequence=0, jwks_json=jwks(*keys),
+                                      key_set_version=version, epoch=epoch))
+
+
+def _kids(made: _Decisions) -> set[str]:
+    assert made.keys is not None and made.keys.verifier is not None
+    return set(made.keys.verifier.keys.kids)
+
+
+def test_a_stream_resumed_on_a_lagging_replica_does_not_bring_back_a_retired_key() -> None:
+    retired, kept = Key(), Key()
+    made = decisions(Clock(), kept)
+    assert made.keys is not None
+    _announce(made, retired, kept, version=5)
+    _announce(made, kept, version=6)  # retired (a compromise)
+    # The stream is resumed on a replica that has not reread its keys since.
+    _announce(made, retired, kept, version=5)
+
+    assert _kids(made) == {kept.kid}
+    token = retired.sign()
+    assert made.first(token, AUDIENCE) is _Step.REFETCH_KEYS
+    # That replica answers the refetch with the same old set: a lower version, ignored too,
+    # even though the stream no longer counts the key as withdrawn.
+    assert not made.keys.replace_fetched(SigningKeySet(jwks(retired, kept), version=5))
+    with pytest.raises(InvalidToken) as refused:
+        made.after_refetch(token, AUDIENCE)
+    assert refused.value.reason is InvalidReason.UNKNOWN_KEY
+    # Once it has reread them, its announcements are taken again.
+    newer = Key()
+    _announce(made, kept, newer, version=7)
+    assert _kids(made) == {kept.kid, newer.kid}
+
+
+def test_a_stream_resumed_on_a_lagging_replica_does_not_withdraw_a_new_key() -> None:
+    old, new = Key(), Key()
+    made = decisions(Clock(), old)
+    _announce(made, old, new, version=8)  # a rotation published ahead
+    _announce(made, old, version=7)  # a replica that has not seen it yet
+
+    assert _kids(made) == {old.kid, new.kid}
+    assert not isinstance(made.first(new.sign(), AUDIENCE), _Step)
+
+
+def test_a_fetched_set_newer_than_the_stream_sets_the_count() -> None:
+    retired, kept = Key(), Key()
+    made = decisions(Clock(), kept)
+    assert made.keys is not None
+    # The start's fetch, from a replica that has seen the retirement (no epoch: not a stream).
+    assert made.keys.replace_fetched(SigningKeySet(jwks(kept), version=4))
+    _announce(made, retired, kept, version=3)  # the stream's replica has not
+
+    assert _kids(made) == {kept.kid}
+    assert made.first(retired.sign(), AUDIENCE) is _Step.REFETCH_KEYS
+
+
+def test_a_stream_of_another_epoch_starts_the_count_afresh() -> None:
+    a, b = Key(), Key()
+    made = decisions(Clock(), a)
+    assert made.keys is not None
+    _announce(made, a, version=9, epoch="e1")
+    # A restored database (or another timeline): its count is lower, and it is believed.
+    _announce(made, a, b, version=2, epoch="e2")
+    assert _kids(made) == {a.kid, b.kid}
+    # Within the new epoch, lower versions are older again.
+    _announce(made, a, version=1, epoch="e2")
+    assert not made.keys.replace_fetched(SigningKeySet(jwks(a), version=1))
+    assert _kids(made) == {a.kid, b.kid}
+
+
+def test_sets_without_a_version_are_taken_as_before() -> None:
+    a, b = Key(), Key()
+    made = decisions(Clock(), a)
+    _announce(made, a, b, version=5)
+    _announce(made, b, version=0)  # an authority older than versions
+
+    assert _kids(made) == {b.kid}

@@ -13,6 +13,15 @@ keys about once a second), and a token naming the withdrawn key is exactly what 
 consumer refetch: without this, such a token would reinstate its own key. Only a later
 stream set may name the key again (a database restored from before the withdrawal).
 
+Sets carry a version (``key_set_version``), which the database raises on every change to
+the stored keys: a set of a lower version than one already taken is older, whichever
+replica sends it, and is ignored, stream set or fetched alike. A stream resumed on a
+replica that has not yet reread its keys would otherwise bring a retired key back, or
+withdraw a new one, until that replica caught up. Versions are compared within one log
+epoch: a stream of another epoch (a restored database, a failover to another timeline)
+starts the count afresh. A set of version 0 (an authority older than versions) is taken
+as before.
+
 There is one verifier, whose key set is replaced, so its DPoP proof checker (and the
 replay cache in it) outlives every key set: a proof seen before a rotation is still
 seen after it.
@@ -26,6 +35,7 @@ import time
 from collections.abc import Callable
 
 from authority_client.proof import ProofChecker
+from authority_client.types import SigningKeySet
 from authority_client.verify import KeySet, TokenVerifier
 
 log = logging.getLogger(__name__)
@@ -61,13 +71,30 @@ class SigningKeys:
         self._withdrawn: dict[str, None] = {}
         # The verifier's; None: its own, with the checker's defaults.
         self._proofs = proofs
+        # The highest version taken, and the epoch of the stream set that set the count
+        # ("" until a stream set of a known epoch arrives).
+        self._version = 0
+        self._epoch = ""
 
-    def replace(self, jwks_json: str, *, fetched: bool = False) -> bool:
-        """Swaps in a new key set; a malformed one is logged and ignored. Returns whether it took.
+    def replace_announced(self, jwks_json: str, version: int = 0, epoch: str = "") -> bool:
+        """A stream's SIGNING_KEYS event (see :meth:`replace`)."""
+        return self.replace(jwks_json, version=version, epoch=epoch)
+
+    def replace_fetched(self, key_set: SigningKeySet) -> bool:
+        """A GetSigningKeys answer (see :meth:`replace`)."""
+        return self.replace(key_set.jwks_json, fetched=True, version=key_set.version)
+
+    def replace(self, jwks_json: str, *, fetched: bool = False, version: int = 0, epoch: str = "") -> bool:
+        """Swaps in a new key set; a malformed one, or one older than the set taken, is
+        logged and ignored. Returns whether it took.
 
         ``fetched``: the set is a GetSigningKeys answer, not a stream event; the keys the
-        stream withdrew are left out of it (module docstring)."""
+        stream withdrew are left out of it. ``version``: the set's; ``epoch``: the stream's,
+        for a stream set (module docstring)."""
         if jwks_json == self._jwks_json:
+            with self._lock:
+                if not self._older_locked(fetched, version, epoch):
+                    self._count_locked(fetched, version, epoch)
             return True
         try:
             keys = KeySet.from_jwks(jwks_json)
@@ -75,6 +102,10 @@ class SigningKeys:
             log.warning("ignored a malformed signing key set; keeping the last good one")
             return False
         with self._lock:
+            if self._older_locked(fetched, version, epoch):
+                log.info("ignored an older signing key set (version %d, holding %d)", version, self._version)
+                return False
+            self._count_locked(fetched, version, epoch)
             if fetched:
                 reinstated = keys.kids & self._withdrawn.keys()
                 if reinstated:
@@ -100,6 +131,22 @@ class SigningKeys:
             self._jwks_json = jwks_json
         log.info("signing keys now %s", ", ".join(sorted(keys.kids)))
         return True
+
+    def _new_epoch(self, fetched: bool, epoch: str) -> bool:
+        return not fetched and bool(epoch) and bool(self._epoch) and epoch != self._epoch
+
+    def _older_locked(self, fetched: bool, version: int, epoch: str) -> bool:
+        """Whether a set of ``version`` is older than the one taken (0: not known to be)."""
+        return 0 < version < self._version and not self._new_epoch(fetched, epoch)
+
+    def _count_locked(self, fetched: bool, version: int, epoch: str) -> None:
+        """Counts a set taken (or the set taken announced again)."""
+        if self._new_epoch(fetched, epoch):
+            self._version = version  # another epoch's count: it starts afresh
+        elif version:
+            self._version = max(self._version, version)
+        if not fetched and epoch:
+            self._epoch = epoch
 
     def claim_refetch(self) -> bool:
         """Whether this caller may refetch now (at most one per ``refetch_interval``)."""

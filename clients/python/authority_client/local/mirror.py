@@ -26,7 +26,8 @@ from authority_client.verify import InvalidReason, InvalidToken
 _PURGE_EVERY = 10.0
 
 RevocationListener = Callable[[str, str], object]
-KeysListener = Callable[[str], object]
+# Called with a set's JWK Set, its version and the stream's epoch.
+KeysListener = Callable[[str, int, str], object]
 
 
 class RevocationMirror:
@@ -102,7 +103,7 @@ class RevocationMirror:
         self._revocation_listeners.append(listener)
 
     def on_signing_keys(self, listener: KeysListener) -> None:
-        """Calls ``listener(jwks_json)`` whenever the stream announces the signing keys."""
+        """Calls ``listener(jwks_json, key_set_version, epoch)`` whenever the stream announces the signing keys."""
         self._keys_listeners.append(listener)
 
     def stream_started(self) -> None:
@@ -156,7 +157,7 @@ class RevocationMirror:
                 on_revocation(event.session_id, event.token_id)
         if event.kind is RevocationEventKind.SIGNING_KEYS and event.jwks_json:
             for on_keys in self._keys_listeners:
-                on_keys(event.jwks_json)
+                on_keys(event.jwks_json, event.key_set_version, event.epoch)
 
     def staleness(self) -> float | None:
         """Seconds since the copy was last known complete; None if it never was."""
