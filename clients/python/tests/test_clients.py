@@ -98,6 +98,24 @@ def test_logout_by_refresh_token_ends_the_session(authority: InProcessAuthority)
 
 
 @pytest.mark.timeout(20)
+async def test_both_clients_return_the_key_set_with_the_version_the_stream_announces(
+    authority: InProcessAuthority,
+) -> None:
+    key_set = authority.client.get_signing_key_set()
+    stream = authority.client.watch_revocations()
+    try:
+        announced = next(event for event in stream if event.kind is RevocationEventKind.SIGNING_KEYS)
+    finally:
+        stream.cancel()
+    async with AsyncAuthorityClient(authority.target) as client:
+        async_set = await client.get_signing_key_set()
+
+    assert key_set.version >= 1 and key_set == async_set
+    assert (announced.jwks_json, announced.key_set_version) == (key_set.jwks_json, key_set.version)
+    assert authority.client.get_signing_keys() == key_set.jwks_json
+
+
+@pytest.mark.timeout(20)
 async def test_the_async_client_logs_out_by_refresh_token_too() -> None:
     async with AsyncInProcessAuthority() as authority:
         async with AsyncAuthorityClient(authority.target) as client:
