@@ -162,6 +162,16 @@ def _refreshed_token_too_large() -> InvalidArgument:
     )
 
 
+def _refreshed_claims_refused(refused: InvalidArgument) -> InvalidArgument:
+    # The session's stored claims break a rule made after it signed in (a NUL in a nested
+    # name): every verifier would refuse its token, so none is issued. Named after
+    # RefreshToken's one field, as above.
+    return InvalidArgument(
+        "refresh_token", f"its session's claims can no longer be signed ({refused}), so it cannot be refreshed "
+        "(nothing changed); sign in again, with other claims",
+    )
+
+
 # Called with a sign-in's or refresh's outcome before it commits; raising rolls it back.
 BeforeCommit = Callable[[SignIn], object]
 
@@ -476,7 +486,9 @@ class Sessions(SignOuts):
 
         Raises :class:`InvalidArgument` naming ``refresh_token`` when the session's new access token would exceed
         MAX_TOKEN_BYTES with the current signing key; then nothing changes, and the
-        refresh token stays untraded (it refreshes again once the signing key allows).
+        refresh token stays untraded (it refreshes again once the signing key allows); the
+        same, for good, when the session's stored claims are ones no token may carry
+        (signed in before a rule that refuses them, such as a NUL in a nested name).
         """
         if not refresh_token:
             raise InvalidArgument("refresh_token", "must not be empty")
@@ -520,7 +532,12 @@ class Sessions(SignOuts):
                     hash_refresh_token(new_token), session.session_id, now, rotated_from=token_hash,
                     key_thumbprint=session.key_thumbprint,
                 )
-                signed_in = self._tokens(session, new_token, now, _refreshed_token_too_large)
+                try:
+                    signed_in = self._tokens(session, new_token, now, _refreshed_token_too_large)
+                except InvalidArgument as refused:
+                    if refused.field != "claims":
+                        raise
+                    raise _refreshed_claims_refused(refused) from None
                 await tx.touch_session(session.session_id, now, max(session.access_expires_at, signed_in.expires_at))
                 before_commit(signed_in)
         if reused is not None:
