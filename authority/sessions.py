@@ -70,7 +70,14 @@ from authority.store import (
 )
 from authority.store.signin import SignInWrite, sign_in_unit
 from authority.signouts import REFRESH_TOKEN_CHARS, SignOuts, check_identifier, hash_refresh_token, to_the_end
-from authority.tokens import MAX_TOKEN_BYTES, RESERVED_CLAIMS, AccessClaims, TokenCodec, check_claims_depth
+from authority.tokens import (
+    MAX_TOKEN_BYTES,
+    RESERVED_CLAIMS,
+    AccessClaims,
+    TokenCodec,
+    check_claim_names,
+    check_claims_depth,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,14 +126,13 @@ def _claims_json(claims: Mapping[str, Any]) -> str:
     # Checked with the request, as signing would (tokens.py): before a proof is spent, a
     # refusal recorded or a preview allowed for a sign-in that could never be signed.
     check_claims_depth(claims)
+    check_claim_names(claims)
     try:
         text = json.dumps(claims, allow_nan=False, separators=(",", ":"), sort_keys=True)
     except ValueError:
         raise InvalidArgument("claims", "numbers must be finite") from None
     if len(text.encode(errors="surrogatepass")) > MAX_CLAIMS_BYTES:
         raise InvalidArgument("claims", f"must be at most {MAX_CLAIMS_BYTES} bytes as JSON")
-    if any("\x00" in name for name in claims):
-        raise InvalidArgument("claims", "names must not contain NUL characters")
     return text
 
 
@@ -153,6 +159,16 @@ def _refreshed_token_too_large() -> InvalidArgument:
     return InvalidArgument(
         "refresh_token", f"its session's access token would exceed {MAX_TOKEN_BYTES} bytes with the current "
         "signing key, so it cannot be refreshed (nothing changed); sign in again, with smaller claims",
+    )
+
+
+def _refreshed_claims_refused(refused: InvalidArgument) -> InvalidArgument:
+    # The session's stored claims break a rule made after it signed in (a NUL in a nested
+    # name): every verifier would refuse its token, so none is issued. Named after
+    # RefreshToken's one field, as above.
+    return InvalidArgument(
+        "refresh_token", f"its session's claims can no longer be signed ({refused}), so it cannot be refreshed "
+        "(nothing changed); sign in again, with other claims",
     )
 
 
@@ -470,7 +486,9 @@ class Sessions(SignOuts):
 
         Raises :class:`InvalidArgument` naming ``refresh_token`` when the session's new access token would exceed
         MAX_TOKEN_BYTES with the current signing key; then nothing changes, and the
-        refresh token stays untraded (it refreshes again once the signing key allows).
+        refresh token stays untraded (it refreshes again once the signing key allows); the
+        same, for good, when the session's stored claims are ones no token may carry
+        (signed in before a rule that refuses them, such as a NUL in a nested name).
         """
         if not refresh_token:
             raise InvalidArgument("refresh_token", "must not be empty")
@@ -514,7 +532,12 @@ class Sessions(SignOuts):
                     hash_refresh_token(new_token), session.session_id, now, rotated_from=token_hash,
                     key_thumbprint=session.key_thumbprint,
                 )
-                signed_in = self._tokens(session, new_token, now, _refreshed_token_too_large)
+                try:
+                    signed_in = self._tokens(session, new_token, now, _refreshed_token_too_large)
+                except InvalidArgument as refused:
+                    if refused.field != "claims":
+                        raise
+                    raise _refreshed_claims_refused(refused) from None
                 await tx.touch_session(session.session_id, now, max(session.access_expires_at, signed_in.expires_at))
                 before_commit(signed_in)
         if reused is not None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jwt
+from authority_client import jws
 from authority_client.proof import Proof, ProofChecker
 from authority_client.verify import (
     ACCESS_TOKEN_TYPE,
@@ -86,9 +87,10 @@ class TokenCodec:
     def sign(self, claims: AccessClaims) -> str:
         """The compact JWT for ``claims``, signed with the current signing key.
 
-        Raises :class:`InvalidArgument` for claims nested deeper than a token may be:
-        the authority never issues a token its verifier would refuse."""
+        Raises :class:`InvalidArgument` for claims nested deeper than a token may be, or
+        with a NUL in a name: the authority never issues a token its verifier would refuse."""
         check_claims_depth(claims.extra)
+        check_claim_names(claims.extra)
         key = self.keyring.signing_key_at(claims.issued_at)
         payload = {
             **claims.extra,
@@ -142,6 +144,14 @@ def check_claims_depth(extra: Mapping[str, Any]) -> None:
     value has MAX_CLAIM_DEPTH)."""
     if _depth(extra) > MAX_CLAIM_DEPTH + 1:
         raise InvalidArgument("claims", f"must not nest more than {MAX_CLAIM_DEPTH} levels deep")
+
+
+def check_claim_names(extra: Mapping[str, Any]) -> None:
+    """Raises :class:`InvalidArgument` for a NUL in the name of a claim or of a member of
+    any object in one, at any depth: the verifiers refuse such a token as MALFORMED
+    (:func:`authority_client.jws.has_nul_name`). Call it on claims whose depth is checked."""
+    if jws.has_nul_name(dict(extra)):
+        raise InvalidArgument("claims", "names must not contain NUL characters")
 
 
 def _depth(value: Any) -> int:

@@ -513,6 +513,10 @@ def _attacks() -> list[Attack]:
     add("nul-in-aud", "MALFORMED", lambda t: t.forged(aud=AUDIENCE + "\x00"))
     add("nul-in-iss", "MALFORMED", lambda t: t.forged(iss=ISSUER + "\x00"))
     add("nul-in-a-claim-name", "MALFORMED", lambda t: t.forged(**{"ro\x00le": "admin"}))
+    # A name is a name at any depth: a nested one with NUL is refused as a top-level one is.
+    add("nul-in-a-nested-claim-name", "MALFORMED", lambda t: t.forged(profile={"a\x00b": 1}))
+    add("nul-in-a-claim-name-in-a-list", "MALFORMED", lambda t: t.forged(groups=["a", {"ro\x00le": "admin"}]))
+    add("nul-in-a-claim-name-32-levels-down", "MALFORMED", lambda t: t.forged(deep=_objects(31, {"\x00": 1})))
     add("lone-surrogate-in-sub", "MALFORMED", lambda t: t.forged(sub="alice\ud800"))
     add("lone-low-surrogate-in-jti", "MALFORMED", lambda t: t.forged(jti="\udfff"))
     add("lone-surrogate-in-an-application-claim", "MALFORMED", lambda t: t.forged(role="\ud83d"))
@@ -595,6 +599,8 @@ def controls(target: Target) -> dict[str, tuple[str, str]]:
         "brackets-inside-strings": target.forged(text="[" * 2000 + "{" * 2000),
         "escaped-quotes-and-backslashes": target.forged(text='\\"[\\' * 300),
         "surrogate-pair-and-nul-in-an-application-claim": target.forged(role="\U0001f600 \x00"),
+        "nul-in-nested-claim-values": target.forged(profile={"note": "a\x00b", "tags": ["\x00"]}),
+        "escaped-backslash-u0000-in-a-nested-claim-name": target.forged(profile={"a\\u0000b": 1}),
         "application-claim-300-digits": target.signed_json(json.dumps(target.payload())[:-1] + ', "n": ' + "9" * 300 + "}"),
         "exp-at-the-end-of-year-9999": target.forged(exp=253_402_300_799),
         "another-service-for-its-audience": target.issued_elsewhere.access_token,
@@ -611,8 +617,8 @@ async def test_forgeries_without_a_defect_are_valid(target: Target, checker: str
     assert verdicts == dict.fromkeys(valid, "VALID")
 
 
-def _objects(depth: int) -> Any:
-    value: Any = "bottom"
+def _objects(depth: int, bottom: Any = "bottom") -> Any:
+    value: Any = bottom
     for _ in range(depth):
         value = {"k": value}
     return value

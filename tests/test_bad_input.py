@@ -10,7 +10,7 @@ import grpc
 import pytest
 from authority_client.proof import DeviceKey
 from authority_client.v1 import authority_pb2 as pb
-from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2
 
 from authority.config import Algorithm
 from tests.conftest import StartServer
@@ -81,6 +81,46 @@ async def test_emoji_sequences_and_right_to_left_scripts_are_names_like_any_othe
 
     [listed] = (await stub.ListSessions(pb.ListSessionsRequest(subject=subject))).sessions
     assert listed.device_name == name
+
+
+def _nested_objects(depth: int, bottom: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(depth):
+        bottom = {"k": bottom}
+    return bottom
+
+
+# One rule at every depth, as the verifiers read a token: a NUL in any object's name.
+NUL_NAMES: list[tuple[str, dict[str, Any]]] = [
+    ("top level", {"ro\x00le": "s3cret-value"}),
+    ("nested object", {"profile": {"a\x00b": "s3cret-value"}}),
+    ("object in a list", {"groups": ["a", {"ro\x00le": "s3cret-value"}]}),
+    # 32 levels under the claim: the deepest a claim may nest (MAX_CLAIM_DEPTH).
+    ("deepest level", {"deep": _nested_objects(31, {"\x00": "s3cret-value"})}),
+]
+
+
+async def test_a_nul_is_refused_in_a_claim_name_at_any_depth_and_kept_in_values(stub: Stub) -> None:
+    # Regression: only top-level names were checked, so {"profile": {"a\u0000b": 1}} was
+    # signed into a token.
+    subject = new_subject()
+    existing = await sign_in(stub, subject, "laptop")
+    for where, claims in NUL_NAMES:
+        request = pb.IssueTokenRequest(subject=subject, device_id="phone", claims=_claims(claims))
+        for call in (stub.IssueToken, stub.PreviewSignIn):
+            error = await rpc_error(call(request))
+            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, where
+            # Neither the name nor the value is shown back.
+            assert error.details() == "claims: names must not contain NUL characters", where
+    assert await live_sessions(stub, subject) == [existing.session_id]
+    assert await reason(stub, existing.access_token) == "VALID"
+
+    # Values are the application's text: a NUL in one, at any depth, is signed in and
+    # stored (as the JSON escape, on every store); so is a name spelling the escape out.
+    values = {"note": "a\x00b", "profile": {"tags": ["\x00"], "a\\u0000b": {"x": "\x00"}}}
+    signed_in = await sign_in(stub, subject, "phone", claims=_claims(values))
+    answer = await stub.ValidateToken(pb.ValidateTokenRequest(token=signed_in.access_token))
+    assert answer.valid
+    assert json_format.MessageToDict(answer.claims.extra) == values
 
 
 async def test_subject_of_exactly_256_bytes_is_accepted(stub: Stub) -> None:

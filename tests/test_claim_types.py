@@ -193,6 +193,22 @@ async def test_the_command_line_refuses_a_claim_nested_too_deep_before_it_recurs
 
 
 @pytest.mark.parametrize("store", ["sqlite"])
+async def test_the_command_line_cannot_sign_in_a_nul_in_a_nested_claim_name(database_url: str, tmp_path: Path) -> None:
+    # A command line cannot carry NUL, but a JSON VALUE can spell it: the authority refuses
+    # it as it refuses a top-level one. Regression: such a token was issued.
+    async with _serve(database_url, tmp_path) as (_, target):
+        for claim in ('profile={"a\\u0000b":1}', 'groups=[{"ro\\u0000le":"admin"}]'):
+            code, out, err = await _cli("token", "issue", "bob", "phone", "--target", target, "--claim", claim)
+            assert code == 1, out
+            assert err.startswith("authority token issue: "), err
+            assert err.rstrip().endswith("claims: names must not contain NUL characters"), err
+            assert "admin" not in err
+
+        code, out, _ = await _cli("sessions", "list", "bob", "--target", target)
+        assert out.strip() == "no live sessions"
+
+
+@pytest.mark.parametrize("store", ["sqlite"])
 async def test_a_capped_ttl_is_said(database_url: str, tmp_path: Path) -> None:
     async with _serve(database_url, tmp_path) as (_, target):
         code, out, err = await _cli("token", "issue", "alice", "laptop", "--target", target, "--ttl", "5h")

@@ -126,6 +126,40 @@ async def test_a_session_whose_token_outgrows_the_limit_with_a_new_signing_key_i
     assert refreshed.session_id == signed_in.session_id
 
 
+async def _store_claims(authority: Running, session_id: str, claims_json: str) -> None:
+    async with authority.server.authority.store.engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE sessions SET claims = :claims WHERE session_id = :session_id"),
+                           {"claims": claims_json, "session_id": session_id})
+
+
+async def test_a_session_stored_with_a_nul_in_a_nested_claim_name_is_not_refreshed_and_changes_nothing(
+    authority: Running,
+) -> None:
+    # A session signed in before sign-in refused NUL in nested names: its token would be
+    # MALFORMED to every verifier, so none is issued. Regression: refresh signed one.
+    stub, subject = authority.stub, new_subject()
+    request = pb.IssueTokenRequest(subject=subject, device_id="laptop")
+    request.claims.update({"profile": {"ab": 1}})
+    signed_in = await stub.IssueToken(request)
+    await _store_claims(authority, signed_in.session_id, '{"profile":{"a\\u0000b":1}}')
+    [before] = (await stub.ListSessions(pb.ListSessionsRequest(subject=subject))).sessions
+
+    for _ in range(2):  # a retry is refused alike: nothing was traded
+        error = await rpc_error(_refresh(stub, signed_in.refresh_token))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        details = error.details() or ""
+        assert details.startswith("refresh_token: ")
+        assert "names must not contain NUL characters" in details
+        assert "sign in again" in details
+        assert signed_in.refresh_token not in details
+    [after] = (await stub.ListSessions(pb.ListSessionsRequest(subject=subject))).sessions
+    assert after == before
+    # The refresh token is still untraded: with claims a token may carry, it refreshes.
+    await _store_claims(authority, signed_in.session_id, '{"profile":{"ab":1}}')
+    refreshed = await _refresh(stub, signed_in.refresh_token)
+    assert refreshed.session_id == signed_in.session_id
+
+
 async def test_unknown_and_malformed_refresh_tokens_are_unauthenticated(stub: Stub) -> None:
     for token in ("x" * 43, "not-a-refresh-token", "a.b.c"):
         error = await rpc_error(_refresh(stub, token))

@@ -48,14 +48,15 @@ const ESCAPES = { '"': '"', '\\': '\\', '/': '/', b: '\b', f: '\f', n: '\n', r: 
 /**
  * The object `text` holds. `integerNames` (of the outer object) lists the names whose
  * value was written as an integer literal; `loneSurrogate` says whether any string or
- * name holds a lone surrogate (text with no UTF-8 form).
+ * name holds a lone surrogate (text with no UTF-8 form); `nulName` whether the name of a
+ * member of any object, at any depth, holds NUL (U+0000), which no claim's name may.
  */
 export function parseObject(text) {
   const parser = new Parser(text);
   if (text.charCodeAt(0) !== 0x7b) throw new JsonError();
   const value = parser.object(1, true);
   if (parser.i !== text.length) throw new JsonError();
-  return { value, integerNames: parser.integerNames, loneSurrogate: parser.loneSurrogate };
+  return { value, integerNames: parser.integerNames, loneSurrogate: parser.loneSurrogate, nulName: parser.nulName };
 }
 
 class Parser {
@@ -64,6 +65,7 @@ class Parser {
     this.i = 0;
     this.integerNames = new Set();
     this.loneSurrogate = false;
+    this.nulName = false;
     this.wasInteger = false;
   }
 
@@ -144,6 +146,7 @@ class Parser {
     for (;;) {
       if (s.charCodeAt(this.i) !== 0x22) throw new JsonError();
       const name = this.string();
+      if (name.includes('\0')) this.nulName = true;
       this.ws();
       if (s.charCodeAt(this.i) !== 0x3a) throw new JsonError();
       this.i++;

@@ -41,7 +41,7 @@ function jsonObject(bytes) {
 
 /**
  * The parts of a compact JWS: `header` (the object), `payload` (parseObject's answer:
- * value, integerNames, loneSurrogate), `payloadBytes`, `signature` and `signingInput`
+ * value, integerNames, loneSurrogate, nulName), `payloadBytes`, `signature` and `signingInput`
  * (the bytes the signature covers). Throws JwsFormError; the caller checks the size first.
  */
 export function decodeCompact(text) {

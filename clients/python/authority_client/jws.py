@@ -202,6 +202,17 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+def has_nul_name(value: Any) -> bool:
+    """Whether an object anywhere in ``value`` has a name holding NUL (U+0000): no claim's
+    name at any depth may. ``value`` nests at most :data:`MAX_JSON_DEPTH` levels, as
+    :func:`json_object` reads it."""
+    if isinstance(value, dict):
+        return any("\x00" in name or has_nul_name(item) for name, item in value.items())
+    if isinstance(value, list):
+        return any(map(has_nul_name, value))
+    return False
+
+
 # --- signatures --------------------------------------------------------------------------
 
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())

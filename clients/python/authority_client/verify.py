@@ -19,8 +19,9 @@ A token is checked in this order, and the first failed step gives the reason:
 5. **Claims** (``MALFORMED``): ``sub``, ``sid``, ``device_id``, ``jti`` and ``iss`` are
    strings; ``exp``, ``iat`` and ``nbf`` are integers (not booleans, not floats) that
    fit a protobuf Timestamp; ``aud`` is a string or a list. No NUL in those strings, in ``aud`` or
-   in a claim's name (the authority issues none; the values of application claims may
-   hold one). No string anywhere holds a lone surrogate: it has no UTF-8 form, so it
+   in a claim's name at any depth (``{"profile": {"a\\u0000b": 1}}`` is as malformed as a
+   top-level one; the authority issues none; the values of application claims may hold
+   one). No string anywhere holds a lone surrogate: it has no UTF-8 form, so it
    could not be passed on. ``cnf``, when present, is an object with exactly one member,
    ``jkt``: a 43-character canonical base64url RFC 7638 thumbprint (the key the token is
    bound to); any other confirmation is refused, never taken as a bearer token.
@@ -454,7 +455,7 @@ def _check_claims(payload: dict[str, Any], payload_json: bytes) -> None:
         if (
             any("\x00" in payload[name] for name in _STRING_CLAIMS)
             or (aud_type is str and "\x00" in payload["aud"])
-            or any("\x00" in name for name in payload)
+            or jws.has_nul_name(payload)
             or jws.has_lone_surrogate(payload)
         ):
             raise InvalidToken(_MALFORMED)
