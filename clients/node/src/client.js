@@ -202,7 +202,12 @@ export class AuthorityClient {
 
   /** The public keys as a JWK Set (JSON text). */
   async getSigningKeys({ timeoutMs } = {}) {
-    return (await this.call('GetSigningKeys', {}, { timeoutMs })).jwksJson;
+    return (await this.getSigningKeySet({ timeoutMs })).jwksJson;
+  }
+
+  /** The public keys with the set's version: {jwksJson, version} (see convert.keySet). */
+  async getSigningKeySet({ timeoutMs } = {}) {
+    return convert.keySet(await this.call('GetSigningKeys', {}, { timeoutMs }));
   }
 
   /** The revocation stream after `afterSequence` (a bigint or number) of `epoch` (the epoch

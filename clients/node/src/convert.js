@@ -187,7 +187,8 @@ export function causeName(value) {
 
 /** A WatchRevocations event; `sequence` is a bigint, as the uint64 it is, a position in
  * `epoch`. For a revocation, `cause` is the cause's short name and `replacedByDeviceId`
- * the device that signed in ('' unless REPLACED_BY_SIGN_IN). */
+ * the device that signed in ('' unless REPLACED_BY_SIGN_IN). For SIGNING_KEYS,
+ * `keySetVersion` is the set's version (see keySet); 0 when the server does not say. */
 export function revocationEvent(message) {
   return {
     kind: EVENT_KINDS[message.kind] ?? 'UNSPECIFIED',
@@ -200,5 +201,19 @@ export function revocationEvent(message) {
     epoch: message.epoch ?? '',
     cause: causeName(message.cause),
     replacedByDeviceId: message.replacedByDeviceId ?? '',
+    keySetVersion: keySetVersion(message.keySetVersion),
   };
+}
+
+/** A key set version (a uint64, as a decimal string) as a Number: the database counts
+ * changes to the signing keys, so it stays far below 2^53. */
+function keySetVersion(value) {
+  return value === undefined || value === null ? 0 : Number(value);
+}
+
+/** A GetSigningKeys answer: the JWK Set (JSON text) and its version. Of two sets of one
+ * log epoch the higher version is the newer, whichever replica answered; 0: the server
+ * does not say (an authority older than versions). */
+export function keySet(message) {
+  return { jwksJson: message.jwksJson, version: keySetVersion(message.keySetVersion) };
 }

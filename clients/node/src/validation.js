@@ -61,7 +61,7 @@ export class LocalVerification {
     this.keys = new SigningKeys({
       issuer, leewaySeconds, refetchIntervalMs: keyRefetchIntervalMs, clock, log, proofs: this.proofs,
     });
-    this.mirror.onSigningKeys((jwks) => { this.keys.replace(jwks); });
+    this.mirror.onSigningKeys((jwks, version, epoch) => { this.keys.replaceAnnounced(jwks, version, epoch); });
     this.cacheSize = localCacheSize;
     this.leewaySeconds = leewaySeconds;
     // audience -> token -> {claims, keys}: a token verified in full skips the signature
@@ -194,7 +194,7 @@ export class Validator {
     this.refuseIfClosed();
     if (this.local !== null) {
       try {
-        await this.local.keys.replace(await this.client.getSigningKeys(), { fetched: true });
+        await this.local.keys.replaceFetched(await this.client.getSigningKeySet());
       } catch (error) {
         if (!(error instanceof AuthorityError)) throw error;
         if (!this.closed) this.log.warn?.(`could not fetch the signing keys at start: ${error.name}`);
@@ -230,7 +230,7 @@ export class Validator {
     let step = this.local.decide(token, audience, proof);
     if (step === REFETCH_KEYS) {
       try {
-        await this.local.keys.replace(await this.client.getSigningKeys(), { fetched: true });
+        await this.local.keys.replaceFetched(await this.client.getSigningKeySet());
       } catch (error) {
         if (error instanceof AuthorityError) throw unavailable(error, this.log);
         throw error;

@@ -3,9 +3,9 @@ import * as grpc from '@grpc/grpc-js';
 import express from 'express';
 
 import {
-  AuthorityClient, InvalidProof, InvalidToken, KeySet, MAX_AUTHORIZATION_BYTES, ProofChecker, REASON_TEXTS, REQUEST_TEXTS, RequestProblem,
+  AuthorityClient, InvalidProof, InvalidToken, KeySet, LocalVerification, MAX_AUTHORIZATION_BYTES, ProofChecker, REASON_TEXTS, REQUEST_TEXTS, RequestProblem,
   SessionLimitReached, TokenVerifier, Validator, authInterceptor, claimsOf, grpcProofUri, normalizeUri, problemText, redactedGrpcLogger,
-  requireToken, type AccessClaims, type Problem, type Proof, type ProofCheck, type Reason,
+  requireToken, type AccessClaims, type Problem, type Proof, type ProofCheck, type Reason, type SigningKeySet,
 } from '@token-authority/client';
 
 export async function usage(): Promise<void> {
@@ -18,6 +18,13 @@ export async function usage(): Promise<void> {
   for await (const event of client.watchRevocations(0n)) { const sequence: bigint = event.sequence; void sequence; }
   for await (const event of client.watchRevocations(7n, { epoch: 'e1' })) { const epoch: string = event.epoch; void epoch; }
   const verifier = new TokenVerifier(await KeySet.fromJwks(await client.getSigningKeys()), { issuer: 'token-authority' });
+  const keySet: SigningKeySet = await client.getSigningKeySet();
+  const keySetVersion: number = keySet.version;
+  for await (const event of client.watchRevocations(0n)) { if (event.kind === 'SIGNING_KEYS' && event.keySetVersion < keySetVersion) break; }
+  const local = new LocalVerification({ issuer: 'token-authority' });
+  const took: boolean = (await local.keys.replaceFetched(keySet)) && (await local.keys.replaceAnnounced('{}', 3, 'e1'))
+    && (await local.keys.replace('{}', { fetched: true, version: 3 }));
+  void took;
   try { verifier.verify('t', 'api'); } catch (error) { if (error instanceof InvalidToken) void error.reason; }
   const validator = await new Validator({ client, mode: 'local', maxStalenessMs: 5000 }).start();
   await validator.validate('t', 'api');

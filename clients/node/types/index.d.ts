@@ -235,6 +235,18 @@ export interface RevocationEvent {
   cause: Cause;
   /** For REPLACED_BY_SIGN_IN: the device that signed in. */
   replacedByDeviceId: string;
+  /** For SIGNING_KEYS: the set's version (SigningKeySet.version); 0 when the server does not say. */
+  keySetVersion: number;
+}
+
+/** The authority's public keys, as GetSigningKeys answers them. */
+export interface SigningKeySet {
+  /** The RFC 7517 JWK Set, as JSON text. */
+  jwksJson: string;
+  /** Raised by the database on every change to the stored keys: of two sets of one log
+   * epoch, the higher version is the newer, whichever replica answered. 0: the server does
+   * not say (an authority older than the field). */
+  version: number;
 }
 
 export interface CallOptions { timeoutMs?: number }
@@ -294,6 +306,8 @@ export declare class AuthorityClient {
   refreshToken(refreshToken: string, options?: CallOptions & { proof?: Proof }): Promise<IssuedToken>;
   listSessions(subject: string, options?: CallOptions): Promise<Session[]>;
   getSigningKeys(options?: CallOptions): Promise<string>;
+  /** The public keys with the set's version. */
+  getSigningKeySet(options?: CallOptions): Promise<SigningKeySet>;
   /** `epoch`: the one `afterSequence` came from; a position of another epoch fails with OUT_OF_RANGE. */
   watchRevocations(afterSequence?: bigint | number, options?: { heartbeatIntervalMs?: number; epoch?: string }): RevocationStream;
   /** Whether close() was called. */
@@ -373,10 +387,16 @@ export interface ValidatorOptions {
 export declare class LocalVerification {
   constructor(options?: Omit<ValidatorOptions, 'client' | 'target' | 'clientOptions' | 'mode' | 'follow'>);
   readonly mirror: RevocationMirror;
-  /** `fetched`: a GetSigningKeys answer, which cannot bring back a key the stream withdrew. */
+  /** `fetched`: a GetSigningKeys answer, which cannot bring back a key the stream withdrew.
+   * A set of a lower `version` than one taken is ignored (stream sets of another `epoch`
+   * start the count afresh; version 0: not known to be older). */
   readonly keys: {
     verifier: TokenVerifier | null;
-    replace(jwksJson: string, options?: { fetched?: boolean }): Promise<boolean>;
+    replace(jwksJson: string, options?: { fetched?: boolean; version?: number; epoch?: string }): Promise<boolean>;
+    /** A stream's SIGNING_KEYS event. */
+    replaceAnnounced(jwksJson: string, version?: number, epoch?: string): Promise<boolean>;
+    /** A GetSigningKeys answer. */
+    replaceFetched(keySet: SigningKeySet): Promise<boolean>;
   };
   /** This consumer's proof checker and its replay cache. */
   readonly proofs: ProofChecker;

@@ -10,6 +10,15 @@
 // the withdrawn key is exactly what makes a consumer refetch: without this, such a token
 // would reinstate its own key. Only a later stream set may name the key again (a database
 // restored from before the withdrawal).
+//
+// Sets carry a version (key_set_version), which the database raises on every change to
+// the stored keys: a set of a lower version than one already taken is older, whichever
+// replica sends it, and is ignored, stream set or fetched alike. A stream resumed on a
+// replica that has not yet reread its keys would otherwise bring a retired key back, or
+// withdraw a new one, until that replica caught up. Versions are compared within one log
+// epoch: a stream of another epoch (a restored database, a failover to another timeline)
+// starts the count afresh. A set of version 0 (an authority older than versions) is taken
+// as before. Versions are Numbers: the database counts changes to the keys, far below 2^53.
 import { performance } from 'node:perf_hooks';
 
 import { KeySet, TokenVerifier } from '../verify.js';
@@ -30,19 +39,44 @@ export class SigningKeys {
     this.proofs = proofs;
     this.lastRefetch = null;
     this.jwksJson = '';
-    this.generation = 0;
+    /** The sets being taken, one after another. */
+    this.queue = Promise.resolve();
     /** Kids the stream withdrew, oldest first. */
     this.withdrawn = new Set();
+    /** The highest version taken, and the epoch of the stream set that set the count ('' until
+     * a stream set of a known epoch arrives). */
+    this.version = 0;
+    this.epoch = '';
   }
 
-  /** Swaps in a new key set; a malformed one is logged and ignored. Resolves to whether it
-   * took. `fetched`: a GetSigningKeys answer, not a stream event; the keys the stream
-   * withdrew are left out of it. */
-  async replace(jwksJson, { fetched = false } = {}) {
-    // Sets arrive in order but parse asynchronously: only the newest may take, even when it
-    // is the set already installed (a set announced in between must not win after it).
-    const generation = ++this.generation;
-    if (jwksJson === this.jwksJson) return true;
+  /** A stream's SIGNING_KEYS event (see replace). */
+  replaceAnnounced(jwksJson, version = 0, epoch = '') {
+    return this.replace(jwksJson, { version, epoch });
+  }
+
+  /** A GetSigningKeys answer, {jwksJson, version} (see replace). */
+  replaceFetched({ jwksJson, version = 0 }) {
+    return this.replace(jwksJson, { fetched: true, version });
+  }
+
+  /** Swaps in a new key set; a malformed one, or one older than the set taken, is logged and
+   * ignored. Resolves to whether it took. `fetched`: a GetSigningKeys answer, not a stream
+   * event; the keys the stream withdrew are left out of it. `version`: the set's; `epoch`:
+   * the stream's, for a stream set (module comment). */
+  replace(jwksJson, { fetched = false, version = 0, epoch = '' } = {}) {
+    // Sets parse asynchronously but are taken one at a time, in the order they arrive: each
+    // is compared against the count of every set before it, and the newest is taken last.
+    const taken = this.queue.then(() => this.take(jwksJson, fetched, version, epoch));
+    this.queue = taken.catch(() => {});
+    return taken;
+  }
+
+  async take(jwksJson, fetched, version, epoch) {
+    const older = this.isOlder(fetched, version, epoch);
+    if (jwksJson === this.jwksJson) {
+      if (!older) this.count(fetched, version, epoch);
+      return true;
+    }
     let keys;
     try {
       keys = await KeySet.fromJwks(jwksJson);
@@ -50,7 +84,11 @@ export class SigningKeys {
       this.log.warn?.('ignored a malformed signing key set; keeping the last good one');
       return false;
     }
-    if (generation !== this.generation) return false;
+    if (older) {
+      this.log.warn?.(`ignored an older signing key set (version ${version}, holding ${this.version})`);
+      return false;
+    }
+    this.count(fetched, version, epoch);
     let installed = jwksJson;
     if (fetched) {
       const reinstated = keys.kids.filter((kid) => this.withdrawn.has(kid));
@@ -78,6 +116,23 @@ export class SigningKeys {
     }
     this.jwksJson = installed;
     return true;
+  }
+
+  /** Whether a stream set of `epoch` starts another epoch's count. */
+  isNewEpoch(fetched, epoch) {
+    return !fetched && Boolean(epoch) && Boolean(this.epoch) && epoch !== this.epoch;
+  }
+
+  /** Whether a set of `version` is older than the one taken (0: not known to be). */
+  isOlder(fetched, version, epoch) {
+    return version > 0 && version < this.version && !this.isNewEpoch(fetched, epoch);
+  }
+
+  /** Counts a set taken (or the set taken announced again). */
+  count(fetched, version, epoch) {
+    if (this.isNewEpoch(fetched, epoch)) this.version = version; // another epoch's count: it starts afresh
+    else if (version) this.version = Math.max(this.version, version);
+    if (!fetched && epoch) this.epoch = epoch;
   }
 
   /** Whether this caller may refetch now (at most one per refetchIntervalMs). */

@@ -74,7 +74,7 @@ export class RevocationMirror {
     this.revocationListeners.push(listener);
   }
 
-  /** Calls `listener(jwksJson)` whenever the stream announces the signing keys. */
+  /** Calls `listener(jwksJson, keySetVersion, epoch)` whenever the stream announces the signing keys. */
   onSigningKeys(listener) {
     this.keysListeners.push(listener);
   }
@@ -121,7 +121,9 @@ export class RevocationMirror {
         }
         break;
       case 'SIGNING_KEYS':
-        if (event.jwksJson) for (const listener of this.keysListeners) listener(event.jwksJson);
+        if (event.jwksJson) {
+          for (const listener of this.keysListeners) listener(event.jwksJson, event.keySetVersion ?? 0, event.epoch ?? '');
+        }
         break;
       default:
         break; // a kind this version does not know: ignored, as the contract allows additions
