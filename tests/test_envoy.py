@@ -60,8 +60,8 @@ async def test_the_single_device_rule_through_envoy(
     # No token: 401 with the bare challenge, and the service never sees the request.
     anonymous = await client.get("/orders")
     assert anonymous.status_code == 401
-    assert anonymous.headers["www-authenticate"] == "Bearer"
-    assert anonymous.json() == {"error": "invalid_token", "error_description": MISSING_TEXT}
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="token-authority"'
+    assert anonymous.json() == {"error": "unauthorized", "error_description": MISSING_TEXT}
     assert service.seen == []
 
     # A valid token: through, with the identity set by the authority and the spoofed one gone.
@@ -89,7 +89,9 @@ async def test_the_single_device_rule_through_envoy(
     text = refusal_text(InvalidReason.REVOKED, RevocationCause.REPLACED_BY_SIGN_IN, "the phone")
     assert text == "revoked: signed in on the phone"
     assert revoked.status_code == 401
-    assert revoked.headers["www-authenticate"] == f'Bearer error="invalid_token", error_description="{text}"'
+    assert revoked.headers["www-authenticate"] == (
+        f'Bearer realm="token-authority", error="invalid_token", error_description="{text}"'
+    )
     assert revoked.json() == {"error": "invalid_token", "error_description": text}
     assert (await client.get("/orders", headers=bearer(phone.access_token))).status_code == 200
 
@@ -150,7 +152,7 @@ async def test_bad_headers_get_400_through_envoy(
 
     assert response.status_code == 400
     assert response.headers["www-authenticate"] == (
-        f'Bearer error="invalid_request", error_description="{problem_text(problem)}"'
+        f'Bearer realm="token-authority", error="invalid_request", error_description="{problem_text(problem)}"'
     )
     assert response.json() == {"error": "invalid_request", "error_description": problem_text(problem)}
     assert service.seen == []

@@ -69,7 +69,8 @@ async def test_a_valid_token_is_allowed_with_the_identity_for_the_upstream(autho
 
 async def test_no_token_gets_401_with_the_bare_challenge(authority: Running) -> None:
     status, challenge, body = denial_of(await check(authority, check_request()))
-    assert (status, challenge, body) == (401, "Bearer", {"error": "invalid_token", "error_description": MISSING_TEXT})
+    assert (status, challenge) == (401, 'Bearer realm="token-authority"')
+    assert body == {"error": "unauthorized", "error_description": MISSING_TEXT}
 
 
 async def test_a_signed_out_device_gets_401_with_the_revoked_text_and_its_cause(authority: Running) -> None:
@@ -82,7 +83,7 @@ async def test_a_signed_out_device_gets_401_with_the_revoked_text_and_its_cause(
     text = refusal_text(InvalidReason.REVOKED, RevocationCause.REPLACED_BY_SIGN_IN)
     assert text == "revoked: signed in on another device"
     assert status == 401
-    assert challenge == f'Bearer error="invalid_token", error_description="{text}"'
+    assert challenge == f'Bearer realm="token-authority", error="invalid_token", error_description="{text}"'
     assert body == {"error": "invalid_token", "error_description": text}
     # The same verdict as ValidateToken.
     assert await reason(authority.stub, first.access_token) == "REVOKED"
@@ -96,7 +97,9 @@ async def test_a_replaced_device_is_told_the_name_of_the_device_that_signed_in(a
     status, challenge, body = denial_of(await check(authority, check_request(f"Bearer {first.access_token}")))
 
     assert status == 401
-    assert challenge == 'Bearer error="invalid_token", error_description="revoked: signed in on Pixel 8"'
+    assert challenge == (
+        'Bearer realm="token-authority", error="invalid_token", error_description="revoked: signed in on Pixel 8"'
+    )
     assert body == {"error": "invalid_token", "error_description": "revoked: signed in on Pixel 8"}
 
 
@@ -176,7 +179,9 @@ async def test_bad_headers_get_400_invalid_request(
 ) -> None:
     status, challenge, body = denial_of(await check(authority, check_request(*authorization, path=path, raw=raw)))
     assert status == 400
-    assert challenge == f'Bearer error="invalid_request", error_description="{problem_text(problem)}"'
+    assert challenge == (
+        f'Bearer realm="token-authority", error="invalid_request", error_description="{problem_text(problem)}"'
+    )
     assert body == {"error": "invalid_request", "error_description": problem_text(problem)}
 
 

@@ -138,7 +138,8 @@ async def test_a_bearer_token_keeps_its_bearer_challenge_and_is_refused_with_a_p
     with_proof = denial_of(await check(authority, dpop_request(token, device.proof("GET", URI, access_token=token))))
 
     assert allowed.status.code == code_pb2.OK
-    assert wrong_audience[1] is not None and wrong_audience[1].startswith('Bearer error="invalid_token"')
+    assert wrong_audience[1] is not None
+    assert wrong_audience[1].startswith('Bearer realm="token-authority", error="invalid_token"')
     assert with_proof[1] == challenge("invalid_dpop_proof", InvalidReason.BAD_PROOF)
 
 

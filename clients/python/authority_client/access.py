@@ -40,6 +40,7 @@ import grpc
 
 from authority_client.errors import Unavailable
 from authority_client.proof import DPOP_HEADER, DPOP_SCHEME, Proof, grpc_proof_uri
+from authority_client.reasons import UNAVAILABLE_TEXT
 from authority_client.types import InvalidReason, RevocationCause
 from authority_client.verify import InvalidToken
 
@@ -181,7 +182,7 @@ class Gate:
             cause = RevocationCause(error.cause).name if error.cause else ""
             return Refusal(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED, InvalidReason(error.reason).name, cause)
         if isinstance(error, Unavailable):
-            return Refusal(grpc.StatusCode.UNAVAILABLE, "the token cannot be checked right now", "UNAVAILABLE")
+            return Refusal(grpc.StatusCode.UNAVAILABLE, UNAVAILABLE_TEXT, "UNAVAILABLE")
         # A bug, not the caller's doing: fail closed, the traceback stays in the log.
         log.error("token check failed", exc_info=error)
         return Refusal(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL")

@@ -39,8 +39,9 @@ REASON_TEXTS: Final[Mapping[InvalidReason, str]] = {
 }
 # For a call that carries no token at all.
 MISSING_TEXT: Final = "no token was presented"
-# For a token that cannot be checked right now (the authority's view is stale or it is unreachable).
-UNAVAILABLE_TEXT: Final = "the token cannot be checked right now; try again shortly"
+# For a token that cannot be checked right now (the authority's view is stale or it is
+# unreachable): on gRPC, and on HTTP, where Retry-After says when to try again.
+UNAVAILABLE_TEXT: Final = "the token cannot be checked right now"
 
 
 class RequestProblem(enum.Enum):

@@ -39,8 +39,8 @@ def test_bytes_values_are_read_like_text() -> None:
 def test_no_bearer_token_gets_the_bare_challenge(headers: list[str]) -> None:
     denial = read_token(headers)
     assert isinstance(denial, Denial)
-    assert (denial.status, denial.www_authenticate, denial.reason) == (401, "Bearer", "MISSING")
-    assert json.loads(denial.body) == {"error": "invalid_token", "error_description": MISSING_TEXT}
+    assert (denial.status, denial.www_authenticate, denial.reason) == (401, 'Bearer realm="token-authority"', "MISSING")
+    assert json.loads(denial.body) == {"error": "unauthorized", "error_description": MISSING_TEXT}
 
 
 @pytest.mark.parametrize(
@@ -72,7 +72,9 @@ def test_a_bad_way_of_presenting_the_token_is_an_invalid_request(
     assert isinstance(denial, Denial)
     assert denial.status == 400
     assert denial.reason == problem.name
-    assert denial.www_authenticate == f'Bearer error="invalid_request", error_description="{problem_text(problem)}"'
+    assert denial.www_authenticate == (
+        f'Bearer realm="token-authority", error="invalid_request", error_description="{problem_text(problem)}"'
+    )
     assert json.loads(denial.body) == {"error": "invalid_request", "error_description": problem_text(problem)}
     # The token never shows in what is answered.
     assert TOKEN not in repr(denial) and TOKEN.encode() not in denial.body
@@ -89,7 +91,9 @@ PROOF_REASONS = (InvalidReason.PROOF_REQUIRED, InvalidReason.BAD_PROOF)
 def test_a_bad_token_gets_invalid_token_with_the_reason_text(reason: InvalidReason) -> None:
     denial = invalid_token(reason)
     assert denial.status == 401
-    assert denial.www_authenticate == f'Bearer error="invalid_token", error_description="{reason_text(reason)}"'
+    assert denial.www_authenticate == (
+        f'Bearer realm="token-authority", error="invalid_token", error_description="{reason_text(reason)}"'
+    )
     assert json.loads(denial.body) == {"error": "invalid_token", "error_description": reason_text(reason)}
     assert ("content-type", "application/json") in denial.headers
 

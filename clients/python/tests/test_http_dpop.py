@@ -120,7 +120,7 @@ def test_a_bearer_token_keeps_its_bearer_challenge(app: WebApp, authority: InPro
     response = send(app, elsewhere.access_token, scheme="Bearer")
 
     assert response.status_code == 401
-    assert response.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert response.headers["www-authenticate"].startswith('Bearer realm="token-authority", error="invalid_token"')
 
 
 def test_behind_a_proxy_the_proof_names_the_external_origin(proxied_app: WebApp, authority: InProcessAuthority) -> None:

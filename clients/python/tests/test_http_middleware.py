@@ -69,7 +69,7 @@ def _starlette(validator: AsyncValidator, **options: Any) -> Starlette:
         routes=[Route("/orders", orders, methods=["GET", "POST"]), Route("/healthz", healthz),
                 WebSocketRoute("/live", live)],
         middleware=[Middleware(asgi.BearerAuthMiddleware, validator=validator, audience=AUDIENCE,
-                               public_paths=["/healthz"], retry_after=2, **options)],
+                               public_paths=["/healthz"], **{"retry_after": 2, **options})],
     )
 
 
@@ -94,7 +94,7 @@ def _flask(validator: Validator, **options: Any) -> flask.Flask:
         return flask.Response(rows(), mimetype="text/plain")
 
     app.wsgi_app = wsgi.BearerAuthMiddleware(  # type: ignore[method-assign]
-        app.wsgi_app, validator, audience=AUDIENCE, public_paths=["/healthz"], retry_after=2, **options
+        app.wsgi_app, validator, audience=AUDIENCE, public_paths=["/healthz"], **{"retry_after": 2, **options}
     )
     return app
 
@@ -205,11 +205,11 @@ def test_the_single_device_rule_behind_the_middleware(app: WebApp, authority: In
     # A public path answers without a token.
     assert app.get("/healthz").text == "ok"
 
-    # No token: 401 with the bare challenge.
+    # No token: 401 with the challenge that names no error.
     anonymous = app.get()
     assert anonymous.status_code == 401
-    assert anonymous.headers["www-authenticate"] == "Bearer"
-    assert anonymous.json() == {"error": "invalid_token", "error_description": MISSING_TEXT}
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="token-authority"'
+    assert anonymous.json() == {"error": "unauthorized", "error_description": MISSING_TEXT}
 
     # A valid token: the handler reads the claims (scope state / environ, and current_claims).
     laptop = authority.sign_in("alice", "laptop", audience=AUDIENCE)
@@ -228,7 +228,9 @@ def test_the_single_device_rule_behind_the_middleware(app: WebApp, authority: In
     }[app.mode]
     assert text != reason_text(InvalidReason.REVOKED)
     assert revoked.status_code == 401
-    assert revoked.headers["www-authenticate"] == f'Bearer error="invalid_token", error_description="{text}"'
+    assert revoked.headers["www-authenticate"] == (
+        f'Bearer realm="token-authority", error="invalid_token", error_description="{text}"'
+    )
     assert revoked.json() == {"error": "invalid_token", "error_description": text}
 
 
@@ -265,7 +267,7 @@ def test_bad_headers_get_400_invalid_request(
 
     assert response.status_code == 400
     assert response.headers["www-authenticate"] == (
-        f'Bearer error="invalid_request", error_description="{problem_text(problem)}"'
+        f'Bearer realm="token-authority", error="invalid_request", error_description="{problem_text(problem)}"'
     )
     assert response.json() == {"error": "invalid_request", "error_description": problem_text(problem)}
 
@@ -300,7 +302,7 @@ def test_a_websocket_handshake_is_checked_too(asgi_app: WebApp, authority: InPro
         greeting = websocket.recv(timeout=10)
 
     assert refused.value.response.status_code == 401
-    assert refused.value.response.headers["www-authenticate"] == "Bearer"
+    assert refused.value.response.headers["www-authenticate"] == 'Bearer realm="token-authority"'
     assert greeting == "dave"
 
 

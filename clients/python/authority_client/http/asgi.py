@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from authority_client.context import reset_claims, set_claims
-from authority_client.http.bearer import Denial
+from authority_client.http.bearer import DEFAULT_REALM, Denial
 from authority_client.http.gate import CLAIMS_KEY, DEFAULT_RETRY_AFTER, HttpGate, HttpRules
 from authority_client.validation import AsyncValidator
 
@@ -58,11 +58,12 @@ class BearerAuthMiddleware:
         public_paths: Iterable[str] = (),
         retry_after: int = DEFAULT_RETRY_AFTER,
         external_origin: str = "",
+        realm: str = DEFAULT_REALM,
     ) -> None:
         self.app = app
         self._validator = validator
         self._gate = HttpGate(HttpRules.of(audience, public_paths=public_paths, retry_after=retry_after,
-                                           external_origin=external_origin))
+                                           external_origin=external_origin, realm=realm))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -10,7 +10,7 @@ answer alike. Texts come from :mod:`authority_client.reasons`, never from here.
 ========================================================  ======  =============================
 request                                                   status  challenge (RFC 6750 §3)
 ========================================================  ======  =============================
-no ``Authorization`` header, or one in another scheme     401     ``Bearer`` (no error, §3.1)
+no ``Authorization`` header, or one in another scheme     401     ``Bearer realm=...`` (no error, §3.1)
 header longer than :data:`MAX_AUTHORIZATION_BYTES`          400     ``error="invalid_request"``
 two or more ``Authorization`` headers                     400     ``error="invalid_request"``
 the scheme with no token (``Bearer``)                     400     ``error="invalid_request"``
@@ -23,9 +23,16 @@ two ``DPoP`` headers, or a proof that fails (BAD_PROOF)    401     ``DPoP algs=.
 a token that cannot be checked right now                  503     none; ``Retry-After``
 ========================================================  ======  =============================
 
+A ``Bearer`` challenge names the protection space, ``realm="token-authority"`` unless the
+surface says otherwise (:data:`DEFAULT_REALM`; the middlewares' ``realm``), as the Node.js
+package's Express middleware does; a ``DPoP`` challenge names none, there as here.
+
 RFC 6750 §3.1 makes a request that is missing a parameter, repeats one, uses more than
 one way of sending the token or is otherwise malformed ``invalid_request``, answered 400;
-a token that is expired, revoked or otherwise not valid is ``invalid_token``, 401.
+a token that is expired, revoked or otherwise not valid is ``invalid_token``, 401. A
+request with no token at all gets a challenge with no error code (§3.1), and its body the
+error ``unauthorized``: ``invalid_token`` would tell a client that a token it never sent
+had failed.
 
 The scheme name is case-insensitive (RFC 7235 §2.1). ``Bearer`` and ``DPoP`` (RFC 9449)
 are read. A ``DPoP`` token needs exactly one ``DPoP`` header, the proof: the proof itself
@@ -35,7 +42,7 @@ and URL, which only the surface knows (:meth:`Presented.proof_for`). A ``Bearer`
 the validator, whatever else came with it. Refusals about a proof, and of a ``DPoP``
 token, carry the ``DPoP`` challenge with the proof algorithms accepted (RFC 9449 §7.1);
 a bearer token keeps its ``Bearer`` challenge. A request with no token at all is told
-``Bearer`` alone, as before: it has promised nothing.
+``Bearer`` and its realm alone, as before: it has promised nothing.
 """
 
 from __future__ import annotations
@@ -71,6 +78,11 @@ INVALID_REQUEST: Final = "invalid_request"
 INVALID_TOKEN: Final = "invalid_token"
 INVALID_DPOP_PROOF: Final = "invalid_dpop_proof"
 TEMPORARILY_UNAVAILABLE: Final = "temporarily_unavailable"
+# The body's error for a request with no token: no OAuth code fits, and its challenge names none.
+UNAUTHORIZED: Final = "unauthorized"
+DEFAULT_REALM: Final = "token-authority"
+# What a realm may hold: printable ASCII, for it is quoted into every Bearer challenge (RFC 9110 §5.6.4).
+_REALM = re.compile(r"[\x20-\x7e]*")
 MISSING: Final = "MISSING"
 UNAVAILABLE: Final = "UNAVAILABLE"
 
@@ -104,6 +116,8 @@ class Denial:
     # Whether the challenge names the error: not for a request with no token (RFC 6750 §3.1).
     challenge_names_error: bool = True
     retry_after: int | None = None
+    # The realm a Bearer challenge names (a DPoP one names none).
+    realm: str = DEFAULT_REALM
 
     @property
     def www_authenticate(self) -> str | None:
@@ -111,8 +125,8 @@ class Denial:
         if self.scheme is None:
             return None
         if not self.challenge_names_error:
-            return challenge(self.scheme)
-        return challenge(self.scheme, self.error, self.description)
+            return challenge(self.scheme, realm=self.realm)
+        return challenge(self.scheme, self.error, self.description, realm=self.realm)
 
     @property
     def body(self) -> bytes:
@@ -131,10 +145,24 @@ class Denial:
         return headers
 
 
-def challenge(scheme: str, error: str | None = None, description: str | None = None) -> str:
+def check_realm(realm: object) -> str:
+    """``realm``, or ValueError unless it is a string of printable ASCII (it is quoted into
+    every Bearer challenge), as the Node.js package checks its own."""
+    if not isinstance(realm, str) or not _REALM.fullmatch(realm):
+        raise ValueError("realm must be a string of printable ASCII")
+    return realm
+
+
+def challenge(
+    scheme: str, error: str | None = None, description: str | None = None, *, realm: str | None = None
+) -> str:
     """A ``WWW-Authenticate`` challenge: the scheme alone, or with its error and description;
-    ``DPoP`` always names the proof algorithms (RFC 9449 §7.1)."""
-    parameters = [f'algs="{DPOP_ALGS}"'] if scheme == DPOP else []
+    ``DPoP`` always names the proof algorithms (RFC 9449 §7.1), ``Bearer`` its ``realm``
+    when one is given."""
+    if scheme == DPOP:
+        parameters = [f'algs="{DPOP_ALGS}"']
+    else:
+        parameters = [] if realm is None else [f"realm={_quoted(realm)}"]
     if error is not None:
         parameters.append(f'error="{error}"')
         if description:
@@ -142,9 +170,14 @@ def challenge(scheme: str, error: str | None = None, description: str | None = N
     return f"{scheme} {', '.join(parameters)}" if parameters else scheme
 
 
+def _quoted(text: str) -> str:
+    # A quoted-string (RFC 9110 §5.6.4): each double quote and backslash escaped with a backslash.
+    return '"' + re.sub(r'(["\\])', r"\\\1", text) + '"'
+
+
 def missing(scheme: str = BEARER) -> Denial:
     """The refusal of a request that presents no token."""
-    return Denial(401, MISSING, INVALID_TOKEN, MISSING_TEXT, scheme, challenge_names_error=False)
+    return Denial(401, MISSING, UNAUTHORIZED, MISSING_TEXT, scheme, challenge_names_error=False)
 
 
 def invalid_request(problem: RequestProblem, scheme: str = BEARER) -> Denial:

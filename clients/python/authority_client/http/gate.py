@@ -1,8 +1,9 @@
 """What the HTTP middlewares decide around the validator, shared by ASGI and WSGI.
 
 :class:`HttpRules` says which paths answer without a token, which audience the others
-require, what ``Retry-After`` a 503 carries and, for apps behind a proxy, the origin
-clients address (``external_origin``), which a DPoP proof's ``htu`` is checked against.
+require, what ``Retry-After`` a 503 carries, which ``realm`` a ``Bearer`` challenge names
+and, for apps behind a proxy, the origin clients address (``external_origin``), which a
+DPoP proof's ``htu`` is checked against.
 :class:`HttpGate` reads the request's token through :mod:`authority_client.http.bearer`
 and turns what the validator raised into a :class:`~authority_client.http.bearer.Denial`,
 classifying it with the gRPC interceptors' own :class:`~authority_client.access.Gate`: a
@@ -32,7 +33,15 @@ from typing import Final
 import grpc
 
 from authority_client.access import Gate
-from authority_client.http.bearer import Denial, Presented, invalid_token, read_token, unavailable
+from authority_client.http.bearer import (
+    DEFAULT_REALM,
+    Denial,
+    Presented,
+    check_realm,
+    invalid_token,
+    read_token,
+    unavailable,
+)
 from authority_client.proof import Proof, normalize_uri
 from authority_client.proof_uri import is_host
 from authority_client.verify import InvalidReason, InvalidToken
@@ -59,10 +68,13 @@ class HttpRules:
     # ``scheme://host[:port]`` clients address (behind a proxy), optionally with the path
     # prefix a proxy strips before the app sees the request; "" takes the request's own.
     external_origin: str = ""
+    # The protection space every Bearer challenge names: printable ASCII.
+    realm: str = DEFAULT_REALM
 
     def __post_init__(self) -> None:
         if self.retry_after < 0:
             raise ValueError("retry_after must not be negative")
+        check_realm(self.realm)
         if any(not path.startswith("/") for path in self.public_paths):
             raise ValueError("public paths start with /")
         if self.external_origin:
@@ -70,9 +82,9 @@ class HttpRules:
 
     @classmethod
     def of(cls, audience: str = "token-authority", *, public_paths: Iterable[str] = (),
-           retry_after: int = DEFAULT_RETRY_AFTER, external_origin: str = "") -> HttpRules:
+           retry_after: int = DEFAULT_RETRY_AFTER, external_origin: str = "", realm: str = DEFAULT_REALM) -> HttpRules:
         """Rules from plain collections."""
-        return cls(audience, frozenset(public_paths), retry_after, external_origin)
+        return cls(audience, frozenset(public_paths), retry_after, external_origin, realm)
 
     def request_uri(self, scheme: str, host: str, path: str) -> str:
         """The URL a proof's ``htu`` is checked against: ``external_origin`` (or the
@@ -118,7 +130,8 @@ class HttpGate:
         """None for a public path, else the token to check, or the refusal when it is not readable."""
         if self.rules.is_public(path):
             return None
-        return read_token(authorization, query, dpop=dpop)
+        presented = read_token(authorization, query, dpop=dpop)
+        return self._in_realm(presented) if isinstance(presented, Denial) else presented
 
     def proof(self, presented: Presented, method: str, scheme: str, host: str, path: str) -> Proof | Denial | None:
         """The proof that came with ``presented`` and the request it came with (None: a bearer
@@ -126,13 +139,13 @@ class HttpGate:
         if presented.proof is None:
             return None
         if not self.rules.external_origin and not is_host(host):
-            return invalid_token(InvalidReason.BAD_PROOF)
+            return self._in_realm(invalid_token(InvalidReason.BAD_PROOF))
         uri = self.rules.request_uri(scheme, host, path)
         try:
             normalize_uri(uri)
         except ValueError:
             # A Host header no URL can hold: no proof can match it.
-            return invalid_token(InvalidReason.BAD_PROOF)
+            return self._in_realm(invalid_token(InvalidReason.BAD_PROOF))
         return presented.proof_for(method, uri)
 
     def denial(self, error: Exception, presented: Presented) -> Denial:
@@ -141,5 +154,9 @@ class HttpGate:
         if refusal.code is grpc.StatusCode.UNAUTHENTICATED and isinstance(error, InvalidToken):
             # The description carries the revocation cause, and the replacing device's name
             # where the validator knows it (remote mode, from ValidateToken).
-            return invalid_token(error.reason, presented.scheme, error.cause, error.replaced_by_device_name)
+            return self._in_realm(
+                invalid_token(error.reason, presented.scheme, error.cause, error.replaced_by_device_name))
         return unavailable(self.rules.retry_after)
+
+    def _in_realm(self, denial: Denial) -> Denial:
+        return dataclasses.replace(denial, realm=self.rules.realm)

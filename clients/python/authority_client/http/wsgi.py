@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from authority_client.context import reset_claims, set_claims
-from authority_client.http.bearer import Denial
+from authority_client.http.bearer import DEFAULT_REALM, Denial
 from authority_client.http.gate import CLAIMS_KEY, DEFAULT_RETRY_AFTER, HttpGate, HttpRules
 from authority_client.types import AccessClaims
 from authority_client.validation import Validator
@@ -63,11 +63,12 @@ class BearerAuthMiddleware:
         public_paths: Iterable[str] = (),
         retry_after: int = DEFAULT_RETRY_AFTER,
         external_origin: str = "",
+        realm: str = DEFAULT_REALM,
     ) -> None:
         self.app = app
         self._validator = validator
         self._gate = HttpGate(HttpRules.of(audience, public_paths=public_paths, retry_after=retry_after,
-                                           external_origin=external_origin))
+                                           external_origin=external_origin, realm=realm))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         # WSGI servers hand over one HTTP_AUTHORIZATION; repeated headers arrive joined by
