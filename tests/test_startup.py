@@ -126,6 +126,35 @@ def test_the_database_is_named_by_the_hosts_its_query_gives(query: str, where: s
     assert describe_store(url) == f'PostgreSQL database "authority" on {where} as user authority'
 
 
+@pytest.mark.parametrize(
+    ("url", "environ", "where"),
+    [
+        ("postgresql+asyncpg://authority:hunter2@/authority", {},
+         "the default PostgreSQL socket (/run/postgresql, /var/run/postgresql, /tmp) or localhost:5432"),
+        ("postgresql+asyncpg://authority:hunter2@/authority?port=6432", {"PGPORT": "7000"},
+         "the default PostgreSQL socket (/run/postgresql, /var/run/postgresql, /tmp) or localhost:6432"),
+        ("postgresql+asyncpg://authority:hunter2@/authority", {"PGPORT": "7000"},
+         "the default PostgreSQL socket (/run/postgresql, /var/run/postgresql, /tmp) or localhost:7000"),
+        ("postgresql+asyncpg://authority:hunter2@/authority", {"PGHOST": "/srv/pg"}, "/srv/pg (PGHOST), port 5432"),
+        ("postgresql+asyncpg://authority:hunter2@db.internal/authority", {"PGHOST": "/srv/pg"}, "db.internal:5432"),
+    ],
+)
+def test_a_url_with_no_host_is_described_where_asyncpg_connects(
+    monkeypatch: pytest.MonkeyPatch, url: str, environ: dict[str, str], where: str
+) -> None:
+    # Regression: a URL naming no host was described as on localhost:5432, where asyncpg
+    # (as libpq) tries PGHOST, else the Unix socket, and localhost only last.
+    for name in ("PGHOST", "PGPORT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+
+    described = describe_store(url)
+
+    assert described == f'PostgreSQL database "authority" on {where} as user authority'
+    assert "hunter2" not in described
+
+
 async def test_a_database_url_query_the_driver_cannot_take_stops_the_start_in_one_line(tmp_path: Path) -> None:
     for url, says in (
         ("postgresql+asyncpg://app:hunter2@127.0.0.1/authority?foo=1", "foo is not a connection parameter"),

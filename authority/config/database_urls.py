@@ -5,7 +5,8 @@ name asyncpg does not take, or one whose value must be a number or a Python obje
 in a traceback at the first connection, and ``timeout`` or ``command_timeout`` would be
 silently overridden by the authority's own. ``host=`` and ``port=`` in the query (several
 hosts, for a failover) must be a list SQLAlchemy can read, and :func:`postgres_hosts`
-says which hosts they are. On SQLite the store needs the file's path (to refuse a missing
+says which hosts they are; :func:`postgres_where` says, in words, where the driver will
+try (a URL with no host at all connects as libpq does: PGHOST, else a Unix socket). On SQLite the store needs the file's path (to refuse a missing
 file, and for the maintenance lock beside it), which SQLite's URI filenames hide, and it
 sets the driver's options itself: a SQLite URL takes no query.
 
@@ -14,8 +15,10 @@ Every refusal names the parameter, never its value: the URL may hold a password.
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
+from collections.abc import Mapping
 
 from authority.errors import ConfigError
 
@@ -42,6 +45,9 @@ _SHOWN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # HOST or HOST:PORT, as SQLAlchemy splits a query host (an IPv6 address goes in the URL's host).
 _HOST_PORT = re.compile(r"([A-Za-z0-9.-]*)(?::(\d*))?")
 _FALSE = ("false", "no", "off", "n", "f", "0")
+# Where asyncpg looks for a server's Unix socket when neither the URL nor PGHOST names a
+# host (asyncpg.connect_utils), before it tries localhost.
+SOCKET_DIRECTORIES = ("/run/postgresql", "/var/run/postgresql", "/tmp")
 
 
 def check_postgres_query(option: str, url: str) -> None:
@@ -112,6 +118,26 @@ def postgres_hosts(url: str) -> list[tuple[str, int]]:
         raise ValueError("needs a port for every host when host= names several (host=a:5432&host=b:5432, or "
                          "host=a,b&port=5432,5432)")
     return [(name or default_host, port or default_port) for name, port in zip(names, ports, strict=True)]
+
+
+def postgres_where(url: str, environ: Mapping[str, str] = os.environ) -> str:
+    """Where the driver will try to connect, in words: ``db.internal:5432``, ``a:5432,
+    b:6432`` for a query's host list; for a URL that names no host, asyncpg's own choice:
+    PGHOST's value when it is set, else the default PostgreSQL socket, then localhost. Never
+    a password: only hosts and ports are read."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query)
+    try:
+        hosts = postgres_hosts(url)
+    except ValueError:  # refused at start (check_postgres_query)
+        hosts = [(parts.hostname or "localhost", 5432)]
+    if parts.hostname or any(value for name, value in query if name == "host"):
+        return ", ".join(f"{host}:{port}" for host, port in hosts)
+    explicit = parts.port or any(value for name, value in query if name == "port")
+    port = hosts[0][1] if explicit else environ.get("PGPORT") or 5432
+    if environ.get("PGHOST"):
+        return f"{environ['PGHOST']} (PGHOST), port {port}"
+    return f"the default PostgreSQL socket ({', '.join(SOCKET_DIRECTORIES)}) or localhost:{port}"
 
 
 def _port(text: str) -> int:

@@ -19,7 +19,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import make_url
 
-from authority.config.database_urls import postgres_hosts
+from authority.config.database_urls import postgres_where
 from authority.errors import NoDatabase
 
 
@@ -38,16 +38,13 @@ def sqlite_path(url: str) -> Path | None:
 def describe(url: str) -> str:
     """The database ``url`` names, in words: ``SQLite file /srv/authority.db`` or
     ``PostgreSQL database "authority" on db.internal:5432 as user authority`` (on
-    ``a:5432, b:5432`` for a URL whose query names several hosts)."""
+    ``a:5432, b:5432`` for a URL whose query names several hosts, on the default
+    PostgreSQL socket or localhost for one that names none)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = sqlite_path(url)
         return f"SQLite file {path}" if path is not None else f"SQLite database {parsed.database or ':memory:'}"
-    try:
-        # The query's host= list, when it gives one, is where the driver connects.
-        where = ", ".join(f"{host}:{port}" for host, port in postgres_hosts(url))
-    except ValueError:  # refused at start (authority/config/database_urls.py)
-        where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    where = postgres_where(url)
     user = f" as user {parsed.username}" if parsed.username else ""
     return f'PostgreSQL database "{parsed.database or parsed.username or "postgres"}" on {where}{user}'
 
